@@ -1,0 +1,1 @@
+//! A durable, bounded dead-letter queue with redrive

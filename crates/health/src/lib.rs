@@ -1,0 +1,1 @@
+//! Dependency health checks and Kubernetes liveness, readiness and startup reports

@@ -1,0 +1,1 @@
+//! Circuit breakers, retries with budgets, timeouts and bulkheads

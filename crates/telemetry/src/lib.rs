@@ -1,0 +1,1 @@
+//! JSON logs, OpenTelemetry traces and Prometheus metrics for Rust HTTP services
