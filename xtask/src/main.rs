@@ -1,1 +1,112 @@
-fn main() {}
+//! mainstay's automation, run as `cargo xtask <command>`.
+//!
+//! - `ci`: every check CI runs, in order, each timed, with one summary at the end.
+//! - `codegen [--check]`: writes (or checks) the generated files under `docs/`.
+//! - `deps`: fails when a crate gains a dependency edge that `ARCHITECTURE.md` forbids.
+//! - `bench [NAME ...]`: runs the named benchmarks (all when none is named).
+//! - `release`: checks that every library crate is ready to publish.
+
+mod ci;
+mod codegen;
+mod deps;
+mod release;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "mainstay's automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run every check and test that CI runs.
+    Ci,
+    /// Write the generated files (OpenAPI document, configuration reference).
+    Codegen {
+        /// Fail when a generated file is stale instead of writing it.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Check the dependency rules between the workspace crates.
+    Deps,
+    /// Run benchmarks: `http`, `breaker`, `dlq`, `health` (all when none is named).
+    Bench {
+        /// Names of the benchmarks to run.
+        names: Vec<String>,
+    },
+    /// Check that every library crate is ready to publish.
+    Release,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Ci => ci::run(),
+        Task::Codegen { check } => codegen::run(check),
+        Task::Deps => deps::run(),
+        Task::Bench { names } => bench(&names),
+        Task::Release => release::run(),
+    };
+    if let Err(error) = result {
+        eprintln!("xtask: error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A `cargo` command run from the workspace root, honouring the `CARGO` the alias was started with.
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+/// Runs a command to completion, failing with its command line when it exits non-zero.
+fn run_command(command: &mut Command) -> Result<()> {
+    let shown = format!("{command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} exited with {status}");
+    }
+    Ok(())
+}
+
+/// The benchmarks `cargo xtask bench` knows: name, package, bench target.
+const BENCHES: &[(&str, &str, &str)] = &[
+    ("http", "mainstay-telemetry", "http_stack"),
+    ("breaker", "mainstay-resilience", "breaker"),
+    ("dlq", "mainstay-dlq", "push"),
+    ("health", "mainstay-health", "report"),
+];
+
+fn bench(names: &[String]) -> Result<()> {
+    for name in names {
+        if !BENCHES.iter().any(|(known, _, _)| known == name) {
+            let known: Vec<&str> = BENCHES.iter().map(|(known, _, _)| *known).collect();
+            bail!("unknown benchmark `{name}`; known: {}", known.join(", "));
+        }
+    }
+    for (name, package, target) in BENCHES {
+        if names.is_empty() || names.iter().any(|wanted| wanted == name) {
+            eprintln!("xtask: bench {name}: cargo bench -p {package} --bench {target}");
+            run_command(cargo().args(["bench", "-p", package, "--bench", target]))?;
+        }
+    }
+    Ok(())
+}

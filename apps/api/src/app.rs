@@ -1,0 +1,108 @@
+//! The application: shared state, the routes, and the layers every request passes through.
+//!
+//! From the outside in: request id (accepted or made, echoed) → trace span and access log →
+//! problem+json for every error → the router, whose routes each run inside the HTTP metrics layer
+//! (so the route template is known), the request timeout and the body limit.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::StatusCode;
+use mainstay_telemetry::http::{HttpMetrics, HttpMetricsLayer, RequestIdLayer, TraceLayer};
+use prometheus_client::registry::Registry;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::auth::{Authenticator, IdentityHasher};
+use crate::config::Config;
+use crate::routes::admin::AdminToken;
+use crate::routes::{self, Routes};
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The effective configuration.
+    pub config: Arc<Config>,
+    /// The metrics registry `/metrics` encodes.
+    pub registry: Arc<Registry>,
+    /// The admin token's digest, when the admin API is on.
+    pub admin_token: Option<AdminToken>,
+    /// Authentication of `/v1` callers.
+    pub authenticator: Authenticator,
+}
+
+/// The assembled application.
+#[derive(Debug)]
+pub struct App {
+    /// The router with every layer, ready to serve.
+    pub router: Router,
+    /// The method and path of every route served.
+    pub served: Vec<(&'static str, String)>,
+}
+
+/// Builds the application from a validated configuration.
+pub fn build(config: Config) -> App {
+    let mut registry = Registry::default();
+    let http_metrics = HttpMetrics::register(&mut registry);
+    mainstay_telemetry::process::register_process_collector(&mut registry);
+
+    let hasher = IdentityHasher::random();
+    let state = AppState {
+        authenticator: Authenticator::new(&config.auth, hasher),
+        admin_token: config.admin.token.as_deref().map(AdminToken::new),
+        registry: Arc::new(registry),
+        config: Arc::new(config),
+    };
+
+    let mut routes = Routes::new()
+        .merge(routes::health::routes())
+        .merge(routes::metrics::routes())
+        .merge(routes::openapi::routes());
+    routes = routes.nest("/v1", routes::v1::routes(), |router| {
+        router.route_layer(axum::middleware::from_fn_with_state(
+            state.authenticator.clone(),
+            crate::auth::require_caller,
+        ))
+    });
+    if state.admin_token.is_some() {
+        routes = routes.nest("/admin", routes::admin::routes(), |router| {
+            router.route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                routes::admin::require_admin,
+            ))
+        });
+    }
+    let served = routes.served().to_vec();
+
+    let request_timeout = state.config.server.request_timeout;
+    let body_limit = state.config.server.body_limit_bytes;
+    let router = routes
+        .into_router()
+        .layer(
+            ServiceBuilder::new()
+                .layer(HttpMetricsLayer::new(
+                    http_metrics,
+                    |extensions: &axum::http::Extensions| {
+                        extensions
+                            .get::<MatchedPath>()
+                            .map(|path| path.as_str().to_owned())
+                    },
+                ))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    request_timeout,
+                ))
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(RequestIdLayer::new())
+                .layer(TraceLayer::new())
+                .layer(axum::middleware::from_fn(crate::problem::problem_layer))
+                .layer(RequestBodyLimitLayer::new(body_limit)),
+        );
+    App { router, served }
+}

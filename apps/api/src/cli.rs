@@ -1,0 +1,125 @@
+//! The command line: `mainstay-api [--config PATH] [serve | config print | config reference | openapi]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config;
+
+/// Exit code for a configuration the service refuses.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// mainstay-api: the mainstay reference service.
+#[derive(Debug, Parser)]
+#[command(name = "mainstay-api", version, about)]
+pub struct Cli {
+    /// Read this configuration file instead of `./mainstay.toml`.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+/// `config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration, where each value came from, secrets masked.
+    Print,
+    /// Check the configuration and exit 0 when it is valid.
+    Check,
+    /// Print the configuration reference (docs/configuration.md).
+    Reference,
+}
+
+/// Runs the command line and returns the process's exit code.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Openapi => {
+            print!("{}", crate::routes::openapi::document());
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Reference) => {
+            print!("{}", config::reference());
+            ExitCode::SUCCESS
+        }
+        Command::Config(ConfigCommand::Print) => match config::load(cli.config.as_deref()) {
+            Ok((config, figment)) => {
+                print!("{}", config::print(&config, &figment));
+                ExitCode::SUCCESS
+            }
+            Err(error) => config_failure(&error),
+        },
+        Command::Config(ConfigCommand::Check) => match config::load(cli.config.as_deref()) {
+            Ok(_) => {
+                eprintln!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(error) => config_failure(&error),
+        },
+        Command::Serve => serve(cli.config.as_deref()),
+    }
+}
+
+fn config_failure(error: &config::ConfigError) -> ExitCode {
+    eprintln!("mainstay-api: {error}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn serve(file: Option<&std::path::Path>) -> ExitCode {
+    let config = match config::load(file) {
+        Ok((config, _)) => config,
+        Err(error) => return config_failure(&error),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mainstay-api: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        // The OTLP exporters need the runtime, so telemetry starts inside it.
+        let telemetry = match mainstay_telemetry::init(&config.telemetry) {
+            Ok(guard) => guard,
+            Err(error) => {
+                eprintln!("mainstay-api: could not start telemetry: {error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let outcome = crate::server::serve(config).await;
+        let code = match &outcome {
+            Ok(crate::server::Exit::Drained) => ExitCode::SUCCESS,
+            Ok(crate::server::Exit::TimedOut) => ExitCode::FAILURE,
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "mainstay-api stopped on an error"
+                );
+                ExitCode::FAILURE
+            }
+        };
+        if let Err(error) = telemetry.shutdown() {
+            eprintln!("mainstay-api: telemetry did not flush: {error}");
+        }
+        code
+    })
+}

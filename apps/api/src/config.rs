@@ -1,0 +1,526 @@
+//! The service configuration: types, loading with figment, validation and the generated reference.
+//!
+//! Precedence, lowest first: the defaults below < `mainstay.toml` in the working directory (or the
+//! file named by `--config PATH`) < `MAINSTAY_` environment variables, where `__` separates the
+//! levels (`MAINSTAY_SERVER__ADDR`). Every key is documented in `docs/configuration.md`, generated
+//! from these types by `cargo xtask codegen`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use mainstay_telemetry::TelemetryConfig;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The file read when no `--config` is given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "mainstay.toml";
+
+/// The prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "MAINSTAY_";
+
+/// The whole configuration of `mainstay-api`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP server.
+    pub server: ServerConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// Authentication of `/v1` callers.
+    pub auth: AuthConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Logs, traces and metrics.
+    pub telemetry: TelemetryConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let telemetry = TelemetryConfig {
+            service_name: "mainstay-api".into(),
+            service_version: env!("CARGO_PKG_VERSION").into(),
+            ..TelemetryConfig::default()
+        };
+        Self {
+            server: ServerConfig::default(),
+            admin: AdminConfig::default(),
+            auth: AuthConfig::default(),
+            shutdown: ShutdownConfig::default(),
+            telemetry,
+        }
+    }
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The address the service listens on.
+    pub addr: SocketAddr,
+    /// How long one request may take before it is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// The largest request body accepted, in bytes; larger bodies are answered 413.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            request_timeout: Duration::from_secs(30),
+            body_limit_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// The admin API under `/admin`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The bearer token admin callers present. With no token the admin routes do not exist.
+    pub token: Option<String>,
+}
+
+/// Authentication of `/v1` callers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Whether callers without a key are let in, as anonymous members of the `public` organisation.
+    pub allow_anonymous: bool,
+    /// The API keys, stored as SHA-256 hashes (`printf %s KEY | sha256sum`). File only.
+    pub api_keys: Vec<ApiKeyEntry>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            allow_anonymous: true,
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+/// One configured API key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    /// The lowercase hex SHA-256 of the key; the key itself is never stored.
+    pub key_sha256: String,
+    /// The organisation the key belongs to.
+    pub organisation: String,
+    /// The caller tier the key grants.
+    #[serde(default = "ApiKeyEntry::default_tier")]
+    pub tier: Tier,
+    /// The organisation's plan, which sets its hourly quota.
+    #[serde(default)]
+    pub plan: Plan,
+}
+
+impl ApiKeyEntry {
+    fn default_tier() -> Tier {
+        Tier::ApiKey
+    }
+}
+
+/// The caller tiers rate limits are set by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tier {
+    /// A caller without a key.
+    Anonymous,
+    /// A caller with an ordinary API key.
+    ApiKey,
+    /// A caller with a premium key.
+    Premium,
+    /// An internal caller without limits.
+    Admin,
+}
+
+/// The plans organisations are on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Plan {
+    /// The free plan.
+    #[default]
+    Free,
+    /// The pro plan.
+    Pro,
+    /// The enterprise plan.
+    Enterprise,
+}
+
+/// Graceful shutdown on SIGTERM or SIGINT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// The whole budget from the signal to exit; keep it under Kubernetes' grace period (30 s).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long the listener keeps accepting after readiness turned 503, so that load balancers
+    /// stop sending new traffic first.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(25),
+            drain_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A configuration that could not be loaded: names the key, the value and what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` does not exist.
+    #[error("configuration file {} does not exist", .0.display())]
+    MissingFile(PathBuf),
+    /// A value has the wrong type or form, or a key is unknown.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ConfigError {
+    /// Names the key, the value as given and what the key takes, for every error figment found.
+    fn from_figment(error: figment::Error, figment: &Figment) -> Self {
+        let messages: Vec<String> = error
+            .into_iter()
+            .map(|error| {
+                let key = error.path.join(".");
+                let source = error
+                    .metadata
+                    .as_ref()
+                    .map(|metadata| format!(" (from {})", metadata.name))
+                    .unwrap_or_default();
+                if key.is_empty() {
+                    return format!("{}{source}", error.kind);
+                }
+                let given = figment
+                    .find_value(&key)
+                    .ok()
+                    .and_then(|value| serde_json::to_string(&value).ok())
+                    .map(|value| format!(" = {value}"))
+                    .unwrap_or_default();
+                let allowed = KEY_DOCS
+                    .iter()
+                    .find(|(documented, _, _)| *documented == key)
+                    .map(|(_, kind, _)| format!("; allowed: {kind}"))
+                    .unwrap_or_default();
+                format!("key `{key}`{given}: {}{allowed}{source}", error.kind)
+            })
+            .collect();
+        ConfigError::Invalid(messages.join("; "))
+    }
+}
+
+/// The figment for a configuration: defaults < file < environment.
+///
+/// `file` is the `--config` path; without it `mainstay.toml` is read when it exists.
+pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    match file {
+        Some(path) if !path.is_file() => return Err(ConfigError::MissingFile(path.to_path_buf())),
+        Some(path) => figment = figment.merge(Toml::file_exact(path)),
+        None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+            figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+        }
+        None => {}
+    }
+    // Only nested keys (`MAINSTAY_SECTION__KEY`) are configuration, so unrelated variables that
+    // happen to share the prefix are left alone.
+    let env = Env::prefixed(ENV_PREFIX)
+        .filter(|key| key.as_str().contains("__"))
+        .split("__");
+    Ok(figment.merge(env))
+}
+
+/// Loads and validates the configuration.
+pub fn load(file: Option<&Path>) -> Result<(Config, Figment), ConfigError> {
+    let figment = figment(file)?;
+    let config: Config = figment
+        .extract()
+        .map_err(|error| ConfigError::from_figment(error, &figment))?;
+    config.validate()?;
+    Ok((config, figment))
+}
+
+impl Config {
+    /// Checks the rules the types cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, value: &dyn std::fmt::Display, allowed: &str| {
+            Err(ConfigError::Invalid(format!(
+                "key `{key}`: `{value}` is not allowed; {allowed}"
+            )))
+        };
+        if self.server.request_timeout.is_zero() {
+            return invalid(
+                "server.request_timeout",
+                &"0s",
+                "use a positive duration such as `30s`",
+            );
+        }
+        if self.server.body_limit_bytes == 0 {
+            return invalid(
+                "server.body_limit_bytes",
+                &0,
+                "use a positive number of bytes",
+            );
+        }
+        if self
+            .admin
+            .token
+            .as_deref()
+            .is_some_and(|token| token.len() < 16)
+        {
+            return invalid(
+                "admin.token",
+                &"[REDACTED]",
+                "use a token of at least 16 characters",
+            );
+        }
+        if self.shutdown.timeout.is_zero() {
+            return invalid(
+                "shutdown.timeout",
+                &"0s",
+                "use a positive duration such as `25s`",
+            );
+        }
+        if self.shutdown.drain_delay >= self.shutdown.timeout {
+            return invalid(
+                "shutdown.drain_delay",
+                &humantime::format_duration(self.shutdown.drain_delay),
+                "it must be shorter than `shutdown.timeout`",
+            );
+        }
+        for (index, entry) in self.auth.api_keys.iter().enumerate() {
+            let is_sha256 = entry.key_sha256.len() == 64
+                && entry
+                    .key_sha256
+                    .bytes()
+                    .all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'));
+            if !is_sha256 {
+                return invalid(
+                    &format!("auth.api_keys[{index}].key_sha256"),
+                    &entry.key_sha256,
+                    "use the 64 lowercase hex digits of the key's SHA-256 (`printf %s KEY | sha256sum`)",
+                );
+            }
+            if entry.organisation.is_empty() {
+                return invalid(
+                    &format!("auth.api_keys[{index}].organisation"),
+                    &"",
+                    "name the organisation the key belongs to",
+                );
+            }
+        }
+        self.telemetry
+            .validate()
+            .map_err(|error| ConfigError::Invalid(format!("telemetry: {error}")))
+    }
+}
+
+/// Key names whose values are never shown.
+const SECRET_KEYS: &[&str] = &["token", "secret", "password", "key_sha256"];
+
+/// Every configuration key with its current value, flattened (`server.addr`), secrets masked.
+#[must_use]
+pub fn flatten(config: &Config) -> BTreeMap<String, Value> {
+    let mut keys = BTreeMap::new();
+    let value = serde_json::to_value(config).unwrap_or(Value::Null);
+    flatten_into(&mut keys, String::new(), value);
+    keys
+}
+
+fn flatten_into(keys: &mut BTreeMap<String, Value>, prefix: String, value: Value) {
+    match value {
+        Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
+            for (name, value) in map {
+                let key = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                flatten_into(keys, key, value);
+            }
+        }
+        value => {
+            let leaf = prefix.rsplit('.').next().unwrap_or_default();
+            let masked = if SECRET_KEYS.contains(&leaf) && !value.is_null() {
+                Value::String("[REDACTED]".into())
+            } else if leaf == "api_keys" {
+                mask_api_keys(value)
+            } else {
+                value
+            };
+            keys.insert(prefix, masked);
+        }
+    }
+}
+
+fn mask_api_keys(value: Value) -> Value {
+    match value {
+        Value::Array(entries) => Value::Array(
+            entries
+                .into_iter()
+                .map(|mut entry| {
+                    if let Some(hash) = entry.get_mut("key_sha256") {
+                        *hash = Value::String("[REDACTED]".into());
+                    }
+                    entry
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// `mainstay-api config print`: the effective configuration, one key a line with where its value
+/// came from, secrets masked.
+#[must_use]
+pub fn print(config: &Config, figment: &Figment) -> String {
+    let mut out = String::from("# effective configuration of mainstay-api (secrets masked)\n");
+    for (key, value) in flatten(config) {
+        let source = figment
+            .find_value(&key)
+            .ok()
+            .and_then(|value| {
+                figment
+                    .get_metadata(value.tag())
+                    .map(|metadata| metadata.name.to_string())
+            })
+            .filter(|name| name != std::any::type_name::<Config>())
+            .unwrap_or_else(|| "default".into());
+        out.push_str(&format!("{key} = {}  # {source}\n", render(&value)));
+    }
+    out
+}
+
+fn render(value: &Value) -> String {
+    match value {
+        Value::Null => "(unset)".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The documentation of every key: type and description. A test checks that it names exactly the
+/// keys the configuration types have, so a new key cannot ship undocumented.
+pub const KEY_DOCS: &[(&str, &str, &str)] = &[
+    (
+        "admin.token",
+        "string (secret)",
+        "Bearer token of the admin API; at least 16 characters. Without it the `/admin` routes do not exist.",
+    ),
+    (
+        "auth.allow_anonymous",
+        "bool",
+        "Let callers without an API key in, as anonymous members of the `public` organisation.",
+    ),
+    (
+        "auth.api_keys",
+        "array of tables (file only)",
+        "API keys: `{ key_sha256, organisation, tier = \"api-key\"|\"premium\"|\"admin\", plan = \"free\"|\"pro\"|\"enterprise\" }`.",
+    ),
+    ("server.addr", "socket address", "Address to listen on."),
+    (
+        "server.body_limit_bytes",
+        "integer (bytes)",
+        "Largest request body accepted; larger is answered 413.",
+    ),
+    (
+        "server.request_timeout",
+        "duration",
+        "Time one request may take before it is answered 503.",
+    ),
+    (
+        "shutdown.drain_delay",
+        "duration",
+        "Time the listener keeps accepting after readiness turned 503 on SIGTERM; shorter than `shutdown.timeout`.",
+    ),
+    (
+        "shutdown.timeout",
+        "duration",
+        "Budget from SIGTERM/SIGINT to exit: drain, flush, exit.",
+    ),
+    (
+        "telemetry.log_filter",
+        "string",
+        "Log filter directives (`info`, `mainstay_api=debug,info`); `RUST_LOG` overrides it.",
+    ),
+    (
+        "telemetry.log_format",
+        "`json` | `pretty`",
+        "One bunyan JSON object per line, or human-readable lines.",
+    ),
+    (
+        "telemetry.otlp_endpoint",
+        "URL",
+        "OTLP collector endpoint; unset means no trace export. `OTEL_EXPORTER_OTLP_*` variables are honoured too.",
+    ),
+    (
+        "telemetry.otlp_protocol",
+        "`http/protobuf` | `grpc`",
+        "OTLP transport.",
+    ),
+    (
+        "telemetry.redact_fields",
+        "array of strings",
+        "Log and span field names whose values are written as `[REDACTED]` (case-insensitive).",
+    ),
+    (
+        "telemetry.sampling_ratio",
+        "float in 0..=1",
+        "Parent-based trace-id-ratio sampling of new traces.",
+    ),
+    (
+        "telemetry.service_instance_id",
+        "string",
+        "`service.instance.id` resource attribute; unset means a random id per process.",
+    ),
+    (
+        "telemetry.service_name",
+        "string",
+        "`service.name` resource attribute and the `name` of log lines.",
+    ),
+    (
+        "telemetry.service_version",
+        "string",
+        "`service.version` resource attribute; defaults to the binary's version.",
+    ),
+];
+
+/// Keys that cannot be set from the environment.
+const FILE_ONLY: &[&str] = &["auth.api_keys"];
+
+/// `docs/configuration.md`, generated from the configuration types and [`KEY_DOCS`].
+pub fn reference() -> String {
+    let defaults = flatten(&Config::default());
+    let mut out = String::from(
+        "<!-- Generated by `cargo xtask codegen` from apps/api/src/config.rs; do not edit. -->\n\
+         # Configuration reference\n\n\
+         `mainstay-api` reads, lowest precedence first: the defaults below, then `mainstay.toml` in the\n\
+         working directory (or the file given with `--config PATH`), then environment variables named\n\
+         `MAINSTAY_` + the key in upper case with `__` between levels. An invalid value stops the\n\
+         service with exit code 2 and a message naming the key, the value and what is allowed.\n\
+         `mainstay-api config print` shows the effective value of every key and where it came from.\n\n\
+         | key | type | default | environment | description |\n|---|---|---|---|---|\n",
+    );
+    for (key, kind, description) in KEY_DOCS {
+        let default = defaults.get(*key).map(render).unwrap_or_default();
+        let env = if FILE_ONLY.contains(key) {
+            "file only".to_string()
+        } else {
+            format!("`{ENV_PREFIX}{}`", key.to_uppercase().replace('.', "__"))
+        };
+        out.push_str(&format!(
+            "| `{key}` | {kind} | `{default}` | {env} | {description} |\n"
+        ));
+    }
+    out
+}

@@ -1,0 +1,90 @@
+//! The routes of the API, one file per feature, and the builder that records every route added.
+//!
+//! Routes are only ever added through [`Routes`], which keeps a list of each method and path next to
+//! the axum router. A test checks that list against the OpenAPI document, so a route cannot be served
+//! without being documented.
+
+pub mod admin;
+pub mod health;
+pub mod metrics;
+pub mod openapi;
+pub mod v1;
+
+use axum::Router;
+use axum::routing::MethodRouter;
+
+use crate::app::AppState;
+
+/// An axum router that records the method and path of every route it serves.
+#[derive(Debug)]
+pub struct Routes {
+    router: Router<AppState>,
+    served: Vec<(&'static str, String)>,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Routes {
+    /// An empty set of routes.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            router: Router::new(),
+            served: Vec::new(),
+        }
+    }
+
+    /// Adds a route for one method.
+    #[must_use]
+    pub fn route(
+        mut self,
+        method: &'static str,
+        path: &str,
+        handler: MethodRouter<AppState>,
+    ) -> Self {
+        self.served.push((method, path.to_owned()));
+        self.router = self.router.route(path, handler);
+        self
+    }
+
+    /// Adds the routes of `other` under `prefix`, with `wrap` applied to them alone (an auth layer).
+    #[must_use]
+    pub fn nest(
+        mut self,
+        prefix: &str,
+        other: Routes,
+        wrap: impl FnOnce(Router<AppState>) -> Router<AppState>,
+    ) -> Self {
+        self.served.extend(
+            other
+                .served
+                .into_iter()
+                .map(|(method, path)| (method, format!("{prefix}{path}"))),
+        );
+        self.router = self.router.nest(prefix, wrap(other.router));
+        self
+    }
+
+    /// Adds the routes of `other` at the same level.
+    #[must_use]
+    pub fn merge(mut self, other: Routes) -> Self {
+        self.served.extend(other.served);
+        self.router = self.router.merge(other.router);
+        self
+    }
+
+    /// The method and path of every route, as added.
+    #[must_use]
+    pub fn served(&self) -> &[(&'static str, String)] {
+        &self.served
+    }
+
+    /// The axum router.
+    pub fn into_router(self) -> Router<AppState> {
+        self.router
+    }
+}

@@ -1,0 +1,65 @@
+//! The OpenAPI document, generated from the handlers' annotations, and `GET /openapi.json`.
+
+use axum::Json;
+use axum::routing::get;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::Routes;
+
+/// The API's OpenAPI document.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "mainstay-api", description = "The mainstay reference API", license(name = "MIT OR Apache-2.0")),
+    paths(
+        super::health::live,
+        super::metrics::metrics,
+        openapi_json,
+        super::v1::whoami,
+        super::admin::config,
+        super::admin::delay,
+    ),
+    components(schemas(crate::problem::Problem, crate::auth::Caller, super::health::Liveness)),
+    modifiers(&SecuritySchemes),
+)]
+pub struct ApiDoc;
+
+/// Adds the two ways of authenticating.
+#[derive(Debug)]
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
+        );
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The document as pretty JSON with a trailing newline, as committed in `docs/openapi.json`.
+#[must_use]
+pub fn document() -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    let mut text = doc.to_pretty_json().unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The OpenAPI route.
+pub fn routes() -> Routes {
+    Routes::new().route("get", "/openapi.json", get(openapi_json))
+}
+
+/// The OpenAPI document of this API.
+#[utoipa::path(get, path = "/openapi.json", tag = "observability",
+    responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
+pub async fn openapi_json() -> Json<serde_json::Value> {
+    Json(serde_json::from_str(&document()).unwrap_or_default())
+}

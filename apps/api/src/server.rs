@@ -1,0 +1,148 @@
+//! Serving and graceful shutdown.
+//!
+//! On SIGTERM or SIGINT, within `shutdown.timeout`: readiness turns 503 at once, the listener keeps
+//! accepting for `shutdown.drain_delay` (so load balancers stop sending first) and then closes, the
+//! in-flight requests drain, and telemetry flushes. The process exits 0 when everything drained in
+//! time, and 1 when the timeout cut the drain short.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// The process-wide shutdown state that readiness reads.
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownState {
+    draining: Arc<AtomicBool>,
+}
+
+impl ShutdownState {
+    /// Whether shutdown has begun.
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    fn begin(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}
+
+/// How a run of the server ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Every in-flight request finished within the shutdown timeout.
+    Drained,
+    /// The shutdown timeout ended the drain with requests still in flight.
+    TimedOut,
+}
+
+/// Serves until SIGTERM or SIGINT, then shuts down in order.
+pub async fn serve(config: Config) -> anyhow::Result<Exit> {
+    let addr = config.server.addr;
+    let shutdown_config = config.shutdown.clone();
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("could not listen on {addr} (server.addr)"))?;
+    let local = listener.local_addr()?;
+    let app = crate::app::build(config);
+    let admin = if app
+        .served
+        .iter()
+        .any(|(_, path)| path.starts_with("/admin"))
+    {
+        "on"
+    } else {
+        "off"
+    };
+    tracing::info!(addr = %local, admin, "mainstay-api listening on http://{local}");
+
+    let state = ShutdownState::default();
+    let (signalled_tx, mut signalled_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = signalled_tx.send(true);
+    });
+
+    let drain_state = state.clone();
+    let mut drain_rx = signalled_rx.clone();
+    let drain_delay = shutdown_config.drain_delay;
+    let graceful = async move {
+        let _ = drain_rx.wait_for(|signalled| *signalled).await;
+        drain_state.begin();
+        tracing::info!(drain_delay = ?drain_delay, "shutdown: readiness is 503; still accepting during the drain delay");
+        tokio::time::sleep(drain_delay).await;
+        tracing::info!("shutdown: listener closed; draining in-flight requests");
+    };
+    let server = axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(graceful);
+    let mut server = tokio::spawn(async move { server.await });
+
+    tokio::select! {
+        result = &mut server => {
+            result.context("the server task failed")?.context("the server failed")?;
+            return Ok(Exit::Drained);
+        }
+        _ = signalled_rx.wait_for(|signalled| *signalled) => {}
+    }
+    let started = Instant::now();
+    // Keep a little of the budget for flushing telemetry after the drain.
+    let drain_budget = shutdown_config
+        .timeout
+        .saturating_sub(flush_reserve(shutdown_config.timeout));
+    match tokio::time::timeout(drain_budget, &mut server).await {
+        Ok(result) => {
+            result
+                .context("the server task failed")?
+                .context("the server failed")?;
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "shutdown: every in-flight request finished"
+            );
+            Ok(Exit::Drained)
+        }
+        Err(_) => {
+            server.abort();
+            tracing::warn!(timeout = ?shutdown_config.timeout, "shutdown: timeout reached with requests still in flight; abandoning them");
+            Ok(Exit::TimedOut)
+        }
+    }
+}
+
+/// The part of the shutdown budget kept for flushing telemetry: a fifth, at most 5 s.
+fn flush_reserve(timeout: Duration) -> Duration {
+    (timeout / 5).min(Duration::from_secs(5))
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown: signal received"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "shutdown: signal received"),
+    }
+}

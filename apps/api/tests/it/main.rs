@@ -1,0 +1,107 @@
+//! In-process tests of the API's assembly: routes against the OpenAPI document, the configuration
+//! reference against the configuration types.
+
+use std::collections::BTreeSet;
+
+use mainstay_api::config::{self, Config};
+use mainstay_api::routes::openapi::ApiDoc;
+use utoipa::OpenApi;
+
+fn every_route_config() -> Config {
+    let mut config = Config::default();
+    config.admin.token = Some("a-token-long-enough-for-validation".into());
+    config
+}
+
+#[test]
+fn every_served_route_is_in_the_openapi_document() {
+    let app = mainstay_api::app::build(every_route_config());
+    let doc = ApiDoc::openapi();
+    let documented: BTreeSet<(String, String)> = doc
+        .paths
+        .paths
+        .iter()
+        .flat_map(|(path, item)| {
+            let methods = [
+                ("get", item.get.is_some()),
+                ("post", item.post.is_some()),
+                ("put", item.put.is_some()),
+                ("delete", item.delete.is_some()),
+                ("patch", item.patch.is_some()),
+            ];
+            methods
+                .into_iter()
+                .filter(|(_, present)| *present)
+                .map(|(method, _)| (method.to_owned(), path.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        app.served.len() >= 6,
+        "the admin routes are on: {:?}",
+        app.served
+    );
+    for (method, path) in &app.served {
+        assert!(
+            documented.contains(&((*method).to_owned(), path.clone())),
+            "{method} {path} is served but missing from the OpenAPI document; add it to ApiDoc"
+        );
+    }
+}
+
+#[test]
+fn the_configuration_reference_documents_exactly_the_keys_the_types_have() {
+    let keys: BTreeSet<String> = config::flatten(&Config::default()).into_keys().collect();
+    let documented: BTreeSet<String> = config::KEY_DOCS
+        .iter()
+        .map(|(key, _, _)| (*key).to_owned())
+        .collect();
+    let undocumented: Vec<_> = keys.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&keys).collect();
+    assert!(
+        undocumented.is_empty(),
+        "keys without documentation in KEY_DOCS: {undocumented:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "KEY_DOCS documents keys that do not exist: {stale:?}"
+    );
+    let reference = config::reference();
+    for key in keys {
+        assert!(
+            reference.contains(&format!("| `{key}` |")),
+            "{key} missing from the reference"
+        );
+    }
+}
+
+#[test]
+fn the_defaults_are_valid_and_secrets_are_masked() {
+    let mut config = Config::default();
+    config.validate().expect("the defaults are valid");
+    config.admin.token = Some("super-secret-admin-token".into());
+    let flat = config::flatten(&config);
+    assert_eq!(flat["admin.token"], "[REDACTED]");
+    assert_eq!(flat["server.addr"], "127.0.0.1:8080");
+    assert_eq!(flat["auth.allow_anonymous"], true);
+    assert_eq!(flat["shutdown.timeout"], "25s");
+}
+
+#[test]
+fn api_key_hashes_must_be_sha256_hex() {
+    let mut config = Config::default();
+    config.auth.api_keys.push(config::ApiKeyEntry {
+        key_sha256: "not-hex".into(),
+        organisation: "acme".into(),
+        tier: config::Tier::ApiKey,
+        plan: config::Plan::Free,
+    });
+    let error = config
+        .validate()
+        .expect_err("a malformed hash is refused")
+        .to_string();
+    assert!(
+        error.contains("auth.api_keys[0].key_sha256") && error.contains("not-hex"),
+        "{error}"
+    );
+}

@@ -1,0 +1,188 @@
+//! `cargo xtask ci`: every check and test, in order, each timed, with one summary at the end.
+//!
+//! Every step runs even when an earlier one failed, so that one run shows every failure; the run
+//! fails when any step failed, and the summary names each failed step.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, run_command};
+
+/// The environment variable through which the end-to-end tests find the built binary.
+const API_BIN_ENV: &str = "MAINSTAY_E2E_API_BIN";
+
+struct Outcome {
+    name: &'static str,
+    elapsed: Duration,
+    error: Option<String>,
+}
+
+pub(crate) fn run() -> Result<()> {
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    let mut step = |name: &'static str, action: &mut dyn FnMut() -> Result<()>| {
+        eprintln!("\n==> xtask ci: {name}");
+        let step_started = Instant::now();
+        let error = action().err().map(|error| format!("{error:#}"));
+        let elapsed = step_started.elapsed();
+        match &error {
+            None => eprintln!("==> {name}: ok in {:.1}s", elapsed.as_secs_f64()),
+            Some(error) => eprintln!(
+                "==> {name}: FAILED in {:.1}s: {error}",
+                elapsed.as_secs_f64()
+            ),
+        }
+        outcomes.push(Outcome {
+            name,
+            elapsed,
+            error,
+        });
+    };
+
+    step("tools", &mut ensure_tools);
+    step("fmt", &mut || {
+        run_command(cargo().args(["fmt", "--all", "--check"]))
+    });
+    step("clippy", &mut || {
+        run_command(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    });
+    let mut api_bin = None;
+    step("build mainstay-api", &mut || {
+        api_bin = Some(build_api()?);
+        Ok(())
+    });
+    step("nextest", &mut || {
+        let mut command = cargo();
+        command.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--profile",
+            "ci",
+            "--locked",
+        ]);
+        if let Some(path) = &api_bin {
+            command.env(API_BIN_ENV, path);
+        }
+        run_command(&mut command)
+    });
+    step("doc tests", &mut || {
+        run_command(cargo().args(["test", "--workspace", "--doc", "--locked"]))
+    });
+    step("codegen --check", &mut || crate::codegen::run(true));
+    step("dependency rules", &mut crate::deps::run);
+
+    eprintln!(
+        "\n==> xtask ci summary ({:.1}s in all)",
+        started.elapsed().as_secs_f64()
+    );
+    for outcome in &outcomes {
+        let status = if outcome.error.is_some() {
+            "FAILED"
+        } else {
+            "ok"
+        };
+        eprintln!(
+            "    {:<20} {:<6} {:>7.1}s",
+            outcome.name,
+            status,
+            outcome.elapsed.as_secs_f64()
+        );
+    }
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|outcome| outcome.error.is_some())
+        .map(|outcome| outcome.name)
+        .collect();
+    if failed.is_empty() {
+        eprintln!("==> all {} steps passed", outcomes.len());
+        Ok(())
+    } else {
+        bail!("{} step(s) failed: {}", failed.len(), failed.join(", "))
+    }
+}
+
+/// Makes sure the tools the tests need are on the machine: installs Debian's `redis-server` when
+/// running as root, otherwise stops at once with the exact command to run.
+fn ensure_tools() -> Result<()> {
+    let nextest = cargo().args(["nextest", "--version"]).output();
+    if !nextest.is_ok_and(|output| output.status.success()) {
+        bail!("cargo-nextest is missing; install it with: cargo install cargo-nextest --locked");
+    }
+    if find_on_path("redis-server").is_none() {
+        if is_root() {
+            eprintln!("redis-server is missing; installing Debian's package");
+            run_command(Command::new("apt-get").arg("update"))?;
+            run_command(
+                Command::new("apt-get")
+                    .args(["install", "-y", "redis-server"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+        } else {
+            bail!(
+                "redis-server is missing; install it with: sudo apt-get update && sudo apt-get install -y redis-server"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn find_on_path(binary: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(binary))
+        .find(|candidate| candidate.is_file())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// Builds the `mainstay-api` binary and returns its path, read from cargo's own build messages.
+pub(crate) fn build_api() -> Result<PathBuf> {
+    let output = cargo()
+        .args([
+            "build",
+            "--package",
+            "mainstay-api",
+            "--bin",
+            "mainstay-api",
+            "--locked",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("could not start cargo build")?;
+    if !output.status.success() {
+        bail!("cargo build -p mainstay-api failed");
+    }
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let is_api_bin = message["reason"] == "compiler-artifact"
+            && message["target"]["name"] == "mainstay-api"
+            && message["target"]["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|kind| kind == "bin"));
+        if let (true, Some(path)) = (is_api_bin, message["executable"].as_str()) {
+            return Ok(PathBuf::from(path));
+        }
+    }
+    bail!("cargo build did not report the mainstay-api executable")
+}

@@ -1,0 +1,148 @@
+//! `cargo xtask deps`: the dependency rules between workspace crates, read from `cargo metadata`.
+//!
+//! The rules (ARCHITECTURE.md, "Invariants"):
+//! - allowed edges between libraries: `ratelimit -> resilience`, `storage-tiering -> resilience, dlq`;
+//! - any library may depend on `health`, but only as an optional dependency enabled by a feature
+//!   named `health`;
+//! - no library depends on `telemetry`, on `mainstay-api`, on `mainstay-tests` or on `xtask`;
+//! - `mainstay-api` and `mainstay-tests` may depend on every library; `xtask` on none.
+//!
+//! Dev-dependencies count too: a library's tests may not pull in a crate its code may not use.
+
+use std::collections::BTreeSet;
+
+use anyhow::{Result, bail};
+use cargo_metadata::{DependencyKind, Metadata, Package};
+
+use crate::workspace_root;
+
+/// Library-to-library edges that are allowed without conditions.
+const ALLOWED_LIBRARY_EDGES: &[(&str, &str)] = &[
+    ("mainstay-ratelimit", "mainstay-resilience"),
+    ("mainstay-storage-tiering", "mainstay-resilience"),
+    ("mainstay-storage-tiering", "mainstay-dlq"),
+];
+
+/// Members that compose everything.
+const COMPOSERS: &[&str] = &["mainstay-api", "mainstay-tests"];
+
+pub(crate) fn run() -> Result<()> {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .current_dir(workspace_root())
+        .no_deps()
+        .exec()?;
+    let violations = violations(&metadata);
+    if violations.is_empty() {
+        eprintln!("xtask deps: every dependency edge between workspace crates is allowed");
+        Ok(())
+    } else {
+        bail!("forbidden dependency edges:\n  {}", violations.join("\n  "))
+    }
+}
+
+fn violations(metadata: &Metadata) -> Vec<String> {
+    let members: BTreeSet<String> = metadata
+        .workspace_packages()
+        .iter()
+        .map(|package| package.name.to_string())
+        .collect();
+    let mut violations = Vec::new();
+    for package in metadata.workspace_packages() {
+        for dependency in &package.dependencies {
+            if !members.contains(dependency.name.as_str()) {
+                continue;
+            }
+            if let Some(reason) = forbidden(
+                package,
+                &dependency.name,
+                dependency.optional,
+                dependency.kind,
+            ) {
+                violations.push(format!("{} -> {}: {reason}", package.name, dependency.name));
+            }
+        }
+    }
+    violations.extend(cycles(metadata));
+    violations
+}
+
+fn forbidden(
+    package: &Package,
+    dependency: &str,
+    optional: bool,
+    kind: DependencyKind,
+) -> Option<String> {
+    let from = package.name.as_str();
+    if COMPOSERS.contains(&from) {
+        return None;
+    }
+    if from == "xtask" {
+        return Some("xtask drives the workspace through cargo and depends on no member".into());
+    }
+    if COMPOSERS.contains(&dependency) || dependency == "xtask" {
+        return Some("no library depends on the app, the e2e tests or xtask".into());
+    }
+    if dependency == "mainstay-telemetry" {
+        return Some("no library depends on telemetry; libraries log with `tracing` only".into());
+    }
+    if dependency == "mainstay-health" {
+        let behind_feature = package.features.get("health").is_some_and(|enables| {
+            enables
+                .iter()
+                .any(|item| item == "dep:mainstay-health" || item == "mainstay-health")
+        });
+        return match (optional && kind == DependencyKind::Normal, behind_feature) {
+            (true, true) => None,
+            _ => Some("a library may depend on health only as an optional dependency behind its `health` feature".into()),
+        };
+    }
+    if ALLOWED_LIBRARY_EDGES.contains(&(from, dependency)) {
+        return None;
+    }
+    Some("this edge between libraries is not in the allowed list (ARCHITECTURE.md)".into())
+}
+
+/// Finds cycles among workspace members (normal and build edges; dev-dependency cycles are legal in
+/// cargo but are reported too, as the rules above would already forbid them between libraries).
+fn cycles(metadata: &Metadata) -> Vec<String> {
+    let packages = metadata.workspace_packages();
+    let names: Vec<&str> = packages
+        .iter()
+        .map(|package| package.name.as_str())
+        .collect();
+    let edges = |from: &str| -> Vec<&str> {
+        packages
+            .iter()
+            .find(|package| package.name.as_str() == from)
+            .map(|package| {
+                package
+                    .dependencies
+                    .iter()
+                    .filter(|dependency| dependency.kind != DependencyKind::Development)
+                    .filter_map(|dependency| {
+                        names.iter().copied().find(|name| *name == dependency.name)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut found = Vec::new();
+    for start in &names {
+        let mut stack = vec![(*start, vec![*start])];
+        let mut seen = BTreeSet::new();
+        while let Some((node, path)) = stack.pop() {
+            for next in edges(node) {
+                if next == *start {
+                    found.push(format!("cycle: {} -> {start}", path.join(" -> ")));
+                } else if seen.insert(next) {
+                    let mut longer = path.clone();
+                    longer.push(next);
+                    stack.push((next, longer));
+                }
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
