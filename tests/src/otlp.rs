@@ -89,11 +89,13 @@ impl OtlpReceiver {
     }
 
     /// The base URL (`http://127.0.0.1:PORT`).
+    #[must_use]
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// The spans received so far.
+    #[must_use]
     pub fn spans(&self) -> Vec<ReceivedSpan> {
         self.spans.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

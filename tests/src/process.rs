@@ -214,6 +214,7 @@ pub struct Api {
 
 impl Api {
     /// A builder with the test defaults: an ephemeral port and a 100 ms drain delay.
+    #[must_use]
     pub fn builder() -> ApiBuilder {
         ApiBuilder {
             ephemeral_port: true,
@@ -224,21 +225,25 @@ impl Api {
     }
 
     /// `host:port` the service listens on.
+    #[must_use]
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
     /// The URL of a path on the service.
+    #[must_use]
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// The process id.
+    #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Every line printed so far, stdout and stderr interleaved.
+    #[must_use]
     pub fn lines(&self) -> Vec<String> {
         self.lines
             .lines
