@@ -1,0 +1,134 @@
+//! Metric families: registered once per registry, values read back from the text encoding.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mainstay_health::{
+    CheckOutcome, Criticality, HealthMetrics, HealthRegistry, ManualClock, View,
+};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+
+use crate::support::{Mode, TestCheck, config, until};
+
+/// Parses the samples of an OpenMetrics text into `series -> value`, failing on a family that
+/// is declared twice.
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    let mut families = Vec::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(declaration) = line.strip_prefix("# TYPE ") {
+            let family = declaration
+                .split_whitespace()
+                .next()
+                .expect("family name")
+                .to_owned();
+            assert!(
+                !families.contains(&family),
+                "family {family} declared twice:\n{text}"
+            );
+            families.push(family);
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let (series, value) = line.rsplit_once(' ').expect("sample line");
+            samples.insert(series.to_owned(), value.parse().expect("sample value"));
+        }
+    }
+    assert_eq!(
+        families,
+        [
+            "dependency_health",
+            "health_check_duration_seconds",
+            "health_check_failures"
+        ]
+    );
+    samples
+}
+
+fn scrape(registry: &Registry) -> BTreeMap<String, f64> {
+    let mut text = String::new();
+    encode(&mut text, registry).expect("encodes");
+    parse(&text)
+}
+
+#[tokio::test]
+async fn metrics_follow_each_run_and_are_registered_once() {
+    let clock = ManualClock::new();
+    let mut prometheus = Registry::default();
+    let metrics = HealthMetrics::register(&mut prometheus);
+    let build = || {
+        HealthRegistry::builder(config(), "1.2.3")
+            .clock(Arc::new(clock.clone()))
+            .metrics(metrics.clone())
+            .build()
+            .expect("valid config")
+    };
+    // Two registries share the families: each registers its own dependencies' series.
+    let first = build();
+    let second = build();
+    let redis = TestCheck::healthy("redis", &clock);
+    let store = TestCheck::new(
+        "store",
+        Criticality::NonCritical,
+        &clock,
+        Mode::Return(CheckOutcome::degraded("slow")),
+    );
+    let hanging = TestCheck::new("queue", Criticality::Critical, &clock, Mode::Hang)
+        .with_timeout(Duration::from_millis(20));
+    first.register(Arc::new(redis.clone())).expect("unique");
+    first.register(Arc::new(store.clone())).expect("unique");
+    second.register(Arc::new(hanging.clone())).expect("unique");
+    first.mark_started();
+    second.mark_started();
+
+    first.readiness(View::Public).await;
+    let probe = tokio::spawn({
+        let second = second.clone();
+        async move { second.readiness(View::Public).await }
+    });
+    until("the timeout to be armed", || clock.pending_sleeps() == 1).await;
+    clock.advance(Duration::from_millis(20));
+    assert_eq!(probe.await.expect("probe").status_code, 503);
+
+    let samples = scrape(&prometheus);
+    let value = |series: &str| {
+        *samples
+            .get(series)
+            .unwrap_or_else(|| panic!("{series} in {samples:?}"))
+    };
+    assert!((value(r#"dependency_health{dependency="redis"}"#) - 1.0).abs() < f64::EPSILON);
+    assert!((value(r#"dependency_health{dependency="store"}"#) - 0.5).abs() < f64::EPSILON);
+    assert!(value(r#"dependency_health{dependency="queue"}"#).abs() < f64::EPSILON);
+    assert!(
+        (value(r#"health_check_failures_total{dependency="queue"}"#) - 1.0).abs() < f64::EPSILON
+    );
+    assert!(!samples.contains_key(r#"health_check_failures_total{dependency="store"}"#));
+    assert!(!samples.contains_key(r#"health_check_failures_total{dependency="redis"}"#));
+    assert!(
+        (value(r#"health_check_duration_seconds_count{dependency="redis"}"#) - 1.0).abs()
+            < f64::EPSILON
+    );
+    assert!(
+        (value(r#"health_check_duration_seconds_sum{dependency="queue"}"#) - 0.02).abs() < 1e-9
+    );
+
+    // Cached probes record nothing; the next run does.
+    first.readiness(View::Public).await;
+    let samples = scrape(&prometheus);
+    assert!(
+        (samples[r#"health_check_duration_seconds_count{dependency="redis"}"#] - 1.0).abs()
+            < f64::EPSILON
+    );
+    redis.set_mode(Mode::Return(CheckOutcome::unhealthy("down")));
+    clock.advance(Duration::from_secs(1));
+    first.readiness(View::Public).await;
+    let samples = scrape(&prometheus);
+    assert!(samples[r#"dependency_health{dependency="redis"}"#].abs() < f64::EPSILON);
+    assert!(
+        (samples[r#"health_check_failures_total{dependency="redis"}"#] - 1.0).abs() < f64::EPSILON
+    );
+    assert!(
+        (samples[r#"health_check_duration_seconds_count{dependency="redis"}"#] - 2.0).abs()
+            < f64::EPSILON
+    );
+}

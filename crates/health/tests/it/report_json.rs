@@ -1,0 +1,136 @@
+//! The JSON shape of reports, and what the public and admin views show.
+
+use std::time::Duration;
+
+use mainstay_health::{CheckOutcome, Criticality, ManualClock, Report, View};
+use serde_json::json;
+
+use crate::support::{Mode, TestCheck, config, started, until};
+
+#[tokio::test]
+async fn report_json_has_exactly_the_documented_shape() {
+    let clock = ManualClock::new();
+    let redis = TestCheck::new(
+        "redis",
+        Criticality::Critical,
+        &clock,
+        Mode::Wait(
+            Duration::from_micros(1_250),
+            CheckOutcome::healthy().with_detail("pool_size", 8),
+        ),
+    );
+    let replica = TestCheck::new(
+        "replica",
+        Criticality::NonCritical,
+        &clock,
+        Mode::Return(
+            CheckOutcome::degraded("replica 10.0.3.7:5432 lags by 12 s")
+                .with_detail("lag_seconds", 12),
+        ),
+    );
+    clock.advance(Duration::from_secs(1_700_000_000));
+    let registry = started(config(), &clock, &[&redis, &replica]);
+    clock.advance(Duration::from_secs(42));
+
+    let probe = tokio::spawn({
+        let registry = registry.clone();
+        async move { registry.readiness(View::Public).await }
+    });
+    until("the redis check to wait", || {
+        redis.calls() == 1 && clock.pending_sleeps() == 2
+    })
+    .await;
+    clock.advance(Duration::from_micros(1_250));
+    let public = probe.await.expect("probe task");
+    let observed_at = "2023-11-14T22:14:02.000Z";
+    assert_eq!(
+        serde_json::to_value(&public.report).expect("serializes"),
+        json!({
+            "status": "degraded",
+            "version": "1.2.3",
+            "uptime_seconds": 42,
+            "checks": {
+                "redis": {
+                    "status": "healthy",
+                    "critical": true,
+                    "latency_ms": 1.25,
+                    "message": null,
+                    "observed_at": observed_at,
+                },
+                "replica": {
+                    "status": "degraded",
+                    "critical": false,
+                    "latency_ms": 0.0,
+                    "message": null,
+                    "observed_at": observed_at,
+                },
+            },
+        })
+    );
+
+    // The admin view shows the checks' own messages and details, from the same cached run.
+    let admin = registry.deps(View::Admin).await;
+    assert_eq!(
+        serde_json::to_value(&admin.report).expect("serializes"),
+        json!({
+            "status": "degraded",
+            "version": "1.2.3",
+            "uptime_seconds": 42,
+            "checks": {
+                "redis": {
+                    "status": "healthy",
+                    "critical": true,
+                    "latency_ms": 1.25,
+                    "message": null,
+                    "observed_at": observed_at,
+                    "details": {"pool_size": 8},
+                },
+                "replica": {
+                    "status": "degraded",
+                    "critical": false,
+                    "latency_ms": 0.0,
+                    "message": "replica 10.0.3.7:5432 lags by 12 s",
+                    "observed_at": observed_at,
+                    "details": {"lag_seconds": 12},
+                },
+            },
+        })
+    );
+    assert_eq!(redis.calls(), 1);
+
+    // Reports round-trip, so clients and tests can read them back.
+    let text = serde_json::to_string(&admin.report).expect("serializes");
+    let parsed: Report = serde_json::from_str(&text).expect("parses");
+    assert_eq!(parsed, admin.report);
+}
+
+#[tokio::test]
+async fn lifecycle_and_liveness_reports_keep_the_shape() {
+    let clock = ManualClock::new();
+    let registry = mainstay_health::HealthRegistry::builder(config(), "9.9.9")
+        .clock(std::sync::Arc::new(clock.clone()))
+        .build()
+        .expect("valid config");
+    let startup = registry.startup().await;
+    assert_eq!(
+        serde_json::to_value(&startup.report).expect("serializes"),
+        json!({
+            "status": "unhealthy",
+            "version": "9.9.9",
+            "uptime_seconds": 0,
+            "checks": {
+                "startup": {
+                    "status": "unhealthy",
+                    "critical": true,
+                    "latency_ms": 0.0,
+                    "message": "startup not complete",
+                    "observed_at": "1970-01-01T00:00:00.000Z",
+                },
+            },
+        })
+    );
+    assert_eq!(
+        serde_json::to_value(&registry.liveness().await.report).expect("serializes"),
+        json!({"status": "healthy", "version": "9.9.9", "uptime_seconds": 0, "checks": {}})
+    );
+}
