@@ -15,8 +15,11 @@ use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
+use mainstay_health::{HealthMetrics, HealthRegistry};
+
 use crate::auth::{Authenticator, IdentityHasher};
-use crate::config::Config;
+use crate::checks::redis::RedisCheck;
+use crate::config::{Config, ConfigError};
 use crate::routes::admin::AdminToken;
 use crate::routes::{self, Routes};
 
@@ -31,6 +34,8 @@ pub struct AppState {
     pub admin_token: Option<AdminToken>,
     /// Authentication of `/v1` callers.
     pub authenticator: Authenticator,
+    /// The health checks and probes.
+    pub health: HealthRegistry,
 }
 
 /// The assembled application.
@@ -40,18 +45,26 @@ pub struct App {
     pub router: Router,
     /// The method and path of every route served.
     pub served: Vec<(&'static str, String)>,
+    /// The health registry, which the server marks started and shutting down.
+    pub health: HealthRegistry,
 }
 
 /// Builds the application from a validated configuration.
-pub fn build(config: Config) -> App {
+///
+/// # Errors
+///
+/// A health override names a check that does not exist, or `redis.url` cannot make a pool.
+pub fn build(config: Config) -> Result<App, ConfigError> {
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     mainstay_telemetry::process::register_process_collector(&mut registry);
+    let health = health_registry(&config, &mut registry)?;
 
     let hasher = IdentityHasher::random();
     let state = AppState {
         authenticator: Authenticator::new(&config.auth, hasher),
         admin_token: config.admin.token.as_deref().map(AdminToken::new),
+        health: health.clone(),
         registry: Arc::new(registry),
         config: Arc::new(config),
     };
@@ -67,7 +80,8 @@ pub fn build(config: Config) -> App {
         ))
     });
     if state.admin_token.is_some() {
-        routes = routes.nest("/admin", routes::admin::routes(), |router| {
+        let admin = routes::admin::routes().merge(routes::health::admin_routes());
+        routes = routes.nest("/admin", admin, |router| {
             router.route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 routes::admin::require_admin,
@@ -104,5 +118,38 @@ pub fn build(config: Config) -> App {
                 .layer(axum::middleware::from_fn(crate::problem::problem_layer))
                 .layer(RequestBodyLimitLayer::new(body_limit)),
         );
-    App { router, served }
+    Ok(App {
+        router,
+        served,
+        health,
+    })
+}
+
+/// The health registry with the built-in checks and the checks of the clients this binary owns.
+fn health_registry(
+    config: &Config,
+    registry: &mut Registry,
+) -> Result<HealthRegistry, ConfigError> {
+    let invalid = |error: &dyn std::fmt::Display| ConfigError::Invalid(error.to_string());
+    let health = HealthRegistry::builder(config.health.clone(), env!("CARGO_PKG_VERSION"))
+        .metrics(HealthMetrics::register(registry))
+        .build()
+        .map_err(|error| invalid(&format_args!("key `health.{}`: {error}", error.key())))?;
+    if let Some(url) = &config.redis.url {
+        let timeout = config
+            .health
+            .checks
+            .get("redis")
+            .and_then(|check| check.timeout)
+            .unwrap_or(config.health.default_timeout);
+        let check = RedisCheck::new(url, timeout)
+            .map_err(|error| invalid(&format_args!("key `redis.url`: {error}")))?;
+        health
+            .register(Arc::new(check))
+            .map_err(|error| invalid(&error))?;
+    }
+    health
+        .validate_check_names()
+        .map_err(|error| invalid(&format_args!("key `health.{}`: {error}", error.key())))?;
+    Ok(health)
 }

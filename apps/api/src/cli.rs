@@ -105,7 +105,14 @@ fn serve(file: Option<&std::path::Path>) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-        let outcome = crate::server::serve(config).await;
+        let app = match crate::app::build(config.clone()) {
+            Ok(app) => app,
+            Err(error) => {
+                let _ = telemetry.shutdown();
+                return config_failure(&error);
+            }
+        };
+        let outcome = crate::server::serve(app, &config).await;
         let code = match &outcome {
             Ok(crate::server::Exit::Drained) => ExitCode::SUCCESS,
             Ok(crate::server::Exit::TimedOut) => ExitCode::FAILURE,

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use mainstay_health::HealthConfig;
 use mainstay_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -34,8 +35,20 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
+    /// Health checks and probes.
+    pub health: HealthConfig,
+    /// The Redis server shared by the instances (rate limits).
+    pub redis: RedisConfig,
     /// Logs, traces and metrics.
     pub telemetry: TelemetryConfig,
+}
+
+/// The Redis server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; unset means no Redis (in-process rate limits).
+    pub url: Option<String>,
 }
 
 impl Default for Config {
@@ -50,6 +63,8 @@ impl Default for Config {
             admin: AdminConfig::default(),
             auth: AuthConfig::default(),
             shutdown: ShutdownConfig::default(),
+            health: HealthConfig::default(),
+            redis: RedisConfig::default(),
             telemetry,
         }
     }
@@ -320,6 +335,14 @@ impl Config {
                 );
             }
         }
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return invalid("redis.url", url, "use a URL like `redis://127.0.0.1:6379`");
+        }
+        self.health.validate().map_err(|error| {
+            ConfigError::Invalid(format!("key `health.{}`: {error}", error.key()))
+        })?;
         self.telemetry
             .validate()
             .map_err(|error| ConfigError::Invalid(format!("telemetry: {error}")))
@@ -426,6 +449,62 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "auth.api_keys",
         "array of tables (file only)",
         "API keys: `{ key_sha256, organisation, tier = \"api-key\"|\"premium\"|\"admin\", plan = \"free\"|\"pro\"|\"enterprise\" }`.",
+    ),
+    (
+        "health.background_refresh",
+        "bool",
+        "Refresh the checks in the background every `cache_interval`, so probes never wait for a check.",
+    ),
+    (
+        "health.cache_interval",
+        "duration",
+        "How long one run of the checks answers probes; a burst of probes makes at most one call per dependency per interval.",
+    ),
+    (
+        "health.checks",
+        "table of `{ timeout, critical }` by check name",
+        "Per-check overrides, e.g. `[health.checks.redis] critical = true`. Known checks: `disk`, `memory`, `redis` (when `redis.url` is set).",
+    ),
+    (
+        "health.default_timeout",
+        "duration",
+        "Timeout of a check that sets none; a check past it is reported unhealthy.",
+    ),
+    (
+        "health.disk.degraded_below_free_percent",
+        "float in 0..=100",
+        "The `disk` check is degraded below this much free space.",
+    ),
+    ("health.disk.enabled", "bool", "Register the `disk` check."),
+    (
+        "health.disk.path",
+        "path",
+        "A path on the file system the `disk` check watches.",
+    ),
+    (
+        "health.disk.unhealthy_below_free_percent",
+        "float in 0..=100",
+        "The `disk` check is unhealthy below this much free space.",
+    ),
+    (
+        "health.memory.degraded_above_used_percent",
+        "float in 0..=100",
+        "The `memory` check is degraded above this much memory in use.",
+    ),
+    (
+        "health.memory.enabled",
+        "bool",
+        "Register the `memory` check.",
+    ),
+    (
+        "health.memory.unhealthy_above_used_percent",
+        "float in 0..=100",
+        "The `memory` check is unhealthy above this much memory in use.",
+    ),
+    (
+        "redis.url",
+        "URL",
+        "Redis shared by the instances, `redis://host:port`; unset means in-process rate limits and no `redis` check.",
     ),
     ("server.addr", "socket address", "Address to listen on."),
     (

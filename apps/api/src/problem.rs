@@ -2,7 +2,8 @@
 //!
 //! Handlers return [`Problem`]. Errors made outside the handlers (an unknown route, a wrong method,
 //! a body over the limit, a timeout) are plain responses; [`problem_layer`] turns every error
-//! response that is not already a problem into one, so that every error the API gives has one shape.
+//! response that is not already a problem, and not a handler's own JSON document (a 503 health
+//! report), into one, so that every error the API gives has one shape.
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -81,10 +82,15 @@ pub async fn problem_layer(request: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_problem = response
+    let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        .map(HeaderValue::as_bytes);
+    // A handler's own JSON answer (a 503 health report) is a deliberate body: keep it.
+    if content_type.is_some_and(|value| value.starts_with(b"application/json")) {
+        return response;
+    }
+    let is_problem = content_type.is_some_and(|value| value.starts_with(PROBLEM_JSON.as_bytes()));
     let (parts, body) = response.into_parts();
     let mut problem = if is_problem {
         let bytes = axum::body::to_bytes(body, 64 * 1024)

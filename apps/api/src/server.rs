@@ -6,33 +6,14 @@
 //! time, and 1 when the timeout cut the drain short.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::app::App;
 use crate::config::Config;
-
-/// The process-wide shutdown state that readiness reads.
-#[derive(Debug, Clone, Default)]
-pub struct ShutdownState {
-    draining: Arc<AtomicBool>,
-}
-
-impl ShutdownState {
-    /// Whether shutdown has begun.
-    #[must_use]
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
-    fn begin(&self) {
-        self.draining.store(true, Ordering::Release);
-    }
-}
 
 /// How a run of the server ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,15 +24,14 @@ pub enum Exit {
     TimedOut,
 }
 
-/// Serves until SIGTERM or SIGINT, then shuts down in order.
-pub async fn serve(config: Config) -> anyhow::Result<Exit> {
+/// Serves `app` until SIGTERM or SIGINT, then shuts down in order.
+pub async fn serve(app: App, config: &Config) -> anyhow::Result<Exit> {
     let addr = config.server.addr;
     let shutdown_config = config.shutdown.clone();
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("could not listen on {addr} (server.addr)"))?;
     let local = listener.local_addr()?;
-    let app = crate::app::build(config);
     let admin = if app
         .served
         .iter()
@@ -63,19 +43,19 @@ pub async fn serve(config: Config) -> anyhow::Result<Exit> {
     };
     tracing::info!(addr = %local, admin, "mainstay-api listening on http://{local}");
 
-    let state = ShutdownState::default();
+    let health = app.health.clone();
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         let _ = signalled_tx.send(true);
     });
 
-    let drain_state = state.clone();
+    let drain_health = health.clone();
     let mut drain_rx = signalled_rx.clone();
     let drain_delay = shutdown_config.drain_delay;
     let graceful = async move {
         let _ = drain_rx.wait_for(|signalled| *signalled).await;
-        drain_state.begin();
+        drain_health.begin_shutdown();
         tracing::info!(drain_delay = ?drain_delay, "shutdown: readiness is 503; still accepting during the drain delay");
         tokio::time::sleep(drain_delay).await;
         tracing::info!("shutdown: listener closed; draining in-flight requests");
@@ -87,6 +67,7 @@ pub async fn serve(config: Config) -> anyhow::Result<Exit> {
     )
     .with_graceful_shutdown(graceful);
     let mut server = tokio::spawn(async move { server.await });
+    health.mark_started();
 
     tokio::select! {
         result = &mut server => {

@@ -13,13 +13,17 @@ use super::Routes;
     info(title = "mainstay-api", description = "The mainstay reference API", license(name = "MIT OR Apache-2.0")),
     paths(
         super::health::live,
+        super::health::ready,
+        super::health::startup,
+        super::health::deps,
+        super::health::admin_health,
         super::metrics::metrics,
         openapi_json,
         super::v1::whoami,
         super::admin::config,
         super::admin::delay,
     ),
-    components(schemas(crate::problem::Problem, crate::auth::Caller, super::health::Liveness)),
+    components(schemas(crate::problem::Problem, crate::auth::Caller)),
     modifiers(&SecuritySchemes),
 )]
 pub struct ApiDoc;

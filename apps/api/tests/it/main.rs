@@ -15,7 +15,7 @@ fn every_route_config() -> Config {
 
 #[test]
 fn every_served_route_is_in_the_openapi_document() {
-    let app = mainstay_api::app::build(every_route_config());
+    let app = mainstay_api::app::build(every_route_config()).expect("the configuration is valid");
     let doc = ApiDoc::openapi();
     let documented: BTreeSet<(String, String)> = doc
         .paths
