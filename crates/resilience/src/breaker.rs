@@ -1,0 +1,1049 @@
+//! The circuit breaker: a lock-free state machine over one packed atomic word.
+//!
+//! The state word holds the state kind, the half-open trial calls in flight, the half-open
+//! successes and a generation that every transition increments. A permit remembers the generation
+//! it was granted in, so a result that arrives after the state moved on never counts twice and never
+//! tears the state. Transitions (rare) are serialised by a small lock so that their side effects
+//! (open deadline, metrics, events) happen in order; admission and recording never take it on the
+//! closed path.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::classify::Classify;
+use crate::clock::{RealClock, SharedClock, nanos};
+use crate::config::{BreakerConfig, ConfigError, TripPolicy};
+use crate::metrics::{BreakerLabels, CallLabels, ResilienceMetrics, TransitionLabels};
+use crate::window::Window;
+
+/// The state of a circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Calls pass; failures are counted.
+    Closed,
+    /// Calls are rejected until the open duration has passed.
+    Open,
+    /// A limited number of trial calls pass; the others are rejected.
+    HalfOpen,
+    /// Manually disabled: every call passes and nothing is counted against the dependency.
+    Disabled,
+    /// Manually forced open: every call is rejected until [`CircuitBreaker::reset`].
+    ForcedOpen,
+}
+
+impl BreakerState {
+    /// The state's name as used in metrics labels and JSON (`half_open`, ...).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+            Self::Disabled => "disabled",
+            Self::ForcedOpen => "forced_open",
+        }
+    }
+
+    /// The value of the `circuit_breaker_state` gauge: 0 closed, 1 open, 2 half-open, 3 disabled,
+    /// 4 forced open.
+    #[must_use]
+    pub fn gauge_value(self) -> i64 {
+        self as i64
+    }
+
+    fn from_bits(bits: u64) -> Self {
+        match bits & KIND_MASK {
+            0 => Self::Closed,
+            1 => Self::Open,
+            2 => Self::HalfOpen,
+            3 => Self::Disabled,
+            _ => Self::ForcedOpen,
+        }
+    }
+}
+
+impl fmt::Display for BreakerState {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// Why a breaker changed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransitionReason {
+    /// The consecutive-failures threshold was reached.
+    ConsecutiveFailures,
+    /// The failure rate over the window exceeded the threshold.
+    FailureRate,
+    /// The open duration passed; trial calls are admitted.
+    OpenDurationElapsed,
+    /// A half-open trial call failed.
+    TrialFailed,
+    /// Enough half-open trial calls succeeded in a row.
+    TrialsSucceeded,
+    /// [`CircuitBreaker::reset`] was called.
+    Reset,
+    /// [`CircuitBreaker::force_open`] was called.
+    ForcedOpen,
+    /// [`CircuitBreaker::disable`] was called.
+    Disabled,
+}
+
+/// One state change, as sent to [`CircuitBreaker::subscribe`]rs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransitionEvent {
+    /// The breaker's name (a keyed set's name for its members).
+    pub breaker: Arc<str>,
+    /// The state left.
+    pub from: BreakerState,
+    /// The state entered.
+    pub to: BreakerState,
+    /// Why.
+    pub reason: TransitionReason,
+    /// For a transition to `open`: how long it stays open.
+    #[serde(with = "humantime_serde")]
+    pub open_for: Option<Duration>,
+}
+
+/// A call refused by the breaker without reaching the dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("circuit breaker is {state}: call rejected without reaching the dependency, retry later")]
+pub struct Rejected {
+    /// The state that rejected the call (`open`, `half_open` with every trial slot taken, or
+    /// `forced_open`).
+    pub state: BreakerState,
+    /// When the state is `open`: the time left until trial calls are admitted.
+    pub retry_after: Option<Duration>,
+}
+
+/// The error of a call made through a breaker: rejected by it, or the call's own error.
+#[derive(Debug, thiserror::Error)]
+pub enum BreakerError<E> {
+    /// The breaker refused the call; the dependency was not called.
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+    /// The dependency was called and returned this error.
+    #[error(transparent)]
+    Inner(E),
+}
+
+impl<E> BreakerError<E> {
+    /// The call's own error, if the call was made.
+    pub fn into_inner(self) -> Option<E> {
+        match self {
+            Self::Rejected(_) => None,
+            Self::Inner(error) => Some(error),
+        }
+    }
+}
+
+/// What a call made under a permit ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The dependency answered (including answers that are the caller's error, like a 404).
+    Success,
+    /// The dependency failed.
+    Failure,
+}
+
+/// A point-in-time view of a breaker, for admin endpoints and health reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakerSnapshot {
+    /// The breaker's name.
+    pub name: String,
+    /// Its state.
+    pub state: BreakerState,
+    /// Successful calls since creation.
+    pub successes: u64,
+    /// Failed calls since creation.
+    pub failures: u64,
+    /// Successful calls slower than the slow-call threshold since creation (counted as failures).
+    pub slow: u64,
+    /// Rejected calls since creation.
+    pub rejected: u64,
+    /// The current run of failures (`consecutive` policy; 0 otherwise).
+    pub consecutive_failures: u32,
+    /// Calls in the current window (`failure_rate` policy; 0 otherwise).
+    pub window_calls: u64,
+    /// Failures in the current window (`failure_rate` policy; 0 otherwise).
+    pub window_failures: u64,
+    /// Trial calls in flight (half-open only).
+    pub half_open_in_flight: u32,
+    /// Trial successes so far (half-open only).
+    pub half_open_successes: u32,
+    /// Milliseconds until trial calls are admitted (open only; 0 when the next call will be one).
+    pub time_until_half_open_ms: Option<u64>,
+}
+
+// The packed state word: kind (3 bits) | trials in flight (16) | trial successes (16) | generation.
+const KIND_MASK: u64 = 0b111;
+const IN_FLIGHT_SHIFT: u32 = 3;
+const SUCCESSES_SHIFT: u32 = 19;
+const GENERATION_SHIFT: u32 = 35;
+const COUNT_MASK: u64 = 0xFFFF;
+const IN_FLIGHT_ONE: u64 = 1 << IN_FLIGHT_SHIFT;
+const SUCCESSES_ONE: u64 = 1 << SUCCESSES_SHIFT;
+
+const CLOSED: u64 = BreakerState::Closed as u64;
+const DISABLED: u64 = BreakerState::Disabled as u64;
+
+#[inline]
+fn generation(word: u64) -> u64 {
+    word >> GENERATION_SHIFT
+}
+
+#[inline]
+fn in_flight(word: u64) -> u64 {
+    (word >> IN_FLIGHT_SHIFT) & COUNT_MASK
+}
+
+#[inline]
+fn trial_successes(word: u64) -> u64 {
+    (word >> SUCCESSES_SHIFT) & COUNT_MASK
+}
+
+#[inline]
+fn pack(state: BreakerState, generation: u64) -> u64 {
+    (generation << GENERATION_SHIFT) | state as u64
+}
+
+/// How a permit was granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Closed,
+    Trial,
+    Disabled,
+}
+
+/// What a permit remembers: plain data, so that it can live in a future or a tower service.
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    generation: u64,
+    admission: Admission,
+    /// The clock reading at admission, taken only when slow calls are detected.
+    started: Option<Duration>,
+}
+
+#[derive(Debug)]
+enum Policy {
+    Consecutive {
+        threshold: u32,
+        failures: AtomicU32,
+    },
+    FailureRate {
+        rate: f64,
+        minimum_calls: u64,
+        window: Window,
+    },
+}
+
+/// The instruments one breaker (or one keyed set) writes to.
+#[derive(Debug, Clone)]
+pub(crate) struct Instruments {
+    name: Arc<str>,
+    successes: Counter,
+    failures: Counter,
+    rejected: Counter,
+    slow: Counter,
+    /// `None` for keyed-set members: a per-key state has no bounded label, and an aggregate state
+    /// has no meaning.
+    state: Option<Gauge>,
+    transitions: Family<TransitionLabels, Counter>,
+    pub(crate) events: broadcast::Sender<TransitionEvent>,
+}
+
+impl Instruments {
+    pub(crate) fn new(name: &str, metrics: &ResilienceMetrics, with_state_gauge: bool) -> Self {
+        let call = |outcome| {
+            metrics
+                .breaker_calls
+                .get_or_create(&CallLabels {
+                    breaker: name.to_owned(),
+                    outcome,
+                })
+                .clone()
+        };
+        let state = with_state_gauge.then(|| {
+            metrics
+                .breaker_state
+                .get_or_create(&BreakerLabels {
+                    breaker: name.to_owned(),
+                })
+                .clone()
+        });
+        if let Some(gauge) = &state {
+            gauge.set(BreakerState::Closed.gauge_value());
+        }
+        Self {
+            name: Arc::from(name),
+            successes: call("success"),
+            failures: call("failure"),
+            rejected: call("rejected"),
+            slow: call("slow"),
+            state,
+            transitions: metrics.breaker_transitions.clone(),
+            events: broadcast::channel(64).0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    word: AtomicU64,
+    policy: Policy,
+    open_until: AtomicU64,
+    /// Reopenings since the breaker last closed; grows the open duration. Written under `transition`.
+    reopenings: AtomicU32,
+    transition: Mutex<()>,
+    config: BreakerConfig,
+    clock: SharedClock,
+    instruments: Instruments,
+}
+
+/// A circuit breaker. Cheap to clone: clones share the same state.
+///
+/// ```
+/// use mainstay_resilience::{BreakerConfig, BreakerError, CircuitBreaker, ErrorClass};
+///
+/// let breaker = CircuitBreaker::new("payments", BreakerConfig::consecutive(2, std::time::Duration::from_secs(30)))?;
+/// let every_error_fails = |_: &&str| ErrorClass::Failure;
+/// for _ in 0..2 {
+///     let _ = breaker.call(&every_error_fails, || Err::<(), _>("connection refused"));
+/// }
+/// assert!(matches!(breaker.call(&every_error_fails, || Ok::<_, &str>(1)), Err(BreakerError::Rejected(_))));
+/// # Ok::<(), mainstay_resilience::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker {
+    shared: Arc<Shared>,
+}
+
+/// Builds a [`CircuitBreaker`] with a clock or metrics other than the defaults.
+#[derive(Debug)]
+#[must_use]
+pub struct BreakerBuilder {
+    name: String,
+    config: BreakerConfig,
+    clock: Option<SharedClock>,
+    metrics: Option<ResilienceMetrics>,
+}
+
+impl BreakerBuilder {
+    /// The clock for the open duration, the window and slow calls. Default [`RealClock::coarse`].
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The metric families to report into, labelled with the breaker's name. Default: none.
+    pub fn metrics(mut self, metrics: &ResilienceMetrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// Validates the configuration and builds the breaker, closed.
+    pub fn build(self) -> Result<CircuitBreaker, ConfigError> {
+        let metrics = self.metrics.unwrap_or_else(ResilienceMetrics::unregistered);
+        let instruments = Instruments::new(&self.name, &metrics, true);
+        CircuitBreaker::with_parts(
+            self.config,
+            self.clock.unwrap_or_else(|| RealClock::coarse().shared()),
+            instruments,
+        )
+    }
+}
+
+impl CircuitBreaker {
+    /// A closed breaker with the real coarse clock and no metrics.
+    pub fn new(name: &str, config: BreakerConfig) -> Result<Self, ConfigError> {
+        Self::builder(name, config).build()
+    }
+
+    /// A builder, to give a clock or metrics.
+    pub fn builder(name: &str, config: BreakerConfig) -> BreakerBuilder {
+        BreakerBuilder {
+            name: name.to_owned(),
+            config,
+            clock: None,
+            metrics: None,
+        }
+    }
+
+    pub(crate) fn with_parts(
+        config: BreakerConfig,
+        clock: SharedClock,
+        instruments: Instruments,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self::from_validated(config, clock, instruments))
+    }
+
+    /// Builds a breaker from a configuration that [`BreakerConfig::validate`] accepted.
+    pub(crate) fn from_validated(
+        config: BreakerConfig,
+        clock: SharedClock,
+        instruments: Instruments,
+    ) -> Self {
+        let policy = match config.trip {
+            TripPolicy::Consecutive => Policy::Consecutive {
+                threshold: config.consecutive_failures,
+                failures: AtomicU32::new(0),
+            },
+            TripPolicy::FailureRate => Policy::FailureRate {
+                rate: config.failure_rate,
+                minimum_calls: u64::from(config.minimum_calls),
+                window: Window::new(config.window, config.window_buckets),
+            },
+        };
+        Self {
+            shared: Arc::new(Shared {
+                word: AtomicU64::new(pack(BreakerState::Closed, 0)),
+                policy,
+                open_until: AtomicU64::new(0),
+                reopenings: AtomicU32::new(0),
+                transition: Mutex::new(()),
+                config,
+                clock,
+                instruments,
+            }),
+        }
+    }
+
+    /// The breaker's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.shared.instruments.name
+    }
+
+    /// The breaker's configuration.
+    #[must_use]
+    pub fn config(&self) -> &BreakerConfig {
+        &self.shared.config
+    }
+
+    /// The current state. An `open` breaker whose open duration has passed reports `open` until the
+    /// next call makes it `half_open`; [`CircuitBreaker::snapshot`] shows 0 ms left then.
+    #[must_use]
+    pub fn state(&self) -> BreakerState {
+        BreakerState::from_bits(self.shared.word.load(Ordering::Acquire))
+    }
+
+    /// A receiver of every later transition. Slow receivers lose the oldest events (they get
+    /// `RecvError::Lagged`); transitions never wait for receivers.
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<TransitionEvent> {
+        self.shared.instruments.events.subscribe()
+    }
+
+    /// Asks to make one call. On success, report the call's outcome through the permit; dropping
+    /// the permit without an outcome gives a trial slot back and counts nothing.
+    #[inline]
+    pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+        let ticket = self.admit()?;
+        Ok(Permit {
+            breaker: self,
+            ticket: Some(ticket),
+        })
+    }
+
+    /// Like [`CircuitBreaker::try_acquire`], with a permit that owns a handle to the breaker (for
+    /// futures and services that outlive a borrow).
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit, Rejected> {
+        let ticket = self.admit()?;
+        Ok(OwnedPermit {
+            breaker: self.clone(),
+            ticket: Some(ticket),
+        })
+    }
+
+    /// Runs `operation` under the breaker: rejected at once when the breaker refuses, otherwise
+    /// called, and its error classified by `classify` (an [`crate::ErrorClass::Ignored`] error
+    /// counts as a success of the dependency).
+    #[inline]
+    pub fn call<T, E>(
+        &self,
+        classify: &impl Classify<E>,
+        operation: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, BreakerError<E>> {
+        let ticket = self.admit()?;
+        if ticket.admission == Admission::Trial {
+            // A trial slot must come back even if `operation` panics: hold it in a permit.
+            let permit = Permit {
+                breaker: self,
+                ticket: Some(ticket),
+            };
+            return match operation() {
+                Ok(value) => {
+                    permit.success();
+                    Ok(value)
+                }
+                Err(error) => {
+                    permit.record(outcome_of(classify, &error));
+                    Err(BreakerError::Inner(error))
+                }
+            };
+        }
+        // Closed or disabled: nothing to give back, so no guard on the hot path.
+        match operation() {
+            Ok(value) => {
+                self.shared.complete(ticket, Outcome::Success);
+                Ok(value)
+            }
+            Err(error) => {
+                self.shared.complete(ticket, outcome_of(classify, &error));
+                Err(BreakerError::Inner(error))
+            }
+        }
+    }
+
+    /// The async form of [`CircuitBreaker::call`]. If the returned future is dropped before the
+    /// call ends, nothing is counted and a trial slot is given back.
+    pub async fn run<T, E, F>(
+        &self,
+        classify: &impl Classify<E>,
+        operation: F,
+    ) -> Result<T, BreakerError<E>>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        let permit = self.try_acquire()?;
+        match operation.await {
+            Ok(value) => {
+                permit.success();
+                Ok(value)
+            }
+            Err(error) => {
+                permit.record(outcome_of(classify, &error));
+                Err(BreakerError::Inner(error))
+            }
+        }
+    }
+
+    /// Closes the breaker and forgets every failure count, whatever its state.
+    pub fn reset(&self) {
+        self.shared
+            .force(BreakerState::Closed, TransitionReason::Reset);
+    }
+
+    /// Opens the breaker until [`CircuitBreaker::reset`]: every call is rejected.
+    pub fn force_open(&self) {
+        self.shared
+            .force(BreakerState::ForcedOpen, TransitionReason::ForcedOpen);
+    }
+
+    /// Disables the breaker until [`CircuitBreaker::reset`]: every call passes, nothing trips it.
+    pub fn disable(&self) {
+        self.shared
+            .force(BreakerState::Disabled, TransitionReason::Disabled);
+    }
+
+    /// The breaker's state and counts now.
+    #[must_use]
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        let shared = &*self.shared;
+        let word = shared.word.load(Ordering::Acquire);
+        let state = BreakerState::from_bits(word);
+        let now = shared.clock.now();
+        let (consecutive_failures, window) = match &shared.policy {
+            Policy::Consecutive { failures, .. } => {
+                (failures.load(Ordering::Relaxed), Default::default())
+            }
+            Policy::FailureRate { window, .. } => (0, window.sums(now)),
+        };
+        let half_open = state == BreakerState::HalfOpen;
+        let time_until_half_open_ms = (state == BreakerState::Open).then(|| {
+            let until = Duration::from_nanos(shared.open_until.load(Ordering::Acquire));
+            u64::try_from(until.saturating_sub(now).as_millis()).unwrap_or(u64::MAX)
+        });
+        let instruments = &shared.instruments;
+        BreakerSnapshot {
+            name: instruments.name.to_string(),
+            state,
+            successes: instruments.successes.get(),
+            failures: instruments.failures.get(),
+            slow: instruments.slow.get(),
+            rejected: instruments.rejected.get(),
+            consecutive_failures,
+            window_calls: window.first,
+            window_failures: window.second,
+            half_open_in_flight: if half_open { in_flight(word) as u32 } else { 0 },
+            half_open_successes: if half_open {
+                trial_successes(word) as u32
+            } else {
+                0
+            },
+            time_until_half_open_ms,
+        }
+    }
+
+    #[inline]
+    fn admit(&self) -> Result<Ticket, Rejected> {
+        let shared = &*self.shared;
+        let word = shared.word.load(Ordering::Acquire);
+        let kind = word & KIND_MASK;
+        if kind == CLOSED || kind == DISABLED {
+            let admission = if kind == CLOSED {
+                Admission::Closed
+            } else {
+                Admission::Disabled
+            };
+            return Ok(Ticket {
+                generation: generation(word),
+                admission,
+                started: shared.started(),
+            });
+        }
+        shared.admit_not_closed(word)
+    }
+}
+
+#[inline]
+fn outcome_of<E>(classify: &impl Classify<E>, error: &E) -> Outcome {
+    if classify.classify(error).is_failure() {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    }
+}
+
+impl Shared {
+    #[inline]
+    fn started(&self) -> Option<Duration> {
+        self.config.slow_call_threshold.map(|_| self.clock.now())
+    }
+
+    fn admit_not_closed(&self, mut word: u64) -> Result<Ticket, Rejected> {
+        loop {
+            match BreakerState::from_bits(word) {
+                BreakerState::Closed | BreakerState::Disabled => {
+                    let admission = if word & KIND_MASK == CLOSED {
+                        Admission::Closed
+                    } else {
+                        Admission::Disabled
+                    };
+                    return Ok(Ticket {
+                        generation: generation(word),
+                        admission,
+                        started: self.started(),
+                    });
+                }
+                BreakerState::ForcedOpen => {
+                    return Err(self.reject(BreakerState::ForcedOpen, None));
+                }
+                BreakerState::Open => {
+                    let until = self.open_until.load(Ordering::Acquire);
+                    let now = nanos(self.clock.now());
+                    if now < until {
+                        let left = Duration::from_nanos(until - now);
+                        return Err(self.reject(BreakerState::Open, Some(left)));
+                    }
+                    self.transition(
+                        word,
+                        BreakerState::Open,
+                        BreakerState::HalfOpen,
+                        TransitionReason::OpenDurationElapsed,
+                    );
+                    word = self.word.load(Ordering::Acquire);
+                }
+                BreakerState::HalfOpen => {
+                    if in_flight(word) >= u64::from(self.config.half_open_max_calls) {
+                        return Err(self.reject(BreakerState::HalfOpen, None));
+                    }
+                    match self.word.compare_exchange_weak(
+                        word,
+                        word + IN_FLIGHT_ONE,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => {
+                            return Ok(Ticket {
+                                generation: generation(word),
+                                admission: Admission::Trial,
+                                started: self.started(),
+                            });
+                        }
+                        Err(actual) => word = actual,
+                    }
+                }
+            }
+        }
+    }
+
+    fn reject(&self, state: BreakerState, retry_after: Option<Duration>) -> Rejected {
+        self.instruments.rejected.inc();
+        Rejected { state, retry_after }
+    }
+
+    /// Records a call's outcome. The common case (a success in the closed state, slow calls not
+    /// measured) is inlined into the caller; everything else is out of line.
+    #[inline(always)]
+    fn complete(&self, ticket: Ticket, outcome: Outcome) {
+        if outcome == Outcome::Success
+            && ticket.admission == Admission::Closed
+            && ticket.started.is_none()
+        {
+            self.instruments.successes.inc();
+            match &self.policy {
+                Policy::Consecutive { failures, .. } => {
+                    if failures.load(Ordering::Relaxed) != 0 {
+                        self.record_closed(ticket.generation, false);
+                    }
+                }
+                Policy::FailureRate { .. } => self.record_closed(ticket.generation, false),
+            }
+            return;
+        }
+        self.complete_general(ticket, outcome);
+    }
+
+    #[inline(never)]
+    fn complete_general(&self, ticket: Ticket, outcome: Outcome) {
+        let mut failed = outcome == Outcome::Failure;
+        if failed {
+            self.instruments.failures.inc();
+        } else if let (Some(started), Some(threshold)) =
+            (ticket.started, self.config.slow_call_threshold)
+        {
+            if self.clock.now().saturating_sub(started) >= threshold {
+                failed = true;
+                self.instruments.slow.inc();
+            } else {
+                self.instruments.successes.inc();
+            }
+        } else {
+            self.instruments.successes.inc();
+        }
+        match ticket.admission {
+            Admission::Disabled => {}
+            Admission::Closed => self.record_closed(ticket.generation, failed),
+            Admission::Trial => self.record_trial(ticket.generation, failed),
+        }
+    }
+
+    #[inline]
+    fn current_generation(&self) -> u64 {
+        generation(self.word.load(Ordering::Acquire))
+    }
+
+    fn record_closed(&self, ticket_generation: u64, failed: bool) {
+        match &self.policy {
+            Policy::Consecutive {
+                threshold,
+                failures,
+            } => {
+                if failed {
+                    if self.current_generation() != ticket_generation {
+                        return;
+                    }
+                    let run = failures.fetch_add(1, Ordering::AcqRel) + 1;
+                    if run >= *threshold {
+                        self.trip(ticket_generation, TransitionReason::ConsecutiveFailures);
+                    }
+                } else if failures.load(Ordering::Relaxed) != 0
+                    && self.current_generation() == ticket_generation
+                {
+                    failures.store(0, Ordering::Release);
+                }
+            }
+            Policy::FailureRate {
+                rate,
+                minimum_calls,
+                window,
+            } => {
+                if self.current_generation() != ticket_generation {
+                    return;
+                }
+                let now = self.clock.now();
+                window.add(now, 1, u64::from(failed));
+                if failed {
+                    let sums = window.sums(now);
+                    if sums.first >= *minimum_calls
+                        && sums.second as f64 > *rate * sums.first as f64
+                    {
+                        self.trip(ticket_generation, TransitionReason::FailureRate);
+                    }
+                }
+            }
+        }
+    }
+
+    #[cold]
+    fn trip(&self, ticket_generation: u64, reason: TransitionReason) {
+        let word = self.word.load(Ordering::Acquire);
+        if generation(word) == ticket_generation && word & KIND_MASK == CLOSED {
+            self.transition(word, BreakerState::Closed, BreakerState::Open, reason);
+        }
+    }
+
+    fn record_trial(&self, ticket_generation: u64, failed: bool) {
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            if generation(word) != ticket_generation
+                || BreakerState::from_bits(word) != BreakerState::HalfOpen
+            {
+                return;
+            }
+            if failed {
+                self.transition(
+                    word,
+                    BreakerState::HalfOpen,
+                    BreakerState::Open,
+                    TransitionReason::TrialFailed,
+                );
+                return;
+            }
+            if trial_successes(word) + 1 >= u64::from(self.config.half_open_successes) {
+                self.transition(
+                    word,
+                    BreakerState::HalfOpen,
+                    BreakerState::Closed,
+                    TransitionReason::TrialsSucceeded,
+                );
+                return;
+            }
+            // Count the success and give the trial slot back, in one step.
+            let next = word + SUCCESSES_ONE - IN_FLIGHT_ONE;
+            match self
+                .word
+                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return,
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Gives back the trial slot of a permit dropped without an outcome.
+    fn release(&self, ticket: Ticket) {
+        if ticket.admission != Admission::Trial {
+            return;
+        }
+        let mut word = self.word.load(Ordering::Acquire);
+        while generation(word) == ticket.generation
+            && BreakerState::from_bits(word) == BreakerState::HalfOpen
+            && in_flight(word) > 0
+        {
+            match self.word.compare_exchange_weak(
+                word,
+                word - IN_FLIGHT_ONE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Moves from `from` (as seen in `seen`) to `to`, unless another caller moved first. Exactly one
+    /// caller performs each transition: the generation in the word changes with it.
+    fn transition(
+        &self,
+        seen: u64,
+        from: BreakerState,
+        to: BreakerState,
+        reason: TransitionReason,
+    ) {
+        let _transition = self.transition.lock();
+        let mut word = self.word.load(Ordering::Acquire);
+        if generation(word) != generation(seen) || BreakerState::from_bits(word) != from {
+            return;
+        }
+        let open_for = self.prepare(to);
+        let next = pack(to, generation(word).wrapping_add(1));
+        // Under the lock only the half-open counters can change, so this loop ends at once.
+        while let Err(actual) =
+            self.word
+                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
+        {
+            word = actual;
+        }
+        self.announce(from, to, reason, open_for);
+    }
+
+    /// A manual transition: from any state.
+    fn force(&self, to: BreakerState, reason: TransitionReason) {
+        let _transition = self.transition.lock();
+        let mut word = self.word.load(Ordering::Acquire);
+        let from = BreakerState::from_bits(word);
+        let open_for = self.prepare(to);
+        if from == to {
+            // Already there; a reset still forgets the counts (done by `prepare`).
+            return;
+        }
+        let next = pack(to, generation(word).wrapping_add(1));
+        while let Err(actual) =
+            self.word
+                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
+        {
+            word = actual;
+        }
+        self.announce(from, to, reason, open_for);
+    }
+
+    /// The side effects that must be in place before the state word says `to`. Runs under the
+    /// transition lock. Returns the open duration for a transition to `open`.
+    fn prepare(&self, to: BreakerState) -> Option<Duration> {
+        match to {
+            BreakerState::Open => {
+                let open_for = self.open_duration();
+                let until = nanos(self.clock.now()).saturating_add(nanos(open_for));
+                self.open_until.store(until, Ordering::Release);
+                self.reopenings.fetch_add(1, Ordering::Relaxed);
+                Some(open_for)
+            }
+            BreakerState::Closed => {
+                match &self.policy {
+                    Policy::Consecutive { failures, .. } => failures.store(0, Ordering::Release),
+                    Policy::FailureRate { window, .. } => window.clear(),
+                }
+                self.reopenings.store(0, Ordering::Relaxed);
+                None
+            }
+            BreakerState::HalfOpen | BreakerState::Disabled | BreakerState::ForcedOpen => None,
+        }
+    }
+
+    fn open_duration(&self) -> Duration {
+        let config = &self.config;
+        let reopenings = self.reopenings.load(Ordering::Relaxed);
+        let mut seconds = config.open_duration.as_secs_f64();
+        if config.open_duration_multiplier > 1.0 && reopenings > 0 {
+            let exponent = i32::try_from(reopenings).unwrap_or(i32::MAX);
+            seconds = (seconds * config.open_duration_multiplier.powi(exponent))
+                .min(config.max_open_duration.as_secs_f64());
+        }
+        if config.open_duration_jitter > 0.0 {
+            let spread = config.open_duration_jitter;
+            seconds *= 1.0 + rand::rng().random_range(-spread..=spread);
+        }
+        Duration::try_from_secs_f64(seconds).unwrap_or(config.max_open_duration)
+    }
+
+    fn announce(
+        &self,
+        from: BreakerState,
+        to: BreakerState,
+        reason: TransitionReason,
+        open_for: Option<Duration>,
+    ) {
+        let instruments = &self.instruments;
+        if let Some(gauge) = &instruments.state {
+            gauge.set(to.gauge_value());
+        }
+        instruments
+            .transitions
+            .get_or_create(&TransitionLabels {
+                breaker: instruments.name.to_string(),
+                from: from.as_str(),
+                to: to.as_str(),
+            })
+            .inc();
+        match to {
+            BreakerState::Open | BreakerState::ForcedOpen => tracing::warn!(
+                breaker = %instruments.name, %from, %to, ?reason, ?open_for,
+                "circuit breaker opened"
+            ),
+            _ => tracing::info!(
+                breaker = %instruments.name, %from, %to, ?reason,
+                "circuit breaker changed state"
+            ),
+        }
+        // No receivers is not an error: events are optional.
+        let _ = instruments.events.send(TransitionEvent {
+            breaker: instruments.name.clone(),
+            from,
+            to,
+            reason,
+            open_for,
+        });
+    }
+}
+
+/// Permission for one call, borrowed from a [`CircuitBreaker`]. Report the outcome with
+/// [`Permit::success`], [`Permit::failure`] or [`Permit::record`].
+#[derive(Debug)]
+#[must_use = "report the call's outcome through the permit"]
+pub struct Permit<'a> {
+    breaker: &'a CircuitBreaker,
+    ticket: Option<Ticket>,
+}
+
+impl Permit<'_> {
+    /// The dependency answered.
+    #[inline]
+    pub fn success(self) {
+        self.record(Outcome::Success);
+    }
+
+    /// The dependency failed.
+    #[inline]
+    pub fn failure(self) {
+        self.record(Outcome::Failure);
+    }
+
+    /// Reports `outcome`.
+    #[inline]
+    pub fn record(mut self, outcome: Outcome) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.shared.complete(ticket, outcome);
+        }
+    }
+}
+
+impl Drop for Permit<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.shared.release(ticket);
+        }
+    }
+}
+
+/// Permission for one call that owns a handle to its [`CircuitBreaker`].
+#[derive(Debug)]
+#[must_use = "report the call's outcome through the permit"]
+pub struct OwnedPermit {
+    breaker: CircuitBreaker,
+    ticket: Option<Ticket>,
+}
+
+impl OwnedPermit {
+    /// The dependency answered.
+    pub fn success(self) {
+        self.record(Outcome::Success);
+    }
+
+    /// The dependency failed.
+    pub fn failure(self) {
+        self.record(Outcome::Failure);
+    }
+
+    /// Reports `outcome`.
+    pub fn record(mut self, outcome: Outcome) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.shared.complete(ticket, outcome);
+        }
+    }
+}
+
+impl Drop for OwnedPermit {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.shared.release(ticket);
+        }
+    }
+}

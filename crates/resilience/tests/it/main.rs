@@ -1,0 +1,18 @@
+//! Integration tests of mainstay-resilience: one binary, a module per area.
+
+mod breaker;
+mod budget;
+mod bulkhead;
+mod clock;
+mod concurrency;
+mod config;
+mod failsafe_gaps;
+mod keyed;
+#[cfg(feature = "tower")]
+mod layers;
+mod metrics;
+mod policy;
+mod presets;
+mod registry;
+mod retry;
+mod support;
