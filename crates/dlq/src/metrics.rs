@@ -1,0 +1,196 @@
+//! Prometheus metrics of the DLQ, registered once per registry and shared by every instance.
+
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct QueueLabels {
+    pub(crate) queue: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct PushedLabels {
+    pub(crate) queue: String,
+    pub(crate) error_class: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RedrivenLabels {
+    pub(crate) queue: String,
+    pub(crate) outcome: &'static str,
+}
+
+/// Something that can report the age of its oldest entry per queue at scrape time.
+pub(crate) trait OldestAges: Send + Sync {
+    fn oldest_ages(&self) -> Vec<(String, f64)>;
+}
+
+type Sources = Arc<Mutex<Vec<Weak<dyn OldestAges>>>>;
+
+/// The DLQ's metric families.
+///
+/// | family | labels |
+/// |---|---|
+/// | `dlq_size` | `queue` |
+/// | `dlq_pushed_total` | `queue`, `error_class` |
+/// | `dlq_evictions_total` | `queue` |
+/// | `dlq_rejected_total` | `queue` |
+/// | `dlq_expired_total` | `queue` |
+/// | `dlq_redriven_total` | `queue`, `outcome` (`succeeded`, `failed`) |
+/// | `dlq_journal_bytes` | |
+/// | `dlq_journal_fsyncs_total` | |
+/// | `dlq_journal_truncations_total` | |
+/// | `dlq_journal_corrupt_records_total` | |
+/// | `dlq_oldest_entry_age_seconds` | `queue` (computed at scrape time) |
+#[derive(Clone)]
+pub struct DlqMetrics {
+    pub(crate) size: Family<QueueLabels, Gauge>,
+    pub(crate) pushed: Family<PushedLabels, Counter>,
+    pub(crate) evictions: Family<QueueLabels, Counter>,
+    pub(crate) rejected: Family<QueueLabels, Counter>,
+    pub(crate) expired: Family<QueueLabels, Counter>,
+    pub(crate) redriven: Family<RedrivenLabels, Counter>,
+    pub(crate) journal_bytes: Gauge,
+    pub(crate) fsyncs: Counter,
+    pub(crate) truncations: Counter,
+    pub(crate) corrupt_records: Counter,
+    sources: Sources,
+}
+
+impl fmt::Debug for DlqMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DlqMetrics").finish_non_exhaustive()
+    }
+}
+
+impl DlqMetrics {
+    /// Registers the families in `registry`; call once per registry and hand clones to every
+    /// DLQ.
+    #[must_use]
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::unregistered();
+        registry.register("dlq_size", "Entries held, per queue", metrics.size.clone());
+        registry.register(
+            "dlq_pushed",
+            "Entries pushed, per queue and error class",
+            metrics.pushed.clone(),
+        );
+        registry.register(
+            "dlq_evictions",
+            "Entries evicted because a queue or the dlq was full",
+            metrics.evictions.clone(),
+        );
+        registry.register(
+            "dlq_rejected",
+            "Pushes refused because a reject queue or the dlq was full",
+            metrics.rejected.clone(),
+        );
+        registry.register(
+            "dlq_expired",
+            "Entries removed by TTL cleanup",
+            metrics.expired.clone(),
+        );
+        registry.register(
+            "dlq_redriven",
+            "Redrive attempts, per queue and outcome",
+            metrics.redriven.clone(),
+        );
+        registry.register(
+            "dlq_journal_bytes",
+            "Size of the journal file in bytes",
+            metrics.journal_bytes.clone(),
+        );
+        registry.register(
+            "dlq_journal_fsyncs",
+            "fdatasync calls on the journal",
+            metrics.fsyncs.clone(),
+        );
+        registry.register(
+            "dlq_journal_truncations",
+            "Torn or corrupt journal tails truncated on open",
+            metrics.truncations.clone(),
+        );
+        registry.register(
+            "dlq_journal_corrupt_records",
+            "Records skipped on open because their checksum failed",
+            metrics.corrupt_records.clone(),
+        );
+        registry.register_collector(Box::new(OldestAgeCollector {
+            sources: metrics.sources.clone(),
+        }));
+        metrics
+    }
+
+    /// Families that are not registered anywhere (for a DLQ without metrics).
+    #[must_use]
+    pub fn unregistered() -> Self {
+        Self {
+            size: Family::default(),
+            pushed: Family::default(),
+            evictions: Family::default(),
+            rejected: Family::default(),
+            expired: Family::default(),
+            redriven: Family::default(),
+            journal_bytes: Gauge::default(),
+            fsyncs: Counter::default(),
+            truncations: Counter::default(),
+            corrupt_records: Counter::default(),
+            sources: Arc::default(),
+        }
+    }
+
+    pub(crate) fn attach(&self, source: Weak<dyn OldestAges>) {
+        let mut sources = self.sources.lock();
+        sources.retain(|s| s.strong_count() > 0);
+        sources.push(source);
+    }
+
+    pub(crate) fn queue(queue: &str) -> QueueLabels {
+        QueueLabels {
+            queue: queue.to_owned(),
+        }
+    }
+}
+
+struct OldestAgeCollector {
+    sources: Sources,
+}
+
+impl fmt::Debug for OldestAgeCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OldestAgeCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for OldestAgeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let sources: Vec<_> = self
+            .sources
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let mut metric = encoder.encode_descriptor(
+            "dlq_oldest_entry_age_seconds",
+            "Seconds since the oldest entry of each queue was pushed",
+            None,
+            MetricType::Gauge,
+        )?;
+        for source in sources {
+            for (queue, age) in source.oldest_ages() {
+                let labels = QueueLabels { queue };
+                ConstGauge::new(age).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! Integration tests of mainstay-dlq against the real file system, one module per area.
+
+mod api;
+mod bounds;
+mod crash;
+mod durability;
+mod redrive;
+mod ttl;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mainstay_dlq::{Dlq, DlqConfig, DlqMetrics, ErrorClass, ManualClock, NewEntry, QueueConfig};
+use prometheus_client::registry::Registry;
+
+/// A config with no redrive rate limit and small, test-sized bounds.
+pub(crate) fn config() -> DlqConfig {
+    DlqConfig {
+        redrive_rate_per_second: 0,
+        ..DlqConfig::default()
+    }
+}
+
+/// A queue config that evicts at `capacity`, with a 1 hour TTL.
+pub(crate) fn evicting(capacity: usize) -> QueueConfig {
+    QueueConfig {
+        capacity,
+        ttl: Some(Duration::from_secs(3600)),
+        ..QueueConfig::default()
+    }
+}
+
+pub(crate) struct Harness {
+    pub(crate) dlq: Dlq,
+    pub(crate) registry: Registry,
+}
+
+pub(crate) async fn open_with(dir: &Path, config: DlqConfig, clock: &ManualClock) -> Harness {
+    let mut registry = Registry::default();
+    let metrics = DlqMetrics::register(&mut registry);
+    let dlq = Dlq::builder(dir)
+        .config(config)
+        .metrics(metrics)
+        .clock(Arc::new(clock.clone()))
+        .open()
+        .await
+        .expect("open dlq");
+    Harness { dlq, registry }
+}
+
+pub(crate) fn entry(queue: &str, key: &str) -> NewEntry {
+    NewEntry::inline(
+        queue,
+        key,
+        format!("payload of {key}").into_bytes(),
+        ErrorClass::Transient,
+        format!("failed {key}"),
+    )
+}
+
+/// The value of the sample `series` (name with labels, as exposed) in `registry`, or 0.
+pub(crate) fn metric(registry: &Registry, series: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encode metrics");
+    text.lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+pub(crate) fn exposition(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encode metrics");
+    text
+}
