@@ -4,6 +4,7 @@
 //! The binary is the one `cargo xtask ci` built and named in `MAINSTAY_E2E_API_BIN`; without that
 //! variable the harness builds it once with cargo and uses cargo's own report of its path.
 
+pub mod load;
 pub mod otlp;
 pub mod process;
 pub mod redis;

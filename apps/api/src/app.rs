@@ -16,6 +16,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use mainstay_health::{HealthMetrics, HealthRegistry};
+use mainstay_resilience::BreakerRegistry;
 
 use crate::auth::{Authenticator, IdentityHasher};
 use crate::checks::redis::RedisCheck;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub authenticator: Authenticator,
     /// The health checks and probes.
     pub health: HealthRegistry,
+    /// Every circuit breaker of the process, for the admin API.
+    pub breakers: BreakerRegistry,
 }
 
 /// The assembled application.
@@ -47,6 +50,8 @@ pub struct App {
     pub served: Vec<(&'static str, String)>,
     /// The health registry, which the server marks started and shutting down.
     pub health: HealthRegistry,
+    /// Every circuit breaker of the process.
+    pub breakers: BreakerRegistry,
 }
 
 /// Builds the application from a validated configuration.
@@ -59,12 +64,14 @@ pub fn build(config: Config) -> Result<App, ConfigError> {
     let http_metrics = HttpMetrics::register(&mut registry);
     mainstay_telemetry::process::register_process_collector(&mut registry);
     let health = health_registry(&config, &mut registry)?;
+    let breakers = BreakerRegistry::new();
 
     let hasher = IdentityHasher::random();
     let state = AppState {
         authenticator: Authenticator::new(&config.auth, hasher),
         admin_token: config.admin.token.as_deref().map(AdminToken::new),
         health: health.clone(),
+        breakers: breakers.clone(),
         registry: Arc::new(registry),
         config: Arc::new(config),
     };
@@ -80,7 +87,9 @@ pub fn build(config: Config) -> Result<App, ConfigError> {
         ))
     });
     if state.admin_token.is_some() {
-        let admin = routes::admin::routes().merge(routes::health::admin_routes());
+        let admin = routes::admin::routes()
+            .merge(routes::health::admin_routes())
+            .merge(routes::breakers::routes());
         routes = routes.nest("/admin", admin, |router| {
             router.route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
@@ -122,6 +131,7 @@ pub fn build(config: Config) -> Result<App, ConfigError> {
         router,
         served,
         health,
+        breakers,
     })
 }
 

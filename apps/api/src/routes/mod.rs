@@ -5,6 +5,7 @@
 //! without being documented.
 
 pub mod admin;
+pub mod breakers;
 pub mod health;
 pub mod metrics;
 pub mod openapi;

@@ -105,3 +105,83 @@ fn api_key_hashes_must_be_sha256_hex() {
         "{error}"
     );
 }
+
+mod admin_breakers {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use mainstay_resilience::{BreakerConfig, CircuitBreaker};
+    use tower::ServiceExt;
+
+    use super::every_route_config;
+
+    const TOKEN: &str = "a-token-long-enough-for-validation";
+
+    async fn call(app: &axum::Router, method: &str, path: &str) -> (StatusCode, serde_json::Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .expect("a valid request");
+        let response = app
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("a body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn breakers_are_listed_reset_and_forced_open_by_name() {
+        let app = mainstay_api::app::build(every_route_config()).expect("valid");
+        let breaker = CircuitBreaker::new(
+            "object-store",
+            BreakerConfig::consecutive(5, Duration::from_secs(30)),
+        )
+        .expect("a valid breaker");
+        app.breakers.register(&breaker).expect("a unique name");
+
+        let (status, list) = call(&app.router, "GET", "/admin/circuit-breakers").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list[0]["name"], "object-store");
+        assert_eq!(list[0]["state"], "closed");
+
+        let (status, forced) = call(
+            &app.router,
+            "POST",
+            "/admin/circuit-breakers/object-store/force-open",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(forced["state"], "forced_open");
+        assert!(breaker.snapshot().state != mainstay_resilience::BreakerState::Closed);
+
+        let (status, reset) = call(
+            &app.router,
+            "POST",
+            "/admin/circuit-breakers/object-store/reset",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(reset["state"], "closed");
+
+        let (status, problem) =
+            call(&app.router, "POST", "/admin/circuit-breakers/nope/reset").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.contains("nope")),
+            "{problem}"
+        );
+    }
+}
