@@ -53,7 +53,8 @@ fn main() {
                 .expect("telemetry");
         tracing::dispatcher::set_global_default(dispatch).expect("subscriber");
         std::mem::forget(guard);
-        let app = mainstay_api::app::build(config).expect("app");
+        config.storage.data_dir = log_dir.path().join("data");
+        let app = mainstay_api::app::build(config).await.expect("app");
         app.health.mark_started();
         let api = serve(app.router).await;
         let bare =

@@ -15,6 +15,7 @@ use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
+use mainstay_dlq::{CleanupTask, Dlq, DlqMetrics, OpenError};
 use mainstay_health::{HealthMetrics, HealthRegistry};
 use mainstay_resilience::BreakerRegistry;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub health: HealthRegistry,
     /// Every circuit breaker of the process, for the admin API.
     pub breakers: BreakerRegistry,
+    /// The dead-letter queue.
+    pub dlq: Dlq,
 }
 
 /// The assembled application.
@@ -52,19 +55,41 @@ pub struct App {
     pub health: HealthRegistry,
     /// Every circuit breaker of the process.
     pub breakers: BreakerRegistry,
+    /// The dead-letter queue; components register their redrive handlers on it.
+    pub dlq: Dlq,
+    /// The periodic TTL cleanup of the dead-letter queue; stops when dropped.
+    pub dlq_cleanup: CleanupTask,
+}
+
+/// Why the application could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The configuration is not acceptable (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The dead-letter queue could not be opened (locked by another process, unreadable).
+    #[error("could not open the dead-letter queue: {0}")]
+    Dlq(#[from] OpenError),
 }
 
 /// Builds the application from a validated configuration.
 ///
 /// # Errors
 ///
-/// A health override names a check that does not exist, or `redis.url` cannot make a pool.
-pub fn build(config: Config) -> Result<App, ConfigError> {
+/// A health override names a check that does not exist, `redis.url` cannot make a pool, or the
+/// dead-letter queue cannot be opened.
+pub async fn build(config: Config) -> Result<App, BuildError> {
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     mainstay_telemetry::process::register_process_collector(&mut registry);
     let health = health_registry(&config, &mut registry)?;
     let breakers = BreakerRegistry::new();
+    let dlq = Dlq::builder(config.storage.data_dir.join("dlq"))
+        .config(config.dlq.clone())
+        .metrics(DlqMetrics::register(&mut registry))
+        .open()
+        .await?;
+    let dlq_cleanup = dlq.spawn_cleanup();
 
     let hasher = IdentityHasher::random();
     let state = AppState {
@@ -72,6 +97,7 @@ pub fn build(config: Config) -> Result<App, ConfigError> {
         admin_token: config.admin.token.as_deref().map(AdminToken::new),
         health: health.clone(),
         breakers: breakers.clone(),
+        dlq: dlq.clone(),
         registry: Arc::new(registry),
         config: Arc::new(config),
     };
@@ -89,7 +115,8 @@ pub fn build(config: Config) -> Result<App, ConfigError> {
     if state.admin_token.is_some() {
         let admin = routes::admin::routes()
             .merge(routes::health::admin_routes())
-            .merge(routes::breakers::routes());
+            .merge(routes::breakers::routes())
+            .merge(routes::dlq::routes());
         routes = routes.nest("/admin", admin, |router| {
             router.route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
@@ -132,6 +159,8 @@ pub fn build(config: Config) -> Result<App, ConfigError> {
         served,
         health,
         breakers,
+        dlq,
+        dlq_cleanup,
     })
 }
 

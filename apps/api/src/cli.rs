@@ -105,14 +105,24 @@ fn serve(file: Option<&std::path::Path>) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
-        let app = match crate::app::build(config.clone()) {
+        let app = match crate::app::build(config.clone()).await {
             Ok(app) => app,
-            Err(error) => {
+            Err(crate::app::BuildError::Config(error)) => {
                 let _ = telemetry.shutdown();
                 return config_failure(&error);
             }
+            Err(error) => {
+                tracing::error!(error = %error, "mainstay-api could not start");
+                let _ = telemetry.shutdown();
+                return ExitCode::FAILURE;
+            }
         };
+        let dlq = app.dlq.clone();
         let outcome = crate::server::serve(app, &config).await;
+        // Storage and the dead-letter queue flush after the last request drained.
+        if let Err(error) = dlq.close().await {
+            tracing::error!(error = %error, "the dead-letter queue did not close cleanly");
+        }
         let code = match &outcome {
             Ok(crate::server::Exit::Drained) => ExitCode::SUCCESS,
             Ok(crate::server::Exit::TimedOut) => ExitCode::FAILURE,

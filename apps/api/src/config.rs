@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use mainstay_dlq::DlqConfig;
 use mainstay_health::HealthConfig;
 use mainstay_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
@@ -39,8 +40,28 @@ pub struct Config {
     pub health: HealthConfig,
     /// The Redis server shared by the instances (rate limits).
     pub redis: RedisConfig,
+    /// Local storage.
+    pub storage: StorageConfig,
+    /// The dead-letter queue, kept under `storage.data_dir/dlq`.
+    pub dlq: DlqConfig,
     /// Logs, traces and metrics.
     pub telemetry: TelemetryConfig,
+}
+
+/// Local storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The directory for everything the service keeps on disk; held with an OS lock.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+        }
+    }
 }
 
 /// The Redis server.
@@ -65,6 +86,8 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             health: HealthConfig::default(),
             redis: RedisConfig::default(),
+            storage: StorageConfig::default(),
+            dlq: DlqConfig::default(),
             telemetry,
         }
     }
@@ -451,6 +474,66 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "API keys: `{ key_sha256, organisation, tier = \"api-key\"|\"premium\"|\"admin\", plan = \"free\"|\"pro\"|\"enterprise\" }`.",
     ),
     (
+        "dlq.cleanup_interval",
+        "duration",
+        "How often expired entries are archived and removed.",
+    ),
+    (
+        "dlq.compact_after_bytes",
+        "integer (bytes)",
+        "The journal is compacted into a snapshot past this size (and at shutdown).",
+    ),
+    (
+        "dlq.defaults.archive",
+        "bool",
+        "Evicted and expired entries of a queue are appended to its archive file.",
+    ),
+    (
+        "dlq.defaults.capacity",
+        "integer",
+        "Entries a queue holds before its overflow policy applies.",
+    ),
+    (
+        "dlq.defaults.overflow",
+        "`evict` | `reject`",
+        "At capacity: evict the oldest entry (archived, counted) or refuse the push with a typed error.",
+    ),
+    (
+        "dlq.defaults.ttl",
+        "duration or unset",
+        "Age after which an entry expires (archived); unset keeps entries until redriven or deleted.",
+    ),
+    (
+        "dlq.max_payload_bytes",
+        "integer (bytes)",
+        "Largest inline payload; larger is refused whole, never truncated.",
+    ),
+    (
+        "dlq.max_total_payload_bytes",
+        "integer (bytes)",
+        "Bound on the inline payload bytes of all queues together.",
+    ),
+    (
+        "dlq.queues",
+        "table of queue settings by name",
+        "Per-queue overrides of `dlq.defaults`, e.g. `[dlq.queues.uploads] overflow = \"reject\"`.",
+    ),
+    (
+        "dlq.redrive_rate_per_second",
+        "integer",
+        "Entries redriven per second at most (0 = unlimited).",
+    ),
+    (
+        "dlq.sync_mode",
+        "`grouped` | `per_push`",
+        "Concurrent pushes share one fsync (grouped), or each push has its own.",
+    ),
+    (
+        "dlq.total_capacity",
+        "integer",
+        "Entries of all queues together.",
+    ),
+    (
         "health.background_refresh",
         "bool",
         "Refresh the checks in the background every `cache_interval`, so probes never wait for a check.",
@@ -526,6 +609,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "shutdown.timeout",
         "duration",
         "Budget from SIGTERM/SIGINT to exit: drain, flush, exit.",
+    ),
+    (
+        "storage.data_dir",
+        "path",
+        "Directory for everything kept on disk (the dead-letter queue under `dlq/`).",
     ),
     (
         "telemetry.log_filter",

@@ -110,3 +110,22 @@ fn with_no_configuration_it_listens_on_the_default_address_and_says_so() -> anyh
     );
     Ok(())
 }
+
+#[test]
+fn a_second_process_on_the_same_data_dir_is_refused_with_a_clear_error() -> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().to_string_lossy().into_owned();
+    let _first = Api::builder()
+        .env("MAINSTAY_STORAGE__DATA_DIR", &data_dir)
+        .start()?;
+    let (status, out, err) = Api::builder()
+        .env("MAINSTAY_STORAGE__DATA_DIR", &data_dir)
+        .run()?;
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    let printed = format!("{out}{err}");
+    assert!(
+        printed.contains("could not open the dead-letter queue") && printed.contains("lock"),
+        "{printed}"
+    );
+    Ok(())
+}

@@ -7,15 +7,22 @@ use mainstay_api::config::{self, Config};
 use mainstay_api::routes::openapi::ApiDoc;
 use utoipa::OpenApi;
 
-fn every_route_config() -> Config {
+/// A configuration with every route on, its data in a fresh temporary directory (kept alive by the
+/// returned guard).
+fn every_route_config() -> (Config, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temp dir");
     let mut config = Config::default();
     config.admin.token = Some("a-token-long-enough-for-validation".into());
-    config
+    config.storage.data_dir = dir.path().to_path_buf();
+    (config, dir)
 }
 
-#[test]
-fn every_served_route_is_in_the_openapi_document() {
-    let app = mainstay_api::app::build(every_route_config()).expect("the configuration is valid");
+#[tokio::test]
+async fn every_served_route_is_in_the_openapi_document() {
+    let (config, _dir) = every_route_config();
+    let app = mainstay_api::app::build(config)
+        .await
+        .expect("the configuration is valid");
     let doc = ApiDoc::openapi();
     let documented: BTreeSet<(String, String)> = doc
         .paths
@@ -142,7 +149,8 @@ mod admin_breakers {
 
     #[tokio::test]
     async fn breakers_are_listed_reset_and_forced_open_by_name() {
-        let app = mainstay_api::app::build(every_route_config()).expect("valid");
+        let (config, _dir) = every_route_config();
+        let app = mainstay_api::app::build(config).await.expect("valid");
         let breaker = CircuitBreaker::new(
             "object-store",
             BreakerConfig::consecutive(5, Duration::from_secs(30)),
@@ -183,5 +191,170 @@ mod admin_breakers {
                 .is_some_and(|detail| detail.contains("nope")),
             "{problem}"
         );
+    }
+}
+
+mod admin_dlq {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use mainstay_dlq::{Entry, ErrorClass, HandlerError, NewEntry, RedriveHandler};
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::every_route_config;
+
+    const TOKEN: &str = "a-token-long-enough-for-validation";
+
+    async fn call(
+        app: &axum::Router,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Body::empty, |body| Body::from(body.to_string())))
+            .expect("a valid request");
+        let response = app
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("a body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The owning component's handler: every second call fails.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        calls: AtomicUsize,
+        delivered: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl RedriveHandler for Flaky {
+        async fn redrive(&self, _entry: &Entry) -> Result<(), HandlerError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) % 2 == 1 {
+                return Err(HandlerError::new("downstream still failing"));
+            }
+            self.delivered.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_admin_api_pages_gets_redrives_deletes_purges_and_exports() {
+        let (mut config, _dir) = every_route_config();
+        config.dlq.redrive_rate_per_second = 0;
+        let app = mainstay_api::app::build(config).await.expect("valid");
+        let mut ids = Vec::new();
+        for index in 0..6 {
+            let entry = NewEntry::inline(
+                "orders",
+                format!("order-{index}"),
+                vec![b'x'; 8],
+                ErrorClass::Exhausted,
+                "gave up",
+            );
+            ids.push(app.dlq.push(entry).await.expect("pushed").to_string());
+        }
+        app.dlq
+            .push(NewEntry::inline(
+                "emails",
+                "mail-1",
+                b"hello".to_vec(),
+                ErrorClass::Permanent,
+                "bounced",
+            ))
+            .await
+            .expect("pushed");
+
+        // Paged listing in id order, filtered by queue and class.
+        let (status, first) =
+            call(&app.router, "GET", "/admin/dlq?queue=orders&limit=4", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(first["entries"].as_array().map(Vec::len), Some(4));
+        let cursor = first["next_cursor"]
+            .as_str()
+            .expect("a next page")
+            .to_owned();
+        let (_, second) = call(
+            &app.router,
+            "GET",
+            &format!("/admin/dlq?queue=orders&limit=4&cursor={cursor}"),
+            None,
+        )
+        .await;
+        assert_eq!(second["entries"].as_array().map(Vec::len), Some(2));
+        assert!(second["next_cursor"].is_null());
+        let (_, permanent) = call(&app.router, "GET", "/admin/dlq?class=permanent", None).await;
+        assert_eq!(permanent["entries"][0]["queue"], "emails");
+        let (status, _) = call(&app.router, "GET", "/admin/dlq?class=bogus", None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+        // One entry with its payload.
+        let (status, entry) =
+            call(&app.router, "GET", &format!("/admin/dlq/{}", ids[0]), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(entry["key"], "order-0");
+        let (status, _) = call(&app.router, "GET", "/admin/dlq/not-a-ulid", None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+        // A queue without a handler: 409, nothing moves.
+        let (status, problem) = call(
+            &app.router,
+            "POST",
+            "/admin/dlq/retry",
+            Some(json!({"queue": "orders"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+        assert_eq!(app.dlq.len(), 7);
+
+        // With the owning component's handler: really redriven, failures stay.
+        let handler = Arc::new(Flaky::default());
+        app.dlq.register_handler("orders", handler.clone());
+        let (status, report) = call(
+            &app.router,
+            "POST",
+            "/admin/dlq/retry",
+            Some(json!({"queue": "orders"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        assert_eq!(
+            (report["succeeded"].as_u64(), report["failed"].as_u64()),
+            (Some(3), Some(3))
+        );
+        assert_eq!(handler.delivered.load(Ordering::SeqCst), 3);
+        assert_eq!(app.dlq.len(), 4);
+
+        // Export, delete one, purge a queue.
+        let (status, export) =
+            call(&app.router, "GET", "/admin/dlq/export?queue=orders", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(export["entries"].as_array().map(Vec::len), Some(3));
+        let (_, page) = call(&app.router, "GET", "/admin/dlq?queue=emails", None).await;
+        let mail = page["entries"][0]["id"].as_str().expect("an id").to_owned();
+        let (status, _) = call(&app.router, "DELETE", &format!("/admin/dlq/{mail}"), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = call(&app.router, "DELETE", &format!("/admin/dlq/{mail}"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, purged) = call(&app.router, "DELETE", "/admin/dlq?queue=orders", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(purged["purged"], 3);
+        assert!(app.dlq.is_empty());
     }
 }
