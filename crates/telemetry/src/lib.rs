@@ -1,1 +1,380 @@
-//! JSON logs, OpenTelemetry traces and Prometheus metrics for Rust HTTP services
+//! JSON logs, OpenTelemetry traces and Prometheus metrics for Rust HTTP services.
+//!
+//! - **Logs**: one bunyan JSON object per line (`time`, numeric `level`, `msg`, `name`,
+//!   `hostname`, `pid`, `v`, `target`, span and event fields) with the `trace_id` and `span_id` of
+//!   the active OpenTelemetry span on every line inside a span, span START lines included. Fields
+//!   on a deny-list are written as `"[REDACTED]"`. [`ErrorChain`] logs an error with its sources.
+//! - **Traces**: an SDK tracer provider with a parent-based trace-id-ratio sampler, resource
+//!   `service.name`/`service.version`/`service.instance.id`, batch OTLP export over HTTP/protobuf
+//!   or gRPC when an endpoint is configured, W3C trace context and baggage propagation.
+//! - **HTTP layers** ([`http`]): request ids, a server span and access log per request, RED
+//!   metrics labelled by route template. **Process metrics** ([`process`]).
+//!
+//! [`init`] is the one function here that installs global state (the `tracing` subscriber, the
+//! tracer provider and the propagator); the application calls it once at start and keeps the
+//! returned [`TelemetryGuard`], whose shutdown flushes pending spans. Everything else, including
+//! [`build`], leaves global state alone.
+//!
+//! # Example
+//!
+//! ```
+//! use mainstay_telemetry::{TelemetryConfig, build, http};
+//! use prometheus_client::registry::Registry;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = TelemetryConfig { service_name: "orders".into(), ..TelemetryConfig::default() };
+//! config.validate()?;
+//!
+//! // An application calls `mainstay_telemetry::init(&config)?` instead, which installs the
+//! // subscriber globally and logs to stdout. `build` returns it for scoped use (tests).
+//! let (dispatch, guard) = build(&config, std::io::sink)?;
+//! tracing::dispatcher::with_default(&dispatch, || {
+//!     tracing::info!(password = "hunter2", "user signed in"); // logged as "[REDACTED]"
+//! });
+//!
+//! // HTTP layers, stacked outermost first around an axum router or any tower service.
+//! let mut registry = Registry::default();
+//! let metrics = http::HttpMetrics::register(&mut registry);
+//! let _request_ids = http::RequestIdLayer::new();
+//! let _traces = http::TraceLayer::new();
+//! let _red = http::HttpMetricsLayer::new(metrics, |_extensions| None); // axum: MatchedPath
+//! mainstay_telemetry::process::register_process_collector(&mut registry);
+//!
+//! guard.shutdown()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! This crate has no optional features: it is the telemetry layer of a service and everything in
+//! it is used together.
+//!
+//! # Minimum supported Rust version
+//!
+//! Rust 1.95.
+
+use std::fmt;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
+use tracing::Dispatch;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry};
+
+mod config;
+pub mod http;
+mod logs;
+pub mod process;
+mod traces;
+
+pub use config::{ConfigError, DEFAULT_REDACT_FIELDS, LogFormat, OtlpProtocol, TelemetryConfig};
+pub use logs::{ErrorChain, REDACTED};
+pub use traces::install_propagator;
+
+/// Installs telemetry for the process, logging to stdout.
+///
+/// Sets the global `tracing` subscriber (and the `log` bridge), the global tracer provider and
+/// the W3C propagator (trace context + baggage). The filter is `RUST_LOG` when that variable is
+/// set, else [`TelemetryConfig::log_filter`]. With [`TelemetryConfig::otlp_endpoint`] set, spans
+/// are batch-exported over OTLP; a collector that is down costs failed exports, never a panic.
+///
+/// # Errors
+///
+/// [`InitError`]: an invalid config, an invalid `RUST_LOG`, an exporter or export runtime that
+/// cannot be built, or a global subscriber already installed.
+pub fn init(config: &TelemetryConfig) -> Result<TelemetryGuard, InitError> {
+    init_with_writer(config, std::io::stdout)
+}
+
+/// [`init`], writing log lines to `writer` instead of stdout.
+///
+/// Log lines are handed to a dedicated writer thread, so runtime workers never block on the
+/// destination; they are written in order, none is dropped (a full queue of 65,536 lines makes
+/// loggers wait), and [`TelemetryGuard::force_flush`] and [`TelemetryGuard::shutdown`] wait for
+/// them to be written.
+///
+/// # Errors
+///
+/// As [`init`].
+pub fn init_with_writer<W>(config: &TelemetryConfig, writer: W) -> Result<TelemetryGuard, InitError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
+            .map_err(|error| InitError::Filter {
+                directives,
+                source: Box::new(error),
+            })?,
+        _ => config_filter(config)?,
+    };
+    let (writer, log_worker) = logs::non_blocking(writer).map_err(InitError::LogWriter)?;
+    let (dispatch, mut guard) = assemble(config, writer, filter, exporter_processor(config)?)?;
+    guard.log_worker = Some(log_worker);
+    opentelemetry::global::set_tracer_provider(guard.provider.clone());
+    install_propagator();
+    dispatch
+        .try_init()
+        .map_err(|error| InitError::AlreadyInitialized(Box::new(error)))?;
+    Ok(guard)
+}
+
+/// Builds the subscriber of [`init`] without installing anything global: no subscriber, tracer
+/// provider or propagator, and `RUST_LOG` is not read.
+///
+/// Use the returned [`Dispatch`] with `tracing::dispatcher::with_default` or `set_default`
+/// (tests, embedding). Spans are exported when the config names an OTLP endpoint.
+///
+/// # Errors
+///
+/// [`InitError`]: an invalid config or an exporter that cannot be built.
+pub fn build<W>(
+    config: &TelemetryConfig,
+    writer: W,
+) -> Result<(Dispatch, TelemetryGuard), InitError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    assemble(
+        config,
+        writer,
+        config_filter(config)?,
+        exporter_processor(config)?,
+    )
+}
+
+/// [`build`] with spans batch-exported to `exporter` instead of the configured OTLP endpoint
+/// (an in-memory exporter in tests, a custom backend).
+///
+/// # Errors
+///
+/// [`InitError`]: an invalid config.
+pub fn build_with_exporter<W, E>(
+    config: &TelemetryConfig,
+    writer: W,
+    exporter: E,
+) -> Result<(Dispatch, TelemetryGuard), InitError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+    E: SpanExporter + 'static,
+{
+    assemble(
+        config,
+        writer,
+        config_filter(config)?,
+        (Some(traces::batch(exporter)), None),
+    )
+}
+
+/// How long a flush waits for the log writer thread.
+const LOG_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+type Processor = (
+    Option<Box<dyn opentelemetry_sdk::trace::SpanProcessor>>,
+    Option<traces::ExportRuntime>,
+);
+
+fn config_filter(config: &TelemetryConfig) -> Result<EnvFilter, InitError> {
+    config.validate()?;
+    EnvFilter::try_new(&config.log_filter).map_err(|error| InitError::Filter {
+        directives: config.log_filter.clone(),
+        source: Box::new(error),
+    })
+}
+
+fn exporter_processor(config: &TelemetryConfig) -> Result<Processor, InitError> {
+    config.validate()?;
+    match &config.otlp_endpoint {
+        Some(endpoint) => {
+            let (processor, runtime) = traces::otlp(config, endpoint)?;
+            Ok((Some(processor), Some(runtime)))
+        }
+        None => Ok((None, None)),
+    }
+}
+
+fn assemble<W>(
+    config: &TelemetryConfig,
+    writer: W,
+    filter: EnvFilter,
+    (processor, runtime): Processor,
+) -> Result<(Dispatch, TelemetryGuard), InitError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    config.validate()?;
+    let redactor = logs::Redactor::new(&config.redact_fields);
+    let provider = traces::provider(config, processor, redactor.clone());
+    let tracer = provider.tracer("mainstay-telemetry");
+    // Busy/idle timings and thread attributes cost a clock read per enter and a string per span
+    // on every request; code location is kept.
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false);
+
+    let (json, pretty) = match config.log_format {
+        LogFormat::Json => {
+            let bunyan = tracing_bunyan_formatter::BunyanFormattingLayer::new(
+                config.service_name.clone(),
+                logs::RedactingMakeWriter::new(writer, redactor),
+            );
+            (
+                Some((
+                    tracing_bunyan_formatter::JsonStorageLayer,
+                    logs::SkipRequestSpanLines(bunyan),
+                )),
+                None,
+            )
+        }
+        LogFormat::Pretty => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(logs::pretty_fields(redactor))
+                    .with_writer(writer),
+            ),
+        ),
+    };
+    let (json_storage, bunyan) = json.unzip();
+    // Order matters: the OpenTelemetry layer builds the span, JsonStorageLayer creates its field
+    // storage, OtelIdsLayer adds the ids to it, and only then does bunyan print the START line.
+    let subscriber = Registry::default()
+        .with(filter)
+        .with(otel_layer)
+        .with(json_storage)
+        // Not optional: `Option<Layer>` does not forward `on_register_dispatch`, which this
+        // layer needs; without a JsonStorage it does nothing.
+        .with(logs::OtelIdsLayer::default())
+        .with(bunyan)
+        .with(pretty);
+    Ok((
+        Dispatch::new(subscriber),
+        TelemetryGuard {
+            provider,
+            runtime,
+            log_worker: None,
+            shut_down: false,
+        },
+    ))
+}
+
+/// Keeps telemetry running; shutting it down (or dropping it) flushes pending spans and log lines.
+///
+/// Keep it alive for the life of the process and call [`TelemetryGuard::shutdown`] last in the
+/// shutdown sequence. With an exporter configured, the flush waits for the export (bounded by the
+/// SDK's 5 s shutdown timeout), blocking the calling thread.
+#[must_use = "dropping the guard shuts telemetry down at once"]
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+    runtime: Option<traces::ExportRuntime>,
+    log_worker: Option<logs::LogWorker>,
+    shut_down: bool,
+}
+
+impl fmt::Debug for TelemetryGuard {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("TelemetryGuard")
+            .field("exporting", &self.runtime.is_some())
+            .field("shut_down", &self.shut_down)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelemetryGuard {
+    /// Exports every finished span now, without shutting down.
+    ///
+    /// # Errors
+    ///
+    /// [`ShutdownError::Flush`] when the exporter failed or timed out.
+    pub fn force_flush(&self) -> Result<(), ShutdownError> {
+        let spans = self
+            .provider
+            .force_flush()
+            .map_err(|error| ShutdownError::Flush(Box::new(error)));
+        self.flush_logs()?;
+        spans
+    }
+
+    /// Waits for the log writer thread of [`init`] to write every queued line.
+    fn flush_logs(&self) -> Result<(), ShutdownError> {
+        match &self.log_worker {
+            Some(worker) if !worker.flush(LOG_FLUSH_TIMEOUT) => Err(ShutdownError::Logs),
+            _ => Ok(()),
+        }
+    }
+
+    /// Flushes pending spans and log lines, and stops the exporter.
+    ///
+    /// # Errors
+    ///
+    /// [`ShutdownError::Shutdown`] when the final export failed or timed out; the exporter is
+    /// stopped either way.
+    pub fn shutdown(mut self) -> Result<(), ShutdownError> {
+        self.shut_down = true;
+        let spans = self
+            .provider
+            .shutdown()
+            .map_err(|error| ShutdownError::Shutdown(Box::new(error)));
+        self.runtime.take();
+        self.flush_logs()?;
+        spans
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if !self.shut_down {
+            // Errors cannot be reported from a drop; `shutdown` returns them.
+            let _ = self.provider.shutdown();
+            let _ = self.flush_logs();
+        }
+    }
+}
+
+/// Why telemetry could not be initialised.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The configuration holds an invalid value.
+    #[error("invalid telemetry configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The log filter directives do not parse.
+    #[error("invalid log filter {directives:?}: use directives such as `info,mainstay=debug`")]
+    Filter {
+        /// The rejected directives (from `RUST_LOG` or the config).
+        directives: String,
+        /// The parser's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The OTLP exporter could not be built from the configuration.
+    #[error("cannot build the OTLP span exporter: check otlp_endpoint and OTEL_EXPORTER_OTLP_*")]
+    Exporter(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The log writer thread could not be started.
+    #[error("cannot start the log writer thread")]
+    LogWriter(#[source] std::io::Error),
+    /// The export runtime's thread could not be started.
+    #[error("cannot start the OTLP export runtime")]
+    ExportRuntime(#[source] std::io::Error),
+    /// A global `tracing` subscriber or `log` logger is already installed.
+    #[error("a global tracing subscriber is already installed: call init once per process")]
+    AlreadyInitialized(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why flushing or shutting down telemetry failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    /// A flush did not complete: the exporter failed or timed out.
+    #[error("flushing spans failed: check that the OTLP collector is reachable")]
+    Flush(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The log writer thread did not write the queued lines in time; some may be lost.
+    #[error("flushing log lines timed out: the log destination is blocked or too slow")]
+    Logs,
+    /// The final flush or the exporter shutdown failed; pending spans may be lost.
+    #[error("shutting down the tracer provider failed: pending spans may be lost")]
+    Shutdown(#[source] Box<dyn std::error::Error + Send + Sync>),
+}

@@ -1,0 +1,81 @@
+//! Tower layers for HTTP servers over `http` types: request ids, server spans with access logs,
+//! and RED metrics labelled by route template.
+//!
+//! Stack them outermost first: [`RequestIdLayer`] → [`TraceLayer`] → the router, with
+//! [`HttpMetricsLayer`] applied inside the router (axum's `Router::layer`) so the matched route
+//! template is in the request extensions when it runs:
+//!
+//! ```
+//! use axum::{Router, extract::MatchedPath, routing::get};
+//! use mainstay_telemetry::http::{HttpMetrics, HttpMetricsLayer, RequestIdLayer, TraceLayer};
+//! use prometheus_client::registry::Registry;
+//! use tower::ServiceBuilder;
+//!
+//! let mut registry = Registry::default();
+//! let metrics = HttpMetrics::register(&mut registry);
+//! let router: Router = Router::new()
+//!     .route("/users/{id}", get(|| async { "user" }))
+//!     .layer(HttpMetricsLayer::new(metrics, |extensions| {
+//!         extensions.get::<MatchedPath>().map(|path| path.as_str().to_owned())
+//!     }));
+//! let service = ServiceBuilder::new()
+//!     .layer(RequestIdLayer::new())
+//!     .layer(TraceLayer::new())
+//!     .service(router);
+//! # let _ = service;
+//! ```
+
+use opentelemetry::trace::TraceContextExt as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+mod metrics;
+mod request_id;
+mod trace;
+
+pub use metrics::{
+    DURATION_BUCKETS, HttpMetrics, HttpMetricsFuture, HttpMetricsLayer, HttpMetricsService,
+};
+pub use request_id::{
+    REQUEST_ID_HEADER, RequestId, RequestIdFuture, RequestIdLayer, RequestIdService,
+};
+pub use trace::{TraceFuture, TraceLayer, TraceService};
+
+/// The `tracing` target of the server span opened by [`TraceLayer`]. Its bunyan START and END
+/// records are not written: the access line of the request carries the same fields.
+pub const REQUEST_SPAN_TARGET: &str = "mainstay_telemetry::http";
+
+/// The route template a request matched, put in the response extensions by
+/// [`HttpMetricsLayer`] so that the outer [`TraceLayer`] can name its span after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedRoute(pub String);
+
+/// Injects the current span's OpenTelemetry context (W3C `traceparent`, `tracestate` and
+/// `baggage`) into the headers of an outgoing request, through the global propagator.
+///
+/// Call it inside the span that makes the request, so the callee's span becomes its child.
+/// Nothing is injected when the current span has no valid OpenTelemetry context.
+pub fn inject_context(headers: &mut http::HeaderMap) {
+    let context = tracing::Span::current().context();
+    if !context.span().span_context().is_valid() {
+        return;
+    }
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut opentelemetry_http::HeaderInjector(headers));
+    });
+}
+
+/// A bounded `method` label value: the standard methods by name, anything else `_OTHER`.
+fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}

@@ -1,0 +1,147 @@
+//! Request ids: accept a safe incoming `x-request-id`, otherwise make one; echo it back.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response};
+
+/// The request id header, `x-request-id`.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longest incoming request id that is accepted.
+const MAX_LEN: usize = 128;
+
+/// The id of the current request, in the request extensions once [`RequestIdLayer`] has run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    /// The id as a string.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `candidate` is acceptable as an incoming request id: 1 to 128 characters from
+    /// `A-Z a-z 0-9 - _ . :`. Anything else (empty, too long, spaces, quotes, control
+    /// characters, non-ASCII) is replaced by a generated id.
+    #[must_use]
+    pub fn is_valid(candidate: &[u8]) -> bool {
+        (1..=MAX_LEN).contains(&candidate.len())
+            && candidate.iter().all(|byte| {
+                byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b':')
+            })
+    }
+
+    /// A new random id: a ULID (26 characters, sortable by creation time).
+    #[must_use]
+    pub fn generate() -> Self {
+        Self(ulid::Ulid::generate().to_string())
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+/// Gives every request an id: the incoming `x-request-id` when [`RequestId::is_valid`] accepts
+/// it, else a generated ULID. The id is set on the request header (so inner layers and
+/// handlers read one trusted value), put in the request extensions as [`RequestId`], and echoed
+/// on the response's `x-request-id` header.
+///
+/// Place it outermost, so that every inner layer and every log line sees the id.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestIdLayer;
+
+impl RequestIdLayer {
+    /// The layer.
+    #[must_use]
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl<S> tower::Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIdService { inner }
+    }
+}
+
+/// The service made by [`RequestIdLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestIdService<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for RequestIdService<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = RequestIdFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let incoming = request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .filter(|value| RequestId::is_valid(value.as_bytes()))
+            .cloned();
+        let (id, header) = match incoming {
+            Some(header) => (
+                RequestId(String::from_utf8_lossy(header.as_bytes()).into_owned()),
+                header,
+            ),
+            None => {
+                let id = RequestId::generate();
+                // A ULID is plain ASCII, always a valid header value.
+                let header = HeaderValue::from_str(id.as_str())
+                    .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+                (id, header)
+            }
+        };
+        request
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER, header.clone());
+        request.extensions_mut().insert(id);
+        RequestIdFuture {
+            inner: self.inner.call(request),
+            header: Some(header),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RequestIdService`]: echoes the id on the response.
+    #[derive(Debug)]
+    pub struct RequestIdFuture<F> {
+        #[pin]
+        inner: F,
+        header: Option<HeaderValue>,
+    }
+}
+
+impl<F, ResBody, E> Future for RequestIdFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(header) = this.header.take() {
+            response.headers_mut().insert(REQUEST_ID_HEADER, header);
+        }
+        Poll::Ready(Ok(response))
+    }
+}

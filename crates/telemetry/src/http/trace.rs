@@ -1,0 +1,175 @@
+//! The server span and access log line of each request.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use opentelemetry::trace::TraceContextExt as _;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use super::{MatchedRoute, RequestId, method_label};
+
+/// Opens a server span per request and writes one access-log line when the response is ready.
+///
+/// - The incoming W3C `traceparent`/`tracestate` and `baggage` headers are extracted through the
+///   global propagator ([`install_propagator`](crate::install_propagator), which
+///   [`init`](crate::init) calls); the span's parent is the incoming span, so the caller's trace
+///   continues.
+/// - The span is `http_request` (target `mainstay_telemetry::http`, level INFO) with fields
+///   `otel.kind = "server"`, `method`, `path`, `request_id` (from [`RequestId`] or a valid
+///   `x-request-id` header), and, once known, `route` (from [`MatchedRoute`]), `status` and
+///   the span name (`"GET /users/{id}"`). 5xx responses set `otel.status_code = "ERROR"`.
+/// - The access line is an INFO event (target `mainstay_telemetry::access`, message
+///   `request completed`) inside the span, carrying `status` and `latency_ms` plus the span's
+///   `method`, `path`, `request_id`, `trace_id` and `span_id`.
+///
+/// The inner service is called and polled inside the span, so handler logs carry the request's
+/// ids too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceLayer;
+
+impl TraceLayer {
+    /// The layer.
+    #[must_use]
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = TraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceService { inner }
+    }
+}
+
+/// The service made by [`TraceLayer`].
+#[derive(Debug, Clone)]
+pub struct TraceService<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for TraceService<S>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = TraceFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let start = Instant::now();
+        let method = method_label(request.method());
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
+        });
+        let request_id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(RequestId::as_str)
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(super::REQUEST_ID_HEADER)
+                    .filter(|value| RequestId::is_valid(value.as_bytes()))
+                    .and_then(|value| value.to_str().ok())
+            });
+        let span = {
+            // The OpenTelemetry layer parents a new span on the current OpenTelemetry context.
+            let _attached = parent.attach();
+            tracing::info_span!(
+                target: super::REQUEST_SPAN_TARGET,
+                "http_request",
+                otel.kind = "server",
+                otel.name = method,
+                otel.status_code = Empty,
+                method = method,
+                path = request.uri().path(),
+                route = Empty,
+                request_id,
+                status = Empty,
+            )
+        };
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        TraceFuture {
+            inner,
+            span,
+            start,
+            method,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`TraceService`].
+    #[derive(Debug)]
+    pub struct TraceFuture<F> {
+        #[pin]
+        inner: F,
+        span: tracing::Span,
+        start: Instant,
+        method: &'static str,
+    }
+}
+
+impl<F, ResBody, E> Future for TraceFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let latency_ms = this.start.elapsed().as_secs_f64() * 1000.0;
+        match &result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                if let Some(MatchedRoute(route)) = response.extensions().get::<MatchedRoute>() {
+                    this.span.record("route", route.as_str());
+                    // The OpenTelemetry span is already started, so `otel.name` can no
+                    // longer be recorded; rename it directly.
+                    this.span
+                        .context()
+                        .span()
+                        .update_name(format!("{} {route}", this.method));
+                }
+                // The span's own fields (method, path, request_id, ids) join this line, so the
+                // event carries only what the span does not hold yet.
+                tracing::info!(
+                    target: "mainstay_telemetry::access",
+                    status,
+                    latency_ms,
+                    "request completed"
+                );
+                this.span.record("status", status);
+                if response.status().is_server_error() {
+                    this.span.record("otel.status_code", "ERROR");
+                }
+            }
+            Err(_) => {
+                tracing::info!(
+                    target: "mainstay_telemetry::access",
+                    status = 500_u16,
+                    latency_ms,
+                    "request failed in the service"
+                );
+                this.span.record("status", 500_u16);
+                this.span.record("otel.status_code", "ERROR");
+            }
+        }
+        Poll::Ready(result)
+    }
+}

@@ -1,0 +1,226 @@
+//! Traces: the SDK tracer provider, its sampler and resource, OTLP export and span redaction.
+//!
+//! A tracer provider is always built, with or without an exporter, so every span has valid
+//! trace and span ids for the log lines. OTLP exporters run their I/O on a small dedicated Tokio
+//! runtime owned by the guard: the SDK's batch processor exports from its own thread, where no
+//! runtime is current, and an async HTTP or gRPC client needs one.
+
+use std::time::Duration;
+
+use opentelemetry::propagation::TextMapCompositePropagator;
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor,
+};
+
+use crate::logs::{REDACTED, Redactor};
+use crate::{InitError, OtlpProtocol, TelemetryConfig};
+
+/// How long one OTLP/HTTP export may take before it is abandoned.
+const HTTP_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Installs the W3C `traceparent`/`tracestate` and baggage propagator as the global text map
+/// propagator.
+///
+/// [`init`](crate::init) calls this; call it yourself only when you build the subscriber with
+/// [`build`](crate::build) and still want [`http::TraceLayer`](crate::http::TraceLayer) and
+/// [`http::inject_context`](crate::http::inject_context) to propagate context.
+pub fn install_propagator() {
+    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]));
+}
+
+/// Builds the tracer provider: parent-based ratio sampler, service resource, the given span
+/// processor (if any) behind redaction.
+pub(crate) fn provider(
+    config: &TelemetryConfig,
+    processor: Option<Box<dyn SpanProcessor>>,
+    redactor: Redactor,
+) -> SdkTracerProvider {
+    let instance_id = config
+        .service_instance_id
+        .clone()
+        .unwrap_or_else(|| ulid::Ulid::generate().to_string());
+    let resource = Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attribute(KeyValue::new(
+            "service.version",
+            config.service_version.clone(),
+        ))
+        .with_attribute(KeyValue::new("service.instance.id", instance_id))
+        .build();
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            config.sampling_ratio.clamp(0.0, 1.0),
+        ))));
+    if let Some(inner) = processor {
+        builder = builder.with_span_processor(RedactingProcessor { inner, redactor });
+    }
+    builder.build()
+}
+
+/// A batch processor over `exporter`.
+pub(crate) fn batch<E: SpanExporter + 'static>(exporter: E) -> Box<dyn SpanProcessor> {
+    Box::new(BatchSpanProcessor::builder(exporter).build())
+}
+
+/// The dedicated runtime that runs OTLP export I/O. Shut down in the background on drop, so it
+/// may be dropped from inside another runtime.
+#[derive(Debug)]
+pub(crate) struct ExportRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ExportRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Builds the OTLP exporter for the configured endpoint and protocol, with its runtime.
+pub(crate) fn otlp(
+    config: &TelemetryConfig,
+    endpoint: &str,
+) -> Result<(Box<dyn SpanProcessor>, ExportRuntime), InitError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("mainstay-otlp-export")
+        .enable_all()
+        .build()
+        .map_err(InitError::ExportRuntime)?;
+    // The tonic channel spawns its worker onto the current runtime while it is built.
+    let entered = runtime.enter();
+    let processor = match config.otlp_protocol {
+        OtlpProtocol::HttpProtobuf => {
+            let client = reqwest::Client::builder()
+                .timeout(HTTP_EXPORT_TIMEOUT)
+                .build()
+                .map_err(|error| InitError::Exporter(Box::new(error)))?;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(http_traces_url(endpoint))
+                .with_http_client(RuntimeHttpClient {
+                    client,
+                    handle: runtime.handle().clone(),
+                })
+                .build()
+                .map_err(|error| InitError::Exporter(Box::new(error)))?;
+            batch(exporter)
+        }
+        OtlpProtocol::Grpc => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|error| InitError::Exporter(Box::new(error)))?;
+            batch(exporter)
+        }
+    };
+    drop(entered);
+    Ok((processor, ExportRuntime(Some(runtime))))
+}
+
+/// `http://host:4318` → `http://host:4318/v1/traces`; an endpoint with a path is kept as is.
+fn http_traces_url(endpoint: &str) -> String {
+    match endpoint.parse::<http::Uri>() {
+        Ok(uri) if matches!(uri.path(), "" | "/") && uri.query().is_none() => {
+            format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+        }
+        _ => endpoint.to_owned(),
+    }
+}
+
+/// Runs each export request on the export runtime, whatever thread awaits it.
+#[derive(Debug)]
+struct RuntimeHttpClient {
+    client: reqwest::Client,
+    handle: tokio::runtime::Handle,
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for RuntimeHttpClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        let client = self.client.clone();
+        let task = self.handle.spawn(async move {
+            opentelemetry_http::HttpClient::send_bytes(&client, request).await
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(join_error) => Err(Box::new(join_error)),
+        }
+    }
+}
+
+/// Redacts denied span and event attributes before the inner processor (and so the exporter)
+/// sees the span.
+#[derive(Debug)]
+struct RedactingProcessor {
+    inner: Box<dyn SpanProcessor>,
+    redactor: Redactor,
+}
+
+impl SpanProcessor for RedactingProcessor {
+    fn on_start(&self, span: &mut Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, mut span: SpanData) {
+        redact_attributes(&self.redactor, &mut span.attributes);
+        for event in &mut span.events.events {
+            redact_attributes(&self.redactor, &mut event.attributes);
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+fn redact_attributes(redactor: &Redactor, attributes: &mut [KeyValue]) {
+    for attribute in attributes {
+        if redactor.is_denied(attribute.key.as_str()) {
+            attribute.value = REDACTED.into();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_traces_url;
+
+    #[test]
+    fn http_endpoint_without_path_gets_the_traces_path() {
+        assert_eq!(
+            http_traces_url("http://127.0.0.1:4318"),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(
+            http_traces_url("http://127.0.0.1:4318/"),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(
+            http_traces_url("http://collector/custom/traces"),
+            "http://collector/custom/traces"
+        );
+    }
+}

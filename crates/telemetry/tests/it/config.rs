@@ -1,0 +1,161 @@
+//! Configuration defaults, serde names, validation errors.
+
+use mainstay_telemetry::{ConfigError, InitError, LogFormat, OtlpProtocol, TelemetryConfig};
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let config = TelemetryConfig::default();
+    assert_eq!(config.service_name, "mainstay");
+    assert_eq!(config.service_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(config.service_instance_id, None);
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.log_filter, "info");
+    assert_eq!(
+        config.redact_fields,
+        [
+            "password",
+            "passwd",
+            "secret",
+            "token",
+            "api_key",
+            "apikey",
+            "authorization",
+            "cookie",
+            "set-cookie"
+        ]
+    );
+    assert_eq!(config.otlp_endpoint, None);
+    assert_eq!(config.otlp_protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(config.sampling_ratio, 0.1);
+    config.validate().expect("defaults are valid");
+}
+
+#[test]
+fn serde_uses_the_documented_names_and_rejects_unknown_keys() {
+    let config: TelemetryConfig = serde_json::from_str(
+        r#"{"log_format":"pretty","otlp_protocol":"grpc","otlp_endpoint":"http://c:4317"}"#,
+    )
+    .expect("parses");
+    assert_eq!(config.log_format, LogFormat::Pretty);
+    assert_eq!(config.otlp_protocol, OtlpProtocol::Grpc);
+    assert_eq!(config.sampling_ratio, 0.1, "missing keys take defaults");
+    let http: TelemetryConfig =
+        serde_json::from_str(r#"{"otlp_protocol":"http/protobuf"}"#).expect("parses");
+    assert_eq!(http.otlp_protocol, OtlpProtocol::HttpProtobuf);
+    let error =
+        serde_json::from_str::<TelemetryConfig>(r#"{"sampling":0.5}"#).expect_err("unknown key");
+    assert!(
+        error.to_string().contains("unknown field `sampling`"),
+        "{error}"
+    );
+    let round_trip: TelemetryConfig =
+        serde_json::from_str(&serde_json::to_string(&config).expect("serializes")).expect("parses");
+    assert_eq!(round_trip, config);
+}
+
+#[test]
+fn invalid_values_name_the_key_the_value_and_what_is_allowed() {
+    let cases: [(TelemetryConfig, &str, &str); 6] = [
+        (
+            TelemetryConfig {
+                sampling_ratio: 1.5,
+                ..Default::default()
+            },
+            "sampling_ratio",
+            "1.5",
+        ),
+        (
+            TelemetryConfig {
+                sampling_ratio: f64::NAN,
+                ..Default::default()
+            },
+            "sampling_ratio",
+            "NaN",
+        ),
+        (
+            TelemetryConfig {
+                otlp_endpoint: Some("localhost:4318".into()),
+                ..Default::default()
+            },
+            "otlp_endpoint",
+            "localhost:4318",
+        ),
+        (
+            TelemetryConfig {
+                log_filter: "info,[".into(),
+                ..Default::default()
+            },
+            "log_filter",
+            "info,[",
+        ),
+        (
+            TelemetryConfig {
+                service_name: " ".into(),
+                ..Default::default()
+            },
+            "service_name",
+            " ",
+        ),
+        (
+            TelemetryConfig {
+                redact_fields: vec!["".into()],
+                ..Default::default()
+            },
+            "redact_fields",
+            "",
+        ),
+    ];
+    for (config, key, value) in cases {
+        let error = config.validate().expect_err(key);
+        assert_eq!(error.key(), key);
+        let ConfigError::Invalid {
+            value: rejected,
+            allowed,
+            ..
+        } = &error;
+        assert_eq!(rejected, value);
+        assert!(!allowed.is_empty());
+        let message = error.to_string();
+        assert!(
+            message.contains(key) && message.contains("expected"),
+            "{message}"
+        );
+        // Building refuses it with the same error.
+        let built = mainstay_telemetry::build(&config, std::io::sink);
+        assert!(matches!(built, Err(InitError::Config(ref inner)) if inner == &error));
+    }
+}
+
+#[test]
+fn init_installs_globally_once_and_writes_every_line_in_order() {
+    let logs = crate::support::Capture::default();
+    let guard = mainstay_telemetry::init_with_writer(
+        &TelemetryConfig {
+            service_name: "global".into(),
+            ..TelemetryConfig::default()
+        },
+        logs.clone(),
+    )
+    .expect("first init");
+    // This thread has no scoped default, so the global subscriber receives the event.
+    tracing::warn!("through the global subscriber");
+    for sequence in 0..500 {
+        tracing::info!(sequence, "ordered line");
+    }
+    // Lines go through the log writer thread; a flush waits until they are all written.
+    guard.force_flush().expect("flushed");
+    assert_eq!(logs.lines_with("through the global subscriber").len(), 1);
+    let sequences: Vec<_> = logs
+        .lines_with("ordered line")
+        .iter()
+        .map(|line| line["sequence"].as_u64().expect("sequence"))
+        .collect();
+    assert_eq!(
+        sequences,
+        (0..500).collect::<Vec<_>>(),
+        "all lines, in order"
+    );
+    let second = mainstay_telemetry::init_with_writer(&TelemetryConfig::default(), std::io::sink);
+    assert!(matches!(second, Err(InitError::AlreadyInitialized(_))));
+    guard.shutdown().expect("no exporter, nothing to flush");
+}
