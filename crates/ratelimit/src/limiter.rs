@@ -1,0 +1,945 @@
+//! The rate limiter: resolves a request to the limits that apply (tier, route class, plan quota),
+//! decides them on Redis or in process, and falls back when Redis is unavailable.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use mainstay_resilience::{BreakerState, CircuitBreaker, ResilienceMetrics, SharedClock};
+use prometheus_client::metrics::counter::Counter;
+
+use crate::cache::{Denied, OverLimitCache};
+use crate::config::{ConfigError, FallbackMode, RateLimitConfig};
+use crate::gcra::{Gcra, Step, most_restrictive};
+use crate::identity::{CallerIdentity, IdentityHasher, Pseudonym};
+use crate::local::{InProcessLimiter, local_now};
+use crate::metrics::{DecisionLabels, ErrorLabels, RateLimitMetrics, SwitchLabels};
+use crate::proxy::TrustedProxies;
+use crate::redis::{RedisBackend, RedisCallError};
+
+/// The name of the circuit breaker around Redis (its `breaker` metric label).
+pub const BREAKER_NAME: &str = "ratelimit-redis";
+
+/// Why a limiter could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The Redis pool could not be set up (a malformed `redis.url`).
+    #[error("invalid `redis.url`: {0}; expected redis://[user:password@]host:port[/db]")]
+    RedisUrl(String),
+}
+
+/// Redis did not answer a [`RateLimiter::ping_redis`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}; rate limits are decided by the fallback while redis is unavailable")]
+pub struct PingError(pub String);
+
+/// Which backend made a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// The in-process backend, the primary one when no Redis is configured.
+    Memory,
+    /// Redis.
+    Redis,
+    /// The fallback while Redis is unavailable (its mode is `ratelimit.fallback`).
+    Fallback,
+    /// The local over-limit cache (a denial known from an earlier Redis answer).
+    Cache,
+    /// Nothing: limits are disabled, or the caller's tier bypasses them.
+    Bypass,
+}
+
+impl Backend {
+    /// The `backend` label value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+            Self::Fallback => "fallback",
+            Self::Cache => "cache",
+            Self::Bypass => "bypass",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Memory => 0,
+            Self::Redis => 1,
+            Self::Fallback => 2,
+            Self::Cache | Self::Bypass => 3,
+        }
+    }
+}
+
+/// The limit that speaks for a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyInfo {
+    /// The policy's name: `tier:NAME`, `class:NAME` or `plan:NAME`, names from the configuration.
+    pub name: Arc<str>,
+    /// Requests per period (of this instance's share, for the `local` fallback).
+    pub requests: u32,
+    /// The period.
+    pub period: Duration,
+    /// The burst.
+    pub burst: u32,
+}
+
+/// The answer for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request passes.
+    pub allowed: bool,
+    /// The most restrictive limit: for a denial the denying limit with the longest wait, otherwise
+    /// the one with the fewest requests remaining. `None` when nothing limited the request.
+    pub policy: Option<PolicyInfo>,
+    /// Requests of that limit that would still pass right now.
+    pub remaining: u32,
+    /// Time until that limit's bucket is full again.
+    pub reset_after: Duration,
+    /// For a denial: the time after which a request passes (zero when allowed).
+    pub retry_after: Duration,
+    /// Who decided.
+    pub backend: Backend,
+    /// Redis time of the decision (microseconds since the epoch), for Redis decisions.
+    pub redis_time_micros: Option<u64>,
+}
+
+impl Decision {
+    fn unlimited(backend: Backend) -> Self {
+        Self {
+            allowed: true,
+            policy: None,
+            remaining: 0,
+            reset_after: Duration::ZERO,
+            retry_after: Duration::ZERO,
+            backend,
+            redis_time_micros: None,
+        }
+    }
+
+    /// `Retry-After` in whole seconds: rounded up, at least 1, so that waiting that long succeeds.
+    #[must_use]
+    pub fn retry_after_secs(&self) -> u64 {
+        ceil_secs(self.retry_after).max(1)
+    }
+
+    /// `X-RateLimit-Reset` in whole seconds (rounded up).
+    #[must_use]
+    pub fn reset_secs(&self) -> u64 {
+        ceil_secs(self.reset_after)
+    }
+}
+
+fn ceil_secs(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+/// What to decide: the caller (as the application identified it), the client address (for
+/// anonymous callers) and the route (`"METHOD /template"`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LimitRequest<'a> {
+    /// The caller; `None` counts as an anonymous caller of `anonymous_tier` and `anonymous_plan`.
+    pub caller: Option<&'a CallerIdentity>,
+    /// The client address, after trusted-proxy handling. Anonymous callers are counted by it;
+    /// anonymous callers without one share one bucket.
+    pub client: Option<IpAddr>,
+    /// The route as `"METHOD /template"` (or `"/template"`); `None` is the default class.
+    pub route: Option<&'a str>,
+}
+
+/// Policy kinds, in the order their limits are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tier,
+    Class,
+    Plan,
+}
+
+impl Kind {
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Tier => "t",
+            Self::Class => "c",
+            Self::Plan => "q",
+        }
+    }
+}
+
+/// One limit of the configuration, with its stores and counters.
+#[derive(Debug)]
+struct Policy {
+    kind: Kind,
+    /// The configured name (a tier, class or plan).
+    name: String,
+    /// The full limit (what Redis enforces).
+    gcra: Gcra,
+    /// The in-process store: the full limit without Redis, the instance's share with it.
+    local: InProcessLimiter,
+    /// What the local store enforces.
+    local_info: PolicyInfo,
+    /// What Redis enforces.
+    info: PolicyInfo,
+    /// `ratelimit_decisions_total` series, [allowed, denied] x backend index, created on first use
+    /// so that only the series a deployment can produce are exported.
+    counters: [[OnceLock<Counter>; 4]; 2],
+    /// The `policy` label.
+    label: String,
+}
+
+impl Policy {
+    #[inline]
+    fn count(&self, metrics: &RateLimitMetrics, allowed: bool, backend: Backend) {
+        let decision = usize::from(!allowed);
+        self.counters[decision][backend.index()]
+            .get_or_init(|| {
+                metrics
+                    .decisions
+                    .get_or_create(&DecisionLabels {
+                        policy: self.label.clone(),
+                        decision: if allowed { "allowed" } else { "denied" },
+                        backend: backend.as_str(),
+                    })
+                    .clone()
+            })
+            .inc();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TierRule {
+    Bypass,
+    Limit(usize),
+}
+
+struct Inner {
+    config: RateLimitConfig,
+    policies: Vec<Policy>,
+    tiers: HashMap<String, TierRule>,
+    anonymous_tier: TierRule,
+    routes: HashMap<String, usize>,
+    default_class: usize,
+    plans: HashMap<String, usize>,
+    anonymous_plan: usize,
+    hasher: IdentityHasher,
+    proxies: TrustedProxies,
+    clock: SharedClock,
+    redis: Option<RedisBackend>,
+    breaker: CircuitBreaker,
+    cache: Option<OverLimitCache>,
+    fallback_active: AtomicBool,
+    metrics: RateLimitMetrics,
+    /// `ratelimit_decisions_total{policy="none"}` for fail-open fallback decisions.
+    unlimited_fallback: Counter,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("RateLimiter")
+            .field("policies", &self.policies.len())
+            .field("redis", &self.redis)
+            .field("fallback_active", &self.fallback_active)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`RateLimiter`].
+#[derive(Debug)]
+#[must_use]
+pub struct RateLimiterBuilder {
+    config: RateLimitConfig,
+    redis_url: Option<String>,
+    clock: Option<SharedClock>,
+    metrics: Option<RateLimitMetrics>,
+    resilience_metrics: Option<ResilienceMetrics>,
+}
+
+impl RateLimiterBuilder {
+    /// Decide on Redis at `url` (the application's `redis.url`); without it every decision is
+    /// in-process.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self
+    }
+
+    /// The clock of the in-process backend, the over-limit cache and the breaker. Default:
+    /// [`FastClock`](crate::FastClock).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The metric families to count into. Default: unregistered ones.
+    pub fn metrics(mut self, metrics: &RateLimitMetrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// The families the Redis circuit breaker reports into (`breaker="ratelimit-redis"`).
+    pub fn resilience_metrics(mut self, metrics: &ResilienceMetrics) -> Self {
+        self.resilience_metrics = Some(metrics.clone());
+        self
+    }
+
+    /// Validates the configuration and builds the limiter. No connection is made yet: the first
+    /// Redis decision connects and loads the script.
+    pub fn build(self) -> Result<RateLimiter, BuildError> {
+        let config = self.config;
+        config.validate_with_redis(self.redis_url.as_deref())?;
+        let clock = self
+            .clock
+            .unwrap_or_else(|| crate::local::FastClock::new().shared());
+        let metrics = self.metrics.unwrap_or_else(RateLimitMetrics::unregistered);
+        let hasher = match &config.secret {
+            Some(secret) => IdentityHasher::new(secret.expose()),
+            None => IdentityHasher::random(),
+        };
+        let proxies = TrustedProxies::parse(&config.trusted_proxies)?;
+        let redis = match &self.redis_url {
+            Some(url) if config.enabled => Some(
+                RedisBackend::new(url, config.redis_pool_size, config.redis_timeout)
+                    .map_err(|error| BuildError::RedisUrl(error.to_string()))?,
+            ),
+            _ => None,
+        };
+        let divisor = if redis.is_some() {
+            config.instance_count
+        } else {
+            1
+        };
+        let mut policies = Vec::new();
+        let mut add = |kind: Kind, name: &str, spec: &crate::config::LimitSpec| {
+            let gcra = Gcra::from_spec(spec, 1);
+            let local_gcra = Gcra::from_spec(spec, divisor);
+            let label = format!(
+                "{}:{name}",
+                match kind {
+                    Kind::Tier => "tier",
+                    Kind::Class => "class",
+                    Kind::Plan => "plan",
+                }
+            );
+            let label_arc: Arc<str> = Arc::from(label.as_str());
+            let info_of = |gcra: &Gcra| PolicyInfo {
+                name: label_arc.clone(),
+                requests: gcra.requests,
+                period: gcra.period,
+                burst: gcra.burst,
+            };
+            policies.push(Policy {
+                kind,
+                name: name.to_owned(),
+                gcra,
+                local: InProcessLimiter::from_gcra(
+                    local_gcra,
+                    config.max_local_keys,
+                    clock.clone(),
+                ),
+                local_info: info_of(&local_gcra),
+                info: info_of(&gcra),
+                counters: Default::default(),
+                label: label.clone(),
+            });
+            policies.len() - 1
+        };
+        let mut tiers = HashMap::new();
+        for (name, tier) in &config.tiers {
+            let rule = match (&tier.limit, tier.bypass) {
+                (Some(limit), false) => TierRule::Limit(add(Kind::Tier, name, limit)),
+                _ => TierRule::Bypass,
+            };
+            tiers.insert(name.clone(), rule);
+        }
+        let classes: HashMap<String, usize> = config
+            .route_classes
+            .iter()
+            .map(|(name, limit)| (name.clone(), add(Kind::Class, name, limit)))
+            .collect();
+        let plans: HashMap<String, usize> = config
+            .plans
+            .iter()
+            .map(|(name, limit)| (name.clone(), add(Kind::Plan, name, limit)))
+            .collect();
+        // `validate` checked that every name below exists.
+        let missing = |key: &str, value: &str| {
+            ConfigError::new(key, value, "a configured name (validate first)")
+        };
+        let routes = config
+            .routes
+            .iter()
+            .map(|(route, class)| {
+                classes
+                    .get(class)
+                    .map(|index| (route.clone(), *index))
+                    .ok_or_else(|| missing("ratelimit.routes", class))
+            })
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        let anonymous_tier = *tiers
+            .get(&config.anonymous_tier)
+            .ok_or_else(|| missing("ratelimit.anonymous_tier", &config.anonymous_tier))?;
+        let default_class = *classes
+            .get(&config.default_class)
+            .ok_or_else(|| missing("ratelimit.default_class", &config.default_class))?;
+        let anonymous_plan = *plans
+            .get(&config.anonymous_plan)
+            .ok_or_else(|| missing("ratelimit.anonymous_plan", &config.anonymous_plan))?;
+        let breaker_builder =
+            CircuitBreaker::builder(BREAKER_NAME, config.breaker.clone()).clock(clock.clone());
+        let breaker_builder = match &self.resilience_metrics {
+            Some(resilience) => breaker_builder.metrics(resilience),
+            None => breaker_builder,
+        };
+        let breaker = breaker_builder.build().map_err(|error| {
+            ConfigError::new(
+                format!("ratelimit.breaker.{}", error.key),
+                error.value,
+                error.allowed,
+            )
+        })?;
+        let cache = (redis.is_some() && config.over_limit_cache)
+            .then(|| OverLimitCache::new(config.over_limit_cache_max_keys));
+        let unlimited_fallback = metrics
+            .decisions
+            .get_or_create(&DecisionLabels {
+                policy: "none".into(),
+                decision: "allowed",
+                backend: Backend::Fallback.as_str(),
+            })
+            .clone();
+        metrics.fallback_active.set(0);
+        // Zero series for the error kinds and switches, so that dashboards see them before the
+        // first failure.
+        for kind in ["timeout", "connection", "script"] {
+            let _ = metrics.backend_errors.get_or_create(&ErrorLabels { kind });
+        }
+        for to in ["fallback", "redis"] {
+            let _ = metrics
+                .fallback_switches
+                .get_or_create(&SwitchLabels { to });
+        }
+        Ok(RateLimiter {
+            inner: Arc::new(Inner {
+                config,
+                policies,
+                tiers,
+                anonymous_tier,
+                routes,
+                default_class,
+                plans,
+                anonymous_plan,
+                hasher,
+                proxies,
+                clock,
+                redis,
+                breaker,
+                cache,
+                fallback_active: AtomicBool::new(false),
+                metrics,
+                unlimited_fallback,
+            }),
+        })
+    }
+}
+
+/// The limits of one request: policy indexes with their in-process keys, and the hash tag.
+#[derive(Debug)]
+struct Resolved {
+    limits: [(usize, Pseudonym); 3],
+    /// The organisation's pseudonym, or the address's for anonymous callers.
+    tag: Pseudonym,
+}
+
+/// Exact GCRA rate limits for an API: per-caller tier limits, per-route-class limits and
+/// per-organisation quotas, on Redis (shared by every instance) or in process. Cheap to clone.
+///
+/// See the crate documentation for an example.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+impl RateLimiter {
+    /// A builder for a limiter of `config`.
+    pub fn builder(config: RateLimitConfig) -> RateLimiterBuilder {
+        RateLimiterBuilder {
+            config,
+            redis_url: None,
+            clock: None,
+            metrics: None,
+            resilience_metrics: None,
+        }
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.inner.config
+    }
+
+    /// Whether requests are limited at all (`ratelimit.enabled`).
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        self.inner.config.enabled
+    }
+
+    /// The trusted proxies of the configuration.
+    #[must_use]
+    pub fn trusted_proxies(&self) -> &TrustedProxies {
+        &self.inner.proxies
+    }
+
+    /// The hasher that turns identities into keys (for log fields that must name a caller).
+    #[must_use]
+    pub fn hasher(&self) -> &IdentityHasher {
+        &self.inner.hasher
+    }
+
+    /// The circuit breaker around Redis, to register with the application's breaker registry.
+    #[must_use]
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.inner.breaker
+    }
+
+    /// Whether Redis is configured.
+    #[must_use]
+    pub fn uses_redis(&self) -> bool {
+        self.inner.redis.is_some()
+    }
+
+    /// Whether decisions currently come from the fallback (Redis's breaker is not closed).
+    #[must_use]
+    pub fn fallback_active(&self) -> bool {
+        self.inner.fallback_active.load(Ordering::Acquire)
+    }
+
+    /// Keys held by the in-process stores.
+    #[must_use]
+    pub fn local_keys(&self) -> usize {
+        self.inner
+            .policies
+            .iter()
+            .map(|policy| policy.local.len())
+            .sum()
+    }
+
+    /// Whether `tier` bypasses every limit (as `admin` does by default).
+    #[must_use]
+    pub fn is_bypass_tier(&self, tier: &str) -> bool {
+        matches!(self.inner.tiers.get(tier), Some(TierRule::Bypass))
+    }
+
+    /// Decides one request, consuming from every applicable limit when all of them allow it and
+    /// from none otherwise. Never fails: when Redis is unavailable the fallback decides.
+    pub async fn check(&self, request: &LimitRequest<'_>) -> Decision {
+        let now = local_now(self.inner.clock.now());
+        self.decide(request, now, None).await
+    }
+
+    /// [`RateLimiter::check`] at a given time instead of the clock's and Redis's: `at` is both
+    /// the in-process time and, in microseconds, the Redis time. For the shared test vectors only;
+    /// production decisions always take their time from Redis `TIME`.
+    #[doc(hidden)]
+    pub async fn check_at(&self, request: &LimitRequest<'_>, at: Duration) -> Decision {
+        let micros = u64::try_from(at.as_micros()).unwrap_or(u64::MAX);
+        self.decide(request, local_now(at), Some(micros)).await
+    }
+
+    /// Reclaims idle keys of the in-process stores and expired over-limit cache entries, and
+    /// updates `ratelimit_local_keys`. [`RateLimiter::spawn_sweeper`] calls it periodically.
+    pub fn sweep(&self) {
+        let inner = &*self.inner;
+        let now = local_now(inner.clock.now());
+        let keys: usize = inner
+            .policies
+            .iter()
+            .map(|policy| policy.local.sweep_at(now))
+            .sum();
+        if let Some(cache) = &inner.cache {
+            cache.sweep(now);
+        }
+        inner
+            .metrics
+            .local_keys
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+
+    /// Spawns a task that calls [`RateLimiter::sweep`] every `ratelimit.sweep_interval` (on
+    /// tokio's time, so paused-time tests drive it). The task ends when the last clone of the
+    /// limiter is dropped. Call it from within a tokio runtime.
+    #[must_use = "the handle tells when the sweeper ended; dropping it leaves the sweeper running"]
+    pub fn spawn_sweeper(&self) -> tokio::task::JoinHandle<()> {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let every = self.inner.config.sweep_interval;
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                RateLimiter { inner }.sweep();
+            }
+        })
+    }
+
+    /// One `PING` to Redis (at least 250 ms allowed); `Ok(None)` without Redis, otherwise the round
+    /// trip's duration.
+    pub async fn ping_redis(&self) -> Result<Option<Duration>, PingError> {
+        let Some(redis) = &self.inner.redis else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        let timeout = self
+            .inner
+            .config
+            .redis_timeout
+            .max(Duration::from_millis(250));
+        match tokio::time::timeout(timeout, redis.ping()).await {
+            Ok(Ok(())) => Ok(Some(started.elapsed())),
+            Ok(Err(error)) => Err(PingError(error.to_string())),
+            Err(_) => Err(PingError(format!(
+                "redis did not answer PING within {timeout:?}"
+            ))),
+        }
+    }
+
+    /// The Redis pool, for the benchmark's raw baseline.
+    #[doc(hidden)]
+    pub fn redis_pool(&self) -> Option<&deadpool_redis::Pool> {
+        self.inner.redis.as_ref().map(RedisBackend::pool)
+    }
+
+    fn resolve(&self, request: &LimitRequest<'_>) -> Option<Resolved> {
+        let inner = &*self.inner;
+        let (tier_rule, plan) = match request.caller {
+            Some(caller) => (
+                inner
+                    .tiers
+                    .get(&caller.tier)
+                    .copied()
+                    .unwrap_or(inner.anonymous_tier),
+                inner
+                    .plans
+                    .get(&caller.plan)
+                    .copied()
+                    .unwrap_or(inner.anonymous_plan),
+            ),
+            None => (inner.anonymous_tier, inner.anonymous_plan),
+        };
+        let TierRule::Limit(tier) = tier_rule else {
+            return None;
+        };
+        let class = request
+            .route
+            .and_then(|route| {
+                inner.routes.get(route).copied().or_else(|| {
+                    route
+                        .split_once(' ')
+                        .and_then(|(_, template)| inner.routes.get(template).copied())
+                })
+            })
+            .unwrap_or(inner.default_class);
+        let (principal, tag) = match request.caller.and_then(|caller| {
+            caller
+                .principal
+                .as_deref()
+                .map(|principal| (caller, principal))
+        }) {
+            Some((caller, principal)) => (
+                inner.hasher.principal(&caller.organisation, principal),
+                inner
+                    .hasher
+                    .pseudonym(b"org", caller.organisation.as_bytes()),
+            ),
+            None => {
+                let address = match request.client {
+                    Some(address) => inner.hasher.address(address),
+                    None => inner.hasher.pseudonym(b"addr", b"unknown"),
+                };
+                (address, address)
+            }
+        };
+        Some(Resolved {
+            limits: [(tier, principal), (class, principal), (plan, tag)],
+            tag,
+        })
+    }
+
+    async fn decide(&self, request: &LimitRequest<'_>, now: u64, at_us: Option<u64>) -> Decision {
+        let inner = &*self.inner;
+        if !inner.config.enabled {
+            return Decision::unlimited(Backend::Bypass);
+        }
+        let Some(resolved) = self.resolve(request) else {
+            return Decision::unlimited(Backend::Bypass);
+        };
+        let Some(redis) = &inner.redis else {
+            return self.decide_locally(&resolved, now, Backend::Memory);
+        };
+        let keys = self.redis_keys(&resolved);
+        if let Some(cache) = &inner.cache {
+            for key in &keys {
+                if let Some(denied) = cache.get(key, now) {
+                    inner.metrics.local_cache_hits.inc();
+                    return self.cached_denial(denied, now);
+                }
+            }
+        }
+        let permit = match inner.breaker.try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(rejected) => {
+                self.observe_breaker();
+                return self.fallback(&resolved, now, rejected.retry_after);
+            }
+        };
+        let limits: Vec<(u64, u64)> = resolved
+            .limits
+            .iter()
+            .map(|(policy, _)| {
+                let gcra = &inner.policies[*policy].gcra;
+                (gcra.emission, gcra.tolerance)
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(
+            inner.config.redis_timeout,
+            redis.decide(&keys, &limits, at_us),
+        )
+        .await;
+        inner
+            .metrics
+            .redis_duration
+            .observe(started.elapsed().as_secs_f64());
+        let decision = match outcome {
+            Ok(Ok(reply)) => {
+                permit.success();
+                let policy = &inner.policies[resolved.limits[reply.index].0];
+                let decision = Decision {
+                    allowed: reply.allowed,
+                    policy: Some(policy.info.clone()),
+                    remaining: reply.remaining,
+                    reset_after: Duration::from_micros(reply.reset_us),
+                    retry_after: Duration::from_micros(reply.retry_us),
+                    backend: Backend::Redis,
+                    redis_time_micros: Some(reply.now_us),
+                };
+                if !reply.allowed
+                    && let Some(cache) = &inner.cache
+                    && let Some(key) = keys.get(reply.index)
+                {
+                    let retry_ns = reply.retry_us.saturating_mul(1_000);
+                    cache.insert(
+                        key,
+                        Denied {
+                            until: now.saturating_add(retry_ns),
+                            policy: resolved.limits[reply.index].0,
+                        },
+                        now,
+                    );
+                }
+                policy.count(&inner.metrics, reply.allowed, Backend::Redis);
+                decision
+            }
+            Ok(Err(error)) => {
+                permit.failure();
+                self.redis_failed(&error);
+                redis.invalidate();
+                self.fallback(&resolved, now, None)
+            }
+            Err(_elapsed) => {
+                permit.failure();
+                inner
+                    .metrics
+                    .backend_errors
+                    .get_or_create(&ErrorLabels { kind: "timeout" })
+                    .inc();
+                tracing::debug!(
+                    timeout = ?inner.config.redis_timeout,
+                    "rate-limit decision on redis timed out; the fallback decides"
+                );
+                redis.invalidate();
+                self.fallback(&resolved, now, None)
+            }
+        };
+        self.observe_breaker();
+        decision
+    }
+
+    fn redis_failed(&self, error: &RedisCallError) {
+        self.inner
+            .metrics
+            .backend_errors
+            .get_or_create(&ErrorLabels { kind: error.kind() })
+            .inc();
+        tracing::debug!(%error, "rate-limit decision on redis failed; the fallback decides");
+    }
+
+    /// Logs and counts a switch to or from the fallback, once each way.
+    fn observe_breaker(&self) {
+        let inner = &*self.inner;
+        let active = matches!(
+            inner.breaker.state(),
+            BreakerState::Open | BreakerState::HalfOpen | BreakerState::ForcedOpen
+        );
+        // A plain load first: the common case (no change) writes nothing shared.
+        if inner.fallback_active.load(Ordering::Acquire) == active
+            || inner.fallback_active.swap(active, Ordering::AcqRel) == active
+        {
+            return;
+        }
+        inner.metrics.fallback_active.set(i64::from(active));
+        let to = if active { "fallback" } else { "redis" };
+        inner
+            .metrics
+            .fallback_switches
+            .get_or_create(&SwitchLabels { to })
+            .inc();
+        if active {
+            tracing::warn!(
+                mode = ?inner.config.fallback,
+                instance_count = inner.config.instance_count,
+                "redis is unavailable: rate limits now decided by the fallback"
+            );
+        } else {
+            tracing::info!("redis is back: rate limits decided on redis again");
+        }
+    }
+
+    fn fallback(&self, resolved: &Resolved, now: u64, wait: Option<Duration>) -> Decision {
+        let inner = &*self.inner;
+        match inner.config.fallback {
+            FallbackMode::Local => self.decide_locally(resolved, now, Backend::Fallback),
+            FallbackMode::Allow => {
+                inner.unlimited_fallback.inc();
+                Decision::unlimited(Backend::Fallback)
+            }
+            FallbackMode::Deny => {
+                let policy = &inner.policies[resolved.limits[0].0];
+                policy.count(&inner.metrics, false, Backend::Fallback);
+                let retry_after = wait
+                    .unwrap_or(Duration::from_secs(1))
+                    .max(Duration::from_secs(1));
+                Decision {
+                    allowed: false,
+                    policy: Some(policy.info.clone()),
+                    remaining: 0,
+                    reset_after: retry_after,
+                    retry_after,
+                    backend: Backend::Fallback,
+                    redis_time_micros: None,
+                }
+            }
+        }
+    }
+
+    fn cached_denial(&self, denied: Denied, now: u64) -> Decision {
+        let policy = &self.inner.policies[denied.policy];
+        policy.count(&self.inner.metrics, false, Backend::Cache);
+        let retry_after = Duration::from_nanos(denied.until.saturating_sub(now));
+        Decision {
+            allowed: false,
+            policy: Some(policy.info.clone()),
+            remaining: 0,
+            reset_after: retry_after,
+            retry_after,
+            backend: Backend::Cache,
+            redis_time_micros: None,
+        }
+    }
+
+    /// The in-process decision over every limit of a request: consumes in order, and on a denial
+    /// gives back what was taken and reads (without consuming) the limits after it, so that the
+    /// outcome is the Redis script's.
+    fn decide_locally(&self, resolved: &Resolved, now: u64, backend: Backend) -> Decision {
+        let policies = &self.inner.policies;
+        let mut steps = [Step {
+            allowed: true,
+            remaining: 0,
+            reset: 0,
+            retry: 0,
+            new_tat: 0,
+        }; 3];
+        let mut denied_at = None;
+        for (index, (policy, key)) in resolved.limits.iter().enumerate() {
+            let limiter = &policies[*policy].local;
+            steps[index] = if denied_at.is_some() {
+                limiter.peek(key, now)
+            } else {
+                limiter.consume(key, now)
+            };
+            if denied_at.is_none() && !steps[index].allowed {
+                denied_at = Some(index);
+                for (policy, key) in &resolved.limits[..index] {
+                    policies[*policy].local.refund(key);
+                }
+            }
+        }
+        let chosen = most_restrictive(&steps).unwrap_or(0);
+        let step = steps[chosen];
+        let policy = &policies[resolved.limits[chosen].0];
+        policy.count(&self.inner.metrics, step.allowed, backend);
+        Decision {
+            allowed: step.allowed,
+            policy: Some(policy.local_info.clone()),
+            remaining: step.remaining,
+            reset_after: Duration::from_nanos(step.reset),
+            retry_after: Duration::from_nanos(step.retry),
+            backend,
+            redis_time_micros: None,
+        }
+    }
+
+    /// The Redis keys of a request's limits: `PREFIX:{TAG}:KIND:NAME[:PRINCIPAL]`, every key with
+    /// the request's hash tag (the organisation's pseudonym, or the address's), so that one script
+    /// call touches one Redis Cluster slot.
+    fn redis_keys(&self, resolved: &Resolved) -> Vec<String> {
+        let inner = &*self.inner;
+        let prefix = &inner.config.key_prefix;
+        let tag = resolved.tag.to_hex();
+        resolved
+            .limits
+            .iter()
+            .map(|(policy, key)| {
+                let policy = &inner.policies[*policy];
+                match policy.kind {
+                    Kind::Plan => {
+                        format!("{prefix}:{{{tag}}}:{}:{}", policy.kind.tag(), policy.name)
+                    }
+                    Kind::Tier | Kind::Class => format!(
+                        "{prefix}:{{{tag}}}:{}:{}:{key}",
+                        policy.kind.tag(),
+                        policy.name
+                    ),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_never_zero() {
+        let mut decision = Decision::unlimited(Backend::Memory);
+        for (retry, secs) in [
+            (0, 1),
+            (1, 1),
+            (999, 1),
+            (1_000, 1),
+            (1_001, 2),
+            (59_999, 60),
+        ] {
+            decision.retry_after = Duration::from_millis(retry);
+            assert_eq!(decision.retry_after_secs(), secs, "{retry} ms");
+        }
+        decision.reset_after = Duration::from_millis(1_500);
+        assert_eq!(decision.reset_secs(), 2);
+    }
+}

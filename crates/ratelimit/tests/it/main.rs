@@ -1,0 +1,11 @@
+//! The integration tests of mainstay-ratelimit: one binary, a module per area.
+
+mod accuracy;
+mod config;
+mod failover;
+mod http;
+mod local;
+mod metrics;
+mod redis;
+mod support;
+mod vectors;

@@ -1,0 +1,240 @@
+//! Private `redis-server` instances and configuration helpers for the tests.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mainstay_ratelimit::{LimitSpec, RateLimitConfig, Secret, TierConfig};
+use mainstay_resilience::BreakerConfig;
+
+/// A `redis-server` of its own: ephemeral port, temp dir, stopped by pid.
+pub(crate) struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port (retrying on a collision).
+    pub(crate) fn start() -> Self {
+        for _ in 0..20 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port();
+            let mut server = Self {
+                child: None,
+                port,
+                dir: tempfile::tempdir().expect("a temp dir"),
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server on a free port");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("/usr/bin/redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait().ok().flatten().is_some()
+            {
+                self.child = None;
+                return false;
+            }
+            if self
+                .command("PING")
+                .is_some_and(|reply| reply.starts_with("+PONG"))
+            {
+                return true;
+            }
+            // Polling for the process to come up, not waiting for a rule.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        false
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, and reap.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory.
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        assert!(self.spawn(), "redis-server restarts on port {}", self.port);
+    }
+
+    /// SIGSTOP: the server holds its connections and answers nothing.
+    pub(crate) fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT.
+    pub(crate) fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("a running server");
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Sends one inline command and returns the raw reply (for assertions on keys).
+    pub(crate) fn command(&self, command: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+        let mut reply = Vec::new();
+        let mut buffer = [0u8; 65_536];
+        loop {
+            let read = stream.read(&mut buffer).ok()?;
+            if read == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buffer[..read]);
+            if complete(&reply) {
+                break;
+            }
+        }
+        String::from_utf8(reply).ok()
+    }
+
+    /// Every key, by `SCAN`.
+    pub(crate) fn scan_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut cursor = "0".to_owned();
+        loop {
+            let reply = self
+                .command(&format!("SCAN {cursor} COUNT 1000"))
+                .expect("SCAN answers");
+            let lines: Vec<&str> = reply.split("\r\n").collect();
+            // *2, $n, cursor, *k, ($len, key)...
+            cursor = lines[2].to_owned();
+            keys.extend(
+                lines[4..]
+                    .iter()
+                    .filter(|line| !line.starts_with('$') && !line.is_empty())
+                    .map(|line| (*line).to_owned()),
+            );
+            if cursor == "0" {
+                return keys;
+            }
+        }
+    }
+
+    /// `PTTL key`.
+    pub(crate) fn pttl(&self, key: &str) -> i64 {
+        let reply = self.command(&format!("PTTL {key}")).expect("PTTL answers");
+        reply
+            .trim()
+            .trim_start_matches(':')
+            .parse()
+            .expect("an integer")
+    }
+}
+
+/// Whether a RESP reply is complete (enough for the replies the tests read).
+fn complete(reply: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(reply) else {
+        return false;
+    };
+    match text.as_bytes().first() {
+        Some(b'+' | b'-' | b':') => text.ends_with("\r\n"),
+        Some(b'*') => {
+            // SCAN: *2 \r\n $len \r\n cursor \r\n *count \r\n then count bulk strings.
+            let lines: Vec<&str> = text.split("\r\n").collect();
+            if lines.len() < 5 {
+                return false;
+            }
+            let count: usize = lines[3].trim_start_matches('*').parse().unwrap_or(0);
+            lines.len() > 4 + 2 * count
+        }
+        _ => false,
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            // A frozen server must be thawed to die cleanly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// A shared secret for tests.
+pub(crate) const SECRET: &str = "test-secret-of-32-bytes-length!!";
+
+/// A configuration for Redis tests: a secret, millisecond-scaled breaker, generous timeout (the
+/// machine is shared), no over-limit cache unless a test turns it on.
+pub(crate) fn redis_config() -> RateLimitConfig {
+    RateLimitConfig {
+        secret: Some(Secret::new(SECRET)),
+        redis_timeout: Duration::from_millis(250),
+        breaker: BreakerConfig {
+            half_open_max_calls: 1,
+            half_open_successes: 1,
+            ..BreakerConfig::consecutive(3, Duration::from_secs(60))
+        },
+        over_limit_cache: false,
+        ..RateLimitConfig::default()
+    }
+}
+
+/// A configuration whose limits are `tier`, `class` (every route) and `plan` for every caller.
+pub(crate) fn limits(
+    mut config: RateLimitConfig,
+    tier: LimitSpec,
+    class: LimitSpec,
+    plan: LimitSpec,
+) -> RateLimitConfig {
+    config
+        .tiers
+        .insert("anonymous".into(), TierConfig::limited(tier.clone()));
+    config
+        .tiers
+        .insert("api-key".into(), TierConfig::limited(tier));
+    config.routes.clear();
+    config.route_classes.clear();
+    config.route_classes.insert("default".into(), class);
+    config.plans.insert("free".into(), plan);
+    config
+}
+
+/// A limit that never speaks.
+pub(crate) fn huge() -> LimitSpec {
+    LimitSpec::new(1_000_000, Duration::from_secs(1))
+}
