@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath};
 use axum::http::StatusCode;
 use mainstay_telemetry::http::{HttpMetrics, HttpMetricsLayer, RequestIdLayer, TraceLayer};
 use prometheus_client::registry::Registry;
@@ -17,11 +19,13 @@ use tower_http::timeout::TimeoutLayer;
 
 use mainstay_dlq::{CleanupTask, Dlq, DlqMetrics, OpenError};
 use mainstay_health::{HealthMetrics, HealthRegistry};
-use mainstay_resilience::BreakerRegistry;
+use mainstay_ratelimit::health::RedisCheck;
+use mainstay_ratelimit::layer::RateLimitLayer;
+use mainstay_ratelimit::{CallerIdentity, FallbackMode, RateLimitMetrics, RateLimiter};
+use mainstay_resilience::{BreakerRegistry, ResilienceMetrics};
 
-use crate::auth::{Authenticator, IdentityHasher};
-use crate::checks::redis::RedisCheck;
-use crate::config::{Config, ConfigError};
+use crate::auth::{Authenticator, Caller, IdentityHasher};
+use crate::config::{Config, ConfigError, Tier};
 use crate::routes::admin::AdminToken;
 use crate::routes::{self, Routes};
 
@@ -57,6 +61,8 @@ pub struct App {
     pub breakers: BreakerRegistry,
     /// The dead-letter queue; components register their redrive handlers on it.
     pub dlq: Dlq,
+    /// The rate limiter of the `/v1` routes.
+    pub limiter: RateLimiter,
     /// The periodic TTL cleanup of the dead-letter queue; stops when dropped.
     pub dlq_cleanup: CleanupTask,
 }
@@ -82,8 +88,19 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     mainstay_telemetry::process::register_process_collector(&mut registry);
-    let health = health_registry(&config, &mut registry)?;
     let breakers = BreakerRegistry::new();
+    let resilience_metrics = ResilienceMetrics::register(&mut registry);
+    let limiter = rate_limiter(&config, &mut registry, &resilience_metrics)?;
+    breakers
+        .register(limiter.breaker())
+        .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+    // The sweeper ends by itself when the limiter is dropped.
+    let _sweeper = limiter.spawn_sweeper();
+    let health = health_registry(
+        &config,
+        &mut registry,
+        limiter.uses_redis().then(|| limiter.clone()),
+    )?;
     let dlq = Dlq::builder(config.storage.data_dir.join("dlq"))
         .config(config.dlq.clone())
         .metrics(DlqMetrics::register(&mut registry))
@@ -106,11 +123,15 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         .merge(routes::health::routes())
         .merge(routes::metrics::routes())
         .merge(routes::openapi::routes());
+    // Authentication runs first (the outer layer), so the limiter sees the caller.
+    let limit_layer = rate_limit_layer(limiter.clone());
     routes = routes.nest("/v1", routes::v1::routes(), |router| {
-        router.route_layer(axum::middleware::from_fn_with_state(
-            state.authenticator.clone(),
-            crate::auth::require_caller,
-        ))
+        router
+            .route_layer(limit_layer)
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.authenticator.clone(),
+                crate::auth::require_caller,
+            ))
     });
     if state.admin_token.is_some() {
         let admin = routes::admin::routes()
@@ -161,30 +182,76 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         breakers,
         dlq,
         dlq_cleanup,
+        limiter,
     })
+}
+
+/// The rate limiter: Redis when `redis.url` is set, in-process otherwise.
+fn rate_limiter(
+    config: &Config,
+    registry: &mut Registry,
+    resilience_metrics: &ResilienceMetrics,
+) -> Result<RateLimiter, ConfigError> {
+    let mut builder = RateLimiter::builder(config.ratelimit.clone())
+        .metrics(&RateLimitMetrics::register(registry))
+        .resilience_metrics(resilience_metrics);
+    if let Some(url) = &config.redis.url {
+        builder = builder.redis_url(url.clone());
+    }
+    builder
+        .build()
+        .map_err(|error| ConfigError::Invalid(error.to_string()))
+}
+
+/// The rate-limit layer: route templates from axum, callers from [`crate::auth`], peers from the
+/// connection; a rejection is a 429 problem with `Retry-After`.
+fn rate_limit_layer(limiter: RateLimiter) -> RateLimitLayer<axum::body::Body> {
+    RateLimitLayer::builder(limiter)
+        .route_template(|extensions| {
+            extensions
+                .get::<MatchedPath>()
+                .map(|path| path.as_str().to_owned())
+        })
+        .identity(|extensions| {
+            extensions.get::<Caller>().map(|caller| CallerIdentity {
+                organisation: caller.organisation.clone(),
+                tier: caller.tier.as_str().to_owned(),
+                plan: caller.plan.as_str().to_owned(),
+                principal: (caller.tier != Tier::Anonymous).then(|| caller.principal.clone()),
+            })
+        })
+        .peer_address(|extensions| {
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(address)| address.ip())
+        })
+        .build()
 }
 
 /// The health registry with the built-in checks and the checks of the clients this binary owns.
 fn health_registry(
     config: &Config,
     registry: &mut Registry,
+    redis: Option<RateLimiter>,
 ) -> Result<HealthRegistry, ConfigError> {
     let invalid = |error: &dyn std::fmt::Display| ConfigError::Invalid(error.to_string());
-    let health = HealthRegistry::builder(config.health.clone(), env!("CARGO_PKG_VERSION"))
+    let mut health_config = config.health.clone();
+    // Redis is critical only when the rate limiter may not fall back without it.
+    if redis.is_some() && config.ratelimit.fallback == FallbackMode::Deny {
+        health_config
+            .checks
+            .entry("redis".into())
+            .or_default()
+            .critical
+            .get_or_insert(true);
+    }
+    let health = HealthRegistry::builder(health_config, env!("CARGO_PKG_VERSION"))
         .metrics(HealthMetrics::register(registry))
         .build()
         .map_err(|error| invalid(&format_args!("key `health.{}`: {error}", error.key())))?;
-    if let Some(url) = &config.redis.url {
-        let timeout = config
-            .health
-            .checks
-            .get("redis")
-            .and_then(|check| check.timeout)
-            .unwrap_or(config.health.default_timeout);
-        let check = RedisCheck::new(url, timeout)
-            .map_err(|error| invalid(&format_args!("key `redis.url`: {error}")))?;
+    if let Some(limiter) = redis {
         health
-            .register(Arc::new(check))
+            .register(Arc::new(RedisCheck::new(limiter)))
             .map_err(|error| invalid(&error))?;
     }
     health

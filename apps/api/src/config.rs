@@ -14,6 +14,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use mainstay_dlq::DlqConfig;
 use mainstay_health::HealthConfig;
+use mainstay_ratelimit::RateLimitConfig;
 use mainstay_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,6 +41,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// The Redis server shared by the instances (rate limits).
     pub redis: RedisConfig,
+    /// Rate limits of the `/v1` routes.
+    pub ratelimit: RateLimitConfig,
     /// Local storage.
     pub storage: StorageConfig,
     /// The dead-letter queue, kept under `storage.data_dir/dlq`.
@@ -86,6 +89,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             health: HealthConfig::default(),
             redis: RedisConfig::default(),
+            ratelimit: RateLimitConfig::default(),
             storage: StorageConfig::default(),
             dlq: DlqConfig::default(),
             telemetry,
@@ -157,6 +161,31 @@ pub struct ApiKeyEntry {
     /// The organisation's plan, which sets its hourly quota.
     #[serde(default)]
     pub plan: Plan,
+}
+
+impl Tier {
+    /// The kebab-case name (`api-key`), as in configuration and rate-limit policies.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Anonymous => "anonymous",
+            Tier::ApiKey => "api-key",
+            Tier::Premium => "premium",
+            Tier::Admin => "admin",
+        }
+    }
+}
+
+impl Plan {
+    /// The kebab-case name (`enterprise`), as in configuration and rate-limit policies.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plan::Free => "free",
+            Plan::Pro => "pro",
+            Plan::Enterprise => "enterprise",
+        }
+    }
 }
 
 impl ApiKeyEntry {
@@ -366,14 +395,28 @@ impl Config {
         self.health.validate().map_err(|error| {
             ConfigError::Invalid(format!("key `health.{}`: {error}", error.key()))
         })?;
-        self.telemetry
-            .validate()
-            .map_err(|error| ConfigError::Invalid(format!("telemetry: {error}")))
+        self.telemetry.validate().map_err(|error| {
+            ConfigError::Invalid(format!("key `telemetry.{}`: {error}", error.key()))
+        })
     }
 }
 
 /// Key names whose values are never shown.
 const SECRET_KEYS: &[&str] = &["token", "secret", "password", "key_sha256"];
+
+/// Tables documented and shown as one key (their entries are names the operator chooses).
+const LEAF_TABLES: &[&str] = &[
+    "dlq.queues",
+    "health.checks",
+    "ratelimit.breaker",
+    "ratelimit.plans",
+    "ratelimit.route_classes",
+    "ratelimit.routes",
+    "ratelimit.tiers",
+];
+
+/// Optional keys the configuration types leave out when unset.
+const ABSENT_WHEN_UNSET: &[&str] = &["ratelimit.secret"];
 
 /// Every configuration key with its current value, flattened (`server.addr`), secrets masked.
 #[must_use]
@@ -381,12 +424,16 @@ pub fn flatten(config: &Config) -> BTreeMap<String, Value> {
     let mut keys = BTreeMap::new();
     let value = serde_json::to_value(config).unwrap_or(Value::Null);
     flatten_into(&mut keys, String::new(), value);
+    for key in ABSENT_WHEN_UNSET {
+        keys.entry((*key).to_owned()).or_insert(Value::Null);
+    }
     keys
 }
 
 fn flatten_into(keys: &mut BTreeMap<String, Value>, prefix: String, value: Value) {
+    let is_table = prefix.is_empty() || !LEAF_TABLES.contains(&prefix.as_str());
     match value {
-        Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
+        Value::Object(map) if is_table && (!map.is_empty() || prefix.is_empty()) => {
             for (name, value) in map {
                 let key = if prefix.is_empty() {
                     name
@@ -583,6 +630,102 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "health.memory.unhealthy_above_used_percent",
         "float in 0..=100",
         "The `memory` check is unhealthy above this much memory in use.",
+    ),
+    (
+        "ratelimit.anonymous_plan",
+        "string",
+        "Plan of callers without a key (a key of `ratelimit.plans`).",
+    ),
+    (
+        "ratelimit.anonymous_tier",
+        "string",
+        "Tier of callers without a key (a key of `ratelimit.tiers`).",
+    ),
+    (
+        "ratelimit.breaker",
+        "table (breaker config)",
+        "Circuit breaker around Redis (`trip`, `consecutive_failures`, `open_duration`, `half_open_max_calls`, ...); listed as `ratelimit-redis` on the admin API.",
+    ),
+    (
+        "ratelimit.default_class",
+        "string",
+        "Route class of routes not in `ratelimit.routes`.",
+    ),
+    ("ratelimit.enabled", "bool", "Limit `/v1` requests at all."),
+    (
+        "ratelimit.fallback",
+        "`local` | `allow` | `deny`",
+        "While Redis is unavailable: in-process limits divided by `instance_count`, let everything through, or refuse everything (then the `redis` check is critical).",
+    ),
+    (
+        "ratelimit.instance_count",
+        "integer",
+        "Instances sharing the limits; the `local` fallback divides every limit by it.",
+    ),
+    (
+        "ratelimit.key_prefix",
+        "string",
+        "Prefix of every Redis key.",
+    ),
+    (
+        "ratelimit.max_local_keys",
+        "integer",
+        "Keys each in-process limit holds; past it new keys share an overflow bucket until the sweep.",
+    ),
+    (
+        "ratelimit.over_limit_cache",
+        "bool",
+        "Deny keys Redis denied locally until their retry time, without a round trip.",
+    ),
+    (
+        "ratelimit.over_limit_cache_max_keys",
+        "integer",
+        "Keys the over-limit cache holds.",
+    ),
+    (
+        "ratelimit.plans",
+        "table of `{ requests, period, burst }` by plan",
+        "Hourly quota per organisation by plan (free 1,000/h, pro 10,000/h, enterprise 100,000/h).",
+    ),
+    (
+        "ratelimit.redis_pool_size",
+        "integer",
+        "Connections of the Redis pool.",
+    ),
+    (
+        "ratelimit.redis_timeout",
+        "duration",
+        "Timeout of every Redis call, pool checkout included.",
+    ),
+    (
+        "ratelimit.route_classes",
+        "table of `{ requests, period, burst }` by class",
+        "Per-caller limits by route class (writes 60/min, queries 30/min, default 100/min, burst 20).",
+    ),
+    (
+        "ratelimit.routes",
+        "table of class by `\"METHOD /template\"`",
+        "Route templates mapped to route classes.",
+    ),
+    (
+        "ratelimit.secret",
+        "string (secret), at least 16 bytes",
+        "HMAC secret identities are hashed with before they become Redis keys or log fields; required with `redis.url`, random per process otherwise.",
+    ),
+    (
+        "ratelimit.sweep_interval",
+        "duration",
+        "How often idle in-process keys are reclaimed.",
+    ),
+    (
+        "ratelimit.tiers",
+        "table of tier limits by tier",
+        "Limits per caller tier (anonymous 100/min, api-key 1000/min, premium 5000/min, admin unlimited).",
+    ),
+    (
+        "ratelimit.trusted_proxies",
+        "array of addresses or CIDR blocks",
+        "Peers allowed to name the client with `X-Forwarded-For`; from anyone else it is ignored.",
     ),
     (
         "redis.url",

@@ -6,7 +6,6 @@
 
 pub mod app;
 pub mod auth;
-pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod problem;

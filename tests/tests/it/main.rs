@@ -4,4 +4,5 @@ mod config;
 mod health;
 mod http;
 mod observability;
+mod ratelimit;
 mod shutdown;

@@ -1,0 +1,138 @@
+//! Rate limits in front of `/v1`, in-process and on a private redis-server.
+
+use mainstay_tests::Api;
+use mainstay_tests::redis::RedisServer;
+use serde_json::Value;
+
+const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+fn sha256_hex(text: &str) -> String {
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf %s '{text}' | sha256sum"))
+        .output()
+        .expect("sha256sum runs");
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Anonymous callers get 3 requests a minute (burst 3); `boss-key` is an admin-tier key.
+fn small_limits() -> String {
+    format!(
+        "[ratelimit.tiers.anonymous]\nlimit = {{ requests = 3, period = \"1m\" }}\n\
+         [[auth.api_keys]]\nkey_sha256 = \"{}\"\norganisation = \"acme\"\ntier = \"admin\"\n",
+        sha256_hex("boss-key")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_answers_carry_limit_headers_and_a_denial_is_429_problem_json() -> anyhow::Result<()> {
+    let api = Api::builder().config_toml(&small_limits()).start()?;
+    let client = reqwest::Client::new();
+    for remaining in [2, 1, 0] {
+        let response = client.get(api.url("/v1/whoami")).send().await?;
+        assert_eq!(response.status(), 200);
+        let headers = response.headers();
+        assert_eq!(headers["x-ratelimit-limit"], "3");
+        assert_eq!(
+            headers["x-ratelimit-remaining"],
+            remaining.to_string().as_str()
+        );
+        assert!(headers.contains_key("x-ratelimit-reset"));
+        assert!(headers.contains_key("ratelimit-policy") && headers.contains_key("ratelimit"));
+    }
+    let denied = client
+        .get(api.url("/v1/whoami"))
+        .header("x-request-id", "limited-1")
+        .send()
+        .await?;
+    assert_eq!(denied.status(), 429);
+    assert_eq!(denied.headers()["content-type"], "application/problem+json");
+    let retry_after: u64 = denied.headers()["retry-after"].to_str()?.parse()?;
+    assert!(retry_after >= 1, "Retry-After is at least 1 second");
+    let problem: Value = denied.json().await?;
+    assert_eq!(problem["status"], 429);
+    assert_eq!(problem["request_id"], "limited-1");
+
+    // Admin-tier callers bypass every limit; health and metrics are never limited.
+    for _ in 0..5 {
+        let response = client
+            .get(api.url("/v1/whoami"))
+            .bearer_auth("boss-key")
+            .send()
+            .await?;
+        assert_eq!(response.status(), 200);
+        assert!(!response.headers().contains_key("x-ratelimit-limit"));
+        assert_eq!(
+            client.get(api.url("/health/live")).send().await?.status(),
+            200
+        );
+    }
+    let metrics = client.get(api.url("/metrics")).send().await?.text().await?;
+    assert!(metrics.contains("ratelimit_decisions_total{"), "{metrics}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_v1_keeps_answering_from_the_fallback_and_the_breaker_is_listed()
+-> anyhow::Result<()> {
+    let mut redis = RedisServer::start()?;
+    let api = Api::builder()
+        .env("MAINSTAY_REDIS__URL", &redis.url())
+        .env(
+            "MAINSTAY_RATELIMIT__SECRET",
+            "a-shared-secret-for-the-tests",
+        )
+        .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
+        .start()?;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client.get(api.url("/v1/whoami")).send().await?.status(),
+        200
+    );
+    redis.kill()?;
+    for _ in 0..20 {
+        let status = client.get(api.url("/v1/whoami")).send().await?.status();
+        assert!(
+            status == 200,
+            "no request fails because Redis is down: {status}"
+        );
+    }
+    let breakers: Value = client
+        .get(api.url("/admin/circuit-breakers"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let breaker = breakers
+        .as_array()
+        .and_then(|list| {
+            list.iter()
+                .find(|breaker| breaker["name"] == "ratelimit-redis")
+        })
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(breaker["state"], "open", "{breakers}");
+    let metrics = client.get(api.url("/metrics")).send().await?.text().await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == "ratelimit_fallback_active 1"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[test]
+fn redis_without_a_shared_secret_is_a_config_error() -> anyhow::Result<()> {
+    let (status, _, err) = Api::builder()
+        .env("MAINSTAY_REDIS__URL", "redis://127.0.0.1:1")
+        .run()?;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("ratelimit.secret"), "{err}");
+    Ok(())
+}
