@@ -10,3 +10,11 @@ pub mod process;
 pub mod redis;
 
 pub use process::{Api, ApiBuilder, api_bin};
+
+/// The lowercase hex SHA-256 of `text`, as `printf %s TEXT | sha256sum` prints it: what
+/// `auth.api_keys[].key_sha256` holds.
+#[must_use]
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}

@@ -2,26 +2,12 @@
 
 use std::time::Duration;
 
-use mainstay_tests::Api;
+use mainstay_tests::{Api, sha256_hex};
 use serde_json::Value;
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 /// `printf %s test-key-acme | sha256sum`
 const ACME_KEY: &str = "test-key-acme";
-
-fn sha256_hex(text: &str) -> String {
-    use std::process::Command;
-    let output = Command::new("sh")
-        .arg("-c")
-        .arg(format!("printf %s '{text}' | sha256sum"))
-        .output()
-        .expect("sha256sum runs");
-    String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
 
 fn keys_toml(allow_anonymous: bool) -> String {
     format!(

@@ -1,23 +1,10 @@
 //! Rate limits in front of `/v1`, in-process and on a private redis-server.
 
-use mainstay_tests::Api;
 use mainstay_tests::redis::RedisServer;
+use mainstay_tests::{Api, sha256_hex};
 use serde_json::Value;
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
-
-fn sha256_hex(text: &str) -> String {
-    let output = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("printf %s '{text}' | sha256sum"))
-        .output()
-        .expect("sha256sum runs");
-    String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
 
 /// Anonymous callers get 3 requests a minute (burst 3); `boss-key` is an admin-tier key.
 fn small_limits() -> String {

@@ -7,12 +7,46 @@ use mainstay_api::config::{self, Config};
 use mainstay_api::routes::openapi::ApiDoc;
 use utoipa::OpenApi;
 
+const TOKEN: &str = "a-token-long-enough-for-validation";
+
+/// Sends a request with the admin token through the router; the status and the JSON body.
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(body.map_or_else(axum::body::Body::empty, |body| {
+            axum::body::Body::from(body.to_string())
+        }))
+        .expect("a valid request");
+    let response = app
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("the router answers");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("a body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// A configuration with every route on, its data in a fresh temporary directory (kept alive by the
 /// returned guard).
 fn every_route_config() -> (Config, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let mut config = Config::default();
-    config.admin.token = Some("a-token-long-enough-for-validation".into());
+    config.admin.token = Some(TOKEN.into());
     config.storage.data_dir = dir.path().to_path_buf();
     (config, dir)
 }
@@ -116,36 +150,10 @@ fn api_key_hashes_must_be_sha256_hex() {
 mod admin_breakers {
     use std::time::Duration;
 
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
+    use axum::http::StatusCode;
     use mainstay_resilience::{BreakerConfig, CircuitBreaker};
-    use tower::ServiceExt;
 
-    use super::every_route_config;
-
-    const TOKEN: &str = "a-token-long-enough-for-validation";
-
-    async fn call(app: &axum::Router, method: &str, path: &str) -> (StatusCode, serde_json::Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .body(Body::empty())
-            .expect("a valid request");
-        let response = app
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("the router answers");
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .expect("a body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        )
-    }
+    use super::{call, every_route_config};
 
     #[tokio::test]
     async fn breakers_are_listed_reset_and_forced_open_by_name() {
@@ -158,7 +166,7 @@ mod admin_breakers {
         .expect("a valid breaker");
         app.breakers.register(&breaker).expect("a unique name");
 
-        let (status, list) = call(&app.router, "GET", "/admin/circuit-breakers").await;
+        let (status, list) = call(&app.router, "GET", "/admin/circuit-breakers", None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(list[0]["name"], "object-store");
         assert_eq!(list[0]["state"], "closed");
@@ -167,6 +175,7 @@ mod admin_breakers {
             &app.router,
             "POST",
             "/admin/circuit-breakers/object-store/force-open",
+            None,
         )
         .await;
         assert_eq!(status, StatusCode::OK);
@@ -177,13 +186,19 @@ mod admin_breakers {
             &app.router,
             "POST",
             "/admin/circuit-breakers/object-store/reset",
+            None,
         )
         .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(reset["state"], "closed");
 
-        let (status, problem) =
-            call(&app.router, "POST", "/admin/circuit-breakers/nope/reset").await;
+        let (status, problem) = call(
+            &app.router,
+            "POST",
+            "/admin/circuit-breakers/nope/reset",
+            None,
+        )
+        .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(
             problem["detail"]
@@ -198,43 +213,11 @@ mod admin_dlq {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
+    use axum::http::StatusCode;
     use mainstay_dlq::{Entry, ErrorClass, HandlerError, NewEntry, RedriveHandler};
-    use serde_json::{Value, json};
-    use tower::ServiceExt;
+    use serde_json::json;
 
-    use super::every_route_config;
-
-    const TOKEN: &str = "a-token-long-enough-for-validation";
-
-    async fn call(
-        app: &axum::Router,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .header("content-type", "application/json")
-            .body(body.map_or_else(Body::empty, |body| Body::from(body.to_string())))
-            .expect("a valid request");
-        let response = app
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("the router answers");
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .expect("a body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
+    use super::{call, every_route_config};
 
     /// The owning component's handler: every second call fails.
     #[derive(Debug, Default)]
