@@ -1,5 +1,5 @@
-//! A real OTLP/HTTP trace receiver on loopback: decodes `ExportTraceServiceRequest` protobufs
-//! posted to `/v1/traces` and keeps the spans.
+//! Real OTLP trace receivers on loopback, over HTTP/protobuf (`ExportTraceServiceRequest` posted to
+//! `/v1/traces`) and over gRPC (the generated `TraceService` served by tonic); both keep the spans.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,51 @@ pub struct ReceivedSpan {
     pub service_name: Option<String>,
 }
 
+/// Keeps the spans of every export it is sent, over gRPC.
+#[derive(Debug, Clone)]
+struct GrpcReceiver {
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for GrpcReceiver
+{
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        keep(&self.spans, request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn keep(spans: &Mutex<Vec<ReceivedSpan>>, export: ExportTraceServiceRequest) {
+    let mut spans = spans.lock().unwrap_or_else(|e| e.into_inner());
+    for resource_spans in export.resource_spans {
+        let service_name = resource_spans.resource.as_ref().and_then(|resource| {
+            resource
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s) => {
+                        Some(s.clone())
+                    }
+                    _ => None,
+                })
+        });
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                spans.push(ReceivedSpan {
+                    span,
+                    service_name: service_name.clone(),
+                });
+            }
+        }
+    }
+}
+
 /// The receiver; stops when dropped.
 #[derive(Debug)]
 pub struct OtlpReceiver {
@@ -50,25 +95,7 @@ impl OtlpReceiver {
                         async move {
                             let body = request.into_body().collect().await?.to_bytes();
                             if let Ok(export) = ExportTraceServiceRequest::decode(body) {
-                                let mut spans = shared.lock().unwrap_or_else(|e| e.into_inner());
-                                for resource_spans in export.resource_spans {
-                                    let service_name = resource_spans.resource.as_ref().and_then(|resource| {
-                                        resource.attributes.iter().find(|kv| kv.key == "service.name").and_then(|kv| {
-                                            match kv.value.as_ref()?.value.as_ref()? {
-                                                opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(s) => Some(s.clone()),
-                                                _ => None,
-                                            }
-                                        })
-                                    });
-                                    for scope in resource_spans.scope_spans {
-                                        for span in scope.spans {
-                                            spans.push(ReceivedSpan {
-                                                span,
-                                                service_name: service_name.clone(),
-                                            });
-                                        }
-                                    }
-                                }
+                                keep(&shared, export);
                             }
                             let reply = ExportTraceServiceResponse::default().encode_to_vec();
                             Ok::<_, hyper::Error>(
@@ -84,6 +111,23 @@ impl OtlpReceiver {
                         .await;
                 });
             }
+        });
+        Ok(Self { addr, spans, task })
+    }
+
+    /// Starts a gRPC receiver (OTLP `TraceService`) on an ephemeral loopback port.
+    pub async fn start_grpc() -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+            GrpcReceiver { spans: Arc::clone(&spans) },
+        );
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await;
         });
         Ok(Self { addr, spans, task })
     }

@@ -64,6 +64,31 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_grpc_too() -> anyhow::Result<()> {
+    let receiver = OtlpReceiver::start_grpc().await?;
+    let mut api = Api::builder()
+        .env("MAINSTAY_TELEMETRY__OTLP_ENDPOINT", &receiver.endpoint())
+        .env("MAINSTAY_TELEMETRY__OTLP_PROTOCOL", "grpc")
+        .start()?;
+    let response = reqwest::Client::new()
+        .get(api.url("/health/live"))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    api.terminate()?;
+    assert!(api.wait_exit(Duration::from_secs(20))?.success());
+    let span = receiver
+        .wait_for_span(Duration::from_secs(5), |span| {
+            hex(&span.span.trace_id) == TRACE_ID
+        })
+        .await?;
+    assert_eq!(hex(&span.span.parent_span_id), PARENT_SPAN_ID);
+    assert_eq!(span.service_name.as_deref(), Some("mainstay-api"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_log_line_is_bunyan_json_with_trace_ids() -> anyhow::Result<()> {
     let mut api = Api::builder().start()?;
     reqwest::get(api.url("/health/live")).await?;
