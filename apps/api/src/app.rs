@@ -18,11 +18,11 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use mainstay_dlq::{CleanupTask, Dlq, DlqMetrics, OpenError};
-use mainstay_health::{HealthMetrics, HealthRegistry};
+use mainstay_health::{Criticality, HealthMetrics, HealthRegistry, ThresholdCheck, Thresholds};
 use mainstay_ratelimit::health::RedisCheck;
 use mainstay_ratelimit::layer::RateLimitLayer;
 use mainstay_ratelimit::{CallerIdentity, FallbackMode, RateLimitMetrics, RateLimiter};
-use mainstay_resilience::{BreakerRegistry, ResilienceMetrics};
+use mainstay_resilience::{BreakerRegistry, BreakerState, ResilienceMetrics};
 
 use crate::auth::{Authenticator, Caller, IdentityHasher};
 use crate::config::{Config, ConfigError, Tier};
@@ -65,6 +65,18 @@ pub struct App {
     pub limiter: RateLimiter,
     /// The periodic TTL cleanup of the dead-letter queue; stops when dropped.
     pub dlq_cleanup: CleanupTask,
+    /// Feeds the `dlq` and `circuit-breakers` threshold checks; stops when dropped.
+    pub health_feeder: AbortOnDrop,
+}
+
+/// A background task that ends when its owner is dropped.
+#[derive(Debug)]
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Why the application could not be built.
@@ -107,6 +119,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         .open()
         .await?;
     let dlq_cleanup = dlq.spawn_cleanup();
+    let health_feeder = feed_threshold_checks(&config, &health, &dlq, &breakers)?;
 
     let hasher = IdentityHasher::random();
     let state = AppState {
@@ -183,7 +196,61 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         dlq,
         dlq_cleanup,
         limiter,
+        health_feeder,
     })
+}
+
+/// Registers the threshold checks other components feed, and the task that feeds them every cache
+/// interval: `dlq` (percent of `dlq.total_capacity` in use: degraded from 80, unhealthy at 100) and
+/// `circuit-breakers` (breakers not closed: degraded from 1). Both are non-critical.
+fn feed_threshold_checks(
+    config: &Config,
+    health: &HealthRegistry,
+    dlq: &Dlq,
+    breakers: &BreakerRegistry,
+) -> Result<AbortOnDrop, ConfigError> {
+    let invalid = |error: &dyn std::fmt::Display| ConfigError::Invalid(error.to_string());
+    let dlq_fill = ThresholdCheck::new(
+        "dlq",
+        Criticality::NonCritical,
+        Thresholds {
+            degraded_at: Some(80.0),
+            unhealthy_at: Some(100.0),
+        },
+    )
+    .map_err(|error| invalid(&error))?;
+    let not_closed = ThresholdCheck::new(
+        "circuit-breakers",
+        Criticality::NonCritical,
+        Thresholds {
+            degraded_at: Some(1.0),
+            unhealthy_at: None,
+        },
+    )
+    .map_err(|error| invalid(&error))?;
+    health
+        .register(Arc::new(dlq_fill.clone()))
+        .map_err(|error| invalid(&error))?;
+    health
+        .register(Arc::new(not_closed.clone()))
+        .map_err(|error| invalid(&error))?;
+    let capacity = config.dlq.total_capacity.max(1) as f64;
+    let (dlq, breakers) = (dlq.clone(), breakers.clone());
+    let interval = config.health.cache_interval;
+    Ok(AbortOnDrop(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            dlq_fill.set(dlq.len() as f64 * 100.0 / capacity);
+            let open = breakers
+                .snapshots()
+                .iter()
+                .filter(|breaker| breaker.state != BreakerState::Closed)
+                .count();
+            not_closed.set(open as f64);
+        }
+    })))
 }
 
 /// The rate limiter: Redis when `redis.url` is set, in-process otherwise.

@@ -593,7 +593,7 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "health.checks",
         "table of `{ timeout, critical }` by check name",
-        "Per-check overrides, e.g. `[health.checks.redis] critical = true`. Known checks: `disk`, `memory`, `redis` (when `redis.url` is set).",
+        "Per-check overrides, e.g. `[health.checks.redis] critical = true`. Known checks: `disk`, `memory`, `dlq`, `circuit-breakers`, `redis` (when `redis.url` is set).",
     ),
     (
         "health.default_timeout",

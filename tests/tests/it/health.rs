@@ -227,3 +227,30 @@ fn bad_health_configuration_exits_2_naming_the_key() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_circuit_breaker_feeds_the_circuit_breakers_check() -> anyhow::Result<()> {
+    let redis = RedisServer::start()?;
+    let api = with_redis(&redis).start()?;
+    let (_, deps) = probe(&api, "/health/deps").await?;
+    assert_eq!(
+        deps["checks"]["circuit-breakers"]["status"], "healthy",
+        "{deps}"
+    );
+    assert_eq!(deps["checks"]["dlq"]["status"], "healthy", "{deps}");
+    let forced = reqwest::Client::new()
+        .post(api.url("/admin/circuit-breakers/ratelimit-redis/force-open"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?;
+    assert_eq!(forced.status(), 200);
+    let body = eventually(
+        &api,
+        "/health/deps",
+        Duration::from_secs(3),
+        |status, body| status == 200 && body["checks"]["circuit-breakers"]["status"] == "degraded",
+    )
+    .await?;
+    assert_eq!(body["status"], "degraded");
+    Ok(())
+}
