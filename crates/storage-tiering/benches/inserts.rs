@@ -1,0 +1,163 @@
+//! Insert throughput of a `memory_s3` collection uploading to the in-process S3 server, beside the
+//! disk's bare group-commit floor and object_store's raw put rate to the same server, in one run.
+//!
+//! `cargo bench -p mainstay-storage-tiering --bench inserts` prints a table; figures are compared
+//! as ratios (see the crate README).
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use mainstay_storage_tiering::{Policy, Store, StoreConfig};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt as _, PutPayload};
+
+#[path = "../tests/it/s3_server.rs"]
+mod s3_server;
+
+const VALUE: usize = 1024;
+const WRITERS: usize = 64;
+const RECORDS: usize = 120_000;
+
+/// One write of many framed records, then one fdatasync: the best the disk can do.
+fn floor(dir: &std::path::Path) -> f64 {
+    let records = 65_536;
+    let frame = vec![7u8; VALUE + 8 + 40];
+    let mut best = 0f64;
+    for round in 0..3 {
+        let mut buffer = Vec::with_capacity(records * frame.len());
+        let started = Instant::now();
+        for _ in 0..records {
+            buffer.extend_from_slice(&frame);
+        }
+        let mut file = std::fs::File::create(dir.join(format!("floor-{round}"))).unwrap();
+        file.write_all(&buffer).unwrap();
+        file.sync_data().unwrap();
+        best = best.max(records as f64 / started.elapsed().as_secs_f64());
+    }
+    best
+}
+
+/// Concurrent writers of 1 KiB values; returns acknowledged records/s and sorted latencies.
+async fn insert(store: &Store, collection: &'static str, records: usize) -> (f64, Vec<Duration>) {
+    let value = Bytes::from(vec![42u8; VALUE]);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let store = store.clone();
+            let value = value.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(records / WRITERS);
+                for n in 0..records / WRITERS {
+                    let id = format!("w{writer:02}-{n:07}");
+                    let at = Instant::now();
+                    store.put(collection, &id, value.clone()).await.unwrap();
+                    latencies.push(at.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(records);
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    (rate, latencies)
+}
+
+fn counter(registry: &prometheus_client::registry::Registry, name: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> f64 {
+    sorted
+        .get(sorted.len() * p / 100)
+        .copied()
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1e3
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let floor = floor(dir.path());
+        let config = StoreConfig { data_dir: dir.path().join("data"), ..StoreConfig::default() };
+        let segment_bytes = usize::try_from(config.memtable_bytes).unwrap();
+
+        let server = s3_server::S3Server::start().await;
+        let client = server.client();
+        // object_store's raw put rate: segment-sized objects, `upload.parallelism` in flight.
+        let object = Bytes::from(vec![1u8; segment_bytes]);
+        let puts = 48;
+        let started = Instant::now();
+        futures::stream::iter(0..puts)
+            .map(|i| {
+                let client = client.clone();
+                let object = object.clone();
+                async move { client.put(&Path::from(format!("raw/{i}")), PutPayload::from(object)).await.unwrap() }
+            })
+            .buffer_unordered(config.upload.parallelism)
+            .collect::<Vec<_>>()
+            .await;
+        let raw = (puts * object.len()) as f64 / started.elapsed().as_secs_f64();
+
+        let mut upload_config = config.clone();
+        upload_config.upload.breaker_poll_interval = Duration::from_millis(5);
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = mainstay_storage_tiering::StorageMetrics::register(&mut registry);
+        let (store, _) = Store::builder(upload_config).metrics(metrics).object_store(client.clone(), "bench").open().await.unwrap();
+        store.create_collection("local", Policy::Memory).await.unwrap();
+        store.create_collection("bench", Policy::MemoryS3).await.unwrap();
+        store.create_collection("drain", Policy::MemoryS3).await.unwrap();
+
+        // The WAL path alone (no uploads), then inserts while uploads run beside them.
+        let (local_rate, local_latencies) = insert(&store, "local", RECORDS).await;
+        let fsyncs = counter(&registry, "storage_wal_fsyncs_total");
+        let (rate, latencies) = insert(&store, "bench", RECORDS).await;
+        store.flush().await.unwrap();
+        store.wait_uploaded(Duration::from_secs(300)).await.unwrap();
+
+        // Upload throughput: build a backlog with the breaker forced open, then time the drain.
+        store.breaker().force_open();
+        let _ = insert(&store, "drain", RECORDS).await;
+        store.flush().await.unwrap();
+        let backlog = store.backlog_bytes();
+        let started = Instant::now();
+        store.breaker().reset();
+        store.wait_uploaded(Duration::from_secs(300)).await.unwrap();
+        let drained = backlog as f64 / started.elapsed().as_secs_f64();
+        store.close(Duration::from_secs(10)).await.unwrap();
+
+        let floor_bytes = floor * VALUE as f64;
+        println!("storage-tiering inserts: {RECORDS} x {VALUE} B values, {WRITERS} writers, in-process S3 (s3s-fs), 2 worker threads");
+        println!("{:<56} {:>12}", "measure", "value");
+        println!("{:<56} {:>12.0}", "disk floor: one write + one fdatasync (records/s)", floor);
+        println!("{:<56} {:>12.0}", "memory policy: acknowledged inserts (records/s)", local_rate);
+        println!("{:<56} {:>12.2}", "  ratio to floor", local_rate / floor);
+        println!("{:<56} {:>12.3}", "  p50 / p99 latency (ms)", percentile(&local_latencies, 50));
+        println!("{:<56} {:>12.3}", "", percentile(&local_latencies, 99));
+        println!("{:<56} {:>12.1}", "  records per fsync (group size)", RECORDS as f64 / fsyncs);
+        println!("{:<56} {:>12.0}", "memory_s3 while uploading: acknowledged inserts (rec/s)", rate);
+        println!("{:<56} {:>12.2}", "  ratio to floor", rate / floor);
+        println!("{:<56} {:>12.3}", "  p50 / p99 latency (ms)", percentile(&latencies, 50));
+        println!("{:<56} {:>12.3}", "", percentile(&latencies, 99));
+        println!("{:<56} {:>12.1}", "raw object_store put rate (MiB/s)", raw / 1_048_576.0);
+        println!("{:<56} {:>12.1}", "upload drain of a backlog (MiB/s)", drained / 1_048_576.0);
+        println!("{:<56} {:>12.2}", "  ratio to raw put rate", drained / raw);
+        println!("{:<56} {:>12.1}", "floor in MiB/s of values (same bytes)", floor_bytes / 1_048_576.0);
+    });
+}

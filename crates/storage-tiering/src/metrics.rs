@@ -1,0 +1,249 @@
+//! Prometheus metric families of the store, registered once per registry and labelled per store.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    store: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    store: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    store: String,
+    class: &'static str,
+}
+
+type Histograms = Family<StoreLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+/// The store's metric families. Register once per registry with [`StorageMetrics::register`] and
+/// give clones to every store; each labels its series with its name (`store="main"`).
+///
+/// | family | labels | meaning |
+/// |---|---|---|
+/// | `storage_inserts_total` | `store` | records acknowledged (puts, deletes, batch members) |
+/// | `storage_insert_duration_seconds` | `store` | write call latency up to acknowledgement |
+/// | `storage_wal_bytes_total` | `store` | bytes written to the WAL |
+/// | `storage_wal_fsyncs_total` | `store` | WAL fsyncs (one per group commit) |
+/// | `storage_memtable_bytes` | `store` | bytes in memtables and frozen memtables |
+/// | `storage_upload_queue_depth` | `store` | segments waiting for upload |
+/// | `storage_upload_attempts_total` | `store`, `outcome` | `success`, `transient`, `permanent`, `rejected`, `budget_exhausted` |
+/// | `storage_upload_duration_seconds` | `store` | one segment upload |
+/// | `storage_upload_bytes_total` | `store` | bytes uploaded |
+/// | `storage_object_store_errors_total` | `store`, `class` | `transient`, `permanent`, `not_found`, `already_exists` |
+/// | `storage_cache_hits_total`, `storage_cache_misses_total` | `store` | block cache of `s3_only` reads |
+/// | `storage_compactions_total` | `store`, `outcome` | `success`, `failure` |
+/// | `storage_backlog_bytes` | `store` | bytes not yet uploaded (backpressure input) |
+/// | `storage_dead_lettered_segments_total` | `store` | segments pinned and sent to the DLQ |
+#[derive(Debug, Clone)]
+pub struct StorageMetrics {
+    inserts: Family<StoreLabels, Counter>,
+    insert_duration: Histograms,
+    wal_bytes: Family<StoreLabels, Counter>,
+    wal_fsyncs: Family<StoreLabels, Counter>,
+    memtable_bytes: Family<StoreLabels, Gauge>,
+    upload_queue: Family<StoreLabels, Gauge>,
+    upload_attempts: Family<OutcomeLabels, Counter>,
+    upload_duration: Histograms,
+    upload_bytes: Family<StoreLabels, Counter>,
+    object_store_errors: Family<ClassLabels, Counter>,
+    cache_hits: Family<StoreLabels, Counter>,
+    cache_misses: Family<StoreLabels, Counter>,
+    compactions: Family<OutcomeLabels, Counter>,
+    backlog_bytes: Family<StoreLabels, Gauge>,
+    dead_lettered: Family<StoreLabels, Counter>,
+}
+
+impl StorageMetrics {
+    /// Registers the families in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::unregistered();
+        registry.register(
+            "storage_inserts",
+            "Records acknowledged",
+            metrics.inserts.clone(),
+        );
+        registry.register(
+            "storage_insert_duration_seconds",
+            "Write latency up to acknowledgement",
+            metrics.insert_duration.clone(),
+        );
+        registry.register(
+            "storage_wal_bytes",
+            "Bytes written to the WAL",
+            metrics.wal_bytes.clone(),
+        );
+        registry.register(
+            "storage_wal_fsyncs",
+            "WAL fsyncs",
+            metrics.wal_fsyncs.clone(),
+        );
+        registry.register(
+            "storage_memtable_bytes",
+            "Bytes in memtables",
+            metrics.memtable_bytes.clone(),
+        );
+        registry.register(
+            "storage_upload_queue_depth",
+            "Segments waiting for upload",
+            metrics.upload_queue.clone(),
+        );
+        registry.register(
+            "storage_upload_attempts",
+            "Segment upload attempts by outcome",
+            metrics.upload_attempts.clone(),
+        );
+        registry.register(
+            "storage_upload_duration_seconds",
+            "Segment upload latency",
+            metrics.upload_duration.clone(),
+        );
+        registry.register(
+            "storage_upload_bytes",
+            "Bytes uploaded",
+            metrics.upload_bytes.clone(),
+        );
+        registry.register(
+            "storage_object_store_errors",
+            "Object store errors by class",
+            metrics.object_store_errors.clone(),
+        );
+        registry.register(
+            "storage_cache_hits",
+            "Block cache hits",
+            metrics.cache_hits.clone(),
+        );
+        registry.register(
+            "storage_cache_misses",
+            "Block cache misses",
+            metrics.cache_misses.clone(),
+        );
+        registry.register(
+            "storage_compactions",
+            "Compactions by outcome",
+            metrics.compactions.clone(),
+        );
+        registry.register(
+            "storage_backlog_bytes",
+            "Bytes not yet uploaded",
+            metrics.backlog_bytes.clone(),
+        );
+        registry.register(
+            "storage_dead_lettered_segments",
+            "Segments sent to the DLQ",
+            metrics.dead_lettered.clone(),
+        );
+        metrics
+    }
+
+    /// Families registered nowhere (the default of a store built without metrics).
+    #[must_use]
+    pub fn unregistered() -> Self {
+        Self {
+            inserts: Family::default(),
+            insert_duration: Family::new_with_constructor(latency_histogram),
+            wal_bytes: Family::default(),
+            wal_fsyncs: Family::default(),
+            memtable_bytes: Family::default(),
+            upload_queue: Family::default(),
+            upload_attempts: Family::default(),
+            upload_duration: Family::new_with_constructor(latency_histogram),
+            upload_bytes: Family::default(),
+            object_store_errors: Family::default(),
+            cache_hits: Family::default(),
+            cache_misses: Family::default(),
+            compactions: Family::default(),
+            backlog_bytes: Family::default(),
+            dead_lettered: Family::default(),
+        }
+    }
+
+    pub(crate) fn instruments(&self, store: &str) -> Instruments {
+        let labels = StoreLabels {
+            store: store.to_owned(),
+        };
+        let outcome = |family: &Family<OutcomeLabels, Counter>, outcome| {
+            family
+                .get_or_create(&OutcomeLabels {
+                    store: store.to_owned(),
+                    outcome,
+                })
+                .clone()
+        };
+        let class = |class| {
+            self.object_store_errors
+                .get_or_create(&ClassLabels {
+                    store: store.to_owned(),
+                    class,
+                })
+                .clone()
+        };
+        Instruments {
+            inserts: self.inserts.get_or_create(&labels).clone(),
+            insert_duration: self.insert_duration.get_or_create(&labels).clone(),
+            wal_bytes: self.wal_bytes.get_or_create(&labels).clone(),
+            wal_fsyncs: self.wal_fsyncs.get_or_create(&labels).clone(),
+            memtable_bytes: self.memtable_bytes.get_or_create(&labels).clone(),
+            upload_queue: self.upload_queue.get_or_create(&labels).clone(),
+            upload_success: outcome(&self.upload_attempts, "success"),
+            upload_transient: outcome(&self.upload_attempts, "transient"),
+            upload_permanent: outcome(&self.upload_attempts, "permanent"),
+            upload_rejected: outcome(&self.upload_attempts, "rejected"),
+            upload_budget_exhausted: outcome(&self.upload_attempts, "budget_exhausted"),
+            upload_duration: self.upload_duration.get_or_create(&labels).clone(),
+            upload_bytes: self.upload_bytes.get_or_create(&labels).clone(),
+            errors_transient: class("transient"),
+            errors_permanent: class("permanent"),
+            errors_not_found: class("not_found"),
+            errors_already_exists: class("already_exists"),
+            cache_hits: self.cache_hits.get_or_create(&labels).clone(),
+            cache_misses: self.cache_misses.get_or_create(&labels).clone(),
+            compactions_success: outcome(&self.compactions, "success"),
+            compactions_failure: outcome(&self.compactions, "failure"),
+            backlog_bytes: self.backlog_bytes.get_or_create(&labels).clone(),
+            dead_lettered: self.dead_lettered.get_or_create(&labels).clone(),
+        }
+    }
+}
+
+/// One store's resolved series.
+#[derive(Debug, Clone)]
+pub(crate) struct Instruments {
+    pub(crate) inserts: Counter,
+    pub(crate) insert_duration: Histogram,
+    pub(crate) wal_bytes: Counter,
+    pub(crate) wal_fsyncs: Counter,
+    pub(crate) memtable_bytes: Gauge,
+    pub(crate) upload_queue: Gauge,
+    pub(crate) upload_success: Counter,
+    pub(crate) upload_transient: Counter,
+    pub(crate) upload_permanent: Counter,
+    pub(crate) upload_rejected: Counter,
+    pub(crate) upload_budget_exhausted: Counter,
+    pub(crate) upload_duration: Histogram,
+    pub(crate) upload_bytes: Counter,
+    pub(crate) errors_transient: Counter,
+    pub(crate) errors_permanent: Counter,
+    pub(crate) errors_not_found: Counter,
+    pub(crate) errors_already_exists: Counter,
+    pub(crate) cache_hits: Counter,
+    pub(crate) cache_misses: Counter,
+    pub(crate) compactions_success: Counter,
+    pub(crate) compactions_failure: Counter,
+    pub(crate) backlog_bytes: Gauge,
+    pub(crate) dead_lettered: Counter,
+}

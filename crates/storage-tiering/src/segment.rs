@@ -1,0 +1,449 @@
+//! Immutable segment files: sorted records in checksummed blocks, a block index and a footer.
+//!
+//! Layout: `blocks | index | footer`. A block is a run of records (`u16 id length | id | u64 lsn |
+//! u8 kind | [u32 value length | value]`) in id order. The index lists each block's first and last
+//! id, offset, length and CRC-32C. The fixed 68-byte footer holds the index's offset, length and
+//! CRC-32C, the LSN range, the record count, the upload's write id, its own CRC-32C and a magic.
+//! Every read checks the CRC of what it read, so corrupt bytes are reported, never served. The
+//! index opens with the blocks' codec: stored as is, or gzip-compressed (the CRC covers the stored
+//! bytes, so corruption is caught before decompression; see `docs/decisions/0061`).
+
+use std::io::{Read as _, Write as _};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Compression;
+use crate::error::SegmentError;
+
+/// Largest decompressed block accepted (a bound against a corrupt or hostile length).
+const MAX_BLOCK: u64 = 64 * 1024 * 1024;
+
+/// Bytes of the footer.
+pub(crate) const FOOTER_LEN: usize = 68;
+const MAGIC: &[u8; 8] = b"MSTSEG01";
+
+/// A record's state in one source: a value or a tombstone, with the LSN that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) lsn: u64,
+    pub(crate) value: Option<Bytes>,
+}
+
+impl Entry {
+    pub(crate) fn size(&self, id: &str) -> u64 {
+        (id.len() + 24 + self.value.as_ref().map_or(0, Bytes::len)) as u64
+    }
+}
+
+/// One block of a segment, as listed in its index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BlockRef {
+    pub(crate) first: String,
+    pub(crate) last: String,
+    pub(crate) offset: u64,
+    pub(crate) len: u32,
+    pub(crate) crc: u32,
+    pub(crate) codec: Compression,
+}
+
+fn codec_byte(codec: Compression) -> u8 {
+    match codec {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+    }
+}
+
+/// The stored form of a block under `codec`.
+fn compress(block: &[u8], codec: Compression) -> Vec<u8> {
+    match codec {
+        Compression::None => block.to_vec(),
+        Compression::Gzip => {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            // Writing into a Vec cannot fail.
+            let _ = encoder.write_all(block);
+            encoder.finish().unwrap_or_default()
+        }
+    }
+}
+
+/// The decoded footer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Footer {
+    pub(crate) index_offset: u64,
+    pub(crate) index_len: u32,
+    pub(crate) index_crc: u32,
+    pub(crate) min_lsn: u64,
+    pub(crate) max_lsn: u64,
+    pub(crate) records: u64,
+    pub(crate) write_id: u128,
+}
+
+/// What the manifest records about one segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SegmentMeta {
+    /// The segment's id (a ULID); its object key and file name derive from it.
+    pub(crate) id: String,
+    pub(crate) size: u64,
+    pub(crate) crc32c: u32,
+    pub(crate) min_lsn: u64,
+    pub(crate) max_lsn: u64,
+    pub(crate) records: u64,
+    /// The unique id of the write that produced the object (a ULID).
+    pub(crate) write_id: String,
+}
+
+fn put_record(out: &mut Vec<u8>, id: &str, entry: &Entry) {
+    out.extend_from_slice(&u16::try_from(id.len()).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&entry.lsn.to_le_bytes());
+    match &entry.value {
+        None => out.push(0),
+        Some(value) => {
+            out.push(1);
+            out.extend_from_slice(&u32::try_from(value.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(value);
+        }
+    }
+}
+
+fn put_string(out: &mut Vec<u8>, value: &str) {
+    out.extend_from_slice(&u16::try_from(value.len()).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// Encodes sorted `entries` into a segment file; returns the bytes and the block index.
+/// `lsn_range` overrides the LSN range the footer records (a compacted segment keeps its inputs'
+/// range even when it dropped their newest tombstone).
+pub(crate) fn encode(
+    entries: &[(String, Entry)],
+    block_bytes: usize,
+    write_id: u128,
+    lsn_range: Option<(u64, u64)>,
+    codec: Compression,
+) -> (Vec<u8>, Vec<BlockRef>) {
+    let mut out = Vec::new();
+    let mut block_buffer = Vec::new();
+    let mut blocks = Vec::new();
+    let mut first: Option<&str> = None;
+    let mut last = "";
+    let (mut min_lsn, mut max_lsn) = (u64::MAX, 0u64);
+    let close = |out: &mut Vec<u8>,
+                 block: &mut Vec<u8>,
+                 blocks: &mut Vec<BlockRef>,
+                 first: &mut Option<&str>,
+                 last: &str| {
+        if let Some(first_id) = first.take() {
+            let stored = compress(block, codec);
+            blocks.push(BlockRef {
+                first: first_id.to_owned(),
+                last: last.to_owned(),
+                offset: out.len() as u64,
+                len: u32::try_from(stored.len()).unwrap_or(u32::MAX),
+                crc: crc32c::crc32c(&stored),
+                codec,
+            });
+            out.extend_from_slice(&stored);
+            block.clear();
+        }
+    };
+    for (id, entry) in entries {
+        min_lsn = min_lsn.min(entry.lsn);
+        max_lsn = max_lsn.max(entry.lsn);
+        if first.is_none() {
+            first = Some(id);
+        }
+        put_record(&mut block_buffer, id, entry);
+        last = id;
+        if block_buffer.len() >= block_bytes {
+            close(&mut out, &mut block_buffer, &mut blocks, &mut first, last);
+        }
+    }
+    close(&mut out, &mut block_buffer, &mut blocks, &mut first, last);
+    if let Some((min, max)) = lsn_range {
+        min_lsn = min;
+        max_lsn = max;
+    }
+    let index_offset = out.len() as u64;
+    let mut index = vec![codec_byte(codec)];
+    index.extend_from_slice(
+        &u32::try_from(blocks.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    for block in &blocks {
+        put_string(&mut index, &block.first);
+        put_string(&mut index, &block.last);
+        index.extend_from_slice(&block.offset.to_le_bytes());
+        index.extend_from_slice(&block.len.to_le_bytes());
+        index.extend_from_slice(&block.crc.to_le_bytes());
+    }
+    out.extend_from_slice(&index);
+    let footer_start = out.len();
+    out.extend_from_slice(&index_offset.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(index.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&index).to_le_bytes());
+    out.extend_from_slice(&(if min_lsn == u64::MAX { 0 } else { min_lsn }).to_le_bytes());
+    out.extend_from_slice(&max_lsn.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    out.extend_from_slice(&write_id.to_le_bytes());
+    let footer_crc = crc32c::crc32c(out.get(footer_start..).unwrap_or_default());
+    out.extend_from_slice(&footer_crc.to_le_bytes());
+    out.extend_from_slice(MAGIC);
+    (out, blocks)
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.bytes.len() < n {
+            return None;
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Some(head)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn string(&mut self) -> Option<String> {
+        let len = usize::from(self.u16()?);
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
+
+/// Decodes the footer from the last [`FOOTER_LEN`] bytes of a segment.
+pub(crate) fn decode_footer(tail: &[u8]) -> Result<Footer, SegmentError> {
+    let corrupt = || SegmentError::Corrupt("footer");
+    if tail.len() != FOOTER_LEN || tail.get(60..) != Some(&MAGIC[..]) {
+        return Err(corrupt());
+    }
+    let body = tail.get(..56).ok_or_else(corrupt)?;
+    let crc = u32::from_le_bytes(
+        tail.get(56..60)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(corrupt)?,
+    );
+    if crc32c::crc32c(body) != crc {
+        return Err(corrupt());
+    }
+    let mut cursor = Cursor { bytes: body };
+    let parse = |cursor: &mut Cursor<'_>| -> Option<Footer> {
+        Some(Footer {
+            index_offset: cursor.u64()?,
+            index_len: cursor.u32()?,
+            index_crc: cursor.u32()?,
+            min_lsn: cursor.u64()?,
+            max_lsn: cursor.u64()?,
+            records: cursor.u64()?,
+            write_id: u128::from_le_bytes(cursor.take(16)?.try_into().ok()?),
+        })
+    };
+    parse(&mut cursor).ok_or_else(corrupt)
+}
+
+/// Decodes a block index, checking its CRC against the footer's.
+pub(crate) fn decode_index(index: &[u8], footer: &Footer) -> Result<Vec<BlockRef>, SegmentError> {
+    if crc32c::crc32c(index) != footer.index_crc {
+        return Err(SegmentError::Corrupt("index"));
+    }
+    let mut cursor = Cursor { bytes: index };
+    let parse = |cursor: &mut Cursor<'_>| -> Option<Vec<BlockRef>> {
+        let codec = match cursor.take(1)?.first()? {
+            0 => Compression::None,
+            1 => Compression::Gzip,
+            _ => return None,
+        };
+        let count = cursor.u32()?;
+        let mut blocks = Vec::new();
+        for _ in 0..count {
+            blocks.push(BlockRef {
+                first: cursor.string()?,
+                last: cursor.string()?,
+                offset: cursor.u64()?,
+                len: cursor.u32()?,
+                crc: cursor.u32()?,
+                codec,
+            });
+        }
+        Some(blocks)
+    };
+    parse(&mut cursor).ok_or(SegmentError::Corrupt("index"))
+}
+
+/// Decodes one stored block, checking its CRC before decompressing it.
+pub(crate) fn decode_block(
+    stored: &[u8],
+    block: &BlockRef,
+) -> Result<Vec<(String, Entry)>, SegmentError> {
+    if crc32c::crc32c(stored) != block.crc {
+        return Err(SegmentError::Corrupt("block"));
+    }
+    let inflated;
+    let raw = match block.codec {
+        Compression::None => stored,
+        Compression::Gzip => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(stored)
+                .take(MAX_BLOCK)
+                .read_to_end(&mut out)
+                .map_err(|_| SegmentError::Corrupt("compressed block"))?;
+            inflated = out;
+            &inflated
+        }
+    };
+    let mut cursor = Cursor { bytes: raw };
+    let mut out = Vec::new();
+    while !cursor.bytes.is_empty() {
+        let mut parse = || -> Option<(String, Entry)> {
+            let id = cursor.string()?;
+            let lsn = cursor.u64()?;
+            let kind = cursor.take(1)?.first().copied()?;
+            let value = match kind {
+                0 => None,
+                1 => {
+                    let len = usize::try_from(cursor.u32()?).ok()?;
+                    Some(Bytes::copy_from_slice(cursor.take(len)?))
+                }
+                _ => return None,
+            };
+            Some((id, Entry { lsn, value }))
+        };
+        out.push(parse().ok_or(SegmentError::Corrupt("block"))?);
+    }
+    Ok(out)
+}
+
+/// A decoded segment: its records, footer and block index.
+pub(crate) type Decoded = (Vec<(String, Entry)>, Footer, Vec<BlockRef>);
+
+/// Decodes a whole segment file, checking every checksum.
+pub(crate) fn decode_all(bytes: &[u8]) -> Result<Decoded, SegmentError> {
+    let footer_start = bytes
+        .len()
+        .checked_sub(FOOTER_LEN)
+        .ok_or(SegmentError::Corrupt("footer"))?;
+    let footer = decode_footer(bytes.get(footer_start..).unwrap_or_default())?;
+    let index_start =
+        usize::try_from(footer.index_offset).map_err(|_| SegmentError::Corrupt("footer"))?;
+    let index_end = index_start + footer.index_len as usize;
+    let index = bytes
+        .get(index_start..index_end)
+        .filter(|_| index_end == footer_start)
+        .ok_or(SegmentError::Corrupt("footer"))?;
+    let blocks = decode_index(index, &footer)?;
+    let mut entries = Vec::with_capacity(usize::try_from(footer.records).unwrap_or(0).min(1 << 20));
+    for block in &blocks {
+        let start = usize::try_from(block.offset).map_err(|_| SegmentError::Corrupt("index"))?;
+        let data = bytes
+            .get(start..start + block.len as usize)
+            .ok_or(SegmentError::Corrupt("index"))?;
+        entries.extend(decode_block(data, block)?);
+    }
+    if entries.len() as u64 != footer.records {
+        return Err(SegmentError::Corrupt("record count"));
+    }
+    Ok((entries, footer, blocks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(n: usize) -> Vec<(String, Entry)> {
+        (0..n)
+            .map(|i| {
+                let value = (i % 5 != 0).then(|| Bytes::from(format!("value-{i}")));
+                (
+                    format!("k{i:05}"),
+                    Entry {
+                        lsn: i as u64 + 10,
+                        value,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn segments_round_trip_over_many_blocks() {
+        let entries = sample(500);
+        let (bytes, blocks) = encode(&entries, 512, 42, None, Compression::None);
+        assert!(blocks.len() > 5, "{}", blocks.len());
+        let (decoded, footer, index) = decode_all(&bytes).expect("decodes");
+        assert_eq!(decoded, entries);
+        assert_eq!(index, blocks);
+        assert_eq!(
+            (
+                footer.min_lsn,
+                footer.max_lsn,
+                footer.records,
+                footer.write_id
+            ),
+            (10, 509, 500, 42)
+        );
+    }
+
+    #[test]
+    fn any_flipped_byte_is_detected() {
+        for codec in [Compression::None, Compression::Gzip] {
+            let (bytes, _) = encode(&sample(50), 256, 7, None, codec);
+            for position in (0..bytes.len()).step_by(3) {
+                let mut damaged = bytes.clone();
+                if let Some(byte) = damaged.get_mut(position) {
+                    *byte ^= 0x40;
+                }
+                assert!(
+                    decode_all(&damaged).is_err(),
+                    "{codec:?}: flip at {position} went unnoticed"
+                );
+            }
+            assert!(decode_all(&bytes[..bytes.len() - 1]).is_err());
+        }
+    }
+
+    #[test]
+    fn gzip_blocks_round_trip_and_shrink_repetitive_values() {
+        let entries: Vec<(String, Entry)> = (0..400)
+            .map(|i| {
+                (
+                    format!("k{i:05}"),
+                    Entry {
+                        lsn: i,
+                        value: Some(Bytes::from("abc".repeat(40))),
+                    },
+                )
+            })
+            .collect();
+        let (plain, _) = encode(&entries, 1024, 1, None, Compression::None);
+        let (packed, blocks) = encode(&entries, 1024, 1, None, Compression::Gzip);
+        assert!(
+            packed.len() * 3 < plain.len(),
+            "{} vs {}",
+            packed.len(),
+            plain.len()
+        );
+        assert!(blocks.iter().all(|b| b.codec == Compression::Gzip));
+        let (decoded, _, _) = decode_all(&packed).expect("decodes");
+        assert_eq!(decoded, entries);
+    }
+
+    #[test]
+    fn an_empty_segment_is_valid() {
+        let (bytes, blocks) = encode(&[], 512, 1, Some((3, 9)), Compression::Gzip);
+        assert!(blocks.is_empty());
+        let (entries, footer, _) = decode_all(&bytes).expect("decodes");
+        assert!(entries.is_empty());
+        assert_eq!((footer.records, footer.min_lsn, footer.max_lsn), (0, 3, 9));
+    }
+}

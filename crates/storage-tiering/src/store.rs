@@ -1,0 +1,1780 @@
+//! The store: opening and recovery, collections, the write path, reads and listings.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mainstay_dlq::{Dlq, DlqConfig, DlqMetrics, QueueConfig};
+use mainstay_resilience::{
+    CircuitBreaker, ResilienceMetrics, RetryBudget, SharedClock, TokioClock,
+};
+use object_store::ObjectStore;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::cache::BlockCache;
+use crate::collection::{
+    Collection, Data, Durability, Frozen, Residency, Segment, SegmentState, lookup_memory,
+    lookup_resident,
+};
+use crate::config::{Policy, StoreConfig};
+use crate::error::{
+    CollectionError, Fenced, MaintenanceError, OpenError, ReadError, SegmentError, WriteError,
+};
+use crate::metrics::{Instruments, StorageMetrics};
+use crate::names::{decode_cursor, encode_cursor, valid_collection_name, valid_record_id};
+use crate::remote::{self, Manifest, ManifestCollection, Remote};
+use crate::segment::{self, Entry, FOOTER_LEN, SegmentMeta};
+use crate::upload::{self, UploadQueue};
+use crate::wal::{self, Wal, WalRecovery};
+
+/// The DLQ queue that holds segments whose upload failed for good.
+pub const DLQ_QUEUE: &str = "storage-segments";
+
+/// A record returned by a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The record id.
+    pub id: String,
+    /// The value.
+    pub value: Bytes,
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only ids starting with this.
+    pub prefix: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size; `limits.default_page_size` when unset.
+    pub limit: Option<usize>,
+}
+
+/// One page of a listing, in id order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The records.
+    pub records: Vec<Record>,
+    /// Pass this to get the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+    /// Some sources could not be read: the page holds what memory and the cache had.
+    pub degraded: bool,
+    /// The sources that could not be read (`object_store`).
+    pub unavailable_sources: Vec<String>,
+}
+
+impl Page {
+    /// Whether results may be missing (same as `degraded`).
+    #[must_use]
+    pub fn partial_results(&self) -> bool {
+        self.degraded
+    }
+}
+
+/// A collection as listed by [`Store::collections`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionInfo {
+    /// The name.
+    pub name: String,
+    /// Its tiering policy.
+    pub policy: Policy,
+    /// Segments it has now.
+    pub segments: usize,
+}
+
+/// What [`Store::open`] recovered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The WAL's recovery.
+    pub wal: WalRecovery,
+    /// WAL records applied to memtables (the others were already in segments).
+    pub replayed_records: u64,
+    /// The manifest version read, if any.
+    pub manifest_version: Option<u64>,
+    /// Local segments not committed to the manifest, queued for upload again.
+    pub requeued_segments: usize,
+    /// Local segments pinned by a DLQ entry.
+    pub pinned_segments: usize,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct CatalogFile {
+    next_incarnation: u64,
+    /// The last LSN handed out when the catalog was written: a floor for new LSNs even when the
+    /// segments that held higher ones were dropped with their collection.
+    #[serde(default)]
+    lsn_floor: u64,
+    collections: Vec<CatalogEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CatalogEntry {
+    name: String,
+    policy: Policy,
+    incarnation: u64,
+}
+
+/// The state every handle and task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: StoreConfig,
+    pub(crate) wal: Wal,
+    pub(crate) remote: Option<Arc<Remote>>,
+    pub(crate) dlq: Dlq,
+    pub(crate) breaker: CircuitBreaker,
+    pub(crate) budget: RetryBudget,
+    pub(crate) instruments: Instruments,
+    pub(crate) collections: RwLock<BTreeMap<String, Arc<Collection>>>,
+    next_incarnation: Mutex<u64>,
+    pub(crate) queue: Mutex<UploadQueue>,
+    pub(crate) upload_notify: Arc<Notify>,
+    pub(crate) progress: Notify,
+    pub(crate) manifest: tokio::sync::Mutex<Manifest>,
+    pub(crate) cache: Mutex<BlockCache>,
+    pub(crate) fenced: Mutex<Option<Fenced>>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) segments_dir: PathBuf,
+    catalog_path: PathBuf,
+    catalog_write: tokio::sync::Mutex<()>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The data directory's advisory lock; released by `close` (or with the process).
+    lock: Mutex<Option<File>>,
+}
+
+/// A durable record store with a WAL, a memory tier and an object-storage tier. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+/// Builds a [`Store`] with an object store, clock or metrics of the caller's choosing.
+#[derive(Debug)]
+#[must_use]
+pub struct StoreBuilder {
+    config: StoreConfig,
+    name: String,
+    object_store: Option<(Arc<dyn ObjectStore>, String)>,
+    clock: Option<SharedClock>,
+    metrics: Option<StorageMetrics>,
+    resilience_metrics: Option<ResilienceMetrics>,
+    dlq_metrics: Option<DlqMetrics>,
+}
+
+impl StoreBuilder {
+    /// The name that labels this store's metrics and its breaker. Default `storage`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Uses this object store under `prefix` instead of `object_store_url` (for a store the caller
+    /// builds, such as a fault-injecting wrapper in tests).
+    pub fn object_store(mut self, store: Arc<dyn ObjectStore>, prefix: impl Into<String>) -> Self {
+        self.object_store = Some((store, prefix.into()));
+        self
+    }
+
+    /// The clock of the upload breaker and retry budget. Default: a [`TokioClock`], which follows
+    /// paused tokio time in tests.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The store's metric families.
+    pub fn metrics(mut self, metrics: StorageMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The families the upload breaker reports into.
+    pub fn resilience_metrics(mut self, metrics: ResilienceMetrics) -> Self {
+        self.resilience_metrics = Some(metrics);
+        self
+    }
+
+    /// The families the upload DLQ reports into.
+    pub fn dlq_metrics(mut self, metrics: DlqMetrics) -> Self {
+        self.dlq_metrics = Some(metrics);
+        self
+    }
+
+    /// Opens the store: locks the data directory, reads the newest manifest (and claims the prefix
+    /// by committing the next version), recovers local segments and replays the WAL beyond them,
+    /// re-queues segments written but not committed, and starts the upload and compaction tasks.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`] when the configuration is invalid, the directory is locked, local data is
+    /// corrupt beyond a torn WAL tail, or the object store cannot be read.
+    pub async fn open(self) -> Result<(Store, RecoveryReport), OpenError> {
+        Store::open_with(self).await
+    }
+}
+
+fn io_open(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` by temp file + fsync + rename + fsync(dir) (blocking).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    wal::sync_dir(dir)
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+impl Store {
+    /// A builder for a store with this configuration.
+    pub fn builder(config: StoreConfig) -> StoreBuilder {
+        StoreBuilder {
+            config,
+            name: "storage".to_owned(),
+            object_store: None,
+            clock: None,
+            metrics: None,
+            resilience_metrics: None,
+            dlq_metrics: None,
+        }
+    }
+
+    /// Opens a store with default metrics and clock; see [`StoreBuilder::open`].
+    ///
+    /// # Errors
+    ///
+    /// See [`StoreBuilder::open`].
+    pub async fn open(config: StoreConfig) -> Result<(Store, RecoveryReport), OpenError> {
+        Self::builder(config).open().await
+    }
+
+    #[allow(clippy::too_many_lines)] // Recovery is one sequence of steps; splitting it hides the order.
+    async fn open_with(builder: StoreBuilder) -> Result<(Store, RecoveryReport), OpenError> {
+        let config = builder.config;
+        config.validate()?;
+        let data_dir = config.data_dir.clone();
+        fs::create_dir_all(&data_dir).map_err(io_open(&data_dir))?;
+        let lock_path = data_dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_open(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(OpenError::Locked { path: lock_path });
+        }
+        let instruments = builder
+            .metrics
+            .unwrap_or_else(StorageMetrics::unregistered)
+            .instruments(&builder.name);
+        let clock = builder.clock.unwrap_or_else(|| TokioClock::new().shared());
+        let mut report = RecoveryReport::default();
+
+        // The object store and its newest manifest; committing the next version claims the prefix
+        // and fences any older writer.
+        let object_store = match builder.object_store {
+            Some(given) => Some(given),
+            None => config
+                .object_store_url
+                .as_deref()
+                .map(remote::open_url)
+                .transpose()?,
+        };
+        let remote = object_store.map(|(store, prefix): (Arc<dyn ObjectStore>, String)| {
+            Arc::new(Remote::new(store, &prefix, instruments.clone()))
+        });
+        let mut manifest = Manifest::default();
+        if let Some(remote) = &remote {
+            if let Some(found) = remote
+                .latest_manifest()
+                .await
+                .map_err(|e| OpenError::Manifest(e.to_string()))?
+            {
+                report.manifest_version = Some(found.version);
+                manifest = found;
+            }
+            manifest.version += 1;
+            manifest.writer.clone_from(&remote.writer);
+            remote
+                .commit(&manifest)
+                .await
+                .map_err(|error| match error {
+                    remote::CommitError::Fenced(fenced) => OpenError::Fenced(fenced),
+                    remote::CommitError::Remote(error) => OpenError::Manifest(error.to_string()),
+                })?;
+        }
+
+        // The catalog: local collections, plus object-store collections from the manifest.
+        let catalog_path = data_dir.join("catalog.json");
+        let mut catalog: CatalogFile = match fs::read(&catalog_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| OpenError::Io {
+                path: catalog_path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
+            Err(error) => return Err(io_open(&catalog_path)(error)),
+        };
+        for (name, entry) in &manifest.collections {
+            if !catalog.collections.iter().any(|c| c.name == *name) && valid_collection_name(name) {
+                catalog.collections.push(CatalogEntry {
+                    name: name.clone(),
+                    policy: entry.policy,
+                    incarnation: entry.incarnation,
+                });
+                catalog.next_incarnation = catalog.next_incarnation.max(entry.incarnation + 1);
+            }
+        }
+
+        let dlq_dir = data_dir.join("dlq");
+        let mut dlq_config = DlqConfig::default();
+        dlq_config.queues.insert(
+            DLQ_QUEUE.to_owned(),
+            QueueConfig::retain_all(config.upload.dlq_capacity),
+        );
+        dlq_config.total_capacity = dlq_config.total_capacity.max(config.upload.dlq_capacity);
+        let mut dlq_builder = Dlq::builder(dlq_dir).config(dlq_config);
+        if let Some(metrics) = builder.dlq_metrics {
+            dlq_builder = dlq_builder.metrics(metrics);
+        }
+        let dlq = dlq_builder.open().await?;
+        let pinned_keys: HashSet<String> =
+            dlq_entries(&dlq).into_iter().map(|(_, key)| key).collect();
+
+        // Local segments, verified; the manifest's segments; then the WAL beyond them.
+        let segments_dir = data_dir.join("segments");
+        fs::create_dir_all(&segments_dir).map_err(io_open(&segments_dir))?;
+        let mut collections = BTreeMap::new();
+        let mut pending = Vec::new();
+        for entry in &catalog.collections {
+            let committed: BTreeMap<String, SegmentMeta> = manifest
+                .collections
+                .get(&entry.name)
+                .filter(|m| m.incarnation == entry.incarnation)
+                .map(|m| {
+                    m.segments
+                        .iter()
+                        .map(|s| (s.id.clone(), s.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let dir = segments_dir.join(&entry.name);
+            let scanned = {
+                let dir = dir.clone();
+                let incarnation = entry.incarnation;
+                blocking(move || scan_segments(&dir, incarnation)).await?
+            };
+            let mut data = Data::default();
+            let mut seen = HashSet::new();
+            for (path, meta, entries) in scanned {
+                seen.insert(meta.id.clone());
+                let key = format!("{}/{}", entry.name, meta.id);
+                let durability = if !entry.policy.uses_object_store() {
+                    Durability::Local
+                } else if committed.contains_key(&meta.id) {
+                    Durability::Committed
+                } else if pinned_keys.contains(&key) {
+                    report.pinned_segments += 1;
+                    Durability::Pinned
+                } else {
+                    Durability::Pending
+                };
+                let keep_file = durability != Durability::Committed;
+                if !keep_file {
+                    // Uploaded and committed before the crash; the local copy is no longer needed.
+                    let doomed = path.clone();
+                    blocking(move || fs::remove_file(doomed)).await.ok();
+                }
+                let residency =
+                    if durability == Durability::Committed && entry.policy == Policy::S3Only {
+                        Residency::Remote(None)
+                    } else {
+                        Residency::Resident(Arc::new(entries))
+                    };
+                let segment = Arc::new(Segment {
+                    meta,
+                    local_path: path,
+                    state: Mutex::new(SegmentState {
+                        residency,
+                        durability,
+                        has_local_file: keep_file,
+                    }),
+                });
+                if durability == Durability::Pending {
+                    pending.push((entry.name.clone(), Arc::clone(&segment)));
+                }
+                data.insert_segment(segment);
+            }
+            for meta in committed.values().filter(|m| !seen.contains(&m.id)) {
+                let path = dir.join(format!("{}-{}.seg", entry.incarnation, meta.id));
+                data.insert_segment(Arc::new(Segment {
+                    meta: meta.clone(),
+                    local_path: path,
+                    state: Mutex::new(SegmentState {
+                        residency: Residency::Remote(None),
+                        durability: Durability::Committed,
+                        has_local_file: false,
+                    }),
+                }));
+            }
+            collections.insert(
+                entry.name.clone(),
+                Arc::new(Collection {
+                    name: entry.name.clone(),
+                    policy: entry.policy,
+                    incarnation: entry.incarnation,
+                    data: RwLock::new(data),
+                    flush_lock: tokio::sync::Mutex::new(()),
+                    compact_lock: tokio::sync::Mutex::new(()),
+                    flush_scheduled: AtomicBool::new(false),
+                    dropped: AtomicBool::new(false),
+                }),
+            );
+        }
+        report.requeued_segments = pending.len();
+
+        // LSNs must keep growing across restarts even when every WAL file was trimmed: start
+        // above every LSN a segment holds (local or in the manifest, any incarnation).
+        let lsn_floor = collections
+            .values()
+            .map(|c| c.data.read().segment_max_lsn())
+            .chain(
+                manifest
+                    .collections
+                    .values()
+                    .flat_map(|c| c.segments.iter().map(|s| s.max_lsn)),
+            )
+            .max()
+            .unwrap_or(0)
+            .max(catalog.lsn_floor);
+        let wal_dir = data_dir.join("wal");
+        let (wal, records, wal_report) = {
+            let instruments = instruments.clone();
+            let segment_bytes = config.wal_segment_bytes;
+            blocking(move || Wal::open(&wal_dir, segment_bytes, lsn_floor, instruments)).await?
+        };
+        report.wal = wal_report;
+        for record in records {
+            let Some(collection) = collections.get(&record.collection) else {
+                continue;
+            };
+            if collection.incarnation != record.incarnation {
+                continue;
+            }
+            let mut data = collection.data.write();
+            if record.lsn <= data.segment_max_lsn() {
+                continue;
+            }
+            report.replayed_records += 1;
+            apply(&mut data, record.lsn, record.entries);
+        }
+
+        let breaker = {
+            let mut breaker = CircuitBreaker::builder(
+                &format!("{}-uploads", builder.name),
+                config.upload.breaker.clone(),
+            )
+            .clock(clock.clone());
+            if let Some(metrics) = &builder.resilience_metrics {
+                breaker = breaker.metrics(metrics);
+            }
+            breaker.build().map_err(|e| {
+                OpenError::Config(crate::config::ConfigError {
+                    key: format!("upload.breaker.{}", e.key),
+                    value: e.value,
+                    allowed: e.allowed.to_owned(),
+                })
+            })?
+        };
+        let budget =
+            RetryBudget::with_clock(config.upload.retry_budget.clone(), clock).map_err(|e| {
+                OpenError::Config(crate::config::ConfigError {
+                    key: format!("upload.retry_budget.{}", e.key),
+                    value: e.value,
+                    allowed: e.allowed.to_owned(),
+                })
+            })?;
+
+        let cache_bytes = config.cache_bytes;
+        let shared = Arc::new(Shared {
+            wal,
+            remote,
+            dlq,
+            breaker,
+            budget,
+            instruments,
+            collections: RwLock::new(collections),
+            next_incarnation: Mutex::new(catalog.next_incarnation.max(1)),
+            queue: Mutex::new(UploadQueue::default()),
+            upload_notify: Arc::new(Notify::new()),
+            progress: Notify::new(),
+            manifest: tokio::sync::Mutex::new(manifest),
+            cache: Mutex::new(BlockCache::new(cache_bytes)),
+            fenced: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            segments_dir,
+            catalog_path,
+            catalog_write: tokio::sync::Mutex::new(()),
+            tasks: Mutex::new(Vec::new()),
+            config,
+            lock: Mutex::new(Some(lock)),
+        });
+        shared.persist_catalog().await.map_err(|e| match e {
+            CollectionError::Io { path, source } => OpenError::Io { path, source },
+            other => OpenError::Manifest(other.to_string()),
+        })?;
+        {
+            let mut queue = shared.queue.lock();
+            for (collection, segment) in pending {
+                queue.push(collection, segment);
+            }
+        }
+        shared.update_gauges();
+        shared.dlq.register_handler(
+            DLQ_QUEUE,
+            Arc::new(upload::Redrive {
+                shared: Arc::downgrade(&shared),
+            }),
+        );
+        let mut tasks = Vec::new();
+        if shared.remote.is_some() {
+            tasks.push(tokio::spawn(upload::run_worker(Arc::downgrade(&shared))));
+        }
+        if shared.config.compaction.enabled {
+            tasks.push(tokio::spawn(compaction_task(Arc::downgrade(&shared))));
+        }
+        *shared.tasks.lock() = tasks;
+        // Replayed records may already be coverable (nothing to keep); trim what we can.
+        shared.trim_wal().await;
+        let store = Store { shared };
+        // Memtables replayed past the bound are frozen now rather than at the next write.
+        for collection in store.shared.collections.read().values() {
+            store.shared.maybe_schedule_flush(collection);
+        }
+        Ok((store, report))
+    }
+
+    /// Creates a collection with a tiering policy.
+    ///
+    /// # Errors
+    ///
+    /// [`CollectionError`] for an invalid or taken name, or an object-store policy without a store.
+    pub async fn create_collection(
+        &self,
+        name: &str,
+        policy: Policy,
+    ) -> Result<(), CollectionError> {
+        if !valid_collection_name(name) {
+            return Err(CollectionError::InvalidName(name.to_owned()));
+        }
+        if policy.uses_object_store() && self.shared.remote.is_none() {
+            return Err(CollectionError::NoObjectStore(policy.as_str()));
+        }
+        {
+            let mut collections = self.shared.collections.write();
+            if collections.contains_key(name) {
+                return Err(CollectionError::AlreadyExists(name.to_owned()));
+            }
+            let incarnation = {
+                let mut next = self.shared.next_incarnation.lock();
+                let value = *next;
+                *next += 1;
+                value
+            };
+            collections.insert(
+                name.to_owned(),
+                Arc::new(Collection {
+                    name: name.to_owned(),
+                    policy,
+                    incarnation,
+                    data: RwLock::new(Data::default()),
+                    flush_lock: tokio::sync::Mutex::new(()),
+                    compact_lock: tokio::sync::Mutex::new(()),
+                    flush_scheduled: AtomicBool::new(false),
+                    dropped: AtomicBool::new(false),
+                }),
+            );
+        }
+        self.shared.persist_catalog().await
+    }
+
+    /// Drops a collection: its records, local files, objects and DLQ entries. Returns whether it
+    /// existed.
+    ///
+    /// # Errors
+    ///
+    /// [`CollectionError`] for an invalid name or a failed catalog write.
+    pub async fn drop_collection(&self, name: &str) -> Result<bool, CollectionError> {
+        if !valid_collection_name(name) {
+            return Err(CollectionError::InvalidName(name.to_owned()));
+        }
+        let Some(collection) = self.shared.collection(name) else {
+            return Ok(false);
+        };
+        // The manifest goes first: a crash after this point cannot bring the collection back
+        // from the object store (the catalog write below finishes the drop).
+        if self.shared.remote.is_some() {
+            let listed = self
+                .shared
+                .manifest
+                .lock()
+                .await
+                .collections
+                .contains_key(name);
+            if listed {
+                self.shared
+                    .commit_manifest(|manifest| {
+                        manifest.collections.remove(name);
+                    })
+                    .await
+                    .map_err(|error| CollectionError::ObjectStore(error.to_string()))?;
+            }
+        }
+        if self.shared.collections.write().remove(name).is_none() {
+            return Ok(false);
+        }
+        collection.dropped.store(true, Ordering::SeqCst);
+        self.shared.persist_catalog().await?;
+        let _flush = collection.flush_lock.lock().await;
+        let _compact = collection.compact_lock.lock().await;
+        self.shared.queue.lock().remove_collection(name);
+        let segments = std::mem::take(&mut collection.data.write().segments);
+        let dir = self.shared.segments_dir.join(name);
+        let _ = blocking(move || fs::remove_dir_all(&dir)).await;
+        if let Some(remote) = &self.shared.remote {
+            for segment in &segments {
+                let _ = remote
+                    .delete(&remote.segment_path(name, &segment.meta.id))
+                    .await;
+                self.shared.cache.lock().forget(&segment.meta.id);
+            }
+        }
+        let prefix = format!("{name}/");
+        for (id, _) in dlq_entries(&self.shared.dlq)
+            .into_iter()
+            .filter(|(_, key)| key.starts_with(&prefix))
+        {
+            let _ = self.shared.dlq.delete(id).await;
+        }
+        self.shared.update_gauges();
+        self.shared.trim_wal().await;
+        Ok(true)
+    }
+
+    /// The collections, by name.
+    #[must_use]
+    pub fn collections(&self) -> Vec<CollectionInfo> {
+        self.shared
+            .collections
+            .read()
+            .values()
+            .map(|c| CollectionInfo {
+                name: c.name.clone(),
+                policy: c.policy,
+                segments: c.data.read().segments.len(),
+            })
+            .collect()
+    }
+
+    /// Stores `value` under `id`; returns once it is fsync'd to the WAL.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`] for invalid input, backpressure or a WAL failure; nothing was acknowledged.
+    pub async fn put(&self, collection: &str, id: &str, value: Bytes) -> Result<(), WriteError> {
+        self.write(collection, vec![(id.to_owned(), Some(value))])
+            .await
+    }
+
+    /// Stores every record of `records` atomically (all or none after a crash); returns once the
+    /// batch is fsync'd. A later id in the batch wins over an earlier equal one.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`] for invalid input, backpressure or a WAL failure; nothing was acknowledged.
+    pub async fn put_batch(
+        &self,
+        collection: &str,
+        records: Vec<(String, Bytes)>,
+    ) -> Result<(), WriteError> {
+        if records.is_empty() {
+            return Err(WriteError::EmptyBatch);
+        }
+        let limits = &self.shared.config.limits;
+        if records.len() > limits.max_batch_records {
+            return Err(WriteError::TooManyRecords {
+                records: records.len(),
+                limit: limits.max_batch_records,
+            });
+        }
+        let bytes: usize = records.iter().map(|(_, v)| v.len()).sum();
+        if bytes > limits.max_batch_bytes {
+            return Err(WriteError::BatchTooLarge {
+                bytes,
+                limit: limits.max_batch_bytes,
+            });
+        }
+        self.write(
+            collection,
+            records
+                .into_iter()
+                .map(|(id, value)| (id, Some(value)))
+                .collect(),
+        )
+        .await
+    }
+
+    /// Deletes `id` (a tombstone until compaction); returns once it is fsync'd.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`] for invalid input, backpressure or a WAL failure.
+    pub async fn delete(&self, collection: &str, id: &str) -> Result<(), WriteError> {
+        self.write(collection, vec![(id.to_owned(), None)]).await
+    }
+
+    async fn write(
+        &self,
+        name: &str,
+        entries: Vec<(String, Option<Bytes>)>,
+    ) -> Result<(), WriteError> {
+        let started = std::time::Instant::now();
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(WriteError::Closed);
+        }
+        if !valid_collection_name(name) {
+            return Err(WriteError::InvalidCollection(name.to_owned()));
+        }
+        let limit = shared.config.limits.max_value_bytes;
+        for (id, value) in &entries {
+            if !valid_record_id(id) {
+                return Err(WriteError::InvalidId);
+            }
+            if let Some(value) = value
+                && value.len() > limit
+            {
+                return Err(WriteError::ValueTooLarge {
+                    size: value.len(),
+                    limit,
+                });
+            }
+        }
+        let collection = shared
+            .collection(name)
+            .ok_or_else(|| WriteError::UnknownCollection(name.to_owned()))?;
+        if collection.policy.uses_object_store() {
+            let backlog = u64::try_from(shared.instruments.backlog_bytes.get()).unwrap_or(0);
+            let limit = shared.config.upload.max_backlog_bytes;
+            if backlog > limit {
+                return Err(WriteError::Backpressure {
+                    backlog_bytes: backlog,
+                    limit,
+                    retry_after: shared.config.upload.backpressure_retry_after,
+                });
+            }
+        }
+        let count = entries.len() as u64;
+        let body = wal::encode_body(name, collection.incarnation, &entries);
+        let memtable_bound = shared.config.memtable_bytes;
+        let (lsn, (over_bound, added)) = shared.wal.append(&body, |lsn| {
+            let mut data = collection.data.write();
+            let before = data.memtable_bytes;
+            apply(&mut data, lsn, entries);
+            (
+                data.memtable_bytes >= memtable_bound,
+                data.memtable_bytes.saturating_sub(before),
+            )
+        })?;
+        shared
+            .instruments
+            .memtable_bytes
+            .inc_by(i64::try_from(added).unwrap_or(i64::MAX));
+        if collection.policy.uses_object_store() {
+            shared
+                .instruments
+                .backlog_bytes
+                .inc_by(i64::try_from(added).unwrap_or(i64::MAX));
+        }
+        shared.wal.commit(lsn).await?;
+        shared.instruments.inserts.inc_by(count);
+        shared
+            .instruments
+            .insert_duration
+            .observe(started.elapsed().as_secs_f64());
+        if over_bound {
+            shared.maybe_schedule_flush(&collection);
+        }
+        Ok(())
+    }
+
+    /// The value of `id`, `None` when it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Unavailable`] when only the object store has the answer and it failed;
+    /// [`ReadError::Corrupt`] when stored bytes fail their checksum.
+    pub async fn get(&self, collection: &str, id: &str) -> Result<Option<Bytes>, ReadError> {
+        if !valid_collection_name(collection) {
+            return Err(ReadError::InvalidCollection(collection.to_owned()));
+        }
+        if !valid_record_id(id) {
+            return Err(ReadError::InvalidId);
+        }
+        let coll = self
+            .shared
+            .collection(collection)
+            .ok_or_else(|| ReadError::UnknownCollection(collection.to_owned()))?;
+        let segments = {
+            let data = coll.data.read();
+            if let Some(entry) = lookup_memory(&data, id) {
+                return Ok(entry.value);
+            }
+            data.segments.clone()
+        };
+        for segment in segments.iter().rev() {
+            if let Some(entry) = self.shared.segment_lookup(&coll, segment, id).await? {
+                return Ok(entry.value);
+            }
+        }
+        Ok(None)
+    }
+
+    /// One page of records in id order, optionally under a prefix. When the object store fails,
+    /// the page holds what memory and the cache have, with `degraded` set.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError`] for invalid input or corrupt data.
+    pub async fn list(&self, collection: &str, query: &ListQuery) -> Result<Page, ReadError> {
+        if !valid_collection_name(collection) {
+            return Err(ReadError::InvalidCollection(collection.to_owned()));
+        }
+        let limits = &self.shared.config.limits;
+        let limit = query.limit.unwrap_or(limits.default_page_size);
+        if limit == 0 || limit > limits.max_page_size {
+            return Err(ReadError::PageTooLarge {
+                asked: limit,
+                limit: limits.max_page_size,
+            });
+        }
+        let prefix = query.prefix.clone().unwrap_or_default();
+        if prefix.len() > crate::names::MAX_ID_BYTES
+            || !(prefix.is_empty()
+                || prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')))
+        {
+            return Err(ReadError::InvalidPrefix);
+        }
+        let after = match &query.cursor {
+            Some(cursor) => Some(decode_cursor(cursor).ok_or(ReadError::InvalidCursor)?),
+            None => None,
+        };
+        let coll = self
+            .shared
+            .collection(collection)
+            .ok_or_else(|| ReadError::UnknownCollection(collection.to_owned()))?;
+        let take = limit + 1;
+        let in_range =
+            |id: &str| id.starts_with(prefix.as_str()) && after.as_deref().is_none_or(|a| id > a);
+        let start = match &after {
+            Some(a) if a.as_str() >= prefix.as_str() => a.clone(),
+            _ => prefix.clone(),
+        };
+        // Each source gives up to `take` entries in range, and whether it had more.
+        let mut sources: Vec<(Vec<(String, Entry)>, bool)> = Vec::new();
+        let segments = {
+            let data = coll.data.read();
+            let mut maps: Vec<&BTreeMap<String, Entry>> = vec![&data.memtable];
+            maps.extend(data.frozen.iter().map(|f| &f.entries));
+            for map in maps {
+                let mut out = Vec::new();
+                let mut more = false;
+                for (id, entry) in map.range(start.clone()..) {
+                    if !id.starts_with(prefix.as_str()) {
+                        break;
+                    }
+                    if !in_range(id) {
+                        continue;
+                    }
+                    if out.len() == take {
+                        more = true;
+                        break;
+                    }
+                    out.push((id.clone(), entry.clone()));
+                }
+                sources.push((out, more));
+            }
+            data.segments.clone()
+        };
+        let mut degraded = false;
+        let range = ListRange {
+            start: &start,
+            prefix: &prefix,
+            after: after.as_deref(),
+            take,
+        };
+        for segment in &segments {
+            match self
+                .shared
+                .segment_range(&coll, segment, &range, &mut degraded)
+                .await
+            {
+                Ok(source) => sources.push(source),
+                Err(ReadError::Unavailable(reason)) => {
+                    tracing::debug!(%reason, "listing without an object-store segment");
+                    degraded = true;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        // Keys up to the smallest last key of a truncated source are complete in every source.
+        let boundary: Option<String> = sources
+            .iter()
+            .filter(|(_, more)| *more)
+            .filter_map(|(entries, _)| entries.last().map(|(id, _)| id.clone()))
+            .min();
+        let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
+        for (entries, _) in sources {
+            for (id, entry) in entries {
+                if boundary.as_ref().is_some_and(|b| id > *b) {
+                    continue;
+                }
+                match merged.get(&id) {
+                    Some(existing) if existing.lsn >= entry.lsn => {}
+                    _ => {
+                        merged.insert(id, entry);
+                    }
+                }
+            }
+        }
+        let mut records = Vec::new();
+        let mut next_cursor = None;
+        for (id, entry) in merged {
+            let Some(value) = entry.value else { continue };
+            if records.len() == limit {
+                next_cursor = records.last().map(|r: &Record| encode_cursor(&r.id));
+                break;
+            }
+            records.push(Record { id, value });
+        }
+        if next_cursor.is_none()
+            && let Some(boundary) = boundary
+        {
+            next_cursor = Some(encode_cursor(
+                records
+                    .last()
+                    .map_or(boundary.as_str(), |r| r.id.as_str())
+                    .max(boundary.as_str()),
+            ));
+        }
+        Ok(Page {
+            records,
+            next_cursor,
+            degraded,
+            unavailable_sources: if degraded {
+                vec!["object_store".to_owned()]
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// Freezes every memtable into a segment now (segments of object-store collections are then
+    /// queued for upload).
+    ///
+    /// # Errors
+    ///
+    /// [`MaintenanceError`] when a segment file cannot be written.
+    pub async fn flush(&self) -> Result<(), MaintenanceError> {
+        let collections: Vec<_> = self.shared.collections.read().values().cloned().collect();
+        for collection in collections {
+            self.shared.flush_collection(&collection).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until nothing waits for upload, or `timeout` passes. Memtables count as waiting:
+    /// call [`Store::flush`] first to queue them.
+    ///
+    /// # Errors
+    ///
+    /// [`MaintenanceError::Deadline`] with the bytes still waiting (safe in the WAL), or
+    /// [`MaintenanceError::Fenced`].
+    pub async fn wait_uploaded(&self, timeout: Duration) -> Result<(), MaintenanceError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let progress = self.shared.progress.notified();
+            if let Some(fenced) = self.shared.fenced.lock().clone() {
+                return Err(fenced.into());
+            }
+            let backlog = self.backlog_bytes();
+            if backlog == 0 {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                return Err(MaintenanceError::Deadline(self.backlog_bytes()));
+            }
+        }
+    }
+
+    /// Bytes not yet uploaded (memtables, frozen memtables and pending segments of object-store
+    /// collections).
+    #[must_use]
+    pub fn backlog_bytes(&self) -> u64 {
+        u64::try_from(self.shared.instruments.backlog_bytes.get()).unwrap_or(0)
+    }
+
+    /// Segments waiting for upload.
+    #[must_use]
+    pub fn upload_queue_depth(&self) -> usize {
+        self.shared.queue.lock().len()
+    }
+
+    /// The upload circuit breaker (for admin endpoints and registries).
+    #[must_use]
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.shared.breaker
+    }
+
+    /// The store's DLQ; queue [`DLQ_QUEUE`] holds segments whose upload failed for good, and its
+    /// registered redrive handler uploads them.
+    #[must_use]
+    pub fn dlq(&self) -> &Dlq {
+        &self.shared.dlq
+    }
+
+    /// The error that fenced this store, if another writer claimed the prefix.
+    #[must_use]
+    pub fn fenced(&self) -> Option<Fenced> {
+        self.shared.fenced.lock().clone()
+    }
+
+    /// WAL files on disk (a closed file is deleted once every record in it is covered).
+    #[must_use]
+    pub fn wal_files(&self) -> usize {
+        self.shared.wal.file_count()
+    }
+
+    /// Merges the collection's segments now; returns how many segments were merged (0 when there
+    /// was nothing to merge).
+    ///
+    /// # Errors
+    ///
+    /// [`MaintenanceError`] when the merge, upload or manifest commit fails.
+    pub async fn compact(&self, collection: &str) -> Result<usize, MaintenanceError> {
+        let coll = self
+            .shared
+            .collection(collection)
+            .ok_or_else(|| MaintenanceError::UnknownCollection(collection.to_owned()))?;
+        self.shared.compact(&coll, true).await
+    }
+
+    /// Shuts down in design order: freezes memtables, waits for uploads up to `timeout`, stops the
+    /// background tasks and closes the DLQ. What is not uploaded stays safe in the WAL and local
+    /// segments and is uploaded after the next open.
+    ///
+    /// # Errors
+    ///
+    /// [`MaintenanceError`] when flushing fails or the deadline passed with data waiting.
+    pub async fn close(&self, timeout: Duration) -> Result<(), MaintenanceError> {
+        let flushed = self.flush().await;
+        let uploaded = if self.shared.remote.is_some() {
+            self.wait_uploaded(timeout).await
+        } else {
+            Ok(())
+        };
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.upload_notify.notify_waiters();
+        for task in self.shared.tasks.lock().drain(..) {
+            task.abort();
+        }
+        if let Err(error) = self.shared.dlq.close().await {
+            tracing::warn!(%error, "could not close the upload dlq");
+        }
+        // Releases the directory: another store may open it now; this one refuses writes.
+        self.shared.lock.lock().take();
+        flushed.and(uploaded)
+    }
+
+    #[cfg(feature = "health")]
+    pub(crate) fn downgrade(&self) -> Weak<Shared> {
+        Arc::downgrade(&self.shared)
+    }
+}
+
+/// Every entry of the segment queue of the DLQ: id and key (`collection/segment`).
+fn dlq_entries(dlq: &Dlq) -> Vec<(mainstay_dlq::EntryId, String)> {
+    let filter = mainstay_dlq::Filter::queue(DLQ_QUEUE);
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    while let Ok(page) = dlq.list(&filter, cursor.as_deref(), mainstay_dlq::MAX_PAGE_SIZE) {
+        out.extend(page.entries.iter().map(|e| (e.id(), e.key().to_owned())));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    out
+}
+
+/// The part of a collection a listing page reads.
+#[derive(Clone, Copy)]
+struct ListRange<'a> {
+    /// Where to seek to (the cursor, or the prefix).
+    start: &'a str,
+    prefix: &'a str,
+    /// Only ids after this one.
+    after: Option<&'a str>,
+    /// Most entries to take from one source.
+    take: usize,
+}
+
+/// Applies a logged operation to a memtable.
+fn apply(data: &mut Data, lsn: u64, entries: Vec<(String, Option<Bytes>)>) {
+    if data.memtable_min_lsn.is_none() {
+        data.memtable_min_lsn = Some(lsn);
+    }
+    for (id, value) in entries {
+        let entry = Entry { lsn, value };
+        let size = entry.size(&id);
+        if let Some(old) = data.memtable.insert(id.clone(), entry) {
+            data.memtable_bytes = data.memtable_bytes.saturating_sub(old.size(&id));
+        }
+        data.memtable_bytes += size;
+    }
+}
+
+type Scanned = Vec<(PathBuf, SegmentMeta, Vec<(String, Entry)>)>;
+
+/// Reads and verifies the collection's local segment files (blocking); deletes temp files and
+/// files of an older incarnation.
+fn scan_segments(dir: &Path, incarnation: u64) -> Result<Scanned, OpenError> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(error) => return Err(io_open(dir)(error)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_open(dir))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((file_incarnation, id)) =
+            name.strip_suffix(".seg").and_then(|n| n.split_once('-'))
+        else {
+            let _ = fs::remove_file(&path);
+            continue;
+        };
+        if file_incarnation.parse::<u64>().ok() != Some(incarnation) {
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        let bytes = fs::read(&path).map_err(io_open(&path))?;
+        let (records, footer, _) =
+            segment::decode_all(&bytes).map_err(|source| OpenError::CorruptSegment {
+                path: path.clone(),
+                source,
+            })?;
+        let meta = SegmentMeta {
+            id: id.to_owned(),
+            size: bytes.len() as u64,
+            crc32c: crc32c::crc32c(&bytes),
+            min_lsn: footer.min_lsn,
+            max_lsn: footer.max_lsn,
+            records: footer.records,
+            write_id: ulid::Ulid::from(footer.write_id).to_string(),
+        };
+        out.push((path, meta, records));
+    }
+    Ok(out)
+}
+
+async fn compaction_task(shared: Weak<Shared>) {
+    let Some(interval) = shared.upgrade().map(|s| s.config.compaction.interval) else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let collections: Vec<_> = shared.collections.read().values().cloned().collect();
+        for collection in collections {
+            if let Err(error) = shared.compact(&collection, false).await {
+                tracing::warn!(%error, collection = %collection.name, "background compaction failed");
+            }
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn collection(&self, name: &str) -> Option<Arc<Collection>> {
+        self.collections.read().get(name).cloned()
+    }
+
+    async fn persist_catalog(&self) -> Result<(), CollectionError> {
+        let _guard = self.catalog_write.lock().await;
+        let file = CatalogFile {
+            next_incarnation: *self.next_incarnation.lock(),
+            lsn_floor: self.wal.last_lsn(),
+            collections: self
+                .collections
+                .read()
+                .values()
+                .map(|c| CatalogEntry {
+                    name: c.name.clone(),
+                    policy: c.policy,
+                    incarnation: c.incarnation,
+                })
+                .collect(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
+        let path = self.catalog_path.clone();
+        blocking(move || {
+            write_atomic(&path, &bytes).map_err(|source| CollectionError::Io { path, source })
+        })
+        .await
+    }
+
+    /// Recomputes the memtable, backlog and queue gauges from the collections.
+    pub(crate) fn update_gauges(&self) {
+        let (mut memtable, mut backlog) = (0u64, 0u64);
+        for collection in self.collections.read().values() {
+            let data = collection.data.read();
+            memtable += data.memtable_bytes + data.frozen.iter().map(|f| f.bytes).sum::<u64>();
+            if collection.policy.uses_object_store() {
+                backlog += data.backlog();
+            }
+        }
+        self.instruments
+            .memtable_bytes
+            .set(i64::try_from(memtable).unwrap_or(i64::MAX));
+        self.instruments
+            .backlog_bytes
+            .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        self.instruments
+            .upload_queue
+            .set(i64::try_from(self.queue.lock().len()).unwrap_or(i64::MAX));
+        self.progress.notify_waiters();
+    }
+
+    fn maybe_schedule_flush(self: &Arc<Self>, collection: &Arc<Collection>) {
+        if collection.data.read().memtable_bytes < self.config.memtable_bytes {
+            return;
+        }
+        if collection.flush_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = Arc::clone(self);
+        let collection = Arc::clone(collection);
+        tokio::spawn(async move {
+            if let Err(error) = shared.flush_collection(&collection).await {
+                tracing::error!(%error, collection = %collection.name, "could not write a segment; records stay in the wal");
+            }
+        });
+    }
+
+    /// Freezes the collection's memtable and writes it as a segment file.
+    pub(crate) async fn flush_collection(
+        &self,
+        collection: &Arc<Collection>,
+    ) -> Result<(), MaintenanceError> {
+        let _guard = collection.flush_lock.lock().await;
+        collection.flush_scheduled.store(false, Ordering::Release);
+        if collection.dropped.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let frozen = {
+            let mut data = collection.data.write();
+            let Some(min_lsn) = data.memtable_min_lsn.take() else {
+                return Ok(());
+            };
+            let frozen = Arc::new(Frozen {
+                entries: std::mem::take(&mut data.memtable),
+                bytes: std::mem::take(&mut data.memtable_bytes),
+                min_lsn,
+            });
+            data.frozen.push(Arc::clone(&frozen));
+            frozen
+        };
+        // Copying a full memtable costs thousands of allocations: keep it off the runtime workers.
+        let entries: Vec<(String, Entry)> = {
+            let frozen = Arc::clone(&frozen);
+            blocking(move || {
+                frozen
+                    .entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .await
+        };
+        let written = self.write_segment(collection, entries, None).await;
+        let segment = match written {
+            Ok(segment) => segment,
+            Err(error) => {
+                // Put the records back so that they are served and retried; the WAL holds them.
+                let mut data = collection.data.write();
+                data.frozen.retain(|f| !Arc::ptr_eq(f, &frozen));
+                for (id, entry) in &frozen.entries {
+                    if data.memtable.get(id).is_none_or(|e| e.lsn < entry.lsn) {
+                        data.memtable_bytes += entry.size(id);
+                        data.memtable.insert(id.clone(), entry.clone());
+                    }
+                }
+                data.memtable_min_lsn = Some(
+                    data.memtable_min_lsn
+                        .map_or(frozen.min_lsn, |m| m.min(frozen.min_lsn)),
+                );
+                return Err(error);
+            }
+        };
+        let durability = segment.durability();
+        {
+            let mut data = collection.data.write();
+            data.frozen.retain(|f| !Arc::ptr_eq(f, &frozen));
+            data.insert_segment(Arc::clone(&segment));
+        }
+        if durability == Durability::Pending {
+            self.queue.lock().push(collection.name.clone(), segment);
+            self.upload_notify.notify_one();
+        }
+        self.update_gauges();
+        if durability == Durability::Local {
+            self.trim_wal().await;
+        }
+        Ok(())
+    }
+
+    /// Encodes and durably writes a segment file for the collection.
+    pub(crate) async fn write_segment(
+        &self,
+        collection: &Collection,
+        entries: Vec<(String, Entry)>,
+        lsn_range: Option<(u64, u64)>,
+    ) -> Result<Arc<Segment>, MaintenanceError> {
+        let id = ulid::Ulid::generate().to_string();
+        let write_id = ulid::Ulid::generate();
+        let dir = self.segments_dir.join(&collection.name);
+        let path = dir.join(format!("{}-{id}.seg", collection.incarnation));
+        let block_bytes = self.config.block_bytes;
+        let codec = self.config.compression;
+        let (path, bytes_len, crc, footer, entries) = {
+            let path = path.clone();
+            blocking(move || {
+                let (bytes, _) = segment::encode(
+                    &entries,
+                    block_bytes,
+                    u128::from(write_id),
+                    lsn_range,
+                    codec,
+                );
+                fs::create_dir_all(&dir)
+                    .and_then(|()| write_atomic(&path, &bytes))
+                    .map_err(|source| MaintenanceError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let footer_at = bytes.len() - FOOTER_LEN;
+                let footer = segment::decode_footer(bytes.get(footer_at..).unwrap_or_default())?;
+                Ok::<_, MaintenanceError>((
+                    path,
+                    bytes.len() as u64,
+                    crc32c::crc32c(&bytes),
+                    footer,
+                    entries,
+                ))
+            })
+            .await?
+        };
+        let meta = SegmentMeta {
+            id,
+            size: bytes_len,
+            crc32c: crc,
+            min_lsn: footer.min_lsn,
+            max_lsn: footer.max_lsn,
+            records: footer.records,
+            write_id: write_id.to_string(),
+        };
+        let durability = if collection.policy.uses_object_store() {
+            Durability::Pending
+        } else {
+            Durability::Local
+        };
+        Ok(Arc::new(Segment {
+            meta,
+            local_path: path,
+            state: Mutex::new(SegmentState {
+                residency: Residency::Resident(Arc::new(entries)),
+                durability,
+                has_local_file: true,
+            }),
+        }))
+    }
+
+    /// Deletes WAL files whose records are all covered by durable segments.
+    pub(crate) async fn trim_wal(&self) {
+        if self.lock.lock().is_none() {
+            // Closed: the directory may belong to another store now.
+            return;
+        }
+        let last = self.wal.last_lsn();
+        let lowest = self
+            .collections
+            .read()
+            .values()
+            .filter_map(|c| c.data.read().lowest_uncovered())
+            .min();
+        let covered = lowest.map_or(last, |lowest| last.min(lowest.saturating_sub(1)));
+        let wal = self.wal.clone();
+        if let Err(error) = blocking(move || wal.trim(covered)).await {
+            tracing::warn!(%error, "could not delete covered wal files");
+        }
+    }
+
+    /// Applies `change` to the current manifest and commits it as the next version.
+    pub(crate) async fn commit_manifest(
+        &self,
+        change: impl FnOnce(&mut Manifest),
+    ) -> Result<(), crate::remote::CommitError> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        if let Some(fenced) = self.fenced.lock().clone() {
+            return Err(fenced.into());
+        }
+        if self.lock.lock().is_none() {
+            // Closed: the directory (and the prefix) may belong to another store now.
+            return Err(crate::remote::RemoteError::closed().into());
+        }
+        let mut current = self.manifest.lock().await;
+        let mut next = current.clone();
+        change(&mut next);
+        next.version = current.version + 1;
+        next.writer.clone_from(&remote.writer);
+        match remote.commit(&next).await {
+            Ok(()) => {
+                let old = current.version;
+                *current = next;
+                drop(current);
+                if old > 10 {
+                    remote.delete_manifest(old - 10).await;
+                }
+                Ok(())
+            }
+            Err(crate::remote::CommitError::Fenced(fenced)) => {
+                tracing::error!(
+                    version = fenced.version,
+                    "fenced by another writer; uploads stop"
+                );
+                *self.fenced.lock() = Some(fenced.clone());
+                self.progress.notify_waiters();
+                Err(fenced.into())
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Adds `segments` of `collection` to the manifest entry of the collection.
+    pub(crate) fn add_to_manifest(
+        manifest: &mut Manifest,
+        collection: &Collection,
+        segments: &[SegmentMeta],
+    ) {
+        let entry = manifest
+            .collections
+            .entry(collection.name.clone())
+            .or_insert_with(|| ManifestCollection {
+                incarnation: collection.incarnation,
+                policy: collection.policy,
+                segments: Vec::new(),
+            });
+        if entry.incarnation != collection.incarnation {
+            *entry = ManifestCollection {
+                incarnation: collection.incarnation,
+                policy: collection.policy,
+                segments: Vec::new(),
+            };
+        }
+        for meta in segments {
+            if !entry.segments.iter().any(|s| s.id == meta.id) {
+                entry.segments.push(meta.clone());
+            }
+        }
+    }
+
+    /// Marks segments committed: `s3_only` ones leave memory, local files go.
+    pub(crate) async fn after_commit(&self, collection: &Collection, segments: &[Arc<Segment>]) {
+        let mut files = Vec::new();
+        for segment in segments {
+            let mut state = segment.state.lock();
+            state.durability = Durability::Committed;
+            if collection.policy == Policy::S3Only {
+                state.residency = Residency::Remote(None);
+            }
+            if state.has_local_file {
+                state.has_local_file = false;
+                files.push(segment.local_path.clone());
+            }
+        }
+        if !files.is_empty() {
+            blocking(move || {
+                for file in files {
+                    let _ = fs::remove_file(file);
+                }
+            })
+            .await;
+        }
+    }
+
+    /// The object store for a read, unless the upload breaker says it is down: then reads answer
+    /// from memory and the cache only, without waiting on a failing store.
+    fn remote(&self) -> Result<&Arc<Remote>, ReadError> {
+        let remote = self
+            .remote
+            .as_ref()
+            .ok_or_else(|| ReadError::Unavailable("no object store is configured".to_owned()))?;
+        if matches!(
+            self.breaker.state(),
+            mainstay_resilience::BreakerState::Open | mainstay_resilience::BreakerState::ForcedOpen
+        ) {
+            return Err(ReadError::Unavailable(
+                "the object-store circuit breaker is open".to_owned(),
+            ));
+        }
+        Ok(remote)
+    }
+
+    /// The residency of a segment, downloading a `memory_s3` segment whole on first use.
+    async fn resident_or_index(
+        &self,
+        collection: &Collection,
+        segment: &Segment,
+    ) -> Result<Residency, ReadError> {
+        let residency = segment.state.lock().residency.clone();
+        match residency {
+            Residency::Resident(_) | Residency::Remote(Some(_)) => Ok(residency),
+            Residency::Remote(None) => {
+                let remote = self.remote()?;
+                let path = remote.segment_path(&collection.name, &segment.meta.id);
+                let corrupt = |source: SegmentError| ReadError::Corrupt {
+                    collection: collection.name.clone(),
+                    source,
+                };
+                let residency = if collection.policy == Policy::S3Only {
+                    let size = segment.meta.size;
+                    let tail = remote
+                        .get_range(&path, size.saturating_sub(FOOTER_LEN as u64)..size)
+                        .await
+                        .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+                    let footer = segment::decode_footer(&tail).map_err(corrupt)?;
+                    let index = remote
+                        .get_range(
+                            &path,
+                            footer.index_offset..footer.index_offset + u64::from(footer.index_len),
+                        )
+                        .await
+                        .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+                    Residency::Remote(Some(Arc::new(
+                        segment::decode_index(&index, &footer).map_err(corrupt)?,
+                    )))
+                } else {
+                    let bytes = remote
+                        .get(&path)
+                        .await
+                        .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+                    if crc32c::crc32c(&bytes) != segment.meta.crc32c {
+                        return Err(corrupt(SegmentError::Corrupt("object")));
+                    }
+                    let (entries, _, _) = segment::decode_all(&bytes).map_err(corrupt)?;
+                    Residency::Resident(Arc::new(entries))
+                };
+                segment.state.lock().residency = residency.clone();
+                Ok(residency)
+            }
+        }
+    }
+
+    /// One block of a remote segment, through the cache.
+    async fn block(
+        &self,
+        collection: &Collection,
+        segment: &Segment,
+        index: &[segment::BlockRef],
+        number: usize,
+    ) -> Result<Arc<Vec<(String, Entry)>>, ReadError> {
+        if let Some(block) = self.cache.lock().get(&segment.meta.id, number) {
+            self.instruments.cache_hits.inc();
+            return Ok(block);
+        }
+        self.instruments.cache_misses.inc();
+        let block = index.get(number).ok_or(ReadError::Corrupt {
+            collection: collection.name.clone(),
+            source: SegmentError::Corrupt("index"),
+        })?;
+        let remote = self.remote()?;
+        let path = remote.segment_path(&collection.name, &segment.meta.id);
+        let bytes = remote
+            .get_range(&path, block.offset..block.offset + u64::from(block.len))
+            .await
+            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        let entries = Arc::new(segment::decode_block(&bytes, block).map_err(|source| {
+            ReadError::Corrupt {
+                collection: collection.name.clone(),
+                source,
+            }
+        })?);
+        // The cache holds decoded records: count what they occupy, not the stored size.
+        let size = entries.iter().map(|(id, entry)| entry.size(id)).sum();
+        self.cache
+            .lock()
+            .insert(&segment.meta.id, number, Arc::clone(&entries), size);
+        Ok(entries)
+    }
+
+    pub(crate) async fn segment_lookup(
+        &self,
+        collection: &Collection,
+        segment: &Segment,
+        id: &str,
+    ) -> Result<Option<Entry>, ReadError> {
+        match self.resident_or_index(collection, segment).await? {
+            Residency::Resident(entries) => Ok(lookup_resident(&entries, id)),
+            Residency::Remote(None) => Ok(None),
+            Residency::Remote(Some(index)) => {
+                let Some(number) = index
+                    .iter()
+                    .position(|b| b.first.as_str() <= id && id <= b.last.as_str())
+                else {
+                    return Ok(None);
+                };
+                let block = self.block(collection, segment, &index, number).await?;
+                Ok(lookup_resident(&block, id))
+            }
+        }
+    }
+
+    /// Up to `take` entries of a segment in the listing's range, and whether it had more.
+    async fn segment_range(
+        &self,
+        collection: &Collection,
+        segment: &Segment,
+        range: &ListRange<'_>,
+        cut_short: &mut bool,
+    ) -> Result<(Vec<(String, Entry)>, bool), ReadError> {
+        let ListRange {
+            start,
+            prefix,
+            after,
+            take,
+        } = *range;
+        let mut out = Vec::new();
+        let push = |id: &String, entry: &Entry, out: &mut Vec<(String, Entry)>| -> Option<bool> {
+            if !id.starts_with(prefix) && id.as_str() > prefix {
+                return Some(false);
+            }
+            if !id.starts_with(prefix) || after.is_some_and(|a| id.as_str() <= a) {
+                return None;
+            }
+            if out.len() == take {
+                return Some(true);
+            }
+            out.push((id.clone(), entry.clone()));
+            None
+        };
+        match self.resident_or_index(collection, segment).await? {
+            Residency::Resident(entries) => {
+                let from = entries.partition_point(|(id, _)| id.as_str() < start);
+                for (id, entry) in entries.iter().skip(from) {
+                    if let Some(more) = push(id, entry, &mut out) {
+                        return Ok((out, more));
+                    }
+                }
+                Ok((out, false))
+            }
+            Residency::Remote(None) => Ok((out, false)),
+            Residency::Remote(Some(index)) => {
+                let from = index.partition_point(|b| b.last.as_str() < start);
+                for number in from..index.len() {
+                    let block = match self.block(collection, segment, &index, number).await {
+                        Ok(block) => block,
+                        // What the cache gave so far is served, marked as cut short here, so
+                        // the page stops at it; the listing reports itself degraded.
+                        Err(ReadError::Unavailable(reason)) if !out.is_empty() => {
+                            tracing::debug!(%reason, "listing a segment partly from the cache");
+                            *cut_short = true;
+                            return Ok((out, true));
+                        }
+                        Err(error) => return Err(error),
+                    };
+                    for (id, entry) in block.iter() {
+                        if id.as_str() < start {
+                            continue;
+                        }
+                        if let Some(more) = push(id, entry, &mut out) {
+                            return Ok((out, more));
+                        }
+                    }
+                }
+                Ok((out, false))
+            }
+        }
+    }
+
+    /// All entries of a segment (for compaction).
+    pub(crate) async fn segment_entries(
+        &self,
+        collection: &Collection,
+        segment: &Segment,
+    ) -> Result<Arc<Vec<(String, Entry)>>, MaintenanceError> {
+        let to_error = |error: ReadError| match error {
+            ReadError::Corrupt { source, .. } => MaintenanceError::Corrupt(source),
+            other => MaintenanceError::ObjectStore(other.to_string()),
+        };
+        match self
+            .resident_or_index(collection, segment)
+            .await
+            .map_err(to_error)?
+        {
+            Residency::Resident(entries) => Ok(entries),
+            Residency::Remote(None) => Ok(Arc::new(Vec::new())),
+            Residency::Remote(Some(index)) => {
+                let mut all = Vec::new();
+                for number in 0..index.len() {
+                    all.extend(
+                        self.block(collection, segment, &index, number)
+                            .await
+                            .map_err(to_error)?
+                            .iter()
+                            .cloned(),
+                    );
+                }
+                Ok(Arc::new(all))
+            }
+        }
+    }
+}

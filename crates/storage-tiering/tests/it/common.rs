@@ -1,0 +1,191 @@
+//! Shared helpers: configurations in temp dirs and a fault-injecting object store.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use mainstay_storage_tiering::StoreConfig;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+/// A configuration whose data directory is `dir/data`, with small memtables and blocks.
+pub(crate) fn config(dir: &FsPath) -> StoreConfig {
+    let mut config = StoreConfig {
+        data_dir: dir.join("data"),
+        memtable_bytes: 4 * 1024,
+        block_bytes: 1024,
+        ..StoreConfig::default()
+    };
+    config.compaction.enabled = false;
+    config
+}
+
+pub(crate) fn value(i: usize) -> Bytes {
+    Bytes::from(format!("value-{i:06}-{}", "x".repeat(i % 50)))
+}
+
+/// What the fault store does with calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Healthy = 0,
+    /// Every call fails like a 503 (`Generic`).
+    Unavailable = 1,
+    /// Every write fails like a 403 (`PermissionDenied`).
+    Forbidden = 2,
+    /// Segment puts land in the store but the caller sees a 503 (an ambiguous failure).
+    Ambiguous = 3,
+}
+
+/// Wraps a real store (`InMemory`) and injects failures; counts segment upload calls.
+#[derive(Debug)]
+pub(crate) struct FaultStore {
+    inner: Arc<dyn ObjectStore>,
+    mode: AtomicU8,
+    pub(crate) segment_puts: AtomicU64,
+    pub(crate) failed_puts: AtomicU64,
+}
+
+impl FaultStore {
+    pub(crate) fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            mode: AtomicU8::new(0),
+            segment_puts: AtomicU64::new(0),
+            failed_puts: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn set(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    fn fault(&self, location: &Path, write: bool) -> Option<object_store::Error> {
+        match self.mode.load(Ordering::SeqCst) {
+            1 => Some(object_store::Error::Generic {
+                store: "fault",
+                source: "503 service unavailable".into(),
+            }),
+            2 if write => Some(object_store::Error::PermissionDenied {
+                path: location.to_string(),
+                source: "403 forbidden".into(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FaultStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultStore({})", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let segment = location.as_ref().contains("segments/");
+        if segment {
+            self.segment_puts.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(error) = self.fault(location, true) {
+            if segment {
+                self.failed_puts.fetch_add(1, Ordering::SeqCst);
+            }
+            return Err(error);
+        }
+        let result = self.inner.put_opts(location, payload, opts).await;
+        if segment && self.mode.load(Ordering::SeqCst) == Mode::Ambiguous as u8 {
+            self.failed_puts.fetch_add(1, Ordering::SeqCst);
+            return Err(object_store::Error::Generic {
+                store: "fault",
+                source: "connection reset after the request was sent".into(),
+            });
+        }
+        result
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        if let Some(error) = self.fault(location, true) {
+            return Err(error);
+        }
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        if let Some(error) = self.fault(location, false) {
+            return Err(error);
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[Range<u64>],
+    ) -> object_store::Result<Vec<Bytes>> {
+        if let Some(error) = self.fault(location, false) {
+            return Err(error);
+        }
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        if let Some(error) = self.fault(&Path::from("list"), false) {
+            return Err(error);
+        }
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+/// Counts the objects under `prefix`.
+pub(crate) async fn count_objects(store: &dyn ObjectStore, prefix: &str) -> usize {
+    use futures::TryStreamExt as _;
+    let prefix = Path::from(prefix);
+    store
+        .list(Some(&prefix))
+        .try_collect::<Vec<_>>()
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0)
+}

@@ -1,0 +1,14 @@
+//! Integration tests of mainstay-storage-tiering: the real file system in temp dirs, an
+//! in-process fault-injecting object store on paused time for exact rules, an in-process S3 server
+//! for real sockets, and SIGKILLed child processes for crash safety.
+
+mod common;
+mod crash;
+#[cfg(feature = "health")]
+mod health;
+mod outage;
+mod records;
+mod s3;
+mod s3_server;
+mod tiering;
+mod wal;

@@ -1,0 +1,722 @@
+//! Object-store tiers on in-process stores: `s3_only` reads through the block cache, corrupt
+//! objects detected, degraded listings, fencing, re-queued segments, and compaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mainstay_storage_tiering::{
+    ListQuery, MaintenanceError, OpenError, Policy, ReadError, StorageMetrics, Store,
+};
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use prometheus_client::registry::Registry;
+
+use crate::common::{FaultStore, Mode, config, count_objects, value};
+
+fn counter(registry: &Registry, name: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encodes");
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn segment_objects(store: &dyn ObjectStore, prefix: &str) -> Vec<Path> {
+    use futures::TryStreamExt as _;
+    store
+        .list(Some(&Path::from(prefix)))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_only_reads_blocks_through_the_cache_after_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut registry = Registry::default();
+    let metrics = StorageMetrics::register(&mut registry);
+    let (store, _) = Store::builder(config(dir.path()))
+        .metrics(metrics)
+        .object_store(inner.clone(), "t")
+        .open()
+        .await
+        .unwrap();
+    store
+        .create_collection("cold", Policy::S3Only)
+        .await
+        .unwrap();
+    for i in 0..300 {
+        store
+            .put("cold", &format!("k{i:04}"), value(i))
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    assert!(count_objects(&*inner, "t/segments/cold").await >= 1);
+    // Local segment files are gone: the object store is the source of truth.
+    let local = std::fs::read_dir(dir.path().join("data/segments/cold"))
+        .unwrap()
+        .count();
+    assert_eq!(local, 0);
+    assert_eq!(store.get("cold", "k0123").await.unwrap(), Some(value(123)));
+    let misses = counter(&registry, "storage_cache_misses_total");
+    assert!(misses >= 1);
+    assert_eq!(store.get("cold", "k0123").await.unwrap(), Some(value(123)));
+    assert_eq!(
+        counter(&registry, "storage_cache_misses_total"),
+        misses,
+        "the second read hits the cache"
+    );
+    assert!(counter(&registry, "storage_cache_hits_total") >= 1);
+    let page = store
+        .list(
+            "cold",
+            &ListQuery {
+                prefix: Some("k02".into()),
+                limit: Some(1000),
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 100);
+    assert_eq!(store.get("cold", "missing").await.unwrap(), None);
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_object_bytes_are_detected_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (store, _) = Store::builder(config(dir.path()))
+        .object_store(inner.clone(), "t")
+        .open()
+        .await
+        .unwrap();
+    store
+        .create_collection("cold", Policy::S3Only)
+        .await
+        .unwrap();
+    for i in 0..100 {
+        store
+            .put("cold", &format!("k{i:03}"), value(i))
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    store.close(Duration::from_secs(1)).await.unwrap();
+    // Flip one byte in the middle of the block area of every segment object.
+    for path in segment_objects(&*inner, "t/segments/cold").await {
+        let mut bytes = inner
+            .get(&path)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec();
+        bytes[40] ^= 0x01;
+        inner.put(&path, PutPayload::from(bytes)).await.unwrap();
+    }
+    let (store, _) = Store::builder(config(dir.path()))
+        .object_store(inner.clone(), "t")
+        .open()
+        .await
+        .unwrap();
+    let mut corrupt = 0;
+    for i in 0..100 {
+        match store.get("cold", &format!("k{i:03}")).await {
+            Ok(found) => assert_eq!(
+                found,
+                Some(value(i)),
+                "served bytes must be the written ones"
+            ),
+            Err(ReadError::Corrupt { .. }) => corrupt += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(corrupt > 0, "the damaged block was detected");
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_degrade_and_single_reads_fail_cleanly_when_the_store_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = FaultStore::new(Arc::new(InMemory::new()));
+    let (store, _) = Store::builder(config(dir.path()))
+        .object_store(fault.clone(), "t")
+        .open()
+        .await
+        .unwrap();
+    store
+        .create_collection("cold", Policy::S3Only)
+        .await
+        .unwrap();
+    for i in 0..50 {
+        store
+            .put("cold", &format!("old{i:02}"), value(i))
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let (store, _) = Store::builder(config(dir.path()))
+        .object_store(fault.clone(), "t")
+        .open()
+        .await
+        .unwrap();
+    store
+        .put("cold", "new", Bytes::from_static(b"fresh"))
+        .await
+        .unwrap();
+    fault.set(Mode::Unavailable);
+    let page = store.list("cold", &ListQuery::default()).await.unwrap();
+    assert!(page.degraded && page.partial_results());
+    assert_eq!(page.unavailable_sources, vec!["object_store".to_owned()]);
+    assert_eq!(page.records.len(), 1, "memory still answers");
+    assert!(
+        matches!(
+            store.get("cold", "old07").await,
+            Err(ReadError::Unavailable(_))
+        ),
+        "never a false not-found"
+    );
+    assert_eq!(
+        store.get("cold", "new").await.unwrap(),
+        Some(Bytes::from_static(b"fresh"))
+    );
+    fault.set(Mode::Healthy);
+    assert_eq!(store.get("cold", "old07").await.unwrap(), Some(value(7)));
+    store.close(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_on_the_prefix_fences_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (first, _) = Store::builder(config(&dir.path().join("a")))
+        .object_store(inner.clone(), "shared")
+        .open()
+        .await
+        .unwrap();
+    first
+        .create_collection("c", Policy::MemoryS3)
+        .await
+        .unwrap();
+    first.put("c", "k", Bytes::from_static(b"1")).await.unwrap();
+    first.flush().await.unwrap();
+    first.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+
+    let (second, _) = Store::builder(config(&dir.path().join("b")))
+        .object_store(inner.clone(), "shared")
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(
+        second.get("c", "k").await.unwrap(),
+        Some(Bytes::from_static(b"1")),
+        "the second writer sees committed data"
+    );
+    first
+        .put("c", "k2", Bytes::from_static(b"2"))
+        .await
+        .unwrap();
+    first.flush().await.unwrap();
+    match first.wait_uploaded(Duration::from_secs(10)).await {
+        Err(MaintenanceError::Fenced(fenced)) => {
+            assert!(fenced.to_string().contains("another writer"))
+        }
+        other => panic!("expected the first writer to be fenced, got {other:?}"),
+    }
+    assert!(first.fenced().is_some());
+    // The fenced writer's data stays safe locally (its WAL keeps it).
+    assert_eq!(
+        first.get("c", "k2").await.unwrap(),
+        Some(Bytes::from_static(b"2"))
+    );
+    second.close(Duration::from_secs(1)).await.unwrap();
+    first.close(Duration::from_secs(1)).await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_on_one_prefix_leave_one_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let opens = (0..4).map(|n| {
+        let inner = inner.clone();
+        let cfg = config(&dir.path().join(format!("w{n}")));
+        async move { Store::builder(cfg).object_store(inner, "p").open().await }
+    });
+    let results = futures::future::join_all(opens).await;
+    let fenced = results
+        .iter()
+        .filter(|r| matches!(r, Err(OpenError::Fenced(_))))
+        .count();
+    let opened = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(fenced + opened, 4);
+    assert!(opened >= 1);
+    for (store, _) in results.into_iter().flatten() {
+        store.close(Duration::from_secs(1)).await.ok();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_written_but_not_committed_are_requeued_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = FaultStore::new(Arc::new(InMemory::new()));
+    let mut cfg = config(dir.path());
+    cfg.upload.base_delay = Duration::from_secs(3600);
+    cfg.upload.max_delay = Duration::from_secs(3600);
+    let (store, _) = Store::builder(cfg.clone())
+        .object_store(fault.clone(), "t")
+        .open()
+        .await
+        .unwrap();
+    store
+        .create_collection("c", Policy::MemoryS3)
+        .await
+        .unwrap();
+    fault.set(Mode::Unavailable);
+    for i in 0..100 {
+        store.put("c", &format!("k{i:03}"), value(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    assert!(
+        store.close(Duration::from_millis(200)).await.is_err(),
+        "uploads could not finish"
+    );
+    fault.set(Mode::Healthy);
+    let (store, report) = Store::builder(cfg)
+        .object_store(fault.clone(), "t")
+        .open()
+        .await
+        .unwrap();
+    assert!(report.requeued_segments >= 1, "{report:?}");
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    for i in 0..100 {
+        assert_eq!(
+            store.get("c", &format!("k{i:03}")).await.unwrap(),
+            Some(value(i))
+        );
+    }
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn compaction_commits_a_new_manifest_and_deletes_inputs_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut cfg = config(dir.path());
+    cfg.compaction.grace_period = Duration::from_millis(50);
+    let (store, _) = Store::builder(cfg.clone())
+        .object_store(inner.clone(), "t")
+        .open()
+        .await
+        .unwrap();
+    store.create_collection("c", Policy::S3Only).await.unwrap();
+    for round in 0..3 {
+        for i in 0..40 {
+            store
+                .put(
+                    "c",
+                    &format!("k{i:02}"),
+                    Bytes::from(format!("{round}-{i}")),
+                )
+                .await
+                .unwrap();
+        }
+        store.delete("c", "k00").await.unwrap();
+        store.flush().await.unwrap();
+    }
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(count_objects(&*inner, "t/segments/c").await, 3);
+    assert_eq!(store.compact("c").await.unwrap(), 3);
+    assert_eq!(
+        store.get("c", "k05").await.unwrap(),
+        Some(Bytes::from("2-5"))
+    );
+    assert_eq!(store.get("c", "k00").await.unwrap(), None);
+    let mut remaining = 4;
+    for _ in 0..100 {
+        remaining = count_objects(&*inner, "t/segments/c").await;
+        if remaining == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(remaining, 1, "inputs deleted after the grace period");
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
+        .object_store(inner.clone(), "t")
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh.get("c", "k39").await.unwrap(),
+        Some(Bytes::from("2-39"))
+    );
+    assert_eq!(
+        fresh
+            .list("c", &ListQuery::default())
+            .await
+            .unwrap()
+            .records
+            .len(),
+        39
+    );
+    fresh.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ambiguous_upload_failure_is_read_back_instead_of_uploaded_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = FaultStore::new(Arc::new(InMemory::new()));
+    let mut cfg = config(dir.path());
+    cfg.upload.base_delay = Duration::from_millis(5);
+    cfg.upload.max_delay = Duration::from_millis(5);
+    let (store, _) = Store::builder(cfg)
+        .object_store(fault.clone(), "t")
+        .open()
+        .await
+        .unwrap();
+    store
+        .create_collection("c", Policy::MemoryS3)
+        .await
+        .unwrap();
+    fault.set(Mode::Ambiguous);
+    for i in 0..20 {
+        store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    // The first attempt landed but reported a failure; the retry reads the write id back.
+    for _ in 0..200 {
+        if fault.failed_puts.load(std::sync::atomic::Ordering::SeqCst) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fault.set(Mode::Healthy);
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        fault.segment_puts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "no second put of the same segment"
+    );
+    assert_eq!(count_objects(&*fault, "t/segments/c").await, 1);
+    assert!(store.dlq().is_empty());
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_open_from_urls_and_reject_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.object_store_url = Some(format!("file://{}", dir.path().join("objects").display()));
+    let (store, _) = Store::open(cfg.clone()).await.unwrap();
+    store
+        .create_collection("c", Policy::MemoryS3)
+        .await
+        .unwrap();
+    store.put("c", "k", Bytes::from_static(b"v")).await.unwrap();
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    store.close(Duration::from_secs(1)).await.unwrap();
+    assert!(dir.path().join("objects/manifest").is_dir());
+    assert!(dir.path().join("objects/segments/c").is_dir());
+
+    for bad in ["ftp://x", "s3://", "file://"] {
+        let mut cfg = config(&dir.path().join("bad"));
+        cfg.object_store_url = Some(bad.to_owned());
+        match Store::open(cfg).await {
+            Err(OpenError::ObjectStoreUrl { url, .. }) => assert_eq!(url, bad),
+            other => panic!("{bad}: expected an url error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_local_segment_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (store, _) = Store::open(cfg.clone()).await.unwrap();
+    store.create_collection("c", Policy::Memory).await.unwrap();
+    for i in 0..50 {
+        store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
+    }
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let seg_dir = cfg.data_dir.join("segments/c");
+    let file = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[10] ^= 0x20;
+    std::fs::write(&file, bytes).unwrap();
+    match Store::open(cfg).await {
+        Err(OpenError::CorruptSegment { path, .. }) => assert_eq!(path, file),
+        other => panic!("expected a corrupt segment error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_families_register_once_beside_the_breaker_and_dlq_families() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::default();
+    let storage = StorageMetrics::register(&mut registry);
+    let breakers = mainstay_resilience::ResilienceMetrics::register(&mut registry);
+    let dlq = mainstay_dlq::DlqMetrics::register(&mut registry);
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let (store, _) = Store::builder(config(dir.path()))
+        .metrics(storage)
+        .resilience_metrics(breakers)
+        .dlq_metrics(dlq)
+        .object_store(inner, "m")
+        .open()
+        .await
+        .unwrap();
+    store
+        .create_collection("c", Policy::MemoryS3)
+        .await
+        .unwrap();
+    store.put("c", "k", Bytes::from_static(b"v")).await.unwrap();
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    let unique: std::collections::BTreeSet<&str> = families.iter().copied().collect();
+    assert_eq!(
+        families.len(),
+        unique.len(),
+        "duplicate families: {families:?}"
+    );
+    for name in [
+        "storage_inserts",
+        "storage_upload_attempts",
+        "storage_backlog_bytes",
+        "storage_cache_hits",
+        "storage_compactions",
+        "circuit_breaker_state",
+        "dlq_journal_fsyncs",
+    ] {
+        assert!(unique.contains(name), "{name} missing from {unique:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_segments_upload_smaller_and_read_back_through_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut cfg = config(dir.path());
+    cfg.compression = mainstay_storage_tiering::Compression::Gzip;
+    let (store, _) = Store::builder(cfg)
+        .object_store(inner.clone(), "z")
+        .open()
+        .await
+        .unwrap();
+    store
+        .create_collection("cold", Policy::S3Only)
+        .await
+        .unwrap();
+    let repetitive = |i: usize| Bytes::from(format!("{i:04}").repeat(50));
+    for i in 0..200 {
+        store
+            .put("cold", &format!("k{i:04}"), repetitive(i))
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    let mut stored = 0;
+    for path in segment_objects(&*inner, "z/segments/cold").await {
+        stored += inner.head(&path).await.unwrap().size;
+    }
+    assert!(
+        stored * 4 < 200 * 200,
+        "{stored} bytes stored for 40,000 bytes of values"
+    );
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
+        .object_store(inner.clone(), "z")
+        .open()
+        .await
+        .unwrap();
+    for i in (0..200).step_by(17) {
+        assert_eq!(
+            fresh.get("cold", &format!("k{i:04}")).await.unwrap(),
+            Some(repetitive(i))
+        );
+    }
+    let page = fresh
+        .list(
+            "cold",
+            &ListQuery {
+                limit: Some(1000),
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 200);
+    fresh.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_compaction_merges_a_size_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.compaction.enabled = true;
+    cfg.compaction.min_segments = 3;
+    cfg.compaction.interval = Duration::from_secs(60);
+    let (store, _) = Store::open(cfg).await.unwrap();
+    store.create_collection("c", Policy::Memory).await.unwrap();
+    for round in 0..3 {
+        for i in 0..20 {
+            store
+                .put("c", &format!("k{round}-{i:02}"), value(i))
+                .await
+                .unwrap();
+        }
+        store.flush().await.unwrap();
+    }
+    assert_eq!(store.collections()[0].segments, 3);
+    // Three segments of one size tier: the next background pass (every 60 s) merges them.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    for _ in 0..50 {
+        if store.collections()[0].segments == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.collections()[0].segments, 1);
+    assert_eq!(store.get("c", "k1-07").await.unwrap(), Some(value(7)));
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_collection_removes_its_objects_and_dlq_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = FaultStore::new(Arc::new(InMemory::new()));
+    let (store, _) = Store::builder(config(dir.path()))
+        .object_store(fault.clone(), "d")
+        .open()
+        .await
+        .unwrap();
+    store
+        .create_collection("gone", Policy::MemoryS3)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        store
+            .put("gone", &format!("k{i:02}"), value(i))
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    fault.set(Mode::Forbidden);
+    store
+        .put("gone", "late", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(store.dlq().len(), 1, "one pinned segment");
+    fault.set(Mode::Healthy);
+    assert_eq!(count_objects(&*fault, "d/segments/gone").await, 1);
+    assert!(store.drop_collection("gone").await.unwrap());
+    assert_eq!(count_objects(&*fault, "d/segments/gone").await, 0);
+    assert!(store.dlq().is_empty());
+    assert!(!dir.path().join("data/segments/gone").exists());
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
+        .object_store(fault.clone(), "d")
+        .open()
+        .await
+        .unwrap();
+    assert!(
+        fresh.collections().is_empty(),
+        "the manifest no longer lists it"
+    );
+    fresh.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_breaker_open_reads_answer_from_memory_and_the_cache_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = FaultStore::new(Arc::new(InMemory::new()));
+    let (store, _) = Store::builder(config(dir.path()))
+        .object_store(fault.clone(), "b")
+        .open()
+        .await
+        .unwrap();
+    store
+        .create_collection("cold", Policy::S3Only)
+        .await
+        .unwrap();
+    for i in 0..100 {
+        store
+            .put("cold", &format!("k{i:03}"), value(i))
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        store.get("cold", "k000").await.unwrap(),
+        Some(value(0)),
+        "loads the index and the first block"
+    );
+    store
+        .put("cold", "fresh", Bytes::from_static(b"new"))
+        .await
+        .unwrap();
+    store.breaker().force_open();
+    let reads_before = fault.segment_puts.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        store.get("cold", "k000").await.unwrap(),
+        Some(value(0)),
+        "a cached block still answers"
+    );
+    assert!(
+        matches!(
+            store.get("cold", "k099").await,
+            Err(ReadError::Unavailable(_))
+        ),
+        "an uncached block is unavailable, not missing"
+    );
+    let page = store
+        .list(
+            "cold",
+            &ListQuery {
+                limit: Some(1000),
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(page.degraded);
+    assert!(
+        page.records.iter().any(|r| r.id == "fresh"),
+        "memory answers"
+    );
+    assert_eq!(
+        fault.segment_puts.load(std::sync::atomic::Ordering::SeqCst),
+        reads_before
+    );
+    store.breaker().reset();
+    assert_eq!(store.get("cold", "k099").await.unwrap(), Some(value(99)));
+    store.close(Duration::from_secs(5)).await.unwrap();
+}

@@ -1,0 +1,277 @@
+//! The write path: acknowledgement after fsync, group commit, torn tails, all-or-nothing batches,
+//! the directory lock and WAL trimming.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mainstay_storage_tiering::{OpenError, Policy, StorageMetrics, Store};
+use prometheus_client::registry::Registry;
+
+use crate::common::{config, value};
+
+fn wal_files(data: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(data.join("wal"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// The end of the frames in a WAL file: the rest is zero-filled preallocation.
+fn frames_end(path: &Path) -> u64 {
+    let bytes = fs::read(path).unwrap();
+    bytes
+        .iter()
+        .rposition(|b| *b != 0)
+        .map_or(0, |last| last as u64 + 1)
+}
+
+fn metric(registry: &Registry, name: &str) -> f64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encodes");
+    text.lines()
+        .filter(|line| line.starts_with(name) && line.as_bytes().get(name.len()) == Some(&b'{'))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    store
+        .create_collection("notes", Policy::Memory)
+        .await
+        .unwrap();
+    for i in 0..300 {
+        store
+            .put("notes", &format!("n{i:04}"), value(i))
+            .await
+            .unwrap();
+    }
+    store.delete("notes", "n0007").await.unwrap();
+    store.close(Duration::from_secs(1)).await.unwrap();
+
+    let (store, report) = Store::open(config(dir.path())).await.unwrap();
+    for i in 0..300 {
+        let expected = (i != 7).then(|| value(i));
+        assert_eq!(
+            store.get("notes", &format!("n{i:04}")).await.unwrap(),
+            expected,
+            "record {i}"
+        );
+    }
+    // Memtables were flushed into local segments at close, so little or nothing is replayed, and
+    // the zero-filled rest of the WAL files is a clean end, not a torn tail.
+    assert!(report.replayed_records < 300, "{report:?}");
+    assert_eq!(report.wal.truncated_bytes, 0, "{report:?}");
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::default();
+    let metrics = StorageMetrics::register(&mut registry);
+    let (store, _) = Store::builder(config(dir.path()))
+        .metrics(metrics)
+        .open()
+        .await
+        .unwrap();
+    store.create_collection("c", Policy::Memory).await.unwrap();
+    let writes = (0..64).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .put("c", &format!("k{i}"), Bytes::from_static(b"v"))
+                .await
+        }
+    });
+    for result in futures::future::join_all(writes).await {
+        result.unwrap();
+    }
+    let fsyncs = metric(&registry, "storage_wal_fsyncs_total");
+    assert!(
+        (1.0..64.0).contains(&fsyncs),
+        "64 concurrent writes took {fsyncs} fsyncs"
+    );
+    assert_eq!(metric(&registry, "storage_inserts_total"), 64.0);
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_is_truncated_and_the_rest_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.memtable_bytes = 1024 * 1024; // everything stays in the WAL
+    let (store, _) = Store::open(cfg.clone()).await.unwrap();
+    store.create_collection("c", Policy::Memory).await.unwrap();
+    for i in 0..20 {
+        store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
+    }
+    // A crash: no close, the store is dropped with its memtable unflushed.
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let last = wal_files(&cfg.data_dir)
+        .into_iter()
+        .rfind(|f| frames_end(f) > 0)
+        .unwrap();
+    // A frame header promising 200 bytes right after the last frame, then nothing: a torn write.
+    let end = frames_end(&last);
+    let mut file = OpenOptions::new().write(true).open(&last).unwrap();
+    file.set_len(end).unwrap();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(end)).unwrap();
+    file.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
+
+    let (store, report) = Store::open(cfg.clone()).await.unwrap();
+    assert_eq!(report.wal.truncated_bytes, 7, "{report:?}");
+    assert_eq!(report.replayed_records, 20);
+    for i in 0..20 {
+        assert_eq!(
+            store.get("c", &format!("k{i:02}")).await.unwrap(),
+            Some(value(i))
+        );
+    }
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_by_a_crash_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.memtable_bytes = 1024 * 1024;
+    let (store, _) = Store::open(cfg.clone()).await.unwrap();
+    store.create_collection("c", Policy::Memory).await.unwrap();
+    store
+        .put("c", "before", Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    let batch: Vec<(String, Bytes)> = (0..50).map(|i| (format!("b{i:02}"), value(i))).collect();
+    store.put_batch("c", batch).await.unwrap();
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Cut the batch's frame in the middle, as a crash during its write would.
+    let last = wal_files(&cfg.data_dir)
+        .into_iter()
+        .rfind(|f| frames_end(f) > 0)
+        .unwrap();
+    let len = frames_end(&last);
+    OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .set_len(len - 100)
+        .unwrap();
+
+    let (store, report) = Store::open(cfg).await.unwrap();
+    assert!(report.wal.truncated_bytes > 0);
+    assert_eq!(
+        store.get("c", "before").await.unwrap(),
+        Some(Bytes::from_static(b"1"))
+    );
+    for i in 0..50 {
+        assert_eq!(
+            store.get("c", &format!("b{i:02}")).await.unwrap(),
+            None,
+            "batch member {i} must not survive alone"
+        );
+    }
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_inside_an_older_wal_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.memtable_bytes = 1024 * 1024;
+    cfg.wal_segment_bytes = 4096;
+    let (store, _) = Store::open(cfg.clone()).await.unwrap();
+    store.create_collection("c", Policy::Memory).await.unwrap();
+    for i in 0..300 {
+        store.put("c", &format!("k{i:03}"), value(i)).await.unwrap();
+    }
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let files = wal_files(&cfg.data_dir);
+    assert!(files.len() > 2, "the wal rotated by size: {files:?}");
+    let first = files.first().unwrap();
+    let mut bytes = fs::read(first).unwrap();
+    bytes[20] ^= 0xff;
+    fs::write(first, bytes).unwrap();
+    match Store::open(cfg).await {
+        Err(OpenError::Wal(error)) => assert!(error.to_string().contains("corrupt"), "{error}"),
+        other => panic!("expected a corrupt-wal error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_open_of_the_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    match Store::open(config(dir.path())).await {
+        Err(OpenError::Locked { path }) => assert!(path.ends_with("LOCK")),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn covered_wal_files_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.wal_segment_bytes = 4096;
+    let (store, _) = Store::open(cfg.clone()).await.unwrap();
+    store.create_collection("c", Policy::Memory).await.unwrap();
+    for i in 0..400 {
+        store.put("c", &format!("k{i:03}"), value(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    store
+        .put("c", "tail", Bytes::from_static(b"t"))
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    assert!(
+        store.wal_files() <= 2,
+        "{} wal files left after every record reached a segment",
+        store.wal_files()
+    );
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let (store, _) = Store::open(cfg).await.unwrap();
+    for i in (0..400).step_by(37) {
+        assert_eq!(
+            store.get("c", &format!("k{i:03}")).await.unwrap(),
+            Some(value(i))
+        );
+    }
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lsns_keep_growing_after_the_wal_was_trimmed_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    store.create_collection("c", Policy::Memory).await.unwrap();
+    store
+        .put("c", "k", Bytes::from_static(b"old"))
+        .await
+        .unwrap();
+    store.close(Duration::from_secs(1)).await.unwrap(); // flushed: the wal is trimmed
+    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    store
+        .put("c", "k", Bytes::from_static(b"new"))
+        .await
+        .unwrap();
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(store.collections()[0].segments, 2);
+    assert_eq!(
+        store.get("c", "k").await.unwrap(),
+        Some(Bytes::from_static(b"new")),
+        "the newer write wins"
+    );
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
