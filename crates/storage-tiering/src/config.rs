@@ -61,7 +61,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: &str, value: impl std::fmt::Debug, allowed: &str) -> Self {
+    pub(crate) fn new(key: &str, value: impl std::fmt::Debug, allowed: &str) -> Self {
         Self {
             key: key.to_owned(),
             value: format!("{value:?}"),

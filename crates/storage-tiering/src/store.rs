@@ -164,9 +164,18 @@ pub struct StoreBuilder {
     metrics: Option<StorageMetrics>,
     resilience_metrics: Option<ResilienceMetrics>,
     dlq_metrics: Option<DlqMetrics>,
+    dlq: Option<Dlq>,
 }
 
 impl StoreBuilder {
+    /// Keeps failed segments in this dead-letter queue (the application's one) instead of one the
+    /// store opens under `data_dir/dlq`. The store sets its queue, [`DLQ_QUEUE`], to reject on
+    /// overflow and never expire, and registers its redrive handler there.
+    pub fn dlq(mut self, dlq: Dlq) -> Self {
+        self.dlq = Some(dlq);
+        self
+    }
+
     /// The name that labels this store's metrics and its breaker. Default `storage`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
@@ -255,6 +264,7 @@ impl Store {
             metrics: None,
             resilience_metrics: None,
             dlq_metrics: None,
+            dlq: None,
         }
     }
 
@@ -345,18 +355,28 @@ impl Store {
             }
         }
 
-        let dlq_dir = data_dir.join("dlq");
-        let mut dlq_config = DlqConfig::default();
-        dlq_config.queues.insert(
-            DLQ_QUEUE.to_owned(),
-            QueueConfig::retain_all(config.upload.dlq_capacity),
-        );
-        dlq_config.total_capacity = dlq_config.total_capacity.max(config.upload.dlq_capacity);
-        let mut dlq_builder = Dlq::builder(dlq_dir).config(dlq_config);
-        if let Some(metrics) = builder.dlq_metrics {
-            dlq_builder = dlq_builder.metrics(metrics);
-        }
-        let dlq = dlq_builder.open().await?;
+        let retain_all = QueueConfig::retain_all(config.upload.dlq_capacity);
+        let dlq = if let Some(dlq) = builder.dlq {
+            dlq.set_queue_config(DLQ_QUEUE, retain_all)
+                .map_err(|error| {
+                    crate::config::ConfigError::new(
+                        "upload.dlq_capacity",
+                        error.value,
+                        error.allowed,
+                    )
+                })?;
+            dlq
+        } else {
+            let dlq_dir = data_dir.join("dlq");
+            let mut dlq_config = DlqConfig::default();
+            dlq_config.queues.insert(DLQ_QUEUE.to_owned(), retain_all);
+            dlq_config.total_capacity = dlq_config.total_capacity.max(config.upload.dlq_capacity);
+            let mut dlq_builder = Dlq::builder(dlq_dir).config(dlq_config);
+            if let Some(metrics) = builder.dlq_metrics {
+                dlq_builder = dlq_builder.metrics(metrics);
+            }
+            dlq_builder.open().await?
+        };
         let pinned_keys: HashSet<String> =
             dlq_entries(&dlq).into_iter().map(|(_, key)| key).collect();
 

@@ -343,3 +343,47 @@ async fn writes_past_the_backlog_bound_are_refused_not_dropped() {
         .unwrap();
     store.close(Duration::from_secs(60)).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_dlq_given_to_the_builder_holds_the_dead_lettered_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = mainstay_dlq::Dlq::open(
+        dir.path().join("app-dlq"),
+        mainstay_dlq::DlqConfig::default(),
+    )
+    .await
+    .unwrap();
+    let fault = FaultStore::new(Arc::new(InMemory::new()));
+    let (store, _) = Store::builder(outage_config(&dir.path().join("store")))
+        .object_store(fault.clone(), "p")
+        .dlq(shared.clone())
+        .open()
+        .await
+        .unwrap();
+    assert!(
+        !dir.path().join("store").join("dlq").exists(),
+        "the store opens no dead-letter queue of its own"
+    );
+    store
+        .create_collection("c", Policy::MemoryS3)
+        .await
+        .unwrap();
+    fault.set(Mode::Forbidden);
+    store.put("c", "k", value(1)).await.unwrap();
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(60)).await.unwrap();
+    let page = shared.list(&Filter::queue(DLQ_QUEUE), None, 10).unwrap();
+    assert_eq!(
+        page.entries.len(),
+        1,
+        "the segment is in the application's queue"
+    );
+    assert!(
+        shared.has_handler(DLQ_QUEUE),
+        "with the store's redrive handler"
+    );
+    fault.set(Mode::Healthy);
+    let report = shared.redrive(&Filter::queue(DLQ_QUEUE)).await.unwrap();
+    assert_eq!((report.succeeded, report.failed), (1, 0));
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
