@@ -23,6 +23,8 @@ use mainstay_ratelimit::health::RedisCheck;
 use mainstay_ratelimit::layer::RateLimitLayer;
 use mainstay_ratelimit::{CallerIdentity, FallbackMode, RateLimitMetrics, RateLimiter};
 use mainstay_resilience::{BreakerRegistry, BreakerState, ResilienceMetrics};
+use mainstay_storage_tiering::health::ObjectStoreCheck;
+use mainstay_storage_tiering::{StorageMetrics, Store};
 
 use crate::auth::{Authenticator, Caller, IdentityHasher};
 use crate::config::{Config, ConfigError, Tier};
@@ -40,6 +42,8 @@ pub struct AppState {
     pub admin_token: Option<AdminToken>,
     /// Authentication of `/v1` callers.
     pub authenticator: Authenticator,
+    /// The record store of the data API.
+    pub store: Store,
     /// The health checks and probes.
     pub health: HealthRegistry,
     /// Every circuit breaker of the process, for the admin API.
@@ -63,6 +67,8 @@ pub struct App {
     pub dlq: Dlq,
     /// The rate limiter of the `/v1` routes.
     pub limiter: RateLimiter,
+    /// The record store of the data API.
+    pub store: Store,
     /// The periodic TTL cleanup of the dead-letter queue; stops when dropped.
     pub dlq_cleanup: CleanupTask,
     /// Feeds the `dlq` and `circuit-breakers` threshold checks; stops when dropped.
@@ -88,6 +94,18 @@ pub enum BuildError {
     /// The dead-letter queue could not be opened (locked by another process, unreadable).
     #[error("could not open the dead-letter queue: {0}")]
     Dlq(#[from] OpenError),
+    /// The record store could not be opened (locked, corrupt, object store unreadable or fenced).
+    #[error("could not open the record store: {0}")]
+    Store(#[from] mainstay_storage_tiering::OpenError),
+    /// The data directory could not be prepared.
+    #[error("could not prepare the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Builds the application from a validated configuration.
@@ -119,6 +137,13 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         .open()
         .await?;
     let dlq_cleanup = dlq.spawn_cleanup();
+    let store = open_store(&config, &mut registry, &resilience_metrics, &dlq).await?;
+    breakers
+        .register(store.breaker())
+        .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+    health
+        .register(Arc::new(ObjectStoreCheck::new(&store)))
+        .map_err(|error| ConfigError::Invalid(error.to_string()))?;
     let health_feeder = feed_threshold_checks(&config, &health, &dlq, &breakers)?;
 
     let hasher = IdentityHasher::random();
@@ -128,6 +153,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         health: health.clone(),
         breakers: breakers.clone(),
         dlq: dlq.clone(),
+        store: store.clone(),
         registry: Arc::new(registry),
         config: Arc::new(config),
     };
@@ -138,7 +164,8 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         .merge(routes::openapi::routes());
     // Authentication runs first (the outer layer), so the limiter sees the caller.
     let limit_layer = rate_limit_layer(limiter.clone());
-    routes = routes.nest("/v1", routes::v1::routes(), |router| {
+    let v1 = routes::v1::routes().merge(routes::collections::routes());
+    routes = routes.nest("/v1", v1, |router| {
         router
             .route_layer(limit_layer)
             .route_layer(axum::middleware::from_fn_with_state(
@@ -150,7 +177,8 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         let admin = routes::admin::routes()
             .merge(routes::health::admin_routes())
             .merge(routes::breakers::routes())
-            .merge(routes::dlq::routes());
+            .merge(routes::dlq::routes())
+            .merge(routes::collections::admin_routes());
         routes = routes.nest("/admin", admin, |router| {
             router.route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
@@ -196,8 +224,40 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         dlq,
         dlq_cleanup,
         limiter,
+        store,
         health_feeder,
     })
+}
+
+/// Opens the record store in `storage.data_dir`, with its failed segments in the app's dead-letter
+/// queue. Without `storage.object_store_url` objects go to `data_dir/objects` on the local file
+/// system, so every tiering policy works on the embedded defaults.
+async fn open_store(
+    config: &Config,
+    registry: &mut Registry,
+    resilience_metrics: &ResilienceMetrics,
+    dlq: &Dlq,
+) -> Result<Store, BuildError> {
+    let mut store_config = config.storage.clone();
+    if store_config.object_store_url.is_none() {
+        let objects = store_config.data_dir.join("objects");
+        let prepared =
+            std::fs::create_dir_all(&objects).and_then(|()| std::fs::canonicalize(&objects));
+        let objects = prepared.map_err(|source| BuildError::DataDir {
+            path: objects.clone(),
+            source,
+        })?;
+        store_config.object_store_url = Some(format!("file://{}", objects.display()));
+    }
+    let (store, recovery) = Store::builder(store_config)
+        .name("storage")
+        .metrics(StorageMetrics::register(registry))
+        .resilience_metrics(resilience_metrics.clone())
+        .dlq(dlq.clone())
+        .open()
+        .await?;
+    tracing::info!(recovery = ?recovery, "record store open");
+    Ok(store)
 }
 
 /// Registers the threshold checks other components feed, and the task that feeds them every cache

@@ -117,9 +117,13 @@ fn serve(file: Option<&std::path::Path>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let dlq = app.dlq.clone();
+        let (dlq, store) = (app.dlq.clone(), app.store.clone());
         let outcome = crate::server::serve(app, &config).await;
-        // Storage and the dead-letter queue flush after the last request drained.
+        // Storage and the dead-letter queue flush after the last request drained: the memtable is
+        // flushed, uploads get what is left of the budget, the rest stays safe in the WAL.
+        if let Err(error) = store.close(config.shutdown.timeout / 5).await {
+            tracing::error!(error = %error, "the record store did not close cleanly; the WAL keeps every write");
+        }
         if let Err(error) = dlq.close().await {
             tracing::error!(error = %error, "the dead-letter queue did not close cleanly");
         }

@@ -15,6 +15,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use mainstay_dlq::DlqConfig;
 use mainstay_health::HealthConfig;
 use mainstay_ratelimit::RateLimitConfig;
+use mainstay_storage_tiering::StoreConfig;
 use mainstay_telemetry::TelemetryConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -43,28 +44,12 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Rate limits of the `/v1` routes.
     pub ratelimit: RateLimitConfig,
-    /// Local storage.
-    pub storage: StorageConfig,
+    /// The record store: WAL, memory tier, object-store tier.
+    pub storage: StoreConfig,
     /// The dead-letter queue, kept under `storage.data_dir/dlq`.
     pub dlq: DlqConfig,
     /// Logs, traces and metrics.
     pub telemetry: TelemetryConfig,
-}
-
-/// Local storage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StorageConfig {
-    /// The directory for everything the service keeps on disk; held with an OS lock.
-    pub data_dir: PathBuf,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("./data"),
-        }
-    }
 }
 
 /// The Redis server.
@@ -90,7 +75,7 @@ impl Default for Config {
             health: HealthConfig::default(),
             redis: RedisConfig::default(),
             ratelimit: RateLimitConfig::default(),
-            storage: StorageConfig::default(),
+            storage: StoreConfig::default(),
             dlq: DlqConfig::default(),
             telemetry,
         }
@@ -115,7 +100,7 @@ impl Default for ServerConfig {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             request_timeout: Duration::from_secs(30),
-            body_limit_bytes: 10 * 1024 * 1024,
+            body_limit_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -406,6 +391,8 @@ const SECRET_KEYS: &[&str] = &["token", "secret", "password", "key_sha256"];
 
 /// Tables documented and shown as one key (their entries are names the operator chooses).
 const LEAF_TABLES: &[&str] = &[
+    "storage.upload.breaker",
+    "storage.upload.retry_budget",
     "dlq.queues",
     "health.checks",
     "ratelimit.breaker",
@@ -752,6 +739,146 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "shutdown.timeout",
         "duration",
         "Budget from SIGTERM/SIGINT to exit: drain, flush, exit.",
+    ),
+    (
+        "storage.block_bytes",
+        "integer (bytes)",
+        "Target size of a segment block before compression.",
+    ),
+    (
+        "storage.cache_bytes",
+        "integer (bytes)",
+        "Object-store blocks cached in memory for `s3_only` collections (LRU).",
+    ),
+    (
+        "storage.compaction.enabled",
+        "bool",
+        "Compact collections in the background.",
+    ),
+    (
+        "storage.compaction.grace_period",
+        "duration",
+        "Replaced objects are deleted this long after the manifest that dropped them.",
+    ),
+    (
+        "storage.compaction.interval",
+        "duration",
+        "How often background compaction looks for work.",
+    ),
+    (
+        "storage.compaction.min_segments",
+        "integer",
+        "Segments of one size tier that start a compaction.",
+    ),
+    (
+        "storage.compression",
+        "`none` | `gzip`",
+        "Compression of segment blocks written from now on.",
+    ),
+    (
+        "storage.limits.default_page_size",
+        "integer",
+        "Records per listing page when the caller names none.",
+    ),
+    (
+        "storage.limits.max_batch_bytes",
+        "integer (bytes)",
+        "Largest batch; larger is answered 413.",
+    ),
+    (
+        "storage.limits.max_batch_records",
+        "integer",
+        "Most records in one batch; more is answered 413.",
+    ),
+    (
+        "storage.limits.max_page_size",
+        "integer",
+        "Largest listing page a caller may ask for.",
+    ),
+    (
+        "storage.limits.max_value_bytes",
+        "integer (bytes)",
+        "Largest record value; larger is answered 413.",
+    ),
+    (
+        "storage.memtable_bytes",
+        "integer (bytes)",
+        "A collection's memtable is frozen into a segment past this size.",
+    ),
+    (
+        "storage.object_store_url",
+        "URL",
+        "`file:///path`, `memory://` or `s3://bucket/prefix` (endpoint, region and credentials from `AWS_*`); unset means `data_dir/objects` on the local file system.",
+    ),
+    (
+        "storage.upload.attempt_timeout",
+        "duration",
+        "Timeout of one upload attempt.",
+    ),
+    (
+        "storage.upload.backpressure_retry_after",
+        "duration",
+        "`Retry-After` of a write refused because the local backlog is full.",
+    ),
+    (
+        "storage.upload.base_delay",
+        "duration",
+        "First retry delay of an upload (doubling, full jitter).",
+    ),
+    (
+        "storage.upload.batch_bytes",
+        "integer (bytes)",
+        "Bytes of segments committed to one manifest at most.",
+    ),
+    (
+        "storage.upload.batch_segments",
+        "integer",
+        "Segments committed to one manifest at most.",
+    ),
+    (
+        "storage.upload.breaker",
+        "table (breaker config)",
+        "Circuit breaker of the uploads (default: above 50% failures over 60 s opens for 300 s; 10 successes close).",
+    ),
+    (
+        "storage.upload.breaker_poll_interval",
+        "duration",
+        "How often the worker looks again while the breaker is open.",
+    ),
+    (
+        "storage.upload.dlq_capacity",
+        "integer",
+        "Segments the `storage-segments` dead-letter queue holds (it rejects past that, never evicts or expires).",
+    ),
+    (
+        "storage.upload.max_attempts",
+        "integer",
+        "Attempts of one upload before its segment is pinned and dead-lettered.",
+    ),
+    (
+        "storage.upload.max_backlog_bytes",
+        "integer (bytes)",
+        "Bytes not yet uploaded past which writes are refused with 503 + `Retry-After`.",
+    ),
+    (
+        "storage.upload.max_delay",
+        "duration",
+        "Longest retry delay of an upload.",
+    ),
+    (
+        "storage.upload.parallelism",
+        "integer",
+        "Uploads in flight at once.",
+    ),
+    (
+        "storage.upload.retry_budget",
+        "table (`ratio`, `min_retries_per_second`, `ttl`)",
+        "Retry budget shared by all uploads.",
+    ),
+    (
+        "storage.wal_segment_bytes",
+        "integer (bytes)",
+        "A WAL file is rotated past this size.",
     ),
     (
         "storage.data_dir",

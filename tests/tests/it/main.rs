@@ -5,4 +5,5 @@ mod health;
 mod http;
 mod observability;
 mod ratelimit;
+mod records;
 mod shutdown;

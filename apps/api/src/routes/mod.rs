@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod breakers;
+pub mod collections;
 pub mod dlq;
 pub mod health;
 pub mod metrics;

@@ -1,0 +1,535 @@
+//! The data API: collections of records on `mainstay-storage-tiering`, per organisation.
+//!
+//! Every route runs behind authentication and the rate limiter. A caller sees only its own
+//! organisation's collections: the store's collection name is a tag of the organisation (the first
+//! 12 hex digits of its SHA-256) joined to the name the caller gave, so no input reaches a path and
+//! one organisation cannot name another's collection. Names the caller gives match
+//! `[a-z0-9][a-z0-9_-]{0,50}` (the tag takes the rest of the store's 64 characters).
+//!
+//! Writes are acknowledged once fsync'd to the WAL. Past the local backlog bound they are refused
+//! with 503 and `Retry-After`, never dropped. With the object store unavailable, a listing answers
+//! what memory and the cache hold with `degraded: true`; a single read that needs the store is a
+//! 503 problem with the same fields, never a false 404.
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use base64::Engine as _;
+use mainstay_storage_tiering::{CollectionError, ListQuery, Policy, ReadError, WriteError};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::Routes;
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::problem::Problem;
+
+/// Longest collection name a caller may give.
+const MAX_NAME: usize = 51;
+
+/// The data routes, relative to `/v1`.
+pub fn routes() -> Routes {
+    Routes::new()
+        .route("post", "/collections", post(create))
+        .route("get", "/collections", get(list_collections))
+        .route(
+            "delete",
+            "/collections/{collection}",
+            axum::routing::delete(drop_collection),
+        )
+        .route("post", "/collections/{collection}/records", post(put_batch))
+        .route(
+            "get",
+            "/collections/{collection}/records",
+            get(list_records),
+        )
+        .route(
+            "put",
+            "/collections/{collection}/records/{id}",
+            put(put_record),
+        )
+        .route(
+            "get",
+            "/collections/{collection}/records/{id}",
+            get(get_record),
+        )
+        .route(
+            "delete",
+            "/collections/{collection}/records/{id}",
+            axum::routing::delete(delete_record),
+        )
+}
+
+/// The admin routes of the store, relative to `/admin`.
+pub fn admin_routes() -> Routes {
+    Routes::new().route("post", "/collections/{id}/compact", post(compact))
+}
+
+/// Compacts a collection now: merges its segments, drops overwritten records and tombstones.
+/// `id` is the store's name of the collection (organisation tag, `-`, name), as the
+/// `storage_*` metrics and logs show it.
+#[utoipa::path(post, path = "/admin/collections/{id}/compact", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "The store's collection name")),
+    responses(
+        (status = 200, description = "`{merged_segments: N}`", body = Object),
+        (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The compaction failed; nothing was lost", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn compact(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    match state.store.compact(&id).await {
+        Ok(merged) => {
+            tracing::info!(collection = %id, merged, "admin: compaction finished");
+            Json(serde_json::json!({ "merged_segments": merged })).into_response()
+        }
+        Err(mainstay_storage_tiering::MaintenanceError::UnknownCollection(_)) => {
+            status_problem(StatusCode::NOT_FOUND, format!("no collection {id:?}"))
+        }
+        Err(error) => status_problem(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+fn tag(organisation: &str) -> String {
+    hex::encode(&Sha256::digest(organisation.as_bytes())[..6])
+}
+
+/// The store's name of the caller's collection, or a 422 when the name is not allowed.
+fn internal_name(caller: &Caller, name: &str) -> Result<String, Box<Problem>> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.bytes().enumerate().all(|(index, byte)| {
+            byte.is_ascii_lowercase()
+                || byte.is_ascii_digit()
+                || (index > 0 && matches!(byte, b'_' | b'-'))
+        });
+    if !valid {
+        return Err(Box::new(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "collection name {name:?} is not allowed: use 1-{MAX_NAME} characters of a-z, 0-9, '_' and '-', starting with a letter or digit"
+            ),
+        )));
+    }
+    Ok(format!("{}-{name}", tag(&caller.organisation)))
+}
+
+fn status_problem(status: StatusCode, detail: impl Into<String>) -> Response {
+    Problem::new(status, detail).into_response()
+}
+
+fn write_error(error: WriteError) -> Response {
+    match error {
+        WriteError::InvalidCollection(_) | WriteError::InvalidId | WriteError::EmptyBatch => {
+            status_problem(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+        }
+        WriteError::UnknownCollection(_) => {
+            status_problem(StatusCode::NOT_FOUND, "no such collection; create it first")
+        }
+        WriteError::ValueTooLarge { .. }
+        | WriteError::TooManyRecords { .. }
+        | WriteError::BatchTooLarge { .. } => {
+            status_problem(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+        }
+        WriteError::Backpressure { retry_after, .. } => {
+            let seconds = retry_after.as_secs().max(1).to_string();
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+                .with_header(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_str(&seconds).unwrap_or(HeaderValue::from_static("1")),
+                )
+                .into_response()
+        }
+        other => {
+            tracing::error!(error = %other, "write failed");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the write was not acknowledged: {other}; retry"),
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            .into_response()
+        }
+    }
+}
+
+/// The degraded fields, on a 503 read as on a degraded listing.
+#[derive(Debug, Serialize)]
+struct Degraded {
+    degraded: bool,
+    unavailable_sources: Vec<String>,
+    partial_results: bool,
+}
+
+fn read_error(error: ReadError) -> Response {
+    match error {
+        ReadError::InvalidCollection(_)
+        | ReadError::InvalidId
+        | ReadError::InvalidPrefix
+        | ReadError::InvalidCursor
+        | ReadError::PageTooLarge { .. } => {
+            status_problem(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+        }
+        ReadError::UnknownCollection(_) => {
+            status_problem(StatusCode::NOT_FOUND, "no such collection")
+        }
+        ReadError::Unavailable(_) => {
+            let mut problem = serde_json::to_value(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                error.to_string(),
+            ))
+            .unwrap_or_default();
+            if let (Some(object), Ok(serde_json::Value::Object(fields))) = (
+                problem.as_object_mut(),
+                serde_json::to_value(Degraded {
+                    degraded: true,
+                    unavailable_sources: vec!["object_store".into()],
+                    partial_results: true,
+                }),
+            ) {
+                object.extend(fields);
+            }
+            let mut response =
+                (StatusCode::SERVICE_UNAVAILABLE, problem.to_string()).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::problem::PROBLEM_JSON),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response
+        }
+        other => {
+            tracing::error!(error = %other, "read failed");
+            status_problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "stored data could not be read; it is never served corrupt",
+            )
+        }
+    }
+}
+
+/// A new collection.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCollection {
+    /// The name, `[a-z0-9][a-z0-9_-]{0,50}`.
+    pub name: String,
+    /// `memory`, `memory_s3` (default) or `s3_only`.
+    #[serde(default = "default_policy")]
+    #[schema(value_type = String, example = "memory_s3")]
+    pub policy: Policy,
+}
+
+fn default_policy() -> Policy {
+    Policy::MemoryS3
+}
+
+/// A collection as listed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CollectionView {
+    /// The name.
+    pub name: String,
+    /// The tiering policy.
+    pub policy: String,
+    /// Segments it holds.
+    pub segments: usize,
+}
+
+/// Creates a collection in the caller's organisation.
+#[utoipa::path(post, path = "/v1/collections", tag = "v1", security(("api_key" = []), ()), request_body = NewCollection,
+    responses(
+        (status = 201, description = "Created", body = CollectionView),
+        (status = 409, description = "The organisation already has a collection of that name", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name or policy", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
+    let new: NewCollection = match serde_json::from_slice(&body) {
+        Ok(new) => new,
+        Err(error) => {
+            return status_problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the body could not be read: {error}"),
+            );
+        }
+    };
+    let name = match internal_name(&caller, &new.name) {
+        Ok(name) => name,
+        Err(problem) => return problem.into_response(),
+    };
+    match state.store.create_collection(&name, new.policy).await {
+        Ok(()) => (
+            StatusCode::CREATED,
+            Json(CollectionView {
+                name: new.name,
+                policy: new.policy.as_str().into(),
+                segments: 0,
+            }),
+        )
+            .into_response(),
+        Err(CollectionError::AlreadyExists(_)) => {
+            status_problem(StatusCode::CONFLICT, "a collection of that name exists")
+        }
+        Err(error @ (CollectionError::InvalidName(_) | CollectionError::NoObjectStore(_))) => {
+            status_problem(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+        }
+        Err(error) => status_problem(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+/// The caller's organisation's collections.
+#[utoipa::path(get, path = "/v1/collections", tag = "v1", security(("api_key" = []), ()),
+    responses((status = 200, description = "`{collections: [...]}`", body = Object)))]
+pub async fn list_collections(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let prefix = format!("{}-", tag(&caller.organisation));
+    let collections: Vec<CollectionView> = state
+        .store
+        .collections()
+        .into_iter()
+        .filter_map(|info| {
+            let name = info.name.strip_prefix(&prefix)?.to_owned();
+            Some(CollectionView {
+                name,
+                policy: info.policy.as_str().into(),
+                segments: info.segments,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({ "collections": collections })).into_response()
+}
+
+/// Deletes a collection: its records, objects and dead-letter entries.
+#[utoipa::path(delete, path = "/v1/collections/{collection}", tag = "v1", security(("api_key" = []), ()),
+    params(("collection" = String, Path, description = "The collection")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn drop_collection(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(collection): Path<String>,
+) -> Response {
+    let name = match internal_name(&caller, &collection) {
+        Ok(name) => name,
+        Err(problem) => return problem.into_response(),
+    };
+    match state.store.drop_collection(&name).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) | Err(CollectionError::Unknown(_)) => {
+            status_problem(StatusCode::NOT_FOUND, "no such collection")
+        }
+        Err(error) => status_problem(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+/// Stores a record's raw bytes; answers once the write is durable.
+#[utoipa::path(put, path = "/v1/collections/{collection}/records/{id}", tag = "v1", security(("api_key" = []), ()),
+    params(("collection" = String, Path, description = "The collection"), ("id" = String, Path, description = "1-512 URL-safe characters")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 204, description = "Acknowledged (fsync'd to the WAL)"),
+        (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Value over the limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid id", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Local backlog full: retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn put_record(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((collection, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let name = match internal_name(&caller, &collection) {
+        Ok(name) => name,
+        Err(problem) => return problem.into_response(),
+    };
+    match state.store.put(&name, &id, body).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => write_error(error),
+    }
+}
+
+/// Reads a record's raw bytes.
+#[utoipa::path(get, path = "/v1/collections/{collection}/records/{id}", tag = "v1", security(("api_key" = []), ()),
+    params(("collection" = String, Path, description = "The collection"), ("id" = String, Path, description = "The record id")),
+    responses(
+        (status = 200, description = "The value", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "No such record or collection", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The record needs the object store, which is unavailable (`degraded`, `unavailable_sources`, `partial_results`)", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_record(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((collection, id)): Path<(String, String)>,
+) -> Response {
+    let name = match internal_name(&caller, &collection) {
+        Ok(name) => name,
+        Err(problem) => return problem.into_response(),
+    };
+    match state.store.get(&name, &id).await {
+        Ok(Some(value)) => {
+            let mut response = value.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            response
+        }
+        Ok(None) => status_problem(StatusCode::NOT_FOUND, "no such record"),
+        Err(error) => read_error(error),
+    }
+}
+
+/// Deletes a record; answers once the tombstone is durable.
+#[utoipa::path(delete, path = "/v1/collections/{collection}/records/{id}", tag = "v1", security(("api_key" = []), ()),
+    params(("collection" = String, Path, description = "The collection"), ("id" = String, Path, description = "The record id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_record(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((collection, id)): Path<(String, String)>,
+) -> Response {
+    let name = match internal_name(&caller, &collection) {
+        Ok(name) => name,
+        Err(problem) => return problem.into_response(),
+    };
+    match state.store.delete(&name, &id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => write_error(error),
+    }
+}
+
+/// One record of a batch.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRecord {
+    /// The record id.
+    pub id: String,
+    /// The value, base64.
+    pub value_base64: String,
+}
+
+/// A batch of records, written all or nothing.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// The records.
+    pub records: Vec<BatchRecord>,
+}
+
+/// Writes a batch of records, all or nothing.
+#[utoipa::path(post, path = "/v1/collections/{collection}/records", tag = "v1", security(("api_key" = []), ()),
+    params(("collection" = String, Path, description = "The collection")), request_body = Batch,
+    responses(
+        (status = 200, description = "`{written: N}`, acknowledged", body = Object),
+        (status = 413, description = "Over the batch or value limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body, id or base64", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Local backlog full: retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn put_batch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(collection): Path<String>,
+    body: Bytes,
+) -> Response {
+    let name = match internal_name(&caller, &collection) {
+        Ok(name) => name,
+        Err(problem) => return problem.into_response(),
+    };
+    let batch: Batch = match serde_json::from_slice(&body) {
+        Ok(batch) => batch,
+        Err(error) => {
+            return status_problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("the batch could not be read: {error}"),
+            );
+        }
+    };
+    let mut records = Vec::with_capacity(batch.records.len());
+    for record in batch.records {
+        match base64::engine::general_purpose::STANDARD.decode(&record.value_base64) {
+            Ok(value) => records.push((record.id, Bytes::from(value))),
+            Err(_) => {
+                return status_problem(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("record {:?}: value_base64 is not base64", record.id),
+                );
+            }
+        }
+    }
+    let written = records.len();
+    match state.store.put_batch(&name, records).await {
+        Ok(()) => Json(serde_json::json!({ "written": written })).into_response(),
+        Err(error) => write_error(error),
+    }
+}
+
+/// The query of a listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct RecordsQuery {
+    /// Only ids starting with this.
+    pub prefix: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size (default 100, at most 1,000).
+    pub limit: Option<usize>,
+}
+
+/// Records in id order, a page at a time.
+#[utoipa::path(get, path = "/v1/collections/{collection}/records", tag = "v1", security(("api_key" = []), ()),
+    params(("collection" = String, Path, description = "The collection"), RecordsQuery),
+    responses(
+        (status = 200, description = "`{records: [{id, value_base64}], next_cursor, degraded, unavailable_sources, partial_results}`", body = Object),
+        (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid prefix, cursor or page size", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_records(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(collection): Path<String>,
+    Query(query): Query<RecordsQuery>,
+) -> Response {
+    let name = match internal_name(&caller, &collection) {
+        Ok(name) => name,
+        Err(problem) => return problem.into_response(),
+    };
+    let list = ListQuery {
+        prefix: query.prefix,
+        cursor: query.cursor,
+        limit: query.limit,
+    };
+    match state.store.list(&name, &list).await {
+        Ok(page) => {
+            let records: Vec<BatchRecord> = page
+                .records
+                .iter()
+                .map(|record| BatchRecord {
+                    id: record.id.clone(),
+                    value_base64: base64::engine::general_purpose::STANDARD.encode(&record.value),
+                })
+                .collect();
+            Json(serde_json::json!({
+                "records": records,
+                "next_cursor": page.next_cursor,
+                "degraded": page.degraded,
+                "unavailable_sources": page.unavailable_sources,
+                "partial_results": page.partial_results(),
+            }))
+            .into_response()
+        }
+        Err(error) => read_error(error),
+    }
+}
