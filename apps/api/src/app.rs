@@ -363,6 +363,10 @@ fn health_registry(
 ) -> Result<HealthRegistry, ConfigError> {
     let invalid = |error: &dyn std::fmt::Display| ConfigError::Invalid(error.to_string());
     let mut health_config = config.health.clone();
+    // The `disk` check watches the disk the WAL is on unless told otherwise.
+    if health_config.disk.path == std::path::Path::new(".") {
+        health_config.disk.path = config.storage.data_dir.clone();
+    }
     // Redis is critical only when the rate limiter may not fall back without it.
     if redis.is_some() && config.ratelimit.fallback == FallbackMode::Deny {
         health_config

@@ -596,7 +596,7 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "health.disk.path",
         "path",
-        "A path on the file system the `disk` check watches.",
+        "A path on the file system the `disk` check watches; `.` (the default) means `storage.data_dir`, where the WAL is.",
     ),
     (
         "health.disk.unhealthy_below_free_percent",

@@ -254,3 +254,32 @@ async fn an_open_circuit_breaker_feeds_the_circuit_breakers_check() -> anyhow::R
     assert_eq!(body["status"], "degraded");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_check_watches_the_data_directory_and_the_object_store_is_checked()
+-> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().to_string_lossy().into_owned();
+    let api = Api::builder()
+        .env("MAINSTAY_STORAGE__DATA_DIR", &data_dir)
+        .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
+        .start()?;
+    let admin: Value = reqwest::Client::new()
+        .get(api.url("/admin/health"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        admin["checks"]["disk"]["details"]["path"],
+        data_dir.as_str(),
+        "{admin}"
+    );
+    let object_store = admin["checks"]
+        .as_object()
+        .and_then(|checks| checks.iter().find(|(name, _)| name.contains("object")))
+        .map(|(_, check)| check["status"].clone());
+    assert_eq!(object_store, Some(Value::from("healthy")), "{admin}");
+    Ok(())
+}
