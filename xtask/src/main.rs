@@ -36,7 +36,7 @@ enum Task {
     },
     /// Check the dependency rules between the workspace crates.
     Deps,
-    /// Run benchmarks: `http`, `breaker`, `dlq`, `health`, `probes`, `ratelimit` (all when none is named).
+    /// Run benchmarks: `http`, `breaker`, `dlq`, `health`, `probes`, `ratelimit`, `storage` (all when none is named).
     Bench {
         /// Names of the benchmarks to run.
         names: Vec<String>,
@@ -95,6 +95,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("health", "mainstay-health", "report"),
     ("probes", "mainstay-tests", "probes"),
     ("ratelimit", "mainstay-ratelimit", "limits"),
+    ("storage", "mainstay-storage-tiering", "inserts"),
 ];
 
 fn bench(names: &[String]) -> Result<()> {
