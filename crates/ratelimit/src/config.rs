@@ -338,12 +338,18 @@ impl Default for RateLimitConfig {
 fn default_routes() -> BTreeMap<String, String> {
     let record = "/v1/collections/{collection}/records/{id}";
     let records = "/v1/collections/{collection}/records";
+    let collections = "/v1/collections";
     BTreeMap::from([
         (format!("PUT {record}"), "writes".into()),
         (format!("DELETE {record}"), "writes".into()),
         (format!("POST {records}"), "writes".into()),
-        (format!("PUT {records}"), "writes".into()),
+        (format!("POST {collections}"), "writes".into()),
+        (
+            format!("DELETE {collections}/{{collection}}"),
+            "writes".into(),
+        ),
         (format!("GET {records}"), "queries".into()),
+        (format!("GET {collections}"), "queries".into()),
     ])
 }
 
