@@ -123,3 +123,46 @@ fn redis_without_a_shared_secret_is_a_config_error() -> anyhow::Result<()> {
     assert!(err.contains("ratelimit.secret"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_classes_apply_to_the_data_routes() -> anyhow::Result<()> {
+    let api = Api::builder().start()?;
+    let client = reqwest::Client::new();
+    let created = client
+        .post(api.url("/v1/collections"))
+        .json(&serde_json::json!({"name": "limited", "policy": "memory"}))
+        .send()
+        .await?;
+    assert_eq!(created.status(), 201);
+    assert_eq!(
+        created.headers()["x-ratelimit-limit"],
+        "60",
+        "creating a collection is a write"
+    );
+    let put = client
+        .put(api.url("/v1/collections/limited/records/a"))
+        .body("x")
+        .send()
+        .await?;
+    assert_eq!(
+        put.headers()["x-ratelimit-limit"],
+        "60",
+        "a record write is a write"
+    );
+    let list = client
+        .get(api.url("/v1/collections/limited/records"))
+        .send()
+        .await?;
+    assert_eq!(
+        list.headers()["x-ratelimit-limit"],
+        "30",
+        "a listing is a query"
+    );
+    let who = client.get(api.url("/v1/whoami")).send().await?;
+    assert_eq!(
+        who.headers()["x-ratelimit-limit"],
+        "100",
+        "other routes: the default class and the tier"
+    );
+    Ok(())
+}

@@ -341,3 +341,22 @@ mod admin_dlq {
         assert!(app.dlq.is_empty());
     }
 }
+
+#[tokio::test]
+async fn every_route_the_rate_limit_classes_name_is_served() {
+    let (config, _dir) = every_route_config();
+    let routes = config.ratelimit.routes.clone();
+    let app = mainstay_api::app::build(config).await.expect("valid");
+    for key in routes.keys() {
+        let (method, path) = key.split_once(' ').expect("`METHOD /template`");
+        assert!(
+            app.served
+                .iter()
+                .any(
+                    |(served_method, served_path)| served_method.eq_ignore_ascii_case(method)
+                        && served_path == path
+                ),
+            "ratelimit.routes names `{key}`, which the API does not serve"
+        );
+    }
+}
