@@ -44,6 +44,8 @@ pub struct AppState {
     pub authenticator: Authenticator,
     /// The record store of the data API.
     pub store: Store,
+    /// Batches answered recently, by idempotency key.
+    pub idempotency: Arc<routes::collections::IdempotencyKeys>,
     /// The health checks and probes.
     pub health: HealthRegistry,
     /// Every circuit breaker of the process, for the admin API.
@@ -154,6 +156,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         breakers: breakers.clone(),
         dlq: dlq.clone(),
         store: store.clone(),
+        idempotency: Arc::default(),
         registry: Arc::new(registry),
         config: Arc::new(config),
     };

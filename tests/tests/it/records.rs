@@ -222,7 +222,7 @@ async fn acknowledged_records_survive_a_restart() -> anyhow::Result<()> {
             .json(&json!({"name": "ledger", "policy": "memory_s3"}))
             .send()
             .await?;
-        for index in 0..20 {
+        for index in 0..15 {
             let put = client
                 .put(api.url(&format!("/v1/collections/ledger/records/entry-{index:02}")))
                 .bearer_auth("acme-key")
@@ -235,7 +235,7 @@ async fn acknowledged_records_survive_a_restart() -> anyhow::Result<()> {
         assert!(api.wait_exit(Duration::from_secs(20))?.success());
     }
     let api = api(&data_dir).start()?;
-    for index in [0, 7, 19] {
+    for index in [0, 7, 14] {
         let got = client
             .get(api.url(&format!("/v1/collections/ledger/records/entry-{index:02}")))
             .bearer_auth("acme-key")
@@ -247,5 +247,47 @@ async fn acknowledged_records_survive_a_restart() -> anyhow::Result<()> {
             format!("amount-{index}").as_bytes()
         );
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_answers_a_retried_batch_once_and_refuses_other_content()
+-> anyhow::Result<()> {
+    let data = tempfile::tempdir()?;
+    let api = api(&data.path().to_string_lossy()).start()?;
+    let client = reqwest::Client::new();
+    client
+        .post(api.url("/v1/collections"))
+        .bearer_auth("acme-key")
+        .json(&json!({"name": "payments", "policy": "memory"}))
+        .send()
+        .await?;
+    let send = |key: &'static str, records: Value| {
+        client
+            .post(api.url("/v1/collections/payments/records"))
+            .bearer_auth("acme-key")
+            .header("idempotency-key", key)
+            .json(&json!({ "records": records }))
+            .send()
+    };
+    let batch = json!([{"id": "p1", "value_base64": "MTA="}]);
+    let first: Value = send("pay-1", batch.clone()).await?.json().await?;
+    assert_eq!(
+        (first["written"].as_u64(), first["replayed"].as_bool()),
+        (Some(1), None)
+    );
+    let retried: Value = send("pay-1", batch).await?.json().await?;
+    assert_eq!(
+        (retried["written"].as_u64(), retried["replayed"].as_bool()),
+        (Some(1), Some(true))
+    );
+    let reused = send("pay-1", json!([{"id": "p2", "value_base64": "MjA="}])).await?;
+    assert_eq!(reused.status(), 422);
+    let p2 = client
+        .get(api.url("/v1/collections/payments/records/p2"))
+        .bearer_auth("acme-key")
+        .send()
+        .await?;
+    assert_eq!(p2.status(), 404, "a refused reuse writes nothing");
     Ok(())
 }

@@ -103,6 +103,7 @@ pub async fn config(State(state): State<AppState>) -> Json<BTreeMap<String, serd
 
 /// The query of [`delay`].
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DelayQuery {
     /// How long to wait before answering, in milliseconds (at most 60,000).
     pub ms: u64,

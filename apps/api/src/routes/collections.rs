@@ -430,11 +430,56 @@ pub struct Batch {
     pub records: Vec<BatchRecord>,
 }
 
-/// Writes a batch of records, all or nothing.
+/// Batches answered recently, by organisation, collection and `Idempotency-Key`: the SHA-256 of
+/// the body and the answer. Bounded (the oldest key goes first) and kept in memory: a batch is
+/// idempotent by itself (records are keyed by id), so after a restart a retried batch is simply
+/// written again with the same result.
+#[derive(Debug, Default)]
+pub struct IdempotencyKeys {
+    answered: parking_lot::Mutex<Answered>,
+}
+
+/// The remembered answers and the order their keys came in.
+#[derive(Debug, Default)]
+struct Answered {
+    by_key: std::collections::HashMap<String, ([u8; 32], usize)>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// Idempotency keys remembered at most.
+const IDEMPOTENCY_KEYS: usize = 10_000;
+
+impl IdempotencyKeys {
+    fn lookup(&self, key: &str) -> Option<([u8; 32], usize)> {
+        self.answered.lock().by_key.get(key).copied()
+    }
+
+    fn remember(&self, key: String, digest: [u8; 32], written: usize) {
+        let mut answered = self.answered.lock();
+        if answered
+            .by_key
+            .insert(key.clone(), (digest, written))
+            .is_none()
+        {
+            answered.order.push_back(key);
+        }
+        while answered.order.len() > IDEMPOTENCY_KEYS {
+            if let Some(oldest) = answered.order.pop_front() {
+                answered.by_key.remove(&oldest);
+            }
+        }
+    }
+}
+
+/// Writes a batch of records, all or nothing. With an `Idempotency-Key` header (at most 128
+/// characters), a retry of the same batch is answered as the first time without writing again, and
+/// the same key with another body is refused with 422.
 #[utoipa::path(post, path = "/v1/collections/{collection}/records", tag = "v1", security(("api_key" = []), ()),
-    params(("collection" = String, Path, description = "The collection")), request_body = Batch,
+    params(("collection" = String, Path, description = "The collection"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried batch safe: the same key and body are answered once")),
+    request_body = Batch,
     responses(
-        (status = 200, description = "`{written: N}`, acknowledged", body = Object),
+        (status = 200, description = "`{written: N}`, acknowledged (`replayed: true` for a retried key)", body = Object),
         (status = 413, description = "Over the batch or value limit", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid body, id or base64", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Local backlog full: retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
@@ -443,12 +488,37 @@ pub async fn put_batch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(collection): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let name = match internal_name(&caller, &collection) {
         Ok(name) => name,
         Err(problem) => return problem.into_response(),
     };
+    let idempotency = match headers.get("idempotency-key").map(|value| value.to_str()) {
+        None => None,
+        Some(Ok(key)) if !key.is_empty() && key.len() <= 128 => Some((
+            format!("{name}/{key}"),
+            <[u8; 32]>::from(Sha256::digest(&body)),
+        )),
+        Some(_) => {
+            return status_problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Idempotency-Key must be 1-128 visible ASCII characters",
+            );
+        }
+    };
+    if let Some((key, digest)) = &idempotency
+        && let Some((seen, written)) = state.idempotency.lookup(key)
+    {
+        if &seen != digest {
+            return status_problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "this Idempotency-Key was used for another batch; use a new key for new content",
+            );
+        }
+        return Json(serde_json::json!({ "written": written, "replayed": true })).into_response();
+    }
     let batch: Batch = match serde_json::from_slice(&body) {
         Ok(batch) => batch,
         Err(error) => {
@@ -472,13 +542,19 @@ pub async fn put_batch(
     }
     let written = records.len();
     match state.store.put_batch(&name, records).await {
-        Ok(()) => Json(serde_json::json!({ "written": written })).into_response(),
+        Ok(()) => {
+            if let Some((key, digest)) = idempotency {
+                state.idempotency.remember(key, digest, written);
+            }
+            Json(serde_json::json!({ "written": written })).into_response()
+        }
         Err(error) => write_error(error),
     }
 }
 
 /// The query of a listing.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RecordsQuery {
     /// Only ids starting with this.
     pub prefix: Option<String>,

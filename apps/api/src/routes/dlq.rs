@@ -34,6 +34,7 @@ pub fn routes() -> Routes {
 
 /// The query of `GET /admin/dlq`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this queue.
     pub queue: Option<String>,
@@ -47,6 +48,7 @@ pub struct ListQuery {
 
 /// The query naming one queue.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueueQuery {
     /// The queue.
     pub queue: String,
