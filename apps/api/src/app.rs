@@ -26,7 +26,7 @@ use mainstay_resilience::{BreakerRegistry, BreakerState, ResilienceMetrics};
 use mainstay_storage_tiering::health::ObjectStoreCheck;
 use mainstay_storage_tiering::{StorageMetrics, Store};
 
-use crate::auth::{Authenticator, Caller, IdentityHasher};
+use crate::auth::{Authenticator, Caller};
 use crate::config::{Config, ConfigError, Tier};
 use crate::routes::admin::AdminToken;
 use crate::routes::{self, Routes};
@@ -148,9 +148,8 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         .map_err(|error| ConfigError::Invalid(error.to_string()))?;
     let health_feeder = feed_threshold_checks(&config, &health, &dlq, &breakers)?;
 
-    let hasher = IdentityHasher::random();
     let state = AppState {
-        authenticator: Authenticator::new(&config.auth, hasher),
+        authenticator: Authenticator::new(&config.auth, limiter.hasher().clone()),
         admin_token: config.admin.token.as_deref().map(AdminToken::new),
         health: health.clone(),
         breakers: breakers.clone(),

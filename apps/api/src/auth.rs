@@ -4,8 +4,9 @@
 //! stored as SHA-256 hashes; the presented key is hashed and looked up. An unknown key is a 401,
 //! never a fresh anonymous caller. With `auth.allow_anonymous` a caller without a key is anonymous
 //! in the `public` organisation. The caller's identity goes into the request extensions as
-//! [`Caller`]; its `principal` is an HMAC of the key hash or the client address under a server
-//! secret, so that neither a key nor an address is ever stored or logged raw.
+//! [`Caller`]; its `principal` is an HMAC of the key hash or the client address under
+//! `ratelimit.secret` (the rate limiter's hasher, so instances sharing the secret agree), so that
+//! neither a key nor an address is ever stored or logged raw.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,9 +16,10 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use mainstay_ratelimit::IdentityHasher;
 
 use crate::config::{AuthConfig, Plan, Tier};
 use crate::problem::Problem;
@@ -36,52 +38,9 @@ pub struct Caller {
     /// The organisation's plan.
     #[schema(value_type = String, example = "free")]
     pub plan: Plan,
-    /// A stable pseudonym of the key or client address (HMAC-SHA256, hex), safe to log and to use
-    /// as a rate-limit key.
+    /// A stable pseudonym of the key or client address (HMAC-SHA256 under `ratelimit.secret`,
+    /// 32 hex digits), safe to log and to use as a rate-limit key.
     pub principal: String,
-}
-
-/// Hashes identities with the server secret.
-#[derive(Clone)]
-pub struct IdentityHasher {
-    secret: Arc<[u8]>,
-}
-
-impl std::fmt::Debug for IdentityHasher {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("IdentityHasher")
-            .finish_non_exhaustive()
-    }
-}
-
-impl IdentityHasher {
-    /// A hasher with the given secret.
-    #[must_use]
-    pub fn new(secret: &[u8]) -> Self {
-        Self {
-            secret: secret.into(),
-        }
-    }
-
-    /// A hasher with a random secret, for a process that shares identities with no one.
-    #[must_use]
-    pub fn random() -> Self {
-        let secret: [u8; 32] = rand::random();
-        Self::new(&secret)
-    }
-
-    /// The hex HMAC-SHA256 of `kind:value` (kind keeps a key and an address apart).
-    #[must_use]
-    pub fn pseudonym(&self, kind: &str, value: &[u8]) -> String {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret)
-            .unwrap_or_else(|_| unreachable!("hmac takes keys of any length"));
-        mac.update(kind.as_bytes());
-        mac.update(b":");
-        mac.update(value);
-        hex::encode(mac.finalize().into_bytes())
-    }
 }
 
 /// The configured keys, by hash, and the anonymous policy.
@@ -128,7 +87,7 @@ impl Authenticator {
                     organisation: organisation.clone(),
                     tier: *tier,
                     plan: *plan,
-                    principal: self.hasher.pseudonym("key", &hash),
+                    principal: self.hasher.pseudonym(b"key", &hash).to_hex(),
                 })
             }
             None if self.allow_anonymous => {
@@ -139,7 +98,7 @@ impl Authenticator {
                     organisation: PUBLIC_ORGANISATION.into(),
                     tier: Tier::Anonymous,
                     plan: Plan::Free,
-                    principal: self.hasher.pseudonym("addr", address.as_bytes()),
+                    principal: self.hasher.pseudonym(b"addr", address.as_bytes()).to_hex(),
                 })
             }
             None => Err(AuthError::KeyRequired),

@@ -125,7 +125,7 @@ async fn api_keys_identify_callers_and_unknown_keys_are_401() -> anyhow::Result<
     assert_eq!(caller["tier"], "premium");
     assert_eq!(caller["plan"], "pro");
     let principal = caller["principal"].as_str().unwrap_or_default().to_owned();
-    assert_eq!(principal.len(), 64, "an HMAC-SHA256 in hex");
+    assert_eq!(principal.len(), 32, "a truncated HMAC-SHA256 in hex");
     assert!(!principal.contains(ACME_KEY));
 
     let header = client
