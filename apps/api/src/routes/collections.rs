@@ -116,6 +116,38 @@ fn internal_name(caller: &Caller, name: &str) -> Result<String, Box<Problem>> {
     Ok(format!("{}-{name}", tag(&caller.organisation)))
 }
 
+/// The store's name of the caller's collection named by the `{collection}` path segment: a 422
+/// problem when the name is not allowed.
+#[derive(Debug)]
+pub struct OrgCollection(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for OrgCollection {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        let Some(caller) = parts.extensions.get::<Caller>().cloned() else {
+            return Err(status_problem(
+                StatusCode::UNAUTHORIZED,
+                "the caller is not authenticated",
+            ));
+        };
+        let Path(params) =
+            Path::<std::collections::BTreeMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        let collection = params
+            .get("collection")
+            .map(String::as_str)
+            .unwrap_or_default();
+        internal_name(&caller, collection)
+            .map(OrgCollection)
+            .map_err(|problem| problem.into_response())
+    }
+}
+
 fn status_problem(status: StatusCode, detail: impl Into<String>) -> Response {
     Problem::new(status, detail).into_response()
 }
@@ -316,13 +348,8 @@ pub async fn list_collections(
     ))]
 pub async fn drop_collection(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(collection): Path<String>,
+    OrgCollection(name): OrgCollection,
 ) -> Response {
-    let name = match internal_name(&caller, &collection) {
-        Ok(name) => name,
-        Err(problem) => return problem.into_response(),
-    };
     match state.store.drop_collection(&name).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) | Err(CollectionError::Unknown(_)) => {
@@ -345,14 +372,10 @@ pub async fn drop_collection(
     ))]
 pub async fn put_record(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((collection, id)): Path<(String, String)>,
+    OrgCollection(name): OrgCollection,
+    Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let name = match internal_name(&caller, &collection) {
-        Ok(name) => name,
-        Err(problem) => return problem.into_response(),
-    };
     match state.store.put(&name, &id, body).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => write_error(error),
@@ -369,13 +392,9 @@ pub async fn put_record(
     ))]
 pub async fn get_record(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((collection, id)): Path<(String, String)>,
+    OrgCollection(name): OrgCollection,
+    Path((_, id)): Path<(String, String)>,
 ) -> Response {
-    let name = match internal_name(&caller, &collection) {
-        Ok(name) => name,
-        Err(problem) => return problem.into_response(),
-    };
     match state.store.get(&name, &id).await {
         Ok(Some(value)) => {
             let mut response = value.into_response();
@@ -399,13 +418,9 @@ pub async fn get_record(
     ))]
 pub async fn delete_record(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path((collection, id)): Path<(String, String)>,
+    OrgCollection(name): OrgCollection,
+    Path((_, id)): Path<(String, String)>,
 ) -> Response {
-    let name = match internal_name(&caller, &collection) {
-        Ok(name) => name,
-        Err(problem) => return problem.into_response(),
-    };
     match state.store.delete(&name, &id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => write_error(error),
@@ -486,15 +501,10 @@ impl IdempotencyKeys {
     ))]
 pub async fn put_batch(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(collection): Path<String>,
+    OrgCollection(name): OrgCollection,
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let name = match internal_name(&caller, &collection) {
-        Ok(name) => name,
-        Err(problem) => return problem.into_response(),
-    };
     let idempotency = match headers.get("idempotency-key").map(|value| value.to_str()) {
         None => None,
         Some(Ok(key)) if !key.is_empty() && key.len() <= 128 => Some((
@@ -574,14 +584,9 @@ pub struct RecordsQuery {
     ))]
 pub async fn list_records(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(collection): Path<String>,
+    OrgCollection(name): OrgCollection,
     Query(query): Query<RecordsQuery>,
 ) -> Response {
-    let name = match internal_name(&caller, &collection) {
-        Ok(name) => name,
-        Err(problem) => return problem.into_response(),
-    };
     let list = ListQuery {
         prefix: query.prefix,
         cursor: query.cursor,
