@@ -47,7 +47,7 @@ impl Shared {
                 }
                 tiers
                     .into_values()
-                    .find(|t| t.len() >= self.config.compaction.min_segments)
+                    .find(|t| t.len() >= self.compaction.read().min_segments)
                     .unwrap_or_default()
             };
             let max = inputs.iter().map(|s| s.meta.max_lsn).max().unwrap_or(0);
@@ -185,7 +185,7 @@ impl Shared {
                 .map(|s| remote.segment_path(&collection.name, &s.meta.id))
                 .collect();
             let remote = Arc::clone(remote);
-            let grace = self.config.compaction.grace_period;
+            let grace = self.compaction.read().grace_period;
             // Readers of an older manifest may still fetch the inputs for a while.
             tokio::spawn(async move {
                 tokio::time::sleep(grace).await;

@@ -22,7 +22,7 @@ use crate::collection::{
     Collection, Data, Durability, Frozen, Residency, Segment, SegmentState, lookup_memory,
     lookup_resident,
 };
-use crate::config::{Policy, StoreConfig};
+use crate::config::{CompactionConfig, Policy, StoreConfig};
 use crate::error::{
     CollectionError, Fenced, MaintenanceError, OpenError, ReadError, SegmentError, WriteError,
 };
@@ -124,6 +124,8 @@ struct CatalogEntry {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: StoreConfig,
+    /// The compaction settings in force; [`Store::set_compaction_config`] replaces them live.
+    pub(crate) compaction: RwLock<CompactionConfig>,
     pub(crate) wal: Wal,
     pub(crate) remote: Option<Arc<Remote>>,
     pub(crate) dlq: Dlq,
@@ -535,7 +537,9 @@ impl Store {
             })?;
 
         let cache_bytes = config.cache_bytes;
+        let compaction = RwLock::new(config.compaction.clone());
         let shared = Arc::new(Shared {
+            compaction,
             wal,
             remote,
             dlq,
@@ -579,9 +583,8 @@ impl Store {
         if shared.remote.is_some() {
             tasks.push(tokio::spawn(upload::run_worker(Arc::downgrade(&shared))));
         }
-        if shared.config.compaction.enabled {
-            tasks.push(tokio::spawn(compaction_task(Arc::downgrade(&shared))));
-        }
+        // The task runs even while compaction is disabled, so that enabling it live takes effect.
+        tasks.push(tokio::spawn(compaction_task(Arc::downgrade(&shared))));
         *shared.tasks.lock() = tasks;
         // Replayed records may already be coverable (nothing to keep); trim what we can.
         shared.trim_wal().await;
@@ -1071,6 +1074,31 @@ impl Store {
         self.shared.queue.lock().len()
     }
 
+    /// The compaction settings in force.
+    #[must_use]
+    pub fn compaction_config(&self) -> CompactionConfig {
+        self.shared.compaction.read().clone()
+    }
+
+    /// Replaces the compaction settings of the running store: the next background pass uses
+    /// them (a new interval applies from the pass after the current wait).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`](crate::ConfigError) naming the key (`compaction.min_segments`, ...) when a
+    /// value is not allowed; the settings in force stay.
+    pub fn set_compaction_config(
+        &self,
+        compaction: CompactionConfig,
+    ) -> Result<(), crate::config::ConfigError> {
+        let mut check = self.shared.config.clone();
+        check.compaction = compaction.clone();
+        check.validate()?;
+        *self.shared.compaction.write() = compaction;
+        tracing::info!("compaction settings replaced");
+        Ok(())
+    }
+
     /// The upload circuit breaker (for admin endpoints and registries).
     #[must_use]
     pub fn breaker(&self) -> &CircuitBreaker {
@@ -1231,16 +1259,20 @@ fn scan_segments(dir: &Path, incarnation: u64) -> Result<Scanned, OpenError> {
 }
 
 async fn compaction_task(shared: Weak<Shared>) {
-    let Some(interval) = shared.upgrade().map(|s| s.config.compaction.interval) else {
-        return;
-    };
     loop {
+        // The interval in force now: a live change applies from the next pass.
+        let Some(interval) = shared.upgrade().map(|s| s.compaction.read().interval) else {
+            return;
+        };
         tokio::time::sleep(interval).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
         if shared.closed.load(Ordering::Acquire) {
             return;
+        }
+        if !shared.compaction.read().enabled {
+            continue;
         }
         let collections: Vec<_> = shared.collections.read().values().cloned().collect();
         for collection in collections {

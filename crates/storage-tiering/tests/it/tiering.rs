@@ -720,3 +720,47 @@ async fn with_the_breaker_open_reads_answer_from_memory_and_the_cache_only() {
     assert_eq!(store.get("cold", "k099").await.unwrap(), Some(value(99)));
     store.close(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn compaction_settings_apply_to_the_running_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.compaction.enabled = false;
+    cfg.compaction.min_segments = 3;
+    cfg.compaction.interval = Duration::from_secs(60);
+    let (store, _) = Store::open(cfg).await.unwrap();
+    store.create_collection("c", Policy::Memory).await.unwrap();
+    for round in 0..3 {
+        for i in 0..20 {
+            store
+                .put("c", &format!("k{round}-{i:02}"), value(i))
+                .await
+                .unwrap();
+        }
+        store.flush().await.unwrap();
+    }
+    // Disabled: the background pass leaves the three segments alone.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(store.collections()[0].segments, 3);
+
+    // An invalid setting is refused, naming the key, and changes nothing.
+    let mut bad = store.compaction_config();
+    bad.min_segments = 1;
+    let error = store.set_compaction_config(bad).unwrap_err();
+    assert_eq!(error.key, "compaction.min_segments");
+    assert!(!store.compaction_config().enabled);
+
+    // Enabled live: the next pass merges them.
+    let mut enabled = store.compaction_config();
+    enabled.enabled = true;
+    store.set_compaction_config(enabled).unwrap();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    for _ in 0..50 {
+        if store.collections()[0].segments == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.collections()[0].segments, 1);
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
