@@ -60,12 +60,20 @@ fn main() {
     }
 }
 
-/// The workspace root (the parent of this crate's directory).
+/// The root of the workspace `cargo xtask` was run in, asked of cargo at run time: the binary may
+/// have been built from another checkout sharing the same target directory, so the path it was
+/// compiled in is not to be trusted.
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+    let located = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["locate-project", "--workspace", "--message-format", "plain"])
+        .output();
+    match located {
+        Ok(output) if output.status.success() => {
+            let manifest = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+            manifest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        }
+        _ => PathBuf::from("."),
+    }
 }
 
 /// A `cargo` command run from the workspace root, honouring the `CARGO` the alias was started with.
