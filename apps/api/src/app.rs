@@ -180,7 +180,8 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
             .merge(routes::health::admin_routes())
             .merge(routes::breakers::routes())
             .merge(routes::dlq::routes())
-            .merge(routes::collections::admin_routes());
+            .merge(routes::collections::admin_routes())
+            .merge(routes::runtime_config::routes());
         routes = routes.nest("/admin", admin, |router| {
             router.route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),

@@ -293,9 +293,20 @@ pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
     Ok(figment.merge(env))
 }
 
+/// The file, under `storage.data_dir`, that holds the settings changed through the admin API. It
+/// is read last, so it wins over the file and the environment.
+pub const ADMIN_OVERRIDES_FILE: &str = "admin-config.toml";
+
 /// Loads and validates the configuration.
 pub fn load(file: Option<&Path>) -> Result<(Config, Figment), ConfigError> {
-    let figment = figment(file)?;
+    let mut figment = figment(file)?;
+    // The overrides live in the data directory, which the layers below name.
+    if let Ok(data_dir) = figment.extract_inner::<PathBuf>("storage.data_dir") {
+        let overrides = data_dir.join(ADMIN_OVERRIDES_FILE);
+        if overrides.is_file() {
+            figment = figment.merge(Toml::file_exact(overrides));
+        }
+    }
     let config: Config = figment
         .extract()
         .map_err(|error| ConfigError::from_figment(error, &figment))?;
@@ -473,9 +484,14 @@ pub fn print(config: &Config, figment: &Figment) -> String {
             .and_then(|value| {
                 figment
                     .get_metadata(value.tag())
-                    .map(|metadata| metadata.name.to_string())
+                    .map(|metadata| match &metadata.source {
+                        Some(figment::Source::File(path)) => {
+                            format!("{} {}", metadata.name, path.display())
+                        }
+                        _ => metadata.name.to_string(),
+                    })
             })
-            .filter(|name| name != std::any::type_name::<Config>())
+            .filter(|name| !name.starts_with(std::any::type_name::<Config>()))
             .unwrap_or_else(|| "default".into());
         out.push_str(&format!("{key} = {}  # {source}\n", render(&value)));
     }

@@ -1,5 +1,7 @@
 //! Configuration: precedence, bad values, `config print`.
 
+use std::time::Duration;
+
 use mainstay_tests::Api;
 
 #[test]
@@ -126,6 +128,103 @@ fn a_second_process_on_the_same_data_dir_is_refused_with_a_clear_error() -> anyh
     assert!(
         printed.contains("could not open the dead-letter queue") && printed.contains("lock"),
         "{printed}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_compaction_settings_apply_persist_and_win_over_the_environment()
+-> anyhow::Result<()> {
+    const TOKEN: &str = "admin-token-for-tests-0123456789";
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().to_string_lossy().into_owned();
+    let builder = || {
+        Api::builder()
+            .env("MAINSTAY_STORAGE__DATA_DIR", &data_dir)
+            .env("MAINSTAY_ADMIN__TOKEN", TOKEN)
+            .env("MAINSTAY_STORAGE__COMPACTION__MIN_SEGMENTS", "6")
+    };
+    let client = reqwest::Client::new();
+    {
+        let mut api = builder().start()?;
+        let url = api.url("/admin/config/compaction");
+        let current: serde_json::Value = client
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(
+            current["min_segments"], 6,
+            "the environment, before any override"
+        );
+
+        let mut changed = current.clone();
+        changed["min_segments"] = 2.into();
+        changed["interval"] = "5s".into();
+        let applied = client
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&changed)
+            .send()
+            .await?;
+        assert_eq!(applied.status(), 200);
+        let applied: serde_json::Value = applied.json().await?;
+        assert_eq!(
+            (
+                applied["min_segments"].as_u64(),
+                applied["interval"].as_str()
+            ),
+            (Some(2), Some("5s"))
+        );
+
+        let mut bad = changed.clone();
+        bad["min_segments"] = 1.into();
+        let refused = client
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&bad)
+            .send()
+            .await?;
+        assert_eq!(refused.status(), 422);
+        let problem: serde_json::Value = refused.json().await?;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("storage.compaction.min_segments")),
+            "{problem}"
+        );
+        let unknown = client
+            .get(api.url("/admin/config/nope"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        assert_eq!(unknown.status(), 404);
+        api.terminate()?;
+        assert!(api.wait_exit(Duration::from_secs(20))?.success());
+    }
+    // After a restart the override still wins over the environment, and config print says why.
+    let api = builder().start()?;
+    let current: serde_json::Value = client
+        .get(api.url("/admin/config/compaction"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(current["min_segments"], 2);
+    drop(api);
+    let (status, out, err) = builder().args(&["config", "print"]).run()?;
+    assert!(status.success(), "{err}");
+    let line = out
+        .lines()
+        .find(|line| line.starts_with("storage.compaction.min_segments"))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("storage.compaction.min_segments = 2")
+            && line.contains("admin-config.toml"),
+        "{line}"
     );
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod dlq;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod runtime_config;
 pub mod v1;
 
 use axum::Router;

@@ -30,6 +30,8 @@ use super::Routes;
         super::collections::list_records,
         super::collections::compact,
         super::admin::config,
+        super::runtime_config::read,
+        super::runtime_config::write,
         super::admin::delay,
         super::breakers::list,
         super::breakers::reset,

@@ -1,0 +1,156 @@
+//! Runtime configuration on the admin API: `GET/POST /admin/config/{section}`.
+//!
+//! A POST validates the section, applies it to the running component and persists it in
+//! `storage.data_dir/admin-config.toml` (temp + fsync + rename + fsync of the directory), which is
+//! read last at start-up: an admin override wins over defaults, the file and the environment, and
+//! `config print` names it as the source. Sections adjustable at runtime so far: `compaction`
+//! (`storage.compaction`).
+
+use std::io::Write as _;
+use std::path::Path as FsPath;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use mainstay_storage_tiering::CompactionConfig;
+
+use super::Routes;
+use crate::app::AppState;
+use crate::config::ADMIN_OVERRIDES_FILE;
+use crate::problem::Problem;
+
+/// The sections, with the configuration key each one is.
+const SECTIONS: &[(&str, &str)] = &[("compaction", "storage.compaction")];
+
+/// The runtime configuration routes, relative to `/admin`.
+pub fn routes() -> Routes {
+    Routes::new()
+        .route("get", "/config/{section}", get(read))
+        .route("post", "/config/{section}", post(write))
+}
+
+fn unknown(section: &str) -> Response {
+    let known: Vec<&str> = SECTIONS.iter().map(|(name, _)| *name).collect();
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no runtime configuration section {section:?}; sections: {}",
+            known.join(", ")
+        ),
+    )
+    .into_response()
+}
+
+/// The section's settings in force.
+#[utoipa::path(get, path = "/admin/config/{section}", tag = "admin", security(("admin_token" = [])),
+    params(("section" = String, Path, description = "`compaction`")),
+    responses(
+        (status = 200, description = "The settings in force", body = Object),
+        (status = 404, description = "No such section", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn read(State(state): State<AppState>, Path(section): Path<String>) -> Response {
+    match section.as_str() {
+        "compaction" => Json(state.store.compaction_config()).into_response(),
+        _ => unknown(&section),
+    }
+}
+
+/// Validates, applies and persists the section.
+#[utoipa::path(post, path = "/admin/config/{section}", tag = "admin", security(("admin_token" = [])),
+    params(("section" = String, Path, description = "`compaction`")),
+    request_body(content = Object, description = "The whole section, as `GET` returns it"),
+    responses(
+        (status = 200, description = "Applied and persisted; the settings in force", body = Object),
+        (status = 404, description = "No such section", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A value is not allowed (the key is named); nothing changed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Could not be persisted; nothing changed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn write(
+    State(state): State<AppState>,
+    Path(section): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some((_, key)) = SECTIONS.iter().find(|(name, _)| *name == section) else {
+        return unknown(&section);
+    };
+    let compaction: CompactionConfig = match serde_json::from_slice(&body) {
+        Ok(compaction) => compaction,
+        Err(error) => {
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("`{key}` could not be read: {error}"),
+            )
+            .into_response();
+        }
+    };
+    let previous = state.store.compaction_config();
+    if let Err(error) = state.store.set_compaction_config(compaction.clone()) {
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("key `storage.{}`: {error}", error.key),
+        )
+        .into_response();
+    }
+    let data_dir = state.config.storage.data_dir.clone();
+    let persisted = tokio::task::spawn_blocking(move || persist(&data_dir, key, &compaction)).await;
+    match persisted {
+        Ok(Ok(())) => {
+            tracing::warn!(section = %section, "admin: runtime configuration changed and persisted");
+            Json(state.store.compaction_config()).into_response()
+        }
+        failed => {
+            // Nothing half-done: the running store goes back to what is persisted.
+            let _ = state.store.set_compaction_config(previous);
+            let detail = match failed {
+                Ok(Err(error)) => error.to_string(),
+                _ => "the persisting task failed".to_owned(),
+            };
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("could not persist {ADMIN_OVERRIDES_FILE}: {detail}"),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Writes `value` under `key` (dotted) into the overrides file, keeping its other sections:
+/// temp file, fsync, rename, fsync of the directory.
+fn persist(data_dir: &FsPath, key: &str, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let invalid = |error: &dyn std::fmt::Display| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
+    };
+    let path = data_dir.join(ADMIN_OVERRIDES_FILE);
+    let mut document: toml::Table = match std::fs::read_to_string(&path) {
+        Ok(text) => text.parse().map_err(|error| invalid(&error))?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        Err(error) => return Err(error),
+    };
+    let value = toml::Value::try_from(value).map_err(|error| invalid(&error))?;
+    let mut table = &mut document;
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap_or_default();
+    for part in parts {
+        let entry = table
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(inner) = entry else {
+            return Err(invalid(&format!(
+                "{ADMIN_OVERRIDES_FILE}: `{part}` is not a table"
+            )));
+        };
+        table = inner;
+    }
+    table.insert(last.to_owned(), value);
+    let text = toml::to_string_pretty(&document).map_err(|error| invalid(&error))?;
+    let temp = data_dir.join(format!("{ADMIN_OVERRIDES_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(b"# Settings changed through the admin API; they win over mainstay.toml and MAINSTAY_ variables.\n")?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temp, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
