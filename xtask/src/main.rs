@@ -70,7 +70,9 @@ fn workspace_root() -> PathBuf {
     match located {
         Ok(output) if output.status.success() => {
             let manifest = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-            manifest.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+            manifest
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
         }
         _ => PathBuf::from("."),
     }
