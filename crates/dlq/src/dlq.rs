@@ -1102,6 +1102,40 @@ impl Dlq {
         Ok(())
     }
 
+    /// The default queue settings and the settings of every queue configured by name, in force now.
+    #[must_use]
+    pub fn queue_policies(&self) -> (QueueConfig, BTreeMap<String, QueueConfig>) {
+        let state = self.shared.state.lock();
+        (state.defaults.clone(), state.configs.clone())
+    }
+
+    /// Replaces the default queue settings and sets those of the named queues, from now on
+    /// (as [`set_queue_config`](Self::set_queue_config) does for one); queues not named keep
+    /// theirs, so a component's own queue is never dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the key (`defaults.capacity`, `queues.NAME.ttl`, ...); nothing
+    /// changes then.
+    pub fn set_queue_policies(
+        &self,
+        defaults: QueueConfig,
+        queues: &BTreeMap<String, QueueConfig>,
+    ) -> Result<(), ConfigError> {
+        let check = DlqConfig {
+            defaults: defaults.clone(),
+            queues: queues.clone(),
+            ..DlqConfig::default()
+        };
+        check.validate()?;
+        let mut state = self.shared.state.lock();
+        state.defaults = defaults;
+        for (queue, config) in queues {
+            state.configs.insert(queue.clone(), config.clone());
+        }
+        Ok(())
+    }
+
     /// Registers the handler that redrives `queue`'s entries, replacing any earlier one.
     pub fn register_handler(&self, queue: impl Into<String>, handler: Arc<dyn RedriveHandler>) {
         self.shared.handlers.write().insert(queue.into(), handler);

@@ -170,3 +170,58 @@ fn config_validation_names_the_key() {
     );
     assert!(serde_json::from_str::<DlqConfig>(r#"{"nope": 1}"#).is_err());
 }
+
+#[tokio::test]
+async fn queue_policies_change_on_the_running_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::default();
+    let mut config = config();
+    config.queues.insert("orders".into(), evicting(10));
+    let h = open_with(dir.path(), config, &clock).await;
+    h.dlq.push(entry("orders", "a")).await.unwrap();
+    h.dlq.push(entry("orders", "b")).await.unwrap();
+
+    // An invalid policy names its key and changes nothing.
+    let mut bad = std::collections::BTreeMap::new();
+    bad.insert(
+        "orders".to_owned(),
+        QueueConfig {
+            capacity: 0,
+            ..QueueConfig::retain_all(1)
+        },
+    );
+    let error = h
+        .dlq
+        .set_queue_policies(QueueConfig::default(), &bad)
+        .unwrap_err();
+    assert_eq!(error.key, "queues.orders.capacity");
+    assert_eq!(
+        h.dlq.queue_policies().1["orders"].overflow,
+        OverflowPolicy::Evict
+    );
+
+    // Now `orders` rejects at 2 entries, and the new defaults govern queues not named.
+    let mut queues = std::collections::BTreeMap::new();
+    queues.insert("orders".to_owned(), QueueConfig::retain_all(2));
+    let defaults = QueueConfig {
+        capacity: 1,
+        ..QueueConfig::default()
+    };
+    h.dlq.set_queue_policies(defaults, &queues).unwrap();
+    assert!(matches!(
+        h.dlq.push(entry("orders", "c")).await,
+        Err(PushError::QueueFull { .. })
+    ));
+    h.dlq.push(entry("emails", "x")).await.unwrap();
+    h.dlq.push(entry("emails", "y")).await.unwrap();
+    let emails = h
+        .dlq
+        .list(&mainstay_dlq::Filter::queue("emails"), None, 10)
+        .unwrap();
+    assert_eq!(
+        emails.entries.len(),
+        1,
+        "the new default capacity of 1 evicts"
+    );
+    assert_eq!(h.dlq.queue_policies().0.capacity, 1);
+}
