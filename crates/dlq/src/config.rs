@@ -39,8 +39,9 @@ pub struct QueueConfig {
     /// What happens when the queue (or the whole DLQ) is full. Default `evict`.
     pub overflow: OverflowPolicy,
     /// How long an entry lives before cleanup archives it; `None` keeps it until it is removed.
-    /// Default 7 days.
-    #[serde(with = "humantime_serde")]
+    /// Default 7 days. Written as a humantime string (`"7days"`), or `"none"` (also `null`) for no
+    /// expiry, so that formats without a null, such as TOML, can say it.
+    #[serde(with = "ttl_serde")]
     pub ttl: Option<Duration>,
     /// Whether evicted and expired entries are appended to the archive file. Default `true`.
     pub archive: bool,
@@ -227,6 +228,41 @@ impl ConfigError {
             key: key.into(),
             value: value.into(),
             allowed,
+        }
+    }
+}
+
+/// A TTL as a humantime string, with `"none"` (or `null`) for no expiry.
+mod ttl_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        ttl: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match ttl {
+            Some(ttl) => serializer.serialize_str(&humantime::format_duration(*ttl).to_string()),
+            None => serializer.serialize_str("none"),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(deserializer)? {
+            None => Ok(None),
+            Some(text)
+                if text.eq_ignore_ascii_case("none") || text.eq_ignore_ascii_case("never") =>
+            {
+                Ok(None)
+            }
+            Some(text) => humantime::parse_duration(&text).map(Some).map_err(|error| {
+                serde::de::Error::custom(format!(
+                    "ttl {text:?}: {error}; use a duration like \"7days\" or \"none\""
+                ))
+            }),
         }
     }
 }

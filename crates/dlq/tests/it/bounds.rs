@@ -225,3 +225,19 @@ async fn queue_policies_change_on_the_running_queue() {
     );
     assert_eq!(h.dlq.queue_policies().0.capacity, 1);
 }
+
+#[test]
+fn a_ttl_of_none_is_written_and_read_as_a_string() {
+    let never: QueueConfig = serde_json::from_str(r#"{"ttl": "none"}"#).unwrap();
+    assert_eq!(never.ttl, None);
+    let null: QueueConfig = serde_json::from_str(r#"{"ttl": null}"#).unwrap();
+    assert_eq!(null.ttl, None);
+    let two_hours: QueueConfig = serde_json::from_str(r#"{"ttl": "2h"}"#).unwrap();
+    assert_eq!(two_hours.ttl, Some(std::time::Duration::from_secs(7200)));
+    let written = serde_json::to_value(QueueConfig::retain_all(5)).unwrap();
+    assert_eq!(written["ttl"], "none");
+    let error = serde_json::from_str::<QueueConfig>(r#"{"ttl": "soon"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("soon") && error.contains("none"), "{error}");
+}
