@@ -228,3 +228,64 @@ async fn runtime_compaction_settings_apply_persist_and_win_over_the_environment(
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_dlq_policies_apply_persist_and_protect_the_store_queue() -> anyhow::Result<()> {
+    const TOKEN: &str = "admin-token-for-tests-0123456789";
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().to_string_lossy().into_owned();
+    let builder = || {
+        Api::builder()
+            .env("MAINSTAY_STORAGE__DATA_DIR", &data_dir)
+            .env("MAINSTAY_ADMIN__TOKEN", TOKEN)
+    };
+    let client = reqwest::Client::new();
+    let policies = serde_json::json!({
+        "defaults": {"capacity": 50, "overflow": "evict", "ttl": "1day", "archive": true},
+        "queues": {"orders": {"capacity": 5, "overflow": "reject", "ttl": "none", "archive": true}},
+    });
+    {
+        let mut api = builder().start()?;
+        let url = api.url("/admin/config/dlq");
+        let applied = client
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&policies)
+            .send()
+            .await?;
+        assert_eq!(applied.status(), 200);
+        let applied: serde_json::Value = applied.json().await?;
+        assert_eq!(applied["defaults"]["capacity"], 50);
+        assert_eq!(applied["queues"]["orders"]["ttl"], "none");
+        // The record store's own queue keeps rejecting and never expiring.
+        assert_eq!(applied["queues"]["storage-segments"]["overflow"], "reject");
+        let store_queue = serde_json::json!({
+            "defaults": {"capacity": 50},
+            "queues": {"storage-segments": {"capacity": 5, "overflow": "evict"}},
+        });
+        let refused = client
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&store_queue)
+            .send()
+            .await?;
+        assert_eq!(refused.status(), 422);
+        api.terminate()?;
+        assert!(api.wait_exit(Duration::from_secs(20))?.success());
+    }
+    let api = builder().start()?;
+    let current: serde_json::Value = client
+        .get(api.url("/admin/config/dlq"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(current["defaults"]["capacity"], 50, "{current}");
+    assert_eq!(
+        current["queues"]["orders"]["ttl"], "none",
+        "no expiry survives the restart: {current}"
+    );
+    assert_eq!(current["queues"]["orders"]["overflow"], "reject");
+    Ok(())
+}

@@ -4,7 +4,8 @@
 //! `storage.data_dir/admin-config.toml` (temp + fsync + rename + fsync of the directory), which is
 //! read last at start-up: an admin override wins over defaults, the file and the environment, and
 //! `config print` names it as the source. Sections adjustable at runtime so far: `compaction`
-//! (`storage.compaction`).
+//! (`storage.compaction`) and `dlq` (`dlq.defaults` and `dlq.queues`; the record store's own queue
+//! is not adjustable, as it must never evict or expire).
 
 use std::io::Write as _;
 use std::path::Path as FsPath;
@@ -23,7 +24,18 @@ use crate::config::ADMIN_OVERRIDES_FILE;
 use crate::problem::Problem;
 
 /// The sections, with the configuration key each one is.
-const SECTIONS: &[(&str, &str)] = &[("compaction", "storage.compaction")];
+const SECTIONS: &[(&str, &str)] = &[("compaction", "storage.compaction"), ("dlq", "dlq")];
+
+/// The `dlq` section: the queue policies that can change on the running queue.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqPolicies {
+    /// Settings of queues not configured by name.
+    pub defaults: mainstay_dlq::QueueConfig,
+    /// Settings by queue name (merged: queues not named keep theirs).
+    #[serde(default)]
+    pub queues: std::collections::BTreeMap<String, mainstay_dlq::QueueConfig>,
+}
 
 /// The runtime configuration routes, relative to `/admin`.
 pub fn routes() -> Routes {
@@ -46,7 +58,7 @@ fn unknown(section: &str) -> Response {
 
 /// The section's settings in force.
 #[utoipa::path(get, path = "/admin/config/{section}", tag = "admin", security(("admin_token" = [])),
-    params(("section" = String, Path, description = "`compaction`")),
+    params(("section" = String, Path, description = "`compaction` or `dlq`")),
     responses(
         (status = 200, description = "The settings in force", body = Object),
         (status = 404, description = "No such section", body = Problem, content_type = "application/problem+json"),
@@ -54,13 +66,17 @@ fn unknown(section: &str) -> Response {
 pub async fn read(State(state): State<AppState>, Path(section): Path<String>) -> Response {
     match section.as_str() {
         "compaction" => Json(state.store.compaction_config()).into_response(),
+        "dlq" => {
+            let (defaults, queues) = state.dlq.queue_policies();
+            Json(DlqPolicies { defaults, queues }).into_response()
+        }
         _ => unknown(&section),
     }
 }
 
 /// Validates, applies and persists the section.
 #[utoipa::path(post, path = "/admin/config/{section}", tag = "admin", security(("admin_token" = [])),
-    params(("section" = String, Path, description = "`compaction`")),
+    params(("section" = String, Path, description = "`compaction` or `dlq`")),
     request_body(content = Object, description = "The whole section, as `GET` returns it"),
     responses(
         (status = 200, description = "Applied and persisted; the settings in force", body = Object),
@@ -76,50 +92,118 @@ pub async fn write(
     let Some((_, key)) = SECTIONS.iter().find(|(name, _)| *name == section) else {
         return unknown(&section);
     };
-    let compaction: CompactionConfig = match serde_json::from_slice(&body) {
-        Ok(compaction) => compaction,
-        Err(error) => {
-            return Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("`{key}` could not be read: {error}"),
-            )
-            .into_response();
-        }
-    };
-    let previous = state.store.compaction_config();
-    if let Err(error) = state.store.set_compaction_config(compaction.clone()) {
-        return Problem::new(
+    let unreadable = |error: &serde_json::Error| {
+        Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            format!("key `storage.{}`: {error}", error.key),
+            format!("`{key}` could not be read: {error}"),
         )
-        .into_response();
-    }
+        .into_response()
+    };
     let data_dir = state.config.storage.data_dir.clone();
-    let persisted = tokio::task::spawn_blocking(move || persist(&data_dir, key, &compaction)).await;
-    match persisted {
-        Ok(Ok(())) => {
+    match section.as_str() {
+        "compaction" => {
+            let compaction: CompactionConfig = match serde_json::from_slice(&body) {
+                Ok(compaction) => compaction,
+                Err(error) => return unreadable(&error),
+            };
+            let previous = state.store.compaction_config();
+            if let Err(error) = state.store.set_compaction_config(compaction.clone()) {
+                return invalid(&format!("storage.{}", error.key), &error);
+            }
+            let persisted = persist_blocking(data_dir, vec![(*key, to_toml(&compaction))]).await;
+            if let Err(detail) = persisted {
+                let _ = state.store.set_compaction_config(previous);
+                return not_persisted(&detail);
+            }
             tracing::warn!(section = %section, "admin: runtime configuration changed and persisted");
             Json(state.store.compaction_config()).into_response()
         }
-        failed => {
-            // Nothing half-done: the running store goes back to what is persisted.
-            let _ = state.store.set_compaction_config(previous);
-            let detail = match failed {
-                Ok(Err(error)) => error.to_string(),
-                _ => "the persisting task failed".to_owned(),
+        _ => {
+            let policies: DlqPolicies = match serde_json::from_slice(&body) {
+                Ok(policies) => policies,
+                Err(error) => return unreadable(&error),
             };
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("could not persist {ADMIN_OVERRIDES_FILE}: {detail}"),
+            if policies
+                .queues
+                .contains_key(mainstay_storage_tiering::DLQ_QUEUE)
+            {
+                return Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "key `dlq.queues.{}`: the record store's queue must never evict or expire; it is not adjustable",
+                        mainstay_storage_tiering::DLQ_QUEUE
+                    ),
+                )
+                .into_response();
+            }
+            let (previous_defaults, previous_queues) = state.dlq.queue_policies();
+            if let Err(error) = state
+                .dlq
+                .set_queue_policies(policies.defaults.clone(), &policies.queues)
+            {
+                return invalid(&format!("dlq.{}", error.key), &error);
+            }
+            let persisted = persist_blocking(
+                data_dir,
+                vec![
+                    ("dlq.defaults", to_toml(&policies.defaults)),
+                    ("dlq.queues", to_toml(&policies.queues)),
+                ],
             )
-            .into_response()
+            .await;
+            if let Err(detail) = persisted {
+                let _ = state
+                    .dlq
+                    .set_queue_policies(previous_defaults, &previous_queues);
+                return not_persisted(&detail);
+            }
+            tracing::warn!(section = %section, "admin: runtime configuration changed and persisted");
+            let (defaults, queues) = state.dlq.queue_policies();
+            Json(DlqPolicies { defaults, queues }).into_response()
         }
     }
 }
 
-/// Writes `value` under `key` (dotted) into the overrides file, keeping its other sections:
+fn invalid(key: &str, error: &dyn std::fmt::Display) -> Response {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("key `{key}`: {error}"),
+    )
+    .into_response()
+}
+
+fn not_persisted(detail: &str) -> Response {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("could not persist {ADMIN_OVERRIDES_FILE}: {detail}; nothing changed"),
+    )
+    .into_response()
+}
+
+fn to_toml(value: &impl serde::Serialize) -> Result<toml::Value, String> {
+    toml::Value::try_from(value).map_err(|error| error.to_string())
+}
+
+/// Persists the values off the runtime's worker threads; the running component is reverted by the
+/// caller when this fails.
+async fn persist_blocking(
+    data_dir: std::path::PathBuf,
+    values: Vec<(&'static str, Result<toml::Value, String>)>,
+) -> Result<(), String> {
+    let mut ready = Vec::with_capacity(values.len());
+    for (key, value) in values {
+        ready.push((key, value?));
+    }
+    match tokio::task::spawn_blocking(move || persist(&data_dir, &ready)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("the persisting task failed".to_owned()),
+    }
+}
+
+/// Writes each value under its dotted key into the overrides file, keeping its other sections:
 /// temp file, fsync, rename, fsync of the directory.
-fn persist(data_dir: &FsPath, key: &str, value: &impl serde::Serialize) -> std::io::Result<()> {
+fn persist(data_dir: &FsPath, values: &[(&str, toml::Value)]) -> std::io::Result<()> {
     let invalid = |error: &dyn std::fmt::Display| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
     };
@@ -129,22 +213,23 @@ fn persist(data_dir: &FsPath, key: &str, value: &impl serde::Serialize) -> std::
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
         Err(error) => return Err(error),
     };
-    let value = toml::Value::try_from(value).map_err(|error| invalid(&error))?;
-    let mut table = &mut document;
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let last = parts.pop().unwrap_or_default();
-    for part in parts {
-        let entry = table
-            .entry(part.to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        let toml::Value::Table(inner) = entry else {
-            return Err(invalid(&format!(
-                "{ADMIN_OVERRIDES_FILE}: `{part}` is not a table"
-            )));
-        };
-        table = inner;
+    for (key, value) in values {
+        let mut table = &mut document;
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let last = parts.pop().unwrap_or_default();
+        for part in parts {
+            let entry = table
+                .entry(part.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(inner) = entry else {
+                return Err(invalid(&format!(
+                    "{ADMIN_OVERRIDES_FILE}: `{part}` is not a table"
+                )));
+            };
+            table = inner;
+        }
+        table.insert(last.to_owned(), value.clone());
     }
-    table.insert(last.to_owned(), value);
     let text = toml::to_string_pretty(&document).map_err(|error| invalid(&error))?;
     let temp = data_dir.join(format!("{ADMIN_OVERRIDES_FILE}.tmp"));
     let mut file = std::fs::File::create(&temp)?;
