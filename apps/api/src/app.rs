@@ -197,14 +197,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         .into_router()
         .layer(
             ServiceBuilder::new()
-                .layer(HttpMetricsLayer::new(
-                    http_metrics,
-                    |extensions: &axum::http::Extensions| {
-                        extensions
-                            .get::<MatchedPath>()
-                            .map(|path| path.as_str().to_owned())
-                    },
-                ))
+                .layer(HttpMetricsLayer::new(http_metrics, route_template))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     request_timeout,
@@ -333,15 +326,19 @@ fn rate_limiter(
         .map_err(|error| ConfigError::Invalid(error.to_string()))
 }
 
+/// The route template axum matched (`/v1/collections/{collection}`), for metrics labels and rate
+/// limit classes; `None` when no route matched.
+fn route_template(extensions: &axum::http::Extensions) -> Option<String> {
+    extensions
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+}
+
 /// The rate-limit layer: route templates from axum, callers from [`crate::auth`], peers from the
 /// connection; a rejection is a 429 problem with `Retry-After`.
 fn rate_limit_layer(limiter: RateLimiter) -> RateLimitLayer<axum::body::Body> {
     RateLimitLayer::builder(limiter)
-        .route_template(|extensions| {
-            extensions
-                .get::<MatchedPath>()
-                .map(|path| path.as_str().to_owned())
-        })
+        .route_template(route_template)
         .identity(|extensions| {
             extensions.get::<Caller>().map(|caller| CallerIdentity {
                 organisation: caller.organisation.clone(),

@@ -114,6 +114,11 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     {
         return Some(value.trim());
     }
+    bearer_token(headers)
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header, if any (the scheme in any case).
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let authorization = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = authorization.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

@@ -60,15 +60,7 @@ pub async fn require_admin(
             |path| path.as_str().to_owned()
         )
     );
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
-    let presented_digest: Option<[u8; 32]> = presented
-        .as_deref()
+    let presented_digest: Option<[u8; 32]> = crate::auth::bearer_token(request.headers())
         .map(|token| Sha256::digest(token.as_bytes()).into());
     let token_sha256 =
         presented_digest.map_or_else(|| "none".to_owned(), |digest| hex::encode(&digest[..8]));
