@@ -1,6 +1,5 @@
 //! The OpenAPI document, generated from the handlers' annotations, and `GET /openapi.json`.
 
-use axum::Json;
 use axum::routing::get;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -76,6 +75,9 @@ pub fn document() -> String {
     text
 }
 
+/// The document, generated once per process.
+static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 /// The OpenAPI route.
 pub fn routes() -> Routes {
     Routes::new().route("get", "/openapi.json", get(openapi_json))
@@ -84,6 +86,11 @@ pub fn routes() -> Routes {
 /// The OpenAPI document of this API.
 #[utoipa::path(get, path = "/openapi.json", tag = "observability",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
-pub async fn openapi_json() -> Json<serde_json::Value> {
-    Json(serde_json::from_str(&document()).unwrap_or_default())
+pub async fn openapi_json() -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.get_or_init(document).as_str(),
+    )
+        .into_response()
 }
