@@ -120,16 +120,22 @@ fn serve(file: Option<&std::path::Path>) -> ExitCode {
         let (dlq, store) = (app.dlq.clone(), app.store.clone());
         let outcome = crate::server::serve(app, &config).await;
         // Storage and the dead-letter queue flush after the last request drained: the memtable is
-        // flushed, uploads get what is left of the budget, the rest stays safe in the WAL.
-        if let Err(error) = store.close(config.shutdown.timeout / 5).await {
+        // flushed, uploads get half of what is left of the budget (the DLQ and telemetry the
+        // rest), and whatever is not uploaded by then stays safe in the WAL.
+        let deadline = outcome.as_ref().map_or_else(
+            |_| std::time::Instant::now() + crate::server::flush_reserve(config.shutdown.timeout),
+            |stopped| stopped.deadline,
+        );
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let Err(error) = store.close(left / 2).await {
             tracing::error!(error = %error, "the record store did not close cleanly; the WAL keeps every write");
         }
         if let Err(error) = dlq.close().await {
             tracing::error!(error = %error, "the dead-letter queue did not close cleanly");
         }
         let code = match &outcome {
-            Ok(crate::server::Exit::Drained) => ExitCode::SUCCESS,
-            Ok(crate::server::Exit::TimedOut) => ExitCode::FAILURE,
+            Ok(stopped) if stopped.exit == crate::server::Exit::Drained => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
             Err(error) => {
                 tracing::error!(
                     error = format!("{error:#}"),

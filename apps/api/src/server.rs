@@ -24,8 +24,17 @@ pub enum Exit {
     TimedOut,
 }
 
+/// How the server stopped, and by when everything after it (storage, DLQ, telemetry) must be done.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopped {
+    /// Whether the drain finished.
+    pub exit: Exit,
+    /// The end of the `shutdown.timeout` budget, counted from the signal.
+    pub deadline: Instant,
+}
+
 /// Serves `app` until SIGTERM or SIGINT, then shuts down in order.
-pub async fn serve(app: App, config: &Config) -> anyhow::Result<Exit> {
+pub async fn serve(app: App, config: &Config) -> anyhow::Result<Stopped> {
     let addr = config.server.addr;
     let shutdown_config = config.shutdown.clone();
     let listener = TcpListener::bind(addr)
@@ -72,11 +81,13 @@ pub async fn serve(app: App, config: &Config) -> anyhow::Result<Exit> {
     tokio::select! {
         result = &mut server => {
             result.context("the server task failed")?.context("the server failed")?;
-            return Ok(Exit::Drained);
+            let deadline = Instant::now() + shutdown_config.timeout;
+            return Ok(Stopped { exit: Exit::Drained, deadline });
         }
         _ = signalled_rx.wait_for(|signalled| *signalled) => {}
     }
     let started = Instant::now();
+    let deadline = started + shutdown_config.timeout;
     // Keep a little of the budget for flushing telemetry after the drain.
     let drain_budget = shutdown_config
         .timeout
@@ -90,18 +101,26 @@ pub async fn serve(app: App, config: &Config) -> anyhow::Result<Exit> {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "shutdown: every in-flight request finished"
             );
-            Ok(Exit::Drained)
+            Ok(Stopped {
+                exit: Exit::Drained,
+                deadline,
+            })
         }
         Err(_) => {
             server.abort();
             tracing::warn!(timeout = ?shutdown_config.timeout, "shutdown: timeout reached with requests still in flight; abandoning them");
-            Ok(Exit::TimedOut)
+            Ok(Stopped {
+                exit: Exit::TimedOut,
+                deadline,
+            })
         }
     }
 }
 
-/// The part of the shutdown budget kept for flushing telemetry: a fifth, at most 5 s.
-fn flush_reserve(timeout: Duration) -> Duration {
+/// The part of the shutdown budget kept for flushing storage, the DLQ and telemetry after the
+/// drain: a fifth, at most 5 s.
+#[must_use]
+pub fn flush_reserve(timeout: Duration) -> Duration {
     (timeout / 5).min(Duration::from_secs(5))
 }
 
