@@ -21,6 +21,27 @@ fn api(data_dir: &str) -> ApiBuilder {
         .env("MAINSTAY_STORAGE__LIMITS__MAX_VALUE_BYTES", "64")
 }
 
+/// Creates a collection in `acme`'s organisation.
+async fn create_as_acme(
+    client: &reqwest::Client,
+    api: &Api,
+    name: &str,
+    policy: &str,
+) -> anyhow::Result<()> {
+    let created = client
+        .post(api.url("/v1/collections"))
+        .bearer_auth("acme-key")
+        .json(&json!({ "name": name, "policy": policy }))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        created.status() == 201,
+        "creating {name}: {}",
+        created.status()
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_are_written_read_listed_and_deleted_per_organisation() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
@@ -133,12 +154,7 @@ async fn batches_are_all_or_nothing_and_bounds_are_named() -> anyhow::Result<()>
     let data = tempfile::tempdir()?;
     let api = api(&data.path().to_string_lossy()).start()?;
     let client = reqwest::Client::new();
-    client
-        .post(api.url("/v1/collections"))
-        .bearer_auth("acme-key")
-        .json(&json!({"name": "events", "policy": "memory"}))
-        .send()
-        .await?;
+    create_as_acme(&client, &api, "events", "memory").await?;
     let batch = |records: Value| {
         client
             .post(api.url("/v1/collections/events/records"))
@@ -216,12 +232,7 @@ async fn acknowledged_records_survive_a_restart() -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     {
         let mut api = api(&data_dir).start()?;
-        client
-            .post(api.url("/v1/collections"))
-            .bearer_auth("acme-key")
-            .json(&json!({"name": "ledger", "policy": "memory_s3"}))
-            .send()
-            .await?;
+        create_as_acme(&client, &api, "ledger", "memory_s3").await?;
         for index in 0..15 {
             let put = client
                 .put(api.url(&format!("/v1/collections/ledger/records/entry-{index:02}")))
@@ -256,12 +267,7 @@ async fn an_idempotency_key_answers_a_retried_batch_once_and_refuses_other_conte
     let data = tempfile::tempdir()?;
     let api = api(&data.path().to_string_lossy()).start()?;
     let client = reqwest::Client::new();
-    client
-        .post(api.url("/v1/collections"))
-        .bearer_auth("acme-key")
-        .json(&json!({"name": "payments", "policy": "memory"}))
-        .send()
-        .await?;
+    create_as_acme(&client, &api, "payments", "memory").await?;
     let send = |key: &'static str, records: Value| {
         client
             .post(api.url("/v1/collections/payments/records"))
