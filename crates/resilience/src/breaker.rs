@@ -6,11 +6,14 @@
 //! tears the state. Transitions (rare) are serialised by a small lock so that their side effects
 //! (open deadline, metrics, events) happen in order; admission and recording never take it on the
 //! closed path.
+//!
+//! The rules live in atomics beside the state word, so [`CircuitBreaker::reconfigure`] changes
+//! them on a running breaker without a lock on the call path.
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -237,17 +240,68 @@ struct Ticket {
     started: Option<Duration>,
 }
 
+const TRIP_CONSECUTIVE: u8 = 0;
+const TRIP_FAILURE_RATE: u8 = 1;
+
+/// The rules the call path reads, one atomic each so that they can change on a running breaker.
 #[derive(Debug)]
-enum Policy {
-    Consecutive {
-        threshold: u32,
-        failures: AtomicU32,
-    },
-    FailureRate {
-        rate: f64,
-        minimum_calls: u64,
-        window: Window,
-    },
+struct Rules {
+    trip: AtomicU8,
+    consecutive_failures: AtomicU32,
+    /// The `failure_rate` as `f64` bits.
+    failure_rate: AtomicU64,
+    minimum_calls: AtomicU64,
+    /// The slow-call threshold in nanoseconds; 0 when slow calls are not measured.
+    slow_call_nanos: AtomicU64,
+    half_open_max_calls: AtomicU32,
+    half_open_successes: AtomicU32,
+}
+
+impl Rules {
+    fn new(config: &BreakerConfig) -> Self {
+        let rules = Self {
+            trip: AtomicU8::new(TRIP_CONSECUTIVE),
+            consecutive_failures: AtomicU32::new(0),
+            failure_rate: AtomicU64::new(0),
+            minimum_calls: AtomicU64::new(0),
+            slow_call_nanos: AtomicU64::new(0),
+            half_open_max_calls: AtomicU32::new(0),
+            half_open_successes: AtomicU32::new(0),
+        };
+        rules.store(config);
+        rules
+    }
+
+    /// Stores every rule of `config`, the trip rule last.
+    fn store(&self, config: &BreakerConfig) {
+        let relaxed = Ordering::Relaxed;
+        self.consecutive_failures
+            .store(config.consecutive_failures, relaxed);
+        self.failure_rate
+            .store(config.failure_rate.to_bits(), relaxed);
+        self.minimum_calls
+            .store(u64::from(config.minimum_calls), relaxed);
+        self.slow_call_nanos.store(
+            config
+                .slow_call_threshold
+                .map_or(0, |threshold| nanos(threshold).max(1)),
+            relaxed,
+        );
+        self.half_open_max_calls
+            .store(config.half_open_max_calls, relaxed);
+        self.half_open_successes
+            .store(config.half_open_successes, relaxed);
+        let trip = match config.trip {
+            TripPolicy::Consecutive => TRIP_CONSECUTIVE,
+            TripPolicy::FailureRate => TRIP_FAILURE_RATE,
+        };
+        self.trip.store(trip, Ordering::Release);
+    }
+
+    #[inline]
+    fn consecutive(&self) -> bool {
+        self.trip.load(Ordering::Acquire) == TRIP_CONSECUTIVE
+    }
 }
 
 /// The instruments one breaker (or one keyed set) writes to.
@@ -303,12 +357,18 @@ impl Instruments {
 #[derive(Debug)]
 struct Shared {
     word: AtomicU64,
-    policy: Policy,
+    rules: Rules,
+    /// The current run of failures (`consecutive` rule).
+    failures: AtomicU32,
+    /// The sliding window (`failure_rate` rule), made when the breaker first uses that rule.
+    window: OnceLock<Window>,
     open_until: AtomicU64,
     /// Reopenings since the breaker last closed; grows the open duration. Written under `transition`.
     reopenings: AtomicU32,
     transition: Mutex<()>,
-    config: BreakerConfig,
+    /// The whole configuration, for the open-duration rules (read under `transition`) and for
+    /// [`CircuitBreaker::config`]. Written under `transition`.
+    config: Mutex<BreakerConfig>,
     clock: SharedClock,
     instruments: Instruments,
 }
@@ -397,25 +457,20 @@ impl CircuitBreaker {
         clock: SharedClock,
         instruments: Instruments,
     ) -> Self {
-        let policy = match config.trip {
-            TripPolicy::Consecutive => Policy::Consecutive {
-                threshold: config.consecutive_failures,
-                failures: AtomicU32::new(0),
-            },
-            TripPolicy::FailureRate => Policy::FailureRate {
-                rate: config.failure_rate,
-                minimum_calls: u64::from(config.minimum_calls),
-                window: Window::new(config.window, config.window_buckets),
-            },
-        };
+        let window = OnceLock::new();
+        if config.trip == TripPolicy::FailureRate {
+            let _ = window.set(Window::new(config.window, config.window_buckets));
+        }
         Self {
             shared: Arc::new(Shared {
                 word: AtomicU64::new(pack(BreakerState::Closed, 0)),
-                policy,
+                rules: Rules::new(&config),
+                failures: AtomicU32::new(0),
+                window,
                 open_until: AtomicU64::new(0),
                 reopenings: AtomicU32::new(0),
                 transition: Mutex::new(()),
-                config,
+                config: Mutex::new(config),
                 clock,
                 instruments,
             }),
@@ -428,10 +483,35 @@ impl CircuitBreaker {
         &self.shared.instruments.name
     }
 
-    /// The breaker's configuration.
+    /// The breaker's configuration in force.
     #[must_use]
-    pub fn config(&self) -> &BreakerConfig {
-        &self.shared.config
+    pub fn config(&self) -> BreakerConfig {
+        self.shared.config.lock().clone()
+    }
+
+    /// Gives the running breaker new rules, keeping its state:
+    ///
+    /// - thresholds, the failure rate, minimum calls, the slow-call threshold and the half-open
+    ///   limits apply to the next call;
+    /// - a change of the trip rule or of the window's length starts counting afresh (the counts
+    ///   were made under the old rule);
+    /// - the open-duration rules apply from the next opening, and an open breaker's remaining
+    ///   time is cut to the new longest open duration when that is shorter;
+    /// - `window_buckets` cannot change once the window exists (its buckets are allocated once):
+    ///   that is refused with an error naming the key, and nothing changes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mainstay_resilience::{BreakerConfig, CircuitBreaker};
+    ///
+    /// let breaker = CircuitBreaker::new("search", BreakerConfig::consecutive(5, Duration::from_secs(30)))?;
+    /// breaker.reconfigure(BreakerConfig::consecutive(2, Duration::from_secs(10)))?;
+    /// assert_eq!(breaker.config().consecutive_failures, 2);
+    /// # Ok::<(), mainstay_resilience::ConfigError>(())
+    /// ```
+    pub fn reconfigure(&self, config: BreakerConfig) -> Result<(), ConfigError> {
+        config.validate()?;
+        self.shared.reconfigure(config)
     }
 
     /// The current state. An `open` breaker whose open duration has passed reports `open` until the
@@ -557,11 +637,17 @@ impl CircuitBreaker {
         let word = shared.word.load(Ordering::Acquire);
         let state = BreakerState::from_bits(word);
         let now = shared.clock.now();
-        let (consecutive_failures, window) = match &shared.policy {
-            Policy::Consecutive { failures, .. } => {
-                (failures.load(Ordering::Relaxed), Default::default())
-            }
-            Policy::FailureRate { window, .. } => (0, window.sums(now)),
+        let (consecutive_failures, window) = if shared.rules.consecutive() {
+            (shared.failures.load(Ordering::Relaxed), Default::default())
+        } else {
+            (
+                0,
+                shared
+                    .window
+                    .get()
+                    .map(|window| window.sums(now))
+                    .unwrap_or_default(),
+            )
         };
         let half_open = state == BreakerState::HalfOpen;
         let time_until_half_open_ms = (state == BreakerState::Open).then(|| {
@@ -622,7 +708,50 @@ fn outcome_of<E>(classify: &impl Classify<E>, error: &E) -> Outcome {
 impl Shared {
     #[inline]
     fn started(&self) -> Option<Duration> {
-        self.config.slow_call_threshold.map(|_| self.clock.now())
+        (self.rules.slow_call_nanos.load(Ordering::Relaxed) != 0).then(|| self.clock.now())
+    }
+
+    fn reconfigure(&self, config: BreakerConfig) -> Result<(), ConfigError> {
+        let _transition = self.transition.lock();
+        let mut current = self.config.lock();
+        if let Some(window) = self.window.get()
+            && Window::bucket_count_for(config.window_buckets) != window.bucket_count()
+        {
+            return Err(ConfigError::new(
+                "window_buckets",
+                config.window_buckets,
+                "the running breaker's own bucket count (rounded up to a power of two): buckets are allocated once; change it in the configuration and restart",
+            ));
+        }
+        let rule_changed = config.trip != current.trip
+            || (config.trip == TripPolicy::FailureRate && config.window != current.window);
+        if config.trip == TripPolicy::FailureRate {
+            let window = self
+                .window
+                .get_or_init(|| Window::new(config.window, config.window_buckets));
+            if rule_changed {
+                window.set_length(config.window);
+            }
+        }
+        if rule_changed {
+            self.failures.store(0, Ordering::Release);
+        }
+        self.rules.store(&config);
+        if BreakerState::from_bits(self.word.load(Ordering::Acquire)) == BreakerState::Open {
+            let longest = if config.open_duration_multiplier > 1.0 {
+                config.max_open_duration
+            } else {
+                config.open_duration
+            };
+            let jittered = longest.as_secs_f64() * (1.0 + config.open_duration_jitter);
+            let cap = nanos(self.clock.now()).saturating_add(nanos(
+                Duration::try_from_secs_f64(jittered).unwrap_or(longest),
+            ));
+            self.open_until.fetch_min(cap, Ordering::AcqRel);
+        }
+        tracing::info!(breaker = %self.instruments.name, ?config, "circuit breaker reconfigured");
+        *current = config;
+        Ok(())
     }
 
     fn admit_not_closed(&self, mut word: u64) -> Result<Ticket, Rejected> {
@@ -659,7 +788,8 @@ impl Shared {
                     word = self.word.load(Ordering::Acquire);
                 }
                 BreakerState::HalfOpen => {
-                    if in_flight(word) >= u64::from(self.config.half_open_max_calls) {
+                    let max_calls = self.rules.half_open_max_calls.load(Ordering::Relaxed);
+                    if in_flight(word) >= u64::from(max_calls) {
                         return Err(self.reject(BreakerState::HalfOpen, None));
                     }
                     match self.word.compare_exchange_weak(
@@ -696,13 +826,8 @@ impl Shared {
             && ticket.started.is_none()
         {
             self.instruments.successes.inc();
-            match &self.policy {
-                Policy::Consecutive { failures, .. } => {
-                    if failures.load(Ordering::Relaxed) != 0 {
-                        self.record_closed(ticket.generation, false);
-                    }
-                }
-                Policy::FailureRate { .. } => self.record_closed(ticket.generation, false),
+            if !self.rules.consecutive() || self.failures.load(Ordering::Relaxed) != 0 {
+                self.record_closed(ticket.generation, false);
             }
             return;
         }
@@ -714,10 +839,11 @@ impl Shared {
         let mut failed = outcome == Outcome::Failure;
         if failed {
             self.instruments.failures.inc();
-        } else if let (Some(started), Some(threshold)) =
-            (ticket.started, self.config.slow_call_threshold)
-        {
-            if self.clock.now().saturating_sub(started) >= threshold {
+        } else if let (Some(started), threshold @ 1..) = (
+            ticket.started,
+            self.rules.slow_call_nanos.load(Ordering::Relaxed),
+        ) {
+            if nanos(self.clock.now().saturating_sub(started)) >= threshold {
                 failed = true;
                 self.instruments.slow.inc();
             } else {
@@ -739,43 +865,39 @@ impl Shared {
     }
 
     fn record_closed(&self, ticket_generation: u64, failed: bool) {
-        match &self.policy {
-            Policy::Consecutive {
-                threshold,
-                failures,
-            } => {
-                if failed {
-                    if self.current_generation() != ticket_generation {
-                        return;
-                    }
-                    let run = failures.fetch_add(1, Ordering::AcqRel) + 1;
-                    if run >= *threshold {
-                        self.trip(ticket_generation, TransitionReason::ConsecutiveFailures);
-                    }
-                } else if failures.load(Ordering::Relaxed) != 0
-                    && self.current_generation() == ticket_generation
-                {
-                    failures.store(0, Ordering::Release);
-                }
-            }
-            Policy::FailureRate {
-                rate,
-                minimum_calls,
-                window,
-            } => {
+        let rules = &self.rules;
+        if rules.consecutive() {
+            let failures = &self.failures;
+            if failed {
                 if self.current_generation() != ticket_generation {
                     return;
                 }
-                let now = self.clock.now();
-                window.add(now, 1, u64::from(failed));
-                if failed {
-                    let sums = window.sums(now);
-                    if sums.first >= *minimum_calls
-                        && sums.second as f64 > *rate * sums.first as f64
-                    {
-                        self.trip(ticket_generation, TransitionReason::FailureRate);
-                    }
+                let run = failures.fetch_add(1, Ordering::AcqRel) + 1;
+                if run >= rules.consecutive_failures.load(Ordering::Relaxed) {
+                    self.trip(ticket_generation, TransitionReason::ConsecutiveFailures);
                 }
+            } else if failures.load(Ordering::Relaxed) != 0
+                && self.current_generation() == ticket_generation
+            {
+                failures.store(0, Ordering::Release);
+            }
+            return;
+        }
+        let Some(window) = self.window.get() else {
+            return;
+        };
+        if self.current_generation() != ticket_generation {
+            return;
+        }
+        let now = self.clock.now();
+        window.add(now, 1, u64::from(failed));
+        if failed {
+            let sums = window.sums(now);
+            let rate = f64::from_bits(rules.failure_rate.load(Ordering::Relaxed));
+            if sums.first >= rules.minimum_calls.load(Ordering::Relaxed)
+                && sums.second as f64 > rate * sums.first as f64
+            {
+                self.trip(ticket_generation, TransitionReason::FailureRate);
             }
         }
     }
@@ -805,7 +927,8 @@ impl Shared {
                 );
                 return;
             }
-            if trial_successes(word) + 1 >= u64::from(self.config.half_open_successes) {
+            let needed = self.rules.half_open_successes.load(Ordering::Relaxed);
+            if trial_successes(word) + 1 >= u64::from(needed) {
                 self.transition(
                     word,
                     BreakerState::HalfOpen,
@@ -906,9 +1029,9 @@ impl Shared {
                 Some(open_for)
             }
             BreakerState::Closed => {
-                match &self.policy {
-                    Policy::Consecutive { failures, .. } => failures.store(0, Ordering::Release),
-                    Policy::FailureRate { window, .. } => window.clear(),
+                self.failures.store(0, Ordering::Release);
+                if let Some(window) = self.window.get() {
+                    window.clear();
                 }
                 self.reopenings.store(0, Ordering::Relaxed);
                 None
@@ -917,8 +1040,9 @@ impl Shared {
         }
     }
 
+    /// Runs under the transition lock.
     fn open_duration(&self) -> Duration {
-        let config = &self.config;
+        let config = self.config.lock();
         let reopenings = self.reopenings.load(Ordering::Relaxed);
         let mut seconds = config.open_duration.as_secs_f64();
         if config.open_duration_multiplier > 1.0 && reopenings > 0 {

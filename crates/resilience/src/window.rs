@@ -2,7 +2,9 @@
 //!
 //! Recording is one atomic load and two atomic adds on the current bucket. When time moves into a
 //! bucket that still holds counts from a previous turn of the ring, the first recorder clears it
-//! under a small lock; that happens once per bucket width, never per call.
+//! under a small lock; that happens once per bucket width, never per call. The window's length can
+//! change while it is in use ([`Window::set_length`]): the counts are forgotten and every bucket
+//! tag written afterwards uses the new width.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -31,7 +33,8 @@ pub(crate) struct Sums {
 
 #[derive(Debug)]
 pub(crate) struct Window {
-    bucket_nanos: u64,
+    /// The width of one bucket; changes only under `rotation`.
+    bucket_nanos: AtomicU64,
     buckets: Box<[Bucket]>,
     rotation: Mutex<()>,
 }
@@ -40,8 +43,8 @@ impl Window {
     /// A window of `length` split into `buckets` buckets, rounded up to a power of two so that
     /// finding a bucket is a mask rather than a division (each bucket at least 1 ns wide).
     pub(crate) fn new(length: Duration, buckets: u32) -> Self {
-        let count = u64::from(buckets.max(1).next_power_of_two());
-        let bucket_nanos = (nanos(length) / count).max(1);
+        let count = u64::from(Self::bucket_count_for(buckets));
+        let bucket_nanos = AtomicU64::new(Self::width(length, count));
         let buckets = (0..count)
             .map(|_| Bucket {
                 tag: AtomicU64::new(EMPTY),
@@ -56,8 +59,32 @@ impl Window {
         }
     }
 
+    /// The number of buckets a window asked for `buckets` has.
+    pub(crate) fn bucket_count_for(buckets: u32) -> u32 {
+        buckets.max(1).next_power_of_two()
+    }
+
+    /// The number of buckets this window has.
+    pub(crate) fn bucket_count(&self) -> u32 {
+        u32::try_from(self.buckets.len()).unwrap_or(u32::MAX)
+    }
+
+    fn width(length: Duration, count: u64) -> u64 {
+        (nanos(length) / count).max(1)
+    }
+
+    /// Gives the window a new length (same bucket count) and forgets every count.
+    pub(crate) fn set_length(&self, length: Duration) {
+        let _rotation = self.rotation.lock();
+        self.bucket_nanos.store(
+            Self::width(length, self.buckets.len() as u64),
+            Ordering::Release,
+        );
+        self.clear_locked();
+    }
+
     fn index_and_bucket(&self, now: Duration) -> Option<(u64, &Bucket)> {
-        let index = nanos(now) / self.bucket_nanos;
+        let index = nanos(now) / self.bucket_nanos.load(Ordering::Acquire);
         let slot = usize::try_from(index & (self.buckets.len() as u64 - 1)).ok()?;
         self.buckets.get(slot).map(|bucket| (index, bucket))
     }
@@ -65,7 +92,7 @@ impl Window {
     /// Adds to the counters of the bucket that holds `now`.
     #[inline]
     pub(crate) fn add(&self, now: Duration, first: u64, second: u64) {
-        let Some((index, bucket)) = self.index_and_bucket(now) else {
+        let Some((mut index, mut bucket)) = self.index_and_bucket(now) else {
             return;
         };
         let tag = bucket.tag.load(Ordering::Acquire);
@@ -75,7 +102,17 @@ impl Window {
                 return;
             }
             let _rotation = self.rotation.lock();
-            if bucket.tag.load(Ordering::Acquire) != index {
+            // The width may have changed since it was read: tags are only written with the current
+            // one.
+            let Some(current) = self.index_and_bucket(now) else {
+                return;
+            };
+            (index, bucket) = current;
+            let tag = bucket.tag.load(Ordering::Acquire);
+            if tag != EMPTY && tag > index {
+                return;
+            }
+            if tag != index {
                 bucket.first.store(0, Ordering::Relaxed);
                 bucket.second.store(0, Ordering::Relaxed);
                 bucket.tag.store(index, Ordering::Release);
@@ -91,7 +128,7 @@ impl Window {
 
     /// The sums over the buckets that lie within the window ending at `now`.
     pub(crate) fn sums(&self, now: Duration) -> Sums {
-        let index = nanos(now) / self.bucket_nanos;
+        let index = nanos(now) / self.bucket_nanos.load(Ordering::Acquire);
         let count = self.buckets.len() as u64;
         let mut sums = Sums::default();
         for bucket in &*self.buckets {
@@ -107,6 +144,10 @@ impl Window {
     /// Forgets every count.
     pub(crate) fn clear(&self) {
         let _rotation = self.rotation.lock();
+        self.clear_locked();
+    }
+
+    fn clear_locked(&self) {
         for bucket in &*self.buckets {
             bucket.tag.store(EMPTY, Ordering::Release);
             bucket.first.store(0, Ordering::Relaxed);
@@ -150,6 +191,32 @@ mod tests {
         );
         window.clear();
         assert_eq!(window.sums(Duration::from_secs(79)), Sums::default());
+    }
+
+    #[test]
+    fn a_new_length_forgets_the_counts_and_slides_by_the_new_width() {
+        let window = Window::new(Duration::from_secs(60), 4);
+        window.add(Duration::from_secs(10), 3, 3);
+        window.set_length(Duration::from_secs(8));
+        assert_eq!(window.sums(Duration::from_secs(10)), Sums::default());
+        assert_eq!(window.bucket_count(), 4);
+        // Buckets are now 2 s wide: a count at 10 s has left the window by 18 s.
+        window.add(Duration::from_secs(10), 1, 0);
+        window.add(Duration::from_secs(16), 1, 1);
+        assert_eq!(
+            window.sums(Duration::from_secs(17)),
+            Sums {
+                first: 2,
+                second: 1
+            }
+        );
+        assert_eq!(
+            window.sums(Duration::from_secs(18)),
+            Sums {
+                first: 1,
+                second: 1
+            }
+        );
     }
 
     #[test]

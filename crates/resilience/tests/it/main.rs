@@ -13,6 +13,7 @@ mod layers;
 mod metrics;
 mod policy;
 mod presets;
+mod reconfigure;
 mod registry;
 mod retry;
 mod support;
