@@ -289,3 +289,170 @@ async fn runtime_dlq_policies_apply_persist_and_protect_the_store_queue() -> any
     assert_eq!(current["queues"]["orders"]["overflow"], "reject");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_breaker_rules_apply_keep_state_persist_and_win_over_the_environment()
+-> anyhow::Result<()> {
+    const TOKEN: &str = "admin-token-for-tests-0123456789";
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().to_string_lossy().into_owned();
+    let builder = || {
+        Api::builder()
+            .env("MAINSTAY_STORAGE__DATA_DIR", &data_dir)
+            .env("MAINSTAY_ADMIN__TOKEN", TOKEN)
+            .env("MAINSTAY_STORAGE__UPLOAD__BREAKER__OPEN_DURATION", "10m")
+    };
+    let client = reqwest::Client::new();
+    let snapshot = |api: &Api, name: &'static str| {
+        let request = client
+            .get(api.url("/admin/circuit-breakers"))
+            .bearer_auth(TOKEN);
+        async move {
+            let all: serde_json::Value = request.send().await?.json().await?;
+            all.as_array()
+                .and_then(|all| all.iter().find(|breaker| breaker["name"] == name).cloned())
+                .ok_or_else(|| anyhow::anyhow!("no breaker {name} in {all}"))
+        }
+    };
+    {
+        let mut api = builder().start()?;
+        let url = api.url("/admin/config/circuit_breaker");
+        let current: serde_json::Value = client
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let uploads = &current["storage-uploads"];
+        assert_eq!(
+            (
+                uploads["trip"].as_str(),
+                uploads["open_duration"].as_str(),
+                uploads["half_open_successes"].as_u64()
+            ),
+            (Some("failure_rate"), Some("10m"), Some(10)),
+            "the preset with the environment's open duration: {current}"
+        );
+        assert_eq!(
+            current["ratelimit-redis"]["trip"], "consecutive",
+            "{current}"
+        );
+
+        // Open the uploads breaker by hand: new rules must not close it.
+        let forced = client
+            .post(api.url("/admin/circuit-breakers/storage-uploads/force-open"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        assert_eq!(forced.status(), 200);
+        let change = serde_json::json!({
+            "storage-uploads": {"open_duration": "45s", "half_open_successes": 3, "window": "30s"},
+            "ratelimit-redis": {"consecutive_failures": 7},
+        });
+        let applied = client
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&change)
+            .send()
+            .await?;
+        assert_eq!(applied.status(), 200);
+        let applied: serde_json::Value = applied.json().await?;
+        let uploads = &applied["storage-uploads"];
+        assert_eq!(
+            (
+                uploads["open_duration"].as_str(),
+                uploads["half_open_successes"].as_u64(),
+                uploads["window"].as_str(),
+                uploads["trip"].as_str(),
+                uploads["failure_rate"].as_f64(),
+            ),
+            (
+                Some("45s"),
+                Some(3),
+                Some("30s"),
+                Some("failure_rate"),
+                Some(0.5)
+            ),
+            "keys not given keep their values: {applied}"
+        );
+        assert_eq!(applied["ratelimit-redis"]["consecutive_failures"], 7);
+        assert_eq!(
+            snapshot(&api, "storage-uploads").await?["state"],
+            "forced_open",
+            "the breaker keeps its state"
+        );
+
+        // All or nothing, and the key is named.
+        let bad = serde_json::json!({
+            "ratelimit-redis": {"consecutive_failures": 2},
+            "storage-uploads": {"failure_rate": 1.5},
+        });
+        let refused = client
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&bad)
+            .send()
+            .await?;
+        assert_eq!(refused.status(), 422);
+        let problem: serde_json::Value = refused.json().await?;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("storage.upload.breaker.failure_rate")),
+            "{problem}"
+        );
+        let buckets = serde_json::json!({"storage-uploads": {"window_buckets": 64}});
+        let refused = client
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&buckets)
+            .send()
+            .await?;
+        assert_eq!(refused.status(), 422);
+        let unknown = serde_json::json!({"payments": {"consecutive_failures": 2}});
+        let refused = client
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&unknown)
+            .send()
+            .await?;
+        assert_eq!(refused.status(), 422);
+        let after: serde_json::Value = client
+            .get(&url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        assert_eq!(after, applied, "refused changes changed nothing");
+        api.terminate()?;
+        assert!(api.wait_exit(Duration::from_secs(20))?.success());
+    }
+    // After a restart the override wins over the environment, and config print says why.
+    let api = builder().start()?;
+    let current: serde_json::Value = client
+        .get(api.url("/admin/config/circuit_breaker"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        current["storage-uploads"]["open_duration"], "45s",
+        "{current}"
+    );
+    assert_eq!(current["ratelimit-redis"]["consecutive_failures"], 7);
+    drop(api);
+    let (status, out, err) = builder().args(&["config", "print"]).run()?;
+    assert!(status.success(), "{err}");
+    let line = out
+        .lines()
+        .find(|line| line.starts_with("storage.upload.breaker"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("45s") && line.contains("admin-config.toml"),
+        "{line}"
+    );
+    Ok(())
+}

@@ -3,9 +3,11 @@
 //! A POST validates the section, applies it to the running component and persists it in
 //! `storage.data_dir/admin-config.toml` (temp + fsync + rename + fsync of the directory), which is
 //! read last at start-up: an admin override wins over defaults, the file and the environment, and
-//! `config print` names it as the source. Sections adjustable at runtime so far: `compaction`
-//! (`storage.compaction`) and `dlq` (`dlq.defaults` and `dlq.queues`; the record store's own queue
-//! is not adjustable, as it must never evict or expire).
+//! `config print` names it as the source. Sections: `compaction` (`storage.compaction`), `dlq`
+//! (`dlq.defaults` and `dlq.queues`; the record store's own queue is not adjustable, as it must
+//! never evict or expire) and `circuit_breaker` (the configured breakers by name:
+//! `storage-uploads` is `storage.upload.breaker`, `ratelimit-redis` is `ratelimit.breaker`; keys
+//! not given keep their values, and the breakers keep their state).
 
 use std::io::Write as _;
 use std::path::Path as FsPath;
@@ -16,7 +18,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use mainstay_resilience::BreakerConfig;
 use mainstay_storage_tiering::CompactionConfig;
+use std::collections::BTreeMap;
 
 use super::Routes;
 use crate::app::AppState;
@@ -24,7 +28,40 @@ use crate::config::ADMIN_OVERRIDES_FILE;
 use crate::problem::Problem;
 
 /// The sections, with the configuration key each one is.
-const SECTIONS: &[(&str, &str)] = &[("compaction", "storage.compaction"), ("dlq", "dlq")];
+const SECTIONS: &[(&str, &str)] = &[
+    ("compaction", "storage.compaction"),
+    ("dlq", "dlq"),
+    (
+        "circuit_breaker",
+        "storage.upload.breaker, ratelimit.breaker",
+    ),
+];
+
+/// The breakers the `circuit_breaker` section adjusts: the name on the admin API, the
+/// configuration key.
+fn configurable_breakers(state: &AppState) -> [(String, &'static str); 2] {
+    [
+        (
+            state.store.breaker().name().to_owned(),
+            "storage.upload.breaker",
+        ),
+        (
+            mainstay_ratelimit::BREAKER_NAME.to_owned(),
+            "ratelimit.breaker",
+        ),
+    ]
+}
+
+/// The `circuit_breaker` section: each configurable breaker's rules in force, by name.
+fn breaker_configs(state: &AppState) -> BTreeMap<String, BreakerConfig> {
+    configurable_breakers(state)
+        .into_iter()
+        .filter_map(|(name, _)| {
+            let config = state.breakers.get(&name).ok()?.config();
+            Some((name, config))
+        })
+        .collect()
+}
 
 /// The `dlq` section: the queue policies that can change on the running queue.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -58,7 +95,7 @@ fn unknown(section: &str) -> Response {
 
 /// The section's settings in force.
 #[utoipa::path(get, path = "/admin/config/{section}", tag = "admin", security(("admin_token" = [])),
-    params(("section" = String, Path, description = "`compaction` or `dlq`")),
+    params(("section" = String, Path, description = "`compaction`, `dlq` or `circuit_breaker`")),
     responses(
         (status = 200, description = "The settings in force", body = Object),
         (status = 404, description = "No such section", body = Problem, content_type = "application/problem+json"),
@@ -70,14 +107,15 @@ pub async fn read(State(state): State<AppState>, Path(section): Path<String>) ->
             let (defaults, queues) = state.dlq.queue_policies();
             Json(DlqPolicies { defaults, queues }).into_response()
         }
+        "circuit_breaker" => Json(breaker_configs(&state)).into_response(),
         _ => unknown(&section),
     }
 }
 
 /// Validates, applies and persists the section.
 #[utoipa::path(post, path = "/admin/config/{section}", tag = "admin", security(("admin_token" = [])),
-    params(("section" = String, Path, description = "`compaction` or `dlq`")),
-    request_body(content = Object, description = "The whole section, as `GET` returns it"),
+    params(("section" = String, Path, description = "`compaction`, `dlq` or `circuit_breaker`")),
+    request_body(content = Object, description = "The whole section, as `GET` returns it; for `circuit_breaker`, any of the breakers with any of their keys (the others keep their values)"),
     responses(
         (status = 200, description = "Applied and persisted; the settings in force", body = Object),
         (status = 404, description = "No such section", body = Problem, content_type = "application/problem+json"),
@@ -118,6 +156,7 @@ pub async fn write(
             tracing::warn!(section = %section, "admin: runtime configuration changed and persisted");
             Json(state.store.compaction_config()).into_response()
         }
+        "circuit_breaker" => write_breakers(&state, &body).await,
         _ => {
             let policies: DlqPolicies = match serde_json::from_slice(&body) {
                 Ok(policies) => policies,
@@ -162,6 +201,91 @@ pub async fn write(
             Json(DlqPolicies { defaults, queues }).into_response()
         }
     }
+}
+
+/// Applies a `circuit_breaker` section: every named breaker's keys merged over its rules in force,
+/// all applied or none, then persisted (and reverted when persisting fails).
+async fn write_breakers(state: &AppState, body: &[u8]) -> Response {
+    let changes: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+        match serde_json::from_slice(body) {
+            Ok(changes) => changes,
+            Err(error) => {
+                return Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "`circuit_breaker` could not be read (an object of breakers by name, each an object of keys): {error}"
+                    ),
+                )
+                .into_response();
+            }
+        };
+    let configurable = configurable_breakers(state);
+    let mut planned = Vec::with_capacity(changes.len());
+    for (name, keys) in changes {
+        let Some((_, key)) = configurable.iter().find(|(known, _)| *known == name) else {
+            let known: Vec<&str> = configurable.iter().map(|(name, _)| name.as_str()).collect();
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "no configurable circuit breaker {name:?}; breakers: {}",
+                    known.join(", ")
+                ),
+            )
+            .into_response();
+        };
+        let Ok(breaker) = state.breakers.get(&name) else {
+            return unknown_breaker(&name);
+        };
+        let previous = breaker.config();
+        let mut merged = match serde_json::to_value(&previous) {
+            Ok(serde_json::Value::Object(merged)) => merged,
+            _ => return unknown_breaker(&name),
+        };
+        merged.extend(keys);
+        let config: BreakerConfig = match serde_json::from_value(merged.into()) {
+            Ok(config) => config,
+            Err(error) => {
+                return Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("`{key}` could not be read: {error}"),
+                )
+                .into_response();
+            }
+        };
+        if let Err(error) = config.validate() {
+            return invalid(&format!("{key}.{}", error.key), &error);
+        }
+        planned.push((breaker, *key, previous, config));
+    }
+    // All or none: a refusal part-way puts back what was applied.
+    for (index, (breaker, key, _, config)) in planned.iter().enumerate() {
+        if let Err(error) = breaker.reconfigure(config.clone()) {
+            for (breaker, _, previous, _) in &planned[..index] {
+                let _ = breaker.reconfigure(previous.clone());
+            }
+            return invalid(&format!("{key}.{}", error.key), &error);
+        }
+    }
+    let values = planned
+        .iter()
+        .map(|(_, key, _, config)| (*key, to_toml(config)))
+        .collect();
+    if let Err(detail) = persist_blocking(state.config.storage.data_dir.clone(), values).await {
+        for (breaker, _, previous, _) in &planned {
+            let _ = breaker.reconfigure(previous.clone());
+        }
+        return not_persisted(&detail);
+    }
+    tracing::warn!(section = "circuit_breaker", breakers = ?planned.iter().map(|(breaker, ..)| breaker.name().to_owned()).collect::<Vec<_>>(), "admin: runtime configuration changed and persisted");
+    Json(breaker_configs(state)).into_response()
+}
+
+fn unknown_breaker(name: &str) -> Response {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("circuit breaker {name:?} is not registered"),
+    )
+    .into_response()
 }
 
 fn invalid(key: &str, error: &dyn std::fmt::Display) -> Response {
