@@ -1,7 +1,8 @@
 //! The data API: collections and records per organisation, bounds, durability across a restart.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use mainstay_tests::{Api, ApiBuilder, sha256_hex};
 use serde_json::{Value, json};
 
@@ -19,6 +20,91 @@ fn api(data_dir: &str) -> ApiBuilder {
         .config_toml(&two_organisations())
         .env("MAINSTAY_STORAGE__DATA_DIR", data_dir)
         .env("MAINSTAY_STORAGE__LIMITS__MAX_VALUE_BYTES", "64")
+}
+
+const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// The object store's upload breaker, as the admin API lists it.
+const STORE_BREAKER: &str = "storage-uploads";
+
+/// [`api`] with the admin API on and no rate limit (these tests write many records quickly).
+fn with_admin(data_dir: &str) -> ApiBuilder {
+    api(data_dir)
+        .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
+        .env("MAINSTAY_RATELIMIT__ENABLED", "false")
+}
+
+/// Forces the store's breaker open (`force-open`) or closes it (`reset`); returns its new state.
+async fn store_breaker(client: &reqwest::Client, api: &Api, action: &str) -> anyhow::Result<Value> {
+    let response = client
+        .post(api.url(&format!("/admin/circuit-breakers/{STORE_BREAKER}/{action}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 200,
+        "{action} {STORE_BREAKER}: {}",
+        response.status()
+    );
+    Ok(response.json::<Value>().await?["state"].clone())
+}
+
+/// Standard base64 with padding, as listings carry values (`value_base64`).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let triple = chunk.iter().enumerate().fold(0u32, |acc, (i, byte)| {
+            acc | u32::from(*byte) << (16 - 8 * i)
+        });
+        for position in 0..4 {
+            if position <= chunk.len() {
+                let index = (triple >> (18 - 6 * position)) & 0x3f;
+                out.push(char::from(ALPHABET[index as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Every page of `acme`'s `collection`, a cursor at a time: each page's body, and the records
+/// of all of them as (id, value_base64).
+async fn every_page(
+    client: &reqwest::Client,
+    api: &Api,
+    collection: &str,
+) -> anyhow::Result<(Vec<Value>, Vec<(String, String)>)> {
+    let (mut pages, mut records) = (Vec::new(), Vec::new());
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("/v1/collections/{collection}/records?limit=1000");
+        if let Some(cursor) = &cursor {
+            url.push_str(&format!("&cursor={cursor}"));
+        }
+        let response = client
+            .get(api.url(&url))
+            .bearer_auth("acme-key")
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 200, "{url}: {}", response.status());
+        let page: Value = response.json().await?;
+        for record in page["records"].as_array().into_iter().flatten() {
+            let id = record["id"].as_str().unwrap_or_default().to_owned();
+            let value = record["value_base64"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            records.push((id, value));
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        pages.push(page);
+        anyhow::ensure!(pages.len() <= 50, "the cursor never ends: {pages:?}");
+        if cursor.is_none() {
+            return Ok((pages, records));
+        }
+    }
 }
 
 /// Creates a collection in `acme`'s organisation.
@@ -295,5 +381,288 @@ async fn an_idempotency_key_answers_a_retried_batch_once_and_refuses_other_conte
         .send()
         .await?;
     assert_eq!(p2.status(), 404, "a refused reuse writes nothing");
+    Ok(())
+}
+
+/// The value of the stored record `s-{index}`: 48 bytes.
+fn stored_value(index: usize) -> String {
+    format!("stored-{index:02}-{}", "x".repeat(38))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_breaker_open_listings_answer_memory_and_cache_and_store_reads_are_503()
+-> anyhow::Result<()> {
+    const STORED: usize = 24;
+    let data = tempfile::tempdir()?;
+    let data_dir = data.path().to_string_lossy().into_owned();
+    // 512-byte blocks: the stored records span several blocks, so the cache can hold one block
+    // of the segment and not the others.
+    let tiered = || with_admin(&data_dir).env("MAINSTAY_STORAGE__BLOCK_BYTES", "512");
+    let client = reqwest::Client::new();
+    {
+        let mut api = tiered().start()?;
+        create_as_acme(&client, &api, "archive", "s3_only").await?;
+        for index in 0..STORED {
+            let put = client
+                .put(api.url(&format!("/v1/collections/archive/records/s-{index:02}")))
+                .bearer_auth("acme-key")
+                .body(stored_value(index))
+                .send()
+                .await?;
+            assert_eq!(put.status(), 204);
+        }
+        // A clean stop flushes and uploads: the object store holds the records.
+        api.terminate()?;
+        assert!(api.wait_exit(Duration::from_secs(20))?.success());
+    }
+    let uploaded = data
+        .path()
+        .join("objects/segments")
+        .join(format!("{}-archive", &sha256_hex("acme")[..12]));
+    let objects = std::fs::read_dir(&uploaded)?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "seg"))
+        .count();
+    assert!(objects >= 1, "no segment object in {}", uploaded.display());
+
+    // After a restart memory holds none of an `s3_only` collection's uploaded records and the
+    // cache is cold: reading s-00 brings its block, and only that one, into the cache.
+    let api = tiered().start()?;
+    let get = |id: &str| {
+        client
+            .get(api.url(&format!("/v1/collections/archive/records/{id}")))
+            .bearer_auth("acme-key")
+    };
+    let put = |id: &str, value: String| {
+        client
+            .put(api.url(&format!("/v1/collections/archive/records/{id}")))
+            .bearer_auth("acme-key")
+            .body(value)
+    };
+    let warmed = get("s-00").send().await?;
+    assert_eq!(warmed.status(), 200);
+    assert_eq!(warmed.text().await?, stored_value(0));
+    // Records written now are in memory (the memtable is far from its bound).
+    for index in 0..3 {
+        let written = put(&format!("m-{index:02}"), format!("memory-{index}"))
+            .send()
+            .await?;
+        assert_eq!(written.status(), 204);
+    }
+
+    assert_eq!(
+        store_breaker(&client, &api, "force-open").await?,
+        "forced_open"
+    );
+    let breakers: Value = client
+        .get(api.url("/admin/circuit-breakers"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert!(
+        breakers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|b| b["name"] == STORE_BREAKER && b["state"] == "forced_open"),
+        "{breakers}"
+    );
+
+    // Every page of the listing is a 200 that says it is degraded, and together they hold
+    // exactly what memory and the cache have: the memtable, then s-00's block.
+    let (pages, records) = every_page(&client, &api, "archive").await?;
+    for page in &pages {
+        assert_eq!(
+            (
+                &page["degraded"],
+                &page["unavailable_sources"],
+                &page["partial_results"]
+            ),
+            (&json!(true), &json!(["object_store"]), &json!(true)),
+            "{page}"
+        );
+    }
+    let cached = records
+        .iter()
+        .filter(|(id, _)| id.starts_with("s-"))
+        .count();
+    assert!(
+        (1..STORED).contains(&cached),
+        "the cache holds s-00's block and not every block: {records:?}"
+    );
+    let mut expected: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            (
+                format!("m-{i:02}"),
+                base64(format!("memory-{i}").as_bytes()),
+            )
+        })
+        .collect();
+    expected.extend((0..cached).map(|i| (format!("s-{i:02}"), base64(stored_value(i).as_bytes()))));
+    assert_eq!(records, expected);
+
+    // A read that needs the store is a 503 problem with the same fields, never a false 404.
+    let last = format!("s-{:02}", STORED - 1);
+    let unavailable = get(&last)
+        .header("x-request-id", "degraded-read-1")
+        .send()
+        .await?;
+    assert_eq!(unavailable.status(), 503);
+    assert_eq!(
+        unavailable.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert!(unavailable.headers().contains_key("retry-after"));
+    let problem: Value = unavailable.json().await?;
+    assert_eq!(
+        (
+            &problem["status"],
+            &problem["degraded"],
+            &problem["unavailable_sources"],
+            &problem["partial_results"],
+            &problem["request_id"]
+        ),
+        (
+            &json!(503),
+            &json!(true),
+            &json!(["object_store"]),
+            &json!(true),
+            &json!("degraded-read-1")
+        ),
+        "{problem}"
+    );
+    // What memory and the cache hold is still read.
+    for (id, value) in [("s-00", stored_value(0)), ("m-01", "memory-1".to_owned())] {
+        let got = get(id).send().await?;
+        assert_eq!(got.status(), 200, "{id}");
+        assert_eq!(got.text().await?, value);
+    }
+    // Writes are acknowledged.
+    assert_eq!(put("m-03", "memory-3".into()).send().await?.status(), 204);
+    assert_eq!(get("m-03").send().await?.text().await?, "memory-3");
+
+    // Closed again, the listing is complete and not degraded.
+    assert_eq!(store_breaker(&client, &api, "reset").await?, "closed");
+    let (pages, records) = every_page(&client, &api, "archive").await?;
+    for page in &pages {
+        assert_eq!(
+            (
+                &page["degraded"],
+                &page["unavailable_sources"],
+                &page["partial_results"]
+            ),
+            (&json!(false), &json!([]), &json!(false)),
+            "{page}"
+        );
+    }
+    let mut expected: Vec<(String, String)> = (0..4)
+        .map(|i| {
+            (
+                format!("m-{i:02}"),
+                base64(format!("memory-{i}").as_bytes()),
+            )
+        })
+        .collect();
+    expected.extend((0..STORED).map(|i| (format!("s-{i:02}"), base64(stored_value(i).as_bytes()))));
+    assert_eq!(records, expected);
+    let got = get(&last).send().await?;
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.text().await?, stored_value(STORED - 1));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_store_breaker_open_writes_succeed_until_the_backlog_bound() -> anyhow::Result<()>
+{
+    const MEMTABLE_BYTES: usize = 2048;
+    const MAX_BACKLOG_BYTES: usize = 8192;
+    let data = tempfile::tempdir()?;
+    let api = with_admin(&data.path().to_string_lossy())
+        .env(
+            "MAINSTAY_STORAGE__MEMTABLE_BYTES",
+            &MEMTABLE_BYTES.to_string(),
+        )
+        .env(
+            "MAINSTAY_STORAGE__UPLOAD__MAX_BACKLOG_BYTES",
+            &MAX_BACKLOG_BYTES.to_string(),
+        )
+        .env("MAINSTAY_STORAGE__UPLOAD__BREAKER_POLL_INTERVAL", "50ms")
+        .start()?;
+    let client = reqwest::Client::new();
+    create_as_acme(&client, &api, "inbox", "s3_only").await?;
+    let put = |id: &str| {
+        client
+            .put(api.url(&format!("/v1/collections/inbox/records/{id}")))
+            .bearer_auth("acme-key")
+            .body(vec![b'v'; 64])
+            .send()
+    };
+    assert_eq!(
+        store_breaker(&client, &api, "force-open").await?,
+        "forced_open"
+    );
+
+    // Nothing is uploaded while the breaker is open: writes are acknowledged until the backlog
+    // passes its bound, then refused with 503 and Retry-After, never dropped.
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for index in 0..1000 {
+        let id = format!("w-{index:04}");
+        let response = put(&id).await?;
+        match response.status().as_u16() {
+            204 => accepted.push(id),
+            503 => {
+                refused = Some(response);
+                break;
+            }
+            other => anyhow::bail!("writing {id}: {other}"),
+        }
+    }
+    let refused = refused.context("the backlog bound never refused a write")?;
+    assert!(
+        accepted.len() * 64 > MEMTABLE_BYTES,
+        "writes go on past a full memtable: {} accepted",
+        accepted.len()
+    );
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await?;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains(&format!("limit of {MAX_BACKLOG_BYTES} bytes"))),
+        "{problem}"
+    );
+
+    // Closed again, the backlog uploads and writes are acknowledged again.
+    assert_eq!(store_breaker(&client, &api, "reset").await?, "closed");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = put("after-reset").await?.status();
+        if status == 204 {
+            break;
+        }
+        assert_eq!(status, 503);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "writes were still refused 20 s after the breaker closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    accepted.push("after-reset".to_owned());
+    accepted.sort();
+    let (pages, records) = every_page(&client, &api, "inbox").await?;
+    assert!(
+        pages.iter().all(|page| page["degraded"] == false),
+        "{pages:?}"
+    );
+    let ids: Vec<&str> = records.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, accepted, "every acknowledged write, nothing else");
     Ok(())
 }
