@@ -788,8 +788,8 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     ),
     (
         "storage.compression",
-        "`none` | `gzip`",
-        "Compression of segment blocks written from now on.",
+        "`none` | `gzip` | `zstd`",
+        "Compression of segment blocks written from now on; segments already written keep theirs.",
     ),
     (
         "storage.limits.default_page_size",

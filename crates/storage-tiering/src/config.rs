@@ -46,6 +46,8 @@ pub enum Compression {
     None,
     /// gzip (fast level): smaller objects and uploads for compressible values, more CPU.
     Gzip,
+    /// zstd (level 3): usually smaller than gzip and cheaper to compress and decompress.
+    Zstd,
 }
 
 /// A configuration value outside what is allowed.
@@ -377,6 +379,22 @@ mod tests {
         assert_eq!(config.upload.batch_bytes, 8 * 1024 * 1024);
         assert_eq!(config.upload.parallelism, 5);
         assert_eq!(config.upload.breaker, BreakerConfig::object_store_uploads());
+    }
+
+    #[test]
+    fn compression_names_are_the_configuration_values() {
+        for (name, codec) in [
+            ("none", Compression::None),
+            ("gzip", Compression::Gzip),
+            ("zstd", Compression::Zstd),
+        ] {
+            let quoted = format!("{name:?}");
+            assert_eq!(
+                serde_json::from_str::<Compression>(&quoted).ok(),
+                Some(codec)
+            );
+            assert_eq!(serde_json::to_string(&codec).ok(), Some(quoted));
+        }
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! id, offset, length and CRC-32C. The fixed 68-byte footer holds the index's offset, length and
 //! CRC-32C, the LSN range, the record count, the upload's write id, its own CRC-32C and a magic.
 //! Every read checks the CRC of what it read, so corrupt bytes are reported, never served. The
-//! index opens with the blocks' codec: stored as is, or gzip-compressed (the CRC covers the stored
-//! bytes, so corruption is caught before decompression; see `docs/decisions/0061`).
+//! index opens with the blocks' codec: stored as is, gzip- or zstd-compressed (the CRC covers the
+//! stored bytes, so corruption is caught before decompression, and decompression stops at
+//! [`MAX_BLOCK`]; see `docs/decisions/0061`).
 
 use std::io::{Read as _, Write as _};
 
@@ -18,6 +19,13 @@ use crate::error::SegmentError;
 
 /// Largest decompressed block accepted (a bound against a corrupt or hostile length).
 const MAX_BLOCK: u64 = 64 * 1024 * 1024;
+
+/// The largest zstd window a block may ask the decoder to allocate: 2^26 bytes = [`MAX_BLOCK`].
+/// zstd's own default limit is 2^27; a block never needs a window larger than its content.
+const ZSTD_WINDOW_LOG_MAX: u32 = 26;
+
+/// zstd's default level, the C library's own balance of speed against ratio.
+const ZSTD_LEVEL: i32 = 3;
 
 /// Bytes of the footer.
 pub(crate) const FOOTER_LEN: usize = 68;
@@ -51,21 +59,42 @@ fn codec_byte(codec: Compression) -> u8 {
     match codec {
         Compression::None => 0,
         Compression::Gzip => 1,
+        Compression::Zstd => 2,
     }
 }
 
-/// The stored form of a block under `codec`.
-fn compress(block: &[u8], codec: Compression) -> Vec<u8> {
+/// The stored form of a block under `codec`, or `None` when the compressor failed (it only does
+/// when it cannot allocate its state; [`encode`] then stores the segment uncompressed).
+fn compress(block: &[u8], codec: Compression) -> Option<Vec<u8>> {
     match codec {
-        Compression::None => block.to_vec(),
+        Compression::None => Some(block.to_vec()),
         Compression::Gzip => {
             let mut encoder =
                 flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            // Writing into a Vec cannot fail.
-            let _ = encoder.write_all(block);
-            encoder.finish().unwrap_or_default()
+            encoder.write_all(block).ok()?;
+            encoder.finish().ok()
         }
+        Compression::Zstd => zstd::bulk::compress(block, ZSTD_LEVEL).ok(),
     }
+}
+
+/// Reads a decompressor to its end. More than [`MAX_BLOCK`] bytes is refused, not truncated: the
+/// output never grows past the bound, whatever size the compressed stream declares.
+fn inflate(decoder: impl std::io::Read) -> Result<Vec<u8>, SegmentError> {
+    let malformed = |_| SegmentError::Corrupt("compressed block");
+    let mut out = Vec::new();
+    let mut bounded = decoder.take(MAX_BLOCK);
+    bounded.read_to_end(&mut out).map_err(malformed)?;
+    let mut beyond = Vec::new();
+    bounded
+        .into_inner()
+        .take(1)
+        .read_to_end(&mut beyond)
+        .map_err(malformed)?;
+    if !beyond.is_empty() {
+        return Err(SegmentError::Corrupt("compressed block over 64 MiB"));
+    }
+    Ok(out)
 }
 
 /// The decoded footer.
@@ -129,13 +158,17 @@ pub(crate) fn encode(
     let mut first: Option<&str> = None;
     let mut last = "";
     let (mut min_lsn, mut max_lsn) = (u64::MAX, 0u64);
-    let close = |out: &mut Vec<u8>,
-                 block: &mut Vec<u8>,
-                 blocks: &mut Vec<BlockRef>,
-                 first: &mut Option<&str>,
-                 last: &str| {
+    let mut compressor_failed = false;
+    let mut close = |out: &mut Vec<u8>,
+                     block: &mut Vec<u8>,
+                     blocks: &mut Vec<BlockRef>,
+                     first: &mut Option<&str>,
+                     last: &str| {
         if let Some(first_id) = first.take() {
-            let stored = compress(block, codec);
+            let stored = compress(block, codec).unwrap_or_else(|| {
+                compressor_failed = true;
+                Vec::new()
+            });
             blocks.push(BlockRef {
                 first: first_id.to_owned(),
                 last: last.to_owned(),
@@ -161,6 +194,15 @@ pub(crate) fn encode(
         }
     }
     close(&mut out, &mut block_buffer, &mut blocks, &mut first, last);
+    if compressor_failed {
+        // One codec covers every block of a segment: a block the compressor failed on would
+        // otherwise be stored empty under a valid CRC, so the whole segment is stored as is.
+        tracing::warn!(
+            ?codec,
+            "block compression failed; segment stored uncompressed"
+        );
+        return encode(entries, block_bytes, write_id, lsn_range, Compression::None);
+    }
     if let Some((min, max)) = lsn_range {
         min_lsn = min;
         max_lsn = max;
@@ -262,6 +304,7 @@ pub(crate) fn decode_index(index: &[u8], footer: &Footer) -> Result<Vec<BlockRef
         let codec = match cursor.take(1)?.first()? {
             0 => Compression::None,
             1 => Compression::Gzip,
+            2 => Compression::Zstd,
             _ => return None,
         };
         let count = cursor.u32()?;
@@ -293,12 +336,18 @@ pub(crate) fn decode_block(
     let raw = match block.codec {
         Compression::None => stored,
         Compression::Gzip => {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(stored)
-                .take(MAX_BLOCK)
-                .read_to_end(&mut out)
-                .map_err(|_| SegmentError::Corrupt("compressed block"))?;
-            inflated = out;
+            inflated = inflate(flate2::read::GzDecoder::new(stored))?;
+            &inflated
+        }
+        Compression::Zstd => {
+            let malformed = |_| SegmentError::Corrupt("compressed block");
+            let mut decoder =
+                zstd::stream::read::Decoder::with_buffer(stored).map_err(malformed)?;
+            // A frame asking for a larger window is refused before the decoder allocates it.
+            decoder
+                .window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(malformed)?;
+            inflated = inflate(decoder)?;
             &inflated
         }
     };
@@ -396,7 +445,7 @@ mod tests {
 
     #[test]
     fn any_flipped_byte_is_detected() {
-        for codec in [Compression::None, Compression::Gzip] {
+        for codec in [Compression::None, Compression::Gzip, Compression::Zstd] {
             let (bytes, _) = encode(&sample(50), 256, 7, None, codec);
             for position in (0..bytes.len()).step_by(3) {
                 let mut damaged = bytes.clone();
@@ -413,7 +462,7 @@ mod tests {
     }
 
     #[test]
-    fn gzip_blocks_round_trip_and_shrink_repetitive_values() {
+    fn compressed_blocks_round_trip_and_shrink_repetitive_values() {
         let entries: Vec<(String, Entry)> = (0..400)
             .map(|i| {
                 (
@@ -426,16 +475,134 @@ mod tests {
             })
             .collect();
         let (plain, _) = encode(&entries, 1024, 1, None, Compression::None);
-        let (packed, blocks) = encode(&entries, 1024, 1, None, Compression::Gzip);
-        assert!(
-            packed.len() * 3 < plain.len(),
-            "{} vs {}",
-            packed.len(),
-            plain.len()
+        for (codec, byte) in [(Compression::Gzip, 1), (Compression::Zstd, 2)] {
+            let (packed, blocks) = encode(&entries, 1024, 1, None, codec);
+            assert!(
+                packed.len() * 3 < plain.len(),
+                "{codec:?}: {} vs {}",
+                packed.len(),
+                plain.len()
+            );
+            assert!(blocks.iter().all(|b| b.codec == codec));
+            let footer = decode_footer(&packed[packed.len() - FOOTER_LEN..]).expect("footer");
+            assert_eq!(packed[footer.index_offset as usize], byte, "{codec:?}");
+            let (decoded, _, index) = decode_all(&packed).expect("decodes");
+            assert_eq!(decoded, entries, "{codec:?}");
+            assert_eq!(index, blocks);
+            for block in &blocks {
+                let stored = &packed[block.offset as usize..][..block.len as usize];
+                assert!(!decode_block(stored, block).expect("decodes").is_empty());
+            }
+        }
+    }
+
+    /// A one-block segment holding `stored` as its block under `codec`, every CRC valid: what a
+    /// hostile writer with access to the object store could produce.
+    fn segment_around(stored: &[u8], codec: Compression) -> (Vec<u8>, BlockRef) {
+        let block = BlockRef {
+            first: "a".to_owned(),
+            last: "z".to_owned(),
+            offset: 0,
+            len: u32::try_from(stored.len()).expect("small"),
+            crc: crc32c::crc32c(stored),
+            codec,
+        };
+        let mut out = stored.to_vec();
+        let mut index = vec![codec_byte(codec)];
+        index.extend_from_slice(&1u32.to_le_bytes());
+        put_string(&mut index, &block.first);
+        put_string(&mut index, &block.last);
+        index.extend_from_slice(&block.offset.to_le_bytes());
+        index.extend_from_slice(&block.len.to_le_bytes());
+        index.extend_from_slice(&block.crc.to_le_bytes());
+        let index_offset = out.len() as u64;
+        out.extend_from_slice(&index);
+        let footer_start = out.len();
+        out.extend_from_slice(&index_offset.to_le_bytes());
+        out.extend_from_slice(&u32::try_from(index.len()).expect("small").to_le_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&index).to_le_bytes());
+        for field in [1u64, 1, 1] {
+            out.extend_from_slice(&field.to_le_bytes());
+        }
+        out.extend_from_slice(&7u128.to_le_bytes());
+        let footer_crc = crc32c::crc32c(&out[footer_start..]);
+        out.extend_from_slice(&footer_crc.to_le_bytes());
+        out.extend_from_slice(MAGIC);
+        (out, block)
+    }
+
+    #[test]
+    fn decompression_bombs_are_refused_with_a_typed_error() {
+        // Zeros one byte past the bound, streamed through the encoders so the test never holds
+        // them: a few KiB of zstd (no content size in the frame) or 65 KiB of gzip.
+        let zeros = || std::io::repeat(0).take(MAX_BLOCK + 1);
+        let zstd_bomb = zstd::stream::encode_all(zeros(), 1).expect("compresses");
+        let mut gzip_bomb = Vec::new();
+        flate2::read::GzEncoder::new(zeros(), flate2::Compression::best())
+            .read_to_end(&mut gzip_bomb)
+            .expect("compresses");
+        for (codec, bomb) in [
+            (Compression::Zstd, zstd_bomb),
+            (Compression::Gzip, gzip_bomb),
+        ] {
+            assert!(bomb.len() < 128 * 1024, "{codec:?}: {} bytes", bomb.len());
+            let (segment, block) = segment_around(&bomb, codec);
+            let refused = SegmentError::Corrupt("compressed block over 64 MiB");
+            assert_eq!(
+                decode_block(&bomb, &block),
+                Err(refused.clone()),
+                "{codec:?}"
+            );
+            assert_eq!(decode_all(&segment).map(|_| ()), Err(refused), "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn zstd_frames_asking_for_a_large_window_or_misstating_their_size_are_refused() {
+        // A valid frame of one zero byte (magic, no content size, a window descriptor, one last
+        // raw block) whose header asks for a 128 MiB window (exponent 27 - 10): zstd's default
+        // limit takes it, the 64 MiB limit here refuses it before the window is allocated.
+        let large_window = vec![
+            0x28,
+            0xB5,
+            0x2F,
+            0xFD,
+            0x00,
+            17 << 3,
+            0x09,
+            0x00,
+            0x00,
+            0x00,
+        ];
+        assert_eq!(
+            zstd::stream::decode_all(&large_window[..]).expect("a valid frame"),
+            [0]
         );
-        assert!(blocks.iter().all(|b| b.codec == Compression::Gzip));
-        let (decoded, _, _) = decode_all(&packed).expect("decodes");
-        assert_eq!(decoded, entries);
+        // A frame whose header says 10 bytes where its block holds 100.
+        let honest = zstd::bulk::compress(&[7; 100], 1).expect("compresses");
+        assert_eq!(
+            (honest[4], honest[5]),
+            (0x20, 100),
+            "single segment, 1-byte content size"
+        );
+        let mut misstated = honest.clone();
+        misstated[5] = 10;
+        let garbage = b"not a zstd frame".to_vec();
+        let truncated = honest[..honest.len() - 3].to_vec();
+        for stored in [large_window, misstated, garbage, truncated] {
+            let (segment, block) = segment_around(&stored, Compression::Zstd);
+            assert_eq!(
+                decode_block(&stored, &block),
+                Err(SegmentError::Corrupt("compressed block")),
+                "{stored:x?}"
+            );
+            assert!(decode_all(&segment).is_err());
+        }
+        let (segment, _) = segment_around(&honest, Compression::Zstd);
+        assert!(
+            decode_all(&segment).is_err(),
+            "100 bytes of 7s are not records"
+        );
     }
 
     #[test]

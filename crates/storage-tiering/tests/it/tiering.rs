@@ -1,12 +1,13 @@
 //! Object-store tiers on in-process stores: `s3_only` reads through the block cache, corrupt
-//! objects detected, degraded listings, fencing, re-queued segments, and compaction.
+//! objects detected, degraded listings, fencing, re-queued segments, compaction, and gzip and
+//! zstd segments side by side.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use mainstay_storage_tiering::{
-    ListQuery, MaintenanceError, OpenError, Policy, ReadError, StorageMetrics, Store,
+    Compression, ListQuery, MaintenanceError, OpenError, Policy, ReadError, StorageMetrics, Store,
 };
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -32,6 +33,25 @@ async fn segment_objects(store: &dyn ObjectStore, prefix: &str) -> Vec<Path> {
         .try_collect()
         .await
         .unwrap()
+}
+
+/// The codec byte of a segment file (0 none, 1 gzip, 2 zstd): the first byte of the block index,
+/// whose offset opens the 68-byte footer.
+fn segment_codec(bytes: &[u8]) -> u8 {
+    let footer = &bytes[bytes.len() - 68..];
+    let index_offset = u64::from_le_bytes(footer[..8].try_into().unwrap());
+    bytes[usize::try_from(index_offset).unwrap()]
+}
+
+/// The codec bytes of the segment objects under `prefix`, sorted.
+async fn object_codecs(store: &dyn ObjectStore, prefix: &str) -> Vec<u8> {
+    let mut codecs = Vec::new();
+    for path in segment_objects(store, prefix).await {
+        let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+        codecs.push(segment_codec(&bytes));
+    }
+    codecs.sort_unstable();
+    codecs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,9 +112,23 @@ async fn s3_only_reads_blocks_through_the_cache_after_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_object_bytes_are_detected_never_served() {
+    for (codec, codec_byte) in [
+        (Compression::None, 0),
+        (Compression::Gzip, 1),
+        (Compression::Zstd, 2),
+    ] {
+        check_corrupt_blocks_are_detected(codec, codec_byte).await;
+    }
+}
+
+/// Writes an `s3_only` collection under `codec`, flips one byte in the block area of every
+/// segment object, and checks that reads either return the written value or `Corrupt`.
+async fn check_corrupt_blocks_are_detected(codec: Compression, codec_byte: u8) {
     let dir = tempfile::tempdir().unwrap();
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let (store, _) = Store::builder(config(dir.path()))
+    let mut cfg = config(dir.path());
+    cfg.compression = codec;
+    let (store, _) = Store::builder(cfg.clone())
         .object_store(inner.clone(), "t")
         .open()
         .await
@@ -122,10 +156,12 @@ async fn corrupt_object_bytes_are_detected_never_served() {
             .await
             .unwrap()
             .to_vec();
-        bytes[40] ^= 0x01;
+        assert_eq!(segment_codec(&bytes), codec_byte, "{codec:?}");
+        let blocks_end = u64::from_le_bytes(bytes[bytes.len() - 68..][..8].try_into().unwrap());
+        bytes[usize::try_from(blocks_end / 2).unwrap()] ^= 0x01;
         inner.put(&path, PutPayload::from(bytes)).await.unwrap();
     }
-    let (store, _) = Store::builder(config(dir.path()))
+    let (store, _) = Store::builder(cfg)
         .object_store(inner.clone(), "t")
         .open()
         .await
@@ -136,13 +172,13 @@ async fn corrupt_object_bytes_are_detected_never_served() {
             Ok(found) => assert_eq!(
                 found,
                 Some(value(i)),
-                "served bytes must be the written ones"
+                "{codec:?}: served bytes must be the written ones"
             ),
             Err(ReadError::Corrupt { .. }) => corrupt += 1,
-            Err(other) => panic!("{other}"),
+            Err(other) => panic!("{codec:?}: {other}"),
         }
     }
-    assert!(corrupt > 0, "the damaged block was detected");
+    assert!(corrupt > 0, "{codec:?}: the damaged block was detected");
     store.close(Duration::from_secs(1)).await.unwrap();
 }
 
@@ -516,12 +552,20 @@ async fn metric_families_register_once_beside_the_breaker_and_dlq_families() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gzip_segments_upload_smaller_and_read_back_through_the_cache() {
+async fn compressed_segments_upload_smaller_and_read_back_through_the_cache() {
+    check_compressed_round_trip(Compression::Gzip, 1).await;
+    check_compressed_round_trip(Compression::Zstd, 2).await;
+}
+
+/// Writes repetitive values under `codec` to an `s3_only` collection (read back by block ranges
+/// from a fresh store) and to a `memory` collection (read back from its local file on reopen),
+/// checking that every segment carries `codec_byte` and that the objects shrank.
+async fn check_compressed_round_trip(codec: Compression, codec_byte: u8) {
     let dir = tempfile::tempdir().unwrap();
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let mut cfg = config(dir.path());
-    cfg.compression = mainstay_storage_tiering::Compression::Gzip;
-    let (store, _) = Store::builder(cfg)
+    cfg.compression = codec;
+    let (store, _) = Store::builder(cfg.clone())
         .object_store(inner.clone(), "z")
         .open()
         .await
@@ -530,10 +574,18 @@ async fn gzip_segments_upload_smaller_and_read_back_through_the_cache() {
         .create_collection("cold", Policy::S3Only)
         .await
         .unwrap();
+    store
+        .create_collection("warm", Policy::Memory)
+        .await
+        .unwrap();
     let repetitive = |i: usize| Bytes::from(format!("{i:04}").repeat(50));
     for i in 0..200 {
         store
             .put("cold", &format!("k{i:04}"), repetitive(i))
+            .await
+            .unwrap();
+        store
+            .put("warm", &format!("k{i:04}"), repetitive(i))
             .await
             .unwrap();
     }
@@ -545,9 +597,43 @@ async fn gzip_segments_upload_smaller_and_read_back_through_the_cache() {
     }
     assert!(
         stored * 4 < 200 * 200,
-        "{stored} bytes stored for 40,000 bytes of values"
+        "{codec:?}: {stored} bytes stored for 40,000 bytes of values"
+    );
+    let codecs = object_codecs(&*inner, "z/segments/cold").await;
+    assert!(!codecs.is_empty());
+    assert!(
+        codecs.iter().all(|&c| c == codec_byte),
+        "{codec:?}: {codecs:?}"
     );
     store.close(Duration::from_secs(1)).await.unwrap();
+    let local: Vec<_> = std::fs::read_dir(cfg.data_dir.join("segments/warm"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(!local.is_empty());
+    for file in &local {
+        assert_eq!(
+            segment_codec(&std::fs::read(file).unwrap()),
+            codec_byte,
+            "{codec:?}: {}",
+            file.display()
+        );
+    }
+    // The same data directory, opened without compression: local segments are decoded by the
+    // codec they name, not by the setting.
+    let (reopened, _) = Store::builder(config(dir.path()))
+        .object_store(inner.clone(), "z")
+        .open()
+        .await
+        .unwrap();
+    for i in (0..200).step_by(13) {
+        assert_eq!(
+            reopened.get("warm", &format!("k{i:04}")).await.unwrap(),
+            Some(repetitive(i)),
+            "{codec:?}"
+        );
+    }
+    reopened.close(Duration::from_secs(1)).await.unwrap();
     let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
         .object_store(inner.clone(), "z")
         .open()
@@ -556,7 +642,8 @@ async fn gzip_segments_upload_smaller_and_read_back_through_the_cache() {
     for i in (0..200).step_by(17) {
         assert_eq!(
             fresh.get("cold", &format!("k{i:04}")).await.unwrap(),
-            Some(repetitive(i))
+            Some(repetitive(i)),
+            "{codec:?}"
         );
     }
     let page = fresh
@@ -569,7 +656,97 @@ async fn gzip_segments_upload_smaller_and_read_back_through_the_cache() {
         )
         .await
         .unwrap();
-    assert_eq!(page.records.len(), 200);
+    assert_eq!(page.records.len(), 200, "{codec:?}");
+    fresh.close(Duration::from_secs(1)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_and_zstd_segments_coexist_and_compaction_rewrites_with_the_current_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let mut gzip = config(dir.path());
+    gzip.compression = Compression::Gzip;
+    gzip.compaction.grace_period = Duration::from_millis(50);
+    let mut zstd = gzip.clone();
+    zstd.compression = Compression::Zstd;
+    let expected = |i: usize| {
+        let round = if i >= 30 { "zstd" } else { "gzip" };
+        Bytes::from(format!("{round}-{i:03}-").repeat(20))
+    };
+    let (store, _) = Store::builder(gzip)
+        .object_store(inner.clone(), "mix")
+        .open()
+        .await
+        .unwrap();
+    store.create_collection("c", Policy::S3Only).await.unwrap();
+    for i in 0..60 {
+        let written = Bytes::from(format!("gzip-{i:03}-").repeat(20));
+        store.put("c", &format!("k{i:03}"), written).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let codecs = object_codecs(&*inner, "mix/segments/c").await;
+    assert!(
+        !codecs.is_empty() && codecs.iter().all(|&c| c == 1),
+        "{codecs:?}"
+    );
+    // The same store reopened with zstd: new segments are zstd, old ones stay gzip.
+    let (store, _) = Store::builder(zstd)
+        .object_store(inner.clone(), "mix")
+        .open()
+        .await
+        .unwrap();
+    for i in 30..90 {
+        store
+            .put("c", &format!("k{i:03}"), expected(i))
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    let mut codecs = object_codecs(&*inner, "mix/segments/c").await;
+    codecs.dedup();
+    assert_eq!(codecs, [1, 2], "both codecs in one collection");
+    assert!(store.collections()[0].segments >= 2);
+    for i in 0..90 {
+        assert_eq!(
+            store.get("c", &format!("k{i:03}")).await.unwrap(),
+            Some(expected(i)),
+            "k{i:03} before compaction"
+        );
+    }
+    assert!(store.compact("c").await.unwrap() >= 2);
+    assert_eq!(store.collections()[0].segments, 1);
+    let mut remaining = Vec::new();
+    for _ in 0..250 {
+        remaining = object_codecs(&*inner, "mix/segments/c").await;
+        if remaining.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(remaining, [2], "one zstd segment after compaction");
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
+        .object_store(inner.clone(), "mix")
+        .open()
+        .await
+        .unwrap();
+    let page = fresh
+        .list(
+            "c",
+            &ListQuery {
+                limit: Some(1000),
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 90);
+    for (i, record) in page.records.iter().enumerate() {
+        assert_eq!(record.value, expected(i), "k{i:03} after compaction");
+    }
     fresh.close(Duration::from_secs(1)).await.unwrap();
 }
 
