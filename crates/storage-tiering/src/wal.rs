@@ -12,7 +12,13 @@
 //! A writer appends its frame to an in-memory buffer under a short lock and gets its LSN. Whoever
 //! then finds no sync in flight becomes the leader: on the blocking pool it takes the whole
 //! buffer, writes it, `fdatasync`s once and wakes everyone whose LSN it covered, and repeats
-//! while writers appended during that sync. No timer is involved. A failed write or sync
+//! while writers appended during that sync. A writer waits for its own LSN, never for the
+//! leader's later rounds. Before the next round the leader lets the group refill: it waits until
+//! as many records are pending as the last round carried plus those appended while it ran (the
+//! writers it just woke coming back, beside those already waiting), at most half the last sync's
+//! duration and never more than [`MAX_GROUP_WAIT`]; without that,
+//! rounds alternate between the few writers that came back at once and everyone else, and carry
+//! half as much each (decision 0064). A failed write or sync
 //! poisons the log (a failed fsync cannot be retried safely): every later write fails until the
 //! store is reopened, which recovers from what reached the disk.
 
@@ -21,9 +27,10 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
 use crate::error::WalError;
@@ -33,6 +40,8 @@ const HEADER: usize = 8;
 /// WAL files are zero-filled this far ahead of the frames, so that most fdatasyncs overwrite
 /// allocated blocks and flush data only, not the file's size (decision 0064).
 const PREALLOCATE: u64 = 1024 * 1024;
+/// The longest the leader waits for a group to refill before its next round.
+const MAX_GROUP_WAIT: Duration = Duration::from_micros(500);
 /// Largest payload accepted on recovery (a larger length is a torn or corrupt frame).
 const MAX_FRAME: usize = 512 * 1024 * 1024;
 
@@ -174,9 +183,21 @@ struct State {
     appended_lsn: u64,
     synced_lsn: u64,
     syncing: bool,
+    /// While the leader waits for a group to refill: the pending records that end the wait
+    /// (0 otherwise).
+    group_target: u64,
     failed: Option<String>,
     file: Option<File>,
     files: Vec<WalFile>,
+}
+
+/// What one group sync saw.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    /// The records it carried plus those appended while it ran: about how many writers are
+    /// active, as each waits for its record before appending the next.
+    writers: u64,
+    took: Duration,
 }
 
 #[derive(Debug)]
@@ -184,6 +205,8 @@ struct Inner {
     dir: PathBuf,
     segment_bytes: u64,
     state: Mutex<State>,
+    /// Signalled when the pending records reach `State::group_target`.
+    refilled: Condvar,
     synced: watch::Sender<u64>,
     instruments: Instruments,
 }
@@ -349,10 +372,12 @@ impl Wal {
                     appended_lsn: max_lsn,
                     synced_lsn: max_lsn,
                     syncing: false,
+                    group_target: 0,
                     failed: None,
                     file: Some(file),
                     files,
                 }),
+                refilled: Condvar::new(),
                 synced,
                 instruments,
             }),
@@ -381,6 +406,9 @@ impl Wal {
         state.buffer.extend_from_slice(&lsn_bytes);
         state.buffer.extend_from_slice(body);
         state.appended_lsn = lsn;
+        if state.group_target != 0 && lsn - state.synced_lsn >= state.group_target {
+            self.inner.refilled.notify_one();
+        }
         let applied = apply(lsn);
         Ok((lsn, applied))
     }
@@ -401,10 +429,22 @@ impl Wal {
             };
             if lead {
                 let inner = Arc::clone(&self.inner);
-                // The sync runs to completion on the blocking pool even if this future is dropped.
-                tokio::task::spawn_blocking(move || inner.sync_step())
-                    .await
-                    .map_err(|e| WalError::Failed(format!("the wal sync task failed: {e}")))?;
+                // The sync runs to completion on the blocking pool even if this future is dropped,
+                // and keeps leading rounds after this writer's own LSN is durable: stop waiting
+                // for it then.
+                let mut leader = tokio::task::spawn_blocking(move || inner.sync_step());
+                tokio::select! {
+                    joined = &mut leader => {
+                        joined.map_err(|e| {
+                            WalError::Failed(format!("the wal sync task failed: {e}"))
+                        })?;
+                    }
+                    changed = synced.changed() => {
+                        if changed.is_err() {
+                            return Err(WalError::Failed("the wal was closed".to_owned()));
+                        }
+                    }
+                }
             } else if synced.changed().await.is_err() {
                 return Err(WalError::Failed("the wal was closed".to_owned()));
             }
@@ -449,20 +489,52 @@ impl Inner {
     /// Leads group syncs until nothing is left to sync: records appended during one fsync are
     /// carried by the next without handing the leader role over.
     fn sync_step(&self) {
-        while self.sync_once() {}
+        {
+            // The leader role lasts through the rounds and the waits between them.
+            let mut state = self.state.lock();
+            if state.syncing {
+                return;
+            }
+            state.syncing = true;
+        }
+        while let Some(round) = self.sync_once() {
+            self.await_group(round);
+        }
     }
 
-    /// One write + fdatasync of everything appended; `false` when there was nothing to do.
-    fn sync_once(&self) -> bool {
-        let (mut buffer, mut file, target, offset, allocated) = {
-            let mut state = self.state.lock();
-            if state.syncing || state.failed.is_some() || state.synced_lsn >= state.appended_lsn {
-                return false;
+    /// Waits until a record is pending for each writer `last` saw, at most half its sync time
+    /// (capped at [`MAX_GROUP_WAIT`]).
+    fn await_group(&self, last: Round) {
+        if last.writers < 2 {
+            return;
+        }
+        let deadline = Instant::now() + (last.took / 2).min(MAX_GROUP_WAIT);
+        let mut state = self.state.lock();
+        state.group_target = last.writers;
+        while state.failed.is_none() && state.appended_lsn - state.synced_lsn < last.writers {
+            if self.refilled.wait_until(&mut state, deadline).timed_out() {
+                break;
             }
-            let Some(file) = state.file.take() else {
-                return false;
+        }
+        state.group_target = 0;
+    }
+
+    /// One write + fdatasync of everything appended, by the leader. `None` when there was
+    /// nothing to do or the sync failed: the leader role ends then, in the same critical section
+    /// that saw nothing pending, so a writer appending later finds no leader and becomes one.
+    fn sync_once(&self) -> Option<Round> {
+        let started = Instant::now();
+        let (mut buffer, mut file, target, offset, allocated, records) = {
+            let mut state = self.state.lock();
+            let file = if state.failed.is_some() || state.synced_lsn >= state.appended_lsn {
+                None
+            } else {
+                state.file.take()
             };
-            state.syncing = true;
+            let Some(file) = file else {
+                state.syncing = false;
+                return None;
+            };
             let spare = std::mem::take(&mut state.spare);
             let (offset, allocated) = state
                 .files
@@ -474,6 +546,7 @@ impl Inner {
                 state.appended_lsn,
                 offset,
                 allocated,
+                state.appended_lsn - state.synced_lsn,
             )
         };
         let end = offset + buffer.len() as u64;
@@ -491,13 +564,13 @@ impl Inner {
         self.instruments.wal_fsyncs.inc();
         self.instruments.wal_bytes.inc_by(buffer.len() as u64);
         let mut state = self.state.lock();
-        state.syncing = false;
         if let Err(error) = written {
+            state.syncing = false;
             tracing::error!(%error, "wal write or fsync failed; the wal refuses writes until reopened");
             state.failed = Some(format!("wal write or fsync failed: {error}"));
             drop(state);
             self.synced.send_replace(0);
-            return false;
+            return None;
         }
         state.synced_lsn = target;
         let rotate = match state.files.last_mut() {
@@ -533,9 +606,13 @@ impl Inner {
         state.file = Some(file);
         buffer.clear();
         state.spare = buffer;
+        let writers = records + (state.appended_lsn - target);
         drop(state);
         self.synced.send_replace(target);
-        true
+        Some(Round {
+            writers,
+            took: started.elapsed(),
+        })
     }
 }
 
