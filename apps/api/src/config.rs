@@ -971,8 +971,13 @@ pub fn reference() -> String {
         } else {
             format!("`{ENV_PREFIX}{}`", key.to_uppercase().replace('.', "__"))
         };
+        // A `|` inside a cell (`none` | `gzip`) would end it: escape it for the table.
+        let cell = |text: &str| text.replace('|', "\\|");
         out.push_str(&format!(
-            "| `{key}` | {kind} | `{default}` | {env} | {description} |\n"
+            "| `{key}` | {} | `{}` | {env} | {} |\n",
+            cell(kind),
+            cell(&default),
+            cell(description)
         ));
     }
     out

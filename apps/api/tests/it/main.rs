@@ -114,6 +114,11 @@ fn the_configuration_reference_documents_exactly_the_keys_the_types_have() {
             "{key} missing from the reference"
         );
     }
+    // Every row has exactly the five columns: a `|` inside a cell is escaped.
+    for row in reference.lines().filter(|line| line.starts_with("| `")) {
+        let cells = row.replace("\\|", "").matches('|').count() - 1;
+        assert_eq!(cells, 5, "{row}");
+    }
 }
 
 #[test]
