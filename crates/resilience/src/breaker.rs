@@ -300,7 +300,7 @@ impl Rules {
 
     #[inline]
     fn consecutive(&self) -> bool {
-        self.trip.load(Ordering::Acquire) == TRIP_CONSECUTIVE
+        self.trip.load(Ordering::Relaxed) == TRIP_CONSECUTIVE
     }
 }
 
