@@ -4,6 +4,31 @@ use std::time::Duration;
 
 use mainstay_tests::Api;
 
+const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// Sends an admin request with the token.
+async fn admin_send(request: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
+    request.bearer_auth(ADMIN_TOKEN).send().await
+}
+
+/// The state of the breaker `name` on the admin API.
+async fn breaker_state(client: &reqwest::Client, api: &Api, name: &str) -> anyhow::Result<String> {
+    let all = admin_get(client, api.url("/admin/circuit-breakers")).await?;
+    all.as_array()
+        .and_then(|all| all.iter().find(|breaker| breaker["name"] == name))
+        .and_then(|breaker| breaker["state"].as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no breaker {name} in {all}"))
+}
+
+/// An admin `GET` answered with JSON.
+async fn admin_get(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(admin_send(client.get(url)).await?.json().await?)
+}
+
 #[test]
 fn environment_overrides_file_which_overrides_defaults() -> anyhow::Result<()> {
     let (status, out, err) = Api::builder()
@@ -135,26 +160,19 @@ fn a_second_process_on_the_same_data_dir_is_refused_with_a_clear_error() -> anyh
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_compaction_settings_apply_persist_and_win_over_the_environment()
 -> anyhow::Result<()> {
-    const TOKEN: &str = "admin-token-for-tests-0123456789";
     let data = tempfile::tempdir()?;
     let data_dir = data.path().to_string_lossy().into_owned();
     let builder = || {
         Api::builder()
             .env("MAINSTAY_STORAGE__DATA_DIR", &data_dir)
-            .env("MAINSTAY_ADMIN__TOKEN", TOKEN)
+            .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
             .env("MAINSTAY_STORAGE__COMPACTION__MIN_SEGMENTS", "6")
     };
     let client = reqwest::Client::new();
     {
         let mut api = builder().start()?;
         let url = api.url("/admin/config/compaction");
-        let current: serde_json::Value = client
-            .get(&url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let current: serde_json::Value = admin_get(&client, &url).await?;
         assert_eq!(
             current["min_segments"], 6,
             "the environment, before any override"
@@ -163,12 +181,7 @@ async fn runtime_compaction_settings_apply_persist_and_win_over_the_environment(
         let mut changed = current.clone();
         changed["min_segments"] = 2.into();
         changed["interval"] = "5s".into();
-        let applied = client
-            .post(&url)
-            .bearer_auth(TOKEN)
-            .json(&changed)
-            .send()
-            .await?;
+        let applied = admin_send(client.post(&url).json(&changed)).await?;
         assert_eq!(applied.status(), 200);
         let applied: serde_json::Value = applied.json().await?;
         assert_eq!(
@@ -181,12 +194,7 @@ async fn runtime_compaction_settings_apply_persist_and_win_over_the_environment(
 
         let mut bad = changed.clone();
         bad["min_segments"] = 1.into();
-        let refused = client
-            .post(&url)
-            .bearer_auth(TOKEN)
-            .json(&bad)
-            .send()
-            .await?;
+        let refused = admin_send(client.post(&url).json(&bad)).await?;
         assert_eq!(refused.status(), 422);
         let problem: serde_json::Value = refused.json().await?;
         assert!(
@@ -195,24 +203,15 @@ async fn runtime_compaction_settings_apply_persist_and_win_over_the_environment(
                 .is_some_and(|d| d.contains("storage.compaction.min_segments")),
             "{problem}"
         );
-        let unknown = client
-            .get(api.url("/admin/config/nope"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await?;
+        let unknown = admin_send(client.get(api.url("/admin/config/nope"))).await?;
         assert_eq!(unknown.status(), 404);
         api.terminate()?;
         assert!(api.wait_exit(Duration::from_secs(20))?.success());
     }
     // After a restart the override still wins over the environment, and config print says why.
     let api = builder().start()?;
-    let current: serde_json::Value = client
-        .get(api.url("/admin/config/compaction"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let current: serde_json::Value =
+        admin_get(&client, api.url("/admin/config/compaction")).await?;
     assert_eq!(current["min_segments"], 2);
     drop(api);
     let (status, out, err) = builder().args(&["config", "print"]).run()?;
@@ -231,13 +230,12 @@ async fn runtime_compaction_settings_apply_persist_and_win_over_the_environment(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_dlq_policies_apply_persist_and_protect_the_store_queue() -> anyhow::Result<()> {
-    const TOKEN: &str = "admin-token-for-tests-0123456789";
     let data = tempfile::tempdir()?;
     let data_dir = data.path().to_string_lossy().into_owned();
     let builder = || {
         Api::builder()
             .env("MAINSTAY_STORAGE__DATA_DIR", &data_dir)
-            .env("MAINSTAY_ADMIN__TOKEN", TOKEN)
+            .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
     };
     let client = reqwest::Client::new();
     let policies = serde_json::json!({
@@ -247,12 +245,7 @@ async fn runtime_dlq_policies_apply_persist_and_protect_the_store_queue() -> any
     {
         let mut api = builder().start()?;
         let url = api.url("/admin/config/dlq");
-        let applied = client
-            .post(&url)
-            .bearer_auth(TOKEN)
-            .json(&policies)
-            .send()
-            .await?;
+        let applied = admin_send(client.post(&url).json(&policies)).await?;
         assert_eq!(applied.status(), 200);
         let applied: serde_json::Value = applied.json().await?;
         assert_eq!(applied["defaults"]["capacity"], 50);
@@ -263,24 +256,13 @@ async fn runtime_dlq_policies_apply_persist_and_protect_the_store_queue() -> any
             "defaults": {"capacity": 50},
             "queues": {"storage-segments": {"capacity": 5, "overflow": "evict"}},
         });
-        let refused = client
-            .post(&url)
-            .bearer_auth(TOKEN)
-            .json(&store_queue)
-            .send()
-            .await?;
+        let refused = admin_send(client.post(&url).json(&store_queue)).await?;
         assert_eq!(refused.status(), 422);
         api.terminate()?;
         assert!(api.wait_exit(Duration::from_secs(20))?.success());
     }
     let api = builder().start()?;
-    let current: serde_json::Value = client
-        .get(api.url("/admin/config/dlq"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let current: serde_json::Value = admin_get(&client, api.url("/admin/config/dlq")).await?;
     assert_eq!(current["defaults"]["capacity"], 50, "{current}");
     assert_eq!(
         current["queues"]["orders"]["ttl"], "none",
@@ -293,37 +275,19 @@ async fn runtime_dlq_policies_apply_persist_and_protect_the_store_queue() -> any
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_breaker_rules_apply_keep_state_persist_and_win_over_the_environment()
 -> anyhow::Result<()> {
-    const TOKEN: &str = "admin-token-for-tests-0123456789";
     let data = tempfile::tempdir()?;
     let data_dir = data.path().to_string_lossy().into_owned();
     let builder = || {
         Api::builder()
             .env("MAINSTAY_STORAGE__DATA_DIR", &data_dir)
-            .env("MAINSTAY_ADMIN__TOKEN", TOKEN)
+            .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
             .env("MAINSTAY_STORAGE__UPLOAD__BREAKER__OPEN_DURATION", "10m")
     };
     let client = reqwest::Client::new();
-    let snapshot = |api: &Api, name: &'static str| {
-        let request = client
-            .get(api.url("/admin/circuit-breakers"))
-            .bearer_auth(TOKEN);
-        async move {
-            let all: serde_json::Value = request.send().await?.json().await?;
-            all.as_array()
-                .and_then(|all| all.iter().find(|breaker| breaker["name"] == name).cloned())
-                .ok_or_else(|| anyhow::anyhow!("no breaker {name} in {all}"))
-        }
-    };
     {
         let mut api = builder().start()?;
         let url = api.url("/admin/config/circuit_breaker");
-        let current: serde_json::Value = client
-            .get(&url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let current: serde_json::Value = admin_get(&client, &url).await?;
         let uploads = &current["storage-uploads"];
         assert_eq!(
             (
@@ -340,22 +304,15 @@ async fn runtime_breaker_rules_apply_keep_state_persist_and_win_over_the_environ
         );
 
         // Open the uploads breaker by hand: new rules must not close it.
-        let forced = client
-            .post(api.url("/admin/circuit-breakers/storage-uploads/force-open"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await?;
+        let forced =
+            admin_send(client.post(api.url("/admin/circuit-breakers/storage-uploads/force-open")))
+                .await?;
         assert_eq!(forced.status(), 200);
         let change = serde_json::json!({
             "storage-uploads": {"open_duration": "45s", "half_open_successes": 3, "window": "30s"},
             "ratelimit-redis": {"consecutive_failures": 7},
         });
-        let applied = client
-            .post(&url)
-            .bearer_auth(TOKEN)
-            .json(&change)
-            .send()
-            .await?;
+        let applied = admin_send(client.post(&url).json(&change)).await?;
         assert_eq!(applied.status(), 200);
         let applied: serde_json::Value = applied.json().await?;
         let uploads = &applied["storage-uploads"];
@@ -378,7 +335,7 @@ async fn runtime_breaker_rules_apply_keep_state_persist_and_win_over_the_environ
         );
         assert_eq!(applied["ratelimit-redis"]["consecutive_failures"], 7);
         assert_eq!(
-            snapshot(&api, "storage-uploads").await?["state"],
+            breaker_state(&client, &api, "storage-uploads").await?,
             "forced_open",
             "the breaker keeps its state"
         );
@@ -388,12 +345,7 @@ async fn runtime_breaker_rules_apply_keep_state_persist_and_win_over_the_environ
             "ratelimit-redis": {"consecutive_failures": 2},
             "storage-uploads": {"failure_rate": 1.5},
         });
-        let refused = client
-            .post(&url)
-            .bearer_auth(TOKEN)
-            .json(&bad)
-            .send()
-            .await?;
+        let refused = admin_send(client.post(&url).json(&bad)).await?;
         assert_eq!(refused.status(), 422);
         let problem: serde_json::Value = refused.json().await?;
         assert!(
@@ -403,41 +355,20 @@ async fn runtime_breaker_rules_apply_keep_state_persist_and_win_over_the_environ
             "{problem}"
         );
         let buckets = serde_json::json!({"storage-uploads": {"window_buckets": 64}});
-        let refused = client
-            .post(&url)
-            .bearer_auth(TOKEN)
-            .json(&buckets)
-            .send()
-            .await?;
+        let refused = admin_send(client.post(&url).json(&buckets)).await?;
         assert_eq!(refused.status(), 422);
         let unknown = serde_json::json!({"payments": {"consecutive_failures": 2}});
-        let refused = client
-            .post(&url)
-            .bearer_auth(TOKEN)
-            .json(&unknown)
-            .send()
-            .await?;
+        let refused = admin_send(client.post(&url).json(&unknown)).await?;
         assert_eq!(refused.status(), 422);
-        let after: serde_json::Value = client
-            .get(&url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let after: serde_json::Value = admin_get(&client, &url).await?;
         assert_eq!(after, applied, "refused changes changed nothing");
         api.terminate()?;
         assert!(api.wait_exit(Duration::from_secs(20))?.success());
     }
     // After a restart the override wins over the environment, and config print says why.
     let api = builder().start()?;
-    let current: serde_json::Value = client
-        .get(api.url("/admin/config/circuit_breaker"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let current: serde_json::Value =
+        admin_get(&client, api.url("/admin/config/circuit_breaker")).await?;
     assert_eq!(
         current["storage-uploads"]["open_duration"], "45s",
         "{current}"
