@@ -385,6 +385,19 @@ async fn an_idempotency_key_answers_a_retried_batch_once_and_refuses_other_conte
 }
 
 /// The value of the stored record `s-{index}`: 48 bytes.
+/// The listing of `memory` records `m-NN` and the first `stored` records `s-NN`, in id order,
+/// values base64-encoded.
+fn expected_listing(memory: usize, stored: usize) -> Vec<(String, String)> {
+    let memory = (0..memory).map(|i| {
+        (
+            format!("m-{i:02}"),
+            base64(format!("memory-{i}").as_bytes()),
+        )
+    });
+    let stored = (0..stored).map(|i| (format!("s-{i:02}"), base64(stored_value(i).as_bytes())));
+    memory.chain(stored).collect()
+}
+
 fn stored_value(index: usize) -> String {
     format!("stored-{index:02}-{}", "x".repeat(38))
 }
@@ -492,16 +505,7 @@ async fn with_the_store_breaker_open_listings_answer_memory_and_cache_and_store_
         (1..STORED).contains(&cached),
         "the cache holds s-00's block and not every block: {records:?}"
     );
-    let mut expected: Vec<(String, String)> = (0..3)
-        .map(|i| {
-            (
-                format!("m-{i:02}"),
-                base64(format!("memory-{i}").as_bytes()),
-            )
-        })
-        .collect();
-    expected.extend((0..cached).map(|i| (format!("s-{i:02}"), base64(stored_value(i).as_bytes()))));
-    assert_eq!(records, expected);
+    assert_eq!(records, expected_listing(3, cached));
 
     // A read that needs the store is a 503 problem with the same fields, never a false 404.
     let last = format!("s-{:02}", STORED - 1);
@@ -557,16 +561,7 @@ async fn with_the_store_breaker_open_listings_answer_memory_and_cache_and_store_
             "{page}"
         );
     }
-    let mut expected: Vec<(String, String)> = (0..4)
-        .map(|i| {
-            (
-                format!("m-{i:02}"),
-                base64(format!("memory-{i}").as_bytes()),
-            )
-        })
-        .collect();
-    expected.extend((0..STORED).map(|i| (format!("s-{i:02}"), base64(stored_value(i).as_bytes()))));
-    assert_eq!(records, expected);
+    assert_eq!(records, expected_listing(4, STORED));
     let got = get(&last).send().await?;
     assert_eq!(got.status(), 200);
     assert_eq!(got.text().await?, stored_value(STORED - 1));
