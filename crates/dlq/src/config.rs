@@ -23,7 +23,8 @@ pub enum OverflowPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
-    /// Concurrent pushes share one `fdatasync` (leader/follower group commit, no timer).
+    /// Concurrent pushes share one `fdatasync` (leader/follower group commit; the leader lets a
+    /// batch fill for at most half a sync).
     #[default]
     Grouped,
     /// Every push gets its own `fdatasync`; for comparison in benchmarks.

@@ -38,6 +38,9 @@ use crate::query::{
     RedriveReport,
 };
 
+/// The longest the leader waits for its next batch to fill.
+const MAX_GROUP_WAIT: Duration = Duration::from_micros(500);
+
 /// Opens a [`Dlq`]: directory, configuration, metrics and clock.
 #[derive(Debug)]
 pub struct DlqBuilder {
@@ -142,6 +145,7 @@ impl DlqBuilder {
             appended: 0,
             synced: 0,
             leader_active: false,
+            group_target: 0,
             compact_requested: false,
             failed: None,
             closed: false,
@@ -177,6 +181,7 @@ impl DlqBuilder {
             state: Mutex::new(state),
             synced: Notify::new(),
             idle: Condvar::new(),
+            refilled: Condvar::new(),
             serial: tokio::sync::Mutex::new(()),
             files: Mutex::new(Files {
                 journal: loaded.journal,
@@ -251,6 +256,8 @@ struct Shared {
     synced: Notify,
     /// Signalled (for blocking waiters) when a leader steps down.
     idle: Condvar,
+    /// Signalled when the records waiting for the leader reach `State::group_target`.
+    refilled: Condvar,
     /// Serialises mutations in per-push sync mode, so every batch holds one record.
     serial: tokio::sync::Mutex<()>,
     /// Only the leader touches the files.
@@ -286,6 +293,9 @@ struct State {
     /// Sequence number up to which everything is durable.
     synced: u64,
     leader_active: bool,
+    /// While the leader waits for its next batch to fill: the waiting records that end the wait
+    /// (0 otherwise).
+    group_target: u64,
     compact_requested: bool,
     failed: Option<String>,
     closed: bool,
@@ -385,6 +395,9 @@ enum Step {
     Write {
         journal: Vec<u8>,
         archive: Vec<u8>,
+        /// Durable before this batch.
+        from: u64,
+        /// Durable after it.
         seq: u64,
     },
     Compact,
@@ -559,6 +572,9 @@ impl Shared {
                 if state.synced >= seq {
                     return Ok(());
                 }
+                if state.group_target != 0 && state.appended - state.synced >= state.group_target {
+                    self.refilled.notify_one();
+                }
                 if let Some(message) = &state.failed {
                     return Err(WriteError::Journal {
                         message: message.clone(),
@@ -581,8 +597,8 @@ impl Shared {
     fn start_leader(self: &Arc<Self>) {
         let shared = Arc::clone(self);
         // A detached task, so a dropped push future cannot strand the leader role. It yields
-        // once before taking the batch: followers woken by the previous sync get to append
-        // their records first, so a batch is not cut right after a sync (no timer involved).
+        // once before taking the first batch; between batches the leader waits for the next to
+        // fill (`await_group`).
         // All bookkeeping lives inside the blocking closure, which runs to completion.
         drop(tokio::spawn(async move {
             tokio::task::yield_now().await;
@@ -612,6 +628,7 @@ impl Shared {
                     Step::Write {
                         journal: std::mem::take(&mut state.journal_buf),
                         archive: std::mem::take(&mut state.archive_buf),
+                        from: state.synced,
                         seq: state.appended,
                     }
                 }
@@ -625,8 +642,16 @@ impl Shared {
                 Step::Write {
                     journal,
                     archive,
+                    from,
                     seq,
-                } => self.write_batch(&mut files, &journal, &archive, seq),
+                } => {
+                    let started = Instant::now();
+                    let written = self.write_batch(&mut files, &journal, &archive, seq);
+                    if written.is_ok() {
+                        self.await_group(seq - from, seq, started.elapsed());
+                    }
+                    written
+                }
                 Step::Compact => self.compact(&mut files),
             };
             if let Err(err) = result {
@@ -640,6 +665,31 @@ impl Shared {
                 return;
             }
         }
+    }
+
+    /// Lets the next batch fill before the leader writes it: waits until a record waits for each
+    /// pusher the last batch saw (the records it carried plus those appended while it was
+    /// written), at most half the time that batch took and never more than [`MAX_GROUP_WAIT`].
+    /// Without it, batches alternate between the few pushers that came back at once and everyone
+    /// else.
+    fn await_group(&self, carried: u64, seq: u64, took: Duration) {
+        let mut state = self.state.lock();
+        let pushers = carried + state.appended.saturating_sub(seq);
+        if pushers < 2 {
+            return;
+        }
+        let deadline = Instant::now() + (took / 2).min(MAX_GROUP_WAIT);
+        state.group_target = pushers;
+        while state.failed.is_none()
+            && !state.closed
+            && !state.compact_requested
+            && state.appended - state.synced < pushers
+        {
+            if self.refilled.wait_until(&mut state, deadline).timed_out() {
+                break;
+            }
+        }
+        state.group_target = 0;
     }
 
     fn write_archive(&self, files: &mut Files, archive: &[u8]) -> io::Result<()> {
