@@ -3,9 +3,9 @@
 //!
 //! Entries live in memory over an append-only, CRC-framed journal in a directory. A push returns
 //! once its record is `fdatasync`'d; concurrent pushes share one sync (leader/follower group
-//! commit on tokio's blocking pool; a batch may fill for at most half a sync). On open the snapshot and journal are replayed, a
-//! torn or corrupt tail is truncated and reported, and the directory is held with an OS advisory
-//! lock that dies with the process. Each queue has a capacity with an `evict` (archive the
+//! commit on tokio's blocking pool; a batch may fill for at most half a sync). On open the
+//! snapshot and journal are replayed, a torn or corrupt tail is truncated and reported, and the
+//! directory is held with an OS advisory lock that dies with the process. Each queue has a capacity with an `evict` (archive the
 //! oldest) or `reject` overflow policy and an optional TTL.
 //!
 //! ```
