@@ -56,6 +56,7 @@ mod config;
 mod error;
 #[cfg(feature = "health")]
 pub mod health;
+mod http_status;
 mod metrics;
 mod names;
 mod remote;
@@ -71,6 +72,7 @@ pub use error::{
     CollectionError, Fenced, MaintenanceError, OpenError, ReadError, SegmentError, WalError,
     WriteError,
 };
+pub use http_status::HttpStatusConnector;
 pub use metrics::StorageMetrics;
 pub use names::{MAX_ID_BYTES, valid_collection_name, valid_record_id};
 pub use store::{

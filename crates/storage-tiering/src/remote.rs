@@ -1,12 +1,14 @@
 //! The object-store tier: opening a store from a URL, segment uploads with a unique write id,
 //! numbered manifests written with `PutMode::Create` (which fences a second writer), and the
-//! classification of object_store's typed errors.
+//! classification of failed calls from object_store's typed errors and the HTTP status of the
+//! response (never from their text).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt as _;
+use object_store::client::{HttpError, HttpErrorKind};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
@@ -14,15 +16,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Policy;
 use crate::error::{Fenced, OpenError};
+use crate::http_status::{HttpStatusConnector, observe};
 use crate::metrics::Instruments;
 use crate::segment::{self, FOOTER_LEN, SegmentMeta};
 
 /// How an object-store error counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorKind {
-    /// A later attempt may succeed (5xx, throttling, timeouts, connection errors).
+    /// A later attempt may succeed (408, 429, 5xx but 501/505, timeouts, connection errors).
     Transient,
-    /// Repeating does not help (403, 401, invalid path, unsupported operation).
+    /// Repeating does not help (403, 401, 400 and other 4xx, 501, 505, invalid path, unsupported
+    /// operation).
     Permanent,
     /// The object does not exist.
     NotFound,
@@ -30,8 +34,10 @@ pub(crate) enum ErrorKind {
     AlreadyExists,
 }
 
-/// Classifies an error by its type, never by its text. `Generic` errors (server errors, throttling
-/// and transport failures in the HTTP stores) are transient.
+/// Classifies an error by its type alone, never by its text: `Generic` errors (server errors,
+/// throttling and transport failures in the HTTP stores, and statuses object_store does not type)
+/// are transient. Prefer [`classify_with_status`] when the call ran under
+/// [`observe`](crate::http_status::observe).
 pub(crate) fn classify(error: &object_store::Error) -> ErrorKind {
     use object_store::Error as E;
     match error {
@@ -43,6 +49,70 @@ pub(crate) fn classify(error: &object_store::Error) -> ErrorKind {
         | E::NotSupported { .. }
         | E::NotImplemented { .. }
         | E::UnknownConfigurationKey { .. } => ErrorKind::Permanent,
+        E::Generic { .. } => transport_error(error).map_or(ErrorKind::Transient, |transport| {
+            transport_kind(transport.kind())
+        }),
+        _ => ErrorKind::Transient,
+    }
+}
+
+/// Classifies an error by its type and, for a `Generic` error, by the HTTP status of the call's
+/// last response (`status`, recorded by [`HttpStatusConnector`]); never by its text.
+///
+/// A `Generic` error caused by an [`HttpError`] is a transport failure and transient whatever
+/// status a response had (a body that could not be read); one without a recorded status (a store
+/// not built with the connector, a failure before any response) is transient as well.
+pub(crate) fn classify_with_status(error: &object_store::Error, status: Option<u16>) -> ErrorKind {
+    match (error, status) {
+        (object_store::Error::Generic { .. }, Some(status)) if transport_error(error).is_none() => {
+            status_kind(status)
+        }
+        _ => classify(error),
+    }
+}
+
+/// The [`HttpError`] in an error's source chain: object_store's private `RetryError` and
+/// `RequestError` name it as their source when a request failed without a usable response.
+fn transport_error(error: &object_store::Error) -> Option<&HttpError> {
+    let mut source = std::error::Error::source(error);
+    while let Some(current) = source {
+        if let Some(transport) = current.downcast_ref::<HttpError>() {
+            return Some(transport);
+        }
+        source = current.source();
+    }
+    None
+}
+
+/// A transport failure may pass on a later attempt: connecting, sending, timing out and being
+/// interrupted by definition; decoding and unknown failures (a body cut short, TLS, a proxy) say
+/// nothing wrong about the request itself, so they are not sent to the DLQ at once either (they
+/// still end there as `exhausted` after `upload.max_attempts`).
+fn transport_kind(kind: HttpErrorKind) -> ErrorKind {
+    match kind {
+        HttpErrorKind::Connect
+        | HttpErrorKind::Request
+        | HttpErrorKind::Timeout
+        | HttpErrorKind::Interrupted
+        | HttpErrorKind::Decode
+        | HttpErrorKind::Unknown => ErrorKind::Transient,
+        // A kind added by a later object_store: a transport failure all the same.
+        _ => ErrorKind::Transient,
+    }
+}
+
+/// A non-success status that object_store reports only as `Generic` (401, 403, 404, 409, 412 are
+/// typed variants already).
+fn status_kind(status: u16) -> ErrorKind {
+    match status {
+        // Request timeout and throttling: the same request may pass later.
+        408 | 429 => ErrorKind::Transient,
+        // Not implemented, HTTP version not supported: the server will not change its mind.
+        501 | 505 => ErrorKind::Permanent,
+        // The server refuses this request as it is (400, 405, 411, 413, 416, ...).
+        400..=499 => ErrorKind::Permanent,
+        500..=599 => ErrorKind::Transient,
+        // Redirects (S3 answers 307 for a while after a bucket is created) and anything else.
         _ => ErrorKind::Transient,
     }
 }
@@ -56,9 +126,9 @@ pub(crate) struct RemoteError {
 }
 
 impl RemoteError {
-    fn new(error: &object_store::Error) -> Self {
+    fn new(error: &object_store::Error, status: Option<u16>) -> Self {
         Self {
-            kind: classify(error),
+            kind: classify_with_status(error, status),
             message: error.to_string(),
         }
     }
@@ -152,6 +222,7 @@ pub(crate) fn open_url(url: &str) -> Result<(Arc<dyn ObjectStore>, String), Open
         let store = object_store::aws::AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_retry(retry)
+            .with_http_connector(HttpStatusConnector::default())
             .build()
             .map_err(|e| invalid(e.to_string()))?;
         return Ok((Arc::new(store), prefix.trim_matches('/').to_owned()));
@@ -178,8 +249,18 @@ impl Remote {
         }
     }
 
-    fn count(&self, error: &object_store::Error) -> RemoteError {
-        let error = RemoteError::new(error);
+    /// Runs one object-store call; a failure is classified with the HTTP status of the call's
+    /// last response and counted.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<T, RemoteError> {
+        let (result, status) = observe(call).await;
+        result.map_err(|error| self.count(&error, status))
+    }
+
+    fn count(&self, error: &object_store::Error, status: Option<u16>) -> RemoteError {
+        let error = RemoteError::new(error, status);
         match error.kind {
             ErrorKind::Transient => self.instruments.errors_transient.inc(),
             ErrorKind::Permanent => self.instruments.errors_permanent.inc(),
@@ -200,12 +281,7 @@ impl Remote {
     /// Reads the newest manifest, if any.
     pub(crate) async fn latest_manifest(&self) -> Result<Option<Manifest>, RemoteError> {
         let dir = join(&self.prefix, "manifest");
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(|e| self.count(&e))?;
+        let objects: Vec<_> = self.call(self.store.list(Some(&dir)).try_collect()).await?;
         let newest = objects
             .iter()
             .filter_map(|meta| {
@@ -240,13 +316,11 @@ impl Remote {
             ..PutOptions::default()
         };
         match self
-            .store
-            .put_opts(&path, PutPayload::from(body), options)
+            .call(self.store.put_opts(&path, PutPayload::from(body), options))
             .await
         {
             Ok(_) => Ok(()),
             Err(error) => {
-                let error = self.count(&error);
                 if error.kind != ErrorKind::AlreadyExists {
                     return Err(error.into());
                 }
@@ -290,8 +364,7 @@ impl Remote {
         };
         let size = bytes.len() as u64;
         match self
-            .store
-            .put_opts(&path, PutPayload::from(bytes), options)
+            .call(self.store.put_opts(&path, PutPayload::from(bytes), options))
             .await
         {
             Ok(_) => {
@@ -299,7 +372,6 @@ impl Remote {
                 Ok(())
             }
             Err(error) => {
-                let error = self.count(&error);
                 if error.kind == ErrorKind::AlreadyExists {
                     if self.written_by_us(&path, meta).await? {
                         return Ok(());
@@ -314,7 +386,10 @@ impl Remote {
     /// Whether the object at `path` exists and carries the write id of `meta`.
     async fn written_by_us(&self, path: &Path, meta: &SegmentMeta) -> Result<bool, RemoteError> {
         let start = meta.size.saturating_sub(FOOTER_LEN as u64);
-        match self.store.get_range(path, start..meta.size).await {
+        match self
+            .call(self.store.get_range(path, start..meta.size))
+            .await
+        {
             Ok(tail) => {
                 let ours = meta.write_id.parse::<ulid::Ulid>().map(u128::from).ok();
                 Ok(segment::decode_footer(&tail)
@@ -323,21 +398,18 @@ impl Remote {
                     == ours
                     && ours.is_some())
             }
-            Err(error) => {
-                let error = self.count(&error);
-                match error.kind {
-                    ErrorKind::NotFound => Ok(false),
-                    // A range beyond a shorter object: someone else's object.
-                    ErrorKind::Permanent | ErrorKind::AlreadyExists => Ok(false),
-                    ErrorKind::Transient => Err(error),
-                }
-            }
+            Err(error) => match error.kind {
+                ErrorKind::NotFound => Ok(false),
+                // A range beyond a shorter object (416): someone else's object.
+                ErrorKind::Permanent | ErrorKind::AlreadyExists => Ok(false),
+                ErrorKind::Transient => Err(error),
+            },
         }
     }
 
     pub(crate) async fn get(&self, path: &Path) -> Result<Bytes, RemoteError> {
-        let result = self.store.get(path).await.map_err(|e| self.count(&e))?;
-        result.bytes().await.map_err(|e| self.count(&e))
+        self.call(async { self.store.get(path).await?.bytes().await })
+            .await
     }
 
     pub(crate) async fn get_range(
@@ -345,33 +417,116 @@ impl Remote {
         path: &Path,
         range: std::ops::Range<u64>,
     ) -> Result<Bytes, RemoteError> {
-        self.store
-            .get_range(path, range)
-            .await
-            .map_err(|e| self.count(&e))
+        self.call(self.store.get_range(path, range)).await
     }
 
     pub(crate) async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
-        match self.store.delete(path).await {
+        match self.call(self.store.delete(path)).await {
             Ok(()) => Ok(()),
-            Err(error) => {
-                let error = self.count(&error);
-                if error.kind == ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(error)
-                }
-            }
+            Err(error) if error.kind == ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
         }
     }
 
     /// One cheap round trip, for the health check.
     #[cfg(feature = "health")]
     pub(crate) async fn ping(&self) -> Result<(), RemoteError> {
-        self.store
-            .list_with_delimiter(Some(&join(&self.prefix, "manifest")))
+        let prefix = join(&self.prefix, "manifest");
+        self.call(self.store.list_with_delimiter(Some(&prefix)))
             .await
             .map(|_| ())
-            .map_err(|e| self.count(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(source: Box<dyn std::error::Error + Send + Sync>) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source,
+        }
+    }
+
+    #[test]
+    fn generic_errors_follow_the_status_of_the_response() {
+        let error = generic("Server returned non-2xx status code".into());
+        for status in [400, 405, 411, 413, 416, 422, 501, 505] {
+            assert_eq!(
+                classify_with_status(&error, Some(status)),
+                ErrorKind::Permanent,
+                "{status}"
+            );
+        }
+        for status in [408, 429, 500, 502, 503, 504, 507, 307] {
+            assert_eq!(
+                classify_with_status(&error, Some(status)),
+                ErrorKind::Transient,
+                "{status}"
+            );
+        }
+        assert_eq!(
+            classify_with_status(&error, None),
+            ErrorKind::Transient,
+            "no response status"
+        );
+    }
+
+    #[test]
+    fn a_transport_error_in_the_source_chain_is_transient_whatever_the_status() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("request failed")]
+        struct Wrapper(#[source] HttpError);
+
+        for kind in [
+            HttpErrorKind::Connect,
+            HttpErrorKind::Request,
+            HttpErrorKind::Timeout,
+            HttpErrorKind::Interrupted,
+            HttpErrorKind::Decode,
+            HttpErrorKind::Unknown,
+        ] {
+            let transport = HttpError::new(kind, std::io::Error::other("reset"));
+            let error = generic(Box::new(Wrapper(transport)));
+            // A 400 whose body could not be read is a transport failure.
+            assert_eq!(
+                classify_with_status(&error, Some(400)),
+                ErrorKind::Transient,
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn typed_variants_win_over_the_status() {
+        let path = || "p".to_owned();
+        let source = || "x".into();
+        let cases = [
+            (
+                object_store::Error::NotFound {
+                    path: path(),
+                    source: source(),
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                object_store::Error::Precondition {
+                    path: path(),
+                    source: source(),
+                },
+                ErrorKind::AlreadyExists,
+            ),
+            (
+                object_store::Error::PermissionDenied {
+                    path: path(),
+                    source: source(),
+                },
+                ErrorKind::Permanent,
+            ),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(classify_with_status(&error, Some(503)), kind, "{error}");
+        }
     }
 }

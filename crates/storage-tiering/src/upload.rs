@@ -6,9 +6,10 @@
 //! batch. Every attempt needs a permit of the upload circuit breaker (a rejection is not an
 //! attempt: the segment waits); a first attempt deposits into the retry budget and every retry
 //! withdraws from it (an empty budget postpones the retry). A transient failure is retried with
-//! exponential backoff up to `upload.max_attempts`; a permanent one (403, 401, ...) or exhausted
-//! attempts pin the local file and push a DLQ entry that references it. The WAL keeps every
-//! record until its segment is committed or pinned.
+//! exponential backoff up to `upload.max_attempts`; a permanent one (403, 401, 400 and the other
+//! 4xx but 408/429, 501, 505, ...: see `remote::classify_with_status`) or exhausted attempts pin
+//! the local file and push a DLQ entry that references it. The WAL keeps every record until its
+//! segment is committed or pinned.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;

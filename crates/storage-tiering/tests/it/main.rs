@@ -1,11 +1,13 @@
 //! Integration tests of mainstay-storage-tiering: the real file system in temp dirs, an
 //! in-process fault-injecting object store on paused time for exact rules, an in-process S3 server
-//! for real sockets, and SIGKILLed child processes for crash safety.
+//! for real sockets (with scripted error answers), and SIGKILLed child processes for crash
+//! safety.
 
 mod common;
 mod crash;
 #[cfg(feature = "health")]
 mod health;
+mod http_status;
 mod outage;
 mod records;
 mod s3;

@@ -1,19 +1,43 @@
 //! The in-process S3 server of the tests and the benchmark: s3s + s3s-fs behind a lock that makes
 //! conditional puts atomic (s3s-fs checks then writes), with a switch that fails reads and writes
-//! with 500s.
+//! with 500s, and scripted error answers to PUTs of segment objects.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use mainstay_storage_tiering::HttpStatusConnector;
 use object_store::ObjectStore;
 use s3s::dto::*;
-use s3s::{S3, S3Request, S3Response, S3Result};
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result};
+
+/// What the server does with PUTs of segment objects (`.../segments/<collection>/<id>.seg`).
+#[derive(Default)]
+struct SegmentPuts {
+    /// Per collection, the errors to answer to its next segment PUTs, in order; a PUT past its
+    /// script is stored.
+    scripts: HashMap<String, VecDeque<S3ErrorCode>>,
+    /// Segment PUTs received per collection.
+    received: HashMap<String, u64>,
+    /// The first `hold` segment PUTs wait at `barrier` until all of them have arrived.
+    hold: usize,
+    held: usize,
+    barrier: Option<Arc<tokio::sync::Barrier>>,
+}
+
+/// The collection of a segment object's key.
+fn segment_collection(key: &str) -> Option<String> {
+    let (_, rest) = key.split_once("segments/")?;
+    let (collection, _) = rest.split_once('/')?;
+    Some(collection.to_owned())
+}
 
 /// s3s-fs behind a lock: its conditional puts are check-then-write, so they are serialised here.
 struct Locked {
     fs: s3s_fs::FileSystem,
     lock: tokio::sync::Mutex<()>,
     fail: Arc<AtomicBool>,
+    segment_puts: Arc<parking_lot::Mutex<SegmentPuts>>,
 }
 
 impl Locked {
@@ -22,6 +46,35 @@ impl Locked {
             return Err(s3s::s3_error!(InternalError, "injected outage"));
         }
         Ok(())
+    }
+
+    /// Counts a segment PUT, holds it if asked, and answers its scripted error if any.
+    async fn script(&self, key: &str) -> S3Result<()> {
+        let Some(collection) = segment_collection(key) else {
+            return Ok(());
+        };
+        let (answer, barrier) = {
+            let mut puts = self.segment_puts.lock();
+            *puts.received.entry(collection.clone()).or_default() += 1;
+            let barrier = if puts.held < puts.hold {
+                puts.held += 1;
+                puts.barrier.clone()
+            } else {
+                None
+            };
+            let answer = puts
+                .scripts
+                .get_mut(&collection)
+                .and_then(VecDeque::pop_front);
+            (answer, barrier)
+        };
+        if let Some(barrier) = barrier {
+            barrier.wait().await;
+        }
+        match answer {
+            Some(code) => Err(S3Error::with_message(code, "injected by the test")),
+            None => Ok(()),
+        }
     }
 }
 
@@ -99,6 +152,7 @@ impl S3 for Locked {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         self.check()?;
+        self.script(&req.input.key).await?;
         let _serialised = self.lock.lock().await;
         self.fs.put_object(req).await
     }
@@ -115,6 +169,7 @@ impl S3 for Locked {
 pub(crate) struct S3Server {
     endpoint: String,
     fail: Arc<AtomicBool>,
+    segment_puts: Arc<parking_lot::Mutex<SegmentPuts>>,
     _root: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
 }
@@ -130,10 +185,12 @@ impl S3Server {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("test")).unwrap();
         let fail = Arc::new(AtomicBool::new(false));
+        let segment_puts = Arc::new(parking_lot::Mutex::new(SegmentPuts::default()));
         let locked = Locked {
             fs: s3s_fs::FileSystem::new(root.path()).unwrap(),
             lock: tokio::sync::Mutex::new(()),
             fail: fail.clone(),
+            segment_puts: segment_puts.clone(),
         };
         let mut builder = s3s::service::S3ServiceBuilder::new(locked);
         builder.set_auth(s3s::auth::SimpleAuth::from_single("access", "secret"));
@@ -156,11 +213,14 @@ impl S3Server {
         Self {
             endpoint,
             fail,
+            segment_puts,
             _root: root,
             task,
         }
     }
 
+    /// object_store's S3 client for the server, built as the store builds its own (no client
+    /// retries, statuses recorded for the classification of failed calls).
     pub(crate) fn client(&self) -> Arc<dyn ObjectStore> {
         let retry = object_store::RetryConfig {
             max_retries: 0,
@@ -176,6 +236,7 @@ impl S3Server {
                 .with_access_key_id("access")
                 .with_secret_access_key("secret")
                 .with_retry(retry)
+                .with_http_connector(HttpStatusConnector::default())
                 .build()
                 .unwrap(),
         )
@@ -184,5 +245,42 @@ impl S3Server {
     #[allow(dead_code)] // The benchmark shares this file and injects no outage.
     pub(crate) fn set_failing(&self, failing: bool) {
         self.fail.store(failing, Ordering::SeqCst);
+    }
+}
+
+#[allow(dead_code)] // The benchmark shares this file and scripts no answers.
+impl S3Server {
+    /// Answers the next segment PUTs of `collection` with these errors, in order (s3s gives each
+    /// code its S3 status: `InvalidRequest` 400, `SlowDown` 503, ...); later PUTs are stored.
+    pub(crate) fn script_segment_puts(
+        &self,
+        collection: &str,
+        errors: impl IntoIterator<Item = S3ErrorCode>,
+    ) {
+        self.segment_puts
+            .lock()
+            .scripts
+            .entry(collection.to_owned())
+            .or_default()
+            .extend(errors);
+    }
+
+    /// Holds the next `puts` segment PUTs until all of them have arrived, so that they are in
+    /// flight together and answered together.
+    pub(crate) fn hold_segment_puts(&self, puts: usize) {
+        let mut state = self.segment_puts.lock();
+        state.hold = puts;
+        state.held = 0;
+        state.barrier = Some(Arc::new(tokio::sync::Barrier::new(puts)));
+    }
+
+    /// Segment PUTs of `collection` received so far, answered or not.
+    pub(crate) fn segment_puts(&self, collection: &str) -> u64 {
+        self.segment_puts
+            .lock()
+            .received
+            .get(collection)
+            .copied()
+            .unwrap_or(0)
     }
 }

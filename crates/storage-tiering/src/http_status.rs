@@ -1,0 +1,191 @@
+//! The HTTP status of object-store responses, for classifying failed calls.
+//!
+//! object_store 0.14 keeps the error that carries a response's status (`RetryError`) in a private
+//! module, so a 400 from an S3 server arrives as an opaque `Error::Generic`.
+//! [`HttpStatusConnector`] wraps a store's HTTP client and writes the status of each response into
+//! a recorder that [`observe`] scopes around one object-store call: a tokio task-local that is set
+//! while that call's future is polled. object_store awaits the HTTP request inside the caller's
+//! future (it spawns nothing between `ObjectStore::put_opts` and `HttpService::call`), so calls in
+//! flight together, in one task or in many, each see only their own responses.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::Arc;
+
+use object_store::ClientOptions;
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+};
+
+tokio::task_local! {
+    /// The status of the last response of the current call when it was not a success; `None`
+    /// while a request is in flight, after a success and after a transport error.
+    static LAST_STATUS: Cell<Option<u16>>;
+}
+
+/// An object_store [`HttpConnector`] that lets the store classify failed calls by the HTTP status
+/// of the response: 408, 429 and 5xx (but 501 and 505) are retried, other 4xx go to the DLQ at
+/// once.
+///
+/// Stores opened from an `s3://` URL use it already. Build a store you pass to
+/// `StoreBuilder::object_store` with it too, otherwise a status that object_store reports only as
+/// `Error::Generic` (400, 405, 411, 413, 416, 501, ...) counts as transient:
+///
+/// ```no_run
+/// use mainstay_storage_tiering::HttpStatusConnector;
+///
+/// # fn main() -> Result<(), object_store::Error> {
+/// let s3 = object_store::aws::AmazonS3Builder::from_env()
+///     .with_bucket_name("bucket")
+///     .with_http_connector(HttpStatusConnector::default())
+///     .build()?;
+/// # Ok(()) }
+/// ```
+///
+/// Outside the store's own calls it only passes requests through.
+#[derive(Debug, Clone)]
+pub struct HttpStatusConnector {
+    inner: Arc<dyn HttpConnector>,
+}
+
+impl HttpStatusConnector {
+    /// Records the statuses of the clients that `inner` makes (for instance object_store's
+    /// `SpawnedReqwestConnector`).
+    #[must_use]
+    pub fn new(inner: impl HttpConnector) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+impl Default for HttpStatusConnector {
+    /// Over object_store's default `reqwest` client.
+    fn default() -> Self {
+        Self::new(ReqwestConnector::default())
+    }
+}
+
+impl HttpConnector for HttpStatusConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = self.inner.connect(options)?;
+        Ok(HttpClient::new(Recording { inner }))
+    }
+}
+
+/// An HTTP client that records the status of each response it returns.
+#[derive(Debug)]
+struct Recording {
+    inner: HttpClient,
+}
+
+#[async_trait::async_trait]
+impl HttpService for Recording {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        // A new request makes the previous one's status stale (a 404 of a read-back, a 403 of a
+        // metadata token request that fell back): only the last response of a call counts.
+        record(None);
+        let response = self.inner.execute(request).await;
+        if let Ok(response) = &response {
+            let status = response.status();
+            record((!status.is_success()).then(|| status.as_u16()));
+        }
+        response
+    }
+}
+
+fn record(status: Option<u16>) {
+    // Outside `observe` (a store used directly) there is no recorder, and nothing to do.
+    let _outside = LAST_STATUS.try_with(|last| last.set(status));
+}
+
+/// Runs one object-store call; returns its output and the status of its last HTTP response when
+/// that was not a success (`None` as well for stores that are not built with
+/// [`HttpStatusConnector`]).
+pub(crate) async fn observe<F: Future>(call: F) -> (F::Output, Option<u16>) {
+    LAST_STATUS
+        .scope(Cell::new(None), async move {
+            let output = call.await;
+            let status = LAST_STATUS.try_with(Cell::get).ok().flatten();
+            (output, status)
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::client::{HttpRequestBody, HttpResponseBody};
+
+    /// Answers each request with the status given in its path (`/503`), after yielding once so
+    /// that calls joined in one task interleave.
+    #[derive(Debug)]
+    struct ByPath;
+
+    #[async_trait::async_trait]
+    impl HttpService for ByPath {
+        async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+            tokio::task::yield_now().await;
+            let code: u16 = request
+                .uri()
+                .path()
+                .trim_start_matches('/')
+                .parse()
+                .unwrap_or(200);
+            let mut response = HttpResponse::new(HttpResponseBody::from(Vec::new()));
+            *response.status_mut() = TryFrom::try_from(code).expect("a valid status");
+            Ok(response)
+        }
+    }
+
+    fn client() -> HttpClient {
+        HttpClient::new(Recording {
+            inner: HttpClient::new(ByPath),
+        })
+    }
+
+    fn request(path: &str) -> HttpRequest {
+        let mut request = HttpRequest::new(HttpRequestBody::empty());
+        *request.uri_mut() = path.parse().expect("a valid uri");
+        request
+    }
+
+    #[tokio::test]
+    async fn calls_in_flight_together_in_one_task_see_their_own_status() {
+        let client = client();
+        // Like object_store, which reads an error response's body after the request returned.
+        let call = |path| {
+            let client = client.clone();
+            async move {
+                let response = client.execute(request(path)).await;
+                tokio::task::yield_now().await;
+                response
+            }
+        };
+        let (a, b) = tokio::join!(observe(call("/400")), observe(call("/503")));
+        assert_eq!((a.1, b.1), (Some(400), Some(503)));
+    }
+
+    #[tokio::test]
+    async fn only_the_last_response_of_a_call_counts() {
+        let client = client();
+        let (_, status) = observe(async {
+            let _ = client.execute(request("/404")).await;
+            client.execute(request("/200")).await
+        })
+        .await;
+        assert_eq!(status, None, "a success after a 404");
+        let (_, status) = observe(async {
+            let _ = client.execute(request("/200")).await;
+            client.execute(request("/413")).await
+        })
+        .await;
+        assert_eq!(status, Some(413));
+    }
+
+    #[tokio::test]
+    async fn outside_a_scope_requests_pass_through() {
+        let response = client().execute(request("/500")).await.expect("a response");
+        assert_eq!(response.status().as_u16(), 500);
+    }
+}
