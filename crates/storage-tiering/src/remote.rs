@@ -123,6 +123,8 @@ fn status_kind(status: u16) -> ErrorKind {
 pub(crate) struct RemoteError {
     pub(crate) kind: ErrorKind,
     pub(crate) message: String,
+    /// The HTTP status of the response that failed the call, when there was one.
+    pub(crate) status: Option<u16>,
 }
 
 impl RemoteError {
@@ -130,18 +132,21 @@ impl RemoteError {
         Self {
             kind: classify_with_status(error, status),
             message: error.to_string(),
+            status,
         }
     }
     pub(crate) fn closed() -> Self {
         Self {
             kind: ErrorKind::Permanent,
             message: "the store is closed".to_owned(),
+            status: None,
         }
     }
     pub(crate) fn timeout() -> Self {
         Self {
             kind: ErrorKind::Transient,
             message: "object store call timed out".to_owned(),
+            status: None,
         }
     }
 }
@@ -299,6 +304,7 @@ impl Remote {
         let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| RemoteError {
             kind: ErrorKind::Permanent,
             message: format!("manifest {version} is not valid: {e}"),
+            status: None,
         })?;
         Ok(Some(manifest))
     }
@@ -310,6 +316,7 @@ impl Remote {
         let body = serde_json::to_vec(manifest).map_err(|e| RemoteError {
             kind: ErrorKind::Permanent,
             message: e.to_string(),
+            status: None,
         })?;
         let options = PutOptions {
             mode: PutMode::Create,
@@ -401,8 +408,12 @@ impl Remote {
             Err(error) => match error.kind {
                 ErrorKind::NotFound => Ok(false),
                 // A range beyond a shorter object (416): someone else's object.
-                ErrorKind::Permanent | ErrorKind::AlreadyExists => Ok(false),
-                ErrorKind::Transient => Err(error),
+                ErrorKind::Permanent if error.status == Some(416) => Ok(false),
+                ErrorKind::AlreadyExists => Ok(false),
+                // Any other refusal (403, 400, ...) says nothing about whose object it is: it
+                // fails this attempt (and sends the segment to the DLQ), it does not fence the
+                // store.
+                ErrorKind::Permanent | ErrorKind::Transient => Err(error),
             },
         }
     }

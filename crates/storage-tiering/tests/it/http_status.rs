@@ -152,3 +152,52 @@ async fn uploads_in_flight_together_are_each_classified_by_their_own_response() 
     assert_eq!(fresh.get("flaky", "k07").await.unwrap(), Some(value(7)));
     fresh.close(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_read_back_after_a_conflict_dead_letters_the_segment_without_fencing_the_store() {
+    let server = S3Server::start().await;
+    // The PUT finds "an object already there" (412), and reading it back is refused (400): that
+    // proves nothing about whose object it is.
+    server.script_segment_puts("c", [S3ErrorCode::PreconditionFailed]);
+    server.script_segment_gets("c", [S3ErrorCode::InvalidRequest]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::default();
+    let (store, _) = Store::builder(fast(dir.path()))
+        .metrics(StorageMetrics::register(&mut registry))
+        .object_store(server.client(), "svc")
+        .open()
+        .await
+        .unwrap();
+    for name in ["c", "d"] {
+        store
+            .create_collection(name, Policy::MemoryS3)
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(20)).await.unwrap();
+    let entries = dead_letters(&store);
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].error_class(), ErrorClass::Permanent);
+    assert_eq!(attempts(&registry, "permanent"), 1);
+
+    // Not fenced: the worker goes on uploading and committing.
+    for i in 0..20 {
+        store.put("d", &format!("k{i:02}"), value(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(attempts(&registry, "success"), 1);
+    assert_eq!(server.segment_puts("d"), 1);
+    store.close(Duration::from_secs(5)).await.unwrap();
+    let (fresh, _) = Store::builder(fast(&dir.path().join("fresh")))
+        .object_store(server.client(), "svc")
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(fresh.get("d", "k07").await.unwrap(), Some(value(7)));
+    fresh.close(Duration::from_secs(5)).await.unwrap();
+}

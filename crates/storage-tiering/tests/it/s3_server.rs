@@ -17,6 +17,8 @@ struct SegmentPuts {
     /// Per collection, the errors to answer to its next segment PUTs, in order; a PUT past its
     /// script is stored.
     scripts: HashMap<String, VecDeque<S3ErrorCode>>,
+    /// Per collection, the errors to answer to its next segment GETs, in order.
+    get_scripts: HashMap<String, VecDeque<S3ErrorCode>>,
     /// Segment PUTs received per collection.
     received: HashMap<String, u64>,
     /// The first `hold` segment PUTs wait at `barrier` until all of them have arrived.
@@ -76,6 +78,23 @@ impl Locked {
             None => Ok(()),
         }
     }
+
+    /// Answers a segment GET's scripted error, if any.
+    fn script_get(&self, key: &str) -> S3Result<()> {
+        let Some(collection) = segment_collection(key) else {
+            return Ok(());
+        };
+        let answer = self
+            .segment_puts
+            .lock()
+            .get_scripts
+            .get_mut(&collection)
+            .and_then(VecDeque::pop_front);
+        match answer {
+            Some(code) => Err(S3Error::with_message(code, "injected by the test")),
+            None => Ok(()),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -97,6 +116,7 @@ impl S3 for Locked {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         self.check()?;
+        self.script_get(&req.input.key)?;
         self.fs.get_object(req).await
     }
     async fn head_object(
@@ -260,6 +280,20 @@ impl S3Server {
         self.segment_puts
             .lock()
             .scripts
+            .entry(collection.to_owned())
+            .or_default()
+            .extend(errors);
+    }
+
+    /// Answers the next segment GETs of `collection` with these errors, in order.
+    pub(crate) fn script_segment_gets(
+        &self,
+        collection: &str,
+        errors: impl IntoIterator<Item = S3ErrorCode>,
+    ) {
+        self.segment_puts
+            .lock()
+            .get_scripts
             .entry(collection.to_owned())
             .or_default()
             .extend(errors);
