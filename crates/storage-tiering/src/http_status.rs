@@ -7,6 +7,12 @@
 //! while that call's future is polled. object_store awaits the HTTP request inside the caller's
 //! future (it spawns nothing between `ObjectStore::put_opts` and `HttpService::call`), so calls in
 //! flight together, in one task or in many, each see only their own responses.
+//!
+//! S3 answers some conditions that pass when the request is sent again with a 400 and a
+//! machine-readable error `<Code>` (`RequestTimeout`: the client sent the body too slowly;
+//! `Throttling` on some S3-compatible servers). The AWS SDKs retry those by code, so the recorder
+//! reads the code of a 400's (small) error body and records it as the status it stands for: 408
+//! for a timeout, 429 for throttling. Only the documented code field is read, never a message.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -14,8 +20,30 @@ use std::sync::Arc;
 
 use object_store::ClientOptions;
 use object_store::client::{
-    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpResponseBody, HttpService,
+    ReqwestConnector,
 };
+
+/// S3 error codes sent with a 400 that mean the request timed out: retried like a 408.
+const TIMEOUT_CODES: &[&str] = &[
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "PriorRequestNotComplete",
+];
+/// S3 error codes sent with a 400 that mean throttling: retried like a 429.
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "SlowDown",
+];
+/// The largest 400 body whose error code is read; a larger one is passed on unread.
+const MAX_ERROR_BODY: usize = 16 * 1024;
 
 tokio::task_local! {
     /// The status of the last response of the current call when it was not a success; `None`
@@ -85,13 +113,50 @@ impl HttpService for Recording {
         // A new request makes the previous one's status stale (a 404 of a read-back, a 403 of a
         // metadata token request that fell back): only the last response of a call counts.
         record(None);
-        let response = self.inner.execute(request).await;
-        if let Ok(response) = &response {
-            let status = response.status();
-            record((!status.is_success()).then(|| status.as_u16()));
+        let response = self.inner.execute(request).await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
         }
-        response
+        if status.as_u16() != 400 || !small_body(&response) {
+            record(Some(status.as_u16()));
+            return Ok(response);
+        }
+        // Read the error body to learn its code, then hand object_store the same bytes.
+        let (parts, body) = response.into_parts();
+        let bytes = body.bytes().await?;
+        record(Some(status_of_400(&bytes)));
+        Ok(HttpResponse::from_parts(
+            parts,
+            HttpResponseBody::from(bytes),
+        ))
     }
+}
+
+/// Whether a response says its body is at most [`MAX_ERROR_BODY`] bytes.
+fn small_body(response: &HttpResponse) -> bool {
+    response
+        .headers()
+        .get("content-length")
+        .and_then(|length| length.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|length| length <= MAX_ERROR_BODY)
+}
+
+/// The status a 400 stands for, from the `<Code>` of its S3 error body.
+fn status_of_400(body: &[u8]) -> u16 {
+    match s3_error_code(body) {
+        Some(code) if TIMEOUT_CODES.contains(&code) => 408,
+        Some(code) if THROTTLING_CODES.contains(&code) => 429,
+        _ => 400,
+    }
+}
+
+/// The content of the first `<Code>` element of an S3 error document.
+fn s3_error_code(body: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<Code>")? + "<Code>".len();
+    let length = text.get(start..)?.find("</Code>")?;
+    text.get(start..start + length).map(str::trim)
 }
 
 fn record(status: Option<u16>) {
@@ -187,5 +252,70 @@ mod tests {
     async fn outside_a_scope_requests_pass_through() {
         let response = client().execute(request("/500")).await.expect("a response");
         assert_eq!(response.status().as_u16(), 500);
+    }
+
+    /// Answers 400 with an S3 error document whose code is the request's path (`/RequestTimeout`).
+    #[derive(Debug)]
+    struct S3Error400;
+
+    #[async_trait::async_trait]
+    impl HttpService for S3Error400 {
+        async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+            let code = request.uri().path().trim_start_matches('/').to_owned();
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>m</Message></Error>"
+            );
+            let length = body.len();
+            let mut response = HttpResponse::new(HttpResponseBody::from(body));
+            *response.status_mut() = TryFrom::try_from(400u16).expect("a valid status");
+            response
+                .headers_mut()
+                .insert("content-length", length.into());
+            Ok(response)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_400_that_is_a_timeout_or_throttling_by_its_s3_code_counts_as_408_or_429() {
+        let client = HttpClient::new(Recording {
+            inner: HttpClient::new(S3Error400),
+        });
+        for (code, expected) in [
+            ("RequestTimeout", 408),
+            ("SlowDown", 429),
+            ("Throttling", 429),
+            ("InvalidArgument", 400),
+            ("", 400),
+        ] {
+            let (response, status) = observe(client.execute(request(&format!("/{code}")))).await;
+            assert_eq!(status, Some(expected), "{code}");
+            // object_store still gets the whole error document.
+            let body = response
+                .expect("a response")
+                .into_body()
+                .bytes()
+                .await
+                .expect("the body");
+            assert!(
+                body.ends_with(b"<Message>m</Message></Error>"),
+                "{code}: {body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_code_is_read_from_the_code_element_only() {
+        assert_eq!(
+            s3_error_code(
+                b"<Error><Message>RequestTimeout</Message><Code> SlowDown </Code></Error>"
+            ),
+            Some("SlowDown")
+        );
+        assert_eq!(s3_error_code(b"<Error><Code>unterminated"), None);
+        assert_eq!(s3_error_code(&[0xff, 0xfe]), None);
+        assert_eq!(
+            status_of_400(b"<Error><Message>RequestTimeout</Message></Error>"),
+            400
+        );
     }
 }

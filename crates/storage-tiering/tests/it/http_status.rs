@@ -201,3 +201,37 @@ async fn a_refused_read_back_after_a_conflict_dead_letters_the_segment_without_f
     assert_eq!(fresh.get("d", "k07").await.unwrap(), Some(value(7)));
     fresh.close(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_request_timeout_is_retried_like_a_408() {
+    let server = S3Server::start().await;
+    server.script_segment_puts("c", [S3ErrorCode::RequestTimeout]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::default();
+    let (store, _) = Store::builder(fast(dir.path()))
+        .metrics(StorageMetrics::register(&mut registry))
+        .object_store(server.client(), "svc")
+        .open()
+        .await
+        .unwrap();
+    store
+        .create_collection("c", Policy::MemoryS3)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(server.segment_puts("c"), 2, "the timeout, then the upload");
+    assert_eq!(
+        (
+            attempts(&registry, "transient"),
+            attempts(&registry, "permanent"),
+            attempts(&registry, "success")
+        ),
+        (1, 0, 1)
+    );
+    assert!(dead_letters(&store).is_empty());
+    store.close(Duration::from_secs(5)).await.unwrap();
+}
