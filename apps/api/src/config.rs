@@ -767,6 +767,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "Object-store blocks cached in memory for `s3_only` collections (LRU).",
     ),
     (
+        "storage.compaction.collect_orphans",
+        "bool",
+        "Delete objects no manifest references (left by a crash) once older than `grace_period`: after start-up, every `interval` and after an admin compaction.",
+    ),
+    (
         "storage.compaction.enabled",
         "bool",
         "Compact collections in the background.",
@@ -774,7 +779,7 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "storage.compaction.grace_period",
         "duration",
-        "Replaced objects are deleted this long after the manifest that dropped them.",
+        "Replaced objects are deleted this long after the manifest that dropped them; objects no manifest references are collected once this old.",
     ),
     (
         "storage.compaction.interval",

@@ -1,6 +1,7 @@
 //! Size-tiered compaction: merges a collection's settled segments, drops overwritten records
 //! (and tombstones when no older segment remains), uploads the result, commits a manifest without
-//! the inputs and deletes their objects after a grace period.
+//! the inputs and deletes their objects after a grace period (orphan collection deletes them if
+//! the process dies first).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -186,13 +187,22 @@ impl Shared {
                 .collect();
             let remote = Arc::clone(remote);
             let grace = self.compaction.read().grace_period;
-            // Readers of an older manifest may still fetch the inputs for a while.
+            // Readers of an older manifest may still fetch the inputs for a while; orphan
+            // collection leaves them alone meanwhile. If the process dies first, or a delete
+            // fails, they are orphans and orphan collection deletes them later.
+            let ids: Vec<String> = inputs.iter().map(|s| s.meta.id.clone()).collect();
+            self.retiring.lock().extend(ids.iter().cloned());
+            let retiring = Arc::clone(&self.retiring);
             tokio::spawn(async move {
                 tokio::time::sleep(grace).await;
                 for path in paths {
                     if let Err(error) = remote.delete(&path).await {
                         tracing::warn!(%error, "could not delete a compacted segment object");
                     }
+                }
+                let mut retiring = retiring.lock();
+                for id in &ids {
+                    retiring.remove(id);
                 }
             });
         }

@@ -224,10 +224,18 @@ pub struct CompactionConfig {
     /// How often the background task looks. Default 60 s.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// How long replaced objects stay in the object store (for readers of an older manifest).
-    /// Default 5 min.
+    /// How long replaced objects stay in the object store (for readers of an older manifest), and
+    /// how old an object no manifest references must be before orphan collection deletes it (so
+    /// that an upload in flight is never touched). Default 5 min.
     #[serde(with = "humantime_serde")]
     pub grace_period: Duration,
+    /// Whether the store deletes objects under its prefix that the newest manifest does not
+    /// reference once they are older than `grace_period`: after open, every `interval` and after
+    /// an on-demand compaction (of that collection). [`Store::collect_orphans`] runs either way.
+    /// Default true.
+    ///
+    /// [`Store::collect_orphans`]: crate::Store::collect_orphans
+    pub collect_orphans: bool,
 }
 
 impl Default for CompactionConfig {
@@ -237,6 +245,7 @@ impl Default for CompactionConfig {
             min_segments: 4,
             interval: Duration::from_secs(60),
             grace_period: Duration::from_secs(300),
+            collect_orphans: true,
         }
     }
 }

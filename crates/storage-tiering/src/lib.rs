@@ -6,7 +6,8 @@
 //! one fsync); memtables are frozen into checksummed segment files; object-store collections upload
 //! their segments in the background behind a circuit breaker and a retry budget, listing them in
 //! numbered manifests that fence a second writer. A segment that cannot be uploaded is pinned and
-//! referenced from a DLQ entry whose redrive uploads it.
+//! referenced from a DLQ entry whose redrive uploads it. Objects a crash leaves unreferenced are
+//! deleted once older than a grace period ([`Store::collect_orphans`]).
 //!
 //! ```
 //! use bytes::Bytes;
@@ -59,6 +60,7 @@ pub mod health;
 mod http_status;
 mod metrics;
 mod names;
+mod orphans;
 mod remote;
 mod segment;
 mod store;
@@ -75,6 +77,7 @@ pub use error::{
 pub use http_status::HttpStatusConnector;
 pub use metrics::StorageMetrics;
 pub use names::{MAX_ID_BYTES, valid_collection_name, valid_record_id};
+pub use orphans::OrphanReport;
 pub use store::{
     CollectionInfo, DLQ_QUEUE, ListQuery, Page, Record, RecoveryReport, Store, StoreBuilder,
 };

@@ -49,6 +49,8 @@ fn latency_histogram() -> Histogram {
 /// | `storage_compactions_total` | `store`, `outcome` | `success`, `failure` |
 /// | `storage_backlog_bytes` | `store` | bytes not yet uploaded (backpressure input) |
 /// | `storage_dead_lettered_segments_total` | `store` | segments pinned and sent to the DLQ |
+/// | `storage_orphan_objects_deleted_total`, `storage_orphan_bytes_deleted_total` | `store` | objects no manifest referenced, deleted by orphan collection, and their bytes |
+/// | `storage_orphan_collections_total` | `store`, `outcome` | orphan collection passes: `success`, `failure` (a listing, manifest read or delete failed), `skipped` (breaker not closed, fenced, closed) |
 #[derive(Debug, Clone)]
 pub struct StorageMetrics {
     inserts: Family<StoreLabels, Counter>,
@@ -66,6 +68,9 @@ pub struct StorageMetrics {
     compactions: Family<OutcomeLabels, Counter>,
     backlog_bytes: Family<StoreLabels, Gauge>,
     dead_lettered: Family<StoreLabels, Counter>,
+    orphan_objects: Family<StoreLabels, Counter>,
+    orphan_bytes: Family<StoreLabels, Counter>,
+    orphan_passes: Family<OutcomeLabels, Counter>,
 }
 
 impl StorageMetrics {
@@ -147,6 +152,21 @@ impl StorageMetrics {
             "Segments sent to the DLQ",
             metrics.dead_lettered.clone(),
         );
+        registry.register(
+            "storage_orphan_objects_deleted",
+            "Unreferenced objects deleted by orphan collection",
+            metrics.orphan_objects.clone(),
+        );
+        registry.register(
+            "storage_orphan_bytes_deleted",
+            "Bytes of the unreferenced objects deleted by orphan collection",
+            metrics.orphan_bytes.clone(),
+        );
+        registry.register(
+            "storage_orphan_collections",
+            "Orphan collection passes by outcome",
+            metrics.orphan_passes.clone(),
+        );
         metrics
     }
 
@@ -169,6 +189,9 @@ impl StorageMetrics {
             compactions: Family::default(),
             backlog_bytes: Family::default(),
             dead_lettered: Family::default(),
+            orphan_objects: Family::default(),
+            orphan_bytes: Family::default(),
+            orphan_passes: Family::default(),
         }
     }
 
@@ -216,6 +239,11 @@ impl StorageMetrics {
             compactions_failure: outcome(&self.compactions, "failure"),
             backlog_bytes: self.backlog_bytes.get_or_create(&labels).clone(),
             dead_lettered: self.dead_lettered.get_or_create(&labels).clone(),
+            orphan_objects: self.orphan_objects.get_or_create(&labels).clone(),
+            orphan_bytes: self.orphan_bytes.get_or_create(&labels).clone(),
+            orphan_passes_success: outcome(&self.orphan_passes, "success"),
+            orphan_passes_failure: outcome(&self.orphan_passes, "failure"),
+            orphan_passes_skipped: outcome(&self.orphan_passes, "skipped"),
         }
     }
 }
@@ -246,4 +274,9 @@ pub(crate) struct Instruments {
     pub(crate) compactions_failure: Counter,
     pub(crate) backlog_bytes: Gauge,
     pub(crate) dead_lettered: Counter,
+    pub(crate) orphan_objects: Counter,
+    pub(crate) orphan_bytes: Counter,
+    pub(crate) orphan_passes_success: Counter,
+    pub(crate) orphan_passes_failure: Counter,
+    pub(crate) orphan_passes_skipped: Counter,
 }

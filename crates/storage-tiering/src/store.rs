@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use mainstay_dlq::{Dlq, DlqConfig, DlqMetrics, QueueConfig};
@@ -28,6 +28,7 @@ use crate::error::{
 };
 use crate::metrics::{Instruments, StorageMetrics};
 use crate::names::{decode_cursor, encode_cursor, valid_collection_name, valid_record_id};
+use crate::orphans::{self, MANIFESTS_KEPT, OrphanReport};
 use crate::remote::{self, Manifest, ManifestCollection, Remote};
 use crate::segment::{self, Entry, FOOTER_LEN, SegmentMeta};
 use crate::upload::{self, UploadQueue};
@@ -147,6 +148,17 @@ pub(crate) struct Shared {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The data directory's advisory lock; released by `close` (or with the process).
     lock: Mutex<Option<File>>,
+    /// The clock of the breaker and budget; with `wall_origin` it dates objects for orphan
+    /// collection ([`Shared::wall_now`]).
+    pub(crate) clock: SharedClock,
+    /// The system time when the store opened, and the clock's reading then.
+    pub(crate) wall_origin: SystemTime,
+    pub(crate) clock_origin: Duration,
+    /// Ids of compaction inputs waiting out their grace period before their delayed deletion:
+    /// readers of an older manifest may still fetch them, so orphan collection keeps them.
+    pub(crate) retiring: Arc<Mutex<HashSet<String>>>,
+    /// Serialises orphan collection passes.
+    pub(crate) orphan_lock: tokio::sync::Mutex<()>,
 }
 
 /// A durable record store with a WAL, a memory tier and an object-storage tier. Cheap to clone.
@@ -191,8 +203,9 @@ impl StoreBuilder {
         self
     }
 
-    /// The clock of the upload breaker and retry budget. Default: a [`TokioClock`], which follows
-    /// paused tokio time in tests.
+    /// The clock of the upload breaker and retry budget. Orphan collection dates objects by it too:
+    /// the store's time is the system time at open advanced by this clock. Default: a
+    /// [`TokioClock`], which follows paused tokio time in tests.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
@@ -527,8 +540,8 @@ impl Store {
                 })
             })?
         };
-        let budget =
-            RetryBudget::with_clock(config.upload.retry_budget.clone(), clock).map_err(|e| {
+        let budget = RetryBudget::with_clock(config.upload.retry_budget.clone(), clock.clone())
+            .map_err(|e| {
                 OpenError::Config(crate::config::ConfigError {
                     key: format!("upload.retry_budget.{}", e.key),
                     value: e.value,
@@ -538,6 +551,7 @@ impl Store {
 
         let cache_bytes = config.cache_bytes;
         let compaction = RwLock::new(config.compaction.clone());
+        let (clock_origin, wall_origin) = (clock.now(), SystemTime::now());
         let shared = Arc::new(Shared {
             compaction,
             wal,
@@ -561,6 +575,11 @@ impl Store {
             tasks: Mutex::new(Vec::new()),
             config,
             lock: Mutex::new(Some(lock)),
+            clock,
+            wall_origin,
+            clock_origin,
+            retiring: Arc::new(Mutex::new(HashSet::new())),
+            orphan_lock: tokio::sync::Mutex::new(()),
         });
         shared.persist_catalog().await.map_err(|e| match e {
             CollectionError::Io { path, source } => OpenError::Io { path, source },
@@ -585,6 +604,11 @@ impl Store {
         }
         // The task runs even while compaction is disabled, so that enabling it live takes effect.
         tasks.push(tokio::spawn(compaction_task(Arc::downgrade(&shared))));
+        // Objects orphaned before this open (a crash between upload and commit, compaction inputs
+        // whose deletion was pending): collected in the background, never delaying the open.
+        if shared.remote.is_some() && shared.compaction.read().collect_orphans {
+            tasks.push(tokio::spawn(orphans::after_open(Arc::downgrade(&shared))));
+        }
         *shared.tasks.lock() = tasks;
         // Replayed records may already be coverable (nothing to keep); trim what we can.
         shared.trim_wal().await;
@@ -1125,7 +1149,9 @@ impl Store {
     }
 
     /// Merges the collection's segments now; returns how many segments were merged (0 when there
-    /// was nothing to merge).
+    /// was nothing to merge). Then, unless `compaction.collect_orphans` is off, collects the
+    /// collection's orphaned objects as [`Store::collect_orphans`] does (a failure there is
+    /// logged and counted, not returned).
     ///
     /// # Errors
     ///
@@ -1135,7 +1161,31 @@ impl Store {
             .shared
             .collection(collection)
             .ok_or_else(|| MaintenanceError::UnknownCollection(collection.to_owned()))?;
-        self.shared.compact(&coll, true).await
+        let merged = self.shared.compact(&coll, true).await?;
+        if self.shared.remote.is_some() && self.shared.compaction.read().collect_orphans {
+            // Counted and logged inside; the compaction itself succeeded.
+            let _ = self.shared.collect_orphans(Some(collection)).await;
+        }
+        Ok(merged)
+    }
+
+    /// Deletes objects under the store's prefix that crashes left behind, now: segment objects the
+    /// newest manifest does not reference (an upload that landed but was never committed,
+    /// compaction inputs whose deletion was pending, a dropped collection's leftovers) and
+    /// manifests below the newest ten. An object is kept while a segment of this process still
+    /// needs it (pending upload, waiting for its commit, pinned for the DLQ, a compaction input
+    /// in its grace period) and while its `last_modified` is younger than
+    /// `compaction.grace_period` by the store's clock. The store also runs this after open and
+    /// every `compaction.interval` while `compaction.collect_orphans` is on.
+    ///
+    /// # Errors
+    ///
+    /// [`MaintenanceError::ObjectStore`] when a listing or the manifest read failed (nothing was
+    /// deleted), the upload breaker is not closed or the store is closed;
+    /// [`MaintenanceError::Fenced`] when another writer holds the prefix. Failed deletes are not
+    /// errors: they are counted in the report and retried by the next pass.
+    pub async fn collect_orphans(&self) -> Result<OrphanReport, MaintenanceError> {
+        self.shared.collect_orphans(None).await
     }
 
     /// Shuts down in design order: freezes memtables, waits for uploads up to `timeout`, stops the
@@ -1172,7 +1222,7 @@ impl Store {
 }
 
 /// Every entry of the segment queue of the DLQ: id and key (`collection/segment`).
-fn dlq_entries(dlq: &Dlq) -> Vec<(mainstay_dlq::EntryId, String)> {
+pub(crate) fn dlq_entries(dlq: &Dlq) -> Vec<(mainstay_dlq::EntryId, String)> {
     let filter = mainstay_dlq::Filter::queue(DLQ_QUEUE);
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
@@ -1271,14 +1321,21 @@ async fn compaction_task(shared: Weak<Shared>) {
         if shared.closed.load(Ordering::Acquire) {
             return;
         }
-        if !shared.compaction.read().enabled {
-            continue;
-        }
-        let collections: Vec<_> = shared.collections.read().values().cloned().collect();
-        for collection in collections {
-            if let Err(error) = shared.compact(&collection, false).await {
-                tracing::warn!(%error, collection = %collection.name, "background compaction failed");
+        let (enabled, collect_orphans) = {
+            let compaction = shared.compaction.read();
+            (compaction.enabled, compaction.collect_orphans)
+        };
+        if enabled {
+            let collections: Vec<_> = shared.collections.read().values().cloned().collect();
+            for collection in collections {
+                if let Err(error) = shared.compact(&collection, false).await {
+                    tracing::warn!(%error, collection = %collection.name, "background compaction failed");
+                }
             }
+        }
+        if collect_orphans && shared.remote.is_some() {
+            // Counted and logged inside; a failed pass is retried on the next interval.
+            let _ = shared.collect_orphans(None).await;
         }
     }
 }
@@ -1286,6 +1343,11 @@ async fn compaction_task(shared: Weak<Shared>) {
 impl Shared {
     pub(crate) fn collection(&self, name: &str) -> Option<Arc<Collection>> {
         self.collections.read().get(name).cloned()
+    }
+
+    /// Whether `close` ran (the directory, and the prefix, may belong to another store now).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.lock.lock().is_none()
     }
 
     async fn persist_catalog(&self) -> Result<(), CollectionError> {
@@ -1530,11 +1592,13 @@ impl Shared {
         next.writer.clone_from(&remote.writer);
         match remote.commit(&next).await {
             Ok(()) => {
-                let old = current.version;
+                let version = next.version;
                 *current = next;
                 drop(current);
-                if old > 10 {
-                    remote.delete_manifest(old - 10).await;
+                // The newest MANIFESTS_KEPT stay; one whose delete fails is left to orphan
+                // collection.
+                if version > MANIFESTS_KEPT {
+                    remote.delete_manifest(version - MANIFESTS_KEPT).await;
                 }
                 Ok(())
             }

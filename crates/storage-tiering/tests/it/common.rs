@@ -4,7 +4,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::Path as FsPath;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -51,6 +51,12 @@ pub(crate) struct FaultStore {
     mode: AtomicU8,
     pub(crate) segment_puts: AtomicU64,
     pub(crate) failed_puts: AtomicU64,
+    /// Listings fail like a 503 (besides `mode`).
+    pub(crate) fail_lists: AtomicBool,
+    /// Deletes fail like a 503 (besides `mode`).
+    pub(crate) fail_deletes: AtomicBool,
+    /// Manifest puts (commits) fail like a 503 while segment puts pass (besides `mode`).
+    pub(crate) fail_manifest_puts: AtomicBool,
 }
 
 impl FaultStore {
@@ -60,11 +66,21 @@ impl FaultStore {
             mode: AtomicU8::new(0),
             segment_puts: AtomicU64::new(0),
             failed_puts: AtomicU64::new(0),
+            fail_lists: AtomicBool::new(false),
+            fail_deletes: AtomicBool::new(false),
+            fail_manifest_puts: AtomicBool::new(false),
         })
     }
 
     pub(crate) fn set(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::SeqCst);
+    }
+
+    fn unavailable() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "fault",
+            source: "503 service unavailable".into(),
+        }
     }
 
     fn fault(&self, location: &Path, write: bool) -> Option<object_store::Error> {
@@ -105,6 +121,10 @@ impl ObjectStore for FaultStore {
                 self.failed_puts.fetch_add(1, Ordering::SeqCst);
             }
             return Err(error);
+        }
+        if location.as_ref().contains("manifest/") && self.fail_manifest_puts.load(Ordering::SeqCst)
+        {
+            return Err(Self::unavailable());
         }
         let result = self.inner.put_opts(location, payload, opts).await;
         if segment && self.mode.load(Ordering::SeqCst) == Mode::Ambiguous as u8 {
@@ -154,10 +174,18 @@ impl ObjectStore for FaultStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
+        use futures::StreamExt as _;
+        if self.fail_deletes.load(Ordering::SeqCst) {
+            return locations.map(|_| Err(Self::unavailable())).boxed();
+        }
         self.inner.delete_stream(locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        use futures::StreamExt as _;
+        if self.fail_lists.load(Ordering::SeqCst) {
+            return futures::stream::once(async { Err(Self::unavailable()) }).boxed();
+        }
         self.inner.list(prefix)
     }
 

@@ -8,6 +8,7 @@ mod crash;
 #[cfg(feature = "health")]
 mod health;
 mod http_status;
+mod orphans;
 mod outage;
 mod records;
 mod s3;
