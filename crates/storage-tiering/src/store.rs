@@ -1611,7 +1611,14 @@ impl Shared {
                 self.progress.notify_waiters();
                 Err(fenced.into())
             }
-            Err(other) => Err(other),
+            Err(other) => {
+                // The put may have landed all the same (a lost response, a timeout). Never write
+                // this version again with other content: the read-back would take our own
+                // manifest for another writer's. The next commit takes the next version; a gap
+                // is harmless, as the newest manifest is found by listing.
+                current.version = next.version;
+                Err(other)
+            }
         }
     }
 

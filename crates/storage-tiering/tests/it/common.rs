@@ -57,6 +57,8 @@ pub(crate) struct FaultStore {
     pub(crate) fail_deletes: AtomicBool,
     /// Manifest puts (commits) fail like a 503 while segment puts pass (besides `mode`).
     pub(crate) fail_manifest_puts: AtomicBool,
+    /// The next this many manifest puts land in the store but the caller sees a 503.
+    pub(crate) ambiguous_manifest_puts: AtomicU64,
 }
 
 impl FaultStore {
@@ -69,6 +71,7 @@ impl FaultStore {
             fail_lists: AtomicBool::new(false),
             fail_deletes: AtomicBool::new(false),
             fail_manifest_puts: AtomicBool::new(false),
+            ambiguous_manifest_puts: AtomicU64::new(0),
         })
     }
 
@@ -127,6 +130,15 @@ impl ObjectStore for FaultStore {
             return Err(Self::unavailable());
         }
         let result = self.inner.put_opts(location, payload, opts).await;
+        if location.as_ref().contains("manifest/")
+            && result.is_ok()
+            && self
+                .ambiguous_manifest_puts
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Err(Self::unavailable());
+        }
         if segment && self.mode.load(Ordering::SeqCst) == Mode::Ambiguous as u8 {
             self.failed_puts.fetch_add(1, Ordering::SeqCst);
             return Err(object_store::Error::Generic {

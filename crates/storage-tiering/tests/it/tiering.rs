@@ -941,3 +941,67 @@ async fn compaction_settings_apply_to_the_running_store() {
     assert_eq!(store.collections()[0].segments, 1);
     store.close(Duration::from_secs(1)).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_manifest_commit_that_landed_but_failed_never_fences_its_own_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = FaultStore::new(Arc::new(InMemory::new()));
+    let mut cfg = config(dir.path());
+    cfg.upload.base_delay = Duration::from_millis(500);
+    cfg.upload.max_delay = Duration::from_millis(500);
+    let (store, _) = Store::builder(cfg.clone())
+        .object_store(fault.clone(), "t")
+        .open()
+        .await
+        .unwrap();
+    for name in ["a", "b"] {
+        store
+            .create_collection(name, Policy::MemoryS3)
+            .await
+            .unwrap();
+    }
+    for i in 0..20 {
+        store.put("b", &format!("k{i:02}"), value(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    // The commit of a's segment lands, but the store sees a 503: it retries after 500 ms.
+    fault
+        .ambiguous_manifest_puts
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    for i in 0..20 {
+        store.put("a", &format!("k{i:02}"), value(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    for _ in 0..100 {
+        if fault
+            .ambiguous_manifest_puts
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        fault
+            .ambiguous_manifest_puts
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the commit landed and failed"
+    );
+    // Meanwhile another commit (b dropped) carries other content than the manifest that landed.
+    assert!(store.drop_collection("b").await.unwrap());
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    assert!(store.fenced().is_none(), "fenced by its own manifest");
+    store.close(Duration::from_secs(1)).await.unwrap();
+    // A fresh store reads a from the newest manifest, and b is gone.
+    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
+        .object_store(fault.clone(), "t")
+        .open()
+        .await
+        .unwrap();
+    assert_eq!(fresh.get("a", "k07").await.unwrap(), Some(value(7)));
+    assert!(fresh.get("b", "k07").await.is_err(), "b was dropped");
+    fresh.close(Duration::from_secs(1)).await.unwrap();
+}
