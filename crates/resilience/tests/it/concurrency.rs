@@ -113,15 +113,17 @@ fn mixed_outcomes_never_tear_the_state() {
         half_open_successes: 3,
         ..BreakerConfig::consecutive(3, Duration::from_secs(1))
     };
-    let (breaker, clock, registry) = breaker_with_metrics("mixed", config);
+    let (breaker, clock, registry) = breaker_with_metrics("mixed", config.clone());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let made = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let workers: Vec<_> = (0..8)
         .map(|worker| {
-            let (breaker, stop) = (breaker.clone(), stop.clone());
+            let (breaker, stop, made) = (breaker.clone(), stop.clone(), made.clone());
             thread::spawn(move || {
                 let mut calls = 0_u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) && calls < 200_000 {
                     calls += 1;
+                    made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     if let Ok(permit) = breaker.try_acquire() {
                         // Worker-dependent failure pattern: some runs of failures, many successes.
                         let fails = (calls + worker) % 5 < 2;
@@ -135,9 +137,34 @@ fn mixed_outcomes_never_tear_the_state() {
             })
         })
         .collect();
-    for _ in 0..2_000 {
+    // Time moves while the workers call; on a loaded machine the workers may start late, so the
+    // clock keeps moving until they have made enough calls (all of them, at most).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut ticks = 0;
+    while ticks < 2_000
+        || (made.load(std::sync::atomic::Ordering::Relaxed) < 100_000
+            && std::time::Instant::now() < deadline)
+    {
         clock.advance(Duration::from_millis(5));
         thread::yield_now();
+        ticks += 1;
+        // New rules while the workers call must not tear the state either.
+        if ticks % 100 == 0 {
+            let (threshold, trials) = if ticks % 200 == 0 { (3, 4) } else { (2, 2) };
+            breaker
+                .reconfigure(BreakerConfig {
+                    half_open_max_calls: trials,
+                    ..config.clone()
+                })
+                .expect("valid");
+            breaker
+                .reconfigure(BreakerConfig {
+                    consecutive_failures: threshold,
+                    half_open_max_calls: trials,
+                    ..config.clone()
+                })
+                .expect("valid");
+        }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for worker in workers {
