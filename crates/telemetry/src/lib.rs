@@ -57,13 +57,15 @@
 use std::fmt;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanExporter};
 use tracing::Dispatch;
+use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry};
 
+mod bunyan;
 mod config;
 pub mod http;
 mod logs;
@@ -209,50 +211,32 @@ where
     let redactor = logs::Redactor::new(&config.redact_fields);
     let provider = traces::provider(config, processor, redactor.clone());
     let tracer = provider.tracer("mainstay-telemetry");
-    // Busy/idle timings and thread attributes cost a clock read per enter and a string per span
-    // on every request; code location is kept.
-    let otel_layer = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_tracked_inactivity(false)
-        .with_threads(false);
-
-    let (json, pretty) = match config.log_format {
-        LogFormat::Json => {
-            let bunyan = tracing_bunyan_formatter::BunyanFormattingLayer::new(
-                config.service_name.clone(),
-                logs::RedactingMakeWriter::new(writer, redactor),
-            );
-            (
-                Some((
-                    tracing_bunyan_formatter::JsonStorageLayer,
-                    logs::SkipRequestSpanLines(bunyan),
+    let dispatch = match config.log_format {
+        // The bunyan layer comes after the OpenTelemetry layer, which creates a span's
+        // OpenTelemetry data that the bunyan layer reads the span's ids from.
+        LogFormat::Json => Dispatch::new(
+            Registry::default()
+                .with(filter)
+                .with(otel_layer(tracer))
+                .with(bunyan::BunyanLayer::new(
+                    &config.service_name,
+                    writer,
+                    redactor,
                 )),
-                None,
-            )
-        }
-        LogFormat::Pretty => (
-            None,
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .fmt_fields(logs::pretty_fields(redactor))
-                    .with_writer(writer),
-            ),
+        ),
+        LogFormat::Pretty => Dispatch::new(
+            Registry::default()
+                .with(filter)
+                .with(otel_layer(tracer))
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .fmt_fields(logs::pretty_fields(redactor))
+                        .with_writer(writer),
+                ),
         ),
     };
-    let (json_storage, bunyan) = json.unzip();
-    // Order matters: the OpenTelemetry layer builds the span, JsonStorageLayer creates its field
-    // storage, OtelIdsLayer adds the ids to it, and only then does bunyan print the START line.
-    let subscriber = Registry::default()
-        .with(filter)
-        .with(otel_layer)
-        .with(json_storage)
-        // Not optional: `Option<Layer>` does not forward `on_register_dispatch`, which this
-        // layer needs; without a JsonStorage it does nothing.
-        .with(logs::OtelIdsLayer::default())
-        .with(bunyan)
-        .with(pretty);
     Ok((
-        Dispatch::new(subscriber),
+        dispatch,
         TelemetryGuard {
             provider,
             runtime,
@@ -260,6 +244,18 @@ where
             shut_down: false,
         },
     ))
+}
+
+/// The OpenTelemetry layer over `tracer`. Busy/idle timings and thread attributes cost a clock
+/// read per enter and a string per span on every request; code location is kept.
+fn otel_layer<S>(tracer: opentelemetry_sdk::trace::SdkTracer) -> OpenTelemetryLayer<S, SdkTracer>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
 }
 
 /// Keeps telemetry running; shutting it down (or dropping it) flushes pending spans and log lines.

@@ -1,0 +1,1046 @@
+//! Bunyan JSON lines, written directly from the `tracing` callbacks (docs/decisions/0044).
+//!
+//! One layer does what `JsonStorageLayer`, the OpenTelemetry ids layer, tracing-bunyan-formatter's
+//! `BunyanFormattingLayer` and the redacting writer did before, with the same lines: the same
+//! core fields in the same order (`v`, `name`, `msg`, `level`, `hostname`, `pid`, `time`,
+//! `target`, `line`, `file`), the same `msg` forms (`[SPAN - START]`, `[SPAN - END]`,
+//! `[SPAN - EVENT] message`), the same field rules and the same JSON encoding (serde_json's).
+//!
+//! What changes is the cost. A span keeps its fields as ready-made `"key":value` JSON fragments
+//! (its own and its ancestors'), so a line is the core fields plus copies of those fragments,
+//! built in a reused per-thread buffer and handed to the writer in one `write_all`. Denied field
+//! names are redacted when a field is recorded, where the name is known, instead of by scanning
+//! and re-parsing every finished line. The OpenTelemetry `trace_id` and `span_id` are read once
+//! per span, when it is created, and kept as fragments like any other field.
+
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::trace::TraceContextExt as _;
+use tracing::dispatcher::WeakDispatch;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Dispatch, Event, Level, Metadata, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
+
+use crate::logs::{REDACTED, Redactor};
+
+/// Bunyan's core field names: a span or event field with one of these names is not written
+/// (the core field is), as tracing-bunyan-formatter did.
+const CORE_FIELDS: [&str; 7] = ["v", "level", "name", "hostname", "pid", "time", "msg"];
+
+/// A per-thread line buffer that grew past this is dropped rather than kept.
+const KEEP_BUFFER_BYTES: usize = 64 * 1024;
+
+/// Whether a span is the request span of [`TraceLayer`](crate::http::TraceLayer), whose START and
+/// END lines are not written: its access line carries the same fields (docs/decisions/0041).
+fn is_request_span(metadata: &Metadata<'_>) -> bool {
+    metadata.target() == crate::http::REQUEST_SPAN_TARGET
+}
+
+/// The `tracing` layer that writes one bunyan JSON object per line for span starts and ends and
+/// for events.
+///
+/// Sits after the OpenTelemetry layer in the stack: a new span's ids are read from it.
+pub(crate) struct BunyanLayer<W> {
+    make_writer: W,
+    redactor: Redactor,
+    /// `{"v":0,"name":"<service name>"`.
+    head: Vec<u8>,
+    /// `,"hostname":"<host>","pid":<pid>`.
+    host_pid: Vec<u8>,
+    /// Core fields on the deny-list, written as `"[REDACTED]"`.
+    denied: DeniedCore,
+    // In a layer callback `dispatcher::get_default` is the no-op dispatch, so the dispatch this
+    // layer belongs to is kept from registration; weak, as the dispatch owns the layer.
+    dispatch: OnceLock<WeakDispatch>,
+}
+
+impl<W> fmt::Debug for BunyanLayer<W> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("BunyanLayer")
+            .field("head", &String::from_utf8_lossy(&self.head))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which of the per-line core fields are denied.
+#[derive(Debug, Clone, Copy)]
+struct DeniedCore {
+    msg: bool,
+    level: bool,
+    time: bool,
+    target: bool,
+    line: bool,
+    file: bool,
+}
+
+impl<W> BunyanLayer<W>
+where
+    W: for<'a> MakeWriter<'a> + 'static,
+{
+    /// Lines named `service_name`, written to `make_writer`, with `redactor`'s fields redacted.
+    pub(crate) fn new(service_name: &str, make_writer: W, redactor: Redactor) -> Self {
+        let hostname = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        Self::with_host(service_name, &hostname, make_writer, redactor)
+    }
+
+    fn with_host(service_name: &str, hostname: &str, make_writer: W, redactor: Redactor) -> Self {
+        let mut head = b"{".to_vec();
+        write_str(&mut head, "v");
+        head.push(b':');
+        if redactor.is_denied("v") {
+            write_str(&mut head, REDACTED);
+        } else {
+            head.push(b'0');
+        }
+        core_entry(&mut head, "name", redactor.is_denied("name"), |out| {
+            write_str(out, service_name);
+        });
+        let mut host_pid = Vec::new();
+        core_entry(
+            &mut host_pid,
+            "hostname",
+            redactor.is_denied("hostname"),
+            |out| {
+                write_str(out, hostname);
+            },
+        );
+        core_entry(&mut host_pid, "pid", redactor.is_denied("pid"), |out| {
+            write_number(out, std::process::id());
+        });
+        let denied = DeniedCore {
+            msg: redactor.is_denied("msg"),
+            level: redactor.is_denied("level"),
+            time: redactor.is_denied("time"),
+            target: redactor.is_denied("target"),
+            line: redactor.is_denied("line"),
+            file: redactor.is_denied("file"),
+        };
+        Self {
+            make_writer,
+            redactor,
+            head,
+            host_pid,
+            denied,
+            dispatch: OnceLock::new(),
+        }
+    }
+
+    /// Writes the core fields of a line, from `{` to `file`, into `out`; `msg` writes the
+    /// message as a JSON string.
+    fn begin_line(
+        &self,
+        out: &mut Vec<u8>,
+        metadata: &Metadata<'_>,
+        msg: impl FnOnce(&mut Vec<u8>),
+    ) {
+        out.extend_from_slice(&self.head);
+        core_entry(out, "msg", self.denied.msg, msg);
+        core_entry(out, "level", self.denied.level, |out| {
+            write_number(out, bunyan_level(metadata.level()));
+        });
+        out.extend_from_slice(&self.host_pid);
+        core_entry(out, "time", self.denied.time, |out| {
+            write_time(out, SystemTime::now());
+        });
+        core_entry(out, "target", self.denied.target, |out| {
+            write_str(out, metadata.target());
+        });
+        core_entry(out, "line", self.denied.line, |out| match metadata.line() {
+            Some(line) => write_number(out, line),
+            None => out.extend_from_slice(b"null"),
+        });
+        core_entry(out, "file", self.denied.file, |out| match metadata.file() {
+            Some(file) => write_str(out, file),
+            None => out.extend_from_slice(b"null"),
+        });
+    }
+
+    /// A span's START or END line.
+    fn span_line(&self, out: &mut Vec<u8>, metadata: &Metadata<'_>, kind: &str, fields: &Fields) {
+        self.begin_line(out, metadata, |out| {
+            out.push(b'"');
+            write_span_context(out, metadata.name(), kind);
+            out.push(b'"');
+        });
+        fields.write_to(out);
+        out.extend_from_slice(b"}\n");
+    }
+
+    fn emit(&self, line: &[u8], metadata: &Metadata<'_>) {
+        // A write error has nowhere to go: logging must not fail the caller.
+        let _ = self.make_writer.make_writer_for(metadata).write_all(line);
+    }
+
+    /// The OpenTelemetry ids of a new span, once the OpenTelemetry layer has created it.
+    fn otel_ids(&self, id: &Id) -> Option<OtelIds> {
+        let dispatch: Dispatch = self.dispatch.get()?.upgrade()?;
+        // No span extensions may be held here: `get_otel_context` locks them itself.
+        let context = tracing_opentelemetry::get_otel_context(id, &dispatch)?;
+        let span = context.span();
+        let span_context = span.span_context();
+        span_context.is_valid().then(|| OtelIds {
+            trace_id: span_context.trace_id().to_bytes(),
+            span_id: span_context.span_id().to_bytes(),
+        })
+    }
+}
+
+/// Writes `,"key":value` (or `"[REDACTED]"` when `denied`).
+fn core_entry(out: &mut Vec<u8>, key: &str, denied: bool, value: impl FnOnce(&mut Vec<u8>)) {
+    out.push(b',');
+    write_str(out, key);
+    out.push(b':');
+    if denied {
+        write_str(out, REDACTED);
+    } else {
+        value(out);
+    }
+}
+
+/// Bunyan's numeric level.
+fn bunyan_level(level: &Level) -> u16 {
+    match *level {
+        Level::ERROR => 50,
+        Level::WARN => 40,
+        Level::INFO => 30,
+        Level::DEBUG => 20,
+        _ => 10,
+    }
+}
+
+/// `[NAME - KIND]`: the span name upper-cased, as tracing-bunyan-formatter wrote it, escaped
+/// for a JSON string.
+fn write_span_context(out: &mut Vec<u8>, name: &str, kind: &str) {
+    out.push(b'[');
+    if name.is_ascii() {
+        let start = out.len();
+        escape_into(out, name);
+        if let Some(written) = out.get_mut(start..) {
+            written.make_ascii_uppercase();
+        }
+    } else {
+        escape_into(out, &name.to_uppercase());
+    }
+    out.extend_from_slice(b" - ");
+    out.extend_from_slice(kind.as_bytes());
+    out.push(b']');
+}
+
+/// OpenTelemetry ids of a span, as bytes.
+#[derive(Debug, Clone, Copy)]
+struct OtelIds {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+}
+
+/// What this layer keeps on each span.
+#[derive(Debug)]
+struct SpanState {
+    fields: Fields,
+    /// When the span was first entered, for `elapsed_milliseconds` on its END line.
+    entered: Option<Instant>,
+}
+
+/// Fields as JSON fragments: `"key":value` each, in first-recorded order; recording a key again
+/// replaces its value.
+#[derive(Debug, Clone, Default)]
+struct Fields {
+    json: Vec<u8>,
+    entries: Vec<Entry>,
+}
+
+/// One live fragment: `json[start..end]`.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    name: &'static str,
+    start: usize,
+    end: usize,
+}
+
+impl Fields {
+    fn clear(&mut self) {
+        self.json.clear();
+        self.entries.clear();
+    }
+
+    /// Records `name`; `value` writes its JSON value, unless the name is denied.
+    fn insert(
+        &mut self,
+        redactor: &Redactor,
+        name: &'static str,
+        value: impl FnOnce(&mut Vec<u8>),
+    ) {
+        if CORE_FIELDS.contains(&name) {
+            return;
+        }
+        let start = self.json.len();
+        write_str(&mut self.json, name);
+        self.json.push(b':');
+        if redactor.is_denied(name) {
+            write_str(&mut self.json, REDACTED);
+        } else {
+            value(&mut self.json);
+        }
+        let end = self.json.len();
+        self.set(name, start, end);
+    }
+
+    fn set(&mut self, name: &'static str, start: usize, end: usize) {
+        match self.entries.iter_mut().find(|entry| entry.name == name) {
+            Some(entry) => {
+                entry.start = start;
+                entry.end = end;
+            }
+            None => self.entries.push(Entry { name, start, end }),
+        }
+    }
+
+    /// Records every field of `other`, replacing values of the same keys.
+    fn merge(&mut self, other: &Self) {
+        for entry in &other.entries {
+            if let Some(fragment) = other.json.get(entry.start..entry.end) {
+                let start = self.json.len();
+                self.json.extend_from_slice(fragment);
+                let end = self.json.len();
+                self.set(entry.name, start, end);
+            }
+        }
+        self.compact_if_sparse();
+    }
+
+    /// Drops replaced values once they take most of the buffer, so a span recording the same
+    /// field over and over does not grow without bound.
+    fn compact_if_sparse(&mut self) {
+        let live: usize = self
+            .entries
+            .iter()
+            .map(|entry| entry.end - entry.start)
+            .sum();
+        if self.json.len() > 1024 && self.json.len() > 2 * live {
+            let mut compact = Self::default();
+            compact.merge_live(self);
+            *self = compact;
+        }
+    }
+
+    fn merge_live(&mut self, other: &Self) {
+        for entry in &other.entries {
+            if let Some(fragment) = other.json.get(entry.start..entry.end) {
+                let start = self.json.len();
+                self.json.extend_from_slice(fragment);
+                self.entries.push(Entry {
+                    name: entry.name,
+                    start,
+                    end: self.json.len(),
+                });
+            }
+        }
+    }
+
+    /// Writes `,"key":value` for each field.
+    fn write_to(&self, out: &mut Vec<u8>) {
+        for entry in &self.entries {
+            if let Some(fragment) = self.json.get(entry.start..entry.end) {
+                out.push(b',');
+                out.extend_from_slice(fragment);
+            }
+        }
+    }
+}
+
+/// Records `tracing` fields as JSON fragments, with tracing-bunyan-formatter's rules: numbers,
+/// booleans and strings keep their JSON type (a non-finite float is `null`); anything else is
+/// its `Debug` text; in `Debug`-recorded fields, names starting with `log.` are skipped and a
+/// leading `r#` is dropped.
+struct Recorder<'a> {
+    fields: &'a mut Fields,
+    redactor: &'a Redactor,
+    /// For events: where a `message` field's text goes instead of the fields.
+    message: Option<&'a mut Message>,
+}
+
+/// An event's `message` field, when it is text.
+#[derive(Debug, Default)]
+struct Message {
+    text: String,
+    is_text: bool,
+}
+
+impl Recorder<'_> {
+    /// Whether `name` is an event's message field (which is not written as a field).
+    fn message(&mut self, name: &str) -> Option<&mut Message> {
+        if name == "message" {
+            self.message.as_deref_mut()
+        } else {
+            None
+        }
+    }
+}
+
+impl Visit for Recorder<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.message(field.name()).is_none() {
+            self.fields
+                .insert(self.redactor, field.name(), |out| write_number(out, value));
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.message(field.name()).is_none() {
+            self.fields
+                .insert(self.redactor, field.name(), |out| write_number(out, value));
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.message(field.name()).is_none() {
+            self.fields
+                .insert(self.redactor, field.name(), |out| write_number(out, value));
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.message(field.name()).is_none() {
+            self.fields
+                .insert(self.redactor, field.name(), |out| write_number(out, value));
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if let Some(message) = self.message(field.name()) {
+            message.text.clear();
+            message.text.push_str(value);
+            message.is_text = true;
+        } else {
+            self.fields
+                .insert(self.redactor, field.name(), |out| write_str(out, value));
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let name = field.name();
+        if name.starts_with("log.") {
+            return;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        if let Some(message) = self.message(name) {
+            message.text.clear();
+            // Formatting into a `String` cannot fail unless `Debug` does.
+            let _ = write!(message.text, "{value:?}");
+            message.is_text = true;
+        } else {
+            self.fields.insert(self.redactor, name, |out| {
+                out.push(b'"');
+                let _ = write!(Escaper(out), "{value:?}");
+                out.push(b'"');
+            });
+        }
+    }
+}
+
+/// Per-thread buffers reused by every line.
+#[derive(Debug, Default)]
+struct Scratch {
+    line: Vec<u8>,
+    fields: Fields,
+    message: Message,
+}
+
+impl Scratch {
+    fn clear(&mut self) {
+        if self.line.capacity() > KEEP_BUFFER_BYTES {
+            *self = Self::default();
+        } else {
+            self.line.clear();
+            self.fields.clear();
+            self.message.text.clear();
+            self.message.is_text = false;
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `work` with this thread's buffers, or fresh ones when they are in use (a line logged
+/// while formatting another, from a `Debug` impl or the writer).
+fn with_scratch(work: impl FnOnce(&mut Scratch)) {
+    let mut work = Some(work);
+    let _ = SCRATCH.try_with(|cell| {
+        if let Ok(mut scratch) = cell.try_borrow_mut()
+            && let Some(work) = work.take()
+        {
+            scratch.clear();
+            work(&mut scratch);
+            scratch.clear();
+        }
+    });
+    if let Some(work) = work {
+        work(&mut Scratch::default());
+    }
+}
+
+impl<S, W> tracing_subscriber::Layer<S> for BunyanLayer<W>
+where
+    S: Subscriber + for<'lookup> LookupSpan<'lookup>,
+    W: for<'a> MakeWriter<'a> + 'static,
+{
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
+    fn on_new_span(&self, attributes: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let ids = self.otel_ids(id);
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = span
+            .parent()
+            .and_then(|parent| {
+                parent
+                    .extensions()
+                    .get::<SpanState>()
+                    .map(|state| state.fields.clone())
+            })
+            .unwrap_or_default();
+        attributes.record(&mut Recorder {
+            fields: &mut fields,
+            redactor: &self.redactor,
+            message: None,
+        });
+        if let Some(ids) = ids {
+            fields.insert(&self.redactor, "trace_id", |out| {
+                write_hex(out, &ids.trace_id)
+            });
+            fields.insert(&self.redactor, "span_id", |out| {
+                write_hex(out, &ids.span_id)
+            });
+        }
+        let metadata = span.metadata();
+        if !is_request_span(metadata) {
+            with_scratch(|scratch| {
+                self.span_line(&mut scratch.line, metadata, "START", &fields);
+                self.emit(&scratch.line, metadata);
+            });
+        }
+        span.extensions_mut().insert(SpanState {
+            fields,
+            entered: None,
+        });
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        with_scratch(|scratch| {
+            // Recorded outside the span's lock: `Debug` impls may do anything.
+            values.record(&mut Recorder {
+                fields: &mut scratch.fields,
+                redactor: &self.redactor,
+                message: None,
+            });
+            if let Some(state) = span.extensions_mut().get_mut::<SpanState>() {
+                state.fields.merge(&scratch.fields);
+            }
+        });
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if is_request_span(span.metadata()) {
+            return;
+        }
+        if let Some(state) = span.extensions_mut().get_mut::<SpanState>()
+            && state.entered.is_none()
+        {
+            state.entered = Some(Instant::now());
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let metadata = span.metadata();
+        if is_request_span(metadata) {
+            return;
+        }
+        with_scratch(|scratch| {
+            {
+                let mut extensions = span.extensions_mut();
+                let Some(state) = extensions.get_mut::<SpanState>() else {
+                    return;
+                };
+                let elapsed = state.entered.map_or(0, |entered| {
+                    u64::try_from(entered.elapsed().as_millis()).unwrap_or_default()
+                });
+                state
+                    .fields
+                    .insert(&self.redactor, "elapsed_milliseconds", |out| {
+                        write_number(out, elapsed);
+                    });
+                self.span_line(&mut scratch.line, metadata, "END", &state.fields);
+            }
+            self.emit(&scratch.line, metadata);
+        });
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // As tracing-bunyan-formatter: the line carries the fields of the current span.
+        let current = ctx.lookup_current();
+        with_scratch(|scratch| {
+            let Scratch {
+                line,
+                fields,
+                message,
+            } = scratch;
+            event.record(&mut Recorder {
+                fields,
+                redactor: &self.redactor,
+                message: Some(message),
+            });
+            let metadata = event.metadata();
+            self.begin_line(line, metadata, |out| {
+                out.push(b'"');
+                if let Some(span) = &current {
+                    write_span_context(out, span.name(), "EVENT");
+                    out.push(b' ');
+                }
+                if message.is_text {
+                    escape_into(out, &message.text);
+                } else {
+                    escape_into(out, metadata.target());
+                }
+                out.push(b'"');
+            });
+            fields.write_to(line);
+            if let Some(span) = &current {
+                write_span_fields(line, span);
+            }
+            line.extend_from_slice(b"}\n");
+            self.emit(line, metadata);
+        });
+    }
+}
+
+fn write_span_fields<S>(out: &mut Vec<u8>, span: &SpanRef<'_, S>)
+where
+    S: for<'lookup> LookupSpan<'lookup>,
+{
+    if let Some(state) = span.extensions().get::<SpanState>() {
+        state.fields.write_to(out);
+    }
+}
+
+/// Writes a number or boolean as serde_json does (a non-finite float as `null`).
+fn write_number<T: serde::Serialize>(out: &mut Vec<u8>, value: T) {
+    // Serialising a number into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(out, &value);
+}
+
+/// Writes `text` as a JSON string, escaped as serde_json escapes it.
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    escape_into(out, text);
+    out.push(b'"');
+}
+
+/// Lower-case hexadecimal, as the `Display` of OpenTelemetry ids.
+fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0x0f)]);
+    }
+    out.push(b'"');
+}
+
+/// Appends `text` escaped for the inside of a JSON string, byte for byte as serde_json does:
+/// `"` and `\` escaped, control characters as `\b \t \n \f \r` or `\u00xx`, everything else
+/// (including non-ASCII) as it is.
+fn escape_into(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let short = match byte {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            b'\t' => b't',
+            b'\n' => b'n',
+            0x0c => b'f',
+            b'\r' => b'r',
+            0x00..=0x1f => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(bytes.get(start..index).unwrap_or_default());
+        out.push(b'\\');
+        out.push(short);
+        if short == b'u' {
+            out.extend_from_slice(b"00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0x0f)]);
+        }
+        start = index + 1;
+    }
+    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
+}
+
+/// A `fmt::Write` that escapes what it is given for the inside of a JSON string.
+struct Escaper<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Escaper<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        escape_into(self.0, text);
+        Ok(())
+    }
+}
+
+/// Writes `time` as an RFC 3339 UTC JSON string, as the `time` crate formats it: the fraction
+/// of a second with its trailing zeros removed, and none when it is zero
+/// (`"2026-11-23T20:21:54.1234Z"`).
+fn write_time(out: &mut Vec<u8>, time: SystemTime) {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    let (year, month, day) = civil_from_days(seconds / 86_400);
+    let of_day = seconds % 86_400;
+    out.push(b'"');
+    push_digits(out, year, 4);
+    out.push(b'-');
+    push_digits(out, month, 2);
+    out.push(b'-');
+    push_digits(out, day, 2);
+    out.push(b'T');
+    push_digits(out, of_day / 3600, 2);
+    out.push(b':');
+    push_digits(out, of_day / 60 % 60, 2);
+    out.push(b':');
+    push_digits(out, of_day % 60, 2);
+    let mut nanos = since_epoch.subsec_nanos();
+    if nanos != 0 {
+        let mut digits = 9;
+        while nanos.is_multiple_of(10) {
+            nanos /= 10;
+            digits -= 1;
+        }
+        out.push(b'.');
+        push_digits(out, u64::from(nanos), digits);
+    }
+    out.extend_from_slice(b"Z\"");
+}
+
+/// `value` in decimal, zero-padded to `width` digits (more when it needs more).
+fn push_digits(out: &mut Vec<u8>, value: u64, width: usize) {
+    let mut buffer = [b'0'; 20];
+    let mut rest = value;
+    let mut index = buffer.len();
+    while rest > 0 && index > 0 {
+        index -= 1;
+        buffer[index] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    let start = index.min(buffer.len().saturating_sub(width));
+    out.extend_from_slice(buffer.get(start..).unwrap_or_default());
+}
+
+/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let shifted = days + 719_468;
+    let era = shifted / 146_097;
+    let day_of_era = shifted - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use serde_json::Value;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::{BunyanLayer, Fields, Redactor, escape_into, write_time};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Capture {
+        fn lines(&self) -> Vec<String> {
+            let bytes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    }
+
+    impl io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+        type Writer = Self;
+
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
+    }
+
+    #[derive(Debug)]
+    #[expect(dead_code, reason = "read through `Debug` only")]
+    struct Custom {
+        quote: &'static str,
+    }
+
+    /// Every kind of line and field the formatter meets.
+    fn scenario() {
+        tracing::info!("plain \"quoted\" \\ line\twith\ncontrols \u{1} and ünïcödé");
+        tracing::warn!(
+            count = -3_i64,
+            total = 7_u64,
+            ratio = 0.25_f64,
+            whole = 2.0_f64,
+            not_a_number = f64::NAN,
+            flag = true,
+            text = "a \"b\"",
+            custom = ?Custom { quote: "\"x\"" },
+            shown = %"display",
+            big = 340_282_366_920_938_463_463_374_607_431_768_211_455_u128,
+            r#type = ?"raw",
+            log.ignored = ?"skipped",
+            name = "not the service name",
+            "fields of every type"
+        );
+        tracing::error!(message = 42_i64, answer = 1);
+        tracing::debug!(no_message = 1);
+        let outer = tracing::info_span!("outer_span", shared = "outer", only_outer = 1);
+        outer.in_scope(|| {
+            tracing::info!(shared = "event", "in the outer span");
+            let inner = tracing::warn_span!(
+                "größe",
+                shared = "inner",
+                later = tracing::field::Empty,
+                msg = "dropped"
+            );
+            inner.in_scope(|| {
+                tracing::info!("in the inner span");
+                inner.record("later", "recorded");
+                inner.record("shared", 5);
+                tracing::info!(parent: None, "explicit root, still the current span's fields");
+            });
+            drop(inner);
+        });
+        drop(outer);
+        let never_entered = tracing::info_span!("never_entered", x = 1);
+        drop(never_entered);
+    }
+
+    fn run(dispatch: &tracing::Dispatch) {
+        tracing::dispatcher::with_default(dispatch, scenario);
+    }
+
+    /// A line with its `time` value replaced, to compare the rest byte for byte.
+    fn without_time(line: &str) -> (String, String) {
+        let key = "\"time\":\"";
+        let start = line.find(key).map(|index| index + key.len()).expect("time");
+        let end = line[start..]
+            .find('"')
+            .map(|length| start + length)
+            .expect("end");
+        (
+            format!("{}TIME{}", &line[..start], &line[end..]),
+            line[start..end].to_owned(),
+        )
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the fraction without trailing zeros.
+    fn is_rfc3339_utc(time: &str) -> bool {
+        let bytes = time.as_bytes();
+        let digits = |range: std::ops::Range<usize>| {
+            bytes
+                .get(range)
+                .is_some_and(|part| part.iter().all(u8::is_ascii_digit))
+        };
+        let fraction = time.get(19..time.len().saturating_sub(1)).unwrap_or("");
+        digits(0..4)
+            && digits(5..7)
+            && digits(8..10)
+            && digits(11..13)
+            && digits(14..16)
+            && digits(17..19)
+            && time.get(4..5) == Some("-")
+            && time.get(10..11) == Some("T")
+            && time.ends_with('Z')
+            && (fraction.is_empty()
+                || (fraction.len() <= 10
+                    && fraction.starts_with('.')
+                    && fraction[1..].bytes().all(|byte| byte.is_ascii_digit())
+                    && !fraction.ends_with('0')))
+    }
+
+    #[test]
+    fn lines_match_tracing_bunyan_formatter() {
+        let theirs = Capture::default();
+        let ours = Capture::default();
+        run(&tracing::Dispatch::new(
+            tracing_subscriber::Registry::default()
+                .with(tracing_bunyan_formatter::JsonStorageLayer)
+                .with(tracing_bunyan_formatter::BunyanFormattingLayer::new(
+                    "svc \"q\"".to_owned(),
+                    theirs.clone(),
+                )),
+        ));
+        run(&tracing::Dispatch::new(
+            tracing_subscriber::Registry::default().with(BunyanLayer::new(
+                "svc \"q\"",
+                ours.clone(),
+                Redactor::new(&[]),
+            )),
+        ));
+        let (theirs, ours) = (theirs.lines(), ours.lines());
+        assert_eq!(theirs.len(), ours.len(), "{theirs:#?}\n{ours:#?}");
+        assert_eq!(ours.len(), 13, "{ours:#?}");
+        for (their_line, our_line) in theirs.iter().zip(&ours) {
+            let mut their_value: Value = serde_json::from_str(their_line).expect("their JSON");
+            let mut our_value: Value = serde_json::from_str(our_line).expect("our JSON");
+            // Same time format (their clock read is another one).
+            let (their_rest, their_time) = without_time(their_line);
+            let (our_rest, our_time) = without_time(our_line);
+            assert!(is_rfc3339_utc(&their_time), "{their_time}");
+            assert!(is_rfc3339_utc(&our_time), "{our_time}");
+            their_value["time"] = Value::Null;
+            our_value["time"] = Value::Null;
+            assert_eq!(
+                their_value, our_value,
+                "\ntheirs {their_line}\nours   {our_line}"
+            );
+            // With at most one extra field, the order is fixed: the lines are byte-identical.
+            let core = 10;
+            if our_value
+                .as_object()
+                .is_some_and(|map| map.len() <= core + 1)
+            {
+                assert_eq!(their_rest, our_rest);
+            }
+        }
+    }
+
+    #[test]
+    fn escaping_matches_serde_json() {
+        let mut all: String = (0_u8..=0x7f).map(char::from).collect();
+        all.push_str("é€😀\u{2028}");
+        for text in [all.as_str(), "", "plain", "\"", "\\\\"] {
+            let mut ours = b"\"".to_vec();
+            escape_into(&mut ours, text);
+            ours.push(b'"');
+            assert_eq!(
+                String::from_utf8(ours).expect("utf-8"),
+                serde_json::to_string(text).expect("serialise")
+            );
+        }
+    }
+
+    #[test]
+    fn time_is_rfc3339_utc_with_a_trimmed_fraction() {
+        use std::time::{Duration, UNIX_EPOCH};
+        for (since_epoch, expected) in [
+            (Duration::ZERO, "1970-01-01T00:00:00Z"),
+            (Duration::from_secs(951_782_400), "2000-02-29T00:00:00Z"),
+            (Duration::from_secs(951_868_799), "2000-02-29T23:59:59Z"),
+            (Duration::from_secs(951_868_800), "2000-03-01T00:00:00Z"),
+            (
+                Duration::new(1_700_000_000, 123_000_000),
+                "2023-11-14T22:13:20.123Z",
+            ),
+            (
+                Duration::new(1_795_467_714, 987_654_321),
+                "2026-11-23T21:01:54.987654321Z",
+            ),
+            (
+                Duration::new(4_102_444_800, 10),
+                "2100-01-01T00:00:00.00000001Z",
+            ),
+        ] {
+            let mut out = Vec::new();
+            write_time(&mut out, UNIX_EPOCH + since_epoch);
+            assert_eq!(
+                String::from_utf8(out).expect("utf-8"),
+                format!("\"{expected}\"")
+            );
+        }
+    }
+
+    #[test]
+    fn denied_fields_and_core_fields_are_redacted_when_recorded() {
+        let logs = Capture::default();
+        let redactor = Redactor::new(&["target".to_owned(), "cookie".to_owned()]);
+        let dispatch = tracing::Dispatch::new(
+            tracing_subscriber::Registry::default().with(BunyanLayer::new(
+                "svc",
+                logs.clone(),
+                redactor,
+            )),
+        );
+        tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("s", http.cookie = tracing::field::Empty);
+            span.record("http.cookie", "secret-1");
+            span.in_scope(|| tracing::info!(Cookie = ?"secret-2", "hello"));
+        });
+        let text = logs.lines().join("\n");
+        assert!(!text.contains("secret"), "{text}");
+        let event: Value = serde_json::from_str(&logs.lines()[1]).expect("json");
+        assert_eq!(event["target"], "[REDACTED]");
+        assert_eq!(event["Cookie"], "[REDACTED]");
+        assert_eq!(event["http.cookie"], "[REDACTED]");
+        assert_eq!(event["msg"], "[S - EVENT] hello");
+    }
+
+    #[test]
+    fn a_field_recorded_over_and_over_does_not_grow_the_span() {
+        let redactor = Redactor::new(&[]);
+        let mut fields = Fields::default();
+        fields.insert(&redactor, "kept", |out| out.extend_from_slice(b"1"));
+        for round in 0..10_000_u32 {
+            let mut update = Fields::default();
+            update.insert(&redactor, "counter", |out| {
+                out.extend_from_slice(round.to_string().as_bytes());
+            });
+            fields.merge(&update);
+        }
+        assert!(fields.json.len() < 2048, "{}", fields.json.len());
+        let mut out = Vec::new();
+        fields.write_to(&mut out);
+        assert_eq!(out, b",\"kept\":1,\"counter\":9999");
+    }
+}
