@@ -48,26 +48,44 @@ impl fmt::Display for ErrorChain<'_> {
 pub(crate) struct Redactor {
     /// Lower-cased deny-list entries.
     denied: Arc<[String]>,
+    /// Bit `n` set when an entry is `n` bytes long (bit 63: 63 or more), so that most names
+    /// are cleared by their length alone.
+    lengths: u64,
 }
 
 impl Redactor {
     pub(crate) fn new(fields: &[String]) -> Self {
-        Self {
-            denied: fields
+        let denied: Arc<[String]> = fields
+            .iter()
+            .map(|field| field.trim().to_ascii_lowercase())
+            .filter(|field| !field.is_empty())
+            .collect();
+        let lengths = denied
+            .iter()
+            .fold(0, |lengths, field| lengths | Self::length_bit(field));
+        Self { denied, lengths }
+    }
+
+    fn length_bit(name: &str) -> u64 {
+        1 << name.len().min(63)
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        self.lengths & Self::length_bit(name) != 0
+            && self
+                .denied
                 .iter()
-                .map(|field| field.trim().to_ascii_lowercase())
-                .filter(|field| !field.is_empty())
-                .collect(),
-        }
+                .any(|denied| name.eq_ignore_ascii_case(denied))
     }
 
     /// Whether a field named `key` must be redacted: the whole name or its last dot-separated
     /// segment equals a deny-list entry, ignoring ASCII case.
     pub(crate) fn is_denied(&self, key: &str) -> bool {
-        let last_segment = key.rsplit('.').next().unwrap_or(key);
-        self.denied.iter().any(|denied| {
-            key.eq_ignore_ascii_case(denied) || last_segment.eq_ignore_ascii_case(denied)
-        })
+        let last_segment = match key.bytes().rposition(|byte| byte == b'.') {
+            Some(dot) => key.get(dot + 1..).unwrap_or(key),
+            None => key,
+        };
+        self.matches(key) || (last_segment.len() != key.len() && self.matches(last_segment))
     }
 }
 
@@ -261,4 +279,44 @@ pub(crate) fn pretty_fields(
         },
     )
     .delimited(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Redactor;
+
+    #[test]
+    fn whole_names_and_last_segments_match_without_case() {
+        let redactor = Redactor::new(&[
+            " Token ".to_owned(),
+            "set-cookie".to_owned(),
+            "http.auth".to_owned(),
+            "a".repeat(80),
+        ]);
+        for denied in [
+            "token",
+            "TOKEN",
+            "x.token",
+            "a.b.Set-Cookie",
+            "http.auth",
+            "HTTP.AUTH",
+            &"A".repeat(80),
+            &format!("x.{}", "a".repeat(80)),
+        ] {
+            assert!(redactor.is_denied(denied), "{denied}");
+        }
+        for kept in [
+            "tokens",
+            "my_token",
+            "token.x",
+            "auth",
+            "x.http.auth2",
+            "",
+            ".",
+            &"a".repeat(79),
+        ] {
+            assert!(!redactor.is_denied(kept), "{kept}");
+        }
+        assert!(!Redactor::new(&[]).is_denied("password"));
+    }
 }
