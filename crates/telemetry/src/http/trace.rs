@@ -140,11 +140,12 @@ where
                 if let Some(MatchedRoute(route)) = response.extensions().get::<MatchedRoute>() {
                     this.span.record("route", route.as_str());
                     // The OpenTelemetry span is already started, so `otel.name` can no
-                    // longer be recorded; rename it directly.
-                    this.span
-                        .context()
-                        .span()
-                        .update_name(format!("{} {route}", this.method));
+                    // longer be recorded; rename it directly (an unsampled span keeps no name).
+                    let context = this.span.context();
+                    let otel_span = context.span();
+                    if otel_span.is_recording() {
+                        otel_span.update_name(format!("{} {route}", this.method));
+                    }
                 }
                 // The span's own fields (method, path, request_id, ids) join this line, so the
                 // event carries only what the span does not hold yet.
