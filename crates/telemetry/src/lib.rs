@@ -60,6 +60,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanExporter};
 use tracing::Dispatch;
 use tracing_opentelemetry::OpenTelemetryLayer;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -212,18 +213,13 @@ where
     let provider = traces::provider(config, processor, redactor.clone());
     let tracer = provider.tracer("mainstay-telemetry");
     let dispatch = match config.log_format {
-        // The bunyan layer comes after the OpenTelemetry layer, which creates a span's
-        // OpenTelemetry data that the bunyan layer reads the span's ids from.
-        LogFormat::Json => Dispatch::new(
-            Registry::default()
-                .with(filter)
-                .with(otel_layer(tracer))
-                .with(bunyan::BunyanLayer::new(
-                    &config.service_name,
-                    writer,
-                    redactor,
-                )),
-        ),
+        LogFormat::Json => Dispatch::new(json_subscriber(
+            &config.service_name,
+            writer,
+            redactor,
+            filter,
+            tracer,
+        )),
         LogFormat::Pretty => Dispatch::new(
             Registry::default()
                 .with(filter)
@@ -246,9 +242,32 @@ where
     ))
 }
 
+/// The subscriber of the JSON format.
+///
+/// The bunyan layer comes after the OpenTelemetry layer, which creates the OpenTelemetry data
+/// the bunyan layer reads a new span's ids from. The OpenTelemetry layer skips the events of
+/// unsampled spans ([`bunyan::RecordingSpanEvents`]). The level filter is outermost: with a
+/// per-layer filter inside, that is where it keeps the subscriber's maximum level hint (and so
+/// the static level check of `tracing` and `log` macros).
+fn json_subscriber<W>(
+    service_name: &str,
+    writer: W,
+    redactor: logs::Redactor,
+    filter: EnvFilter,
+    tracer: SdkTracer,
+) -> impl tracing::Subscriber + Send + Sync + 'static
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    Registry::default()
+        .with(otel_layer(tracer).with_filter(bunyan::RecordingSpanEvents))
+        .with(bunyan::BunyanLayer::new(service_name, writer, redactor))
+        .with(filter)
+}
+
 /// The OpenTelemetry layer over `tracer`. Busy/idle timings and thread attributes cost a clock
 /// read per enter and a string per span on every request; code location is kept.
-fn otel_layer<S>(tracer: opentelemetry_sdk::trace::SdkTracer) -> OpenTelemetryLayer<S, SdkTracer>
+fn otel_layer<S>(tracer: SdkTracer) -> OpenTelemetryLayer<S, SdkTracer>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
@@ -373,4 +392,29 @@ pub enum ShutdownError {
     /// The final flush or the exporter shutdown failed; pending spans may be lost.
     #[error("shutting down the tracer provider failed: pending spans may be lost")]
     Shutdown(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing::Subscriber as _;
+    use tracing_subscriber::filter::LevelFilter;
+
+    #[test]
+    fn the_json_subscriber_keeps_the_filter_level_as_its_hint() {
+        for (directives, level) in [
+            ("info", LevelFilter::INFO),
+            ("warn,app=debug", LevelFilter::DEBUG),
+        ] {
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+            let subscriber = super::json_subscriber(
+                "svc",
+                std::io::sink,
+                crate::logs::Redactor::new(&[]),
+                tracing_subscriber::EnvFilter::new(directives),
+                provider.tracer("test"),
+            );
+            assert_eq!(subscriber.max_level_hint(), Some(level), "{directives}");
+        }
+    }
 }
