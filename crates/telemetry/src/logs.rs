@@ -48,9 +48,9 @@ impl fmt::Display for ErrorChain<'_> {
 pub(crate) struct Redactor {
     /// Lower-cased deny-list entries.
     denied: Arc<[String]>,
-    /// Bit `n` set when an entry is `n` bytes long (bit 63: 63 or more), so that most names
-    /// are cleared by their length alone.
-    lengths: u64,
+    /// For each lower-cased first byte, bit `n` set when an entry starting with that byte is
+    /// `n` bytes long (bit 63: 63 or more): most names are cleared by one look-up.
+    starts: Arc<[u64; 256]>,
 }
 
 impl Redactor {
@@ -60,10 +60,16 @@ impl Redactor {
             .map(|field| field.trim().to_ascii_lowercase())
             .filter(|field| !field.is_empty())
             .collect();
-        let lengths = denied
-            .iter()
-            .fold(0, |lengths, field| lengths | Self::length_bit(field));
-        Self { denied, lengths }
+        let mut starts = [0_u64; 256];
+        for field in denied.iter() {
+            if let Some(first) = field.bytes().next() {
+                starts[usize::from(first)] |= Self::length_bit(field);
+            }
+        }
+        Self {
+            denied,
+            starts: Arc::new(starts),
+        }
     }
 
     fn length_bit(name: &str) -> u64 {
@@ -71,7 +77,10 @@ impl Redactor {
     }
 
     fn matches(&self, name: &str) -> bool {
-        self.lengths & Self::length_bit(name) != 0
+        let Some(first) = name.bytes().next() else {
+            return false;
+        };
+        self.starts[usize::from(first.to_ascii_lowercase())] & Self::length_bit(name) != 0
             && self
                 .denied
                 .iter()
@@ -298,6 +307,7 @@ mod tests {
             "TOKEN",
             "x.token",
             "a.b.Set-Cookie",
+            "Token",
             "http.auth",
             "HTTP.AUTH",
             &"A".repeat(80),
