@@ -125,7 +125,8 @@ type RouteOf = dyn Fn(&Extensions) -> Option<String> + Send + Sync;
 /// the response extensions as [`MatchedRoute`] for [`TraceLayer`](super::TraceLayer).
 #[derive(Clone)]
 pub struct HttpMetricsLayer {
-    metrics: HttpMetrics,
+    // Shared behind one `Arc` so that a request clones one pointer, not four.
+    metrics: Arc<HttpMetrics>,
     route_of: Arc<RouteOf>,
 }
 
@@ -145,7 +146,7 @@ impl HttpMetricsLayer {
         route_of: impl Fn(&Extensions) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
         Self {
-            metrics,
+            metrics: Arc::new(metrics),
             route_of: Arc::new(route_of),
         }
     }
@@ -157,7 +158,7 @@ impl<S> tower::Layer<S> for HttpMetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         HttpMetricsService {
             inner,
-            metrics: self.metrics.clone(),
+            metrics: Arc::clone(&self.metrics),
             route_of: Arc::clone(&self.route_of),
         }
     }
@@ -167,7 +168,7 @@ impl<S> tower::Layer<S> for HttpMetricsLayer {
 #[derive(Clone)]
 pub struct HttpMetricsService<S> {
     inner: S,
-    metrics: HttpMetrics,
+    metrics: Arc<HttpMetrics>,
     route_of: Arc<RouteOf>,
 }
 
@@ -199,7 +200,7 @@ where
         HttpMetricsFuture {
             inner: self.inner.call(request),
             record: Some(Record {
-                metrics: self.metrics.clone(),
+                metrics: Arc::clone(&self.metrics),
                 method,
                 route,
                 start: Instant::now(),
@@ -212,7 +213,7 @@ where
 /// count, also when the request is cancelled.
 #[derive(Debug)]
 struct Record {
-    metrics: HttpMetrics,
+    metrics: Arc<HttpMetrics>,
     method: &'static str,
     route: Option<String>,
     start: Instant,
@@ -225,29 +226,43 @@ impl Drop for Record {
 }
 
 impl Record {
-    fn endpoint(&self) -> String {
-        self.route.clone().unwrap_or_else(|| UNMATCHED.to_owned())
-    }
-
-    fn observe_duration(&self) {
+    /// Records the duration and the outcome; gives the route template back.
+    fn finish(&mut self, status: Option<http::StatusCode>) -> Option<String> {
+        let matched = self.route.is_some();
+        // One `String` moves from label set to label set: a look-up clones it only when it
+        // adds a new series.
+        let mut endpoint_labels = EndpointLabels {
+            method: self.method,
+            endpoint: self.route.take().unwrap_or_else(|| UNMATCHED.to_owned()),
+        };
         self.metrics
             .duration
-            .get_or_create(&EndpointLabels {
-                method: self.method,
-                endpoint: self.endpoint(),
-            })
+            .get_or_create(&endpoint_labels)
             .observe(self.start.elapsed().as_secs_f64());
-    }
-
-    fn count_error(&self, error_type: &'static str) {
-        self.metrics
-            .errors
-            .get_or_create(&ErrorLabels {
+        let mut endpoint = std::mem::take(&mut endpoint_labels.endpoint);
+        let error = match status {
+            Some(status) => {
+                let labels = RequestLabels {
+                    method: self.method,
+                    endpoint,
+                    status_code: status.as_u16(),
+                };
+                self.metrics.requests.get_or_create(&labels).inc();
+                endpoint = labels.endpoint;
+                error_type(status)
+            }
+            None => Some("service_error"),
+        };
+        if let Some(error_type) = error {
+            let labels = ErrorLabels {
                 method: self.method,
-                endpoint: self.endpoint(),
+                endpoint,
                 error_type,
-            })
-            .inc();
+            };
+            self.metrics.errors.get_or_create(&labels).inc();
+            endpoint = labels.endpoint;
+        }
+        matched.then_some(endpoint)
     }
 }
 
@@ -271,27 +286,15 @@ where
         let this = self.project();
         let mut result = std::task::ready!(this.inner.poll(cx));
         if let Some(mut record) = this.record.take() {
-            record.observe_duration();
             match &mut result {
                 Ok(response) => {
-                    let status = response.status();
-                    record
-                        .metrics
-                        .requests
-                        .get_or_create(&RequestLabels {
-                            method: record.method,
-                            endpoint: record.endpoint(),
-                            status_code: status.as_u16(),
-                        })
-                        .inc();
-                    if let Some(error_type) = error_type(status) {
-                        record.count_error(error_type);
-                    }
-                    if let Some(route) = record.route.take() {
+                    if let Some(route) = record.finish(Some(response.status())) {
                         response.extensions_mut().insert(MatchedRoute(route));
                     }
                 }
-                Err(_) => record.count_error("service_error"),
+                Err(_) => {
+                    record.finish(None);
+                }
             }
         }
         Poll::Ready(result)
