@@ -9,6 +9,9 @@ use http::{HeaderValue, Request, Response};
 /// The request id header, `x-request-id`.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// [`REQUEST_ID_HEADER`] as a header name, so that it is not parsed on each request.
+const HEADER_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
+
 /// Longest incoming request id that is accepted.
 const MAX_LEN: usize = 128;
 
@@ -93,7 +96,7 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let incoming = request
             .headers()
-            .get(REQUEST_ID_HEADER)
+            .get(&HEADER_NAME)
             .filter(|value| RequestId::is_valid(value.as_bytes()))
             .cloned();
         let (id, header) = match incoming {
@@ -102,16 +105,16 @@ where
                 header,
             ),
             None => {
-                let id = RequestId::generate();
-                // A ULID is plain ASCII, always a valid header value.
-                let header = HeaderValue::from_str(id.as_str())
+                let mut text = [0; ulid::ULID_LEN];
+                let id = RequestId(ulid::Ulid::generate().array_to_str(&mut text).to_owned());
+                // A ULID is plain ASCII, always a valid header value. Its bytes sit in one
+                // allocation shared by the request's header and the response's.
+                let header = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
                     .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
                 (id, header)
             }
         };
-        request
-            .headers_mut()
-            .insert(REQUEST_ID_HEADER, header.clone());
+        request.headers_mut().insert(HEADER_NAME, header.clone());
         request.extensions_mut().insert(id);
         RequestIdFuture {
             inner: self.inner.call(request),
@@ -140,7 +143,7 @@ where
         let this = self.project();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
         if let Some(header) = this.header.take() {
-            response.headers_mut().insert(REQUEST_ID_HEADER, header);
+            response.headers_mut().insert(HEADER_NAME, header);
         }
         Poll::Ready(Ok(response))
     }
