@@ -13,7 +13,7 @@
 //! and re-parsing every finished line. The OpenTelemetry `trace_id` and `span_id` are read once
 //! per span, when it is created, and kept as fragments like any other field.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::sync::OnceLock;
@@ -47,8 +47,9 @@ fn is_request_span(metadata: &Metadata<'_>) -> bool {
 /// for events.
 ///
 /// Sits after the OpenTelemetry layer in the stack: a new span's ids are read from it.
-pub(crate) struct BunyanLayer<W> {
-    make_writer: W,
+pub(crate) struct BunyanLayer {
+    /// Not generic, so that [`unsampled_span_fields`] can find the layer in a `Dispatch`.
+    sink: Box<dyn LineSink>,
     redactor: Redactor,
     /// `{"v":0,"name":"<service name>"`.
     head: Vec<u8>,
@@ -61,7 +62,24 @@ pub(crate) struct BunyanLayer<W> {
     dispatch: OnceLock<WeakDispatch>,
 }
 
-impl<W> fmt::Debug for BunyanLayer<W> {
+/// Where finished lines go: a `MakeWriter`, behind one virtual call per line.
+trait LineSink: Send + Sync + 'static {
+    fn write_line(&self, line: &[u8], metadata: &Metadata<'_>);
+}
+
+struct Sink<W>(W);
+
+impl<W> LineSink for Sink<W>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    fn write_line(&self, line: &[u8], metadata: &Metadata<'_>) {
+        // A write error has nowhere to go: logging must not fail the caller.
+        let _ = self.0.make_writer_for(metadata).write_all(line);
+    }
+}
+
+impl fmt::Debug for BunyanLayer {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("BunyanLayer")
@@ -81,12 +99,12 @@ struct DeniedCore {
     file: bool,
 }
 
-impl<W> BunyanLayer<W>
-where
-    W: for<'a> MakeWriter<'a> + 'static,
-{
+impl BunyanLayer {
     /// Lines named `service_name`, written to `make_writer`, with `redactor`'s fields redacted.
-    pub(crate) fn new(service_name: &str, make_writer: W, redactor: Redactor) -> Self {
+    pub(crate) fn new<W>(service_name: &str, make_writer: W, redactor: Redactor) -> Self
+    where
+        W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+    {
         let hostname = rustix::system::uname()
             .nodename()
             .to_string_lossy()
@@ -94,7 +112,10 @@ where
         Self::with_host(service_name, &hostname, make_writer, redactor)
     }
 
-    fn with_host(service_name: &str, hostname: &str, make_writer: W, redactor: Redactor) -> Self {
+    fn with_host<W>(service_name: &str, hostname: &str, make_writer: W, redactor: Redactor) -> Self
+    where
+        W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+    {
         let mut head = b"{".to_vec();
         write_str(&mut head, "v");
         head.push(b':');
@@ -127,7 +148,7 @@ where
             file: redactor.is_denied("file"),
         };
         Self {
-            make_writer,
+            sink: Box::new(Sink(make_writer)),
             redactor,
             head,
             host_pid,
@@ -178,8 +199,7 @@ where
     }
 
     fn emit(&self, line: &[u8], metadata: &Metadata<'_>) {
-        // A write error has nowhere to go: logging must not fail the caller.
-        let _ = self.make_writer.make_writer_for(metadata).write_all(line);
+        self.sink.write_line(line, metadata);
     }
 
     /// The OpenTelemetry ids of a new span, once the OpenTelemetry layer has created it.
@@ -508,6 +528,55 @@ impl Visit for Recorder<'_> {
     }
 }
 
+/// Writes fields straight into the log fields of `span` when its OpenTelemetry span is known not
+/// to record (not sampled), instead of recording them through `tracing`; false when that is not
+/// the case (another subscriber, the pretty format, a sampled span): record them as usual then.
+///
+/// For such a span, a `tracing` record reaches every layer, and all the OpenTelemetry layer does
+/// with it is build attributes that the unsampled span drops. The log lines come out the same.
+pub(crate) fn unsampled_span_fields(
+    span: &tracing::Span,
+    write: impl FnOnce(&mut SpanFields<'_>),
+) -> bool {
+    span.with_subscriber(|(id, dispatch)| {
+        let layer = dispatch.downcast_ref::<BunyanLayer>()?;
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let data = registry.span(id)?;
+        let mut extensions = data.extensions_mut();
+        let state = extensions
+            .get_mut::<SpanState>()
+            .filter(|state| !state.recording)?;
+        write(&mut SpanFields {
+            fields: &mut state.fields,
+            redactor: &layer.redactor,
+        });
+        state.fields.compact_if_sparse();
+        Some(())
+    })
+    .flatten()
+    .is_some()
+}
+
+/// The log fields of a span, written as `tracing` would record them.
+pub(crate) struct SpanFields<'a> {
+    fields: &'a mut Fields,
+    redactor: &'a Redactor,
+}
+
+impl SpanFields<'_> {
+    /// As `span.record(name, value)` with a `&str`.
+    pub(crate) fn str(&mut self, name: &'static str, value: &str) {
+        self.fields
+            .insert(self.redactor, name, |out| write_str(out, value));
+    }
+
+    /// As `span.record(name, value)` with an unsigned integer.
+    pub(crate) fn u64(&mut self, name: &'static str, value: u64) {
+        self.fields
+            .insert(self.redactor, name, |out| write_number(out, value));
+    }
+}
+
 /// Per-thread buffers reused by every line.
 #[derive(Debug, Default)]
 struct Scratch {
@@ -551,10 +620,9 @@ fn with_scratch(work: impl FnOnce(&mut Scratch)) {
     }
 }
 
-impl<S, W> tracing_subscriber::Layer<S> for BunyanLayer<W>
+impl<S> tracing_subscriber::Layer<S> for BunyanLayer
 where
     S: Subscriber + for<'lookup> LookupSpan<'lookup>,
-    W: for<'a> MakeWriter<'a> + 'static,
 {
     fn on_register_dispatch(&self, subscriber: &Dispatch) {
         let _ = self.dispatch.set(subscriber.downgrade());
@@ -723,36 +791,51 @@ fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'"');
 }
 
+/// The escape of each byte inside a JSON string, as serde_json writes it: 0 for none, `u` for
+/// `\u00xx`, else the letter after the backslash.
+static ESCAPES: [u8; 256] = {
+    let mut table = [0_u8; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = b'u';
+        byte += 1;
+    }
+    table[0x08] = b'b';
+    table[b'\t' as usize] = b't';
+    table[b'\n' as usize] = b'n';
+    table[0x0c] = b'f';
+    table[b'\r' as usize] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
 /// Appends `text` escaped for the inside of a JSON string, byte for byte as serde_json does:
 /// `"` and `\` escaped, control characters as `\b \t \n \f \r` or `\u00xx`, everything else
 /// (including non-ASCII) as it is.
 fn escape_into(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = text.as_bytes();
-    let mut start = 0;
-    for (index, &byte) in bytes.iter().enumerate() {
-        let short = match byte {
-            b'"' => b'"',
-            b'\\' => b'\\',
-            0x08 => b'b',
-            b'\t' => b't',
-            b'\n' => b'n',
-            0x0c => b'f',
-            b'\r' => b'r',
-            0x00..=0x1f => b'u',
-            _ => continue,
+    let mut rest = text.as_bytes();
+    while let Some(index) = rest
+        .iter()
+        .position(|&byte| ESCAPES[usize::from(byte)] != 0)
+    {
+        let (clean, escaped) = rest.split_at(index);
+        out.extend_from_slice(clean);
+        let Some((&byte, after)) = escaped.split_first() else {
+            break;
         };
-        out.extend_from_slice(bytes.get(start..index).unwrap_or_default());
+        let escape = ESCAPES[usize::from(byte)];
         out.push(b'\\');
-        out.push(short);
-        if short == b'u' {
+        out.push(escape);
+        if escape == b'u' {
             out.extend_from_slice(b"00");
             out.push(HEX[usize::from(byte >> 4)]);
             out.push(HEX[usize::from(byte & 0x0f)]);
         }
-        start = index + 1;
+        rest = after;
     }
-    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
+    out.extend_from_slice(rest);
 }
 
 /// A `fmt::Write` that escapes what it is given for the inside of a JSON string.
@@ -769,22 +852,26 @@ impl fmt::Write for Escaper<'_> {
 /// of a second with its trailing zeros removed, and none when it is zero
 /// (`"2026-11-23T20:21:54.1234Z"`).
 fn write_time(out: &mut Vec<u8>, time: SystemTime) {
+    thread_local! {
+        /// The last second written by this thread and its `YYYY-MM-DDTHH:MM:SS`.
+        static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+    }
     let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since_epoch.as_secs();
-    let (year, month, day) = civil_from_days(seconds / 86_400);
-    let of_day = seconds % 86_400;
+    let text = SECOND
+        .try_with(|cached| {
+            let (second, text) = cached.get();
+            if second == seconds {
+                text
+            } else {
+                let text = format_second(seconds);
+                cached.set((seconds, text));
+                text
+            }
+        })
+        .unwrap_or_else(|_| format_second(seconds));
     out.push(b'"');
-    push_digits(out, year, 4);
-    out.push(b'-');
-    push_digits(out, month, 2);
-    out.push(b'-');
-    push_digits(out, day, 2);
-    out.push(b'T');
-    push_digits(out, of_day / 3600, 2);
-    out.push(b':');
-    push_digits(out, of_day / 60 % 60, 2);
-    out.push(b':');
-    push_digits(out, of_day % 60, 2);
+    out.extend_from_slice(&text);
     let mut nanos = since_epoch.subsec_nanos();
     if nanos != 0 {
         let mut digits = 9;
@@ -796,6 +883,29 @@ fn write_time(out: &mut Vec<u8>, time: SystemTime) {
         push_digits(out, u64::from(nanos), digits);
     }
     out.extend_from_slice(b"Z\"");
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a count of seconds since the Unix epoch (years up to 9999).
+fn format_second(seconds: u64) -> [u8; 19] {
+    let (year, month, day) = civil_from_days(seconds / 86_400);
+    let of_day = seconds % 86_400;
+    let mut text = Vec::with_capacity(19);
+    push_digits(&mut text, year, 4);
+    text.push(b'-');
+    push_digits(&mut text, month, 2);
+    text.push(b'-');
+    push_digits(&mut text, day, 2);
+    text.push(b'T');
+    push_digits(&mut text, of_day / 3600, 2);
+    text.push(b':');
+    push_digits(&mut text, of_day / 60 % 60, 2);
+    text.push(b':');
+    push_digits(&mut text, of_day % 60, 2);
+    let mut fixed = [b'0'; 19];
+    for (slot, byte) in fixed.iter_mut().zip(text) {
+        *slot = byte;
+    }
+    fixed
 }
 
 /// `value` in decimal, zero-padded to `width` digits (more when it needs more).

@@ -137,8 +137,19 @@ where
         match &result {
             Ok(response) => {
                 let status = response.status().as_u16();
-                if let Some(MatchedRoute(route)) = response.extensions().get::<MatchedRoute>() {
-                    this.span.record("route", route.as_str());
+                let route = response
+                    .extensions()
+                    .get::<MatchedRoute>()
+                    .map(|MatchedRoute(route)| route.as_str());
+                // An unsampled span's fields go straight to its log fields (same lines, no
+                // OpenTelemetry attributes built for nothing); otherwise they are recorded.
+                let unsampled = crate::bunyan::unsampled_span_fields(this.span, |fields| {
+                    if let Some(route) = route {
+                        fields.str("route", route);
+                    }
+                });
+                if !unsampled && let Some(route) = route {
+                    this.span.record("route", route);
                     // The OpenTelemetry span is already started, so `otel.name` can no
                     // longer be recorded; rename it directly (an unsampled span keeps no name).
                     let context = this.span.context();
@@ -155,9 +166,19 @@ where
                     latency_ms,
                     "request completed"
                 );
-                this.span.record("status", status);
-                if response.status().is_server_error() {
-                    this.span.record("otel.status_code", "ERROR");
+                let server_error = response.status().is_server_error();
+                let written = unsampled
+                    && crate::bunyan::unsampled_span_fields(this.span, |fields| {
+                        fields.u64("status", u64::from(status));
+                        if server_error {
+                            fields.str("otel.status_code", "ERROR");
+                        }
+                    });
+                if !written {
+                    this.span.record("status", status);
+                    if server_error {
+                        this.span.record("otel.status_code", "ERROR");
+                    }
                 }
             }
             Err(_) => {

@@ -401,3 +401,71 @@ fn the_grpc_exporter_builds_without_a_collector() {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
+
+/// The route, status and error status recorded on the server span once the response is known
+/// reach the access line and any later line of the span, whether or not the request is sampled
+/// (unsampled spans take a shorter path to their log fields).
+#[tokio::test]
+async fn late_span_fields_reach_the_logs_sampled_or_not() {
+    for ratio in [0.0, 1.0] {
+        let harness = Harness::with_config(&TelemetryConfig {
+            sampling_ratio: ratio,
+            ..TelemetryConfig::default()
+        });
+        let _default = tracing::dispatcher::set_default(&harness.dispatch);
+        let captured = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let keep = std::sync::Arc::clone(&captured);
+        let router = Router::new().route(
+            "/items/{id}",
+            get(move || {
+                let keep = std::sync::Arc::clone(&keep);
+                async move {
+                    *keep.lock().expect("lock") = Some(tracing::Span::current());
+                    (http::StatusCode::SERVICE_UNAVAILABLE, "down")
+                }
+            }),
+        );
+        let request = request("/items/9")
+            .header("x-request-id", "late-fields")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let (parts, _) = send(
+            stack(router, HttpMetrics::register(&mut Registry::default())),
+            request,
+        )
+        .await;
+        assert_eq!(parts.status, 503);
+        let span = captured.lock().expect("lock").take().expect("span");
+        span.in_scope(|| tracing::info!("after the response"));
+        drop(span);
+        harness.flush();
+
+        let access = &harness.logs.lines_with("request completed")[0];
+        assert_eq!(access["route"], "/items/{id}", "{ratio}: {access}");
+        assert_eq!(access["status"], 503, "{ratio}: {access}");
+        let later = &harness.logs.lines_with("after the response")[0];
+        assert_eq!(later["route"], "/items/{id}", "{ratio}: {later}");
+        assert_eq!(later["status"], 503, "{ratio}: {later}");
+        assert_eq!(later["otel.status_code"], "ERROR", "{ratio}: {later}");
+        assert_eq!(later["request_id"], "late-fields", "{ratio}: {later}");
+        assert_eq!(later["trace_id"], access["trace_id"], "{ratio}");
+        assert_eq!(later["span_id"], access["span_id"], "{ratio}");
+
+        let spans = harness.spans.spans();
+        if ratio == 0.0 {
+            assert!(spans.is_empty(), "{spans:?}");
+        } else {
+            let server = harness.spans.span("GET /items/{id}");
+            let attribute = |key: &str| {
+                server
+                    .attributes
+                    .iter()
+                    .find(|attribute| attribute.key.as_str() == key)
+                    .map(|attribute| attribute.value.to_string())
+            };
+            assert_eq!(attribute("route").as_deref(), Some("/items/{id}"));
+            assert_eq!(attribute("status").as_deref(), Some("503"));
+            assert!(matches!(server.status, Status::Error { .. }));
+        }
+    }
+}
