@@ -9,12 +9,16 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use mainstay_storage_tiering::StoreConfig;
+use std::time::Duration;
+
+use mainstay_resilience::BreakerConfig;
+use mainstay_storage_tiering::{Store, StoreConfig};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
+use prometheus_client::registry::Registry;
 
 /// A configuration whose data directory is `dir/data`, with small memtables and blocks.
 pub(crate) fn config(dir: &FsPath) -> StoreConfig {
@@ -26,6 +30,49 @@ pub(crate) fn config(dir: &FsPath) -> StoreConfig {
     };
     config.compaction.enabled = false;
     config
+}
+
+/// [`config`] with millisecond upload backoff and breaker timings, for tests over sockets: a
+/// segment gets at most `max_attempts` attempts of at most `attempt_timeout` each.
+pub(crate) fn fast_uploads(
+    dir: &FsPath,
+    max_attempts: u32,
+    attempt_timeout: Duration,
+) -> StoreConfig {
+    let mut cfg = config(dir);
+    cfg.upload.breaker = BreakerConfig {
+        half_open_successes: 2,
+        minimum_calls: 3,
+        ..BreakerConfig::failure_rate(0.5, Duration::from_millis(500), Duration::from_millis(200))
+    };
+    cfg.upload.base_delay = Duration::from_millis(10);
+    cfg.upload.max_delay = Duration::from_millis(50);
+    cfg.upload.breaker_poll_interval = Duration::from_millis(20);
+    cfg.upload.attempt_timeout = attempt_timeout;
+    cfg.upload.max_attempts = max_attempts;
+    cfg
+}
+
+/// `storage_upload_attempts_total` for one `outcome`.
+pub(crate) fn upload_attempts(registry: &Registry, outcome: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encodes");
+    let needle = format!("outcome=\"{outcome}\"");
+    text.lines()
+        .filter(|l| l.starts_with("storage_upload_attempts_total{") && l.contains(&needle))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Puts records `k00`.. with [`value`]s into `collection`, then flushes the memtables.
+pub(crate) async fn put_and_flush(store: &Store, collection: &str, records: usize) {
+    for i in 0..records {
+        store
+            .put(collection, &format!("k{i:02}"), value(i))
+            .await
+            .expect("an acknowledged put");
+    }
+    store.flush().await.expect("a flush");
 }
 
 pub(crate) fn value(i: usize) -> Bytes {

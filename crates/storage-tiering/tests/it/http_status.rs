@@ -5,38 +5,16 @@
 use std::time::Duration;
 
 use mainstay_dlq::{Entry, ErrorClass, Filter};
-use mainstay_resilience::BreakerConfig;
 use mainstay_storage_tiering::{DLQ_QUEUE, Policy, StorageMetrics, Store, StoreConfig};
 use prometheus_client::registry::Registry;
 use s3s::S3ErrorCode;
 
-use crate::common::{config, value};
+use crate::common::{fast_uploads, put_and_flush, upload_attempts as attempts, value};
 use crate::s3_server::S3Server;
 
 /// Millisecond backoff and breaker timings, and room for several attempts per segment.
 fn fast(dir: &std::path::Path) -> StoreConfig {
-    let mut cfg = config(dir);
-    cfg.upload.breaker = BreakerConfig {
-        half_open_successes: 2,
-        ..BreakerConfig::failure_rate(0.5, Duration::from_millis(500), Duration::from_millis(200))
-    };
-    cfg.upload.breaker.minimum_calls = 3;
-    cfg.upload.base_delay = Duration::from_millis(10);
-    cfg.upload.max_delay = Duration::from_millis(50);
-    cfg.upload.breaker_poll_interval = Duration::from_millis(20);
-    cfg.upload.attempt_timeout = Duration::from_secs(5);
-    cfg.upload.max_attempts = 4;
-    cfg
-}
-
-fn attempts(registry: &Registry, outcome: &str) -> u64 {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry).expect("encodes");
-    let needle = format!("outcome=\"{outcome}\"");
-    text.lines()
-        .filter(|l| l.starts_with("storage_upload_attempts_total{") && l.contains(&needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    fast_uploads(dir, 4, Duration::from_secs(5))
 }
 
 fn dead_letters(store: &Store) -> Vec<Entry> {
@@ -71,10 +49,7 @@ async fn a_4xx_or_501_sends_the_segment_to_the_dlq_as_permanent_after_one_attemp
             .create_collection("c", Policy::MemoryS3)
             .await
             .unwrap();
-        for i in 0..20 {
-            store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
-        }
-        store.flush().await.unwrap();
+        put_and_flush(&store, "c", 20).await;
         // A pinned segment is no longer backlog.
         store.wait_uploaded(Duration::from_secs(20)).await.unwrap();
 
@@ -174,10 +149,7 @@ async fn a_refused_read_back_after_a_conflict_dead_letters_the_segment_without_f
             .await
             .unwrap();
     }
-    for i in 0..20 {
-        store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
-    }
-    store.flush().await.unwrap();
+    put_and_flush(&store, "c", 20).await;
     store.wait_uploaded(Duration::from_secs(20)).await.unwrap();
     let entries = dead_letters(&store);
     assert_eq!(entries.len(), 1);
@@ -185,10 +157,7 @@ async fn a_refused_read_back_after_a_conflict_dead_letters_the_segment_without_f
     assert_eq!(attempts(&registry, "permanent"), 1);
 
     // Not fenced: the worker goes on uploading and committing.
-    for i in 0..20 {
-        store.put("d", &format!("k{i:02}"), value(i)).await.unwrap();
-    }
-    store.flush().await.unwrap();
+    put_and_flush(&store, "d", 20).await;
     store.wait_uploaded(Duration::from_secs(20)).await.unwrap();
     assert_eq!(attempts(&registry, "success"), 1);
     assert_eq!(server.segment_puts("d"), 1);
@@ -218,10 +187,7 @@ async fn a_400_request_timeout_is_retried_like_a_408() {
         .create_collection("c", Policy::MemoryS3)
         .await
         .unwrap();
-    for i in 0..20 {
-        store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
-    }
-    store.flush().await.unwrap();
+    put_and_flush(&store, "c", 20).await;
     store.wait_uploaded(Duration::from_secs(20)).await.unwrap();
     assert_eq!(server.segment_puts("c"), 2, "the timeout, then the upload");
     assert_eq!(

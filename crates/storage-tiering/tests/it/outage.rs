@@ -13,17 +13,7 @@ use object_store::memory::InMemory;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
-use crate::common::{FaultStore, Mode, config, count_objects, value};
-
-fn attempts(registry: &Registry, outcome: &str) -> u64 {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry).expect("encodes");
-    let needle = format!("outcome=\"{outcome}\"");
-    text.lines()
-        .filter(|l| l.starts_with("storage_upload_attempts_total{") && l.contains(&needle))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
+use crate::common::{FaultStore, Mode, config, count_objects, upload_attempts as attempts, value};
 
 fn outage_config(dir: &std::path::Path) -> StoreConfig {
     let mut cfg = config(dir);

@@ -3,25 +3,13 @@
 
 use std::time::Duration;
 
-use crate::common::{config, count_objects, value};
+use crate::common::{count_objects, fast_uploads, value};
 use crate::s3_server::S3Server;
 use bytes::Bytes;
-use mainstay_resilience::BreakerConfig;
 use mainstay_storage_tiering::{ListQuery, MaintenanceError, Policy, Store, StoreConfig};
 
 fn fast(dir: &std::path::Path) -> StoreConfig {
-    let mut cfg = config(dir);
-    cfg.upload.breaker = BreakerConfig {
-        half_open_successes: 2,
-        ..BreakerConfig::failure_rate(0.5, Duration::from_millis(500), Duration::from_millis(200))
-    };
-    cfg.upload.breaker.minimum_calls = 3;
-    cfg.upload.base_delay = Duration::from_millis(10);
-    cfg.upload.max_delay = Duration::from_millis(50);
-    cfg.upload.breaker_poll_interval = Duration::from_millis(20);
-    cfg.upload.attempt_timeout = Duration::from_secs(2);
-    cfg.upload.max_attempts = 1000;
-    cfg
+    fast_uploads(dir, 1000, Duration::from_secs(2))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
