@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use std::time::Duration;
 
 use mainstay_resilience::BreakerConfig;
-use mainstay_storage_tiering::{Store, StoreConfig};
+use mainstay_storage_tiering::{ListQuery, Page, Store, StoreConfig};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -73,6 +73,20 @@ pub(crate) async fn put_and_flush(store: &Store, collection: &str, records: usiz
             .expect("an acknowledged put");
     }
     store.flush().await.expect("a flush");
+}
+
+/// Up to 1,000 records of `collection`, in id order.
+pub(crate) async fn list_all(store: &Store, collection: &str) -> Page {
+    store
+        .list(
+            collection,
+            &ListQuery {
+                limit: Some(1000),
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .expect("a listing")
 }
 
 pub(crate) fn value(i: usize) -> Bytes {

@@ -15,15 +15,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::TryStreamExt as _;
 use mainstay_resilience::ManualClock;
-use mainstay_storage_tiering::{
-    ListQuery, MaintenanceError, Policy, StorageMetrics, Store, StoreConfig,
-};
+use mainstay_storage_tiering::{MaintenanceError, Policy, StorageMetrics, Store, StoreConfig};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use prometheus_client::registry::Registry;
 
-use crate::common::{FaultStore, Mode, config, value};
+use crate::common::{FaultStore, Mode, config, list_all, value};
 use crate::s3_server::S3Server;
 
 const GRACE: Duration = Duration::from_secs(300);
@@ -271,16 +269,7 @@ async fn orphans_left_by_a_crash_are_collected_after_the_grace_period() {
         .open()
         .await
         .unwrap();
-    let cold = fresh
-        .list(
-            "cold",
-            &ListQuery {
-                limit: Some(1000),
-                ..ListQuery::default()
-            },
-        )
-        .await
-        .unwrap();
+    let cold = list_all(&fresh, "cold").await;
     assert_eq!(cold.records.len(), 40);
     assert!(!cold.degraded);
     assert_readable(&fresh, "hot", 40).await;

@@ -14,7 +14,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use prometheus_client::registry::Registry;
 
-use crate::common::{FaultStore, Mode, config, count_objects, value};
+use crate::common::{FaultStore, Mode, config, count_objects, list_all, value};
 
 fn counter(registry: &Registry, name: &str) -> u64 {
     let mut text = String::new();
@@ -646,16 +646,7 @@ async fn check_compressed_round_trip(codec: Compression, codec_byte: u8) {
             "{codec:?}"
         );
     }
-    let page = fresh
-        .list(
-            "cold",
-            &ListQuery {
-                limit: Some(1000),
-                ..ListQuery::default()
-            },
-        )
-        .await
-        .unwrap();
+    let page = list_all(&fresh, "cold").await;
     assert_eq!(page.records.len(), 200, "{codec:?}");
     fresh.close(Duration::from_secs(1)).await.unwrap();
 }
@@ -733,16 +724,7 @@ async fn gzip_and_zstd_segments_coexist_and_compaction_rewrites_with_the_current
         .open()
         .await
         .unwrap();
-    let page = fresh
-        .list(
-            "c",
-            &ListQuery {
-                limit: Some(1000),
-                ..ListQuery::default()
-            },
-        )
-        .await
-        .unwrap();
+    let page = list_all(&fresh, "c").await;
     assert_eq!(page.records.len(), 90);
     for (i, record) in page.records.iter().enumerate() {
         assert_eq!(record.value, expected(i), "k{i:03} after compaction");
@@ -874,16 +856,7 @@ async fn with_the_breaker_open_reads_answer_from_memory_and_the_cache_only() {
         ),
         "an uncached block is unavailable, not missing"
     );
-    let page = store
-        .list(
-            "cold",
-            &ListQuery {
-                limit: Some(1000),
-                ..ListQuery::default()
-            },
-        )
-        .await
-        .unwrap();
+    let page = list_all(&store, "cold").await;
     assert!(page.degraded);
     assert!(
         page.records.iter().any(|r| r.id == "fresh"),
