@@ -18,7 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use mainstay_resilience::BreakerConfig;
+use mainstay_resilience::{BreakerConfig, CircuitBreaker};
 use mainstay_storage_tiering::CompactionConfig;
 use std::collections::BTreeMap;
 
@@ -37,29 +37,21 @@ const SECTIONS: &[(&str, &str)] = &[
     ),
 ];
 
-/// The breakers the `circuit_breaker` section adjusts: the name on the admin API, the
-/// configuration key.
-fn configurable_breakers(state: &AppState) -> [(String, &'static str); 2] {
-    [
-        (
-            state.store.breaker().name().to_owned(),
-            "storage.upload.breaker",
-        ),
-        (
-            mainstay_ratelimit::BREAKER_NAME.to_owned(),
-            "ratelimit.breaker",
-        ),
-    ]
+/// The breakers the `circuit_breaker` section adjusts, with their configuration keys.
+fn configurable_breakers(state: &AppState) -> Vec<(CircuitBreaker, &'static str)> {
+    let mut breakers = vec![(state.store.breaker().clone(), "storage.upload.breaker")];
+    // The rate limiter's breaker is reached through the registry: the state holds no limiter.
+    if let Ok(limiter) = state.breakers.get(mainstay_ratelimit::BREAKER_NAME) {
+        breakers.push((limiter, "ratelimit.breaker"));
+    }
+    breakers
 }
 
 /// The `circuit_breaker` section: each configurable breaker's rules in force, by name.
 fn breaker_configs(state: &AppState) -> BTreeMap<String, BreakerConfig> {
     configurable_breakers(state)
         .into_iter()
-        .filter_map(|(name, _)| {
-            let config = state.breakers.get(&name).ok()?.config();
-            Some((name, config))
-        })
+        .map(|(breaker, _)| (breaker.name().to_owned(), breaker.config()))
         .collect()
 }
 
@@ -130,19 +122,12 @@ pub async fn write(
     let Some((_, key)) = SECTIONS.iter().find(|(name, _)| *name == section) else {
         return unknown(&section);
     };
-    let unreadable = |error: &serde_json::Error| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("`{key}` could not be read: {error}"),
-        )
-        .into_response()
-    };
     let data_dir = state.config.storage.data_dir.clone();
     match section.as_str() {
         "compaction" => {
             let compaction: CompactionConfig = match serde_json::from_slice(&body) {
                 Ok(compaction) => compaction,
-                Err(error) => return unreadable(&error),
+                Err(error) => return unreadable(key, &error),
             };
             let previous = state.store.compaction_config();
             if let Err(error) = state.store.set_compaction_config(compaction.clone()) {
@@ -160,7 +145,7 @@ pub async fn write(
         _ => {
             let policies: DlqPolicies = match serde_json::from_slice(&body) {
                 Ok(policies) => policies,
-                Err(error) => return unreadable(&error),
+                Err(error) => return unreadable(key, &error),
             };
             if policies
                 .queues
@@ -222,8 +207,9 @@ async fn write_breakers(state: &AppState, body: &[u8]) -> Response {
     let configurable = configurable_breakers(state);
     let mut planned = Vec::with_capacity(changes.len());
     for (name, keys) in changes {
-        let Some((_, key)) = configurable.iter().find(|(known, _)| *known == name) else {
-            let known: Vec<&str> = configurable.iter().map(|(name, _)| name.as_str()).collect();
+        let Some((breaker, key)) = configurable.iter().find(|(known, _)| known.name() == name)
+        else {
+            let known: Vec<&str> = configurable.iter().map(|(known, _)| known.name()).collect();
             return Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!(
@@ -233,31 +219,22 @@ async fn write_breakers(state: &AppState, body: &[u8]) -> Response {
             )
             .into_response();
         };
-        let Ok(breaker) = state.breakers.get(&name) else {
-            return unknown_breaker(&name);
-        };
+        // The keys given, over the rules in force: a partial object alone would fall back to
+        // the defaults of the keys it leaves out.
         let previous = breaker.config();
-        let mut merged = match serde_json::to_value(&previous) {
-            Ok(serde_json::Value::Object(merged)) => merged,
-            _ => return unknown_breaker(&name),
-        };
-        merged.extend(keys);
-        let config: BreakerConfig = match serde_json::from_value(merged.into()) {
-            Ok(config) => config,
-            Err(error) => {
-                return Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("`{key}` could not be read: {error}"),
-                )
-                .into_response();
+        let merged = serde_json::to_value(&previous).and_then(|mut merged| {
+            if let serde_json::Value::Object(fields) = &mut merged {
+                fields.extend(keys);
             }
+            serde_json::from_value::<BreakerConfig>(merged)
+        });
+        let config = match merged {
+            Ok(config) => config,
+            Err(error) => return unreadable(key, &error),
         };
-        if let Err(error) = config.validate() {
-            return invalid(&format!("{key}.{}", error.key), &error);
-        }
         planned.push((breaker, *key, previous, config));
     }
-    // All or none: a refusal part-way puts back what was applied.
+    // All or none: `reconfigure` validates, and a refusal part-way puts back what was applied.
     for (index, (breaker, key, _, config)) in planned.iter().enumerate() {
         if let Err(error) = breaker.reconfigure(config.clone()) {
             for (breaker, _, previous, _) in &planned[..index] {
@@ -280,10 +257,10 @@ async fn write_breakers(state: &AppState, body: &[u8]) -> Response {
     Json(breaker_configs(state)).into_response()
 }
 
-fn unknown_breaker(name: &str) -> Response {
+fn unreadable(key: &str, error: &serde_json::Error) -> Response {
     Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("circuit breaker {name:?} is not registered"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        format!("`{key}` could not be read: {error}"),
     )
     .into_response()
 }
