@@ -28,7 +28,7 @@ use object_store::ObjectMeta;
 use object_store::path::Path;
 
 use crate::error::{Fenced, MaintenanceError};
-use crate::remote::{Manifest, Remote, RemoteError};
+use crate::remote::{Remote, RemoteError, manifest_version};
 use crate::store::{Shared, dlq_entries};
 
 /// Manifest versions kept, the newest included. Recovery and fencing need only the newest (`open`
@@ -158,7 +158,7 @@ impl Shared {
         if let Some(stop) = self.orphan_stop() {
             return Err(stop);
         }
-        let (segments_root, manifest_root) = layout(remote);
+        let (segments_root, manifest_root) = (remote.segments_root(), remote.manifest_root());
         let listed = match collection {
             Some(name) => segments_root.clone().join(name),
             None => segments_root.clone(),
@@ -168,42 +168,27 @@ impl Shared {
         let segment_objects = self
             .list_objects(remote, &listed)
             .await
-            .map_err(|e| Stop::Failed(MaintenanceError::ObjectStore(e)))?;
+            .map_err(|e| Stop::Failed(object_store_error(&e)))?;
         let manifest_objects = self
             .list_objects(remote, &manifest_root)
             .await
-            .map_err(|e| Stop::Failed(MaintenanceError::ObjectStore(e)))?;
+            .map_err(|e| Stop::Failed(object_store_error(&e)))?;
 
         // 2. The newest manifest, read back: it must be ours.
         let manifests: Vec<(u64, ObjectMeta)> = manifest_objects
             .into_iter()
-            .filter_map(|meta| {
-                let version = meta
-                    .location
-                    .filename()?
-                    .strip_suffix(".json")?
-                    .parse::<u64>()
-                    .ok()?;
-                Some((version, meta))
-            })
+            .filter_map(|meta| Some((manifest_version(&meta)?, meta)))
             .collect();
-        let Some((newest, newest_meta)) = manifests.iter().max_by_key(|(version, _)| *version)
-        else {
+        let Some(newest) = manifests.iter().map(|(version, _)| *version).max() else {
             return Err(Stop::Failed(MaintenanceError::ObjectStore(
                 "no manifest under the prefix".to_owned(),
             )));
         };
-        let newest = *newest;
         let limit = self.config.upload.attempt_timeout;
-        let bytes = tokio::time::timeout(limit, remote.get(&newest_meta.location))
+        let manifest = tokio::time::timeout(limit, remote.read_manifest(newest))
             .await
             .unwrap_or_else(|_| Err(RemoteError::timeout()))
             .map_err(|e| Stop::Failed(object_store_error(&e)))?;
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-            Stop::Failed(MaintenanceError::ObjectStore(format!(
-                "manifest {newest} is not valid: {e}"
-            )))
-        })?;
         if manifest.writer != remote.writer {
             // Another writer claimed the prefix: its uploads are none of our business.
             return Err(Stop::Skipped(Fenced { version: newest }.into()));
@@ -316,21 +301,26 @@ impl Shared {
         }
     }
 
-    /// Every object under `prefix`, or the first error (each page within the attempt timeout).
+    /// Every object under `prefix`, or the first error (each page within the attempt timeout,
+    /// classified and counted like every object-store call).
     async fn list_objects(
         &self,
         remote: &Remote,
         prefix: &Path,
-    ) -> Result<Vec<ObjectMeta>, String> {
+    ) -> Result<Vec<ObjectMeta>, RemoteError> {
         let limit = self.config.upload.attempt_timeout;
         let mut stream = remote.store.list(Some(prefix));
         let mut out = Vec::new();
         loop {
-            match tokio::time::timeout(limit, stream.next()).await {
-                Err(_) => return Err(RemoteError::timeout().message),
-                Ok(None) => return Ok(out),
-                Ok(Some(Ok(meta))) => out.push(meta),
-                Ok(Some(Err(error))) => return Err(format!("listing {prefix} failed: {error}")),
+            let page = remote.call(async { stream.next().await.transpose() });
+            match tokio::time::timeout(limit, page).await {
+                Err(_) => return Err(RemoteError::timeout()),
+                Ok(Ok(None)) => return Ok(out),
+                Ok(Ok(Some(meta))) => out.push(meta),
+                Ok(Err(mut error)) => {
+                    error.message = format!("listing {prefix} failed: {}", error.message);
+                    return Err(error);
+                }
             }
         }
     }
@@ -343,17 +333,6 @@ fn stopped(report: OrphanReport, stop: Stop) -> Result<OrphanReport, Stop> {
     } else {
         Ok(report)
     }
-}
-
-/// `<prefix>/segments` and `<prefix>/manifest`, derived from the segment paths [`Remote`] builds.
-fn layout(remote: &Remote) -> (Path, Path) {
-    let segments = remote
-        .segment_path("c", "s")
-        .parent()
-        .and_then(|collection| collection.parent())
-        .unwrap_or_default();
-    let manifest = segments.parent().unwrap_or_default().join("manifest");
-    (segments, manifest)
 }
 
 /// The pass that follows recovery on open, in the background.

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt as _;
-use object_store::client::{HttpError, HttpErrorKind};
+use object_store::client::HttpError;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Policy;
@@ -49,9 +49,6 @@ pub(crate) fn classify(error: &object_store::Error) -> ErrorKind {
         | E::NotSupported { .. }
         | E::NotImplemented { .. }
         | E::UnknownConfigurationKey { .. } => ErrorKind::Permanent,
-        E::Generic { .. } => transport_error(error).map_or(ErrorKind::Transient, |transport| {
-            transport_kind(transport.kind())
-        }),
         _ => ErrorKind::Transient,
     }
 }
@@ -60,8 +57,11 @@ pub(crate) fn classify(error: &object_store::Error) -> ErrorKind {
 /// last response (`status`, recorded by [`HttpStatusConnector`]); never by its text.
 ///
 /// A `Generic` error caused by an [`HttpError`] is a transport failure and transient whatever
-/// status a response had (a body that could not be read); one without a recorded status (a store
-/// not built with the connector, a failure before any response) is transient as well.
+/// status a response had (a body that could not be read): connecting, sending, timing out and
+/// being interrupted may pass on a later attempt by definition, and decoding or unknown failures (a
+/// body cut short, TLS, a proxy) say nothing wrong about the request, so they end in the DLQ only
+/// as `exhausted` after `upload.max_attempts`. One without a recorded status (a store not built
+/// with the connector, a failure before any response) is transient as well.
 pub(crate) fn classify_with_status(error: &object_store::Error, status: Option<u16>) -> ErrorKind {
     match (error, status) {
         (object_store::Error::Generic { .. }, Some(status)) if transport_error(error).is_none() => {
@@ -82,23 +82,6 @@ fn transport_error(error: &object_store::Error) -> Option<&HttpError> {
         source = current.source();
     }
     None
-}
-
-/// A transport failure may pass on a later attempt: connecting, sending, timing out and being
-/// interrupted by definition; decoding and unknown failures (a body cut short, TLS, a proxy) say
-/// nothing wrong about the request itself, so they are not sent to the DLQ at once either (they
-/// still end there as `exhausted` after `upload.max_attempts`).
-fn transport_kind(kind: HttpErrorKind) -> ErrorKind {
-    match kind {
-        HttpErrorKind::Connect
-        | HttpErrorKind::Request
-        | HttpErrorKind::Timeout
-        | HttpErrorKind::Interrupted
-        | HttpErrorKind::Decode
-        | HttpErrorKind::Unknown => ErrorKind::Transient,
-        // A kind added by a later object_store: a transport failure all the same.
-        _ => ErrorKind::Transient,
-    }
 }
 
 /// A non-success status that object_store reports only as `Generic` (401, 403, 404, 409, 412 are
@@ -235,6 +218,15 @@ pub(crate) fn open_url(url: &str) -> Result<(Arc<dyn ObjectStore>, String), Open
     Err(invalid("use file://, memory:// or s3://".to_owned()))
 }
 
+/// The version of a manifest object (`manifest/<version>.json`), `None` for any other name.
+pub(crate) fn manifest_version(meta: &ObjectMeta) -> Option<u64> {
+    meta.location
+        .filename()?
+        .strip_suffix(".json")?
+        .parse::<u64>()
+        .ok()
+}
+
 fn join(prefix: &Path, tail: &str) -> Path {
     let mut path = prefix.clone();
     for part in tail.split('/') {
@@ -256,7 +248,7 @@ impl Remote {
 
     /// Runs one object-store call; a failure is classified with the HTTP status of the call's
     /// last response and counted.
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         call: impl Future<Output = object_store::Result<T>>,
     ) -> Result<T, RemoteError> {
@@ -279,34 +271,38 @@ impl Remote {
         join(&self.prefix, &format!("segments/{collection}/{id}.seg"))
     }
 
+    /// `<prefix>/segments`: every collection's segment objects are below it.
+    pub(crate) fn segments_root(&self) -> Path {
+        join(&self.prefix, "segments")
+    }
+
+    /// `<prefix>/manifest`: the numbered manifest objects.
+    pub(crate) fn manifest_root(&self) -> Path {
+        join(&self.prefix, "manifest")
+    }
+
     fn manifest_path(&self, version: u64) -> Path {
         join(&self.prefix, &format!("manifest/{version:020}.json"))
     }
 
     /// Reads the newest manifest, if any.
     pub(crate) async fn latest_manifest(&self) -> Result<Option<Manifest>, RemoteError> {
-        let dir = join(&self.prefix, "manifest");
+        let dir = self.manifest_root();
         let objects: Vec<_> = self.call(self.store.list(Some(&dir)).try_collect()).await?;
-        let newest = objects
-            .iter()
-            .filter_map(|meta| {
-                meta.location
-                    .filename()?
-                    .strip_suffix(".json")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .max();
-        let Some(version) = newest else {
+        let Some(version) = objects.iter().filter_map(manifest_version).max() else {
             return Ok(None);
         };
+        self.read_manifest(version).await.map(Some)
+    }
+
+    /// Reads and parses manifest `version`.
+    pub(crate) async fn read_manifest(&self, version: u64) -> Result<Manifest, RemoteError> {
         let bytes = self.get(&self.manifest_path(version)).await?;
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| RemoteError {
+        serde_json::from_slice(&bytes).map_err(|e| RemoteError {
             kind: ErrorKind::Permanent,
             message: format!("manifest {version} is not valid: {e}"),
             status: None,
-        })?;
-        Ok(Some(manifest))
+        })
     }
 
     /// Writes `manifest` (whose version is the new one) with `PutMode::Create`. Someone else's
@@ -452,6 +448,7 @@ impl Remote {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::client::HttpErrorKind;
 
     fn generic(source: Box<dyn std::error::Error + Send + Sync>) -> object_store::Error {
         object_store::Error::Generic {
