@@ -207,6 +207,28 @@ pub(crate) fn encode(
         min_lsn = min;
         max_lsn = max;
     }
+    let min_lsn = if min_lsn == u64::MAX { 0 } else { min_lsn };
+    let lsns = (min_lsn, max_lsn);
+    write_index_and_footer(
+        &mut out,
+        codec,
+        &blocks,
+        lsns,
+        entries.len() as u64,
+        write_id,
+    );
+    (out, blocks)
+}
+
+/// Appends the block index and the footer to `out`, which holds the blocks.
+fn write_index_and_footer(
+    out: &mut Vec<u8>,
+    codec: Compression,
+    blocks: &[BlockRef],
+    (min_lsn, max_lsn): (u64, u64),
+    records: u64,
+    write_id: u128,
+) {
     let index_offset = out.len() as u64;
     let mut index = vec![codec_byte(codec)];
     index.extend_from_slice(
@@ -214,7 +236,7 @@ pub(crate) fn encode(
             .unwrap_or(u32::MAX)
             .to_le_bytes(),
     );
-    for block in &blocks {
+    for block in blocks {
         put_string(&mut index, &block.first);
         put_string(&mut index, &block.last);
         index.extend_from_slice(&block.offset.to_le_bytes());
@@ -226,14 +248,13 @@ pub(crate) fn encode(
     out.extend_from_slice(&index_offset.to_le_bytes());
     out.extend_from_slice(&u32::try_from(index.len()).unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&index).to_le_bytes());
-    out.extend_from_slice(&(if min_lsn == u64::MAX { 0 } else { min_lsn }).to_le_bytes());
+    out.extend_from_slice(&min_lsn.to_le_bytes());
     out.extend_from_slice(&max_lsn.to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    out.extend_from_slice(&records.to_le_bytes());
     out.extend_from_slice(&write_id.to_le_bytes());
     let footer_crc = crc32c::crc32c(out.get(footer_start..).unwrap_or_default());
     out.extend_from_slice(&footer_crc.to_le_bytes());
     out.extend_from_slice(MAGIC);
-    (out, blocks)
 }
 
 struct Cursor<'a> {
@@ -508,26 +529,7 @@ mod tests {
             codec,
         };
         let mut out = stored.to_vec();
-        let mut index = vec![codec_byte(codec)];
-        index.extend_from_slice(&1u32.to_le_bytes());
-        put_string(&mut index, &block.first);
-        put_string(&mut index, &block.last);
-        index.extend_from_slice(&block.offset.to_le_bytes());
-        index.extend_from_slice(&block.len.to_le_bytes());
-        index.extend_from_slice(&block.crc.to_le_bytes());
-        let index_offset = out.len() as u64;
-        out.extend_from_slice(&index);
-        let footer_start = out.len();
-        out.extend_from_slice(&index_offset.to_le_bytes());
-        out.extend_from_slice(&u32::try_from(index.len()).expect("small").to_le_bytes());
-        out.extend_from_slice(&crc32c::crc32c(&index).to_le_bytes());
-        for field in [1u64, 1, 1] {
-            out.extend_from_slice(&field.to_le_bytes());
-        }
-        out.extend_from_slice(&7u128.to_le_bytes());
-        let footer_crc = crc32c::crc32c(&out[footer_start..]);
-        out.extend_from_slice(&footer_crc.to_le_bytes());
-        out.extend_from_slice(MAGIC);
+        write_index_and_footer(&mut out, codec, std::slice::from_ref(&block), (1, 1), 1, 7);
         (out, block)
     }
 
