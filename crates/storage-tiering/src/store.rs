@@ -608,7 +608,7 @@ impl Store {
         tasks.push(tokio::spawn(compaction_task(Arc::downgrade(&shared))));
         // Objects orphaned before this open (a crash between upload and commit, compaction inputs
         // whose deletion was pending): collected in the background, never delaying the open.
-        if shared.remote.is_some() && shared.compaction.read().collect_orphans {
+        if shared.collects_orphans() {
             tasks.push(tokio::spawn(orphans::after_open(Arc::downgrade(&shared))));
         }
         *shared.tasks.lock() = tasks;
@@ -1164,7 +1164,7 @@ impl Store {
             .collection(collection)
             .ok_or_else(|| MaintenanceError::UnknownCollection(collection.to_owned()))?;
         let merged = self.shared.compact(&coll, true).await?;
-        if self.shared.remote.is_some() && self.shared.compaction.read().collect_orphans {
+        if self.shared.collects_orphans() {
             // Counted and logged inside; the compaction itself succeeded.
             let _ = self.shared.collect_orphans(Some(collection)).await;
         }
@@ -1323,10 +1323,7 @@ async fn compaction_task(shared: Weak<Shared>) {
         if shared.closed.load(Ordering::Acquire) {
             return;
         }
-        let (enabled, collect_orphans) = {
-            let compaction = shared.compaction.read();
-            (compaction.enabled, compaction.collect_orphans)
-        };
+        let enabled = shared.compaction.read().enabled;
         if enabled {
             let collections: Vec<_> = shared.collections.read().values().cloned().collect();
             for collection in collections {
@@ -1335,7 +1332,7 @@ async fn compaction_task(shared: Weak<Shared>) {
                 }
             }
         }
-        if collect_orphans && shared.remote.is_some() {
+        if shared.collects_orphans() {
             // Counted and logged inside; a failed pass is retried on the next interval.
             let _ = shared.collect_orphans(None).await;
         }
@@ -1345,6 +1342,12 @@ async fn compaction_task(shared: Weak<Shared>) {
 impl Shared {
     pub(crate) fn collection(&self, name: &str) -> Option<Arc<Collection>> {
         self.collections.read().get(name).cloned()
+    }
+
+    /// Whether orphan collection runs by itself (after open, on the interval, after an on-demand
+    /// compaction): an object store is configured and `compaction.collect_orphans` is on.
+    pub(crate) fn collects_orphans(&self) -> bool {
+        self.remote.is_some() && self.compaction.read().collect_orphans
     }
 
     /// Whether `close` ran (the directory, and the prefix, may belong to another store now).
