@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::sync::OnceLock;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::TraceContextExt as _;
 use tracing::dispatcher::WeakDispatch;
@@ -885,24 +885,19 @@ fn write_time(out: &mut Vec<u8>, time: SystemTime) {
     out.extend_from_slice(b"Z\"");
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` of a count of seconds since the Unix epoch (years up to 9999).
+/// `YYYY-MM-DDTHH:MM:SS` of a count of seconds since the Unix epoch, by humantime's RFC 3339
+/// formatting (years up to 9999; a later time is written as the last second of 9999).
 fn format_second(seconds: u64) -> [u8; 19] {
-    let (year, month, day) = civil_from_days(seconds / 86_400);
-    let of_day = seconds % 86_400;
-    let mut text = Vec::with_capacity(19);
-    push_digits(&mut text, year, 4);
-    text.push(b'-');
-    push_digits(&mut text, month, 2);
-    text.push(b'-');
-    push_digits(&mut text, day, 2);
-    text.push(b'T');
-    push_digits(&mut text, of_day / 3600, 2);
-    text.push(b':');
-    push_digits(&mut text, of_day / 60 % 60, 2);
-    text.push(b':');
-    push_digits(&mut text, of_day % 60, 2);
+    use std::fmt::Write as _;
+    let time = UNIX_EPOCH
+        .checked_add(Duration::from_secs(seconds))
+        .unwrap_or(UNIX_EPOCH);
+    let mut text = String::with_capacity(20);
+    if write!(text, "{}", humantime::format_rfc3339_seconds(time)).is_err() {
+        text = "9999-12-31T23:59:59Z".to_owned();
+    }
     let mut fixed = [b'0'; 19];
-    for (slot, byte) in fixed.iter_mut().zip(text) {
+    for (slot, byte) in fixed.iter_mut().zip(text.bytes()) {
         *slot = byte;
     }
     fixed
@@ -920,26 +915,6 @@ fn push_digits(out: &mut Vec<u8>, value: u64, width: usize) {
     }
     let start = index.min(buffer.len().saturating_sub(width));
     out.extend_from_slice(buffer.get(start..).unwrap_or_default());
-}
-
-/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let shifted = days + 719_468;
-    let era = shifted / 146_097;
-    let day_of_era = shifted - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
