@@ -64,6 +64,20 @@ pub(crate) fn upload_attempts(registry: &Registry, outcome: &str) -> u64 {
         .sum()
 }
 
+/// Opens a store on `object_store` under `prefix`.
+pub(crate) async fn open_on(
+    config: StoreConfig,
+    object_store: Arc<dyn ObjectStore>,
+    prefix: &str,
+) -> Store {
+    let (store, _) = Store::builder(config)
+        .object_store(object_store, prefix)
+        .open()
+        .await
+        .expect("the store opens");
+    store
+}
+
 /// Puts records `k00`.. with [`value`]s into `collection`, then flushes the memtables.
 pub(crate) async fn put_and_flush(store: &Store, collection: &str, records: usize) {
     for i in 0..records {

@@ -4,21 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mainstay_health::{Check as _, Criticality, Status};
-use mainstay_storage_tiering::Store;
 use mainstay_storage_tiering::health::ObjectStoreCheck;
 use object_store::memory::InMemory;
 
-use crate::common::{FaultStore, Mode, config};
+use crate::common::{FaultStore, Mode, config, open_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_follows_the_object_store_and_the_breaker() {
     let dir = tempfile::tempdir().unwrap();
     let fault = FaultStore::new(Arc::new(InMemory::new()));
-    let (store, _) = Store::builder(config(dir.path()))
-        .object_store(fault.clone(), "h")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(config(dir.path()), fault.clone(), "h").await;
     let check = ObjectStoreCheck::new(&store);
     assert_eq!(check.name(), "object_store");
     assert_eq!(check.criticality(), Criticality::NonCritical);

@@ -9,7 +9,7 @@ use mainstay_storage_tiering::{DLQ_QUEUE, Policy, StorageMetrics, Store, StoreCo
 use prometheus_client::registry::Registry;
 use s3s::S3ErrorCode;
 
-use crate::common::{fast_uploads, put_and_flush, upload_attempts as attempts, value};
+use crate::common::{fast_uploads, open_on, put_and_flush, upload_attempts as attempts, value};
 use crate::s3_server::S3Server;
 
 /// Millisecond backoff and breaker timings, and room for several attempts per segment.
@@ -119,11 +119,7 @@ async fn uploads_in_flight_together_are_each_classified_by_their_own_response() 
     store.close(Duration::from_secs(5)).await.unwrap();
 
     // The segment that was retried is committed: a fresh store reads it from the server.
-    let (fresh, _) = Store::builder(fast(&dir.path().join("fresh")))
-        .object_store(client, "svc")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(fast(&dir.path().join("fresh")), client, "svc").await;
     assert_eq!(fresh.get("flaky", "k07").await.unwrap(), Some(value(7)));
     fresh.close(Duration::from_secs(5)).await.unwrap();
 }
@@ -162,11 +158,7 @@ async fn a_refused_read_back_after_a_conflict_dead_letters_the_segment_without_f
     assert_eq!(attempts(&registry, "success"), 1);
     assert_eq!(server.segment_puts("d"), 1);
     store.close(Duration::from_secs(5)).await.unwrap();
-    let (fresh, _) = Store::builder(fast(&dir.path().join("fresh")))
-        .object_store(server.client(), "svc")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(fast(&dir.path().join("fresh")), server.client(), "svc").await;
     assert_eq!(fresh.get("d", "k07").await.unwrap(), Some(value(7)));
     fresh.close(Duration::from_secs(5)).await.unwrap();
 }

@@ -21,7 +21,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use prometheus_client::registry::Registry;
 
-use crate::common::{FaultStore, Mode, config, list_all, value};
+use crate::common::{FaultStore, Mode, config, list_all, open_on, value};
 use crate::s3_server::S3Server;
 
 const GRACE: Duration = Duration::from_secs(300);
@@ -146,11 +146,7 @@ fn run_and_crash(
         .build()
         .unwrap();
     let orphans = runtime.block_on(async {
-        let (store, _) = Store::builder(cfg)
-            .object_store(fault.clone(), "o")
-            .open()
-            .await
-            .unwrap();
+        let store = open_on(cfg, fault.clone(), "o").await;
         store
             .create_collection("cold", Policy::S3Only)
             .await
@@ -264,11 +260,7 @@ async fn orphans_left_by_a_crash_are_collected_after_the_grace_period() {
     store.close(Duration::from_secs(1)).await.unwrap();
 
     // A store with an empty data directory reads everything from the objects that stayed.
-    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
-        .object_store(fault.clone(), "o")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(config(&dir.path().join("fresh")), fault.clone(), "o").await;
     let cold = list_all(&fresh, "cold").await;
     assert_eq!(cold.records.len(), 40);
     assert!(!cold.degraded);
@@ -427,11 +419,7 @@ async fn a_failed_delete_is_retried_and_a_dropped_collection_leaves_nothing_behi
     assert_eq!(objects(&*inner, "d/segments/kept").await, kept);
     store.close(Duration::from_secs(1)).await.unwrap();
 
-    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
-        .object_store(fault.clone(), "d")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(config(&dir.path().join("fresh")), fault.clone(), "d").await;
     assert_eq!(fresh.collections().len(), 1);
     assert_readable(&fresh, "kept", 30).await;
     for round in 0..12 {
@@ -484,11 +472,7 @@ async fn a_segment_waiting_for_its_commit_is_never_collected() {
     let report = store.collect_orphans().await.unwrap();
     assert_eq!(report.deleted_objects, 0);
     store.close(Duration::from_secs(1)).await.unwrap();
-    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
-        .object_store(fault.clone(), "w")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(config(&dir.path().join("fresh")), fault.clone(), "w").await;
     assert_readable(&fresh, "c", 60).await;
     fresh.close(Duration::from_secs(1)).await.unwrap();
 }
@@ -498,11 +482,7 @@ async fn orphans_present_at_open_are_collected_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let cfg = quiet_config(dir.path(), Duration::ZERO);
-    let (store, _) = Store::builder(cfg.clone())
-        .object_store(inner.clone(), "b")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(cfg.clone(), inner.clone(), "b").await;
     store.create_collection("c", Policy::S3Only).await.unwrap();
     write_uploaded(&store, "c", 30).await;
     store.close(Duration::from_secs(1)).await.unwrap();
@@ -553,11 +533,7 @@ async fn a_writer_fenced_by_another_collects_nothing() {
     // The new writer's upload, in flight: not yet in any manifest.
     let mut cfg = quiet_config(&dir.path().join("b"), GRACE);
     cfg.compaction.collect_orphans = false;
-    let (second, _) = Store::builder(cfg)
-        .object_store(inner.clone(), "f")
-        .open()
-        .await
-        .unwrap();
+    let second = open_on(cfg, inner.clone(), "f").await;
     let (in_flight, _) = plant_orphan(&*inner, "f/segments/c").await;
 
     match first.collect_orphans().await {
@@ -611,11 +587,7 @@ async fn switched_off_only_an_explicit_pass_collects_and_switching_on_applies_li
     let mut cfg = config(dir.path());
     cfg.compaction.grace_period = Duration::ZERO;
     cfg.compaction.collect_orphans = false;
-    let (store, _) = Store::builder(cfg.clone())
-        .object_store(inner.clone(), "s")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(cfg.clone(), inner.clone(), "s").await;
     store
         .create_collection("c", Policy::MemoryS3)
         .await
@@ -626,11 +598,7 @@ async fn switched_off_only_an_explicit_pass_collects_and_switching_on_applies_li
     let (orphan, _) = plant_orphan(&*inner, "s/segments/c").await;
 
     // Off: neither the open, nor three intervals, nor compaction delete it.
-    let (store, _) = Store::builder(cfg)
-        .object_store(inner.clone(), "s")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(cfg, inner.clone(), "s").await;
     tokio::time::sleep(Duration::from_secs(3 * 60 + 1)).await;
     assert!(store.compact("c").await.unwrap() >= 2);
     assert!(exists(&*inner, &orphan).await);
@@ -677,11 +645,7 @@ async fn orphans_are_collected_over_real_sockets_on_a_manual_clock() {
     assert_eq!(objects(&*client, "svc/segments/c").await, committed);
     store.close(Duration::from_secs(5)).await.unwrap();
 
-    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
-        .object_store(client.clone(), "svc")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(config(&dir.path().join("fresh")), client.clone(), "svc").await;
     assert_readable(&fresh, "c", 30).await;
     fresh.close(Duration::from_secs(5)).await.unwrap();
 }

@@ -13,7 +13,9 @@ use object_store::memory::InMemory;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
-use crate::common::{FaultStore, Mode, config, count_objects, upload_attempts as attempts, value};
+use crate::common::{
+    FaultStore, Mode, config, count_objects, open_on, upload_attempts as attempts, value,
+};
 
 fn outage_config(dir: &std::path::Path) -> StoreConfig {
     let mut cfg = config(dir);
@@ -100,11 +102,7 @@ async fn a_two_minute_outage_loses_nothing_and_follows_the_breaker_rule() {
 
     let closed = store.close(Duration::from_secs(10)).await;
     closed.unwrap();
-    let (reopened, _) = Store::builder(outage_config(&dir.path().join("fresh")))
-        .object_store(fault.clone(), "p")
-        .open()
-        .await
-        .unwrap();
+    let reopened = open_on(outage_config(&dir.path().join("fresh")), fault.clone(), "p").await;
     for id in &acked {
         assert_eq!(
             reopened.get("c", &format!("k{id:05}")).await.unwrap(),
@@ -189,11 +187,7 @@ async fn retries_stay_within_the_retry_budget() {
 async fn a_permanent_403_dead_letters_the_segment_and_redrive_uploads_it() {
     let dir = tempfile::tempdir().unwrap();
     let fault = FaultStore::new(Arc::new(InMemory::new()));
-    let (store, _) = Store::builder(outage_config(dir.path()))
-        .object_store(fault.clone(), "p")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(outage_config(dir.path()), fault.clone(), "p").await;
     store
         .create_collection("c", Policy::MemoryS3)
         .await
@@ -259,11 +253,7 @@ async fn a_permanent_403_dead_letters_the_segment_and_redrive_uploads_it() {
     );
     assert_eq!(count_objects(&*fault, "p/segments/c").await, 1);
     store.close(Duration::from_secs(1)).await.unwrap();
-    let (fresh, _) = Store::builder(outage_config(&dir.path().join("fresh")))
-        .object_store(fault.clone(), "p")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(outage_config(&dir.path().join("fresh")), fault.clone(), "p").await;
     for i in 0..30 {
         assert_eq!(
             fresh.get("c", &format!("k{i:02}")).await.unwrap(),
@@ -279,11 +269,7 @@ async fn writes_past_the_backlog_bound_are_refused_not_dropped() {
     let fault = FaultStore::new(Arc::new(InMemory::new()));
     let mut cfg = outage_config(dir.path());
     cfg.upload.max_backlog_bytes = 20 * 1024;
-    let (store, _) = Store::builder(cfg)
-        .object_store(fault.clone(), "p")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(cfg, fault.clone(), "p").await;
     store
         .create_collection("c", Policy::MemoryS3)
         .await

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use crate::common::{count_objects, fast_uploads, value};
+use crate::common::{count_objects, fast_uploads, open_on, value};
 use crate::s3_server::S3Server;
 use bytes::Bytes;
-use mainstay_storage_tiering::{ListQuery, MaintenanceError, Policy, Store, StoreConfig};
+use mainstay_storage_tiering::{ListQuery, MaintenanceError, Policy, StoreConfig};
 
 fn fast(dir: &std::path::Path) -> StoreConfig {
     fast_uploads(dir, 1000, Duration::from_secs(2))
@@ -17,11 +17,7 @@ async fn uploads_and_cached_reads_over_real_sockets() {
     let server = S3Server::start().await;
     let dir = tempfile::tempdir().unwrap();
     let client = server.client();
-    let (store, _) = Store::builder(fast(dir.path()))
-        .object_store(client.clone(), "svc")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(fast(dir.path()), client.clone(), "svc").await;
     store
         .create_collection("hot", Policy::MemoryS3)
         .await
@@ -59,11 +55,7 @@ async fn uploads_and_cached_reads_over_real_sockets() {
     assert_eq!(page.records.len(), 100);
     store.close(Duration::from_secs(5)).await.unwrap();
 
-    let (fresh, _) = Store::builder(fast(&dir.path().join("fresh")))
-        .object_store(client.clone(), "svc")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(fast(&dir.path().join("fresh")), client.clone(), "svc").await;
     assert_eq!(fresh.get("hot", "h007").await.unwrap(), Some(value(7)));
     assert_eq!(fresh.get("cold", "c199").await.unwrap(), Some(value(199)));
     fresh.close(Duration::from_secs(5)).await.unwrap();
@@ -73,20 +65,12 @@ async fn uploads_and_cached_reads_over_real_sockets() {
 async fn a_second_writer_is_fenced_over_real_sockets() {
     let server = S3Server::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (first, _) = Store::builder(fast(&dir.path().join("a")))
-        .object_store(server.client(), "svc")
-        .open()
-        .await
-        .unwrap();
+    let first = open_on(fast(&dir.path().join("a")), server.client(), "svc").await;
     first
         .create_collection("c", Policy::MemoryS3)
         .await
         .unwrap();
-    let (second, _) = Store::builder(fast(&dir.path().join("b")))
-        .object_store(server.client(), "svc")
-        .open()
-        .await
-        .unwrap();
+    let second = open_on(fast(&dir.path().join("b")), server.client(), "svc").await;
     first.put("c", "k", Bytes::from_static(b"v")).await.unwrap();
     first.flush().await.unwrap();
     assert!(matches!(
@@ -102,11 +86,7 @@ async fn a_short_outage_with_millisecond_settings_loses_nothing() {
     let server = S3Server::start().await;
     let dir = tempfile::tempdir().unwrap();
     let client = server.client();
-    let (store, _) = Store::builder(fast(dir.path()))
-        .object_store(client.clone(), "svc")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(fast(dir.path()), client.clone(), "svc").await;
     store
         .create_collection("c", Policy::MemoryS3)
         .await
@@ -123,11 +103,7 @@ async fn a_short_outage_with_millisecond_settings_loses_nothing() {
     server.set_failing(false);
     store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
     store.close(Duration::from_secs(5)).await.unwrap();
-    let (fresh, _) = Store::builder(fast(&dir.path().join("fresh")))
-        .object_store(client.clone(), "svc")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(fast(&dir.path().join("fresh")), client.clone(), "svc").await;
     for i in 0..300 {
         assert_eq!(
             fresh.get("c", &format!("k{i:03}")).await.unwrap(),

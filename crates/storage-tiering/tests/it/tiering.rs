@@ -14,7 +14,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use prometheus_client::registry::Registry;
 
-use crate::common::{FaultStore, Mode, config, count_objects, list_all, value};
+use crate::common::{FaultStore, Mode, config, count_objects, list_all, open_on, value};
 
 fn counter(registry: &Registry, name: &str) -> u64 {
     let mut text = String::new();
@@ -128,11 +128,7 @@ async fn check_corrupt_blocks_are_detected(codec: Compression, codec_byte: u8) {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let mut cfg = config(dir.path());
     cfg.compression = codec;
-    let (store, _) = Store::builder(cfg.clone())
-        .object_store(inner.clone(), "t")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(cfg.clone(), inner.clone(), "t").await;
     store
         .create_collection("cold", Policy::S3Only)
         .await
@@ -161,11 +157,7 @@ async fn check_corrupt_blocks_are_detected(codec: Compression, codec_byte: u8) {
         bytes[usize::try_from(blocks_end / 2).unwrap()] ^= 0x01;
         inner.put(&path, PutPayload::from(bytes)).await.unwrap();
     }
-    let (store, _) = Store::builder(cfg)
-        .object_store(inner.clone(), "t")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(cfg, inner.clone(), "t").await;
     let mut corrupt = 0;
     for i in 0..100 {
         match store.get("cold", &format!("k{i:03}")).await {
@@ -186,11 +178,7 @@ async fn check_corrupt_blocks_are_detected(codec: Compression, codec_byte: u8) {
 async fn listings_degrade_and_single_reads_fail_cleanly_when_the_store_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let fault = FaultStore::new(Arc::new(InMemory::new()));
-    let (store, _) = Store::builder(config(dir.path()))
-        .object_store(fault.clone(), "t")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(config(dir.path()), fault.clone(), "t").await;
     store
         .create_collection("cold", Policy::S3Only)
         .await
@@ -204,11 +192,7 @@ async fn listings_degrade_and_single_reads_fail_cleanly_when_the_store_is_down()
     store.flush().await.unwrap();
     store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
     store.close(Duration::from_secs(1)).await.unwrap();
-    let (store, _) = Store::builder(config(dir.path()))
-        .object_store(fault.clone(), "t")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(config(dir.path()), fault.clone(), "t").await;
     store
         .put("cold", "new", Bytes::from_static(b"fresh"))
         .await
@@ -238,11 +222,7 @@ async fn listings_degrade_and_single_reads_fail_cleanly_when_the_store_is_down()
 async fn a_second_writer_on_the_prefix_fences_the_first() {
     let dir = tempfile::tempdir().unwrap();
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let (first, _) = Store::builder(config(&dir.path().join("a")))
-        .object_store(inner.clone(), "shared")
-        .open()
-        .await
-        .unwrap();
+    let first = open_on(config(&dir.path().join("a")), inner.clone(), "shared").await;
     first
         .create_collection("c", Policy::MemoryS3)
         .await
@@ -251,11 +231,7 @@ async fn a_second_writer_on_the_prefix_fences_the_first() {
     first.flush().await.unwrap();
     first.wait_uploaded(Duration::from_secs(10)).await.unwrap();
 
-    let (second, _) = Store::builder(config(&dir.path().join("b")))
-        .object_store(inner.clone(), "shared")
-        .open()
-        .await
-        .unwrap();
+    let second = open_on(config(&dir.path().join("b")), inner.clone(), "shared").await;
     assert_eq!(
         second.get("c", "k").await.unwrap(),
         Some(Bytes::from_static(b"1")),
@@ -311,11 +287,7 @@ async fn segments_written_but_not_committed_are_requeued_on_open() {
     let mut cfg = config(dir.path());
     cfg.upload.base_delay = Duration::from_secs(3600);
     cfg.upload.max_delay = Duration::from_secs(3600);
-    let (store, _) = Store::builder(cfg.clone())
-        .object_store(fault.clone(), "t")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(cfg.clone(), fault.clone(), "t").await;
     store
         .create_collection("c", Policy::MemoryS3)
         .await
@@ -352,11 +324,7 @@ async fn compaction_commits_a_new_manifest_and_deletes_inputs_after_the_grace_pe
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let mut cfg = config(dir.path());
     cfg.compaction.grace_period = Duration::from_millis(50);
-    let (store, _) = Store::builder(cfg.clone())
-        .object_store(inner.clone(), "t")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(cfg.clone(), inner.clone(), "t").await;
     store.create_collection("c", Policy::S3Only).await.unwrap();
     for round in 0..3 {
         for i in 0..40 {
@@ -390,11 +358,7 @@ async fn compaction_commits_a_new_manifest_and_deletes_inputs_after_the_grace_pe
     }
     assert_eq!(remaining, 1, "inputs deleted after the grace period");
     store.close(Duration::from_secs(1)).await.unwrap();
-    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
-        .object_store(inner.clone(), "t")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(config(&dir.path().join("fresh")), inner.clone(), "t").await;
     assert_eq!(
         fresh.get("c", "k39").await.unwrap(),
         Some(Bytes::from("2-39"))
@@ -418,11 +382,7 @@ async fn an_ambiguous_upload_failure_is_read_back_instead_of_uploaded_twice() {
     let mut cfg = config(dir.path());
     cfg.upload.base_delay = Duration::from_millis(5);
     cfg.upload.max_delay = Duration::from_millis(5);
-    let (store, _) = Store::builder(cfg)
-        .object_store(fault.clone(), "t")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(cfg, fault.clone(), "t").await;
     store
         .create_collection("c", Policy::MemoryS3)
         .await
@@ -565,11 +525,7 @@ async fn check_compressed_round_trip(codec: Compression, codec_byte: u8) {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let mut cfg = config(dir.path());
     cfg.compression = codec;
-    let (store, _) = Store::builder(cfg.clone())
-        .object_store(inner.clone(), "z")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(cfg.clone(), inner.clone(), "z").await;
     store
         .create_collection("cold", Policy::S3Only)
         .await
@@ -621,11 +577,7 @@ async fn check_compressed_round_trip(codec: Compression, codec_byte: u8) {
     }
     // The same data directory, opened without compression: local segments are decoded by the
     // codec they name, not by the setting.
-    let (reopened, _) = Store::builder(config(dir.path()))
-        .object_store(inner.clone(), "z")
-        .open()
-        .await
-        .unwrap();
+    let reopened = open_on(config(dir.path()), inner.clone(), "z").await;
     for i in (0..200).step_by(13) {
         assert_eq!(
             reopened.get("warm", &format!("k{i:04}")).await.unwrap(),
@@ -634,11 +586,7 @@ async fn check_compressed_round_trip(codec: Compression, codec_byte: u8) {
         );
     }
     reopened.close(Duration::from_secs(1)).await.unwrap();
-    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
-        .object_store(inner.clone(), "z")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(config(&dir.path().join("fresh")), inner.clone(), "z").await;
     for i in (0..200).step_by(17) {
         assert_eq!(
             fresh.get("cold", &format!("k{i:04}")).await.unwrap(),
@@ -664,11 +612,7 @@ async fn gzip_and_zstd_segments_coexist_and_compaction_rewrites_with_the_current
         let round = if i >= 30 { "zstd" } else { "gzip" };
         Bytes::from(format!("{round}-{i:03}-").repeat(20))
     };
-    let (store, _) = Store::builder(gzip)
-        .object_store(inner.clone(), "mix")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(gzip, inner.clone(), "mix").await;
     store.create_collection("c", Policy::S3Only).await.unwrap();
     for i in 0..60 {
         let written = Bytes::from(format!("gzip-{i:03}-").repeat(20));
@@ -683,11 +627,7 @@ async fn gzip_and_zstd_segments_coexist_and_compaction_rewrites_with_the_current
         "{codecs:?}"
     );
     // The same store reopened with zstd: new segments are zstd, old ones stay gzip.
-    let (store, _) = Store::builder(zstd)
-        .object_store(inner.clone(), "mix")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(zstd, inner.clone(), "mix").await;
     for i in 30..90 {
         store
             .put("c", &format!("k{i:03}"), expected(i))
@@ -719,11 +659,7 @@ async fn gzip_and_zstd_segments_coexist_and_compaction_rewrites_with_the_current
     }
     assert_eq!(remaining, [2], "one zstd segment after compaction");
     store.close(Duration::from_secs(1)).await.unwrap();
-    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
-        .object_store(inner.clone(), "mix")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(config(&dir.path().join("fresh")), inner.clone(), "mix").await;
     let page = list_all(&fresh, "c").await;
     assert_eq!(page.records.len(), 90);
     for (i, record) in page.records.iter().enumerate() {
@@ -768,11 +704,7 @@ async fn background_compaction_merges_a_size_tier() {
 async fn dropping_a_collection_removes_its_objects_and_dlq_entries() {
     let dir = tempfile::tempdir().unwrap();
     let fault = FaultStore::new(Arc::new(InMemory::new()));
-    let (store, _) = Store::builder(config(dir.path()))
-        .object_store(fault.clone(), "d")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(config(dir.path()), fault.clone(), "d").await;
     store
         .create_collection("gone", Policy::MemoryS3)
         .await
@@ -800,11 +732,7 @@ async fn dropping_a_collection_removes_its_objects_and_dlq_entries() {
     assert!(store.dlq().is_empty());
     assert!(!dir.path().join("data/segments/gone").exists());
     store.close(Duration::from_secs(1)).await.unwrap();
-    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
-        .object_store(fault.clone(), "d")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(config(&dir.path().join("fresh")), fault.clone(), "d").await;
     assert!(
         fresh.collections().is_empty(),
         "the manifest no longer lists it"
@@ -816,11 +744,7 @@ async fn dropping_a_collection_removes_its_objects_and_dlq_entries() {
 async fn with_the_breaker_open_reads_answer_from_memory_and_the_cache_only() {
     let dir = tempfile::tempdir().unwrap();
     let fault = FaultStore::new(Arc::new(InMemory::new()));
-    let (store, _) = Store::builder(config(dir.path()))
-        .object_store(fault.clone(), "b")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(config(dir.path()), fault.clone(), "b").await;
     store
         .create_collection("cold", Policy::S3Only)
         .await
@@ -922,11 +846,7 @@ async fn a_manifest_commit_that_landed_but_failed_never_fences_its_own_writer() 
     let mut cfg = config(dir.path());
     cfg.upload.base_delay = Duration::from_millis(500);
     cfg.upload.max_delay = Duration::from_millis(500);
-    let (store, _) = Store::builder(cfg.clone())
-        .object_store(fault.clone(), "t")
-        .open()
-        .await
-        .unwrap();
+    let store = open_on(cfg.clone(), fault.clone(), "t").await;
     for name in ["a", "b"] {
         store
             .create_collection(name, Policy::MemoryS3)
@@ -969,11 +889,7 @@ async fn a_manifest_commit_that_landed_but_failed_never_fences_its_own_writer() 
     assert!(store.fenced().is_none(), "fenced by its own manifest");
     store.close(Duration::from_secs(1)).await.unwrap();
     // A fresh store reads a from the newest manifest, and b is gone.
-    let (fresh, _) = Store::builder(config(&dir.path().join("fresh")))
-        .object_store(fault.clone(), "t")
-        .open()
-        .await
-        .unwrap();
+    let fresh = open_on(config(&dir.path().join("fresh")), fault.clone(), "t").await;
     assert_eq!(fresh.get("a", "k07").await.unwrap(), Some(value(7)));
     assert!(fresh.get("b", "k07").await.is_err(), "b was dropped");
     fresh.close(Duration::from_secs(1)).await.unwrap();
