@@ -2,9 +2,27 @@
 
 use std::time::Duration;
 
-use mainstay_tests::Api;
+use mainstay_tests::{Api, ApiBuilder};
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+
+/// Stops the service with SIGTERM; it must exit cleanly.
+fn stop(mut api: Api) -> anyhow::Result<()> {
+    api.terminate()?;
+    assert!(api.wait_exit(Duration::from_secs(20))?.success());
+    Ok(())
+}
+
+/// The line of `key` in `config print` of this configuration (empty when there is none).
+fn printed_line(builder: ApiBuilder, key: &str) -> anyhow::Result<String> {
+    let (status, out, err) = builder.args(&["config", "print"]).run()?;
+    assert!(status.success(), "{err}");
+    Ok(out
+        .lines()
+        .find(|line| line.starts_with(key))
+        .unwrap_or_default()
+        .to_owned())
+}
 
 /// Sends an admin request with the token.
 async fn admin_send(request: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
@@ -170,7 +188,7 @@ async fn runtime_compaction_settings_apply_persist_and_win_over_the_environment(
     };
     let client = reqwest::Client::new();
     {
-        let mut api = builder().start()?;
+        let api = builder().start()?;
         let url = api.url("/admin/config/compaction");
         let current: serde_json::Value = admin_get(&client, &url).await?;
         assert_eq!(
@@ -205,8 +223,7 @@ async fn runtime_compaction_settings_apply_persist_and_win_over_the_environment(
         );
         let unknown = admin_send(client.get(api.url("/admin/config/nope"))).await?;
         assert_eq!(unknown.status(), 404);
-        api.terminate()?;
-        assert!(api.wait_exit(Duration::from_secs(20))?.success());
+        stop(api)?;
     }
     // After a restart the override still wins over the environment, and config print says why.
     let api = builder().start()?;
@@ -214,12 +231,7 @@ async fn runtime_compaction_settings_apply_persist_and_win_over_the_environment(
         admin_get(&client, api.url("/admin/config/compaction")).await?;
     assert_eq!(current["min_segments"], 2);
     drop(api);
-    let (status, out, err) = builder().args(&["config", "print"]).run()?;
-    assert!(status.success(), "{err}");
-    let line = out
-        .lines()
-        .find(|line| line.starts_with("storage.compaction.min_segments"))
-        .unwrap_or_default();
+    let line = printed_line(builder(), "storage.compaction.min_segments")?;
     assert!(
         line.starts_with("storage.compaction.min_segments = 2")
             && line.contains("admin-config.toml"),
@@ -243,7 +255,7 @@ async fn runtime_dlq_policies_apply_persist_and_protect_the_store_queue() -> any
         "queues": {"orders": {"capacity": 5, "overflow": "reject", "ttl": "none", "archive": true}},
     });
     {
-        let mut api = builder().start()?;
+        let api = builder().start()?;
         let url = api.url("/admin/config/dlq");
         let applied = admin_send(client.post(&url).json(&policies)).await?;
         assert_eq!(applied.status(), 200);
@@ -258,8 +270,7 @@ async fn runtime_dlq_policies_apply_persist_and_protect_the_store_queue() -> any
         });
         let refused = admin_send(client.post(&url).json(&store_queue)).await?;
         assert_eq!(refused.status(), 422);
-        api.terminate()?;
-        assert!(api.wait_exit(Duration::from_secs(20))?.success());
+        stop(api)?;
     }
     let api = builder().start()?;
     let current: serde_json::Value = admin_get(&client, api.url("/admin/config/dlq")).await?;
@@ -285,7 +296,7 @@ async fn runtime_breaker_rules_apply_keep_state_persist_and_win_over_the_environ
     };
     let client = reqwest::Client::new();
     {
-        let mut api = builder().start()?;
+        let api = builder().start()?;
         let url = api.url("/admin/config/circuit_breaker");
         let current: serde_json::Value = admin_get(&client, &url).await?;
         let uploads = &current["storage-uploads"];
@@ -362,8 +373,7 @@ async fn runtime_breaker_rules_apply_keep_state_persist_and_win_over_the_environ
         assert_eq!(refused.status(), 422);
         let after: serde_json::Value = admin_get(&client, &url).await?;
         assert_eq!(after, applied, "refused changes changed nothing");
-        api.terminate()?;
-        assert!(api.wait_exit(Duration::from_secs(20))?.success());
+        stop(api)?;
     }
     // After a restart the override wins over the environment, and config print says why.
     let api = builder().start()?;
@@ -375,12 +385,7 @@ async fn runtime_breaker_rules_apply_keep_state_persist_and_win_over_the_environ
     );
     assert_eq!(current["ratelimit-redis"]["consecutive_failures"], 7);
     drop(api);
-    let (status, out, err) = builder().args(&["config", "print"]).run()?;
-    assert!(status.success(), "{err}");
-    let line = out
-        .lines()
-        .find(|line| line.starts_with("storage.upload.breaker"))
-        .unwrap_or_default();
+    let line = printed_line(builder(), "storage.upload.breaker")?;
     assert!(
         line.contains("45s") && line.contains("admin-config.toml"),
         "{line}"
