@@ -829,6 +829,13 @@ impl Dlq {
         &self.shared.report
     }
 
+    /// Why the journal refuses writes, once a write or fsync of it failed (it is never retried:
+    /// reopen the queue to recover from what reached the disk); `None` while it is healthy.
+    #[must_use]
+    pub fn journal_failure(&self) -> Option<String> {
+        self.shared.state.lock().failed.clone()
+    }
+
     /// Pushes an entry; returns once its record is durable (fdatasync'd).
     ///
     /// # Errors

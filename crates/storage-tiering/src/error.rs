@@ -163,6 +163,10 @@ pub enum WriteError {
     /// The WAL could not make the write durable; it was not acknowledged.
     #[error("write not durable: {0}")]
     Wal(#[from] WalError),
+    /// Another writer claimed the object-store prefix: this store refuses writes (send them to
+    /// the current writer). Nothing was acknowledged.
+    #[error("write refused: {0}")]
+    Fenced(#[from] Fenced),
     /// The store was closed.
     #[error("the store is closed")]
     Closed,

@@ -831,6 +831,9 @@ impl Store {
         let collection = shared
             .collection(name)
             .ok_or_else(|| WriteError::UnknownCollection(name.to_owned()))?;
+        if let Some(fenced) = shared.fenced.lock().clone() {
+            return Err(WriteError::Fenced(fenced));
+        }
         if collection.policy.uses_object_store() {
             let backlog = u64::try_from(shared.instruments.backlog_bytes.get()).unwrap_or(0);
             let limit = shared.config.upload.max_backlog_bytes;
@@ -1142,6 +1145,13 @@ impl Store {
     #[must_use]
     pub fn fenced(&self) -> Option<Fenced> {
         self.shared.fenced.lock().clone()
+    }
+
+    /// Why the WAL refuses writes, once a write or fsync of it failed (never retried: reopen the
+    /// store to recover from what reached the disk); `None` while it is healthy.
+    #[must_use]
+    pub fn wal_failure(&self) -> Option<String> {
+        self.shared.wal.failure()
     }
 
     /// WAL files on disk (a closed file is deleted once every record in it is covered).

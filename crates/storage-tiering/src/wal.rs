@@ -479,6 +479,11 @@ impl Wal {
         Ok(doomed.len())
     }
 
+    /// Why the log refuses writes, once a write or sync failed.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.inner.state.lock().failed.clone()
+    }
+
     /// WAL files on disk now.
     pub(crate) fn file_count(&self) -> usize {
         self.inner.state.lock().files.len()
