@@ -17,6 +17,27 @@ fn tier(size: u64) -> u32 {
     size.max(1).ilog(4)
 }
 
+/// The segments to merge: LSN-adjacent settled segments only (neighbours in `segments`, which is
+/// ordered by LSN, none of them waiting for upload), so that the output's LSN range overlaps no
+/// other segment and a point read, which takes the newest segment holding a key, stays right.
+/// `all` takes the longest such run; otherwise the first run of at least `min_segments`
+/// neighbours of one size tier.
+fn choose_inputs(segments: &[Arc<Segment>], all: bool, min_segments: usize) -> Vec<Arc<Segment>> {
+    let settled =
+        |s: &Arc<Segment>| matches!(s.durability(), Durability::Local | Durability::Committed);
+    let runs = segments.split(|s| !settled(s));
+    if all {
+        return runs
+            .max_by_key(|run| run.len())
+            .map(<[Arc<Segment>]>::to_vec)
+            .unwrap_or_default();
+    }
+    runs.flat_map(|run| run.chunk_by(|a, b| tier(a.meta.size) == tier(b.meta.size)))
+        .find(|group| group.len() >= min_segments.max(2))
+        .map(<[Arc<Segment>]>::to_vec)
+        .unwrap_or_default()
+}
+
 impl Shared {
     /// Compacts `collection`; `all` merges every settled segment (on demand), otherwise only a
     /// tier with at least `compaction.min_segments` segments. Returns the segments merged.
@@ -26,31 +47,10 @@ impl Shared {
         all: bool,
     ) -> Result<usize, MaintenanceError> {
         let _guard = collection.compact_lock.lock().await;
-        let settled =
-            |s: &Arc<Segment>| matches!(s.durability(), Durability::Local | Durability::Committed);
         let (inputs, droppable) = {
             let data = collection.data.read();
-            let candidates: Vec<Arc<Segment>> = data
-                .segments
-                .iter()
-                .filter(|s| settled(s))
-                .cloned()
-                .collect();
-            let inputs: Vec<Arc<Segment>> = if all {
-                candidates
-            } else {
-                let mut tiers: BTreeMap<u32, Vec<Arc<Segment>>> = BTreeMap::new();
-                for segment in candidates {
-                    tiers
-                        .entry(tier(segment.meta.size))
-                        .or_default()
-                        .push(segment);
-                }
-                tiers
-                    .into_values()
-                    .find(|t| t.len() >= self.compaction.read().min_segments)
-                    .unwrap_or_default()
-            };
+            let min_segments = self.compaction.read().min_segments;
+            let inputs = choose_inputs(&data.segments, all, min_segments);
             let max = inputs.iter().map(|s| s.meta.max_lsn).max().unwrap_or(0);
             // Tombstones may go only when no segment outside the merge holds older records.
             let droppable = data

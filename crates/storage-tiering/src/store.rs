@@ -1,6 +1,6 @@
 //! The store: opening and recovery, collections, the write path, reads and listings.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,6 +121,14 @@ struct CatalogEntry {
     incarnation: u64,
 }
 
+/// A write in the WAL's buffer or sync, not yet visible.
+#[derive(Debug)]
+struct Unpublished {
+    lsn: u64,
+    collection: Arc<Collection>,
+    entries: Vec<(String, Option<Bytes>)>,
+}
+
 /// The state every handle and task shares.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -134,6 +142,10 @@ pub(crate) struct Shared {
     pub(crate) budget: RetryBudget,
     pub(crate) instruments: Instruments,
     pub(crate) collections: RwLock<BTreeMap<String, Arc<Collection>>>,
+    /// Writes appended to the WAL but not yet known durable, in LSN order. They reach the
+    /// memtables only once their sync succeeded ([`Shared::publish`]), so that a write whose
+    /// fsync failed is never served, flushed or uploaded.
+    unpublished: Mutex<VecDeque<Unpublished>>,
     next_incarnation: Mutex<u64>,
     pub(crate) queue: Mutex<UploadQueue>,
     pub(crate) upload_notify: Arc<Notify>,
@@ -563,6 +575,7 @@ impl Store {
             budget,
             instruments,
             collections: RwLock::new(collections),
+            unpublished: Mutex::new(VecDeque::new()),
             next_incarnation: Mutex::new(catalog.next_incarnation.max(1)),
             queue: Mutex::new(UploadQueue::default()),
             upload_notify: Arc::new(Notify::new()),
@@ -847,35 +860,26 @@ impl Store {
         }
         let count = entries.len() as u64;
         let body = wal::encode_body(name, collection.incarnation, &entries);
-        let memtable_bound = shared.config.memtable_bytes;
-        let (lsn, (over_bound, added)) = shared.wal.append(&body, |lsn| {
-            let mut data = collection.data.write();
-            let before = data.memtable_bytes;
-            apply(&mut data, lsn, entries);
-            (
-                data.memtable_bytes >= memtable_bound,
-                data.memtable_bytes.saturating_sub(before),
-            )
+        // Queued under the log's lock, so that writes are published in LSN order.
+        let (lsn, ()) = shared.wal.append(&body, |lsn| {
+            shared.unpublished.lock().push_back(Unpublished {
+                lsn,
+                collection: Arc::clone(&collection),
+                entries,
+            });
         })?;
-        shared
-            .instruments
-            .memtable_bytes
-            .inc_by(i64::try_from(added).unwrap_or(i64::MAX));
-        if collection.policy.uses_object_store() {
-            shared
-                .instruments
-                .backlog_bytes
-                .inc_by(i64::try_from(added).unwrap_or(i64::MAX));
+        if let Err(error) = shared.wal.commit(lsn).await {
+            // Every write not yet durable failed: none of them may ever become visible.
+            shared.publish();
+            shared.unpublished.lock().clear();
+            return Err(error.into());
         }
-        shared.wal.commit(lsn).await?;
+        shared.publish();
         shared.instruments.inserts.inc_by(count);
         shared
             .instruments
             .insert_duration
             .observe(started.elapsed().as_secs_f64());
-        if over_bound {
-            shared.maybe_schedule_flush(&collection);
-        }
         Ok(())
     }
 
@@ -1059,6 +1063,7 @@ impl Store {
     ///
     /// [`MaintenanceError`] when a segment file cannot be written.
     pub async fn flush(&self) -> Result<(), MaintenanceError> {
+        self.shared.publish();
         let collections: Vec<_> = self.shared.collections.read().values().cloned().collect();
         for collection in collections {
             self.shared.flush_collection(&collection).await?;
@@ -1389,6 +1394,50 @@ impl Shared {
         .await
     }
 
+    /// Applies every queued write the WAL has made durable to its memtable, in LSN order, and
+    /// schedules flushes of memtables that reached their bound. Writers call it after their
+    /// commit; a write whose writer went away before that is published by the next one (or the
+    /// next flush).
+    pub(crate) fn publish(self: &Arc<Self>) {
+        let synced = self.wal.synced_lsn();
+        let mut over_bound: Vec<Arc<Collection>> = Vec::new();
+        {
+            let mut unpublished = self.unpublished.lock();
+            if unpublished.front().is_none_or(|w| w.lsn > synced) {
+                return;
+            }
+            let (mut memtable_added, mut backlog_added) = (0u64, 0u64);
+            while let Some(write) = unpublished.pop_front_if(|w| w.lsn <= synced) {
+                if write.collection.dropped.load(Ordering::Acquire) {
+                    continue;
+                }
+                let mut data = write.collection.data.write();
+                let before = data.memtable_bytes;
+                apply(&mut data, write.lsn, write.entries);
+                let added = data.memtable_bytes.saturating_sub(before);
+                memtable_added += added;
+                if write.collection.policy.uses_object_store() {
+                    backlog_added += added;
+                }
+                if data.memtable_bytes >= self.config.memtable_bytes
+                    && !over_bound.iter().any(|c| Arc::ptr_eq(c, &write.collection))
+                {
+                    over_bound.push(Arc::clone(&write.collection));
+                }
+            }
+            // Inside the lock: a gauge update never sees a write counted twice or not at all.
+            self.instruments
+                .memtable_bytes
+                .inc_by(i64::try_from(memtable_added).unwrap_or(i64::MAX));
+            self.instruments
+                .backlog_bytes
+                .inc_by(i64::try_from(backlog_added).unwrap_or(i64::MAX));
+        }
+        for collection in &over_bound {
+            self.maybe_schedule_flush(collection);
+        }
+    }
+
     /// Recomputes the memtable, backlog and queue gauges from the collections.
     pub(crate) fn update_gauges(&self) {
         let (mut memtable, mut backlog) = (0u64, 0u64);
@@ -1572,11 +1621,14 @@ impl Shared {
             return;
         }
         let last = self.wal.last_lsn();
+        // Unpublished writes first: a write leaves that queue only once it is in a memtable.
+        let unpublished = self.unpublished.lock().front().map(|w| w.lsn);
         let lowest = self
             .collections
             .read()
             .values()
             .filter_map(|c| c.data.read().lowest_uncovered())
+            .chain(unpublished)
             .min();
         let covered = lowest.map_or(last, |lowest| last.min(lowest.saturating_sub(1)));
         let wal = self.wal.clone();
@@ -1913,6 +1965,143 @@ impl Shared {
                 }
                 Ok(Arc::new(all))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> StoreConfig {
+        let mut config = StoreConfig {
+            data_dir: dir.join("data"),
+            ..StoreConfig::default()
+        };
+        config.compaction.enabled = false;
+        config
+    }
+
+    fn bytes(text: &'static str) -> Bytes {
+        Bytes::from_static(text.as_bytes())
+    }
+
+    /// A write whose fdatasync failed is refused, never served, and never replayed after a
+    /// restart although its frame reached the file (as the page cache may carry it to disk).
+    #[tokio::test]
+    async fn a_write_whose_fsync_failed_is_never_served_nor_replayed() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let (store, _) = Store::open(config(dir.path())).await.expect("opens");
+        store
+            .create_collection("c", Policy::Memory)
+            .await
+            .expect("created");
+        store
+            .put("c", "k", bytes("v1"))
+            .await
+            .expect("acknowledged");
+        store.shared.wal.fail_syncs();
+        let failed = store.put("c", "k", bytes("v2")).await;
+        assert!(matches!(failed, Err(WriteError::Wal(_))), "{failed:?}");
+        let again = store.put("c", "other", bytes("v3")).await;
+        assert!(matches!(again, Err(WriteError::Wal(_))), "{again:?}");
+        assert!(store.wal_failure().is_some());
+        assert_eq!(store.get("c", "k").await.expect("reads"), Some(bytes("v1")));
+        assert_eq!(store.get("c", "other").await.expect("reads"), None);
+        let page = store.list("c", &ListQuery::default()).await.expect("lists");
+        assert_eq!(
+            page.records,
+            vec![Record {
+                id: "k".to_owned(),
+                value: bytes("v1")
+            }]
+        );
+        assert!(store.flush().await.is_ok());
+        drop(store);
+
+        let (store, report) = Store::open(config(dir.path())).await.expect("reopens");
+        assert_eq!(report.wal.poisoned_records, 1, "{report:?}");
+        assert_eq!(store.get("c", "k").await.expect("reads"), Some(bytes("v1")));
+        assert_eq!(store.get("c", "other").await.expect("reads"), None);
+        store
+            .put("c", "k", bytes("v4"))
+            .await
+            .expect("writes again");
+        drop(store);
+        // The poisoned frame's file was trimmed (its one good record is in a segment now).
+        let (store, _) = Store::open(config(dir.path())).await.expect("reopens");
+        assert_eq!(store.get("c", "k").await.expect("reads"), Some(bytes("v4")));
+        assert_eq!(store.get("c", "other").await.expect("reads"), None);
+    }
+
+    /// Background compaction merges only LSN-adjacent segments: two small segments of one size
+    /// tier with a large one between them stay apart, so a point read still finds the newest
+    /// value and agrees with the listing (issue 12, point 1).
+    #[tokio::test]
+    async fn compaction_never_merges_segments_with_a_newer_one_between_them() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut cfg = config(dir.path());
+        cfg.memtable_bytes = 65_536;
+        cfg.compaction.min_segments = 2;
+        let reopen = |cfg: StoreConfig| async move {
+            let (store, _) = Store::open(cfg).await.expect("opens");
+            store
+        };
+        let store = reopen(cfg.clone()).await;
+        store
+            .create_collection("c", Policy::Memory)
+            .await
+            .expect("created");
+        store.put("c", "k", bytes("v1")).await.expect("put");
+        store.close(Duration::from_secs(5)).await.expect("closes");
+        let store = reopen(cfg.clone()).await;
+        store.put("c", "k", bytes("v2")).await.expect("put");
+        store.delete("c", "gone").await.expect("delete");
+        for i in 0..200 {
+            let value = Bytes::from(vec![b'x'; 1024]);
+            store
+                .put("c", &format!("big-{i:03}"), value)
+                .await
+                .expect("put");
+        }
+        store.close(Duration::from_secs(5)).await.expect("closes");
+        let store = reopen(cfg.clone()).await;
+        store.put("c", "x", bytes("x")).await.expect("put");
+        store.close(Duration::from_secs(5)).await.expect("closes");
+        let store = reopen(cfg).await;
+        let collection = store.shared.collection("c").expect("exists");
+        for _ in 0..4 {
+            store
+                .shared
+                .compact(&collection, false)
+                .await
+                .expect("compacts");
+        }
+        assert_eq!(store.get("c", "k").await.expect("reads"), Some(bytes("v2")));
+        let page = store
+            .list(
+                "c",
+                &ListQuery {
+                    prefix: Some("k".to_owned()),
+                    ..ListQuery::default()
+                },
+            )
+            .await
+            .expect("lists");
+        assert_eq!(page.records.len(), 1);
+        assert_eq!(page.records[0].value, bytes("v2"));
+        let data = collection.data.read();
+        let mut last_max = 0;
+        for segment in &data.segments {
+            assert!(
+                segment.meta.min_lsn > last_max,
+                "segment LSN ranges overlap: {:?}",
+                data.segments
+                    .iter()
+                    .map(|s| (s.meta.min_lsn, s.meta.max_lsn))
+                    .collect::<Vec<_>>()
+            );
+            last_max = segment.meta.max_lsn;
         }
     }
 }

@@ -161,6 +161,9 @@ pub struct WalRecovery {
     pub files: usize,
     /// Bytes of a torn or corrupt tail cut from the last file.
     pub truncated_bytes: u64,
+    /// Records skipped because a failed write or fsync had poisoned the log when they were
+    /// appended: their writers were told the write failed, so they never come back.
+    pub poisoned_records: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +212,10 @@ struct Inner {
     refilled: Condvar,
     synced: watch::Sender<u64>,
     instruments: Instruments,
+    /// Tests make the next syncs fail after the frames were written, as a failed fdatasync
+    /// does (the bytes may still reach the disk).
+    #[cfg(test)]
+    fail_syncs: std::sync::atomic::AtomicBool,
 }
 
 /// The write-ahead log. Cheap to clone.
@@ -236,6 +243,41 @@ fn create_file(path: &Path, dir: &Path) -> io::Result<File> {
     file.sync_all()?;
     sync_dir(dir)?;
     Ok(file)
+}
+
+/// The file that lists the LSN ranges of writes that failed (`first last` per line).
+const POISONED_FILE: &str = "poisoned";
+
+fn read_poisoned(dir: &Path) -> Result<Vec<std::ops::RangeInclusive<u64>>, WalError> {
+    let path = dir.join(POISONED_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(io_error(&path, error)),
+    };
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let (first, last) = line.split_once(' ')?;
+            Some(first.trim().parse::<u64>().ok()?..=last.trim().parse::<u64>().ok()?)
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or(WalError::Corrupt { path, offset: 0 })
+}
+
+/// Adds `range` to the durable list of failed LSNs (temp file + fsync + rename + fsync(dir)).
+fn record_poisoned(dir: &Path, range: std::ops::RangeInclusive<u64>) -> Result<(), WalError> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    let mut ranges = read_poisoned(dir)?;
+    ranges.push(range);
+    let text: String = ranges
+        .iter()
+        .map(|r| format!("{} {}\n", r.start(), r.end()))
+        .collect();
+    let path = dir.join(POISONED_FILE);
+    crate::store::write_atomic(&path, text.as_bytes()).map_err(|e| io_error(&path, e))
 }
 
 fn io_error(path: &Path, source: io::Error) -> WalError {
@@ -271,6 +313,7 @@ impl Wal {
             seqs.push(seq);
         }
         seqs.sort_unstable();
+        let poisoned = read_poisoned(dir)?;
         let mut records = Vec::new();
         let mut recovery = WalRecovery {
             files: seqs.len(),
@@ -315,7 +358,11 @@ impl Wal {
                         offset += HEADER + len;
                         file_last = record.lsn;
                         max_lsn = max_lsn.max(record.lsn);
-                        records.push(record);
+                        if poisoned.iter().any(|range| range.contains(&record.lsn)) {
+                            recovery.poisoned_records += 1;
+                        } else {
+                            records.push(record);
+                        }
                     }
                     None if index == last_index => {
                         // A torn tail (or corruption in the frame being written at the crash):
@@ -349,7 +396,15 @@ impl Wal {
             });
         }
         recovery.records = records.len() as u64;
-        let max_lsn = max_lsn.max(lsn_floor);
+        // New LSNs start above every poisoned one, so that none of them is ever skipped.
+        let poisoned_end = poisoned.iter().map(|r| *r.end()).max().unwrap_or(0);
+        let max_lsn = max_lsn.max(lsn_floor).max(poisoned_end);
+        if recovery.poisoned_records > 0 {
+            tracing::warn!(
+                records = recovery.poisoned_records,
+                "skipped wal records whose write had failed before the restart"
+            );
+        }
         let seq = seqs.last().map_or(1, |last| last + 1);
         let path = file_path(dir, seq);
         let file = create_file(&path, dir).map_err(|e| io_error(&path, e))?;
@@ -380,6 +435,8 @@ impl Wal {
                 refilled: Condvar::new(),
                 synced,
                 instruments,
+                #[cfg(test)]
+                fail_syncs: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         Ok((wal, records, recovery))
@@ -451,6 +508,11 @@ impl Wal {
         }
     }
 
+    /// The last LSN known durable.
+    pub(crate) fn synced_lsn(&self) -> u64 {
+        self.inner.state.lock().synced_lsn
+    }
+
     /// The last LSN handed out.
     pub(crate) fn last_lsn(&self) -> u64 {
         self.inner.state.lock().appended_lsn
@@ -482,6 +544,14 @@ impl Wal {
     /// Why the log refuses writes, once a write or sync failed.
     pub(crate) fn failure(&self) -> Option<String> {
         self.inner.state.lock().failed.clone()
+    }
+
+    /// Makes every later sync fail after writing its frames (tests only).
+    #[cfg(test)]
+    pub(crate) fn fail_syncs(&self) {
+        self.inner
+            .fail_syncs
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// WAL files on disk now.
@@ -564,6 +634,10 @@ impl Inner {
                 grown += PREALLOCATE;
             }
             file.write_all_at(&buffer, offset)?;
+            #[cfg(test)]
+            if self.fail_syncs.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(io::Error::other("injected fdatasync failure"));
+            }
             file.sync_data()
         })();
         self.instruments.wal_fsyncs.inc();
@@ -573,7 +647,14 @@ impl Inner {
             state.syncing = false;
             tracing::error!(%error, "wal write or fsync failed; the wal refuses writes until reopened");
             state.failed = Some(format!("wal write or fsync failed: {error}"));
+            // Every record not yet durable failed for its writer. The page cache may still
+            // carry some of them to the disk: record their LSNs durably so that replay skips
+            // them. No record is appended once `failed` is set, so the range is complete.
+            let range = state.synced_lsn + 1..=state.appended_lsn;
             drop(state);
+            if let Err(error) = record_poisoned(&self.dir, range.clone()) {
+                tracing::error!(%error, first = range.start(), last = range.end(), "could not record the lsns of failed wal writes; if the disk kept them they would reappear after a restart");
+            }
             self.synced.send_replace(0);
             return None;
         }
