@@ -128,7 +128,14 @@ impl Shared {
                 Ok(()) => {
                     let input_ids: Vec<String> = inputs.iter().map(|s| s.meta.id.clone()).collect();
                     self.commit_manifest(|manifest| {
-                        if let Some(entry) = manifest.collections.get_mut(&collection.name) {
+                        // Only this incarnation's entry: a dropped and re-created collection of
+                        // the same name is left alone (`add_to_manifest` skips it too).
+                        if let Some(entry) = manifest.collections.get_mut(&collection.name)
+                            && entry.incarnation == collection.incarnation
+                            && !collection
+                                .dropped
+                                .load(std::sync::atomic::Ordering::Acquire)
+                        {
                             entry.segments.retain(|s| !input_ids.contains(&s.id));
                         }
                         Shared::add_to_manifest(

@@ -602,8 +602,11 @@ impl Store {
         })?;
         {
             let mut queue = shared.queue.lock();
-            for (collection, segment) in pending {
-                queue.push(collection, segment);
+            let collections = shared.collections.read();
+            for (name, segment) in pending {
+                if let Some(collection) = collections.get(&name) {
+                    queue.push(Arc::clone(collection), segment);
+                }
             }
         }
         shared.update_gauges();
@@ -718,7 +721,7 @@ impl Store {
         self.shared.persist_catalog().await?;
         let _flush = collection.flush_lock.lock().await;
         let _compact = collection.compact_lock.lock().await;
-        self.shared.queue.lock().remove_collection(name);
+        self.shared.queue.lock().remove_collection(&collection);
         let segments = std::mem::take(&mut collection.data.write().segments);
         let dir = self.shared.segments_dir.join(name);
         let _ = blocking(move || fs::remove_dir_all(&dir)).await;
@@ -1538,7 +1541,7 @@ impl Shared {
             data.insert_segment(Arc::clone(&segment));
         }
         if durability == Durability::Pending {
-            self.queue.lock().push(collection.name.clone(), segment);
+            self.queue.lock().push(Arc::clone(collection), segment);
             self.upload_notify.notify_one();
         }
         self.update_gauges();
@@ -1695,6 +1698,16 @@ impl Shared {
         collection: &Collection,
         segments: &[SegmentMeta],
     ) {
+        // A dropped incarnation's segments never enter a manifest, and an older incarnation
+        // never replaces a newer one's entry.
+        if collection.dropped.load(Ordering::Acquire)
+            || manifest
+                .collections
+                .get(&collection.name)
+                .is_some_and(|entry| entry.incarnation > collection.incarnation)
+        {
+            return;
+        }
         let entry = manifest
             .collections
             .entry(collection.name.clone())

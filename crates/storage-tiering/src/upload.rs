@@ -24,14 +24,15 @@ use mainstay_dlq::{
 };
 use tokio::time::Instant;
 
-use crate::collection::{Durability, Segment};
+use crate::collection::{Collection, Durability, Segment};
 use crate::remote::{CommitError, ErrorKind, UploadError};
 use crate::store::{DLQ_QUEUE, Shared};
 
-/// A segment waiting for upload.
+/// A segment waiting for upload. It belongs to one incarnation of its collection: a segment of a
+/// dropped collection is never committed, even under a new collection of the same name.
 #[derive(Debug)]
 pub(crate) struct Pending {
-    pub(crate) collection: String,
+    pub(crate) collection: Arc<Collection>,
     pub(crate) segment: Arc<Segment>,
     pub(crate) attempts: u32,
     pub(crate) not_before: Instant,
@@ -41,12 +42,12 @@ pub(crate) struct Pending {
 #[derive(Debug, Default)]
 pub(crate) struct UploadQueue {
     pending: VecDeque<Pending>,
-    uploaded: Vec<(String, Arc<Segment>)>,
+    uploaded: Vec<(Arc<Collection>, Arc<Segment>)>,
     in_flight: usize,
 }
 
 impl UploadQueue {
-    pub(crate) fn push(&mut self, collection: String, segment: Arc<Segment>) {
+    pub(crate) fn push(&mut self, collection: Arc<Collection>, segment: Arc<Segment>) {
         self.pending.push_back(Pending {
             collection,
             segment,
@@ -59,9 +60,11 @@ impl UploadQueue {
         self.pending.len() + self.uploaded.len() + self.in_flight
     }
 
-    pub(crate) fn remove_collection(&mut self, collection: &str) {
-        self.pending.retain(|p| p.collection != collection);
-        self.uploaded.retain(|(c, _)| c != collection);
+    /// Forgets the segments of this incarnation of a collection (it was dropped).
+    pub(crate) fn remove_collection(&mut self, collection: &Arc<Collection>) {
+        self.pending
+            .retain(|p| !Arc::ptr_eq(&p.collection, collection));
+        self.uploaded.retain(|(c, _)| !Arc::ptr_eq(c, collection));
     }
 
     fn take_batch(&mut self, segments: usize, bytes: u64, now: Instant) -> Vec<Pending> {
@@ -151,7 +154,7 @@ async fn upload_one(shared: &Shared, mut pending: Pending) -> Outcome {
     let result = tokio::time::timeout(
         config.attempt_timeout,
         remote.upload_segment(
-            &pending.collection,
+            &pending.collection.name,
             &pending.segment.meta,
             bytes,
             check_first,
@@ -206,12 +209,12 @@ async fn dead_letter(shared: &Shared, pending: Pending, class: ErrorClass, messa
         size: meta.size,
         crc32c: meta.crc32c,
     };
-    let key = format!("{}/{}", pending.collection, meta.id);
+    let key = format!("{}/{}", pending.collection.name, meta.id);
     let entry = NewEntry::pinned_file(DLQ_QUEUE, key, file, class, message.clone())
         .attempts(pending.attempts.max(1));
     match shared.dlq.push(entry).await {
         Ok(_) => {
-            tracing::warn!(collection = %pending.collection, segment = %meta.id, %message, "segment pinned and sent to the dlq");
+            tracing::warn!(collection = %pending.collection.name, segment = %meta.id, %message, "segment pinned and sent to the dlq");
             pending.segment.state.lock().durability = Durability::Pinned;
             shared.instruments.dead_lettered.inc();
         }
@@ -233,15 +236,22 @@ async fn commit_uploaded(shared: &Shared) -> bool {
     if uploaded.is_empty() {
         return true;
     }
-    let mut by_collection: Vec<(Arc<crate::collection::Collection>, Vec<Arc<Segment>>)> =
-        Vec::new();
-    for (name, segment) in &uploaded {
-        let Some(collection) = shared.collection(name) else {
+    let mut by_collection: Vec<(Arc<Collection>, Vec<Arc<Segment>>)> = Vec::new();
+    for (collection, segment) in &uploaded {
+        // Only the live incarnation's segments: a dropped (perhaps re-created) collection's
+        // uploads are left to orphan collection.
+        let live = shared
+            .collection(&collection.name)
+            .is_some_and(|live| Arc::ptr_eq(&live, collection));
+        if !live {
             continue;
-        };
-        match by_collection.iter_mut().find(|(c, _)| c.name == *name) {
+        }
+        match by_collection
+            .iter_mut()
+            .find(|(c, _)| Arc::ptr_eq(c, collection))
+        {
             Some((_, segments)) => segments.push(Arc::clone(segment)),
-            None => by_collection.push((collection, vec![Arc::clone(segment)])),
+            None => by_collection.push((Arc::clone(collection), vec![Arc::clone(segment)])),
         }
     }
     let Ok(permit) = shared.breaker.try_acquire_owned() else {

@@ -134,6 +134,8 @@ pub(crate) struct FaultStore {
     pub(crate) fail_manifest_puts: AtomicBool,
     /// The next this many manifest puts land in the store but the caller sees a 503.
     pub(crate) ambiguous_manifest_puts: AtomicU64,
+    /// Segment puts wait for a read guard: a test holding the write guard holds them in flight.
+    pub(crate) segment_put_gate: tokio::sync::RwLock<()>,
 }
 
 impl FaultStore {
@@ -147,6 +149,7 @@ impl FaultStore {
             fail_deletes: AtomicBool::new(false),
             fail_manifest_puts: AtomicBool::new(false),
             ambiguous_manifest_puts: AtomicU64::new(0),
+            segment_put_gate: tokio::sync::RwLock::new(()),
         })
     }
 
@@ -194,6 +197,11 @@ impl ObjectStore for FaultStore {
         if segment {
             self.segment_puts.fetch_add(1, Ordering::SeqCst);
         }
+        let _gate = if segment {
+            Some(self.segment_put_gate.read().await)
+        } else {
+            None
+        };
         if let Some(error) = self.fault(location, true) {
             if segment {
                 self.failed_puts.fetch_add(1, Ordering::SeqCst);
