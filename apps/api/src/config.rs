@@ -797,6 +797,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "Compression of segment blocks written from now on; segments already written keep theirs.",
     ),
     (
+        "storage.flush_interval",
+        "duration",
+        "A memtable older than this is frozen into a segment, so a quiet collection neither pins the WAL nor keeps its data from the object store.",
+    ),
+    (
         "storage.limits.default_page_size",
         "integer",
         "Records per listing page when the caller names none.",
@@ -820,6 +825,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "storage.limits.max_value_bytes",
         "integer (bytes)",
         "Largest record value; larger is answered 413.",
+    ),
+    (
+        "storage.max_wal_bytes",
+        "integer (bytes)",
+        "Past this many bytes of WAL files on disk, the memtables holding the oldest records are frozen so their WAL files can go (segments waiting for upload keep theirs).",
     ),
     (
         "storage.memtable_bytes",

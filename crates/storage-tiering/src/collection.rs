@@ -32,6 +32,8 @@ pub(crate) struct Data {
     pub(crate) memtable: BTreeMap<String, Entry>,
     pub(crate) memtable_bytes: u64,
     pub(crate) memtable_min_lsn: Option<u64>,
+    /// When the memtable got its first record (`storage.flush_interval` counts from here).
+    pub(crate) memtable_since: Option<tokio::time::Instant>,
     /// Oldest first.
     pub(crate) frozen: Vec<Arc<Frozen>>,
     /// Ascending by `max_lsn`.

@@ -86,6 +86,15 @@ pub struct StoreConfig {
     pub wal_segment_bytes: u64,
     /// A collection's memtable is frozen into a segment past this many bytes. Default 4 MiB.
     pub memtable_bytes: u64,
+    /// A memtable older than this (since its first record) is frozen into a segment, so that a
+    /// quiet collection neither pins the WAL nor keeps its data from the object store. Default
+    /// 60 s.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Past this many bytes of WAL files on disk, the memtables holding the oldest records are
+    /// frozen so that their WAL files can go. Segments still waiting for upload keep their WAL
+    /// files whatever this says. Default 1 GiB.
+    pub max_wal_bytes: u64,
     /// Target size of a segment block (before compression). Default 64 KiB.
     pub block_bytes: usize,
     /// Compression of segment blocks written from now on (existing segments keep theirs).
@@ -108,6 +117,8 @@ impl Default for StoreConfig {
             object_store_url: None,
             wal_segment_bytes: 64 * 1024 * 1024,
             memtable_bytes: 4 * 1024 * 1024,
+            flush_interval: Duration::from_secs(60),
+            max_wal_bytes: 1024 * 1024 * 1024,
             block_bytes: 64 * 1024,
             compression: Compression::None,
             cache_bytes: 64 * 1024 * 1024,
@@ -269,6 +280,20 @@ impl StoreConfig {
                 "memtable_bytes",
                 self.memtable_bytes,
                 "at least 1024",
+            ));
+        }
+        if self.flush_interval < Duration::from_millis(10) {
+            return Err(ConfigError::new(
+                "flush_interval",
+                self.flush_interval,
+                "at least 10ms",
+            ));
+        }
+        if self.max_wal_bytes < self.wal_segment_bytes.saturating_mul(2) {
+            return Err(ConfigError::new(
+                "max_wal_bytes",
+                self.max_wal_bytes,
+                "at least twice wal_segment_bytes",
             ));
         }
         if !(512..=16 * 1024 * 1024).contains(&self.block_bytes) {

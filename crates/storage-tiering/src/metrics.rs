@@ -39,6 +39,8 @@ fn latency_histogram() -> Histogram {
 /// | `storage_insert_duration_seconds` | `store` | write call latency up to acknowledgement |
 /// | `storage_wal_bytes_total` | `store` | bytes written to the WAL |
 /// | `storage_wal_fsyncs_total` | `store` | WAL fsyncs (one per group commit) |
+/// | `storage_wal_disk_bytes` | `store` | bytes of WAL files on disk (zero-filled space included) |
+/// | `storage_wal_files` | `store` | WAL files on disk |
 /// | `storage_memtable_bytes` | `store` | bytes in memtables and frozen memtables |
 /// | `storage_upload_queue_depth` | `store` | segments waiting for upload |
 /// | `storage_upload_attempts_total` | `store`, `outcome` | `success`, `transient`, `permanent`, `rejected`, `budget_exhausted` |
@@ -57,6 +59,8 @@ pub struct StorageMetrics {
     insert_duration: Histograms,
     wal_bytes: Family<StoreLabels, Counter>,
     wal_fsyncs: Family<StoreLabels, Counter>,
+    wal_disk_bytes: Family<StoreLabels, Gauge>,
+    wal_files: Family<StoreLabels, Gauge>,
     memtable_bytes: Family<StoreLabels, Gauge>,
     upload_queue: Family<StoreLabels, Gauge>,
     upload_attempts: Family<OutcomeLabels, Counter>,
@@ -96,6 +100,16 @@ impl StorageMetrics {
             "storage_wal_fsyncs",
             "WAL fsyncs",
             metrics.wal_fsyncs.clone(),
+        );
+        registry.register(
+            "storage_wal_disk_bytes",
+            "Bytes of WAL files on disk",
+            metrics.wal_disk_bytes.clone(),
+        );
+        registry.register(
+            "storage_wal_files",
+            "WAL files on disk",
+            metrics.wal_files.clone(),
         );
         registry.register(
             "storage_memtable_bytes",
@@ -178,6 +192,8 @@ impl StorageMetrics {
             insert_duration: Family::new_with_constructor(latency_histogram),
             wal_bytes: Family::default(),
             wal_fsyncs: Family::default(),
+            wal_disk_bytes: Family::default(),
+            wal_files: Family::default(),
             memtable_bytes: Family::default(),
             upload_queue: Family::default(),
             upload_attempts: Family::default(),
@@ -220,6 +236,8 @@ impl StorageMetrics {
             insert_duration: self.insert_duration.get_or_create(&labels).clone(),
             wal_bytes: self.wal_bytes.get_or_create(&labels).clone(),
             wal_fsyncs: self.wal_fsyncs.get_or_create(&labels).clone(),
+            wal_disk_bytes: self.wal_disk_bytes.get_or_create(&labels).clone(),
+            wal_files: self.wal_files.get_or_create(&labels).clone(),
             memtable_bytes: self.memtable_bytes.get_or_create(&labels).clone(),
             upload_queue: self.upload_queue.get_or_create(&labels).clone(),
             upload_success: outcome(&self.upload_attempts, "success"),
@@ -255,6 +273,8 @@ pub(crate) struct Instruments {
     pub(crate) insert_duration: Histogram,
     pub(crate) wal_bytes: Counter,
     pub(crate) wal_fsyncs: Counter,
+    pub(crate) wal_disk_bytes: Gauge,
+    pub(crate) wal_files: Gauge,
     pub(crate) memtable_bytes: Gauge,
     pub(crate) upload_queue: Gauge,
     pub(crate) upload_success: Counter,

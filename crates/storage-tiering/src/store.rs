@@ -620,6 +620,7 @@ impl Store {
         if shared.remote.is_some() {
             tasks.push(tokio::spawn(upload::run_worker(Arc::downgrade(&shared))));
         }
+        tasks.push(tokio::spawn(flush_task(Arc::downgrade(&shared))));
         // The task runs even while compaction is disabled, so that enabling it live takes effect.
         tasks.push(tokio::spawn(compaction_task(Arc::downgrade(&shared))));
         // Objects orphaned before this open (a crash between upload and commit, compaction inputs
@@ -1272,6 +1273,7 @@ struct ListRange<'a> {
 fn apply(data: &mut Data, lsn: u64, entries: Vec<(String, Option<Bytes>)>) {
     if data.memtable_min_lsn.is_none() {
         data.memtable_min_lsn = Some(lsn);
+        data.memtable_since = Some(tokio::time::Instant::now());
     }
     for (id, value) in entries {
         let entry = Entry { lsn, value };
@@ -1326,6 +1328,66 @@ fn scan_segments(dir: &Path, incarnation: u64) -> Result<Scanned, OpenError> {
         out.push((path, meta, records));
     }
     Ok(out)
+}
+
+/// Freezes memtables older than `flush_interval`, and the oldest ones while the WAL is past
+/// `max_wal_bytes`; publishes writes whose writers went away before doing it themselves.
+async fn flush_task(shared: Weak<Shared>) {
+    let Some(tick) = shared.upgrade().map(|s| {
+        (s.config.flush_interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }) else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if shared.is_closed() {
+            return;
+        }
+        shared.publish();
+        let now = tokio::time::Instant::now();
+        let due: Vec<Arc<Collection>> = shared
+            .collections
+            .read()
+            .values()
+            .filter(|c| {
+                c.data.read().memtable_since.is_some_and(|since| {
+                    now.saturating_duration_since(since) >= shared.config.flush_interval
+                })
+            })
+            .cloned()
+            .collect();
+        for collection in due {
+            if let Err(error) = shared.flush_collection(&collection).await {
+                tracing::error!(%error, collection = %collection.name, "could not write a segment of an old memtable; records stay in the wal");
+            }
+        }
+        // Past the WAL bound: freeze the memtables holding the oldest records, oldest first,
+        // until the covered files are gone or no memtable is left to freeze.
+        while shared.wal.disk_bytes() > shared.config.max_wal_bytes {
+            let oldest = shared
+                .collections
+                .read()
+                .values()
+                .filter_map(|c| {
+                    c.data
+                        .read()
+                        .memtable_min_lsn
+                        .map(|lsn| (lsn, Arc::clone(c)))
+                })
+                .min_by_key(|(lsn, _)| *lsn)
+                .map(|(_, c)| c);
+            let Some(collection) = oldest else { break };
+            tracing::info!(collection = %collection.name, wal_bytes = shared.wal.disk_bytes(), limit = shared.config.max_wal_bytes, "freezing a memtable to bound the wal");
+            if let Err(error) = shared.flush_collection(&collection).await {
+                tracing::error!(%error, collection = %collection.name, "could not write a segment to bound the wal");
+                break;
+            }
+            shared.trim_wal().await;
+        }
+    }
 }
 
 async fn compaction_task(shared: Weak<Shared>) {
@@ -1489,18 +1551,19 @@ impl Shared {
         if collection.dropped.load(Ordering::Acquire) {
             return Ok(());
         }
-        let frozen = {
+        let (frozen, since) = {
             let mut data = collection.data.write();
             let Some(min_lsn) = data.memtable_min_lsn.take() else {
                 return Ok(());
             };
+            let since = data.memtable_since.take();
             let frozen = Arc::new(Frozen {
                 entries: std::mem::take(&mut data.memtable),
                 bytes: std::mem::take(&mut data.memtable_bytes),
                 min_lsn,
             });
             data.frozen.push(Arc::clone(&frozen));
-            frozen
+            (frozen, since)
         };
         // Copying a full memtable costs thousands of allocations: keep it off the runtime workers.
         let entries: Vec<(String, Entry)> = {
@@ -1527,6 +1590,7 @@ impl Shared {
                         data.memtable.insert(id.clone(), entry.clone());
                     }
                 }
+                data.memtable_since = data.memtable_since.min(since).or(since);
                 data.memtable_min_lsn = Some(
                     data.memtable_min_lsn
                         .map_or(frozen.min_lsn, |m| m.min(frozen.min_lsn)),

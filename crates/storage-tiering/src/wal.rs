@@ -387,12 +387,18 @@ impl Wal {
                     }
                 }
             }
+            // A closed file keeps its zero-filled rest on disk; a truncated tail is gone.
+            let on_disk = if recovery.truncated_bytes > 0 && index == last_index {
+                offset
+            } else {
+                data.len()
+            };
             files.push(WalFile {
                 seq,
                 path,
                 last_lsn: file_last,
                 bytes: offset as u64,
-                allocated: offset as u64,
+                allocated: on_disk as u64,
             });
         }
         recovery.records = records.len() as u64;
@@ -439,6 +445,7 @@ impl Wal {
                 fail_syncs: std::sync::atomic::AtomicBool::new(false),
             }),
         };
+        wal.inner.update_gauges(&wal.inner.state.lock());
         Ok((wal, records, recovery))
     }
 
@@ -531,6 +538,9 @@ impl Wal {
                 .count();
             state.files.drain(..count).collect()
         };
+        if !doomed.is_empty() {
+            self.inner.update_gauges(&self.inner.state.lock());
+        }
         for file in &doomed {
             fs::remove_file(&file.path).map_err(|e| io_error(&file.path, e))?;
             tracing::debug!(seq = file.seq, "deleted a covered wal file");
@@ -554,6 +564,17 @@ impl Wal {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Bytes of WAL files on disk (zero-filled space included).
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        self.inner
+            .state
+            .lock()
+            .files
+            .iter()
+            .map(|f| f.allocated)
+            .sum()
+    }
+
     /// WAL files on disk now.
     pub(crate) fn file_count(&self) -> usize {
         self.inner.state.lock().files.len()
@@ -561,6 +582,17 @@ impl Wal {
 }
 
 impl Inner {
+    /// Sets the gauges of the files on disk.
+    fn update_gauges(&self, state: &State) {
+        let bytes: u64 = state.files.iter().map(|f| f.allocated).sum();
+        self.instruments
+            .wal_disk_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.instruments
+            .wal_files
+            .set(i64::try_from(state.files.len()).unwrap_or(i64::MAX));
+    }
+
     /// Leads group syncs until nothing is left to sync: records appended during one fsync are
     /// carried by the next without handing the leader role over.
     fn sync_step(&self) {
@@ -690,6 +722,7 @@ impl Inner {
             }
         }
         state.file = Some(file);
+        self.update_gauges(&state);
         buffer.clear();
         state.spare = buffer;
         let writers = records + (state.appended_lsn - target);

@@ -275,3 +275,107 @@ async fn lsns_keep_growing_after_the_wal_was_trimmed_away() {
     );
     store.close(Duration::from_secs(1)).await.unwrap();
 }
+
+/// Opens a store with small WAL files and two `memory` collections, puts one record into
+/// `quiet`, then enough into `busy` to rotate the WAL many times; returns the store and registry.
+async fn quiet_and_busy(
+    dir: &Path,
+    configure: impl FnOnce(&mut StoreConfigAlias),
+) -> (Store, Registry) {
+    let mut cfg = config(dir);
+    cfg.wal_segment_bytes = 4096;
+    configure(&mut cfg);
+    let mut registry = Registry::default();
+    let (store, _) = Store::builder(cfg)
+        .metrics(StorageMetrics::register(&mut registry))
+        .open()
+        .await
+        .expect("opens");
+    for name in ["quiet", "busy"] {
+        store
+            .create_collection(name, Policy::Memory)
+            .await
+            .expect("created");
+    }
+    store
+        .put("quiet", "q", Bytes::from_static(b"quiet"))
+        .await
+        .expect("put");
+    for i in 0..300 {
+        store
+            .put("busy", &format!("b{i:04}"), Bytes::from(vec![b'v'; 300]))
+            .await
+            .expect("put");
+    }
+    (store, registry)
+}
+
+type StoreConfigAlias = mainstay_storage_tiering::StoreConfig;
+
+/// Waits (on paused time) until the WAL holds at most `files` files, for at most 20 s.
+async fn wait_for_wal_files(store: &Store, files: usize) {
+    for _ in 0..200 {
+        if store.wal_files() <= files {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A quiet collection's memtable is frozen after `flush_interval`, so it no longer pins every
+/// later WAL file (issue 12, point 8); the gauges report the files on disk.
+#[tokio::test(start_paused = true)]
+async fn a_quiet_memtable_is_frozen_after_the_flush_interval_and_the_wal_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, registry) = quiet_and_busy(dir.path(), |cfg| {
+        cfg.flush_interval = Duration::from_secs(1);
+    })
+    .await;
+    assert!(
+        metric(&registry, "storage_wal_bytes_total") > 20.0 * 4096.0,
+        "the busy collection rotated the wal many times"
+    );
+    wait_for_wal_files(&store, 2).await;
+    assert!(store.wal_files() <= 2, "wal files: {}", store.wal_files());
+    assert_eq!(
+        metric(&registry, "storage_wal_files"),
+        store.wal_files() as f64
+    );
+    assert!(metric(&registry, "storage_wal_disk_bytes") > 0.0);
+    assert_eq!(
+        store.get("quiet", "q").await.unwrap(),
+        Some(Bytes::from_static(b"quiet"))
+    );
+}
+
+/// Past `max_wal_bytes`, the memtable holding the oldest record is frozen even though its flush
+/// interval has not passed.
+#[tokio::test(start_paused = true)]
+async fn past_max_wal_bytes_the_oldest_memtable_is_frozen() {
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 3 * 1024 * 1024;
+    let (store, registry) = quiet_and_busy(dir.path(), |cfg| {
+        cfg.flush_interval = Duration::from_secs(3600);
+        cfg.max_wal_bytes = limit;
+    })
+    .await;
+    assert!(metric(&registry, "storage_wal_bytes_total") > 20.0 * 4096.0);
+    wait_for_wal_files(&store, 3).await;
+    let on_disk = metric(&registry, "storage_wal_disk_bytes");
+    assert!(
+        on_disk <= limit as f64,
+        "{on_disk} bytes of wal on disk, {} files",
+        store.wal_files()
+    );
+    assert_eq!(
+        store.get("quiet", "q").await.unwrap(),
+        Some(Bytes::from_static(b"quiet"))
+    );
+    // The frozen memtable is a segment now: it survives a restart without its WAL files.
+    store.close(Duration::from_secs(5)).await.unwrap();
+    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(
+        store.get("quiet", "q").await.unwrap(),
+        Some(Bytes::from_static(b"quiet"))
+    );
+}
