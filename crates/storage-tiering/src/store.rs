@@ -102,6 +102,9 @@ pub struct RecoveryReport {
     pub requeued_segments: usize,
     /// Local segments pinned by a DLQ entry.
     pub pinned_segments: usize,
+    /// Local segments that failed verification and were rebuilt from the WAL (the damaged files
+    /// are kept under `data_dir/corrupt/`).
+    pub rebuilt_segments: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -414,6 +417,7 @@ impl Store {
         fs::create_dir_all(&segments_dir).map_err(io_open(&segments_dir))?;
         let mut collections = BTreeMap::new();
         let mut pending = Vec::new();
+        let mut to_rebuild: Vec<(String, Damaged)> = Vec::new();
         for entry in &catalog.collections {
             let committed: BTreeMap<String, SegmentMeta> = manifest
                 .collections
@@ -427,11 +431,21 @@ impl Store {
                 })
                 .unwrap_or_default();
             let dir = segments_dir.join(&entry.name);
-            let scanned = {
+            let (scanned, damaged) = {
                 let dir = dir.clone();
                 let incarnation = entry.incarnation;
                 blocking(move || scan_segments(&dir, incarnation)).await?
             };
+            for file in damaged {
+                if committed.contains_key(&file.id) {
+                    // The object store holds the committed copy; the local one is not needed.
+                    tracing::warn!(path = %file.path.display(), error = %file.error, "deleting a damaged local copy of a committed segment");
+                    let doomed = file.path.clone();
+                    blocking(move || fs::remove_file(doomed)).await.ok();
+                } else {
+                    to_rebuild.push((entry.name.clone(), file));
+                }
+            }
             let mut data = Data::default();
             let mut seen = HashSet::new();
             for (path, meta, entries) in scanned {
@@ -516,12 +530,44 @@ impl Store {
             .unwrap_or(0)
             .max(catalog.lsn_floor);
         let wal_dir = data_dir.join("wal");
+        let quarantine_dir = data_dir.join("corrupt");
         let (wal, records, wal_report) = {
             let instruments = instruments.clone();
             let segment_bytes = config.wal_segment_bytes;
             blocking(move || Wal::open(&wal_dir, segment_bytes, lsn_floor, instruments)).await?
         };
         report.wal = wal_report;
+        for (name, file) in to_rebuild {
+            let Some(collection) = collections.get(&name) else {
+                continue;
+            };
+            let key = format!("{name}/{}", file.id);
+            let segment = {
+                let config = (config.block_bytes, config.compression);
+                let relevant: Vec<wal::WalRecord> = records
+                    .iter()
+                    .filter(|r| r.collection == name)
+                    .cloned()
+                    .collect();
+                let (collection, quarantine) = (Arc::clone(collection), quarantine_dir.clone());
+                blocking(move || rebuild_damaged(&relevant, &collection, file, config, &quarantine))
+                    .await?
+            };
+            report.rebuilt_segments += 1;
+            let durability = if !collection.policy.uses_object_store() {
+                Durability::Local
+            } else if pinned_keys.contains(&key) {
+                Durability::Pinned
+            } else {
+                Durability::Pending
+            };
+            segment.state.lock().durability = durability;
+            if durability == Durability::Pending {
+                pending.push((name.clone(), Arc::clone(&segment)));
+                report.requeued_segments += 1;
+            }
+            collection.data.write().insert_segment(segment);
+        }
         for record in records {
             let Some(collection) = collections.get(&record.collection) else {
                 continue;
@@ -1287,13 +1333,24 @@ fn apply(data: &mut Data, lsn: u64, entries: Vec<(String, Option<Bytes>)>) {
 
 type Scanned = Vec<(PathBuf, SegmentMeta, Vec<(String, Entry)>)>;
 
+/// A local segment file that failed verification.
+#[derive(Debug)]
+struct Damaged {
+    path: PathBuf,
+    id: String,
+    /// The footer, when it (and its own checksum) survived: it gives the LSN range to rebuild.
+    footer: Option<segment::Footer>,
+    error: SegmentError,
+}
+
 /// Reads and verifies the collection's local segment files (blocking); deletes temp files and
-/// files of an older incarnation.
-fn scan_segments(dir: &Path, incarnation: u64) -> Result<Scanned, OpenError> {
+/// files of an older incarnation. Files that fail verification are returned apart.
+fn scan_segments(dir: &Path, incarnation: u64) -> Result<(Scanned, Vec<Damaged>), OpenError> {
     let mut out = Vec::new();
+    let mut damaged = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((out, damaged)),
         Err(error) => return Err(io_open(dir)(error)),
     };
     for entry in entries {
@@ -1311,11 +1368,22 @@ fn scan_segments(dir: &Path, incarnation: u64) -> Result<Scanned, OpenError> {
             continue;
         }
         let bytes = fs::read(&path).map_err(io_open(&path))?;
-        let (records, footer, _) =
-            segment::decode_all(&bytes).map_err(|source| OpenError::CorruptSegment {
-                path: path.clone(),
-                source,
-            })?;
+        let (records, footer, _) = match segment::decode_all(&bytes) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                let footer = bytes
+                    .len()
+                    .checked_sub(FOOTER_LEN)
+                    .and_then(|at| segment::decode_footer(bytes.get(at..)?).ok());
+                damaged.push(Damaged {
+                    path,
+                    id: id.to_owned(),
+                    footer,
+                    error,
+                });
+                continue;
+            }
+        };
         let meta = SegmentMeta {
             id: id.to_owned(),
             size: bytes.len() as u64,
@@ -1327,11 +1395,101 @@ fn scan_segments(dir: &Path, incarnation: u64) -> Result<Scanned, OpenError> {
         };
         out.push((path, meta, records));
     }
-    Ok(out)
+    Ok((out, damaged))
 }
 
-/// Freezes memtables older than `flush_interval`, and the oldest ones while the WAL is past
-/// `max_wal_bytes`; publishes writes whose writers went away before doing it themselves.
+/// The entries of `collection`'s segment over `min..=max`, rebuilt from WAL records in LSN order
+/// (the newest record of an id wins, as it did in the memtable).
+pub(crate) fn rebuild_entries<'a>(
+    records: impl IntoIterator<Item = &'a wal::WalRecord>,
+    collection: &Collection,
+    (min, max): (u64, u64),
+) -> Vec<(String, Entry)> {
+    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    for record in records {
+        if record.collection != collection.name
+            || record.incarnation != collection.incarnation
+            || !(min..=max).contains(&record.lsn)
+        {
+            continue;
+        }
+        for (id, value) in &record.entries {
+            entries.insert(
+                id.clone(),
+                Entry {
+                    lsn: record.lsn,
+                    value: value.clone(),
+                },
+            );
+        }
+    }
+    entries.into_iter().collect()
+}
+
+/// Rebuilds a damaged local segment from the WAL records of its LSN range (blocking): keeps the
+/// damaged file under `quarantine`, writes the rebuilt one in its place. Refused (the open fails
+/// with [`OpenError::CorruptSegment`]) when its footer is lost too or the WAL no longer holds all
+/// of its records.
+fn rebuild_damaged(
+    records: &[wal::WalRecord],
+    collection: &Collection,
+    file: Damaged,
+    (block_bytes, codec): (usize, crate::config::Compression),
+    quarantine: &Path,
+) -> Result<Arc<Segment>, OpenError> {
+    let refuse = |file: Damaged| OpenError::CorruptSegment {
+        path: file.path,
+        source: file.error,
+    };
+    let Some(footer) = file.footer else {
+        return Err(refuse(file));
+    };
+    let entries = rebuild_entries(records, collection, (footer.min_lsn, footer.max_lsn));
+    if entries.len() as u64 != footer.records {
+        tracing::error!(path = %file.path.display(), expected = footer.records, found = entries.len(), "a damaged segment cannot be rebuilt: the wal no longer holds all of its records");
+        return Err(refuse(file));
+    }
+    let (bytes, _) = segment::encode(
+        &entries,
+        block_bytes,
+        footer.write_id,
+        Some((footer.min_lsn, footer.max_lsn)),
+        codec,
+    );
+    let kept = quarantine.join(format!(
+        "{}-{}",
+        collection.name,
+        file.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    fs::create_dir_all(quarantine)
+        .and_then(|()| fs::rename(&file.path, &kept))
+        .and_then(|()| wal::sync_dir(quarantine))
+        .and_then(|()| write_atomic(&file.path, &bytes))
+        .map_err(io_open(&file.path))?;
+    tracing::warn!(path = %file.path.display(), kept = %kept.display(), error = %file.error, records = entries.len(), "rebuilt a damaged local segment from the wal");
+    let meta = SegmentMeta {
+        id: file.id,
+        size: bytes.len() as u64,
+        crc32c: crc32c::crc32c(&bytes),
+        min_lsn: footer.min_lsn,
+        max_lsn: footer.max_lsn,
+        records: footer.records,
+        write_id: ulid::Ulid::from(footer.write_id).to_string(),
+    };
+    Ok(Arc::new(Segment {
+        meta,
+        local_path: file.path,
+        state: Mutex::new(SegmentState {
+            residency: Residency::Resident(Arc::new(entries)),
+            durability: Durability::Pending,
+            has_local_file: true,
+        }),
+    }))
+}
+
 async fn flush_task(shared: Weak<Shared>) {
     let Some(tick) = shared.upgrade().map(|s| {
         (s.config.flush_interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))

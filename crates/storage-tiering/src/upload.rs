@@ -131,24 +131,28 @@ async fn upload_one(shared: &Shared, mut pending: Pending) -> Outcome {
     }
     pending.attempts += 1;
     let bytes = match read_local(&pending.segment).await {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            drop(permit);
-            return Outcome::Dead(
-                pending,
-                ErrorClass::Poisoned,
-                format!("local segment file unreadable: {error}"),
-            );
+        Ok(bytes) if crc32c::crc32c(&bytes) == pending.segment.meta.crc32c => bytes,
+        read => {
+            let why = match read {
+                Ok(_) => "fails its checksum".to_owned(),
+                Err(error) => format!("is unreadable: {error}"),
+            };
+            match rebuild_from_wal(shared, &pending).await {
+                Ok(bytes) => {
+                    tracing::warn!(collection = %pending.collection.name, segment = %pending.segment.meta.id, "the local segment file {why}; rebuilt it from the wal");
+                    bytes
+                }
+                Err(error) => {
+                    // Dropping the permit without an outcome counts nothing.
+                    drop(permit);
+                    // Never dead-letter a damaged file: that would let the WAL go. The WAL keeps
+                    // the records while the segment waits.
+                    tracing::error!(collection = %pending.collection.name, segment = %pending.segment.meta.id, %error, "the local segment file {why} and could not be rebuilt; its records stay in the wal");
+                    return Outcome::Retry(pending, config.max_delay);
+                }
+            }
         }
     };
-    if crc32c::crc32c(&bytes) != pending.segment.meta.crc32c {
-        drop(permit);
-        return Outcome::Dead(
-            pending,
-            ErrorClass::Poisoned,
-            "local segment file fails its checksum".to_owned(),
-        );
-    }
     let started = std::time::Instant::now();
     let check_first = pending.attempts > 1;
     let result = tokio::time::timeout(
@@ -198,6 +202,47 @@ async fn upload_one(shared: &Shared, mut pending: Pending) -> Outcome {
             )
         }
     }
+}
+
+/// Rewrites a pending segment's local file from the WAL records of its LSN range (the WAL keeps
+/// them until the segment is committed or pinned) and returns its bytes, which must match the
+/// segment's checksum.
+async fn rebuild_from_wal(shared: &Shared, pending: &Pending) -> Result<Bytes, String> {
+    let meta = &pending.segment.meta;
+    let range = meta.min_lsn..=meta.max_lsn;
+    let wal = shared.wal.clone();
+    let records = crate::store::blocking(move || wal.read_range(range))
+        .await
+        .map_err(|e| e.to_string())?;
+    let entries =
+        crate::store::rebuild_entries(&records, &pending.collection, (meta.min_lsn, meta.max_lsn));
+    if entries.len() as u64 != meta.records {
+        return Err(format!(
+            "the wal holds {} of its {} records",
+            entries.len(),
+            meta.records
+        ));
+    }
+    let write_id = meta
+        .write_id
+        .parse::<ulid::Ulid>()
+        .map_err(|e| format!("bad write id: {e}"))?;
+    let (bytes, _) = crate::segment::encode(
+        &entries,
+        shared.config.block_bytes,
+        u128::from(write_id),
+        Some((meta.min_lsn, meta.max_lsn)),
+        shared.config.compression,
+    );
+    if crc32c::crc32c(&bytes) != meta.crc32c {
+        return Err("the rebuilt file differs from the one the segment was made as".to_owned());
+    }
+    let path = pending.segment.local_path.clone();
+    let written = bytes.clone();
+    crate::store::blocking(move || crate::store::write_atomic(&path, &written))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Bytes::from(bytes))
 }
 
 /// Pins a segment and references it from a DLQ entry; on failure (a full queue) it goes back to

@@ -152,6 +152,19 @@ fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
     })
 }
 
+/// The frame at `offset` of a file's bytes and its payload length, if it is whole and valid.
+fn decode_frame(data: &[u8], offset: usize) -> Option<(WalRecord, usize)> {
+    let header = data.get(offset..offset + HEADER)?;
+    let len = usize::try_from(u32::from_le_bytes(header.get(..4)?.try_into().ok()?)).ok()?;
+    let crc = u32::from_le_bytes(header.get(4..8)?.try_into().ok()?);
+    if len > MAX_FRAME {
+        return None;
+    }
+    let payload = data.get(offset + HEADER..offset + HEADER + len)?;
+    (crc32c::crc32c(payload) == crc).then_some(())?;
+    Some((decode_payload(payload)?, len))
+}
+
 /// What recovery found in the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WalRecovery {
@@ -341,19 +354,7 @@ impl Wal {
                 {
                     break;
                 }
-                let frame = data.get(offset..offset + HEADER).and_then(|header| {
-                    let len =
-                        usize::try_from(u32::from_le_bytes(header.get(..4)?.try_into().ok()?))
-                            .ok()?;
-                    let crc = u32::from_le_bytes(header.get(4..8)?.try_into().ok()?);
-                    if len > MAX_FRAME {
-                        return None;
-                    }
-                    let payload = data.get(offset + HEADER..offset + HEADER + len)?;
-                    (crc32c::crc32c(payload) == crc).then_some(())?;
-                    Some((decode_payload(payload)?, len))
-                });
-                match frame {
+                match decode_frame(&data, offset) {
                     Some((record, len)) => {
                         offset += HEADER + len;
                         file_last = record.lsn;
@@ -513,6 +514,44 @@ impl Wal {
                 return Err(WalError::Failed("the wal was closed".to_owned()));
             }
         }
+    }
+
+    /// Every durable record with an LSN in `range` still in the log's files (blocking), in LSN
+    /// order; records of failed writes are left out.
+    pub(crate) fn read_range(
+        &self,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Vec<WalRecord>, WalError> {
+        let (files, synced) = {
+            let state = self.inner.state.lock();
+            let files: Vec<(PathBuf, u64)> = state
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.bytes))
+                .collect();
+            (files, state.synced_lsn)
+        };
+        let poisoned = read_poisoned(&self.inner.dir)?;
+        let mut out = Vec::new();
+        for (path, bytes) in files {
+            let mut data = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut data))
+                .map_err(|e| io_error(&path, e))?;
+            data.truncate(usize::try_from(bytes).unwrap_or(usize::MAX));
+            let mut offset = 0;
+            while let Some((record, len)) = decode_frame(&data, offset) {
+                offset += HEADER + len;
+                if range.contains(&record.lsn)
+                    && record.lsn <= synced
+                    && !poisoned.iter().any(|p| p.contains(&record.lsn))
+                {
+                    out.push(record);
+                }
+            }
+        }
+        out.sort_by_key(|r| r.lsn);
+        Ok(out)
     }
 
     /// The last LSN known durable.
