@@ -55,6 +55,9 @@ pub(crate) enum Residency {
     Resident(Arc<Vec<(String, Entry)>>),
     /// Only in the object store; the block index once loaded.
     Remote(Option<Arc<Vec<BlockRef>>>),
+    /// In the local segment file, by its block index: an `s3_only` segment waiting for upload,
+    /// read block by block through the cache rather than held in memory whole.
+    LocalFile(Arc<Vec<BlockRef>>),
 }
 
 /// Where a segment stands on its way to the object store.

@@ -448,7 +448,7 @@ impl Store {
             }
             let mut data = Data::default();
             let mut seen = HashSet::new();
-            for (path, meta, entries) in scanned {
+            for (path, meta, entries, index) in scanned {
                 seen.insert(meta.id.clone());
                 let key = format!("{}/{}", entry.name, meta.id);
                 let durability = if !entry.policy.uses_object_store() {
@@ -467,12 +467,11 @@ impl Store {
                     let doomed = path.clone();
                     blocking(move || fs::remove_file(doomed)).await.ok();
                 }
-                let residency =
-                    if durability == Durability::Committed && entry.policy == Policy::S3Only {
-                        Residency::Remote(None)
-                    } else {
-                        Residency::Resident(Arc::new(entries))
-                    };
+                let residency = match (entry.policy, durability) {
+                    (Policy::S3Only, Durability::Committed) => Residency::Remote(None),
+                    (Policy::S3Only, _) => Residency::LocalFile(Arc::new(index)),
+                    _ => Residency::Resident(Arc::new(entries)),
+                };
                 let segment = Arc::new(Segment {
                     meta,
                     local_path: path,
@@ -1331,7 +1330,12 @@ fn apply(data: &mut Data, lsn: u64, entries: Vec<(String, Option<Bytes>)>) {
     }
 }
 
-type Scanned = Vec<(PathBuf, SegmentMeta, Vec<(String, Entry)>)>;
+type Scanned = Vec<(
+    PathBuf,
+    SegmentMeta,
+    Vec<(String, Entry)>,
+    Vec<segment::BlockRef>,
+)>;
 
 /// A local segment file that failed verification.
 #[derive(Debug)]
@@ -1368,7 +1372,7 @@ fn scan_segments(dir: &Path, incarnation: u64) -> Result<(Scanned, Vec<Damaged>)
             continue;
         }
         let bytes = fs::read(&path).map_err(io_open(&path))?;
-        let (records, footer, _) = match segment::decode_all(&bytes) {
+        let (records, footer, index) = match segment::decode_all(&bytes) {
             Ok(decoded) => decoded,
             Err(error) => {
                 let footer = bytes
@@ -1393,7 +1397,7 @@ fn scan_segments(dir: &Path, incarnation: u64) -> Result<(Scanned, Vec<Damaged>)
             records: footer.records,
             write_id: ulid::Ulid::from(footer.write_id).to_string(),
         };
-        out.push((path, meta, records));
+        out.push((path, meta, records, index));
     }
     Ok((out, damaged))
 }
@@ -1490,6 +1494,8 @@ fn rebuild_damaged(
     }))
 }
 
+/// Freezes memtables older than `flush_interval`, and the oldest ones while the WAL is past
+/// `max_wal_bytes`; publishes writes whose writers went away before doing it themselves.
 async fn flush_task(shared: Weak<Shared>) {
     let Some(tick) = shared.upgrade().map(|s| {
         (s.config.flush_interval / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
@@ -1786,10 +1792,10 @@ impl Shared {
         let path = dir.join(format!("{}-{id}.seg", collection.incarnation));
         let block_bytes = self.config.block_bytes;
         let codec = self.config.compression;
-        let (path, bytes_len, crc, footer, entries) = {
+        let (path, bytes_len, crc, footer, entries, index) = {
             let path = path.clone();
             blocking(move || {
-                let (bytes, _) = segment::encode(
+                let (bytes, index) = segment::encode(
                     &entries,
                     block_bytes,
                     u128::from(write_id),
@@ -1810,6 +1816,7 @@ impl Shared {
                     crc32c::crc32c(&bytes),
                     footer,
                     entries,
+                    index,
                 ))
             })
             .await?
@@ -1832,7 +1839,13 @@ impl Shared {
             meta,
             local_path: path,
             state: Mutex::new(SegmentState {
-                residency: Residency::Resident(Arc::new(entries)),
+                // An `s3_only` segment is served from its file until the object store has it,
+                // so that a backlog of them is bounded by the disk, not by memory.
+                residency: if collection.policy == Policy::S3Only {
+                    Residency::LocalFile(Arc::new(index))
+                } else {
+                    Residency::Resident(Arc::new(entries))
+                },
                 durability,
                 has_local_file: true,
             }),
@@ -1957,9 +1970,12 @@ impl Shared {
         let mut files = Vec::new();
         for segment in segments {
             let mut state = segment.state.lock();
-            state.durability = Durability::Committed;
             if collection.policy == Policy::S3Only {
-                state.residency = Residency::Remote(None);
+                // The object holds the same bytes as the file: its block index stays valid.
+                state.residency = match &state.residency {
+                    Residency::LocalFile(index) => Residency::Remote(Some(Arc::clone(index))),
+                    _ => Residency::Remote(None),
+                };
             }
             if state.has_local_file {
                 state.has_local_file = false;
@@ -1973,6 +1989,10 @@ impl Shared {
                 }
             })
             .await;
+        }
+        // Committed last: whoever sees the backlog at zero sees the local files gone too.
+        for segment in segments {
+            segment.state.lock().durability = Durability::Committed;
         }
     }
 
@@ -2002,7 +2022,9 @@ impl Shared {
     ) -> Result<Residency, ReadError> {
         let residency = segment.state.lock().residency.clone();
         match residency {
-            Residency::Resident(_) | Residency::Remote(Some(_)) => Ok(residency),
+            Residency::Resident(_) | Residency::Remote(Some(_)) | Residency::LocalFile(_) => {
+                Ok(residency)
+            }
             Residency::Remote(None) => {
                 let remote = self.remote()?;
                 let path = remote.segment_path(&collection.name, &segment.meta.id);
@@ -2061,12 +2083,17 @@ impl Shared {
             collection: collection.name.clone(),
             source: SegmentError::Corrupt("index"),
         })?;
-        let remote = self.remote()?;
-        let path = remote.segment_path(&collection.name, &segment.meta.id);
-        let bytes = remote
-            .get_range(&path, block.offset..block.offset + u64::from(block.len))
-            .await
-            .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+        let bytes = match self.local_block(segment, block).await {
+            Some(bytes) => bytes,
+            None => {
+                let remote = self.remote()?;
+                let path = remote.segment_path(&collection.name, &segment.meta.id);
+                remote
+                    .get_range(&path, block.offset..block.offset + u64::from(block.len))
+                    .await
+                    .map_err(|e| ReadError::Unavailable(e.to_string()))?
+            }
+        };
         let entries = Arc::new(segment::decode_block(&bytes, block).map_err(|source| {
             ReadError::Corrupt {
                 collection: collection.name.clone(),
@@ -2081,6 +2108,25 @@ impl Shared {
         Ok(entries)
     }
 
+    /// A block read from the segment's local file while it has one (blocking pool); `None` when
+    /// it has none or the read failed (the commit may have just deleted it: the object store has
+    /// the same bytes then).
+    async fn local_block(&self, segment: &Segment, block: &segment::BlockRef) -> Option<Bytes> {
+        if !segment.state.lock().has_local_file {
+            return None;
+        }
+        let path = segment.local_path.clone();
+        let (offset, len) = (block.offset, block.len as usize);
+        blocking(move || {
+            use std::os::unix::fs::FileExt as _;
+            let file = File::open(path).ok()?;
+            let mut buffer = vec![0u8; len];
+            file.read_exact_at(&mut buffer, offset).ok()?;
+            Some(Bytes::from(buffer))
+        })
+        .await
+    }
+
     pub(crate) async fn segment_lookup(
         &self,
         collection: &Collection,
@@ -2090,7 +2136,7 @@ impl Shared {
         match self.resident_or_index(collection, segment).await? {
             Residency::Resident(entries) => Ok(lookup_resident(&entries, id)),
             Residency::Remote(None) => Ok(None),
-            Residency::Remote(Some(index)) => {
+            Residency::Remote(Some(index)) | Residency::LocalFile(index) => {
                 let Some(number) = index
                     .iter()
                     .position(|b| b.first.as_str() <= id && id <= b.last.as_str())
@@ -2142,7 +2188,7 @@ impl Shared {
                 Ok((out, false))
             }
             Residency::Remote(None) => Ok((out, false)),
-            Residency::Remote(Some(index)) => {
+            Residency::Remote(Some(index)) | Residency::LocalFile(index) => {
                 let from = index.partition_point(|b| b.last.as_str() < start);
                 for number in from..index.len() {
                     let block = match self.block(collection, segment, &index, number).await {
@@ -2187,7 +2233,7 @@ impl Shared {
         {
             Residency::Resident(entries) => Ok(entries),
             Residency::Remote(None) => Ok(Arc::new(Vec::new())),
-            Residency::Remote(Some(index)) => {
+            Residency::Remote(Some(index)) | Residency::LocalFile(index) => {
                 let mut all = Vec::new();
                 for number in 0..index.len() {
                     all.extend(
@@ -2338,5 +2384,78 @@ mod tests {
             );
             last_max = segment.meta.max_lsn;
         }
+    }
+
+    /// `s3_only` segments waiting for upload are read from their files through the bounded
+    /// block cache, never held in memory whole; reads stay right across the commit that deletes
+    /// the files (issue 12, point 9).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pending_s3_only_segments_are_served_from_their_files() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut cfg = config(dir.path());
+        cfg.object_store_url = Some("memory://".to_owned());
+        cfg.memtable_bytes = 4096;
+        cfg.block_bytes = 512;
+        cfg.cache_bytes = 2048;
+        let (store, _) = Store::open(cfg).await.expect("opens");
+        store
+            .create_collection("cold", Policy::S3Only)
+            .await
+            .expect("created");
+        // Uploads wait while the breaker is forced open.
+        store.breaker().force_open();
+        let value = |i: usize| Bytes::from(format!("value-{i:04}-{}", "y".repeat(40)));
+        for i in 0..300 {
+            store
+                .put("cold", &format!("k{i:04}"), value(i))
+                .await
+                .expect("put");
+        }
+        store.flush().await.expect("flushed");
+        let collection = store.shared.collection("cold").expect("exists");
+        let segments = collection.data.read().segments.clone();
+        assert!(segments.len() > 1, "several segments");
+        for segment in &segments {
+            let state = segment.state.lock();
+            assert_eq!(state.durability, Durability::Pending);
+            assert!(
+                matches!(state.residency, Residency::LocalFile(_)),
+                "{:?}",
+                state.residency
+            );
+        }
+        let check = |store: Store| async move {
+            for i in (0..300).step_by(7) {
+                assert_eq!(
+                    store.get("cold", &format!("k{i:04}")).await.expect("reads"),
+                    Some(value(i))
+                );
+            }
+            let page = store
+                .list(
+                    "cold",
+                    &ListQuery {
+                        limit: Some(1000),
+                        ..ListQuery::default()
+                    },
+                )
+                .await
+                .expect("lists");
+            assert_eq!(page.records.len(), 300);
+            assert!(!page.degraded);
+            assert!(store.shared.cache.lock().bytes() <= 2048);
+        };
+        check(store.clone()).await;
+        store.breaker().reset();
+        store
+            .wait_uploaded(Duration::from_secs(10))
+            .await
+            .expect("uploaded");
+        for segment in &collection.data.read().segments {
+            let state = segment.state.lock();
+            assert_eq!(state.durability, Durability::Committed);
+            assert!(!state.has_local_file);
+        }
+        check(store).await;
     }
 }
