@@ -112,6 +112,11 @@ struct CatalogFile {
     #[serde(default)]
     lsn_floor: u64,
     collections: Vec<CatalogEntry>,
+    /// Tombstones of dropped object-store collections: the manifest may still list them until
+    /// its next commit, which leaves out every entry of an incarnation listed here. Absent in
+    /// catalogs written before tombstones existed.
+    #[serde(default)]
+    dropped: Vec<CatalogEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,7 +149,11 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     pub(crate) segments_dir: PathBuf,
     catalog_path: PathBuf,
+    /// Held for every catalog write, and by `create_collection` and `drop_collection` from their
+    /// check of the name to the end of the change, so that one name's changes never interleave.
     catalog_write: tokio::sync::Mutex<()>,
+    /// The tombstones of the catalog (see [`CatalogFile::dropped`]).
+    dropped: Mutex<Vec<CatalogEntry>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The data directory's advisory lock; released by `close` (or with the process).
     lock: Mutex<Option<File>>,
@@ -330,6 +339,16 @@ impl Store {
         let remote = object_store.map(|(store, prefix): (Arc<dyn ObjectStore>, String)| {
             Arc::new(Remote::new(store, &prefix, instruments.clone()))
         });
+        // The catalog: local collections, and tombstones of dropped ones.
+        let catalog_path = data_dir.join("catalog.json");
+        let mut catalog: CatalogFile = match fs::read(&catalog_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| OpenError::Io {
+                path: catalog_path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
+            Err(error) => return Err(io_open(&catalog_path)(error)),
+        };
         let mut manifest = Manifest::default();
         if let Some(remote) = &remote {
             if let Some(found) = remote
@@ -340,6 +359,15 @@ impl Store {
                 report.manifest_version = Some(found.version);
                 manifest = found;
             }
+            for tombstone in &catalog.dropped {
+                if manifest
+                    .collections
+                    .get(&tombstone.name)
+                    .is_some_and(|entry| entry.incarnation <= tombstone.incarnation)
+                {
+                    manifest.collections.remove(&tombstone.name);
+                }
+            }
             manifest.version += 1;
             manifest.writer.clone_from(&remote.writer);
             remote
@@ -349,18 +377,11 @@ impl Store {
                     remote::CommitError::Fenced(fenced) => OpenError::Fenced(fenced),
                     remote::CommitError::Remote(error) => OpenError::Manifest(error.to_string()),
                 })?;
+            // The claimed manifest lists no dropped incarnation: the tombstones have done their job.
+            catalog.dropped.clear();
         }
 
-        // The catalog: local collections, plus object-store collections from the manifest.
-        let catalog_path = data_dir.join("catalog.json");
-        let mut catalog: CatalogFile = match fs::read(&catalog_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| OpenError::Io {
-                path: catalog_path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            })?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
-            Err(error) => return Err(io_open(&catalog_path)(error)),
-        };
+        // Object-store collections the manifest lists and the catalog does not.
         for (name, entry) in &manifest.collections {
             if !catalog.collections.iter().any(|c| c.name == *name) && valid_collection_name(name) {
                 catalog.collections.push(CatalogEntry {
@@ -574,6 +595,7 @@ impl Store {
             segments_dir,
             catalog_path,
             catalog_write: tokio::sync::Mutex::new(()),
+            dropped: Mutex::new(catalog.dropped),
             tasks: Mutex::new(Vec::new()),
             config,
             lock: Mutex::new(Some(lock)),
@@ -626,7 +648,9 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`CollectionError`] for an invalid or taken name, or an object-store policy without a store.
+    /// [`CollectionError`] for an invalid or taken name, an object-store policy without a store,
+    /// or a failed catalog write (then the collection does not exist and the create can be
+    /// retried).
     pub async fn create_collection(
         &self,
         name: &str,
@@ -638,78 +662,117 @@ impl Store {
         if policy.uses_object_store() && self.shared.remote.is_none() {
             return Err(CollectionError::NoObjectStore(policy.as_str()));
         }
-        {
-            let mut collections = self.shared.collections.write();
-            if collections.contains_key(name) {
-                return Err(CollectionError::AlreadyExists(name.to_owned()));
-            }
-            let incarnation = {
-                let mut next = self.shared.next_incarnation.lock();
-                let value = *next;
-                *next += 1;
-                value
-            };
-            collections.insert(
-                name.to_owned(),
-                Arc::new(Collection {
-                    name: name.to_owned(),
-                    policy,
-                    incarnation,
-                    data: RwLock::new(Data::default()),
-                    flush_lock: tokio::sync::Mutex::new(()),
-                    compact_lock: tokio::sync::Mutex::new(()),
-                    flush_scheduled: AtomicBool::new(false),
-                    dropped: AtomicBool::new(false),
-                }),
-            );
+        // The collection is live only once its catalog entry is durable: a failed write leaves
+        // nothing behind (the incarnation number it took is simply never used).
+        let _catalog = self.shared.catalog_write.lock().await;
+        if self.shared.collections.read().contains_key(name) {
+            return Err(CollectionError::AlreadyExists(name.to_owned()));
         }
-        self.shared.persist_catalog().await
+        let incarnation = {
+            let mut next = self.shared.next_incarnation.lock();
+            let value = *next;
+            *next += 1;
+            value
+        };
+        let mut entries = self.shared.catalog_entries();
+        entries.push(CatalogEntry {
+            name: name.to_owned(),
+            policy,
+            incarnation,
+        });
+        let dropped = self.shared.dropped.lock().clone();
+        self.shared.write_catalog(entries, dropped).await?;
+        self.shared.collections.write().insert(
+            name.to_owned(),
+            Arc::new(Collection {
+                name: name.to_owned(),
+                policy,
+                incarnation,
+                data: RwLock::new(Data::default()),
+                flush_lock: tokio::sync::Mutex::new(()),
+                compact_lock: tokio::sync::Mutex::new(()),
+                flush_scheduled: AtomicBool::new(false),
+                dropped: AtomicBool::new(false),
+            }),
+        );
+        Ok(())
     }
 
     /// Drops a collection: its records, local files, objects and DLQ entries. Returns whether it
-    /// existed.
+    /// existed. The drop is durable once the catalog is; the manifest catches up on its next
+    /// commit when it cannot be committed now (objects are deleted only once no manifest of this
+    /// store lists them, else by orphan collection).
     ///
     /// # Errors
     ///
-    /// [`CollectionError`] for an invalid name or a failed catalog write.
+    /// [`CollectionError`] for an invalid name or a failed catalog write (then nothing was
+    /// dropped and the collection stays usable).
     pub async fn drop_collection(&self, name: &str) -> Result<bool, CollectionError> {
         if !valid_collection_name(name) {
             return Err(CollectionError::InvalidName(name.to_owned()));
         }
+        // The catalog is the local truth and goes first: once it is durable without the
+        // collection (and with a tombstone of its incarnation, which keeps the manifest's entry
+        // from bringing it back at the next open), the drop has happened; before, nothing has
+        // changed and the collection stays fully usable. The manifest catches up on its next
+        // commit, which leaves out tombstoned incarnations.
+        let catalog = self.shared.catalog_write.lock().await;
         let Some(collection) = self.shared.collection(name) else {
             return Ok(false);
         };
-        // The manifest goes first: a crash after this point cannot bring the collection back
-        // from the object store (the catalog write below finishes the drop).
-        if self.shared.remote.is_some() {
-            let listed = self
-                .shared
-                .manifest
-                .lock()
-                .await
-                .collections
-                .contains_key(name);
-            if listed {
-                self.shared
-                    .commit_manifest(|manifest| {
-                        manifest.collections.remove(name);
-                    })
-                    .await
-                    .map_err(|error| CollectionError::ObjectStore(error.to_string()))?;
-            }
+        let uses_manifest = self.shared.remote.is_some() && collection.policy.uses_object_store();
+        let mut dropped = self.shared.dropped.lock().clone();
+        if uses_manifest {
+            dropped.push(CatalogEntry {
+                name: name.to_owned(),
+                policy: collection.policy,
+                incarnation: collection.incarnation,
+            });
         }
-        if self.shared.collections.write().remove(name).is_none() {
-            return Ok(false);
-        }
+        let entries = self
+            .shared
+            .catalog_entries()
+            .into_iter()
+            .filter(|entry| entry.name != name)
+            .collect();
+        self.shared.write_catalog(entries, dropped.clone()).await?;
+        *self.shared.dropped.lock() = dropped;
+        self.shared.collections.write().remove(name);
         collection.dropped.store(true, Ordering::SeqCst);
-        self.shared.persist_catalog().await?;
         let _flush = collection.flush_lock.lock().await;
         let _compact = collection.compact_lock.lock().await;
         self.shared.queue.lock().remove_collection(name);
         let segments = std::mem::take(&mut collection.data.write().segments);
         let dir = self.shared.segments_dir.join(name);
         let _ = blocking(move || fs::remove_dir_all(&dir)).await;
-        if let Some(remote) = &self.shared.remote {
+        // A new collection of this name may be created from here on: its queue entries and files
+        // are its own.
+        drop(catalog);
+        let listed = uses_manifest
+            && self
+                .shared
+                .manifest
+                .lock()
+                .await
+                .collections
+                .get(name)
+                .is_some_and(|entry| entry.incarnation <= collection.incarnation);
+        let committed = if listed {
+            match self.shared.commit_manifest(|_| {}).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%error, collection = name, "the manifest still lists a dropped collection; its next commit leaves it out");
+                    false
+                }
+            }
+        } else {
+            true
+        };
+        // Objects go only once no manifest of ours references them; otherwise orphan collection
+        // deletes them after the manifest caught up.
+        if let Some(remote) = &self.shared.remote
+            && committed
+        {
             for segment in &segments {
                 let _ = remote
                     .delete(&remote.segment_path(name, &segment.meta.id))
@@ -1367,19 +1430,34 @@ impl Shared {
 
     async fn persist_catalog(&self) -> Result<(), CollectionError> {
         let _guard = self.catalog_write.lock().await;
+        let dropped = self.dropped.lock().clone();
+        self.write_catalog(self.catalog_entries(), dropped).await
+    }
+
+    /// The catalog entries of the live collections.
+    fn catalog_entries(&self) -> Vec<CatalogEntry> {
+        self.collections
+            .read()
+            .values()
+            .map(|c| CatalogEntry {
+                name: c.name.clone(),
+                policy: c.policy,
+                incarnation: c.incarnation,
+            })
+            .collect()
+    }
+
+    /// Writes the catalog durably; the caller holds `catalog_write`.
+    async fn write_catalog(
+        &self,
+        collections: Vec<CatalogEntry>,
+        dropped: Vec<CatalogEntry>,
+    ) -> Result<(), CollectionError> {
         let file = CatalogFile {
             next_incarnation: *self.next_incarnation.lock(),
             lsn_floor: self.wal.last_lsn(),
-            collections: self
-                .collections
-                .read()
-                .values()
-                .map(|c| CatalogEntry {
-                    name: c.name.clone(),
-                    policy: c.policy,
-                    incarnation: c.incarnation,
-                })
-                .collect(),
+            collections,
+            dropped,
         };
         let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
         let path = self.catalog_path.clone();
@@ -1603,6 +1681,17 @@ impl Shared {
         let mut current = self.manifest.lock().await;
         let mut next = current.clone();
         change(&mut next);
+        // A dropped incarnation never goes back into the manifest (an upload of it may finish
+        // after the drop).
+        for tombstone in self.dropped.lock().iter() {
+            if next
+                .collections
+                .get(&tombstone.name)
+                .is_some_and(|entry| entry.incarnation <= tombstone.incarnation)
+            {
+                next.collections.remove(&tombstone.name);
+            }
+        }
         next.version = current.version + 1;
         next.writer.clone_from(&remote.writer);
         match remote.commit(&next).await {
