@@ -146,6 +146,9 @@ pub(crate) struct Shared {
     pub(crate) manifest: tokio::sync::Mutex<Manifest>,
     pub(crate) cache: Mutex<BlockCache>,
     pub(crate) fenced: Mutex<Option<Fenced>>,
+    /// A manifest commit failed without an answer on whether it landed: the next one reads the
+    /// newest manifest first.
+    manifest_uncertain: AtomicBool,
     pub(crate) closed: AtomicBool,
     pub(crate) segments_dir: PathBuf,
     catalog_path: PathBuf,
@@ -351,32 +354,18 @@ impl Store {
         };
         let mut manifest = Manifest::default();
         if let Some(remote) = &remote {
-            if let Some(found) = remote
-                .latest_manifest()
-                .await
-                .map_err(|e| OpenError::Manifest(e.to_string()))?
-            {
-                report.manifest_version = Some(found.version);
-                manifest = found;
-            }
-            for tombstone in &catalog.dropped {
-                if manifest
-                    .collections
-                    .get(&tombstone.name)
-                    .is_some_and(|entry| entry.incarnation <= tombstone.incarnation)
-                {
-                    manifest.collections.remove(&tombstone.name);
-                }
-            }
-            manifest.version += 1;
-            manifest.writer.clone_from(&remote.writer);
-            remote
-                .commit(&manifest)
+            let mut read = None;
+            manifest = remote
+                .claim(None, |newest| {
+                    read = (newest.version > 0).then_some(newest.version);
+                    leave_out_dropped(newest, &catalog.dropped);
+                })
                 .await
                 .map_err(|error| match error {
                     remote::CommitError::Fenced(fenced) => OpenError::Fenced(fenced),
                     remote::CommitError::Remote(error) => OpenError::Manifest(error.to_string()),
                 })?;
+            report.manifest_version = read;
             // The claimed manifest lists no dropped incarnation: the tombstones have done their job.
             catalog.dropped.clear();
         }
@@ -591,6 +580,7 @@ impl Store {
             manifest: tokio::sync::Mutex::new(manifest),
             cache: Mutex::new(BlockCache::new(cache_bytes)),
             fenced: Mutex::new(None),
+            manifest_uncertain: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             segments_dir,
             catalog_path,
@@ -1323,6 +1313,19 @@ struct ListRange<'a> {
     take: usize,
 }
 
+/// Removes from `manifest` every collection entry of an incarnation a tombstone names.
+fn leave_out_dropped(manifest: &mut Manifest, dropped: &[CatalogEntry]) {
+    for tombstone in dropped {
+        if manifest
+            .collections
+            .get(&tombstone.name)
+            .is_some_and(|entry| entry.incarnation <= tombstone.incarnation)
+        {
+            manifest.collections.remove(&tombstone.name);
+        }
+    }
+}
+
 /// Applies a logged operation to a memtable.
 fn apply(data: &mut Data, lsn: u64, entries: Vec<(String, Option<Bytes>)>) {
     if data.memtable_min_lsn.is_none() {
@@ -1584,7 +1587,9 @@ impl Shared {
         entries: Vec<(String, Entry)>,
         lsn_range: Option<(u64, u64)>,
     ) -> Result<Arc<Segment>, MaintenanceError> {
-        let id = ulid::Ulid::generate().to_string();
+        // The writer's epoch in the id tells orphan collection whose object it is.
+        let epoch = self.remote.as_ref().map_or(0, |remote| remote.epoch());
+        let id = format!("{}-e{epoch}", ulid::Ulid::generate());
         let write_id = ulid::Ulid::generate();
         let dir = self.segments_dir.join(&collection.name);
         let path = dir.join(format!("{}-{id}.seg", collection.incarnation));
@@ -1679,20 +1684,33 @@ impl Shared {
             return Err(crate::remote::RemoteError::closed().into());
         }
         let mut current = self.manifest.lock().await;
+        let epoch = remote.epoch();
+        if self.manifest_uncertain.load(Ordering::Acquire) {
+            // An earlier commit failed: it may have landed after all, and another writer may
+            // have claimed the prefix since (at the version we did not get). Read the newest
+            // before writing: another epoch there fences us; our own landed attempt is skipped.
+            let newest = remote
+                .latest_manifest()
+                .await
+                .map_err(crate::remote::CommitError::Remote)?;
+            match newest {
+                Some(newest) if newest.epoch == epoch && newest.writer == remote.writer => {
+                    current.version = current.version.max(newest.version);
+                }
+                newest => {
+                    let version = newest.map_or(0, |m| m.version);
+                    return Err(self.fence(Fenced { version }).into());
+                }
+            }
+            self.manifest_uncertain.store(false, Ordering::Release);
+        }
         let mut next = current.clone();
         change(&mut next);
         // A dropped incarnation never goes back into the manifest (an upload of it may finish
         // after the drop).
-        for tombstone in self.dropped.lock().iter() {
-            if next
-                .collections
-                .get(&tombstone.name)
-                .is_some_and(|entry| entry.incarnation <= tombstone.incarnation)
-            {
-                next.collections.remove(&tombstone.name);
-            }
-        }
+        leave_out_dropped(&mut next, &self.dropped.lock());
         next.version = current.version + 1;
+        next.epoch = epoch;
         next.writer.clone_from(&remote.writer);
         match remote.commit(&next).await {
             Ok(()) => {
@@ -1706,24 +1724,27 @@ impl Shared {
                 }
                 Ok(())
             }
-            Err(crate::remote::CommitError::Fenced(fenced)) => {
-                tracing::error!(
-                    version = fenced.version,
-                    "fenced by another writer; uploads stop"
-                );
-                *self.fenced.lock() = Some(fenced.clone());
-                self.progress.notify_waiters();
-                Err(fenced.into())
-            }
+            Err(crate::remote::CommitError::Fenced(fenced)) => Err(self.fence(fenced).into()),
             Err(other) => {
-                // The put may have landed all the same (a lost response, a timeout). Never write
-                // this version again with other content: the read-back would take our own
-                // manifest for another writer's. The next commit takes the next version; a gap
-                // is harmless, as the newest manifest is found by listing.
-                current.version = next.version;
+                // The put may have landed all the same (a lost response, a timeout), or not.
+                // The version is not retired blindly (a new writer may claim it, and our next
+                // version would then hide its claim): the next commit reads the newest first.
+                self.manifest_uncertain.store(true, Ordering::Release);
                 Err(other)
             }
         }
+    }
+
+    /// Records that another writer claimed the prefix: uploads, commits and orphan collection
+    /// stop, and writes are refused.
+    pub(crate) fn fence(&self, fenced: Fenced) -> Fenced {
+        tracing::error!(
+            version = fenced.version,
+            "fenced by another writer; uploads stop"
+        );
+        *self.fenced.lock() = Some(fenced.clone());
+        self.progress.notify_waiters();
+        fenced
     }
 
     /// Adds `segments` of `collection` to the manifest entry of the collection.

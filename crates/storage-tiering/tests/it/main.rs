@@ -6,6 +6,7 @@
 mod catalog;
 mod common;
 mod crash;
+mod fencing;
 #[cfg(feature = "health")]
 mod health;
 mod http_status;
