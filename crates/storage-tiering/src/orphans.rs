@@ -140,6 +140,11 @@ impl Shared {
         if let Some(fenced) = self.fenced.lock().clone() {
             return Some(Stop::Skipped(fenced.into()));
         }
+        if !self.is_claimed() {
+            return Some(Stop::Skipped(MaintenanceError::ObjectStore(
+                "the object-store prefix is not claimed yet".to_owned(),
+            )));
+        }
         if !matches!(
             self.breaker.state(),
             BreakerState::Closed | BreakerState::Disabled

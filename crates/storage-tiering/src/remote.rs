@@ -126,6 +126,13 @@ impl RemoteError {
             status: None,
         }
     }
+    pub(crate) fn unclaimed() -> Self {
+        Self {
+            kind: ErrorKind::Transient,
+            message: "the object-store prefix is not claimed yet (the store opened from its local manifest copy during an outage); it is claimed once the object store answers".to_owned(),
+            status: None,
+        }
+    }
     pub(crate) fn timeout() -> Self {
         Self {
             kind: ErrorKind::Transient,
@@ -332,8 +339,8 @@ impl Remote {
     /// Claims the prefix: reads the newest manifest and commits the next version with the next
     /// epoch, so that every older writer is fenced at its next commit. The claimed manifest is
     /// the newest one's content (or, with `local`, this data directory's copy of its last
-    /// committed manifest, when the newest one is that manifest's writer's or older: else another
-    /// writer claimed the prefix since and this one is fenced), after `prepare`.
+    /// committed manifest, when the newest one is that copy's epoch's, this process's or older:
+    /// else another writer claimed the prefix since and this one is fenced), after `prepare`.
     pub(crate) async fn claim(
         &self,
         local: Option<&Manifest>,
@@ -346,7 +353,9 @@ impl Remote {
             let mut next = match (newest, local) {
                 (newest, None) => newest.unwrap_or_default(),
                 (Some(newest), Some(local))
-                    if newest.version > local.version && newest.epoch != local.epoch =>
+                    if newest.version > local.version
+                        && newest.epoch != local.epoch
+                        && newest.writer != self.writer =>
                 {
                     return Err(Fenced {
                         version: newest.version,

@@ -102,6 +102,10 @@ pub struct RecoveryReport {
     pub requeued_segments: usize,
     /// Local segments pinned by a DLQ entry.
     pub pinned_segments: usize,
+    /// The object store could not be read: the store opened from its local copy of the last
+    /// committed manifest (`manifest_version` is that copy's) and claims the prefix once the
+    /// object store answers ([`Store::awaiting_object_store`]).
+    pub awaiting_object_store: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -149,6 +153,12 @@ pub(crate) struct Shared {
     /// A manifest commit failed without an answer on whether it landed: the next one reads the
     /// newest manifest first.
     manifest_uncertain: AtomicBool,
+    /// Whether this store claimed its object-store prefix (false after an open during an outage
+    /// until the reconcile task claims it: no uploads, commits or orphan collection meanwhile).
+    claimed: AtomicBool,
+    /// `data_dir/manifest.json`: a copy of the last committed manifest, to start from when the
+    /// object store is down at open.
+    manifest_copy_path: PathBuf,
     pub(crate) closed: AtomicBool,
     pub(crate) segments_dir: PathBuf,
     catalog_path: PathBuf,
@@ -352,22 +362,55 @@ impl Store {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
             Err(error) => return Err(io_open(&catalog_path)(error)),
         };
+        let manifest_copy_path = data_dir.join("manifest.json");
         let mut manifest = Manifest::default();
+        let mut claimed = true;
         if let Some(remote) = &remote {
             let mut read = None;
-            manifest = remote
-                .claim(None, |newest| {
-                    read = (newest.version > 0).then_some(newest.version);
-                    leave_out_dropped(newest, &catalog.dropped);
-                })
+            let claim = remote.claim(None, |newest| {
+                read = (newest.version > 0).then_some(newest.version);
+                leave_out_dropped(newest, &catalog.dropped);
+            });
+            let claim = tokio::time::timeout(config.upload.attempt_timeout, claim)
                 .await
-                .map_err(|error| match error {
-                    remote::CommitError::Fenced(fenced) => OpenError::Fenced(fenced),
-                    remote::CommitError::Remote(error) => OpenError::Manifest(error.to_string()),
-                })?;
-            report.manifest_version = read;
-            // The claimed manifest lists no dropped incarnation: the tombstones have done their job.
-            catalog.dropped.clear();
+                .unwrap_or_else(|_| Err(remote::RemoteError::timeout().into()));
+            match claim {
+                Ok(claimed_manifest) => {
+                    manifest = claimed_manifest;
+                    report.manifest_version = read;
+                    // The claimed manifest lists no dropped incarnation: the tombstones have done
+                    // their job.
+                    catalog.dropped.clear();
+                    let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+                    let path = manifest_copy_path.clone();
+                    blocking(move || write_atomic(&path, &bytes))
+                        .await
+                        .map_err(io_open(&manifest_copy_path))?;
+                }
+                Err(remote::CommitError::Remote(error))
+                    if error.kind == remote::ErrorKind::Transient =>
+                {
+                    // The object store is down: start from this directory's copy of the last
+                    // committed manifest, without claiming the prefix (no uploads, commits or
+                    // orphan collection) until the store answers. Without a copy nothing says
+                    // what the prefix holds: refuse.
+                    let Some(copy) = read_manifest_copy(&manifest_copy_path)? else {
+                        return Err(OpenError::ObjectStoreUnavailable {
+                            reason: error.to_string(),
+                        });
+                    };
+                    tracing::warn!(%error, version = copy.version, "the object store cannot be read; starting from the local manifest copy, uploads wait until it answers");
+                    manifest = copy;
+                    leave_out_dropped(&mut manifest, &catalog.dropped);
+                    report.manifest_version = Some(manifest.version);
+                    report.awaiting_object_store = true;
+                    claimed = false;
+                }
+                Err(remote::CommitError::Fenced(fenced)) => return Err(OpenError::Fenced(fenced)),
+                Err(remote::CommitError::Remote(error)) => {
+                    return Err(OpenError::Manifest(error.to_string()));
+                }
+            }
         }
 
         // Object-store collections the manifest lists and the catalog does not.
@@ -581,6 +624,8 @@ impl Store {
             cache: Mutex::new(BlockCache::new(cache_bytes)),
             fenced: Mutex::new(None),
             manifest_uncertain: AtomicBool::new(false),
+            claimed: AtomicBool::new(claimed),
+            manifest_copy_path,
             closed: AtomicBool::new(false),
             segments_dir,
             catalog_path,
@@ -614,13 +659,18 @@ impl Store {
         );
         let mut tasks = Vec::new();
         if shared.remote.is_some() {
-            tasks.push(tokio::spawn(upload::run_worker(Arc::downgrade(&shared))));
+            if claimed {
+                tasks.push(tokio::spawn(upload::run_worker(Arc::downgrade(&shared))));
+            } else {
+                // Starts the upload worker and the pass after open once it claimed the prefix.
+                tasks.push(tokio::spawn(reconcile_task(Arc::downgrade(&shared))));
+            }
         }
         // The task runs even while compaction is disabled, so that enabling it live takes effect.
         tasks.push(tokio::spawn(compaction_task(Arc::downgrade(&shared))));
         // Objects orphaned before this open (a crash between upload and commit, compaction inputs
         // whose deletion was pending): collected in the background, never delaying the open.
-        if shared.collects_orphans() {
+        if shared.collects_orphans() && claimed {
             tasks.push(tokio::spawn(orphans::after_open(Arc::downgrade(&shared))));
         }
         *shared.tasks.lock() = tasks;
@@ -1194,6 +1244,16 @@ impl Store {
         &self.shared.dlq
     }
 
+    /// Whether the store opened during an object-store outage and has not claimed its prefix
+    /// yet: it serves what it holds locally and acknowledges writes through the WAL, while
+    /// uploads, manifest commits and orphan collection wait; reads that need the object store
+    /// fail with [`ReadError::Unavailable`]. A background task claims the prefix once the store
+    /// answers (or finds the store fenced by a newer writer).
+    #[must_use]
+    pub fn awaiting_object_store(&self) -> bool {
+        !self.shared.is_claimed()
+    }
+
     /// The error that fenced this store, if another writer claimed the prefix.
     #[must_use]
     pub fn fenced(&self) -> Option<Fenced> {
@@ -1313,6 +1373,81 @@ struct ListRange<'a> {
     take: usize,
 }
 
+/// The local copy of the last committed manifest, if there is one.
+fn read_manifest_copy(path: &Path) -> Result<Option<Manifest>, OpenError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| OpenError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_open(path)(error)),
+    }
+}
+
+/// After an open during an outage: claims the prefix once the object store answers (based on
+/// the local manifest copy, if the newest manifest is that copy's writer's or older; else this
+/// store is fenced), then starts the upload worker and the orphan pass that follows an open.
+/// Retries with the upload backoff meanwhile.
+async fn reconcile_task(weak: Weak<Shared>) {
+    let mut attempt = 0;
+    loop {
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        let Some(remote) = shared.remote.clone() else {
+            return;
+        };
+        if shared.is_closed() {
+            return;
+        }
+        attempt += 1;
+        let local = shared.manifest.lock().await.clone();
+        let claim = remote.claim(Some(&local), |manifest| {
+            leave_out_dropped(manifest, &shared.dropped.lock());
+        });
+        let limit = shared.config.upload.attempt_timeout;
+        match tokio::time::timeout(limit, claim)
+            .await
+            .unwrap_or_else(|_| Err(remote::RemoteError::timeout().into()))
+        {
+            Ok(claimed) => {
+                let version = claimed.version;
+                {
+                    let mut current = shared.manifest.lock().await;
+                    *current = claimed;
+                    shared.save_manifest_copy(&current).await;
+                }
+                shared.claimed.store(true, Ordering::Release);
+                let mut tasks = vec![tokio::spawn(upload::run_worker(Arc::downgrade(&shared)))];
+                if shared.collects_orphans() {
+                    tasks.push(tokio::spawn(orphans::after_open(Arc::downgrade(&shared))));
+                }
+                shared.tasks.lock().extend(tasks);
+                shared.upload_notify.notify_one();
+                shared.progress.notify_waiters();
+                tracing::info!(
+                    version,
+                    "the object store answers: prefix claimed, uploads resume"
+                );
+                return;
+            }
+            Err(remote::CommitError::Fenced(fenced)) => {
+                shared.fence(fenced);
+                return;
+            }
+            Err(remote::CommitError::Remote(error)) => {
+                tracing::debug!(%error, attempt, "the object store still cannot be claimed");
+            }
+        }
+        let delay = shared.config.upload.backoff(attempt);
+        drop(shared);
+        tokio::time::sleep(delay).await;
+    }
+}
+
 /// Removes from `manifest` every collection entry of an incarnation a tombstone names.
 fn leave_out_dropped(manifest: &mut Manifest, dropped: &[CatalogEntry]) {
     for tombstone in dropped {
@@ -1403,6 +1538,10 @@ async fn compaction_task(shared: Weak<Shared>) {
         if enabled {
             let collections: Vec<_> = shared.collections.read().values().cloned().collect();
             for collection in collections {
+                if collection.policy.uses_object_store() && !shared.is_claimed() {
+                    // Its merge would need the object store it cannot commit to yet.
+                    continue;
+                }
                 if let Err(error) = shared.compact(&collection, false).await {
                     tracing::warn!(%error, collection = %collection.name, "background compaction failed");
                 }
@@ -1683,6 +1822,9 @@ impl Shared {
             // Closed: the directory (and the prefix) may belong to another store now.
             return Err(crate::remote::RemoteError::closed().into());
         }
+        if !self.claimed.load(Ordering::Acquire) {
+            return Err(crate::remote::RemoteError::unclaimed().into());
+        }
         let mut current = self.manifest.lock().await;
         let epoch = remote.epoch();
         if self.manifest_uncertain.load(Ordering::Acquire) {
@@ -1716,6 +1858,8 @@ impl Shared {
             Ok(()) => {
                 let version = next.version;
                 *current = next;
+                // Before any caller deletes local files the commit made redundant.
+                self.save_manifest_copy(&current).await;
                 drop(current);
                 // The newest MANIFESTS_KEPT stay; one whose delete fails is left to orphan
                 // collection.
@@ -1733,6 +1877,28 @@ impl Shared {
                 Err(other)
             }
         }
+    }
+
+    /// Writes `data_dir/manifest.json`, the copy of the last committed manifest an open during an
+    /// outage starts from. On failure the copy is removed (a stale copy would miss segments whose
+    /// local files the commit let go), so such an open is refused until a later commit writes it.
+    pub(crate) async fn save_manifest_copy(&self, manifest: &Manifest) {
+        let bytes = serde_json::to_vec(manifest).unwrap_or_default();
+        let path = self.manifest_copy_path.clone();
+        let saved = blocking(move || {
+            write_atomic(&path, &bytes).inspect_err(|_| {
+                let _ = fs::remove_file(&path);
+            })
+        })
+        .await;
+        if let Err(error) = saved {
+            tracing::error!(%error, "could not write the local manifest copy; an open during an object-store outage is refused until the next commit writes it");
+        }
+    }
+
+    /// Whether the store holds its object-store prefix (always, without an object store).
+    pub(crate) fn is_claimed(&self) -> bool {
+        self.claimed.load(Ordering::Acquire)
     }
 
     /// Records that another writer claimed the prefix: uploads, commits and orphan collection

@@ -10,6 +10,7 @@ mod fencing;
 #[cfg(feature = "health")]
 mod health;
 mod http_status;
+mod offline;
 mod orphans;
 mod outage;
 mod records;
