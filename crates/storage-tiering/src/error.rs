@@ -47,6 +47,16 @@ pub enum OpenError {
     /// The object store could not be read at open (the manifest is needed to recover).
     #[error("could not read the object-store manifest: {0}; check the store and its credentials")]
     Manifest(String),
+    /// The object store did not answer at open and the data directory holds no copy of a
+    /// manifest from an earlier run to start from (a first start during an outage): nothing
+    /// tells what the prefix holds, so the store does not open.
+    #[error(
+        "the object store cannot be read ({reason}) and data_dir holds no manifest copy from an earlier run; start again once the object store answers"
+    )]
+    ObjectStoreUnavailable {
+        /// Why the manifest could not be read.
+        reason: String,
+    },
     /// Another writer holds the object-store prefix.
     #[error(transparent)]
     Fenced(#[from] Fenced),

@@ -46,9 +46,13 @@ impl Check for ObjectStoreCheck {
         };
         let backlog = shared.instruments.backlog_bytes.get();
         let breaker = shared.breaker.state();
+        let claimed = shared.is_claimed();
         drop(shared);
         let outcome = match remote.ping().await {
             Err(error) => CheckOutcome::unhealthy(format!("object store unreachable: {error}")),
+            Ok(()) if !claimed => CheckOutcome::degraded(
+                "started during an object-store outage; claiming the prefix before uploads resume",
+            ),
             Ok(()) if matches!(breaker, BreakerState::Open | BreakerState::ForcedOpen) => {
                 CheckOutcome::degraded("the upload circuit breaker is open")
             }
@@ -57,5 +61,6 @@ impl Check for ObjectStoreCheck {
         outcome
             .with_detail("backlog_bytes", backlog)
             .with_detail("upload_breaker", breaker.as_str())
+            .with_detail("prefix_claimed", claimed)
     }
 }

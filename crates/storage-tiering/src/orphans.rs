@@ -7,8 +7,10 @@
 //! compaction lock (so that no compaction is between its upload and its commit), takes what this
 //! process still references. An object is deleted only when
 //!
-//! 1. the newest manifest does not reference it, and that manifest is this writer's (another
-//!    writer's means this store is being fenced: the pass deletes nothing);
+//! 1. the newest manifest does not reference it, and that manifest is this writer's, of its epoch
+//!    (another writer's means this store is being fenced: the pass deletes nothing, and a newer
+//!    epoch fences the store at once), and the object's name does not carry a newer epoch than
+//!    this writer's (segment ids end in `-e<epoch>`; ids without one are of epoch 0);
 //! 2. it is not one of the newest [`MANIFESTS_KEPT`] manifests (nor a newer one);
 //! 3. no segment of this process references it: pending upload, uploaded but not yet committed,
 //!    pinned for the DLQ, or a compaction input still in its grace period;
@@ -28,7 +30,7 @@ use object_store::ObjectMeta;
 use object_store::path::Path;
 
 use crate::error::{Fenced, MaintenanceError};
-use crate::remote::{Remote, RemoteError, manifest_version};
+use crate::remote::{Remote, RemoteError, manifest_version, segment_epoch};
 use crate::store::{Shared, dlq_entries};
 
 /// Manifest versions kept, the newest included. Recovery and fencing need only the newest (`open`
@@ -138,6 +140,11 @@ impl Shared {
         if let Some(fenced) = self.fenced.lock().clone() {
             return Some(Stop::Skipped(fenced.into()));
         }
+        if !self.is_claimed() {
+            return Some(Stop::Skipped(MaintenanceError::ObjectStore(
+                "the object-store prefix is not claimed yet".to_owned(),
+            )));
+        }
         if !matches!(
             self.breaker.state(),
             BreakerState::Closed | BreakerState::Disabled
@@ -189,9 +196,15 @@ impl Shared {
             .await
             .unwrap_or_else(|_| Err(RemoteError::timeout()))
             .map_err(|e| Stop::Failed(object_store_error(&e)))?;
-        if manifest.writer != remote.writer {
-            // Another writer claimed the prefix: its uploads are none of our business.
-            return Err(Stop::Skipped(Fenced { version: newest }.into()));
+        let epoch = remote.epoch();
+        if manifest.writer != remote.writer || manifest.epoch != epoch {
+            // Another writer claimed the prefix: its uploads are none of our business, and this
+            // store is fenced now rather than at its next commit.
+            let fenced = Fenced { version: newest };
+            if manifest.epoch > epoch {
+                self.fence(fenced.clone());
+            }
+            return Err(Stop::Skipped(fenced.into()));
         }
         let mut referenced: HashSet<String> = manifest
             .collections
@@ -243,7 +256,11 @@ impl Shared {
                 keep.extend(self.retiring.lock().iter().cloned());
             }
             let now = self.wall_now();
-            for object in objects.into_iter().filter(|o| !keep.contains(&o.id)) {
+            // An object of a newer epoch is a newer writer's, whatever our manifest says.
+            for object in objects
+                .into_iter()
+                .filter(|o| !keep.contains(&o.id) && segment_epoch(&o.id) <= epoch)
+            {
                 if let Some(stop) = self.orphan_stop() {
                     return stopped(report, stop);
                 }

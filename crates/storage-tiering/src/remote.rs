@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::TryStreamExt as _;
@@ -125,6 +126,13 @@ impl RemoteError {
             status: None,
         }
     }
+    pub(crate) fn unclaimed() -> Self {
+        Self {
+            kind: ErrorKind::Transient,
+            message: "the object-store prefix is not claimed yet (the store opened from its local manifest copy during an outage); it is claimed once the object store answers".to_owned(),
+            status: None,
+        }
+    }
     pub(crate) fn timeout() -> Self {
         Self {
             kind: ErrorKind::Transient,
@@ -147,7 +155,22 @@ pub(crate) struct ManifestCollection {
 pub(crate) struct Manifest {
     pub(crate) version: u64,
     pub(crate) writer: String,
+    /// The epoch of the writer that wrote it: claimed at open as one more than the newest
+    /// manifest's, unique to that open. Manifests written before epochs existed have none: 0.
+    #[serde(default)]
+    pub(crate) epoch: u64,
     pub(crate) collections: BTreeMap<String, ManifestCollection>,
+}
+
+/// How many times `claim` reads the newest manifest again after another writer took the version
+/// it tried to claim at the same moment.
+const CLAIM_ATTEMPTS: u32 = 3;
+
+/// The epoch of a segment object's id (`<ulid>-e<epoch>`); 0 for ids written before epochs.
+pub(crate) fn segment_epoch(id: &str) -> u64 {
+    id.split_once("-e")
+        .and_then(|(_, epoch)| epoch.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Why a manifest commit failed.
@@ -174,6 +197,8 @@ pub(crate) struct Remote {
     pub(crate) store: Arc<dyn ObjectStore>,
     prefix: Path,
     pub(crate) writer: String,
+    /// The epoch this writer claimed (0 until it has claimed the prefix).
+    epoch: AtomicU64,
     instruments: Instruments,
 }
 
@@ -242,6 +267,7 @@ impl Remote {
             store,
             prefix,
             writer: ulid::Ulid::generate().to_string(),
+            epoch: AtomicU64::new(0),
             instruments,
         }
     }
@@ -305,8 +331,69 @@ impl Remote {
         })
     }
 
-    /// Writes `manifest` (whose version is the new one) with `PutMode::Create`. Someone else's
-    /// manifest at that version means this writer is fenced.
+    /// The epoch this writer claimed; 0 until it claimed the prefix.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Claims the prefix: reads the newest manifest and commits the next version with the next
+    /// epoch, so that every older writer is fenced at its next commit. The claimed manifest is
+    /// the newest one's content (or, with `local`, this data directory's copy of its last
+    /// committed manifest, when the newest one is that copy's epoch's, this process's or older:
+    /// else another writer claimed the prefix since and this one is fenced), after `prepare`.
+    pub(crate) async fn claim(
+        &self,
+        local: Option<&Manifest>,
+        mut prepare: impl FnMut(&mut Manifest),
+    ) -> Result<Manifest, CommitError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let newest = self.latest_manifest().await?;
+            let mut next = match (newest, local) {
+                (newest, None) => newest.unwrap_or_default(),
+                (Some(newest), Some(local))
+                    if newest.version > local.version
+                        && newest.epoch != local.epoch
+                        && newest.writer != self.writer =>
+                {
+                    return Err(Fenced {
+                        version: newest.version,
+                    }
+                    .into());
+                }
+                (newest, Some(local)) => {
+                    let mut base = local.clone();
+                    if let Some(newest) = newest {
+                        base.version = base.version.max(newest.version);
+                        base.epoch = base.epoch.max(newest.epoch);
+                    }
+                    base
+                }
+            };
+            prepare(&mut next);
+            next.version += 1;
+            next.epoch += 1;
+            next.writer.clone_from(&self.writer);
+            match self.commit(&next).await {
+                Ok(()) => {
+                    self.epoch.store(next.epoch, Ordering::Release);
+                    return Ok(next);
+                }
+                // Another writer claimed this version at the same moment (or our own attempt
+                // landed unseen): read the newest again.
+                Err(CommitError::Fenced(_)) if attempt < CLAIM_ATTEMPTS => {}
+                Err(CommitError::Remote(error))
+                    if error.kind == ErrorKind::AlreadyExists && attempt < CLAIM_ATTEMPTS => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Writes `manifest` (whose version is the new one) with `PutMode::Create`. Another writer's manifest at that version means
+    /// this writer is fenced; an earlier, different attempt of this writer at that version (a
+    /// failure that landed after all) is an `AlreadyExists` error: the caller reads the newest
+    /// manifest before its next commit.
     pub(crate) async fn commit(&self, manifest: &Manifest) -> Result<(), CommitError> {
         let path = self.manifest_path(manifest.version);
         let body = serde_json::to_vec(manifest).map_err(|e| RemoteError {
@@ -331,6 +418,19 @@ impl Remote {
                 let existing = self.get(&path).await?;
                 match serde_json::from_slice::<Manifest>(&existing) {
                     Ok(theirs) if theirs == *manifest => Ok(()),
+                    Ok(theirs)
+                        if theirs.epoch == manifest.epoch && theirs.writer == manifest.writer =>
+                    {
+                        Err(RemoteError {
+                            kind: ErrorKind::AlreadyExists,
+                            message: format!(
+                                "manifest {} holds an earlier attempt of this writer",
+                                manifest.version
+                            ),
+                            status: None,
+                        }
+                        .into())
+                    }
                     _ => Err(Fenced {
                         version: manifest.version,
                     }

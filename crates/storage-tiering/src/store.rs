@@ -105,6 +105,10 @@ pub struct RecoveryReport {
     /// Local segments that failed verification and were rebuilt from the WAL (the damaged files
     /// are kept under `data_dir/corrupt/`).
     pub rebuilt_segments: usize,
+    /// The object store could not be read: the store opened from its local copy of the last
+    /// committed manifest (`manifest_version` is that copy's) and claims the prefix once the
+    /// object store answers ([`Store::awaiting_object_store`]).
+    pub awaiting_object_store: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -115,6 +119,11 @@ struct CatalogFile {
     #[serde(default)]
     lsn_floor: u64,
     collections: Vec<CatalogEntry>,
+    /// Tombstones of dropped object-store collections: the manifest may still list them until
+    /// its next commit, which leaves out every entry of an incarnation listed here. Absent in
+    /// catalogs written before tombstones existed.
+    #[serde(default)]
+    dropped: Vec<CatalogEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,10 +165,23 @@ pub(crate) struct Shared {
     pub(crate) manifest: tokio::sync::Mutex<Manifest>,
     pub(crate) cache: Mutex<BlockCache>,
     pub(crate) fenced: Mutex<Option<Fenced>>,
+    /// A manifest commit failed without an answer on whether it landed: the next one reads the
+    /// newest manifest first.
+    manifest_uncertain: AtomicBool,
+    /// Whether this store claimed its object-store prefix (false after an open during an outage
+    /// until the reconcile task claims it: no uploads, commits or orphan collection meanwhile).
+    claimed: AtomicBool,
+    /// `data_dir/manifest.json`: a copy of the last committed manifest, to start from when the
+    /// object store is down at open.
+    manifest_copy_path: PathBuf,
     pub(crate) closed: AtomicBool,
     pub(crate) segments_dir: PathBuf,
     catalog_path: PathBuf,
+    /// Held for every catalog write, and by `create_collection` and `drop_collection` from their
+    /// check of the name to the end of the change, so that one name's changes never interleave.
     catalog_write: tokio::sync::Mutex<()>,
+    /// The tombstones of the catalog (see [`CatalogFile::dropped`]).
+    dropped: Mutex<Vec<CatalogEntry>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The data directory's advisory lock; released by `close` (or with the process).
     lock: Mutex<Option<File>>,
@@ -345,28 +367,7 @@ impl Store {
         let remote = object_store.map(|(store, prefix): (Arc<dyn ObjectStore>, String)| {
             Arc::new(Remote::new(store, &prefix, instruments.clone()))
         });
-        let mut manifest = Manifest::default();
-        if let Some(remote) = &remote {
-            if let Some(found) = remote
-                .latest_manifest()
-                .await
-                .map_err(|e| OpenError::Manifest(e.to_string()))?
-            {
-                report.manifest_version = Some(found.version);
-                manifest = found;
-            }
-            manifest.version += 1;
-            manifest.writer.clone_from(&remote.writer);
-            remote
-                .commit(&manifest)
-                .await
-                .map_err(|error| match error {
-                    remote::CommitError::Fenced(fenced) => OpenError::Fenced(fenced),
-                    remote::CommitError::Remote(error) => OpenError::Manifest(error.to_string()),
-                })?;
-        }
-
-        // The catalog: local collections, plus object-store collections from the manifest.
+        // The catalog: local collections, and tombstones of dropped ones.
         let catalog_path = data_dir.join("catalog.json");
         let mut catalog: CatalogFile = match fs::read(&catalog_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| OpenError::Io {
@@ -376,6 +377,58 @@ impl Store {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
             Err(error) => return Err(io_open(&catalog_path)(error)),
         };
+        let manifest_copy_path = data_dir.join("manifest.json");
+        let mut manifest = Manifest::default();
+        let mut claimed = true;
+        if let Some(remote) = &remote {
+            let mut read = None;
+            let claim = remote.claim(None, |newest| {
+                read = (newest.version > 0).then_some(newest.version);
+                leave_out_dropped(newest, &catalog.dropped);
+            });
+            let claim = tokio::time::timeout(config.upload.attempt_timeout, claim)
+                .await
+                .unwrap_or_else(|_| Err(remote::RemoteError::timeout().into()));
+            match claim {
+                Ok(claimed_manifest) => {
+                    manifest = claimed_manifest;
+                    report.manifest_version = read;
+                    // The claimed manifest lists no dropped incarnation: the tombstones have done
+                    // their job.
+                    catalog.dropped.clear();
+                    let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+                    let path = manifest_copy_path.clone();
+                    blocking(move || write_atomic(&path, &bytes))
+                        .await
+                        .map_err(io_open(&manifest_copy_path))?;
+                }
+                Err(remote::CommitError::Remote(error))
+                    if error.kind == remote::ErrorKind::Transient =>
+                {
+                    // The object store is down: start from this directory's copy of the last
+                    // committed manifest, without claiming the prefix (no uploads, commits or
+                    // orphan collection) until the store answers. Without a copy nothing says
+                    // what the prefix holds: refuse.
+                    let Some(copy) = read_manifest_copy(&manifest_copy_path)? else {
+                        return Err(OpenError::ObjectStoreUnavailable {
+                            reason: error.to_string(),
+                        });
+                    };
+                    tracing::warn!(%error, version = copy.version, "the object store cannot be read; starting from the local manifest copy, uploads wait until it answers");
+                    manifest = copy;
+                    leave_out_dropped(&mut manifest, &catalog.dropped);
+                    report.manifest_version = Some(manifest.version);
+                    report.awaiting_object_store = true;
+                    claimed = false;
+                }
+                Err(remote::CommitError::Fenced(fenced)) => return Err(OpenError::Fenced(fenced)),
+                Err(remote::CommitError::Remote(error)) => {
+                    return Err(OpenError::Manifest(error.to_string()));
+                }
+            }
+        }
+
+        // Object-store collections the manifest lists and the catalog does not.
         for (name, entry) in &manifest.collections {
             if !catalog.collections.iter().any(|c| c.name == *name) && valid_collection_name(name) {
                 catalog.collections.push(CatalogEntry {
@@ -628,10 +681,14 @@ impl Store {
             manifest: tokio::sync::Mutex::new(manifest),
             cache: Mutex::new(BlockCache::new(cache_bytes)),
             fenced: Mutex::new(None),
+            manifest_uncertain: AtomicBool::new(false),
+            claimed: AtomicBool::new(claimed),
+            manifest_copy_path,
             closed: AtomicBool::new(false),
             segments_dir,
             catalog_path,
             catalog_write: tokio::sync::Mutex::new(()),
+            dropped: Mutex::new(catalog.dropped),
             tasks: Mutex::new(Vec::new()),
             config,
             lock: Mutex::new(Some(lock)),
@@ -663,14 +720,19 @@ impl Store {
         );
         let mut tasks = Vec::new();
         if shared.remote.is_some() {
-            tasks.push(tokio::spawn(upload::run_worker(Arc::downgrade(&shared))));
+            if claimed {
+                tasks.push(tokio::spawn(upload::run_worker(Arc::downgrade(&shared))));
+            } else {
+                // Starts the upload worker and the pass after open once it claimed the prefix.
+                tasks.push(tokio::spawn(reconcile_task(Arc::downgrade(&shared))));
+            }
         }
         tasks.push(tokio::spawn(flush_task(Arc::downgrade(&shared))));
         // The task runs even while compaction is disabled, so that enabling it live takes effect.
         tasks.push(tokio::spawn(compaction_task(Arc::downgrade(&shared))));
         // Objects orphaned before this open (a crash between upload and commit, compaction inputs
         // whose deletion was pending): collected in the background, never delaying the open.
-        if shared.collects_orphans() {
+        if shared.collects_orphans() && claimed {
             tasks.push(tokio::spawn(orphans::after_open(Arc::downgrade(&shared))));
         }
         *shared.tasks.lock() = tasks;
@@ -688,7 +750,9 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`CollectionError`] for an invalid or taken name, or an object-store policy without a store.
+    /// [`CollectionError`] for an invalid or taken name, an object-store policy without a store,
+    /// or a failed catalog write (then the collection does not exist and the create can be
+    /// retried).
     pub async fn create_collection(
         &self,
         name: &str,
@@ -700,78 +764,117 @@ impl Store {
         if policy.uses_object_store() && self.shared.remote.is_none() {
             return Err(CollectionError::NoObjectStore(policy.as_str()));
         }
-        {
-            let mut collections = self.shared.collections.write();
-            if collections.contains_key(name) {
-                return Err(CollectionError::AlreadyExists(name.to_owned()));
-            }
-            let incarnation = {
-                let mut next = self.shared.next_incarnation.lock();
-                let value = *next;
-                *next += 1;
-                value
-            };
-            collections.insert(
-                name.to_owned(),
-                Arc::new(Collection {
-                    name: name.to_owned(),
-                    policy,
-                    incarnation,
-                    data: RwLock::new(Data::default()),
-                    flush_lock: tokio::sync::Mutex::new(()),
-                    compact_lock: tokio::sync::Mutex::new(()),
-                    flush_scheduled: AtomicBool::new(false),
-                    dropped: AtomicBool::new(false),
-                }),
-            );
+        // The collection is live only once its catalog entry is durable: a failed write leaves
+        // nothing behind (the incarnation number it took is simply never used).
+        let _catalog = self.shared.catalog_write.lock().await;
+        if self.shared.collections.read().contains_key(name) {
+            return Err(CollectionError::AlreadyExists(name.to_owned()));
         }
-        self.shared.persist_catalog().await
+        let incarnation = {
+            let mut next = self.shared.next_incarnation.lock();
+            let value = *next;
+            *next += 1;
+            value
+        };
+        let mut entries = self.shared.catalog_entries();
+        entries.push(CatalogEntry {
+            name: name.to_owned(),
+            policy,
+            incarnation,
+        });
+        let dropped = self.shared.dropped.lock().clone();
+        self.shared.write_catalog(entries, dropped).await?;
+        self.shared.collections.write().insert(
+            name.to_owned(),
+            Arc::new(Collection {
+                name: name.to_owned(),
+                policy,
+                incarnation,
+                data: RwLock::new(Data::default()),
+                flush_lock: tokio::sync::Mutex::new(()),
+                compact_lock: tokio::sync::Mutex::new(()),
+                flush_scheduled: AtomicBool::new(false),
+                dropped: AtomicBool::new(false),
+            }),
+        );
+        Ok(())
     }
 
     /// Drops a collection: its records, local files, objects and DLQ entries. Returns whether it
-    /// existed.
+    /// existed. The drop is durable once the catalog is; the manifest catches up on its next
+    /// commit when it cannot be committed now (objects are deleted only once no manifest of this
+    /// store lists them, else by orphan collection).
     ///
     /// # Errors
     ///
-    /// [`CollectionError`] for an invalid name or a failed catalog write.
+    /// [`CollectionError`] for an invalid name or a failed catalog write (then nothing was
+    /// dropped and the collection stays usable).
     pub async fn drop_collection(&self, name: &str) -> Result<bool, CollectionError> {
         if !valid_collection_name(name) {
             return Err(CollectionError::InvalidName(name.to_owned()));
         }
+        // The catalog is the local truth and goes first: once it is durable without the
+        // collection (and with a tombstone of its incarnation, which keeps the manifest's entry
+        // from bringing it back at the next open), the drop has happened; before, nothing has
+        // changed and the collection stays fully usable. The manifest catches up on its next
+        // commit, which leaves out tombstoned incarnations.
+        let catalog = self.shared.catalog_write.lock().await;
         let Some(collection) = self.shared.collection(name) else {
             return Ok(false);
         };
-        // The manifest goes first: a crash after this point cannot bring the collection back
-        // from the object store (the catalog write below finishes the drop).
-        if self.shared.remote.is_some() {
-            let listed = self
-                .shared
-                .manifest
-                .lock()
-                .await
-                .collections
-                .contains_key(name);
-            if listed {
-                self.shared
-                    .commit_manifest(|manifest| {
-                        manifest.collections.remove(name);
-                    })
-                    .await
-                    .map_err(|error| CollectionError::ObjectStore(error.to_string()))?;
-            }
+        let uses_manifest = self.shared.remote.is_some() && collection.policy.uses_object_store();
+        let mut dropped = self.shared.dropped.lock().clone();
+        if uses_manifest {
+            dropped.push(CatalogEntry {
+                name: name.to_owned(),
+                policy: collection.policy,
+                incarnation: collection.incarnation,
+            });
         }
-        if self.shared.collections.write().remove(name).is_none() {
-            return Ok(false);
-        }
+        let entries = self
+            .shared
+            .catalog_entries()
+            .into_iter()
+            .filter(|entry| entry.name != name)
+            .collect();
+        self.shared.write_catalog(entries, dropped.clone()).await?;
+        *self.shared.dropped.lock() = dropped;
+        self.shared.collections.write().remove(name);
         collection.dropped.store(true, Ordering::SeqCst);
-        self.shared.persist_catalog().await?;
         let _flush = collection.flush_lock.lock().await;
         let _compact = collection.compact_lock.lock().await;
         self.shared.queue.lock().remove_collection(&collection);
         let segments = std::mem::take(&mut collection.data.write().segments);
         let dir = self.shared.segments_dir.join(name);
         let _ = blocking(move || fs::remove_dir_all(&dir)).await;
-        if let Some(remote) = &self.shared.remote {
+        // A new collection of this name may be created from here on: its queue entries and files
+        // are its own.
+        drop(catalog);
+        let listed = uses_manifest
+            && self
+                .shared
+                .manifest
+                .lock()
+                .await
+                .collections
+                .get(name)
+                .is_some_and(|entry| entry.incarnation <= collection.incarnation);
+        let committed = if listed {
+            match self.shared.commit_manifest(|_| {}).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::warn!(%error, collection = name, "the manifest still lists a dropped collection; its next commit leaves it out");
+                    false
+                }
+            }
+        } else {
+            true
+        };
+        // Objects go only once no manifest of ours references them; otherwise orphan collection
+        // deletes them after the manifest caught up.
+        if let Some(remote) = &self.shared.remote
+            && committed
+        {
             for segment in &segments {
                 let _ = remote
                     .delete(&remote.segment_path(name, &segment.meta.id))
@@ -1195,6 +1298,16 @@ impl Store {
         &self.shared.dlq
     }
 
+    /// Whether the store opened during an object-store outage and has not claimed its prefix
+    /// yet: it serves what it holds locally and acknowledges writes through the WAL, while
+    /// uploads, manifest commits and orphan collection wait; reads that need the object store
+    /// fail with [`ReadError::Unavailable`]. A background task claims the prefix once the store
+    /// answers (or finds the store fenced by a newer writer).
+    #[must_use]
+    pub fn awaiting_object_store(&self) -> bool {
+        !self.shared.is_claimed()
+    }
+
     /// The error that fenced this store, if another writer claimed the prefix.
     #[must_use]
     pub fn fenced(&self) -> Option<Fenced> {
@@ -1312,6 +1425,94 @@ struct ListRange<'a> {
     after: Option<&'a str>,
     /// Most entries to take from one source.
     take: usize,
+}
+
+/// The local copy of the last committed manifest, if there is one.
+fn read_manifest_copy(path: &Path) -> Result<Option<Manifest>, OpenError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| OpenError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_open(path)(error)),
+    }
+}
+
+/// After an open during an outage: claims the prefix once the object store answers (based on
+/// the local manifest copy, if the newest manifest is that copy's writer's or older; else this
+/// store is fenced), then starts the upload worker and the orphan pass that follows an open.
+/// Retries with the upload backoff meanwhile.
+async fn reconcile_task(weak: Weak<Shared>) {
+    let mut attempt = 0;
+    loop {
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        let Some(remote) = shared.remote.clone() else {
+            return;
+        };
+        if shared.is_closed() {
+            return;
+        }
+        attempt += 1;
+        let local = shared.manifest.lock().await.clone();
+        let claim = remote.claim(Some(&local), |manifest| {
+            leave_out_dropped(manifest, &shared.dropped.lock());
+        });
+        let limit = shared.config.upload.attempt_timeout;
+        match tokio::time::timeout(limit, claim)
+            .await
+            .unwrap_or_else(|_| Err(remote::RemoteError::timeout().into()))
+        {
+            Ok(claimed) => {
+                let version = claimed.version;
+                {
+                    let mut current = shared.manifest.lock().await;
+                    *current = claimed;
+                    shared.save_manifest_copy(&current).await;
+                }
+                shared.claimed.store(true, Ordering::Release);
+                let mut tasks = vec![tokio::spawn(upload::run_worker(Arc::downgrade(&shared)))];
+                if shared.collects_orphans() {
+                    tasks.push(tokio::spawn(orphans::after_open(Arc::downgrade(&shared))));
+                }
+                shared.tasks.lock().extend(tasks);
+                shared.upload_notify.notify_one();
+                shared.progress.notify_waiters();
+                tracing::info!(
+                    version,
+                    "the object store answers: prefix claimed, uploads resume"
+                );
+                return;
+            }
+            Err(remote::CommitError::Fenced(fenced)) => {
+                shared.fence(fenced);
+                return;
+            }
+            Err(remote::CommitError::Remote(error)) => {
+                tracing::debug!(%error, attempt, "the object store still cannot be claimed");
+            }
+        }
+        let delay = shared.config.upload.backoff(attempt);
+        drop(shared);
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Removes from `manifest` every collection entry of an incarnation a tombstone names.
+fn leave_out_dropped(manifest: &mut Manifest, dropped: &[CatalogEntry]) {
+    for tombstone in dropped {
+        if manifest
+            .collections
+            .get(&tombstone.name)
+            .is_some_and(|entry| entry.incarnation <= tombstone.incarnation)
+        {
+            manifest.collections.remove(&tombstone.name);
+        }
+    }
 }
 
 /// Applies a logged operation to a memtable.
@@ -1571,6 +1772,10 @@ async fn compaction_task(shared: Weak<Shared>) {
         if enabled {
             let collections: Vec<_> = shared.collections.read().values().cloned().collect();
             for collection in collections {
+                if collection.policy.uses_object_store() && !shared.is_claimed() {
+                    // Its merge would need the object store it cannot commit to yet.
+                    continue;
+                }
                 if let Err(error) = shared.compact(&collection, false).await {
                     tracing::warn!(%error, collection = %collection.name, "background compaction failed");
                 }
@@ -1601,19 +1806,34 @@ impl Shared {
 
     async fn persist_catalog(&self) -> Result<(), CollectionError> {
         let _guard = self.catalog_write.lock().await;
+        let dropped = self.dropped.lock().clone();
+        self.write_catalog(self.catalog_entries(), dropped).await
+    }
+
+    /// The catalog entries of the live collections.
+    fn catalog_entries(&self) -> Vec<CatalogEntry> {
+        self.collections
+            .read()
+            .values()
+            .map(|c| CatalogEntry {
+                name: c.name.clone(),
+                policy: c.policy,
+                incarnation: c.incarnation,
+            })
+            .collect()
+    }
+
+    /// Writes the catalog durably; the caller holds `catalog_write`.
+    async fn write_catalog(
+        &self,
+        collections: Vec<CatalogEntry>,
+        dropped: Vec<CatalogEntry>,
+    ) -> Result<(), CollectionError> {
         let file = CatalogFile {
             next_incarnation: *self.next_incarnation.lock(),
             lsn_floor: self.wal.last_lsn(),
-            collections: self
-                .collections
-                .read()
-                .values()
-                .map(|c| CatalogEntry {
-                    name: c.name.clone(),
-                    policy: c.policy,
-                    incarnation: c.incarnation,
-                })
-                .collect(),
+            collections,
+            dropped,
         };
         let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
         let path = self.catalog_path.clone();
@@ -1786,7 +2006,9 @@ impl Shared {
         entries: Vec<(String, Entry)>,
         lsn_range: Option<(u64, u64)>,
     ) -> Result<Arc<Segment>, MaintenanceError> {
-        let id = ulid::Ulid::generate().to_string();
+        // The writer's epoch in the id tells orphan collection whose object it is.
+        let epoch = self.remote.as_ref().map_or(0, |remote| remote.epoch());
+        let id = format!("{}-e{epoch}", ulid::Ulid::generate());
         let write_id = ulid::Ulid::generate();
         let dir = self.segments_dir.join(&collection.name);
         let path = dir.join(format!("{}-{id}.seg", collection.incarnation));
@@ -1890,15 +2112,44 @@ impl Shared {
             // Closed: the directory (and the prefix) may belong to another store now.
             return Err(crate::remote::RemoteError::closed().into());
         }
+        if !self.claimed.load(Ordering::Acquire) {
+            return Err(crate::remote::RemoteError::unclaimed().into());
+        }
         let mut current = self.manifest.lock().await;
+        let epoch = remote.epoch();
+        if self.manifest_uncertain.load(Ordering::Acquire) {
+            // An earlier commit failed: it may have landed after all, and another writer may
+            // have claimed the prefix since (at the version we did not get). Read the newest
+            // before writing: another epoch there fences us; our own landed attempt is skipped.
+            let newest = remote
+                .latest_manifest()
+                .await
+                .map_err(crate::remote::CommitError::Remote)?;
+            match newest {
+                Some(newest) if newest.epoch == epoch && newest.writer == remote.writer => {
+                    current.version = current.version.max(newest.version);
+                }
+                newest => {
+                    let version = newest.map_or(0, |m| m.version);
+                    return Err(self.fence(Fenced { version }).into());
+                }
+            }
+            self.manifest_uncertain.store(false, Ordering::Release);
+        }
         let mut next = current.clone();
         change(&mut next);
+        // A dropped incarnation never goes back into the manifest (an upload of it may finish
+        // after the drop).
+        leave_out_dropped(&mut next, &self.dropped.lock());
         next.version = current.version + 1;
+        next.epoch = epoch;
         next.writer.clone_from(&remote.writer);
         match remote.commit(&next).await {
             Ok(()) => {
                 let version = next.version;
                 *current = next;
+                // Before any caller deletes local files the commit made redundant.
+                self.save_manifest_copy(&current).await;
                 drop(current);
                 // The newest MANIFESTS_KEPT stay; one whose delete fails is left to orphan
                 // collection.
@@ -1907,24 +2158,49 @@ impl Shared {
                 }
                 Ok(())
             }
-            Err(crate::remote::CommitError::Fenced(fenced)) => {
-                tracing::error!(
-                    version = fenced.version,
-                    "fenced by another writer; uploads stop"
-                );
-                *self.fenced.lock() = Some(fenced.clone());
-                self.progress.notify_waiters();
-                Err(fenced.into())
-            }
+            Err(crate::remote::CommitError::Fenced(fenced)) => Err(self.fence(fenced).into()),
             Err(other) => {
-                // The put may have landed all the same (a lost response, a timeout). Never write
-                // this version again with other content: the read-back would take our own
-                // manifest for another writer's. The next commit takes the next version; a gap
-                // is harmless, as the newest manifest is found by listing.
-                current.version = next.version;
+                // The put may have landed all the same (a lost response, a timeout), or not.
+                // The version is not retired blindly (a new writer may claim it, and our next
+                // version would then hide its claim): the next commit reads the newest first.
+                self.manifest_uncertain.store(true, Ordering::Release);
                 Err(other)
             }
         }
+    }
+
+    /// Writes `data_dir/manifest.json`, the copy of the last committed manifest an open during an
+    /// outage starts from. On failure the copy is removed (a stale copy would miss segments whose
+    /// local files the commit let go), so such an open is refused until a later commit writes it.
+    pub(crate) async fn save_manifest_copy(&self, manifest: &Manifest) {
+        let bytes = serde_json::to_vec(manifest).unwrap_or_default();
+        let path = self.manifest_copy_path.clone();
+        let saved = blocking(move || {
+            write_atomic(&path, &bytes).inspect_err(|_| {
+                let _ = fs::remove_file(&path);
+            })
+        })
+        .await;
+        if let Err(error) = saved {
+            tracing::error!(%error, "could not write the local manifest copy; an open during an object-store outage is refused until the next commit writes it");
+        }
+    }
+
+    /// Whether the store holds its object-store prefix (always, without an object store).
+    pub(crate) fn is_claimed(&self) -> bool {
+        self.claimed.load(Ordering::Acquire)
+    }
+
+    /// Records that another writer claimed the prefix: uploads, commits and orphan collection
+    /// stop, and writes are refused.
+    pub(crate) fn fence(&self, fenced: Fenced) -> Fenced {
+        tracing::error!(
+            version = fenced.version,
+            "fenced by another writer; uploads stop"
+        );
+        *self.fenced.lock() = Some(fenced.clone());
+        self.progress.notify_waiters();
+        fenced
     }
 
     /// Adds `segments` of `collection` to the manifest entry of the collection.

@@ -3,13 +3,16 @@
 //! for real sockets (with scripted error answers), and SIGKILLed child processes for crash
 //! safety.
 
+mod catalog;
 mod common;
 mod crash;
 mod damaged;
+mod fencing;
 #[cfg(feature = "health")]
 mod health;
 mod http_status;
 mod incarnations;
+mod offline;
 mod orphans;
 mod outage;
 mod records;
