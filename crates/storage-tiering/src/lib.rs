@@ -39,7 +39,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `health` | no | `health::ObjectStoreCheck`, a `mainstay-health` check of the object store |
+//! | `health` | no | `mainstay-health` checks: `health::ObjectStoreCheck` (`object_store`), `health::WalCheck` (`storage-wal`), `health::WriterCheck` (`storage-writer`) |
 //!
 //! # Metrics
 //!
@@ -55,6 +55,7 @@ mod collection;
 mod compact;
 mod config;
 mod error;
+mod handover;
 #[cfg(feature = "health")]
 pub mod health;
 mod http_status;
@@ -73,6 +74,9 @@ pub use config::{
 pub use error::{
     CollectionError, Fenced, MaintenanceError, OpenError, ReadError, SegmentError, WalError,
     WriteError,
+};
+pub use handover::{
+    AcceptError, HandoverError, HandoverReport, HandoverSource, StrandedCollection, StrandedRecord,
 };
 pub use http_status::HttpStatusConnector;
 pub use metrics::StorageMetrics;
