@@ -342,8 +342,12 @@ pub struct HandoverReport {
     pub created: bool,
     /// Records written (puts and deletes).
     pub applied: usize,
-    /// Ids skipped because this store wrote them after it took over, or holds a newer version.
+    /// Ids this store wrote after it took over: its version was kept and the stranded one
+    /// dropped. Reconcile them by hand if the stranded version mattered.
     pub skipped: Vec<String>,
+    /// Records this store already has in the same or a newer inherited version (committed before
+    /// the takeover, or handed over before), and deletes of ids it does not hold.
+    pub superseded: usize,
 }
 
 /// Why [`Store::accept_handover`] stopped. Records before the failure may have been written;
@@ -369,7 +373,7 @@ impl Store {
     /// higher LSN was written after the takeover and always wins. A stranded record is written
     /// only when this store has no version of its id, or an inherited one (LSN at most
     /// `takeover_lsn`) that is older than the stranded one; a stranded delete of an id this
-    /// store does not have is skipped as done. A collection this store lacks is created with
+    /// store does not have is done already. A collection this store lacks is created with
     /// the stranded policy. The caller must keep other writers of the collection out meanwhile,
     /// or a write between the check and the replay could be overwritten (decision 0072).
     ///
@@ -396,17 +400,22 @@ impl Store {
         let mut batch_bytes = 0usize;
         for record in &stranded.records {
             let current = self.current_lsn(&stranded.name, &record.id).await?;
-            let wins = match current {
-                None => record.value.is_some(),
-                Some((lsn, _)) if lsn > takeover_lsn => false,
-                Some((lsn, exists)) => lsn < record.lsn && (exists || record.value.is_some()),
-            };
-            if !wins {
-                let absent_delete = record.value.is_none() && current.is_none_or(|(_, e)| !e);
-                if !absent_delete {
+            match current {
+                // Written here since the takeover: this store's version wins.
+                Some((lsn, _)) if lsn > takeover_lsn => {
                     report.skipped.push(record.id.clone());
+                    continue;
                 }
-                continue;
+                // Inherited in this version or a newer one, or a delete of what is not here.
+                Some((lsn, _)) if lsn >= record.lsn => {
+                    report.superseded += 1;
+                    continue;
+                }
+                Some((_, false)) | None if record.value.is_none() => {
+                    report.superseded += 1;
+                    continue;
+                }
+                _ => {}
             }
             match &record.value {
                 Some(value) => {

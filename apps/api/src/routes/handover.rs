@@ -50,8 +50,11 @@ pub struct CollectionHandover {
     pub created: bool,
     /// Records written here.
     pub applied: usize,
-    /// Records skipped: this instance wrote the id after it took over, or holds a newer version.
+    /// Records skipped because this instance wrote the id after it took over (its version kept).
     pub skipped: usize,
+    /// Records already here in the same or a newer version (committed before the takeover, or
+    /// handed over before), and deletes of ids not here.
+    pub superseded: usize,
     /// The first skipped ids (at most 100), for reconciliation.
     pub skipped_ids: Vec<String>,
 }
@@ -157,6 +160,7 @@ async fn run(state: AppState, data_dir: PathBuf) -> Response {
             created = report.created,
             applied = report.applied,
             skipped = report.skipped.len(),
+            superseded = report.superseded,
             "handover: collection done"
         );
         collections.push(CollectionHandover {
@@ -165,6 +169,7 @@ async fn run(state: AppState, data_dir: PathBuf) -> Response {
             created: report.created,
             applied: report.applied,
             skipped: report.skipped.len(),
+            superseded: report.superseded,
             skipped_ids: report.skipped.into_iter().take(LISTED_SKIPS).collect(),
         });
     }
