@@ -345,8 +345,8 @@ pub struct HandoverReport {
     /// Ids this store wrote after it took over: its version was kept and the stranded one
     /// dropped. Reconcile them by hand if the stranded version mattered.
     pub skipped: Vec<String>,
-    /// Records this store already has in the same or a newer inherited version (committed before
-    /// the takeover, or handed over before), and deletes of ids it does not hold.
+    /// Records this store already has: the same value (handed over before), or a newer
+    /// inherited version (committed before the takeover), and deletes of ids it does not hold.
     pub superseded: usize,
 }
 
@@ -399,19 +399,24 @@ impl Store {
         let mut batch: Vec<(String, Bytes)> = Vec::new();
         let mut batch_bytes = 0usize;
         for record in &stranded.records {
-            let current = self.current_lsn(&stranded.name, &record.id).await?;
-            match current {
+            let current = self.current_version(&stranded.name, &record.id).await?;
+            match &current {
+                // The same value or the same delete: handed over before, or written twice.
+                Some((_, value)) if *value == record.value => {
+                    report.superseded += 1;
+                    continue;
+                }
                 // Written here since the takeover: this store's version wins.
-                Some((lsn, _)) if lsn > takeover_lsn => {
+                Some((lsn, _)) if *lsn > takeover_lsn => {
                     report.skipped.push(record.id.clone());
                     continue;
                 }
                 // Inherited in this version or a newer one, or a delete of what is not here.
-                Some((lsn, _)) if lsn >= record.lsn => {
+                Some((lsn, _)) if *lsn >= record.lsn => {
                     report.superseded += 1;
                     continue;
                 }
-                Some((_, false)) | None if record.value.is_none() => {
+                Some((_, None)) | None if record.value.is_none() => {
                     report.superseded += 1;
                     continue;
                 }
@@ -444,13 +449,13 @@ impl Store {
         Ok(report)
     }
 
-    /// The LSN of this store's newest version of `id`, and whether it is a value (not a
-    /// tombstone); `None` when the store holds no version.
-    async fn current_lsn(
+    /// This store's newest version of `id`: its LSN and its value (`None` for a tombstone);
+    /// `None` when the store holds no version.
+    async fn current_version(
         &self,
         collection: &str,
         id: &str,
-    ) -> Result<Option<(u64, bool)>, ReadError> {
+    ) -> Result<Option<(u64, Option<Bytes>)>, ReadError> {
         let shared = self.shared();
         let coll = shared
             .collection(collection)
@@ -458,13 +463,13 @@ impl Store {
         let segments = {
             let data = coll.data.read();
             if let Some(entry) = lookup_memory(&data, id) {
-                return Ok(Some((entry.lsn, entry.value.is_some())));
+                return Ok(Some((entry.lsn, entry.value)));
             }
             data.segments.clone()
         };
         for segment in segments.iter().rev() {
             if let Some(entry) = shared.segment_lookup(&coll, segment, id).await? {
-                return Ok(Some((entry.lsn, entry.value.is_some())));
+                return Ok(Some((entry.lsn, entry.value)));
             }
         }
         Ok(None)

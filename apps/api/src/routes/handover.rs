@@ -52,8 +52,8 @@ pub struct CollectionHandover {
     pub applied: usize,
     /// Records skipped because this instance wrote the id after it took over (its version kept).
     pub skipped: usize,
-    /// Records already here in the same or a newer version (committed before the takeover, or
-    /// handed over before), and deletes of ids not here.
+    /// Records already here: the same value (handed over before), or a newer version committed
+    /// before the takeover; and deletes of ids not here.
     pub superseded: usize,
     /// The first skipped ids (at most 100), for reconciliation.
     pub skipped_ids: Vec<String>,

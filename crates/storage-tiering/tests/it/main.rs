@@ -5,6 +5,7 @@
 
 mod common;
 mod crash;
+mod handover;
 #[cfg(feature = "health")]
 mod health;
 mod http_status;
