@@ -15,7 +15,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use mainstay_storage_tiering::{AcceptError, HandoverError, HandoverSource, WriteError};
+use mainstay_storage_tiering::{
+    AcceptError, HandoverError, HandoverReport, HandoverSource, StrandedCollection, StrandedRecord,
+    WriteError,
+};
 use serde::{Deserialize, Serialize};
 
 use super::Routes;
@@ -24,6 +27,9 @@ use crate::problem::Problem;
 
 /// Skipped ids listed per collection in the answer at most (the count is always complete).
 const LISTED_SKIPS: usize = 100;
+
+/// Records checked and replayed while client writes wait.
+const CHUNK_RECORDS: usize = 500;
 
 /// The handover route, relative to `/admin`.
 pub fn routes() -> Routes {
@@ -130,31 +136,51 @@ async fn run(state: AppState, data_dir: PathBuf) -> Response {
     tracing::warn!(data_dir = %data_dir.display(), collections = source.collections().len(), "handover started");
     let mut collections = Vec::new();
     for stranded in source.collections() {
-        let accepted = {
-            // Client writes wait meanwhile, so that none lands between a check and its replay.
-            let _exclusive = state.write_gate.write().await;
-            state
-                .store
-                .accept_handover(stranded, state.takeover_lsn)
-                .await
-        };
-        let report = match accepted {
-            Ok(report) => report,
-            Err(AcceptError::Write(WriteError::Fenced(fenced))) => {
-                return state.faults.fenced(&fenced);
+        let mut report = HandoverReport::default();
+        // A chunk at a time, so that client writes wait for one chunk at most, never for a
+        // whole collection; an empty collection is still created.
+        let mut chunks: Vec<&[StrandedRecord]> = stranded.records.chunks(CHUNK_RECORDS).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        for records in chunks {
+            let chunk = StrandedCollection {
+                name: stranded.name.clone(),
+                policy: stranded.policy,
+                records: records.to_vec(),
+            };
+            let accepted = {
+                // Client writes wait meanwhile, so that none lands between a check and its
+                // replay.
+                let _exclusive = state.write_gate.write().await;
+                state
+                    .store
+                    .accept_handover(&chunk, state.takeover_lsn)
+                    .await
+            };
+            match accepted {
+                Ok(done) => {
+                    report.created |= done.created;
+                    report.applied += done.applied;
+                    report.superseded += done.superseded;
+                    report.skipped.extend(done.skipped);
+                }
+                Err(AcceptError::Write(WriteError::Fenced(fenced))) => {
+                    return state.faults.fenced(&fenced);
+                }
+                Err(error) => {
+                    tracing::error!(collection = %stranded.name, error = %error, "handover stopped; nothing was moved aside");
+                    return Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "collection {:?}: {error}; nothing was moved aside, run the handover again",
+                            stranded.name
+                        ),
+                    )
+                    .into_response();
+                }
             }
-            Err(error) => {
-                tracing::error!(collection = %stranded.name, error = %error, "handover stopped; nothing was moved aside");
-                return Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "collection {:?}: {error}; nothing was moved aside, run the handover again",
-                        stranded.name
-                    ),
-                )
-                .into_response();
-            }
-        };
+        }
         tracing::info!(
             collection = %stranded.name,
             created = report.created,
