@@ -7,7 +7,9 @@
 //! their segments in the background behind a circuit breaker and a retry budget, listing them in
 //! numbered manifests that fence a second writer. A segment that cannot be uploaded is pinned and
 //! referenced from a DLQ entry whose redrive uploads it. Objects a crash leaves unreferenced are
-//! deleted once older than a grace period ([`Store::collect_orphans`]).
+//! deleted once older than a grace period ([`Store::collect_orphans`]). A writer fenced by a newer
+//! one refuses writes; once it is stopped, [`HandoverSource`] and [`Store::accept_handover`] give
+//! its acknowledged but never uploaded records to the current writer.
 //!
 //! ```
 //! use bytes::Bytes;
