@@ -19,7 +19,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine as _;
-use mainstay_storage_tiering::{CollectionError, ListQuery, Policy, ReadError, WriteError};
+use mainstay_storage_tiering::{
+    CollectionError, ListQuery, Policy, ReadError, WalError, WriteError,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -176,7 +178,7 @@ fn write_error(state: &AppState, error: WriteError) -> Response {
                 .into_response()
         }
         other => {
-            if let WriteError::Wal(wal) = &other {
+            if let WriteError::Wal(wal @ (WalError::Failed(_) | WalError::Io { .. })) = &other {
                 state.faults.wal_failed(wal);
             } else {
                 tracing::error!(error = %other, "write failed");
