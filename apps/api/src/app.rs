@@ -225,8 +225,10 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         .layer(
             ServiceBuilder::new()
                 .layer(HttpMetricsLayer::new(http_metrics, route_template))
+                // 504, not 503: a write cut short may still be applied (its WAL record may be in
+                // the group commit under way), so the client must not take it for refused.
                 .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                    StatusCode::GATEWAY_TIMEOUT,
                     request_timeout,
                 ))
                 .layer(DefaultBodyLimit::max(body_limit)),

@@ -154,8 +154,11 @@ fn default_detail(status: StatusCode) -> &'static str {
         StatusCode::PAYLOAD_TOO_LARGE => {
             "the request body is larger than server.body_limit_bytes allows"
         }
+        StatusCode::GATEWAY_TIMEOUT => {
+            "the request took longer than server.request_timeout; its outcome is unknown (a write may or may not have been applied): retry it, writes are idempotent"
+        }
         StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
-            "the request took longer than server.request_timeout; retry later"
+            "the service is unavailable; retry later"
         }
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "send the body as application/json",
         StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
