@@ -5,6 +5,7 @@
 //! variable the harness builds it once with cargo and uses cargo's own report of its path.
 
 pub mod load;
+pub mod metrics;
 pub mod otlp;
 pub mod process;
 pub mod redis;

@@ -23,7 +23,7 @@ use mainstay_ratelimit::health::RedisCheck;
 use mainstay_ratelimit::layer::RateLimitLayer;
 use mainstay_ratelimit::{CallerIdentity, FallbackMode, RateLimitMetrics, RateLimiter};
 use mainstay_resilience::{BreakerRegistry, BreakerState, ResilienceMetrics};
-use mainstay_storage_tiering::health::ObjectStoreCheck;
+use mainstay_storage_tiering::health::{ObjectStoreCheck, WalCheck, WriterCheck};
 use mainstay_storage_tiering::{StorageMetrics, Store};
 
 use crate::auth::{Authenticator, Caller};
@@ -52,6 +52,14 @@ pub struct AppState {
     pub breakers: BreakerRegistry,
     /// The dead-letter queue.
     pub dlq: Dlq,
+    /// The store's last LSN when it opened: records it holds with a higher one were written by
+    /// this instance, which a handover never overwrites.
+    pub takeover_lsn: u64,
+    /// Record writes hold it shared; a handover batch holds it alone, so that no client write
+    /// lands between the check of an id and its replay.
+    pub write_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Fenced and failed-WAL answers, their log lines and gauges.
+    pub faults: Arc<crate::faults::Faults>,
 }
 
 /// The assembled application.
@@ -140,13 +148,28 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         .await?;
     let dlq_cleanup = dlq.spawn_cleanup();
     let store = open_store(&config, &mut registry, &resilience_metrics, &dlq).await?;
+    // Nothing has written since the open: this is where this instance took over.
+    let takeover_lsn = store.last_lsn();
     breakers
         .register(store.breaker())
         .map_err(|error| ConfigError::Invalid(error.to_string()))?;
-    health
-        .register(Arc::new(ObjectStoreCheck::new(&store)))
-        .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+    let checks: [Arc<dyn mainstay_health::Check>; 4] = [
+        Arc::new(ObjectStoreCheck::new(&store)),
+        Arc::new(WalCheck::new(&store)),
+        Arc::new(WriterCheck::new(&store)),
+        Arc::new(crate::faults::DlqJournalCheck::new(dlq.clone())),
+    ];
+    for check in checks {
+        health
+            .register(check)
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+    }
     let health_feeder = feed_threshold_checks(&config, &health, &dlq, &breakers)?;
+    // Only now is every check registered, so `health.checks.<name>` may name any of them.
+    health
+        .validate_check_names()
+        .map_err(|error| ConfigError::Invalid(format!("key `health.{}`: {error}", error.key())))?;
+    let faults = Arc::new(crate::faults::Faults::register(&mut registry));
 
     let state = AppState {
         authenticator: Authenticator::new(&config.auth, limiter.hasher().clone()),
@@ -156,6 +179,9 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         dlq: dlq.clone(),
         store: store.clone(),
         idempotency: Arc::default(),
+        takeover_lsn,
+        write_gate: Arc::default(),
+        faults,
         registry: Arc::new(registry),
         config: Arc::new(config),
     };
@@ -181,6 +207,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
             .merge(routes::breakers::routes())
             .merge(routes::dlq::routes())
             .merge(routes::collections::admin_routes())
+            .merge(routes::handover::routes())
             .merge(routes::runtime_config::routes());
         routes = routes.nest("/admin", admin, |router| {
             router.route_layer(axum::middleware::from_fn_with_state(
@@ -198,8 +225,10 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         .layer(
             ServiceBuilder::new()
                 .layer(HttpMetricsLayer::new(http_metrics, route_template))
+                // 504, not 503: a write cut short may still be applied (its WAL record may be in
+                // the group commit under way), so the client must not take it for refused.
                 .layer(TimeoutLayer::with_status_code(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                    StatusCode::GATEWAY_TIMEOUT,
                     request_timeout,
                 ))
                 .layer(DefaultBodyLimit::max(body_limit)),
@@ -385,8 +414,5 @@ fn health_registry(
             .register(Arc::new(RedisCheck::new(limiter)))
             .map_err(|error| invalid(&error))?;
     }
-    health
-        .validate_check_names()
-        .map_err(|error| invalid(&format_args!("key `health.{}`: {error}", error.key())))?;
     Ok(health)
 }

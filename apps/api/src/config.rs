@@ -88,7 +88,8 @@ impl Default for Config {
 pub struct ServerConfig {
     /// The address the service listens on.
     pub addr: SocketAddr,
-    /// How long one request may take before it is answered 503.
+    /// How long one request may take before it is answered 504 (its outcome is then unknown to
+    /// the client: a write may or may not have been applied).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
     /// The largest request body accepted, in bytes; larger bodies are answered 413.
@@ -744,7 +745,7 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "server.request_timeout",
         "duration",
-        "Time one request may take before it is answered 503.",
+        "Time one request may take before it is answered 504 (a write cut short is indeterminate: it may or may not have been applied).",
     ),
     (
         "shutdown.drain_delay",

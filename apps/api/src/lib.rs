@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod faults;
 pub mod problem;
 pub mod routes;
 pub mod server;

@@ -14,6 +14,11 @@ use serde::Serialize;
 /// The media type of problem details.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The base of the problem `type` URIs this API defines; each kind appends its name
+/// (`.../fenced`). Clients match on the last path segment.
+pub const PROBLEM_TYPE_BASE: &str =
+    "https://github.com/mainstay-rs/mainstay/blob/main/docs/problems";
+
 /// A problem details object.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -45,6 +50,20 @@ impl Problem {
             detail: Some(detail.into()),
             request_id: None,
             headers: HeaderMap::new(),
+        }
+    }
+
+    /// A problem of a kind this API defines: `type` is [`PROBLEM_TYPE_BASE`]`/<kind>`.
+    pub fn typed(
+        status: StatusCode,
+        kind: &str,
+        title: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind: format!("{PROBLEM_TYPE_BASE}/{kind}"),
+            title: title.into(),
+            ..Self::new(status, detail)
         }
     }
 
@@ -135,8 +154,11 @@ fn default_detail(status: StatusCode) -> &'static str {
         StatusCode::PAYLOAD_TOO_LARGE => {
             "the request body is larger than server.body_limit_bytes allows"
         }
+        StatusCode::GATEWAY_TIMEOUT => {
+            "the request took longer than server.request_timeout; its outcome is unknown (a write may or may not have been applied): retry it, writes are idempotent"
+        }
         StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
-            "the request took longer than server.request_timeout; retry later"
+            "the service is unavailable; retry later"
         }
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "send the body as application/json",
         StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {

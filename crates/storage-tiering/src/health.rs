@@ -1,4 +1,6 @@
-//! A `mainstay-health` check for the object store (feature `health`).
+//! `mainstay-health` checks of the store (feature `health`): the object store (`object_store`,
+//! non-critical), the WAL (`storage-wal`, critical) and the writer's claim on the object-store
+//! prefix (`storage-writer`, critical).
 
 use std::sync::Weak;
 
@@ -62,5 +64,102 @@ impl Check for ObjectStoreCheck {
             .with_detail("backlog_bytes", backlog)
             .with_detail("upload_breaker", breaker.as_str())
             .with_detail("prefix_claimed", claimed)
+    }
+}
+
+/// Checks that the WAL accepts writes. Critical: after a failed write or fsync the WAL refuses
+/// every write until the store is reopened (a failed fsync cannot be retried safely), so the
+/// instance must leave the load balancer. Unhealthy with the reason from
+/// [`Store::wal_failure`]; sets `storage_wal_failed` when it runs.
+#[derive(Debug)]
+pub struct WalCheck {
+    shared: Weak<Shared>,
+    name: String,
+}
+
+impl WalCheck {
+    /// A check named `storage-wal` for `store`.
+    #[must_use]
+    pub fn new(store: &Store) -> Self {
+        Self {
+            shared: store.downgrade(),
+            name: "storage-wal".to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl Check for WalCheck {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn criticality(&self) -> Criticality {
+        Criticality::Critical
+    }
+
+    async fn check(&self) -> CheckOutcome {
+        let Some(shared) = self.shared.upgrade() else {
+            return CheckOutcome::unhealthy("the store is closed");
+        };
+        let failure = shared.wal.failure();
+        shared
+            .instruments
+            .wal_failed
+            .set(i64::from(failure.is_some()));
+        match failure {
+            Some(reason) => CheckOutcome::unhealthy(format!(
+                "the wal refuses writes: {reason}; restart the instance to recover from what reached the disk"
+            )),
+            None => CheckOutcome::healthy(),
+        }
+    }
+}
+
+/// Checks that this store is still the writer of its object-store prefix. Critical: once
+/// another writer committed a newer manifest, this store refuses writes (clients must go to the
+/// current writer), so the instance must leave the load balancer. Unhealthy "fenced by another
+/// writer (manifest v…)" from [`Store::fenced`]; sets `storage_fenced` when it runs.
+#[derive(Debug)]
+pub struct WriterCheck {
+    shared: Weak<Shared>,
+    name: String,
+}
+
+impl WriterCheck {
+    /// A check named `storage-writer` for `store`.
+    #[must_use]
+    pub fn new(store: &Store) -> Self {
+        Self {
+            shared: store.downgrade(),
+            name: "storage-writer".to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl Check for WriterCheck {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn criticality(&self) -> Criticality {
+        Criticality::Critical
+    }
+
+    async fn check(&self) -> CheckOutcome {
+        let Some(shared) = self.shared.upgrade() else {
+            return CheckOutcome::unhealthy("the store is closed");
+        };
+        let fenced = shared.fenced.lock().clone();
+        shared.instruments.fenced.set(i64::from(fenced.is_some()));
+        match fenced {
+            Some(fenced) => CheckOutcome::unhealthy(format!(
+                "fenced by another writer (manifest v{}); writes are refused: send them to the current writer and hand this data directory over (runbook storage-handover)",
+                fenced.version
+            ))
+            .with_detail("manifest_version", fenced.version),
+            None => CheckOutcome::healthy(),
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! their segments in the background behind a circuit breaker and a retry budget, listing them in
 //! numbered manifests that fence a second writer. A segment that cannot be uploaded is pinned and
 //! referenced from a DLQ entry whose redrive uploads it. Objects a crash leaves unreferenced are
-//! deleted once older than a grace period ([`Store::collect_orphans`]).
+//! deleted once older than a grace period ([`Store::collect_orphans`]). A writer fenced by a newer
+//! one refuses writes; once it is stopped, [`HandoverSource`] and [`Store::accept_handover`] give
+//! its acknowledged but never uploaded records to the current writer.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -39,7 +41,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `health` | no | `health::ObjectStoreCheck`, a `mainstay-health` check of the object store |
+//! | `health` | no | `mainstay-health` checks: `health::ObjectStoreCheck` (`object_store`), `health::WalCheck` (`storage-wal`), `health::WriterCheck` (`storage-writer`) |
 //!
 //! # Metrics
 //!
@@ -55,6 +57,7 @@ mod collection;
 mod compact;
 mod config;
 mod error;
+mod handover;
 #[cfg(feature = "health")]
 pub mod health;
 mod http_status;
@@ -73,6 +76,9 @@ pub use config::{
 pub use error::{
     CollectionError, Fenced, MaintenanceError, OpenError, ReadError, SegmentError, WalError,
     WriteError,
+};
+pub use handover::{
+    AcceptError, HandoverError, HandoverReport, HandoverSource, StrandedCollection, StrandedRecord,
 };
 pub use http_status::HttpStatusConnector;
 pub use metrics::StorageMetrics;

@@ -53,6 +53,11 @@ fn latency_histogram() -> Histogram {
 /// | `storage_dead_lettered_segments_total` | `store` | segments pinned and sent to the DLQ |
 /// | `storage_orphan_objects_deleted_total`, `storage_orphan_bytes_deleted_total` | `store` | objects no manifest referenced, deleted by orphan collection, and their bytes |
 /// | `storage_orphan_collections_total` | `store`, `outcome` | orphan collection passes: `success`, `failure` (a listing, manifest read or delete failed), `skipped` (breaker not closed, fenced, closed) |
+/// | `storage_wal_failed` | `store` | 1 once a WAL write or fsync failed and the WAL refuses writes until the store is reopened, else 0 |
+/// | `storage_fenced` | `store` | 1 once another writer claimed the object-store prefix and this store refuses writes, else 0 |
+///
+/// The two state gauges are set by [`Store::update_state_gauges`](crate::Store::update_state_gauges)
+/// (call it before each scrape) and by the `storage-wal` and `storage-writer` health checks.
 #[derive(Debug, Clone)]
 pub struct StorageMetrics {
     inserts: Family<StoreLabels, Counter>,
@@ -75,6 +80,8 @@ pub struct StorageMetrics {
     orphan_objects: Family<StoreLabels, Counter>,
     orphan_bytes: Family<StoreLabels, Counter>,
     orphan_passes: Family<OutcomeLabels, Counter>,
+    wal_failed: Family<StoreLabels, Gauge>,
+    fenced: Family<StoreLabels, Gauge>,
 }
 
 impl StorageMetrics {
@@ -181,6 +188,16 @@ impl StorageMetrics {
             "Orphan collection passes by outcome",
             metrics.orphan_passes.clone(),
         );
+        registry.register(
+            "storage_wal_failed",
+            "1 when the WAL refuses writes after a failed write or fsync",
+            metrics.wal_failed.clone(),
+        );
+        registry.register(
+            "storage_fenced",
+            "1 when another writer claimed the object-store prefix and writes are refused",
+            metrics.fenced.clone(),
+        );
         metrics
     }
 
@@ -208,6 +225,8 @@ impl StorageMetrics {
             orphan_objects: Family::default(),
             orphan_bytes: Family::default(),
             orphan_passes: Family::default(),
+            wal_failed: Family::default(),
+            fenced: Family::default(),
         }
     }
 
@@ -262,6 +281,8 @@ impl StorageMetrics {
             orphan_passes_success: outcome(&self.orphan_passes, "success"),
             orphan_passes_failure: outcome(&self.orphan_passes, "failure"),
             orphan_passes_skipped: outcome(&self.orphan_passes, "skipped"),
+            wal_failed: self.wal_failed.get_or_create(&labels).clone(),
+            fenced: self.fenced.get_or_create(&labels).clone(),
         }
     }
 }
@@ -299,4 +320,6 @@ pub(crate) struct Instruments {
     pub(crate) orphan_passes_success: Counter,
     pub(crate) orphan_passes_failure: Counter,
     pub(crate) orphan_passes_skipped: Counter,
+    pub(crate) wal_failed: Gauge,
+    pub(crate) fenced: Gauge,
 }

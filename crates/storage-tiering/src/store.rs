@@ -1321,6 +1321,29 @@ impl Store {
         self.shared.wal.failure()
     }
 
+    /// Sets the `storage_wal_failed` and `storage_fenced` gauges from [`Store::wal_failure`] and
+    /// [`Store::fenced`]: cheap, meant to run before each metrics scrape.
+    pub fn update_state_gauges(&self) {
+        let instruments = &self.shared.instruments;
+        instruments
+            .wal_failed
+            .set(i64::from(self.shared.wal.failure().is_some()));
+        instruments
+            .fenced
+            .set(i64::from(self.shared.fenced.lock().is_some()));
+    }
+
+    /// The highest LSN handed out so far. Right after [`Store::open`], before any write, it is
+    /// the point where this store took over: every record it acknowledges later has a higher LSN.
+    #[must_use]
+    pub fn last_lsn(&self) -> u64 {
+        self.shared.wal.last_lsn()
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// WAL files on disk (a closed file is deleted once every record in it is covered).
     #[must_use]
     pub fn wal_files(&self) -> usize {
@@ -2627,13 +2650,27 @@ mod tests {
         store.close(Duration::from_secs(5)).await.expect("closes");
         let store = reopen(cfg).await;
         let collection = store.shared.collection("c").expect("exists");
+        let sizes = |c: &Collection| {
+            c.data
+                .read()
+                .segments
+                .iter()
+                .map(|s| (s.meta.size, s.meta.min_lsn, s.meta.max_lsn))
+                .collect::<Vec<_>>()
+        };
+        let mut merged = 0;
         for _ in 0..4 {
-            store
+            merged += store
                 .shared
                 .compact(&collection, false)
                 .await
                 .expect("compacts");
         }
+        assert!(
+            merged >= 2,
+            "the adjacent segments of one tier were merged: {:?}",
+            sizes(&collection)
+        );
         assert_eq!(store.get("c", "k").await.expect("reads"), Some(bytes("v2")));
         let page = store
             .list(

@@ -36,14 +36,14 @@ use tokio::sync::watch;
 use crate::error::WalError;
 use crate::metrics::Instruments;
 
-const HEADER: usize = 8;
+pub(crate) const HEADER: usize = 8;
 /// WAL files are zero-filled this far ahead of the frames, so that most fdatasyncs overwrite
 /// allocated blocks and flush data only, not the file's size (decision 0064).
 const PREALLOCATE: u64 = 1024 * 1024;
 /// The longest the leader waits for a group to refill before its next round.
 const MAX_GROUP_WAIT: Duration = Duration::from_micros(500);
 /// Largest payload accepted on recovery (a larger length is a torn or corrupt frame).
-const MAX_FRAME: usize = 512 * 1024 * 1024;
+pub(crate) const MAX_FRAME: usize = 512 * 1024 * 1024;
 
 /// One operation as logged: a set of puts and deletes in one collection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
+pub(crate) fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
     let mut reader = Reader { bytes: payload };
     let lsn = reader.u64()?;
     let incarnation = reader.u64()?;

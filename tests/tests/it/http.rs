@@ -36,7 +36,7 @@ async fn errors_are_problem_json_with_the_request_id() -> anyhow::Result<()> {
             client
                 .get(api.url("/admin/drill/delay?ms=2000"))
                 .bearer_auth(ADMIN_TOKEN),
-            503,
+            504,
         ),
     ];
     for (request, status) in cases {

@@ -7,3 +7,4 @@ mod observability;
 mod ratelimit;
 mod records;
 mod shutdown;
+mod store_faults;

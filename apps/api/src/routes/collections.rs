@@ -19,7 +19,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine as _;
-use mainstay_storage_tiering::{CollectionError, ListQuery, Policy, ReadError, WriteError};
+use mainstay_storage_tiering::{
+    CollectionError, ListQuery, Policy, ReadError, WalError, WriteError,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -152,8 +154,9 @@ fn status_problem(status: StatusCode, detail: impl Into<String>) -> Response {
     Problem::new(status, detail).into_response()
 }
 
-fn write_error(error: WriteError) -> Response {
+fn write_error(state: &AppState, error: WriteError) -> Response {
     match error {
+        WriteError::Fenced(fenced) => state.faults.fenced(&fenced),
         WriteError::InvalidCollection(_) | WriteError::InvalidId | WriteError::EmptyBatch => {
             status_problem(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
         }
@@ -175,7 +178,11 @@ fn write_error(error: WriteError) -> Response {
                 .into_response()
         }
         other => {
-            tracing::error!(error = %other, "write failed");
+            if let WriteError::Wal(wal @ (WalError::Failed(_) | WalError::Io { .. })) = &other {
+                state.faults.wal_failed(wal);
+            } else {
+                tracing::error!(error = %other, "write failed");
+            }
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the write was not acknowledged: {other}; retry"),
@@ -368,7 +375,7 @@ pub async fn drop_collection(
         (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Value over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid id", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Local backlog full: retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not acknowledged, retry after `Retry-After`: the local backlog is full, the WAL refuses writes, or this instance is fenced by another writer (`type` ends in `/fenced`: retry on another instance)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn put_record(
     State(state): State<AppState>,
@@ -376,9 +383,10 @@ pub async fn put_record(
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
+    let _shared = state.write_gate.read().await;
     match state.store.put(&name, &id, body).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => write_error(error),
+        Err(error) => write_error(&state, error),
     }
 }
 
@@ -415,15 +423,17 @@ pub async fn get_record(
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not acknowledged, retry after `Retry-After`: the local backlog is full, the WAL refuses writes, or this instance is fenced by another writer (`type` ends in `/fenced`: retry on another instance)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_record(
     State(state): State<AppState>,
     OrgCollection(name): OrgCollection,
     Path((_, id)): Path<(String, String)>,
 ) -> Response {
+    let _shared = state.write_gate.read().await;
     match state.store.delete(&name, &id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => write_error(error),
+        Err(error) => write_error(&state, error),
     }
 }
 
@@ -497,7 +507,7 @@ impl IdempotencyKeys {
         (status = 200, description = "`{written: N}`, acknowledged (`replayed: true` for a retried key)", body = Object),
         (status = 413, description = "Over the batch or value limit", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid body, id or base64", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Local backlog full: retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not acknowledged, retry after `Retry-After`: the local backlog is full, the WAL refuses writes, or this instance is fenced by another writer (`type` ends in `/fenced`: retry on another instance)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn put_batch(
     State(state): State<AppState>,
@@ -551,6 +561,7 @@ pub async fn put_batch(
         }
     }
     let written = records.len();
+    let _shared = state.write_gate.read().await;
     match state.store.put_batch(&name, records).await {
         Ok(()) => {
             if let Some((key, digest)) = idempotency {
@@ -558,7 +569,7 @@ pub async fn put_batch(
             }
             Json(serde_json::json!({ "written": written })).into_response()
         }
-        Err(error) => write_error(error),
+        Err(error) => write_error(&state, error),
     }
 }
 

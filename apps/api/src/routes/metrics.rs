@@ -20,6 +20,7 @@ pub fn routes() -> Routes {
 #[utoipa::path(get, path = "/metrics", tag = "observability",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.faults.update_gauges(&state.store, &state.dlq);
     let mut text = String::with_capacity(16 * 1024);
     if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         tracing::error!(error = %error, "could not encode metrics");

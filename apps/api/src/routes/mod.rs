@@ -8,6 +8,7 @@ pub mod admin;
 pub mod breakers;
 pub mod collections;
 pub mod dlq;
+pub mod handover;
 pub mod health;
 pub mod metrics;
 pub mod openapi;

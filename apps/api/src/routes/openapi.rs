@@ -28,6 +28,7 @@ use super::Routes;
         super::collections::put_batch,
         super::collections::list_records,
         super::collections::compact,
+        super::handover::handover,
         super::admin::config,
         super::runtime_config::read,
         super::runtime_config::write,

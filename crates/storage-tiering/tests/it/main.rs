@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod damaged;
 mod fencing;
+mod handover;
 #[cfg(feature = "health")]
 mod health;
 mod http_status;
