@@ -236,7 +236,14 @@ async fn commit_uploaded(shared: &Shared) -> bool {
     let mut by_collection: Vec<(Arc<crate::collection::Collection>, Vec<Arc<Segment>>)> =
         Vec::new();
     for (name, segment) in &uploaded {
-        let Some(collection) = shared.collection(name) else {
+        // A segment of a dropped incarnation is no segment of a new collection of its name.
+        let Some(collection) = shared.collection(name).filter(|c| {
+            c.data
+                .read()
+                .segments
+                .iter()
+                .any(|s| Arc::ptr_eq(s, segment))
+        }) else {
             continue;
         };
         match by_collection.iter_mut().find(|(c, _)| c.name == *name) {
