@@ -219,8 +219,9 @@ async fn an_upload_in_flight_across_a_drop_and_create_never_joins_the_new_collec
     store.close(Duration::from_secs(1)).await.unwrap();
 
     // Neither this data directory nor a new writer sees the dropped incarnation's records.
-    for data in [dir.path().to_owned(), tempfile::tempdir().unwrap().keep()] {
-        let store = open_on(config(&data), inner.clone(), "p").await;
+    let other = tempfile::tempdir().unwrap();
+    for data in [dir.path(), other.path()] {
+        let store = open_on(config(data), inner.clone(), "p").await;
         let ids: Vec<String> = list_all(&store, "c")
             .await
             .records
