@@ -197,6 +197,27 @@ async fn a_restart_during_an_object_store_outage_serves_and_reconciles() -> anyh
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The prefix is claimed again without a restart.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report: serde_json::Value = client
+            .http
+            .get(during.url("/admin/health"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let store = &report["checks"]["object_store"];
+        if store["details"]["prefix_claimed"] == true && store["status"] == "healthy" {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the object store is not reconciled: {store}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop(during)?;
 
     // A new instance with an empty data directory reads the outage's writes from the store.
