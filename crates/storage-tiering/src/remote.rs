@@ -390,10 +390,10 @@ impl Remote {
         }
     }
 
-    /// Writes `manifest` (whose version is the new one) with `PutMode::Create`. Another writer's manifest at that version means
-    /// this writer is fenced; an earlier, different attempt of this writer at that version (a
-    /// failure that landed after all) is an `AlreadyExists` error: the caller reads the newest
-    /// manifest before its next commit.
+    /// Writes `manifest` (whose version is the new one) with `PutMode::Create`. Another writer's
+    /// manifest at that version means this writer is fenced; an earlier, different attempt of
+    /// this writer at that version (a failure that landed after all) is an `AlreadyExists`
+    /// error: the caller reads the newest manifest before its next commit.
     pub(crate) async fn commit(&self, manifest: &Manifest) -> Result<(), CommitError> {
         let path = self.manifest_path(manifest.version);
         let body = serde_json::to_vec(manifest).map_err(|e| RemoteError {

@@ -4,6 +4,7 @@ mod config;
 mod health;
 mod http;
 mod observability;
+mod outage;
 mod ratelimit;
 mod records;
 mod shutdown;

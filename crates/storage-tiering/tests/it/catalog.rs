@@ -179,3 +179,56 @@ async fn concurrent_creates_and_drops_of_one_name_agree_with_the_catalog() {
     assert!(names(&store).is_empty());
     store.close(Duration::from_secs(1)).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_upload_in_flight_across_a_drop_and_create_never_joins_the_new_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let fault = FaultStore::new(inner.clone());
+    let store = open_on(config(dir.path()), fault.clone(), "p").await;
+    store
+        .create_collection("c", Policy::MemoryS3)
+        .await
+        .unwrap();
+    // The first incarnation's segment upload is in flight while the name is dropped and
+    // created again.
+    fault.hold_segment_puts.store(true, Ordering::SeqCst);
+    for i in 0..10 {
+        store
+            .put("c", &format!("old{i:02}"), value(i))
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    for _ in 0..100 {
+        if fault.segment_puts.load(Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fault.segment_puts.load(Ordering::SeqCst), 1, "in flight");
+    assert!(store.drop_collection("c").await.unwrap());
+    store
+        .create_collection("c", Policy::MemoryS3)
+        .await
+        .unwrap();
+    store.put("c", "new", value(0)).await.unwrap();
+    fault.release_segment_puts();
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(60)).await.unwrap();
+    store.close(Duration::from_secs(1)).await.unwrap();
+
+    // Neither this data directory nor a new writer sees the dropped incarnation's records.
+    let other = tempfile::tempdir().unwrap();
+    for data in [dir.path(), other.path()] {
+        let store = open_on(config(data), inner.clone(), "p").await;
+        let ids: Vec<String> = list_all(&store, "c")
+            .await
+            .records
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["new"], "{}", data.display());
+        store.close(Duration::from_secs(1)).await.unwrap();
+    }
+}

@@ -134,8 +134,9 @@ pub(crate) struct FaultStore {
     pub(crate) fail_manifest_puts: AtomicBool,
     /// The next this many manifest puts land in the store but the caller sees a 503.
     pub(crate) ambiguous_manifest_puts: AtomicU64,
-    /// Segment puts wait for a read guard: a test holding the write guard holds them in flight.
-    pub(crate) segment_put_gate: tokio::sync::RwLock<()>,
+    /// Segment puts wait (in flight) while this is set, until it is cleared and `resume` told.
+    pub(crate) hold_segment_puts: AtomicBool,
+    pub(crate) resume: tokio::sync::Notify,
 }
 
 impl FaultStore {
@@ -149,8 +150,15 @@ impl FaultStore {
             fail_deletes: AtomicBool::new(false),
             fail_manifest_puts: AtomicBool::new(false),
             ambiguous_manifest_puts: AtomicU64::new(0),
-            segment_put_gate: tokio::sync::RwLock::new(()),
+            hold_segment_puts: AtomicBool::new(false),
+            resume: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Lets held segment puts go on.
+    pub(crate) fn release_segment_puts(&self) {
+        self.hold_segment_puts.store(false, Ordering::SeqCst);
+        self.resume.notify_waiters();
     }
 
     pub(crate) fn set(&self, mode: Mode) {
@@ -196,12 +204,14 @@ impl ObjectStore for FaultStore {
         let segment = location.as_ref().contains("segments/");
         if segment {
             self.segment_puts.fetch_add(1, Ordering::SeqCst);
+            loop {
+                let resumed = self.resume.notified();
+                if !self.hold_segment_puts.load(Ordering::SeqCst) {
+                    break;
+                }
+                resumed.await;
+            }
         }
-        let _gate = if segment {
-            Some(self.segment_put_gate.read().await)
-        } else {
-            None
-        };
         if let Some(error) = self.fault(location, true) {
             if segment {
                 self.failed_puts.fetch_add(1, Ordering::SeqCst);

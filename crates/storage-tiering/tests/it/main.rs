@@ -12,7 +12,6 @@ mod handover;
 #[cfg(feature = "health")]
 mod health;
 mod http_status;
-mod incarnations;
 mod offline;
 mod orphans;
 mod outage;
