@@ -1404,6 +1404,16 @@ impl Store {
         } else {
             Ok(())
         };
+        if uploaded.is_ok()
+            && self.shared.is_claimed()
+            && self.shared.lacks_live_collections().await
+        {
+            // Collections created since the last commit, empty ones included, are committed
+            // before the prefix is left to the next writer.
+            if let Err(error) = self.shared.commit_manifest(|_| {}).await {
+                tracing::warn!(%error, "could not commit the new collections before closing; the next open commits them");
+            }
+        }
         self.shared.closed.store(true, Ordering::Release);
         self.shared.upload_notify.notify_waiters();
         for task in self.shared.tasks.lock().drain(..) {
@@ -1484,6 +1494,8 @@ async fn reconcile_task(weak: Weak<Shared>) {
         let local = shared.manifest.lock().await.clone();
         let claim = remote.claim(Some(&local), |manifest| {
             leave_out_dropped(manifest, &shared.dropped.lock());
+            // Collections created during the outage are committed with the claim.
+            shared.include_live_collections(manifest);
         });
         let limit = shared.config.upload.attempt_timeout;
         match tokio::time::timeout(limit, claim)
@@ -2161,6 +2173,7 @@ impl Shared {
         }
         let mut next = current.clone();
         change(&mut next);
+        self.include_live_collections(&mut next);
         // A dropped incarnation never goes back into the manifest (an upload of it may finish
         // after the drop).
         leave_out_dropped(&mut next, &self.dropped.lock());
@@ -2207,6 +2220,29 @@ impl Shared {
         if let Err(error) = saved {
             tracing::error!(%error, "could not write the local manifest copy; an open during an object-store outage is refused until the next commit writes it");
         }
+    }
+
+    /// Adds an empty entry for every live object-store collection the manifest lacks (or holds
+    /// under an older incarnation), so that a collection is in the manifest from its creation,
+    /// not from its first segment.
+    fn include_live_collections(&self, manifest: &mut Manifest) {
+        for collection in self.collections.read().values() {
+            if collection.policy.uses_object_store() {
+                Shared::add_to_manifest(manifest, collection, &[]);
+            }
+        }
+    }
+
+    /// Whether a live object-store collection is missing from the manifest in force.
+    async fn lacks_live_collections(&self) -> bool {
+        let manifest = self.manifest.lock().await;
+        self.collections.read().values().any(|c| {
+            c.policy.uses_object_store()
+                && manifest
+                    .collections
+                    .get(&c.name)
+                    .is_none_or(|entry| entry.incarnation != c.incarnation)
+        })
     }
 
     /// Whether the store holds its object-store prefix (always, without an object store).

@@ -232,3 +232,21 @@ async fn an_upload_in_flight_across_a_drop_and_create_never_joins_the_new_collec
         store.close(Duration::from_secs(1)).await.unwrap();
     }
 }
+
+/// A collection is in the manifest from its creation, not from its first segment: a writer that
+/// takes the prefix over sees it even while it is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_collection_is_committed_to_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let store = open_on(config(dir.path()), inner.clone(), "p").await;
+    store
+        .create_collection("empty", Policy::MemoryS3)
+        .await
+        .unwrap();
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let store = open_on(config(other.path()), inner, "p").await;
+    assert_eq!(names(&store), ["empty"]);
+    store.close(Duration::from_secs(1)).await.unwrap();
+}

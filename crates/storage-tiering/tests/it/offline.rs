@@ -90,6 +90,10 @@ async fn a_restart_during_an_outage_serves_what_it_holds_and_reconciles_when_the
         .await
         .unwrap();
     put_range(&store, "fresh", "f", 4).await;
+    store
+        .create_collection("empty", Policy::S3Only)
+        .await
+        .unwrap();
     store.flush().await.unwrap();
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(
@@ -114,6 +118,10 @@ async fn a_restart_during_an_outage_serves_what_it_holds_and_reconciles_when_the
     let store = open_on(quiet(other.path()), inner, "p").await;
     assert_eq!(list_all(&store, "hot").await.records.len(), 30);
     assert_eq!(list_all(&store, "fresh").await.records.len(), 4);
+    assert!(
+        store.collections().iter().any(|c| c.name == "empty"),
+        "a collection created empty during the outage is committed"
+    );
     store.close(Duration::from_secs(1)).await.unwrap();
 }
 
