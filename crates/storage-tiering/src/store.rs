@@ -158,6 +158,10 @@ pub(crate) struct Shared {
     /// memtables only once their sync succeeded ([`Shared::publish`]), so that a write whose
     /// fsync failed is never served, flushed or uploaded.
     unpublished: Mutex<VecDeque<Unpublished>>,
+    /// Every write up to this LSN is in its memtable (or was discarded): a writer whose LSN is
+    /// at most this returns without taking the queue's lock, so that the writers one group
+    /// commit wakes do not queue up behind the one that publishes them all.
+    published_lsn: std::sync::atomic::AtomicU64,
     next_incarnation: Mutex<u64>,
     pub(crate) queue: Mutex<UploadQueue>,
     pub(crate) upload_notify: Arc<Notify>,
@@ -674,6 +678,7 @@ impl Store {
             instruments,
             collections: RwLock::new(collections),
             unpublished: Mutex::new(VecDeque::new()),
+            published_lsn: std::sync::atomic::AtomicU64::new(0),
             next_incarnation: Mutex::new(catalog.next_incarnation.max(1)),
             queue: Mutex::new(UploadQueue::default()),
             upload_notify: Arc::new(Notify::new()),
@@ -1026,7 +1031,9 @@ impl Store {
             shared.unpublished.lock().clear();
             return Err(error.into());
         }
-        shared.publish();
+        if shared.published_lsn.load(Ordering::Acquire) < lsn {
+            shared.publish();
+        }
         shared.instruments.inserts.inc_by(count);
         shared
             .instruments
@@ -1888,6 +1895,7 @@ impl Shared {
         {
             let mut unpublished = self.unpublished.lock();
             if unpublished.front().is_none_or(|w| w.lsn > synced) {
+                self.published_lsn.fetch_max(synced, Ordering::AcqRel);
                 return;
             }
             let (mut memtable_added, mut backlog_added) = (0u64, 0u64);
@@ -1909,6 +1917,7 @@ impl Shared {
                     over_bound.push(Arc::clone(&write.collection));
                 }
             }
+            self.published_lsn.fetch_max(synced, Ordering::AcqRel);
             // Inside the lock: a gauge update never sees a write counted twice or not at all.
             self.instruments
                 .memtable_bytes
