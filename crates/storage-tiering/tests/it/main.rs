@@ -8,6 +8,7 @@ mod crash;
 #[cfg(feature = "health")]
 mod health;
 mod http_status;
+mod model;
 mod orphans;
 mod outage;
 mod records;
