@@ -1818,10 +1818,12 @@ impl Harness {
             };
             for file in files.flatten() {
                 let name = file.file_name().to_string_lossy().into_owned();
+                // `<incarnation>-<id>.seg`, possibly with more `-` parts after the id (ULIDs
+                // have none).
                 let Some(id) = name
                     .strip_suffix(".seg")
-                    .and_then(|n| n.split_once('-'))
-                    .map(|(_, id)| id.to_owned())
+                    .and_then(|n| n.split('-').nth(1))
+                    .map(str::to_owned)
                 else {
                     continue;
                 };
@@ -2273,10 +2275,14 @@ fn rust(steps: &[Step]) -> String {
 
 fn report(seed: u64, cfg: &SeqConfig, steps: &[Step], found: &Found, deadline: Instant) -> String {
     let (shrunk, shrunk_found) = shrink(cfg, steps, found, deadline);
+    let without = std::env::var("MAINSTAY_MODEL_WITHOUT")
+        .map(|w| format!(" MAINSTAY_MODEL_WITHOUT={w}"))
+        .unwrap_or_default();
     format!(
         "model test failed: seed {seed:#x} ({}), step {} of {}: {}: {}\n\
-         shortest failing step list found ({} steps, failing at its last: {}; run the seed alone \
-         with MAINSTAY_MODEL_SEED={seed:#x}, paste the list into `regressions()` as \
+         shortest failing step list found ({} steps, failing at its last: {}; run the seed's \
+         generated steps alone with MAINSTAY_MODEL_SEED={seed:#x}{without} (a case of \
+         `regressions()` fails in the default run), paste the list into `regressions()` as \
          ({seed:#x}, ...)):\n{}\n",
         if cfg.child {
             "child process"
