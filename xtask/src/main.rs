@@ -4,6 +4,7 @@
 //! - `codegen [--check]`: writes (or checks) the generated files under `docs/`.
 //! - `deps`: fails when a crate gains a dependency edge that `ARCHITECTURE.md` forbids.
 //! - `bench [NAME ...]`: runs the named benchmarks (all when none is named).
+//! - `soak storage --minutes N`: runs the record store's model-based fault test on fresh seeds.
 //! - `release`: checks that every library crate is ready to publish.
 
 mod ci;
@@ -43,6 +44,14 @@ enum Task {
     },
     /// Check that every library crate is ready to publish.
     Release,
+    /// Run a randomized test on fresh seeds for a while: `storage` (the record store's model test).
+    Soak {
+        /// What to soak: `storage`.
+        name: String,
+        /// How long to run new sequences, in minutes (failures are then shrunk and reported).
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
 }
 
 fn main() {
@@ -53,6 +62,7 @@ fn main() {
         Task::Deps => deps::run(),
         Task::Bench { names } => bench(&names),
         Task::Release => release::run(),
+        Task::Soak { name, minutes } => soak(&name, minutes),
     };
     if let Err(error) = result {
         eprintln!("xtask: error: {error:#}");
@@ -122,4 +132,31 @@ fn bench(names: &[String]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs the model-based fault test of the record store on fresh random seeds for `minutes`: through
+/// `cargo test` rather than nextest, whose slow-test limit would cut a long run short.
+fn soak(name: &str, minutes: u64) -> Result<()> {
+    if name != "storage" {
+        bail!("unknown soak `{name}`; known: storage");
+    }
+    if minutes == 0 {
+        bail!("--minutes must be at least 1");
+    }
+    eprintln!("xtask: soak storage: model sequences on fresh seeds for {minutes} min");
+    run_command(
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "mainstay-storage-tiering",
+                "--test",
+                "it",
+                "--",
+                "model::model_sequences",
+                "--exact",
+                "--nocapture",
+            ])
+            .env("MAINSTAY_MODEL_MINUTES", minutes.to_string()),
+    )
 }

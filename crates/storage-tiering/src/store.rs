@@ -555,6 +555,23 @@ impl Store {
                     }),
                 }));
             }
+            // A compaction cut short by a crash leaves its output or its inputs behind: drop
+            // whichever the other one holds in full, so that no two segments overlap.
+            let stale: Vec<Arc<Segment>> = data
+                .segments
+                .iter()
+                .filter(|s| superseded(&data.segments, s.meta.min_lsn, s.meta.max_lsn, Some(s)))
+                .cloned()
+                .collect();
+            for segment in stale {
+                tracing::info!(collection = %entry.name, segment = %segment.meta.id, "removing a segment a crashed compaction left behind");
+                data.segments.retain(|s| !Arc::ptr_eq(s, &segment));
+                pending.retain(|(_, p): &(String, Arc<Segment>)| !Arc::ptr_eq(p, &segment));
+                if segment.state.lock().has_local_file {
+                    let doomed = segment.local_path.clone();
+                    blocking(move || fs::remove_file(doomed)).await.ok();
+                }
+            }
             collections.insert(
                 entry.name.clone(),
                 Arc::new(Collection {
@@ -598,6 +615,24 @@ impl Store {
                 continue;
             };
             let key = format!("{name}/{}", file.id);
+            let leftover = file.footer.as_ref().is_some_and(|footer| {
+                superseded(
+                    &collection.data.read().segments,
+                    footer.min_lsn,
+                    footer.max_lsn,
+                    None,
+                )
+            });
+            if leftover {
+                // A crashed compaction's output or input whose data another segment holds: the
+                // damage costs nothing; keep the file for inspection.
+                tracing::warn!(path = %file.path.display(), error = %file.error, "a damaged segment left by a crashed compaction is set aside");
+                let quarantine = quarantine_dir.clone();
+                blocking(move || quarantine_file(&file.path, &name, &quarantine))
+                    .await
+                    .map_err(io_open(&quarantine_dir))?;
+                continue;
+            }
             let segment = {
                 let config = (config.block_bytes, config.compression);
                 let relevant: Vec<wal::WalRecord> = records
@@ -605,9 +640,30 @@ impl Store {
                     .filter(|r| r.collection == name)
                     .cloned()
                     .collect();
+                let valid: Vec<(u64, u64)> = collection
+                    .data
+                    .read()
+                    .segments
+                    .iter()
+                    .map(|s| (s.meta.min_lsn, s.meta.max_lsn))
+                    .collect();
+                // Waiting for upload when the crash came: the WAL kept all of its records.
+                let waiting = collection.policy.uses_object_store() && !pinned_keys.contains(&key);
                 let (collection, quarantine) = (Arc::clone(collection), quarantine_dir.clone());
-                blocking(move || rebuild_damaged(&relevant, &collection, file, config, &quarantine))
-                    .await?
+                blocking(move || {
+                    rebuild_damaged(
+                        &relevant,
+                        &collection,
+                        file,
+                        (&valid, waiting),
+                        config,
+                        &quarantine,
+                    )
+                })
+                .await?
+            };
+            let Some(segment) = segment else {
+                continue;
             };
             report.rebuilt_segments += 1;
             let durability = if !collection.policy.uses_object_store() {
@@ -1246,7 +1302,27 @@ impl Store {
             }
             let backlog = self.backlog_bytes();
             if backlog == 0 {
-                return Ok(());
+                if !self.shared.manifest_behind(false).await {
+                    return Ok(());
+                }
+                // The data is uploaded, but the manifest still lists a dropped collection (a
+                // writer taking the prefix over would bring it back): commit it (a failure is
+                // retried until the deadline).
+                match self.shared.commit_manifest(|_| {}).await {
+                    Ok(()) => continue,
+                    Err(crate::remote::CommitError::Fenced(fenced)) => return Err(fenced.into()),
+                    Err(crate::remote::CommitError::Remote(error)) => {
+                        tracing::debug!(%error, "the manifest is behind the catalog; retrying");
+                        let retry = tokio::time::Instant::now()
+                            + self.shared.config.upload.breaker_poll_interval;
+                        if retry >= deadline {
+                            tokio::time::sleep_until(deadline).await;
+                            return Err(MaintenanceError::Deadline(0));
+                        }
+                        tokio::time::sleep_until(retry).await;
+                        continue;
+                    }
+                }
             }
             if tokio::time::timeout_at(deadline, progress).await.is_err() {
                 return Err(MaintenanceError::Deadline(self.backlog_bytes()));
@@ -1411,14 +1487,12 @@ impl Store {
         } else {
             Ok(())
         };
-        if uploaded.is_ok()
-            && self.shared.is_claimed()
-            && self.shared.lacks_live_collections().await
-        {
+        if uploaded.is_ok() && self.shared.manifest_behind(true).await {
             // Collections created since the last commit, empty ones included, are committed
-            // before the prefix is left to the next writer.
+            // before the prefix is left to the next writer (best effort: the next open's claim
+            // commits them too).
             if let Err(error) = self.shared.commit_manifest(|_| {}).await {
-                tracing::warn!(%error, "could not commit the new collections before closing; the next open commits them");
+                tracing::warn!(%error, "could not commit the new collections before closing");
             }
         }
         self.shared.closed.store(true, Ordering::Release);
@@ -1645,6 +1719,46 @@ fn scan_segments(dir: &Path, incarnation: u64) -> Result<(Scanned, Vec<Damaged>)
     Ok((out, damaged))
 }
 
+/// Whether the segment over `min..=max` (`itself`, when it is in `segments`) is a leftover of a
+/// compaction a crash cut short, whose records another segment holds: an uncommitted segment
+/// that overlaps a committed one (an output whose commit never happened: its inputs are still
+/// committed), or a settled segment inside another's larger range (an input whose deletion never
+/// happened: the output was written durably first).
+fn superseded(
+    segments: &[Arc<Segment>],
+    min: u64,
+    max: u64,
+    itself: Option<&Arc<Segment>>,
+) -> bool {
+    let own = itself.map(|s| s.durability());
+    segments
+        .iter()
+        .filter(|other| itself.is_none_or(|s| !Arc::ptr_eq(s, other)))
+        .any(|other| {
+            let (o_min, o_max) = (other.meta.min_lsn, other.meta.max_lsn);
+            let overlaps = o_min <= max && min <= o_max;
+            let contains = o_min <= min && max <= o_max && (o_min, o_max) != (min, max);
+            match (own, other.durability()) {
+                (Some(Durability::Pending) | None, Durability::Committed) => overlaps,
+                (Some(Durability::Local) | None, Durability::Local) => contains,
+                _ => false,
+            }
+        })
+}
+
+/// Moves a damaged file under `quarantine` (blocking).
+fn quarantine_file(path: &Path, collection: &str, quarantine: &Path) -> std::io::Result<()> {
+    let kept = quarantine.join(format!(
+        "{collection}-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    fs::create_dir_all(quarantine)?;
+    fs::rename(path, kept)?;
+    wal::sync_dir(quarantine)
+}
+
 /// The entries of `collection`'s segment over `min..=max`, rebuilt from WAL records in LSN order
 /// (the newest record of an id wins, as it did in the memtable).
 pub(crate) fn rebuild_entries<'a>(
@@ -1674,59 +1788,75 @@ pub(crate) fn rebuild_entries<'a>(
 }
 
 /// Rebuilds a damaged local segment from the WAL records of its LSN range (blocking): keeps the
-/// damaged file under `quarantine`, writes the rebuilt one in its place. Refused (the open fails
-/// with [`OpenError::CorruptSegment`]) when its footer is lost too or the WAL no longer holds all
-/// of its records.
+/// damaged file under `quarantine`, writes the rebuilt one in its place. When its footer (and so
+/// its range) is lost too, a segment that was waiting for upload (`waiting`: the WAL keeps every
+/// record from its first on) is rebuilt from the collection's WAL records that no segment in
+/// `valid` (the LSN ranges of the others) covers, below the newest of them; the records above
+/// are replayed into the memtable as usual (`None`). Refused (the open fails with
+/// [`OpenError::CorruptSegment`]) when the WAL no longer holds all of its records, or cannot say.
 fn rebuild_damaged(
     records: &[wal::WalRecord],
     collection: &Collection,
     file: Damaged,
+    (valid, waiting): (&[(u64, u64)], bool),
     (block_bytes, codec): (usize, crate::config::Compression),
     quarantine: &Path,
-) -> Result<Arc<Segment>, OpenError> {
+) -> Result<Option<Arc<Segment>>, OpenError> {
     let refuse = |file: Damaged| OpenError::CorruptSegment {
         path: file.path,
         source: file.error,
     };
-    let Some(footer) = file.footer else {
-        return Err(refuse(file));
+    let (range, expected, write_id) = match &file.footer {
+        Some(footer) => (
+            (footer.min_lsn, footer.max_lsn),
+            Some(footer.records),
+            footer.write_id,
+        ),
+        None if waiting => {
+            let top = valid.iter().map(|(_, max)| *max).max().unwrap_or(0);
+            let uncovered: Vec<u64> = records
+                .iter()
+                .filter(|r| {
+                    r.collection == collection.name && r.incarnation == collection.incarnation
+                })
+                .map(|r| r.lsn)
+                .filter(|lsn| *lsn < top && !valid.iter().any(|(a, b)| (*a..=*b).contains(lsn)))
+                .collect();
+            let (Some(&min), Some(&max)) = (uncovered.iter().min(), uncovered.iter().max()) else {
+                // Everything it held is above the other segments: replay brings it back.
+                tracing::warn!(path = %file.path.display(), error = %file.error, "a damaged segment's records are all in the wal beyond the other segments; replaying them");
+                quarantine_file(&file.path, &collection.name, quarantine)
+                    .map_err(io_open(&file.path))?;
+                return Ok(None);
+            };
+            if valid.iter().any(|(a, b)| min < *a && *b < max) {
+                // Records of two gaps: more than this one segment is missing.
+                return Err(refuse(file));
+            }
+            ((min, max), None, u128::from(ulid::Ulid::generate()))
+        }
+        None => return Err(refuse(file)),
     };
-    let entries = rebuild_entries(records, collection, (footer.min_lsn, footer.max_lsn));
-    if entries.len() as u64 != footer.records {
-        tracing::error!(path = %file.path.display(), expected = footer.records, found = entries.len(), "a damaged segment cannot be rebuilt: the wal no longer holds all of its records");
+    let entries = rebuild_entries(records, collection, range);
+    if expected.is_some_and(|expected| entries.len() as u64 != expected) || entries.is_empty() {
+        tracing::error!(path = %file.path.display(), ?expected, found = entries.len(), "a damaged segment cannot be rebuilt: the wal no longer holds all of its records");
         return Err(refuse(file));
     }
-    let (bytes, _) = segment::encode(
-        &entries,
-        block_bytes,
-        footer.write_id,
-        Some((footer.min_lsn, footer.max_lsn)),
-        codec,
-    );
-    let kept = quarantine.join(format!(
-        "{}-{}",
-        collection.name,
-        file.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    fs::create_dir_all(quarantine)
-        .and_then(|()| fs::rename(&file.path, &kept))
-        .and_then(|()| wal::sync_dir(quarantine))
+    let (bytes, _) = segment::encode(&entries, block_bytes, write_id, Some(range), codec);
+    quarantine_file(&file.path, &collection.name, quarantine)
         .and_then(|()| write_atomic(&file.path, &bytes))
         .map_err(io_open(&file.path))?;
-    tracing::warn!(path = %file.path.display(), kept = %kept.display(), error = %file.error, records = entries.len(), "rebuilt a damaged local segment from the wal");
+    tracing::warn!(path = %file.path.display(), kept = %quarantine.display(), error = %file.error, records = entries.len(), "rebuilt a damaged local segment from the wal");
     let meta = SegmentMeta {
         id: file.id,
         size: bytes.len() as u64,
         crc32c: crc32c::crc32c(&bytes),
-        min_lsn: footer.min_lsn,
-        max_lsn: footer.max_lsn,
-        records: footer.records,
-        write_id: ulid::Ulid::from(footer.write_id).to_string(),
+        min_lsn: range.0,
+        max_lsn: range.1,
+        records: entries.len() as u64,
+        write_id: ulid::Ulid::from(write_id).to_string(),
     };
-    Ok(Arc::new(Segment {
+    Ok(Some(Arc::new(Segment {
         meta,
         local_path: file.path,
         state: Mutex::new(SegmentState {
@@ -1734,7 +1864,7 @@ fn rebuild_damaged(
             durability: Durability::Pending,
             has_local_file: true,
         }),
-    }))
+    })))
 }
 
 /// Freezes memtables older than `flush_interval`, and the oldest ones while the WAL is past
@@ -2242,16 +2372,31 @@ impl Shared {
         }
     }
 
-    /// Whether a live object-store collection is missing from the manifest in force.
-    async fn lacks_live_collections(&self) -> bool {
+    /// Whether the manifest in force is behind the catalog: it lists a dropped incarnation, or,
+    /// with `new_collections`, lacks a live object-store collection (or holds it under an older
+    /// incarnation). Never while the prefix is unclaimed (nothing can be committed then; the
+    /// claim reconciles).
+    pub(crate) async fn manifest_behind(&self, new_collections: bool) -> bool {
+        if self.remote.is_none() || !self.is_claimed() {
+            return false;
+        }
         let manifest = self.manifest.lock().await;
-        self.collections.read().values().any(|c| {
-            c.policy.uses_object_store()
-                && manifest
-                    .collections
-                    .get(&c.name)
-                    .is_none_or(|entry| entry.incarnation != c.incarnation)
-        })
+        let dropped = self.dropped.lock().clone();
+        let lists_dropped = manifest.collections.iter().any(|(name, entry)| {
+            dropped
+                .iter()
+                .any(|t| t.name == *name && t.incarnation == entry.incarnation)
+        });
+        lists_dropped
+            || (new_collections
+                && self.collections.read().values().any(|c| {
+                    c.policy.uses_object_store()
+                        && !c.dropped.load(Ordering::Acquire)
+                        && manifest
+                            .collections
+                            .get(&c.name)
+                            .is_none_or(|entry| entry.incarnation < c.incarnation)
+                }))
     }
 
     /// Whether the store holds its object-store prefix (always, without an object store).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mainstay_storage_tiering::{CollectionError, Policy, Store, WriteError};
+use mainstay_storage_tiering::{CollectionError, MaintenanceError, Policy, Store, WriteError};
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
 
@@ -118,7 +118,11 @@ async fn a_dropped_collection_never_comes_back_from_the_manifest() {
         store.put("c", "k", value(0)).await,
         Err(WriteError::UnknownCollection(_))
     ));
-    store.close(Duration::from_secs(1)).await.unwrap();
+    // Closing waits for the manifest to catch up with the drop, and says it could not.
+    assert!(matches!(
+        store.close(Duration::from_secs(1)).await,
+        Err(MaintenanceError::Deadline(_))
+    ));
     fault.fail_manifest_puts.store(false, Ordering::SeqCst);
 
     // The manifest still listed it; the catalog's tombstone keeps it dropped, and the claim at

@@ -19,6 +19,7 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
 
 /// A configuration whose data directory is `dir/data`, with small memtables and blocks.
 pub(crate) fn config(dir: &FsPath) -> StoreConfig {
@@ -117,13 +118,22 @@ pub(crate) enum Mode {
     Forbidden = 2,
     /// Segment puts land in the store but the caller sees a 503 (an ambiguous failure).
     Ambiguous = 3,
+    /// Every call waits until the mode changes, then behaves as the new mode says (the store's
+    /// `upload.attempt_timeout` cuts uploads short).
+    Hang = 4,
+    /// Every call is delayed by `slow_delay` (tokio time), then served.
+    Slow = 5,
 }
 
 /// Wraps a real store (`InMemory`) and injects failures; counts segment upload calls.
 #[derive(Debug)]
 pub(crate) struct FaultStore {
     inner: Arc<dyn ObjectStore>,
-    mode: AtomicU8,
+    mode: Arc<AtomicU8>,
+    /// Woken at every mode change, for calls held by [`Mode::Hang`].
+    changed: Arc<Notify>,
+    /// The delay of every call in [`Mode::Slow`], in microseconds (default 3 ms).
+    pub(crate) slow_delay_micros: Arc<AtomicU64>,
     pub(crate) segment_puts: AtomicU64,
     pub(crate) failed_puts: AtomicU64,
     /// Listings fail like a 503 (besides `mode`).
@@ -143,7 +153,9 @@ impl FaultStore {
     pub(crate) fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
         Arc::new(Self {
             inner,
-            mode: AtomicU8::new(0),
+            mode: Arc::new(AtomicU8::new(0)),
+            changed: Arc::new(Notify::new()),
+            slow_delay_micros: Arc::new(AtomicU64::new(3_000)),
             segment_puts: AtomicU64::new(0),
             failed_puts: AtomicU64::new(0),
             fail_lists: AtomicBool::new(false),
@@ -163,6 +175,16 @@ impl FaultStore {
 
     pub(crate) fn set(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// What holds a call back in [`Mode::Hang`] and [`Mode::Slow`]; owned, for streams.
+    fn gate(&self) -> Gate {
+        Gate {
+            mode: Arc::clone(&self.mode),
+            changed: Arc::clone(&self.changed),
+            slow_delay_micros: Arc::clone(&self.slow_delay_micros),
+        }
     }
 
     fn unavailable() -> object_store::Error {
@@ -187,6 +209,34 @@ impl FaultStore {
     }
 }
 
+/// Holds a call while the mode is [`Mode::Hang`] and delays it in [`Mode::Slow`].
+#[derive(Debug, Clone)]
+struct Gate {
+    mode: Arc<AtomicU8>,
+    changed: Arc<Notify>,
+    slow_delay_micros: Arc<AtomicU64>,
+}
+
+impl Gate {
+    async fn pass(&self) {
+        loop {
+            // Registered before the mode is read, so that a change in between is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self.mode.load(Ordering::SeqCst) {
+                4 => changed.await,
+                5 => {
+                    let micros = self.slow_delay_micros.load(Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_micros(micros)).await;
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+}
+
 impl fmt::Display for FaultStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "FaultStore({})", self.inner)
@@ -201,6 +251,7 @@ impl ObjectStore for FaultStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        self.gate().pass().await;
         let segment = location.as_ref().contains("segments/");
         if segment {
             self.segment_puts.fetch_add(1, Ordering::SeqCst);
@@ -247,6 +298,7 @@ impl ObjectStore for FaultStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.gate().pass().await;
         if let Some(error) = self.fault(location, true) {
             return Err(error);
         }
@@ -258,6 +310,7 @@ impl ObjectStore for FaultStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        self.gate().pass().await;
         if let Some(error) = self.fault(location, false) {
             return Err(error);
         }
@@ -269,6 +322,7 @@ impl ObjectStore for FaultStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
+        self.gate().pass().await;
         if let Some(error) = self.fault(location, false) {
             return Err(error);
         }
@@ -283,7 +337,13 @@ impl ObjectStore for FaultStore {
         if self.fail_deletes.load(Ordering::SeqCst) {
             return locations.map(|_| Err(Self::unavailable())).boxed();
         }
-        self.inner.delete_stream(locations)
+        let (gate, inner) = (self.gate(), Arc::clone(&self.inner));
+        futures::stream::once(async move {
+            gate.pass().await;
+            inner.delete_stream(locations)
+        })
+        .flatten()
+        .boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -291,10 +351,18 @@ impl ObjectStore for FaultStore {
         if self.fail_lists.load(Ordering::SeqCst) {
             return futures::stream::once(async { Err(Self::unavailable()) }).boxed();
         }
-        self.inner.list(prefix)
+        let (gate, inner) = (self.gate(), Arc::clone(&self.inner));
+        let prefix = prefix.cloned();
+        futures::stream::once(async move {
+            gate.pass().await;
+            inner.list(prefix.as_ref())
+        })
+        .flatten()
+        .boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.gate().pass().await;
         if let Some(error) = self.fault(&Path::from("list"), false) {
             return Err(error);
         }
@@ -307,6 +375,7 @@ impl ObjectStore for FaultStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
+        self.gate().pass().await;
         self.inner.copy_opts(from, to, options).await
     }
 }
