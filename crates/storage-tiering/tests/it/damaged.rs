@@ -112,3 +112,58 @@ async fn a_pending_segment_damaged_before_upload_is_rebuilt_and_uploaded() {
         assert_eq!(record.value, value(i));
     }
 }
+
+/// A pending segment whose footer is damaged too (so its LSN range is lost) is rebuilt from the
+/// WAL records no other segment covers: the WAL keeps every record of a segment waiting for
+/// upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_segment_with_a_damaged_footer_is_rebuilt_from_the_uncovered_wal_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = Arc::new(InMemory::new());
+    let objects = FaultStore::new(inner.clone());
+    let cfg = fast_uploads(dir.path(), 1000, Duration::from_secs(1));
+    let store = open_on(cfg.clone(), objects.clone(), "p").await;
+    store.create_collection("c", Policy::MemoryS3).await.unwrap();
+    // A committed segment first, then one that waits for upload, then records in the memtable.
+    for i in 0..20 {
+        store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    objects.set(Mode::Unavailable);
+    for i in 20..40 {
+        store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    for i in 40..45 {
+        store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
+    }
+    let _ = store.close(Duration::from_millis(50)).await;
+    let files = segment_files(&cfg.data_dir.join("segments/c"));
+    // The two pending segments (closing froze the memtable); the older is damaged, so its
+    // records lie between the committed segment and the newer pending one.
+    assert_eq!(files.len(), 2, "only the pending segments are local");
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&files[0], bytes).unwrap();
+
+    objects.set(Mode::Healthy);
+    let (store, report) = Store::builder(cfg.clone())
+        .object_store(objects.clone(), "p")
+        .open()
+        .await
+        .expect("opens");
+    assert_eq!(report.rebuilt_segments, 1, "{report:?}");
+    let page = list_all(&store, "c").await;
+    assert_eq!(page.records.len(), 45);
+    for (i, record) in page.records.iter().enumerate() {
+        assert_eq!(record.value, value(i));
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let store = open_on(config(fresh.path()), inner, "p").await;
+    assert_eq!(list_all(&store, "c").await.records.len(), 45);
+}
