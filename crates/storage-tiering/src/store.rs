@@ -1199,6 +1199,9 @@ impl Store {
             data.segments.clone()
         };
         let mut degraded = false;
+        // A segment that could not be read may hold a newer version of any key that an older
+        // source has: entries older than it are left out (the page is partial), never shown stale.
+        let mut shadowed_below = 0u64;
         let range = ListRange {
             start: &start,
             prefix: &prefix,
@@ -1215,6 +1218,7 @@ impl Store {
                 Err(ReadError::Unavailable(reason)) => {
                     tracing::debug!(%reason, "listing without an object-store segment");
                     degraded = true;
+                    shadowed_below = shadowed_below.max(segment.meta.max_lsn);
                 }
                 Err(other) => return Err(other),
             }
@@ -1228,7 +1232,7 @@ impl Store {
         let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
         for (entries, _) in sources {
             for (id, entry) in entries {
-                if boundary.as_ref().is_some_and(|b| id > *b) {
+                if boundary.as_ref().is_some_and(|b| id > *b) || entry.lsn < shadowed_below {
                     continue;
                 }
                 match merged.get(&id) {
@@ -1287,7 +1291,9 @@ impl Store {
     }
 
     /// Waits until nothing waits for upload, or `timeout` passes. Memtables count as waiting:
-    /// call [`Store::flush`] first to queue them.
+    /// call [`Store::flush`] first to queue them. So do a dropped collection the manifest still
+    /// lists (its commit is retried here) and, after an open during an outage, the claim of the
+    /// prefix.
     ///
     /// # Errors
     ///
@@ -1301,7 +1307,10 @@ impl Store {
                 return Err(fenced.into());
             }
             let backlog = self.backlog_bytes();
-            if backlog == 0 {
+            // After an open during an outage nothing is uploaded or committed until the prefix
+            // is claimed (a drop meanwhile is not in the manifest yet): wait for the claim.
+            let unclaimed = self.shared.remote.is_some() && !self.shared.is_claimed();
+            if backlog == 0 && !unclaimed {
                 if !self.shared.manifest_behind(false).await {
                     return Ok(());
                 }

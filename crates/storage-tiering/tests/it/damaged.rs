@@ -123,7 +123,10 @@ async fn a_pending_segment_with_a_damaged_footer_is_rebuilt_from_the_uncovered_w
     let objects = FaultStore::new(inner.clone());
     let cfg = fast_uploads(dir.path(), 1000, Duration::from_secs(1));
     let store = open_on(cfg.clone(), objects.clone(), "p").await;
-    store.create_collection("c", Policy::MemoryS3).await.unwrap();
+    store
+        .create_collection("c", Policy::MemoryS3)
+        .await
+        .unwrap();
     // A committed segment first, then one that waits for upload, then records in the memtable.
     for i in 0..20 {
         store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();

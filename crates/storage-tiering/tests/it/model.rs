@@ -176,6 +176,49 @@ fn regressions() -> Vec<(u64, Vec<Step>)> {
                 Step::Restart,
             ],
         ),
+        // Found by a soak after the fixes (fresh seed 0xbc8a591899924cdb): the segment holding
+        // k9=v3 was pinned for the DLQ; after a restart during an outage the committed segment
+        // holding the newer k9=v4 could not be read, and the degraded listing showed v3. A
+        // degraded listing now leaves out entries older than a segment it could not read.
+        (
+            0xbc8a_5918_9992_4cdb,
+            vec![
+                Step::Create {
+                    c: 3,
+                    p: P::MemoryS3,
+                },
+                Step::Fault(F::Fail),
+                Step::Write(W::Put { c: 3, k: 9, v: 3 }),
+                Step::Restart,
+                Step::Write(W::Put { c: 3, k: 9, v: 4 }),
+                Step::Crash {
+                    write: Some(W::Put { c: 1, k: 2, v: 71 }),
+                    yields: 26,
+                    corrupt: false,
+                },
+                Step::Restart,
+                Step::Fault(F::Fail),
+                Step::Restart,
+            ],
+        ),
+        // Found by a soak (fresh seed 0xbc8a5918999250d6): a collection dropped while the store,
+        // restarted during an outage, had not claimed its prefix yet; `wait_uploaded` said all
+        // was uploaded, and a writer taking over found the collection in the manifest. It now
+        // waits for the claim.
+        (
+            0xbc8a_5918_9992_50d6,
+            vec![
+                Step::Create {
+                    c: 1,
+                    p: P::MemoryS3,
+                },
+                Step::Restart,
+                Step::Fault(F::Fail),
+                Step::Restart,
+                Step::Drop { c: 1 },
+                Step::Takeover,
+            ],
+        ),
     ]
 }
 
