@@ -1406,6 +1406,41 @@ impl Store {
         self.shared.fenced.lock().clone()
     }
 
+    /// Reads the newest manifest now and fences this store if a newer writer claimed the prefix
+    /// since (a store learns of it by itself at its next manifest commit or orphan pass; from
+    /// then on it refuses writes). For operators and health checks that want to know sooner.
+    ///
+    /// # Errors
+    ///
+    /// [`MaintenanceError::Fenced`] when this store is fenced (now or before);
+    /// [`MaintenanceError::ObjectStore`] when the manifest could not be read.
+    pub async fn check_fencing(&self) -> Result<(), MaintenanceError> {
+        if let Some(fenced) = self.shared.fenced.lock().clone() {
+            return Err(fenced.into());
+        }
+        let Some(remote) = self.shared.remote.clone() else {
+            return Ok(());
+        };
+        if !self.shared.is_claimed() {
+            // The claim itself checks, once the object store answers.
+            return Ok(());
+        }
+        let limit = self.shared.config.upload.attempt_timeout;
+        let newest = tokio::time::timeout(limit, remote.latest_manifest())
+            .await
+            .unwrap_or_else(|_| Err(remote::RemoteError::timeout()))
+            .map_err(|e| MaintenanceError::ObjectStore(e.to_string()))?;
+        match newest {
+            Some(manifest) if manifest.epoch > remote.epoch() => Err(self
+                .shared
+                .fence(Fenced {
+                    version: manifest.version,
+                })
+                .into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Why the WAL refuses writes, once a write or fsync of it failed (never retried: reopen the
     /// store to recover from what reached the disk); `None` while it is healthy.
     #[must_use]
@@ -2421,6 +2456,7 @@ impl Shared {
             "fenced by another writer; uploads stop"
         );
         *self.fenced.lock() = Some(fenced.clone());
+        self.instruments.fenced.set(1);
         self.progress.notify_waiters();
         fenced
     }

@@ -339,6 +339,7 @@ async fn commit_uploaded(shared: &Shared) -> bool {
 /// Files an upload's outcome: back into the queue, into the uploaded list, or to the DLQ.
 async fn settle(shared: &Shared, outcome: Outcome) -> bool {
     let mut rejected = false;
+    let mut fenced = false;
     let dead = {
         let mut queue = shared.queue.lock();
         queue.in_flight = queue.in_flight.saturating_sub(1);
@@ -361,12 +362,16 @@ async fn settle(shared: &Shared, outcome: Outcome) -> bool {
             }
             Outcome::Dead(p, class, message) => Some((p, class, message)),
             Outcome::Fenced(p) => {
-                *shared.fenced.lock() = Some(crate::error::Fenced { version: 0 });
                 queue.pending.push_front(p);
+                fenced = true;
                 None
             }
         }
     };
+    if fenced {
+        // Another writer's object at our segment's name: fenced (logged and counted there).
+        shared.fence(crate::error::Fenced { version: 0 });
+    }
     if let Some((pending, class, message)) = dead {
         dead_letter(shared, pending, class, message).await;
     }

@@ -718,6 +718,7 @@ impl Inner {
             state.syncing = false;
             tracing::error!(%error, "wal write or fsync failed; the wal refuses writes until reopened");
             state.failed = Some(format!("wal write or fsync failed: {error}"));
+            self.instruments.wal_failed.set(1);
             // Every record not yet durable failed for its writer. The page cache may still
             // carry some of them to the disk: record their LSNs durably so that replay skips
             // them. No record is appended once `failed` is set, so the range is complete.

@@ -722,6 +722,7 @@ enum Cmd {
     Flush,
     Compact { c: u8 },
     CollectOrphans,
+    CheckFencing,
     Advance { ms: u64 },
     Fault(F),
     WaitUploaded { ms: u64 },
@@ -1014,6 +1015,12 @@ async fn execute(store: &Store, cmd: &Cmd) -> Reply {
                 .collect_orphans()
                 .await
                 .map(|_| ())
+                .map_err(|e| maintenance_failure(&e)),
+        ),
+        Cmd::CheckFencing => Reply::Done(
+            store
+                .check_fencing()
+                .await
                 .map_err(|e| maintenance_failure(&e)),
         ),
         Cmd::Advance { ms } => {
@@ -1904,12 +1911,29 @@ impl Harness {
         let data_dir = self.root.path().join(format!("data-{}", self.generation));
         let writer = self.open(&data_dir)?;
         let mut previous = self.current.replace(writer);
-        // The old writer learns of the takeover when it next reads the newest manifest (a commit
-        // or an orphan pass; here an orphan pass): fenced from then on, it refuses every write.
+        // The old writer learns of the takeover when it next reads the newest manifest (a commit,
+        // an orphan pass or `check_fencing`, as here): fenced from then on, it refuses every
+        // write.
         // Writes it acknowledged before it learnt are stranded in its data directory until a
         // handover (not modelled: the takeover happens with nothing left to upload).
+        // A child process keeps its own fault store: heal the old writer's first, so that it can
+        // read the manifest. If it still cannot learn of the takeover, it would go on
+        // acknowledging writes into its own data directory (stranded until a handover, which
+        // the model does not follow): it takes no more steps then.
+        let mut fenced = false;
         if let Some(old) = previous.as_mut() {
-            old.call(&Cmd::CollectOrphans)?;
+            old.call(&Cmd::Fault(F::Healthy))?;
+            let answer = old.call(&Cmd::CheckFencing)?;
+            fenced = matches!(
+                answer.reply,
+                Reply::Done(Err(Failure {
+                    kind: Kind::Fenced,
+                    ..
+                }))
+            );
+        }
+        if !fenced {
+            previous = None;
         }
         // The writer before the previous one goes for good.
         self.stale = previous;
