@@ -2530,22 +2530,62 @@ impl Shared {
         }
     }
 
-    /// The object store for a read, unless the upload breaker says it is down: then reads answer
-    /// from memory and the cache only, without waiting on a failing store.
-    fn remote(&self) -> Result<&Arc<Remote>, ReadError> {
+    /// Reads `range` (or all) of a segment from the object store, unless the upload breaker says
+    /// the store is down: then reads answer from memory and the cache only, without waiting on a
+    /// failing store. Once the breaker's open duration has passed, this read is its half-open
+    /// trial (bounded by `upload.attempt_timeout`) and its outcome closes or reopens the breaker:
+    /// a store with nothing to upload finds its way back too.
+    async fn remote_read(
+        &self,
+        collection: &Collection,
+        segment: &Segment,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<Bytes, ReadError> {
+        use mainstay_resilience::BreakerState;
         let remote = self
             .remote
             .as_ref()
             .ok_or_else(|| ReadError::Unavailable("no object store is configured".to_owned()))?;
-        if matches!(
-            self.breaker.state(),
-            mainstay_resilience::BreakerState::Open | mainstay_resilience::BreakerState::ForcedOpen
-        ) {
-            return Err(ReadError::Unavailable(
-                "the object-store circuit breaker is open".to_owned(),
-            ));
+        let open = || ReadError::Unavailable("the object-store circuit breaker is open".to_owned());
+        let trial = match self.breaker.state() {
+            BreakerState::ForcedOpen => return Err(open()),
+            BreakerState::Open => Some(self.breaker.try_acquire().map_err(|_| open())?),
+            _ => None,
+        };
+        let path = remote.segment_path(&collection.name, &segment.meta.id);
+        let read = async {
+            match range {
+                Some(range) => remote.get_range(&path, range).await,
+                None => remote.get(&path).await,
+            }
+        };
+        let Some(trial) = trial else {
+            return read
+                .await
+                .map_err(|e| ReadError::Unavailable(e.to_string()));
+        };
+        let limit = self.config.upload.attempt_timeout;
+        match tokio::time::timeout(limit, read).await {
+            Ok(Ok(bytes)) => {
+                trial.success();
+                Ok(bytes)
+            }
+            Ok(Err(error)) => {
+                if error.kind == remote::ErrorKind::Transient {
+                    trial.failure();
+                } else {
+                    // The store answered (a refusal is not an outage).
+                    trial.success();
+                }
+                Err(ReadError::Unavailable(error.to_string()))
+            }
+            Err(_) => {
+                trial.failure();
+                Err(ReadError::Unavailable(format!(
+                    "the object store did not answer within {limit:?}"
+                )))
+            }
         }
-        Ok(remote)
     }
 
     /// The residency of a segment, downloading a `memory_s3` segment whole on first use.
@@ -2560,34 +2600,35 @@ impl Shared {
                 Ok(residency)
             }
             Residency::Remote(None) => {
-                let remote = self.remote()?;
-                let path = remote.segment_path(&collection.name, &segment.meta.id);
                 let corrupt = |source: SegmentError| ReadError::Corrupt {
                     collection: collection.name.clone(),
                     source,
                 };
                 let residency = if collection.policy == Policy::S3Only {
                     let size = segment.meta.size;
-                    let tail = remote
-                        .get_range(&path, size.saturating_sub(FOOTER_LEN as u64)..size)
-                        .await
-                        .map_err(|e| ReadError::Unavailable(e.to_string()))?;
-                    let footer = segment::decode_footer(&tail).map_err(corrupt)?;
-                    let index = remote
-                        .get_range(
-                            &path,
-                            footer.index_offset..footer.index_offset + u64::from(footer.index_len),
+                    let tail = self
+                        .remote_read(
+                            collection,
+                            segment,
+                            Some(size.saturating_sub(FOOTER_LEN as u64)..size),
                         )
-                        .await
-                        .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+                        .await?;
+                    let footer = segment::decode_footer(&tail).map_err(corrupt)?;
+                    let index = self
+                        .remote_read(
+                            collection,
+                            segment,
+                            Some(
+                                footer.index_offset
+                                    ..footer.index_offset + u64::from(footer.index_len),
+                            ),
+                        )
+                        .await?;
                     Residency::Remote(Some(Arc::new(
                         segment::decode_index(&index, &footer).map_err(corrupt)?,
                     )))
                 } else {
-                    let bytes = remote
-                        .get(&path)
-                        .await
-                        .map_err(|e| ReadError::Unavailable(e.to_string()))?;
+                    let bytes = self.remote_read(collection, segment, None).await?;
                     if crc32c::crc32c(&bytes) != segment.meta.crc32c {
                         return Err(corrupt(SegmentError::Corrupt("object")));
                     }
@@ -2620,12 +2661,12 @@ impl Shared {
         let bytes = match self.local_block(segment, block).await {
             Some(bytes) => bytes,
             None => {
-                let remote = self.remote()?;
-                let path = remote.segment_path(&collection.name, &segment.meta.id);
-                remote
-                    .get_range(&path, block.offset..block.offset + u64::from(block.len))
-                    .await
-                    .map_err(|e| ReadError::Unavailable(e.to_string()))?
+                self.remote_read(
+                    collection,
+                    segment,
+                    Some(block.offset..block.offset + u64::from(block.len)),
+                )
+                .await?
             }
         };
         let entries = Arc::new(segment::decode_block(&bytes, block).map_err(|source| {
