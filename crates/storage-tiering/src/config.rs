@@ -50,6 +50,22 @@ pub enum Compression {
     Zstd,
 }
 
+/// What opening the store does when a WAL file is damaged in the middle: a bad frame followed by
+/// valid frames (a damaged tail with nothing valid after it is a write torn by a crash and is
+/// always cut off quietly).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WalRecoveryMode {
+    /// Refuse to open ([`WalError::Corrupt`](crate::WalError::Corrupt) names the file, the
+    /// offset and how many valid frames follow): acknowledged records sit behind the damage.
+    #[default]
+    Refuse,
+    /// Keep a copy of the damaged file under `data_dir/corrupt/`, recover every valid frame
+    /// before and after the damage, and report what was skipped
+    /// ([`WalRecovery::damage`](crate::WalRecovery::damage)) until an operator acknowledges it.
+    SkipCorrupt,
+}
+
 /// A configuration value outside what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid value {value} for `{key}`: {allowed}")]
@@ -84,6 +100,8 @@ pub struct StoreConfig {
     pub object_store_url: Option<String>,
     /// A WAL segment file is rotated once it holds this many bytes. Default 64 MiB.
     pub wal_segment_bytes: u64,
+    /// What opening does with a WAL file damaged in the middle. Default `refuse`.
+    pub wal_recovery: WalRecoveryMode,
     /// A collection's memtable is frozen into a segment past this many bytes. Default 4 MiB.
     pub memtable_bytes: u64,
     /// A memtable older than this (since its first record) is frozen into a segment, so that a
@@ -116,6 +134,7 @@ impl Default for StoreConfig {
             data_dir: PathBuf::from("./data"),
             object_store_url: None,
             wal_segment_bytes: 64 * 1024 * 1024,
+            wal_recovery: WalRecoveryMode::Refuse,
             memtable_bytes: 4 * 1024 * 1024,
             flush_interval: Duration::from_secs(60),
             max_wal_bytes: 1024 * 1024 * 1024,

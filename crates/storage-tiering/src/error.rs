@@ -87,13 +87,26 @@ pub enum WalError {
         /// The cause.
         source: std::io::Error,
     },
-    /// A WAL file other than the last one is corrupt.
-    #[error("wal file {path} is corrupt at offset {offset}; restore it or move it aside")]
+    /// A WAL file is damaged in the middle: valid frames (acknowledged records) follow a bad
+    /// one, in this file or in later files. Opening refuses under `wal_recovery = "refuse"`.
+    #[error(
+        "wal file {path} is damaged at offset {offset}: {valid_after} valid frames follow in it and {later_files} later wal files; acknowledged records sit behind the damage. Restore the file from a backup, or set storage.wal_recovery = \"skip_corrupt\" to keep a copy under corrupt/ and recover every valid frame (see docs/runbooks/storage-wal-damaged.md)"
+    )]
     Corrupt {
         /// The file.
         path: PathBuf,
         /// Where the first bad frame starts.
         offset: u64,
+        /// Valid frames after the damage in the same file.
+        valid_after: u64,
+        /// WAL files after this one.
+        later_files: usize,
+    },
+    /// A WAL side file (the list of failed LSNs) cannot be parsed.
+    #[error("wal file {path} cannot be parsed; restore it or move it aside")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
     },
     /// An earlier write or fsync failed; the log refuses writes until the store is reopened.
     #[error("{0}; reopen the store to recover")]

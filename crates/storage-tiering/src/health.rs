@@ -70,7 +70,8 @@ impl Check for ObjectStoreCheck {
 /// Checks that the WAL accepts writes. Critical: after a failed write or fsync the WAL refuses
 /// every write until the store is reopened (a failed fsync cannot be retried safely), so the
 /// instance must leave the load balancer. Unhealthy with the reason from
-/// [`Store::wal_failure`]; sets `storage_wal_failed` when it runs.
+/// [`Store::wal_failure`]; sets `storage_wal_failed` when it runs. Degraded while damaged WAL
+/// stretches skipped at open are not acknowledged ([`Store::wal_damage`]).
 #[derive(Debug)]
 pub struct WalCheck {
     shared: Weak<Shared>,
@@ -107,10 +108,15 @@ impl Check for WalCheck {
             .instruments
             .wal_failed
             .set(i64::from(failure.is_some()));
+        let damage = shared.wal_damage.lock().len();
         match failure {
             Some(reason) => CheckOutcome::unhealthy(format!(
                 "the wal refuses writes: {reason}; restart the instance to recover from what reached the disk"
             )),
+            None if damage > 0 => CheckOutcome::degraded(format!(
+                "{damage} damaged wal stretches were skipped at open and their records lost (storage.wal_recovery = \"skip_corrupt\"); acknowledge after checking data_dir/corrupt/"
+            ))
+            .with_detail("damaged_stretches", damage),
             None => CheckOutcome::healthy(),
         }
     }

@@ -72,6 +72,7 @@ mod wal;
 
 pub use config::{
     CompactionConfig, Compression, ConfigError, Limits, Policy, StoreConfig, UploadConfig,
+    WalRecoveryMode,
 };
 pub use error::{
     CollectionError, Fenced, MaintenanceError, OpenError, ReadError, SegmentError, WalError,
@@ -87,4 +88,4 @@ pub use orphans::OrphanReport;
 pub use store::{
     CollectionInfo, DLQ_QUEUE, ListQuery, Page, Record, RecoveryReport, Store, StoreBuilder,
 };
-pub use wal::WalRecovery;
+pub use wal::{WalDamage, WalRecovery};

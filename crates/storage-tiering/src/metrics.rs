@@ -55,6 +55,7 @@ fn latency_histogram() -> Histogram {
 /// | `storage_orphan_collections_total` | `store`, `outcome` | orphan collection passes: `success`, `failure` (a listing, manifest read or delete failed), `skipped` (breaker not closed, fenced, closed) |
 /// | `storage_wal_failed` | `store` | 1 once a WAL write or fsync failed and the WAL refuses writes until the store is reopened, else 0 |
 /// | `storage_fenced` | `store` | 1 once another writer claimed the object-store prefix and this store refuses writes, else 0 |
+/// | `storage_wal_damage` | `store` | damaged WAL stretches skipped at open (`wal_recovery = "skip_corrupt"`) and not yet acknowledged by an operator |
 ///
 /// The two state gauges are set by [`Store::update_state_gauges`](crate::Store::update_state_gauges)
 /// (call it before each scrape) and by the `storage-wal` and `storage-writer` health checks.
@@ -82,6 +83,7 @@ pub struct StorageMetrics {
     orphan_passes: Family<OutcomeLabels, Counter>,
     wal_failed: Family<StoreLabels, Gauge>,
     fenced: Family<StoreLabels, Gauge>,
+    wal_damage: Family<StoreLabels, Gauge>,
 }
 
 impl StorageMetrics {
@@ -198,6 +200,11 @@ impl StorageMetrics {
             "1 when another writer claimed the object-store prefix and writes are refused",
             metrics.fenced.clone(),
         );
+        registry.register(
+            "storage_wal_damage",
+            "Damaged WAL stretches skipped at open and not yet acknowledged",
+            metrics.wal_damage.clone(),
+        );
         metrics
     }
 
@@ -227,6 +234,7 @@ impl StorageMetrics {
             orphan_passes: Family::default(),
             wal_failed: Family::default(),
             fenced: Family::default(),
+            wal_damage: Family::default(),
         }
     }
 
@@ -283,6 +291,7 @@ impl StorageMetrics {
             orphan_passes_skipped: outcome(&self.orphan_passes, "skipped"),
             wal_failed: self.wal_failed.get_or_create(&labels).clone(),
             fenced: self.fenced.get_or_create(&labels).clone(),
+            wal_damage: self.wal_damage.get_or_create(&labels).clone(),
         }
     }
 }
@@ -322,4 +331,5 @@ pub(crate) struct Instruments {
     pub(crate) orphan_passes_skipped: Counter,
     pub(crate) wal_failed: Gauge,
     pub(crate) fenced: Gauge,
+    pub(crate) wal_damage: Gauge,
 }

@@ -33,6 +33,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
+use crate::config::WalRecoveryMode;
 use crate::error::WalError;
 use crate::metrics::Instruments;
 
@@ -165,6 +166,43 @@ fn decode_frame(data: &[u8], offset: usize) -> Option<(WalRecord, usize)> {
     Some((decode_payload(payload)?, len))
 }
 
+/// Whether `data[offset..]` is all zeros: the preallocated space after the last frame.
+fn zeros_from(data: &[u8], offset: usize) -> bool {
+    data.get(offset..)
+        .is_none_or(|rest| rest.iter().all(|b| *b == 0))
+}
+
+/// The offset of the first valid frame at or after `from` whose LSN is above `after` (LSNs only
+/// grow in the log, which keeps a scan through damaged bytes from taking their noise for a
+/// frame), if there is one.
+fn resync(data: &[u8], from: usize, after: u64) -> Option<usize> {
+    let last = data.len().checked_sub(HEADER + 8)?;
+    (from..=last).find(|&offset| {
+        let Some(header) = data.get(offset..offset + HEADER + 8) else {
+            return false;
+        };
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let mut lsn = [0u8; 8];
+        lsn.copy_from_slice(&header[HEADER..HEADER + 8]);
+        let lsn = u64::from_le_bytes(lsn);
+        (8..=MAX_FRAME).contains(&len)
+            && offset + HEADER + len <= data.len()
+            && lsn > after
+            && lsn - after <= u64::from(u32::MAX)
+            && decode_frame(data, offset).is_some()
+    })
+}
+
+/// How many valid frames follow each other from `offset`.
+fn count_frames(data: &[u8], mut offset: usize) -> u64 {
+    let mut count = 0;
+    while let Some((_, len)) = decode_frame(data, offset) {
+        count += 1;
+        offset += HEADER + len;
+    }
+    count
+}
+
 /// What recovery found in the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WalRecovery {
@@ -177,6 +215,27 @@ pub struct WalRecovery {
     /// Records skipped because a failed write or fsync had poisoned the log when they were
     /// appended: their writers were told the write failed, so they never come back.
     pub poisoned_records: u64,
+    /// Damage in the middle of WAL files skipped under `wal_recovery = "skip_corrupt"` (always
+    /// empty under `refuse`, which fails the open instead).
+    pub damage: Vec<WalDamage>,
+}
+
+/// A damaged stretch of a WAL file that recovery skipped: the records in it are lost.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WalDamage {
+    /// The WAL file (rewritten without the damage).
+    pub file: PathBuf,
+    /// The copy of the file as it was found, under `data_dir/corrupt/`.
+    pub copy: PathBuf,
+    /// Where the damage starts in the file.
+    pub offset: u64,
+    /// Bytes skipped (up to the next valid frame, or to the end of the file's frames).
+    pub bytes: u64,
+    /// The LSN of the last valid record before the damage (0 when none): the lost records had
+    /// LSNs above it.
+    pub lsn_before: u64,
+    /// The LSN of the first valid record after it, if any: the lost records had LSNs below it.
+    pub lsn_after: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -275,7 +334,7 @@ fn read_poisoned(dir: &Path) -> Result<Vec<std::ops::RangeInclusive<u64>>, WalEr
             Some(first.trim().parse::<u64>().ok()?..=last.trim().parse::<u64>().ok()?)
         })
         .collect::<Option<Vec<_>>>()
-        .ok_or(WalError::Corrupt { path, offset: 0 })
+        .ok_or(WalError::Unreadable { path })
 }
 
 /// Adds `range` to the durable list of failed LSNs (temp file + fsync + rename + fsync(dir)).
@@ -291,6 +350,21 @@ fn record_poisoned(dir: &Path, range: std::ops::RangeInclusive<u64>) -> Result<(
         .collect();
     let path = dir.join(POISONED_FILE);
     crate::store::write_atomic(&path, text.as_bytes()).map_err(|e| io_error(&path, e))
+}
+
+/// Keeps a copy of a damaged WAL file as found under `quarantine` (`wal-<file name>-<ms>`).
+fn quarantine_copy(quarantine: &Path, path: &Path, data: &[u8]) -> Result<PathBuf, WalError> {
+    fs::create_dir_all(quarantine).map_err(|e| io_error(quarantine, e))?;
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let name = path.file_name().map_or_else(
+        || "wal".to_owned(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let copy = quarantine.join(format!("wal-{name}-{millis}"));
+    crate::store::write_atomic(&copy, data).map_err(|e| io_error(&copy, e))?;
+    Ok(copy)
 }
 
 fn io_error(path: &Path, source: io::Error) -> WalError {
@@ -309,6 +383,7 @@ impl Wal {
         dir: &Path,
         segment_bytes: u64,
         lsn_floor: u64,
+        (mode, quarantine): (WalRecoveryMode, &Path),
         instruments: Instruments,
     ) -> Result<(Self, Vec<WalRecord>, WalRecovery), WalError> {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
@@ -341,59 +416,97 @@ impl Wal {
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut data))
                 .map_err(|e| io_error(&path, e))?;
+            let later_files = last_index - index;
             let mut offset = 0usize;
             let mut file_last = 0;
+            // Under `skip_corrupt`, once damage is found: the frames kept, to rewrite the file.
+            let mut kept: Option<(Vec<u8>, PathBuf)> = None;
+            let mut truncated = false;
             while offset < data.len() {
                 // Zeros to the end of the file are the preallocated space after the last frame.
                 if data
                     .get(offset..offset + HEADER)
                     .is_none_or(|h| h.iter().all(|b| *b == 0))
-                    && data
-                        .get(offset..)
-                        .is_some_and(|rest| rest.iter().all(|b| *b == 0))
+                    && zeros_from(&data, offset)
                 {
                     break;
                 }
-                match decode_frame(&data, offset) {
-                    Some((record, len)) => {
-                        offset += HEADER + len;
-                        file_last = record.lsn;
-                        max_lsn = max_lsn.max(record.lsn);
-                        if poisoned.iter().any(|range| range.contains(&record.lsn)) {
-                            recovery.poisoned_records += 1;
-                        } else {
-                            records.push(record);
+                if let Some((record, len)) = decode_frame(&data, offset) {
+                    if let Some((frames, _)) = kept.as_mut() {
+                        frames.extend_from_slice(&data[offset..offset + HEADER + len]);
+                        if let Some(last) = recovery.damage.last_mut()
+                            && last.lsn_after.is_none()
+                            && last.file == path
+                        {
+                            last.lsn_after = Some(record.lsn);
                         }
                     }
-                    None if index == last_index => {
-                        // A torn tail (or corruption in the frame being written at the crash):
-                        // cut it off, never serve it, and keep going.
-                        let cut = (data.len() - offset) as u64;
-                        tracing::warn!(path = %path.display(), offset, bytes = cut, "truncating the torn tail of the wal");
-                        let file = OpenOptions::new()
-                            .write(true)
-                            .open(&path)
-                            .map_err(|e| io_error(&path, e))?;
-                        file.set_len(offset as u64)
-                            .and_then(|()| file.sync_all())
-                            .map_err(|e| io_error(&path, e))?;
-                        recovery.truncated_bytes = cut;
-                        break;
+                    offset += HEADER + len;
+                    file_last = record.lsn;
+                    max_lsn = max_lsn.max(record.lsn);
+                    if poisoned.iter().any(|range| range.contains(&record.lsn)) {
+                        recovery.poisoned_records += 1;
+                    } else {
+                        records.push(record);
                     }
-                    None => {
-                        return Err(WalError::Corrupt {
-                            path,
-                            offset: offset as u64,
-                        });
-                    }
+                    continue;
                 }
+                // A bad frame. With nothing valid after it, in this file or a later one, it is
+                // a write torn by a crash: it was never acknowledged, cut it off quietly. With
+                // valid frames after it, acknowledged records sit behind the damage.
+                let next = resync(&data, offset + 1, max_lsn);
+                if next.is_none() && later_files == 0 {
+                    let cut = (data.len() - offset) as u64;
+                    tracing::warn!(path = %path.display(), offset, bytes = cut, "truncating the torn tail of the wal");
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| io_error(&path, e))?;
+                    file.set_len(offset as u64)
+                        .and_then(|()| file.sync_all())
+                        .map_err(|e| io_error(&path, e))?;
+                    recovery.truncated_bytes = cut;
+                    truncated = true;
+                    break;
+                }
+                let valid_after = next.map_or(0, |next| count_frames(&data, next));
+                if mode == WalRecoveryMode::Refuse {
+                    tracing::error!(path = %path.display(), offset, valid_after, later_files, "the wal is damaged in the middle; refusing to open (storage.wal_recovery = \"refuse\")");
+                    return Err(WalError::Corrupt {
+                        path,
+                        offset: offset as u64,
+                        valid_after,
+                        later_files,
+                    });
+                }
+                let copy = match &kept {
+                    Some((_, copy)) => copy.clone(),
+                    None => {
+                        let copy = quarantine_copy(quarantine, &path, &data)?;
+                        kept = Some((data[..offset].to_vec(), copy.clone()));
+                        copy
+                    }
+                };
+                let end = next.unwrap_or(data.len());
+                tracing::error!(path = %path.display(), offset, bytes = end - offset, valid_after, copy = %copy.display(), "skipping damaged wal bytes; the records in them are lost (storage.wal_recovery = \"skip_corrupt\")");
+                recovery.damage.push(WalDamage {
+                    file: path.clone(),
+                    copy,
+                    offset: offset as u64,
+                    bytes: (end - offset) as u64,
+                    lsn_before: max_lsn,
+                    lsn_after: None,
+                });
+                offset = end;
+            }
+            if let Some((frames, _)) = kept {
+                // The file without its damage, so that the next open does not find it again.
+                crate::store::write_atomic(&path, &frames).map_err(|e| io_error(&path, e))?;
+                offset = frames.len();
+                data = frames;
             }
             // A closed file keeps its zero-filled rest on disk; a truncated tail is gone.
-            let on_disk = if recovery.truncated_bytes > 0 && index == last_index {
-                offset
-            } else {
-                data.len()
-            };
+            let on_disk = if truncated { offset } else { data.len() };
             files.push(WalFile {
                 seq,
                 path,
@@ -806,5 +919,137 @@ mod tests {
             None,
             "trailing bytes are corruption"
         );
+    }
+
+    fn open_in(
+        dir: &Path,
+        mode: WalRecoveryMode,
+    ) -> Result<(Wal, Vec<WalRecord>, WalRecovery), WalError> {
+        Wal::open(
+            &dir.join("wal"),
+            1 << 20,
+            0,
+            (mode, &dir.join("corrupt")),
+            crate::metrics::StorageMetrics::unregistered().instruments("t"),
+        )
+    }
+
+    /// Acknowledges `n` one-record writes (LSNs 1..=n) into a fresh log in `dir`; returns the
+    /// file that holds them and the offsets of their frames.
+    async fn acknowledged(dir: &Path, n: u64) -> (PathBuf, Vec<usize>) {
+        let (wal, _, _) = open_in(dir, WalRecoveryMode::Refuse).expect("opens");
+        for i in 1..=n {
+            let body = encode_body(
+                "c",
+                1,
+                &[(format!("k{i}"), Some(Bytes::from(vec![42u8; 100])))],
+            );
+            let (lsn, ()) = wal.append(&body, |_| ()).expect("appends");
+            wal.commit(lsn).await.expect("commits");
+        }
+        drop(wal);
+        let path = file_path(&dir.join("wal"), 1);
+        let data = fs::read(&path).expect("reads");
+        let mut offsets = Vec::new();
+        let mut offset = 0;
+        while let Some((_, len)) = decode_frame(&data, offset) {
+            offsets.push(offset);
+            offset += HEADER + len;
+        }
+        assert_eq!(offsets.len() as u64, n, "every record has its frame");
+        (path, offsets)
+    }
+
+    fn flip(path: &Path, at: usize) {
+        let mut data = fs::read(path).expect("reads");
+        data[at] ^= 0x10;
+        fs::write(path, data).expect("writes");
+    }
+
+    fn lsns(records: &[WalRecord]) -> Vec<u64> {
+        records.iter().map(|r| r.lsn).collect()
+    }
+
+    #[tokio::test]
+    async fn one_flipped_bit_in_the_middle_refuses_to_open_and_names_what_follows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, offsets) = acknowledged(dir.path(), 20).await;
+        // A bit of the 10th record's value.
+        flip(&path, offsets[9] + HEADER + 40);
+        match open_in(dir.path(), WalRecoveryMode::Refuse) {
+            Err(WalError::Corrupt {
+                path: named,
+                offset,
+                valid_after,
+                later_files,
+            }) => {
+                assert_eq!(named, path);
+                assert_eq!(offset, offsets[9] as u64);
+                assert_eq!((valid_after, later_files), (10, 0));
+            }
+            other => panic!("expected the open to refuse, got {:?}", other.map(|o| o.2)),
+        }
+        // Refusing changed nothing: the same answer again.
+        assert!(matches!(
+            open_in(dir.path(), WalRecoveryMode::Refuse),
+            Err(WalError::Corrupt { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_damaged_length_field_is_corruption_not_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, offsets) = acknowledged(dir.path(), 20).await;
+        flip(&path, offsets[9] + 2);
+        assert!(matches!(
+            open_in(dir.path(), WalRecoveryMode::Refuse),
+            Err(WalError::Corrupt {
+                valid_after: 10,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn skip_corrupt_recovers_every_valid_frame_keeps_a_copy_and_reports_the_loss() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, offsets) = acknowledged(dir.path(), 20).await;
+        let original = {
+            flip(&path, offsets[9] + HEADER + 40);
+            fs::read(&path).expect("reads")
+        };
+        let (_, records, recovery) =
+            open_in(dir.path(), WalRecoveryMode::SkipCorrupt).expect("opens");
+        let mut expected: Vec<u64> = (1..=20).collect();
+        expected.retain(|lsn| *lsn != 10);
+        assert_eq!(lsns(&records), expected);
+        assert_eq!(recovery.damage.len(), 1, "{recovery:?}");
+        let damage = &recovery.damage[0];
+        assert_eq!(damage.file, path);
+        assert_eq!(damage.offset, offsets[9] as u64);
+        assert_eq!(damage.bytes, (offsets[10] - offsets[9]) as u64);
+        assert_eq!((damage.lsn_before, damage.lsn_after), (9, Some(11)));
+        assert!(damage.copy.starts_with(dir.path().join("corrupt")));
+        assert_eq!(fs::read(&damage.copy).expect("copy"), original);
+        // The file was rewritten without the damage: the next open finds none, under either
+        // mode, and the same records.
+        let (_, again, recovery) = open_in(dir.path(), WalRecoveryMode::Refuse).expect("opens");
+        assert_eq!(lsns(&again), expected);
+        assert!(recovery.damage.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_frame_is_cut_quietly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, offsets) = acknowledged(dir.path(), 20).await;
+        // The last frame half written, the rest of the file as preallocated.
+        let mut data = fs::read(&path).expect("reads");
+        let torn = offsets[19] + HEADER + 30;
+        data[torn..].fill(0);
+        fs::write(&path, data).expect("writes");
+        let (_, records, recovery) = open_in(dir.path(), WalRecoveryMode::Refuse).expect("opens");
+        assert_eq!(lsns(&records), (1..=19).collect::<Vec<_>>());
+        assert!(recovery.truncated_bytes > 0);
+        assert!(recovery.damage.is_empty());
     }
 }

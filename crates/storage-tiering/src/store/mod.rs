@@ -41,7 +41,7 @@ use crate::metrics::{Instruments, StorageMetrics};
 use crate::orphans::OrphanReport;
 use crate::remote::{self, Manifest, Remote};
 use crate::upload::UploadQueue;
-use crate::wal::{self, Wal, WalRecovery};
+use crate::wal::{self, Wal, WalDamage, WalRecovery};
 
 /// The DLQ queue that holds segments whose upload failed for good.
 pub const DLQ_QUEUE: &str = "storage-segments";
@@ -157,6 +157,8 @@ pub(crate) struct Shared {
     /// The compaction settings in force; [`Store::set_compaction_config`] replaces them live.
     pub(crate) compaction: RwLock<CompactionConfig>,
     pub(crate) wal: Wal,
+    /// Damage the WAL's recovery skipped, until an operator acknowledges it.
+    pub(crate) wal_damage: Mutex<Vec<WalDamage>>,
     pub(crate) remote: Option<Arc<Remote>>,
     pub(crate) dlq: Dlq,
     pub(crate) breaker: CircuitBreaker,
@@ -517,10 +519,35 @@ impl Store {
         self.shared.wal.failure()
     }
 
-    /// Sets the `storage_wal_failed` and `storage_fenced` gauges from [`Store::wal_failure`] and
-    /// [`Store::fenced`]: cheap, meant to run before each metrics scrape.
+    /// The damaged WAL stretches skipped at open (`wal_recovery = "skip_corrupt"`) that no
+    /// operator has acknowledged yet: the `storage-wal` check is degraded while there are any.
+    #[must_use]
+    pub fn wal_damage(&self) -> Vec<WalDamage> {
+        self.shared.wal_damage.lock().clone()
+    }
+
+    /// Acknowledges the damage [`Store::wal_damage`] lists (after an operator has looked at the
+    /// copies under `data_dir/corrupt/`); returns how many stretches it listed.
+    pub fn acknowledge_wal_damage(&self) -> usize {
+        let acknowledged = std::mem::take(&mut *self.shared.wal_damage.lock()).len();
+        if acknowledged > 0 {
+            tracing::info!(
+                stretches = acknowledged,
+                "the damaged wal stretches skipped at open were acknowledged"
+            );
+        }
+        self.shared.instruments.wal_damage.set(0);
+        acknowledged
+    }
+
+    /// Sets the `storage_wal_failed`, `storage_fenced` and `storage_wal_damage` gauges from
+    /// [`Store::wal_failure`], [`Store::fenced`] and [`Store::wal_damage`]: cheap, meant to run
+    /// before each metrics scrape.
     pub fn update_state_gauges(&self) {
         let instruments = &self.shared.instruments;
+        instruments
+            .wal_damage
+            .set(i64::try_from(self.shared.wal_damage.lock().len()).unwrap_or(i64::MAX));
         instruments
             .wal_failed
             .set(i64::from(self.shared.wal.failure().is_some()));

@@ -92,14 +92,28 @@ impl Store {
         .await?;
         report.requeued_segments = pending.len();
 
+        let quarantine_dir = data_dir.join("corrupt");
         let (wal, records, wal_report) = {
             let lsn_floor = lsn_floor(&collections, &manifest, catalog.lsn_floor);
             let (wal_dir, instruments) = (data_dir.join("wal"), instruments.clone());
-            let segment_bytes = config.wal_segment_bytes;
-            blocking(move || Wal::open(&wal_dir, segment_bytes, lsn_floor, instruments)).await?
+            let (segment_bytes, mode) = (config.wal_segment_bytes, config.wal_recovery);
+            let quarantine = quarantine_dir.clone();
+            blocking(move || {
+                Wal::open(
+                    &wal_dir,
+                    segment_bytes,
+                    lsn_floor,
+                    (mode, &quarantine),
+                    instruments,
+                )
+            })
+            .await?
         };
+        instruments
+            .wal_damage
+            .set(i64::try_from(wal_report.damage.len()).unwrap_or(i64::MAX));
+        let wal_damage = Mutex::new(wal_report.damage.clone());
         report.wal = wal_report;
-        let quarantine_dir = data_dir.join("corrupt");
         rebuild_from_wal(
             to_rebuild,
             &collections,
@@ -122,6 +136,7 @@ impl Store {
         let shared = Arc::new(Shared {
             compaction: RwLock::new(config.compaction.clone()),
             wal,
+            wal_damage,
             remote,
             dlq,
             breaker,
