@@ -208,6 +208,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
             .merge(routes::dlq::routes())
             .merge(routes::collections::admin_routes())
             .merge(routes::handover::routes())
+            .merge(routes::wal_damage::routes())
             .merge(routes::runtime_config::routes());
         routes = routes.nest("/admin", admin, |router| {
             router.route_layer(axum::middleware::from_fn_with_state(

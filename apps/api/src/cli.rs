@@ -10,6 +10,28 @@ use crate::config;
 /// Exit code for a configuration the service refuses.
 pub const EXIT_CONFIG: u8 = 2;
 
+/// Exit code for data the service will not open as it is: a WAL damaged in the middle (under
+/// `storage.wal_recovery = "refuse"`), a corrupt segment or DLQ snapshot. The message names the
+/// file and the runbook; nothing was changed on disk.
+pub const EXIT_DAMAGED: u8 = 4;
+
+/// Whether a start-up failure is damaged data (exit code 4) rather than a runtime failure.
+fn damaged_data(error: &crate::app::BuildError) -> bool {
+    use mainstay_storage_tiering::{OpenError, WalError};
+    let dlq_damaged = |error: &mainstay_dlq::OpenError| {
+        matches!(error, mainstay_dlq::OpenError::CorruptSnapshot { .. })
+    };
+    match error {
+        crate::app::BuildError::Store(
+            OpenError::Wal(WalError::Corrupt { .. } | WalError::Unreadable { .. })
+            | OpenError::CorruptSegment { .. },
+        ) => true,
+        crate::app::BuildError::Store(OpenError::Dlq(error))
+        | crate::app::BuildError::Dlq(error) => dlq_damaged(error),
+        _ => false,
+    }
+}
+
 /// mainstay-api: the mainstay reference service.
 #[derive(Debug, Parser)]
 #[command(name = "mainstay-api", version, about)]
@@ -110,6 +132,12 @@ fn serve(file: Option<&std::path::Path>) -> ExitCode {
             Err(crate::app::BuildError::Config(error)) => {
                 let _ = telemetry.shutdown();
                 return config_failure(&error);
+            }
+            Err(error) if damaged_data(&error) => {
+                tracing::error!(error = %error, "mainstay-api will not open damaged data");
+                eprintln!("mainstay-api: {error}");
+                let _ = telemetry.shutdown();
+                return ExitCode::from(EXIT_DAMAGED);
             }
             Err(error) => {
                 tracing::error!(error = %error, "mainstay-api could not start");

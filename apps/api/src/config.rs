@@ -908,6 +908,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "Retry budget shared by all uploads.",
     ),
     (
+        "storage.wal_recovery",
+        "`refuse` | `skip_corrupt`",
+        "A WAL file damaged in the middle (valid frames after a bad one): `refuse` stops start-up with exit code 4 naming the file, offset and frames that follow; `skip_corrupt` keeps a copy under `data_dir/corrupt/`, recovers every valid frame and reports the loss until acknowledged. A torn tail is always cut quietly.",
+    ),
+    (
         "storage.wal_segment_bytes",
         "integer (bytes)",
         "A WAL file is rotated past this size.",

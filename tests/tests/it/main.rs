@@ -9,3 +9,4 @@ mod ratelimit;
 mod records;
 mod shutdown;
 mod store_faults;
+mod wal_damage;

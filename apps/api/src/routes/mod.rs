@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod runtime_config;
 pub mod v1;
+pub mod wal_damage;
 
 use axum::Router;
 use axum::routing::MethodRouter;

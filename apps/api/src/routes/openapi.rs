@@ -29,6 +29,8 @@ use super::Routes;
         super::collections::list_records,
         super::collections::compact,
         super::handover::handover,
+        super::wal_damage::list,
+        super::wal_damage::acknowledge,
         super::admin::config,
         super::runtime_config::read,
         super::runtime_config::write,
