@@ -8,10 +8,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use mainstay_clock::{SharedClock, TokioClock};
 use mainstay_dlq::{Dlq, DlqConfig, DlqMetrics, QueueConfig};
-use mainstay_resilience::{
-    CircuitBreaker, ResilienceMetrics, RetryBudget, SharedClock, TokioClock,
-};
+use mainstay_resilience::{CircuitBreaker, ResilienceMetrics, RetryBudget};
 use object_store::ObjectStore;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
