@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use mainstay_clock::{RealClock, SharedClock};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use ulid::Ulid;
 
-use crate::clock::{Clock, SystemClock};
 use crate::codec;
 use crate::config::{
     ConfigError, DlqConfig, OverflowPolicy, QueueConfig, SyncMode, valid_queue_name,
@@ -47,7 +47,7 @@ pub struct DlqBuilder {
     dir: PathBuf,
     config: DlqConfig,
     metrics: Option<DlqMetrics>,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
 }
 
 impl DlqBuilder {
@@ -59,7 +59,7 @@ impl DlqBuilder {
             dir: dir.into(),
             config: DlqConfig::default(),
             metrics: None,
-            clock: Arc::new(SystemClock),
+            clock: RealClock::new().shared(),
         }
     }
 
@@ -77,9 +77,11 @@ impl DlqBuilder {
         self
     }
 
-    /// Uses `clock` for timestamps, TTLs, cleanup and the redrive rate.
+    /// Uses `clock` for timestamps, TTLs, cleanup and the redrive rate: its wall-clock
+    /// `system_time` (timestamps are stored and compared across restarts) and its sleeps. Default
+    /// [`RealClock`]; tests pass a [`ManualClock`](mainstay_clock::ManualClock).
     #[must_use]
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
     }
@@ -249,7 +251,7 @@ impl fmt::Debug for Dlq {
 struct Shared {
     dir: PathBuf,
     config: DlqConfig,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
     metrics: DlqMetrics,
     state: Mutex<State>,
     /// Woken whenever a batch became durable, a leader stepped down or the journal failed.
@@ -374,7 +376,7 @@ impl State {
 
 impl OldestAges for Shared {
     fn oldest_ages(&self) -> Vec<(String, f64)> {
-        let now = self.clock.now();
+        let now = self.clock.system_time();
         let state = self.state.lock();
         state
             .queues
@@ -874,7 +876,7 @@ impl Dlq {
         let (id, seq) = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now = self.shared.clock.now();
+            let now = self.shared.clock.system_time();
             let now_ms = to_millis(now);
             let id = state.next_id(now);
             let expires_at_ms = state
@@ -978,7 +980,7 @@ impl Dlq {
             n => n.min(MAX_PAGE_SIZE),
         };
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let now = self.shared.clock.now();
+        let now = self.shared.clock.system_time();
         let state = self.shared.state.lock();
         let candidates: Box<dyn Iterator<Item = &Arc<Entry>>> = match (&filter.id, &filter.queue) {
             (Some(id), _) => Box::new(
@@ -1033,7 +1035,7 @@ impl Dlq {
         let seq = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now = self.shared.clock.now();
+            let now = self.shared.clock.system_time();
             if self
                 .shared
                 .remove_logged(&mut state, id, Removal::Plain, now)
@@ -1057,7 +1059,7 @@ impl Dlq {
         let (count, seq) = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now = self.shared.clock.now();
+            let now = self.shared.clock.system_time();
             let ids: Vec<EntryId> = state
                 .queues
                 .get(queue)
@@ -1087,7 +1089,7 @@ impl Dlq {
         let (count, seq) = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now = self.shared.clock.now();
+            let now = self.shared.clock.system_time();
             let now_ms = to_millis(now);
             let expired: Vec<EntryId> = state
                 .entries
@@ -1235,7 +1237,7 @@ impl Dlq {
         filter: &Filter,
         cancel: &CancellationToken,
     ) -> Result<RedriveReport, RedriveError> {
-        let now = self.shared.clock.now();
+        let now = self.shared.clock.system_time();
         let targets: Vec<(EntryId, String)> = {
             let state = self.shared.state.lock();
             state.writable()?;
@@ -1345,7 +1347,7 @@ impl Dlq {
         let seq = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now = self.shared.clock.now();
+            let now = self.shared.clock.system_time();
             if self
                 .shared
                 .remove_logged(&mut state, id, Removal::Plain, now)
@@ -1363,7 +1365,7 @@ impl Dlq {
         let seq = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now_ms = to_millis(self.shared.clock.now());
+            let now_ms = to_millis(self.shared.clock.system_time());
             let Some(current) = state.entries.get(&id) else {
                 return Ok(());
             };
@@ -1392,7 +1394,7 @@ impl Dlq {
         let seq = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now = self.shared.clock.now();
+            let now = self.shared.clock.system_time();
             for entry in entries {
                 if state.entries.contains_key(&entry.id) {
                     report.already_present += 1;
@@ -1426,7 +1428,7 @@ impl Dlq {
     }
 
     pub(crate) fn now(&self) -> SystemTime {
-        self.shared.clock.now()
+        self.shared.clock.system_time()
     }
 
     pub(crate) fn max_payload_bytes(&self) -> usize {
