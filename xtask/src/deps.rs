@@ -1,7 +1,10 @@
 //! `cargo xtask deps`: the dependency rules between workspace crates, read from `cargo metadata`.
 //!
 //! The rules (ARCHITECTURE.md, "Invariants"):
-//! - allowed edges between libraries: `ratelimit -> resilience`, `storage-tiering -> resilience, dlq`;
+//! - the shared base: every library may depend on `clock` and `journal`; `clock` depends on no
+//!   crate of ours, `journal` only on `clock`;
+//! - other allowed edges between libraries: `ratelimit -> resilience`,
+//!   `storage-tiering -> resilience, dlq`;
 //! - any library may depend on `health`, but only as an optional dependency enabled by a feature
 //!   named `health`;
 //! - no library depends on `telemetry`, on `mainstay-api`, on `mainstay-tests` or on `xtask`;
@@ -16,6 +19,12 @@ use anyhow::{Result, bail};
 use cargo_metadata::{DependencyKind, Metadata, Package};
 
 use crate::workspace_root;
+
+/// The base below every library: the one time source, which depends on no crate of ours.
+const CLOCK: &str = "mainstay-clock";
+
+/// The base's framed log, atomic replace and directory lock, which depends only on [`CLOCK`].
+const JOURNAL: &str = "mainstay-journal";
 
 /// Library-to-library edges that are allowed without conditions.
 const ALLOWED_LIBRARY_EDGES: &[(&str, &str)] = &[
@@ -90,6 +99,9 @@ fn forbidden(
         // A crate's tests may depend on the crate itself to turn its optional features on.
         return None;
     }
+    if let Some(verdict) = base_verdict(from, dependency) {
+        return verdict.err();
+    }
     if dependency == "mainstay-health" {
         if kind == DependencyKind::Development {
             // The tests of a `health` feature need the health crate; its code still may not.
@@ -109,6 +121,25 @@ fn forbidden(
         return None;
     }
     Some("this edge between libraries is not in the allowed list (ARCHITECTURE.md)".into())
+}
+
+/// The verdict of the base's rules on an edge between libraries, `None` when they do not decide it:
+/// `clock` depends on no crate of ours, `journal` only on `clock`, and every other library may
+/// depend on both.
+fn base_verdict(from: &str, dependency: &str) -> Option<Result<(), String>> {
+    if from == CLOCK {
+        return Some(Err(
+            "mainstay-clock is the base of every crate and depends on no crate of ours".into(),
+        ));
+    }
+    if from == JOURNAL {
+        return Some(if dependency == CLOCK {
+            Ok(())
+        } else {
+            Err("mainstay-journal depends only on mainstay-clock".into())
+        });
+    }
+    (dependency == CLOCK || dependency == JOURNAL).then_some(Ok(()))
 }
 
 /// Finds cycles among workspace members (normal and build edges; dev-dependency cycles are legal in
@@ -154,4 +185,52 @@ fn cycles(metadata: &Metadata) -> Vec<String> {
     found.sort();
     found.dedup();
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIBRARIES: &[&str] = &[
+        "mainstay-dlq",
+        "mainstay-health",
+        "mainstay-ratelimit",
+        "mainstay-resilience",
+        "mainstay-storage-tiering",
+        "mainstay-telemetry",
+    ];
+
+    #[test]
+    fn every_library_may_depend_on_the_base() {
+        for library in LIBRARIES {
+            assert_eq!(base_verdict(library, CLOCK), Some(Ok(())), "{library}");
+            assert_eq!(base_verdict(library, JOURNAL), Some(Ok(())), "{library}");
+        }
+        assert_eq!(base_verdict(JOURNAL, CLOCK), Some(Ok(())));
+    }
+
+    #[test]
+    fn the_base_depends_on_nothing_above_it() {
+        for library in LIBRARIES.iter().chain([&JOURNAL]) {
+            assert!(
+                matches!(base_verdict(CLOCK, library), Some(Err(_))),
+                "{library}"
+            );
+        }
+        for library in LIBRARIES {
+            assert!(
+                matches!(base_verdict(JOURNAL, library), Some(Err(_))),
+                "{library}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_edges_are_left_to_the_other_rules() {
+        assert_eq!(
+            base_verdict("mainstay-ratelimit", "mainstay-resilience"),
+            None
+        );
+        assert_eq!(base_verdict("mainstay-dlq", "mainstay-health"), None);
+    }
 }

@@ -57,7 +57,6 @@
 //!
 //! Rust 1.95.
 
-mod clock;
 mod codec;
 mod config;
 mod dlq;
@@ -68,7 +67,6 @@ mod journal;
 mod metrics;
 mod query;
 
-pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use config::{
     ConfigError, DlqConfig, MAX_PAYLOAD_LIMIT, OverflowPolicy, QueueConfig, SyncMode,
     valid_queue_name,

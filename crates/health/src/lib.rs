@@ -81,7 +81,6 @@
 
 mod check;
 mod checks;
-mod clock;
 mod config;
 mod metrics;
 mod registry;
@@ -93,7 +92,6 @@ pub use checks::{
     DiskReader, DiskReading, DiskSpaceCheck, MemoryCheck, MemoryReader, MemoryReading,
     ProcMemoryReader, StatvfsReader, ThresholdCheck, ThresholdError, Thresholds,
 };
-pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use config::{CheckOverride, ConfigError, DiskConfig, HealthConfig, MemoryConfig};
 pub use metrics::HealthMetrics;
 pub use registry::{HealthRegistry, HealthRegistryBuilder, RegisterError};

@@ -8,12 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use mainstay_clock::{RealClock, SharedClock};
 use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
 use crate::check::{Check, CheckOutcome, Status};
 use crate::checks::{DiskSpaceCheck, MemoryCheck};
-use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, HealthConfig};
 use crate::metrics::HealthMetrics;
 use crate::report::{CheckReport, ProbeResponse, Report, View};
@@ -72,15 +72,16 @@ pub struct HealthRegistry {
 pub struct HealthRegistryBuilder {
     config: HealthConfig,
     version: String,
-    clock: Option<Arc<dyn Clock>>,
+    clock: Option<SharedClock>,
     metrics: Option<HealthMetrics>,
 }
 
 impl HealthRegistryBuilder {
-    /// Uses `clock` for cache intervals, timeouts, latency and timestamps (default
-    /// [`SystemClock`]). Tests pass a [`ManualClock`](crate::ManualClock).
+    /// Uses `clock` for cache intervals, timeouts, latency (its precise `now`), sleeps and
+    /// `observed_at` timestamps (its `system_time`). Default [`RealClock`]; tests pass a
+    /// [`ManualClock`](mainstay_clock::ManualClock).
     #[must_use]
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
     }
@@ -100,9 +101,7 @@ impl HealthRegistryBuilder {
     /// Whatever [`HealthConfig::validate`] finds.
     pub fn build(self) -> Result<HealthRegistry, ConfigError> {
         self.config.validate()?;
-        let clock = self
-            .clock
-            .unwrap_or_else(|| Arc::new(SystemClock::new()) as Arc<dyn Clock>);
+        let clock = self.clock.unwrap_or_else(|| RealClock::new().shared());
         let created_at = clock.now();
         let registry = HealthRegistry {
             inner: Arc::new(Inner {
@@ -139,7 +138,7 @@ impl HealthRegistryBuilder {
 struct Inner {
     config: HealthConfig,
     version: String,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
     metrics: Option<HealthMetrics>,
     created_at: Duration,
     checks: RwLock<Vec<Entry>>,
@@ -559,7 +558,7 @@ async fn run_all(inner: &Inner) -> Snapshot {
 
 /// Runs one check on its own task, so that a panic is caught and a hang is cut off at the
 /// timeout (the task is aborted).
-async fn run_one(clock: &Arc<dyn Clock>, entry: &Entry) -> Ran {
+async fn run_one(clock: &SharedClock, entry: &Entry) -> Ran {
     let started = clock.now();
     let observed_at = rfc3339(clock.system_time());
     let check = Arc::clone(&entry.check);

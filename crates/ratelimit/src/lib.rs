@@ -14,7 +14,7 @@
 //! use mainstay_ratelimit::{
 //!     Backend, CallerIdentity, LimitRequest, RateLimitConfig, RateLimitMetrics, RateLimiter,
 //! };
-//! use mainstay_resilience::ManualClock;
+//! use mainstay_clock::ManualClock;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -114,6 +114,6 @@ pub use limiter::{
     BREAKER_NAME, Backend, BuildError, Decision, LimitRequest, PingError, PolicyInfo, RateLimiter,
     RateLimiterBuilder,
 };
-pub use local::{FastClock, InProcessLimiter, LocalDecision};
+pub use local::{InProcessLimiter, LocalDecision};
 pub use metrics::RateLimitMetrics;
 pub use proxy::TrustedProxies;

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
-use mainstay_resilience::{BreakerState, CircuitBreaker, ResilienceMetrics, SharedClock};
+use mainstay_clock::{FastClock, SharedClock};
+use mainstay_resilience::{BreakerState, CircuitBreaker, ResilienceMetrics};
 use prometheus_client::metrics::counter::Counter;
 
 use crate::cache::{Denied, OverLimitCache};
@@ -267,8 +268,8 @@ impl RateLimiterBuilder {
         self
     }
 
-    /// The clock of the in-process backend, the over-limit cache and the breaker. Default:
-    /// [`FastClock`](crate::FastClock).
+    /// The clock of the in-process backend and the over-limit cache (its precise `now`) and of the
+    /// breaker (its `coarse_now`). Default: [`FastClock`], the CPU's counter (`docs/decisions/0053`).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
@@ -291,9 +292,7 @@ impl RateLimiterBuilder {
     pub fn build(self) -> Result<RateLimiter, BuildError> {
         let config = self.config;
         config.validate_with_redis(self.redis_url.as_deref())?;
-        let clock = self
-            .clock
-            .unwrap_or_else(|| crate::local::FastClock::new().shared());
+        let clock = self.clock.unwrap_or_else(|| FastClock::new().shared());
         let metrics = self.metrics.unwrap_or_else(RateLimitMetrics::unregistered);
         let hasher = match &config.secret {
             Some(secret) => IdentityHasher::new(secret.expose()),

@@ -12,11 +12,10 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock as _, QuantaClock, QuantaInstant, Reference as _};
 use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
-use mainstay_resilience::{Clock, SharedClock};
+use mainstay_clock::{FastClock, SharedClock};
 
 use crate::config::{ConfigError, LimitSpec};
 use crate::gcra::{Gcra, Step};
@@ -35,45 +34,6 @@ pub(crate) fn local_now(reading: Duration) -> u64 {
     u64::try_from(reading.as_nanos())
         .unwrap_or(u64::MAX - ORIGIN_OFFSET_NS)
         .saturating_add(ORIGIN_OFFSET_NS)
-}
-
-/// The limiter's default clock: governor's own (quanta: the CPU's invariant TSC, calibrated once),
-/// a few nanoseconds per read with nanosecond resolution. `std::time::Instant` costs several times
-/// more per read, and the coarse clock's tick would make a `Retry-After` computed from it up to a
-/// tick short (see `docs/decisions/0053`).
-#[derive(Debug, Clone)]
-pub struct FastClock {
-    clock: QuantaClock,
-    origin: QuantaInstant,
-}
-
-impl FastClock {
-    /// A clock whose origin is now.
-    #[must_use]
-    pub fn new() -> Self {
-        let clock = QuantaClock::default();
-        let origin = clock.now();
-        Self { clock, origin }
-    }
-
-    /// Wraps this clock for sharing.
-    #[must_use]
-    pub fn shared(self) -> SharedClock {
-        std::sync::Arc::new(self)
-    }
-}
-
-impl Default for FastClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for FastClock {
-    #[inline]
-    fn now(&self) -> Duration {
-        self.clock.now().duration_since(self.origin).into()
-    }
 }
 
 /// The outcome of one [`InProcessLimiter::check_key`].
@@ -95,7 +55,7 @@ pub struct LocalDecision {
 /// ```
 /// use std::time::Duration;
 /// use mainstay_ratelimit::{InProcessLimiter, LimitSpec, Pseudonym};
-/// use mainstay_resilience::ManualClock;
+/// use mainstay_clock::ManualClock;
 ///
 /// let clock = ManualClock::new();
 /// let limiter = InProcessLimiter::new(&LimitSpec::per_minute(60).with_burst(2), 1_000, clock.shared())?;
@@ -127,7 +87,7 @@ impl InProcessLimiter {
         Ok(Self::from_gcra(Gcra::from_spec(spec, 1), max_keys, clock))
     }
 
-    /// A limiter of `spec` on the real clock ([`FastClock`]).
+    /// A limiter of `spec` on the real clock ([`FastClock`], `docs/decisions/0053`).
     pub fn with_real_clock(spec: &LimitSpec, max_keys: usize) -> Result<Self, ConfigError> {
         Self::new(spec, max_keys, FastClock::new().shared())
     }

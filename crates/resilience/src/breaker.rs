@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use mainstay_clock::{RealClock, SharedClock};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,9 +26,9 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::classify::Classify;
-use crate::clock::{RealClock, SharedClock, nanos};
 use crate::config::{BreakerConfig, ConfigError, TripPolicy};
 use crate::metrics::{BreakerLabels, CallLabels, ResilienceMetrics, TransitionLabels};
+use crate::nanos;
 use crate::window::Window;
 
 /// The state of a circuit breaker.
@@ -236,7 +237,7 @@ enum Admission {
 struct Ticket {
     generation: u64,
     admission: Admission,
-    /// The clock reading at admission, taken only when slow calls are detected.
+    /// The clock's precise reading (`now`) at admission, taken only when slow calls are detected.
     started: Option<Duration>,
 }
 
@@ -402,7 +403,8 @@ pub struct BreakerBuilder {
 }
 
 impl BreakerBuilder {
-    /// The clock for the open duration, the window and slow calls. Default [`RealClock::coarse`].
+    /// The clock: its coarse reading for the open duration and the window, its precise reading for
+    /// slow calls. Default [`RealClock`].
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
@@ -420,14 +422,14 @@ impl BreakerBuilder {
         let instruments = Instruments::new(&self.name, &metrics, true);
         CircuitBreaker::with_parts(
             self.config,
-            self.clock.unwrap_or_else(|| RealClock::coarse().shared()),
+            self.clock.unwrap_or_else(|| RealClock::new().shared()),
             instruments,
         )
     }
 }
 
 impl CircuitBreaker {
-    /// A closed breaker with the real coarse clock and no metrics.
+    /// A closed breaker on the real clock, with no metrics.
     pub fn new(name: &str, config: BreakerConfig) -> Result<Self, ConfigError> {
         Self::builder(name, config).build()
     }
@@ -636,7 +638,7 @@ impl CircuitBreaker {
         let shared = &*self.shared;
         let word = shared.word.load(Ordering::Acquire);
         let state = BreakerState::from_bits(word);
-        let now = shared.clock.now();
+        let now = shared.clock.coarse_now();
         let (consecutive_failures, window) = if shared.rules.consecutive() {
             (shared.failures.load(Ordering::Relaxed), Default::default())
         } else {
@@ -744,7 +746,7 @@ impl Shared {
                 config.open_duration
             };
             let jittered = longest.as_secs_f64() * (1.0 + config.open_duration_jitter);
-            let cap = nanos(self.clock.now()).saturating_add(nanos(
+            let cap = nanos(self.clock.coarse_now()).saturating_add(nanos(
                 Duration::try_from_secs_f64(jittered).unwrap_or(longest),
             ));
             self.open_until.fetch_min(cap, Ordering::AcqRel);
@@ -774,7 +776,7 @@ impl Shared {
                 }
                 BreakerState::Open => {
                     let until = self.open_until.load(Ordering::Acquire);
-                    let now = nanos(self.clock.now());
+                    let now = nanos(self.clock.coarse_now());
                     if now < until {
                         let left = Duration::from_nanos(until - now);
                         return Err(self.reject(BreakerState::Open, Some(left)));
@@ -889,7 +891,7 @@ impl Shared {
         if self.current_generation() != ticket_generation {
             return;
         }
-        let now = self.clock.now();
+        let now = self.clock.coarse_now();
         window.add(now, 1, u64::from(failed));
         if failed {
             let sums = window.sums(now);
@@ -1023,7 +1025,7 @@ impl Shared {
         match to {
             BreakerState::Open => {
                 let open_for = self.open_duration();
-                let until = nanos(self.clock.now()).saturating_add(nanos(open_for));
+                let until = nanos(self.clock.coarse_now()).saturating_add(nanos(open_for));
                 self.open_until.store(until, Ordering::Release);
                 self.reopenings.fetch_add(1, Ordering::Relaxed);
                 Some(open_for)

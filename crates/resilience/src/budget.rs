@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mainstay_clock::{RealClock, SharedClock};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{RealClock, SharedClock};
 use crate::config::ConfigError;
 use crate::window::Window;
 
@@ -71,9 +71,9 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
-    /// A budget on the real coarse clock.
+    /// A budget on the real clock.
     pub fn new(config: RetryBudgetConfig) -> Result<Self, ConfigError> {
-        Self::with_clock(config, RealClock::coarse().shared())
+        Self::with_clock(config, RealClock::new().shared())
     }
 
     /// A budget on the given clock.
@@ -99,7 +99,7 @@ impl RetryBudget {
 
     /// Records a request (a first attempt), which earns `ratio` of a retry.
     pub fn deposit(&self) {
-        self.inner.window.add(self.inner.clock.now(), 1, 0);
+        self.inner.window.add(self.inner.clock.coarse_now(), 1, 0);
     }
 
     /// Takes one retry from the budget; `false` when it is exhausted.
@@ -109,7 +109,7 @@ impl RetryBudget {
         // Withdrawals are serialised so that concurrent retries cannot both take the last token;
         // deposits (every request) stay lock-free.
         let _withdrawals = inner.withdrawals.lock();
-        let now = inner.clock.now();
+        let now = inner.clock.coarse_now();
         let sums = inner.window.sums(now);
         let allowed = inner.config.ratio * sums.first as f64 + inner.reserve;
         if sums.second as f64 + 1.0 > allowed {
@@ -123,7 +123,7 @@ impl RetryBudget {
     #[must_use]
     pub fn available(&self) -> u64 {
         let inner = &*self.inner;
-        let sums = inner.window.sums(inner.clock.now());
+        let sums = inner.window.sums(inner.clock.coarse_now());
         let allowed = inner.config.ratio * sums.first as f64 + inner.reserve;
         (allowed - sums.second as f64).max(0.0) as u64
     }

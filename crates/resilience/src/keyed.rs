@@ -6,14 +6,15 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use mainstay_clock::{RealClock, SharedClock};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::breaker::{CircuitBreaker, Instruments, TransitionEvent};
-use crate::clock::{RealClock, SharedClock, nanos};
 use crate::config::{BreakerConfig, ConfigError};
 use crate::metrics::ResilienceMetrics;
+use crate::nanos;
 
 /// The rules of a keyed set: the rules of each breaker, the cap and the idle timeout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,12 +83,12 @@ impl<K> KeyedBreakers<K>
 where
     K: Hash + Eq + Clone,
 {
-    /// A set with the real coarse clock and no metrics.
+    /// A set on the real clock, with no metrics.
     pub fn new(name: &str, config: KeyedBreakerConfig) -> Result<Self, ConfigError> {
         Self::with_clock(
             name,
             config,
-            RealClock::coarse().shared(),
+            RealClock::new().shared(),
             &ResilienceMetrics::unregistered(),
         )
     }
@@ -100,7 +101,7 @@ where
         metrics: &ResilienceMetrics,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let last_sweep = AtomicU64::new(nanos(clock.now()));
+        let last_sweep = AtomicU64::new(nanos(clock.coarse_now()));
         Ok(Self {
             config,
             clock,
@@ -112,7 +113,7 @@ where
 
     /// The breaker for `key`, created closed if the set has none.
     pub fn get(&self, key: &K) -> CircuitBreaker {
-        let now = nanos(self.clock.now());
+        let now = nanos(self.clock.coarse_now());
         if let Some(entry) = self.entries.read().get(key) {
             entry.last_used.store(now, Ordering::Relaxed);
             return entry.breaker.clone();
@@ -164,7 +165,7 @@ where
     /// Evicts every breaker unused for the idle timeout; returns how many. `get` also does this
     /// when the set is full or an idle timeout has passed since the last sweep.
     pub fn evict_idle(&self) -> usize {
-        let now = nanos(self.clock.now());
+        let now = nanos(self.clock.coarse_now());
         let mut entries = self.entries.write();
         let before = entries.len();
         evict_idle(&mut entries, now, nanos(self.config.idle_timeout));

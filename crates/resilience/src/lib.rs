@@ -1,12 +1,13 @@
 //! Circuit breakers, retries with budgets, timeouts, bulkheads and fallbacks for calls to
-//! dependencies, with Prometheus metrics and an injectable clock.
+//! dependencies, with Prometheus metrics and an injectable clock ([`mainstay_clock`]).
 //!
 //! ```
 //! use std::time::Duration;
 //! use mainstay_resilience::{
 //!     BreakerConfig, BreakerError, BreakerRegistry, BreakerState, CircuitBreaker, ErrorClass,
-//!     ManualClock, ResilienceMetrics,
+//!     ResilienceMetrics,
 //! };
+//! use mainstay_clock::ManualClock;
 //! use prometheus_client::registry::Registry;
 //!
 //! let mut registry = Registry::default();
@@ -49,7 +50,10 @@
 //! - [`BreakerRegistry`]: breakers by name for admin endpoints.
 //! - [`Retry`] with full-jitter backoff, `Retry-After`, deadlines and a shared [`RetryBudget`].
 //! - [`Bulkhead`], [`timeout()`], [`with_fallback`], and [`Policy`] composing them.
-//! - [`Clock`]: [`RealClock`], [`ManualClock`] and [`TokioClock`], for this crate and its users.
+//! - Time comes from a [`mainstay_clock::SharedClock`]: breakers, keyed sets and budgets read its
+//!   cheap `coarse_now` (the default [`mainstay_clock::RealClock`] reads `CLOCK_MONOTONIC_COARSE`
+//!   there) and slow calls its precise `now`; retry, bulkhead and timeout wait on tokio's time
+//!   (`docs/decisions/0012`).
 //!
 //! # Features
 //!
@@ -71,7 +75,6 @@ mod breaker;
 mod budget;
 mod bulkhead;
 mod classify;
-mod clock;
 mod config;
 mod keyed;
 #[cfg(feature = "tower")]
@@ -90,7 +93,6 @@ pub use breaker::{
 pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadError, BulkheadPermit};
 pub use classify::{AllTransient, Classify, ErrorClass};
-pub use clock::{Clock, ManualClock, RealClock, SharedClock, TokioClock};
 pub use config::{BreakerConfig, ConfigError, TripPolicy};
 pub use keyed::{KeyedBreakerConfig, KeyedBreakers};
 pub use metrics::ResilienceMetrics;
@@ -98,3 +100,9 @@ pub use policy::{CallError, Policy, PolicyError};
 pub use registry::{BreakerRegistry, DuplicateBreaker, UnknownBreaker};
 pub use retry::{AttemptError, Retry, RetryBuilder, RetryConfig, RetryError};
 pub use timeout::{TimedOut, WithFallback, timeout, with_fallback};
+
+/// Nanoseconds of a duration, saturating: the unit the lock-free state stores.
+#[inline]
+pub(crate) fn nanos(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::clock::nanos;
+use crate::nanos;
 
 /// The tag of a bucket that holds nothing.
 const EMPTY: u64 = u64::MAX;

@@ -71,7 +71,8 @@ fn object_store_error(error: &RemoteError) -> MaintenanceError {
 
 impl Shared {
     /// The store's wall-clock time: the system time at open advanced by the store's (monotonic,
-    /// possibly paused or manual) clock since then.
+    /// possibly paused or manual) clock since then. Not the clock's own `system_time`: a manual
+    /// clock's starts on a fixed date, while objects carry the object store's real time.
     pub(crate) fn wall_now(&self) -> SystemTime {
         let elapsed = self.clock.now().saturating_sub(self.clock_origin);
         // Past the end of `SystemTime` (never in practice) objects only look younger: kept.

@@ -27,12 +27,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use mainstay_clock::{RealClock, SharedClock};
 use parking_lot::{Condvar, Mutex, RwLock};
 use serde::Serialize;
 use tokio::sync::Notify;
 use ulid::Ulid;
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::{ConfigError, DlqConfig, QueueConfig, valid_queue_name};
 use crate::entry::{
     Entry, EntryId, MAX_KEY_BYTES, MAX_PATH_BYTES, NewEntry, Payload, SCHEMA_VERSION, clip_message,
@@ -48,7 +48,7 @@ pub struct DlqBuilder {
     dir: PathBuf,
     config: DlqConfig,
     metrics: Option<DlqMetrics>,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
 }
 
 impl DlqBuilder {
@@ -60,7 +60,7 @@ impl DlqBuilder {
             dir: dir.into(),
             config: DlqConfig::default(),
             metrics: None,
-            clock: Arc::new(SystemClock),
+            clock: RealClock::new().shared(),
         }
     }
 
@@ -78,9 +78,11 @@ impl DlqBuilder {
         self
     }
 
-    /// Uses `clock` for timestamps, TTLs, cleanup and the redrive rate.
+    /// Uses `clock` for timestamps, TTLs, cleanup and the redrive rate: its wall-clock
+    /// `system_time` (timestamps are stored and compared across restarts) and its sleeps. Default
+    /// [`RealClock`]; tests pass a [`ManualClock`](mainstay_clock::ManualClock).
     #[must_use]
-    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
     }
@@ -135,7 +137,7 @@ impl fmt::Debug for Dlq {
 struct Shared {
     dir: PathBuf,
     config: DlqConfig,
-    clock: Arc<dyn Clock>,
+    clock: SharedClock,
     metrics: DlqMetrics,
     state: Mutex<State>,
     /// Woken whenever a batch became durable, a leader stepped down or the journal failed.
@@ -295,7 +297,7 @@ impl Dlq {
         let (id, seq) = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now = self.shared.clock.now();
+            let now = self.shared.clock.system_time();
             let now_ms = to_millis(now);
             let id = state.next_id(now);
             let expires_at_ms = state
@@ -399,7 +401,7 @@ impl Dlq {
             n => n.min(MAX_PAGE_SIZE),
         };
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let now = self.shared.clock.now();
+        let now = self.shared.clock.system_time();
         let state = self.shared.state.lock();
         let candidates: Box<dyn Iterator<Item = &Arc<Entry>>> = match (&filter.id, &filter.queue) {
             (Some(id), _) => Box::new(
@@ -454,7 +456,7 @@ impl Dlq {
         let seq = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now = self.shared.clock.now();
+            let now = self.shared.clock.system_time();
             if self
                 .shared
                 .remove_logged(&mut state, id, Removal::Plain, now)
@@ -478,7 +480,7 @@ impl Dlq {
         let (count, seq) = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now = self.shared.clock.now();
+            let now = self.shared.clock.system_time();
             let ids: Vec<EntryId> = state
                 .queues
                 .get(queue)
@@ -560,7 +562,7 @@ impl Dlq {
         let seq = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now = self.shared.clock.now();
+            let now = self.shared.clock.system_time();
             for entry in entries {
                 if state.entries.contains_key(&entry.id) {
                     report.already_present += 1;
@@ -594,7 +596,7 @@ impl Dlq {
     }
 
     pub(crate) fn now(&self) -> SystemTime {
-        self.shared.clock.now()
+        self.shared.clock.system_time()
     }
 
     pub(crate) fn max_payload_bytes(&self) -> usize {

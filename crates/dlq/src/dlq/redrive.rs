@@ -69,7 +69,7 @@ impl Dlq {
         filter: &Filter,
         cancel: &CancellationToken,
     ) -> Result<RedriveReport, RedriveError> {
-        let now = self.shared.clock.now();
+        let now = self.shared.clock.system_time();
         let targets: Vec<(EntryId, String)> = {
             let state = self.shared.state.lock();
             state.writable()?;
@@ -179,7 +179,7 @@ impl Dlq {
         let seq = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now = self.shared.clock.now();
+            let now = self.shared.clock.system_time();
             if self
                 .shared
                 .remove_logged(&mut state, id, Removal::Plain, now)
@@ -201,7 +201,7 @@ impl Dlq {
         let seq = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now_ms = to_millis(self.shared.clock.now());
+            let now_ms = to_millis(self.shared.clock.system_time());
             let Some(current) = state.entries.get(&id) else {
                 return Ok(());
             };

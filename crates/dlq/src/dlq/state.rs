@@ -73,7 +73,7 @@ impl State {
 
 impl OldestAges for Shared {
     fn oldest_ages(&self) -> Vec<(String, f64)> {
-        let now = self.clock.now();
+        let now = self.clock.system_time();
         let state = self.state.lock();
         state
             .queues

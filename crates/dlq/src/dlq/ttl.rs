@@ -38,7 +38,7 @@ impl Dlq {
         let (count, seq) = {
             let mut state = self.shared.state.lock();
             state.writable()?;
-            let now = self.shared.clock.now();
+            let now = self.shared.clock.system_time();
             let now_ms = to_millis(now);
             let expired: Vec<EntryId> = state
                 .entries

@@ -3,9 +3,9 @@
 
 use std::collections::HashSet;
 
+use mainstay_clock::ManualClock;
 use mainstay_dlq::{
-    EntryId, ErrorClass, Filter, ImportError, ImportReport, ListError, ManualClock, NewEntry,
-    PinnedFile,
+    EntryId, ErrorClass, Filter, ImportError, ImportReport, ListError, NewEntry, PinnedFile,
 };
 
 use crate::{config, entry, exposition, open_with};

@@ -2,7 +2,8 @@
 
 use std::fs;
 
-use mainstay_dlq::{DlqConfig, ManualClock, OverflowPolicy, PushError, QueueConfig};
+use mainstay_clock::ManualClock;
+use mainstay_dlq::{DlqConfig, OverflowPolicy, PushError, QueueConfig};
 
 use crate::{config, entry, evicting, metric, open_with};
 

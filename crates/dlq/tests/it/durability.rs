@@ -6,9 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use mainstay_clock::ManualClock;
 use mainstay_dlq::{
-    Dlq, DlqConfig, DlqMetrics, ErrorClass, ManualClock, NewEntry, OpenError, Payload, PinnedFile,
-    PushError, SyncMode,
+    Dlq, DlqConfig, DlqMetrics, ErrorClass, NewEntry, OpenError, Payload, PinnedFile, PushError,
+    SyncMode,
 };
 use prometheus_client::registry::Registry;
 

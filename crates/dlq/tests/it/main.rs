@@ -11,7 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mainstay_dlq::{Dlq, DlqConfig, DlqMetrics, ErrorClass, ManualClock, NewEntry, QueueConfig};
+use mainstay_clock::ManualClock;
+use mainstay_dlq::{Dlq, DlqConfig, DlqMetrics, ErrorClass, NewEntry, QueueConfig};
 use prometheus_client::registry::Registry;
 
 /// A config with no redrive rate limit and small, test-sized bounds.

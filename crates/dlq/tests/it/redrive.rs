@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use mainstay_clock::{Clock, ManualClock};
 use mainstay_dlq::{
-    CancellationToken, Clock, DlqConfig, Entry, ErrorClass, Filter, HandlerError, ManualClock,
-    RedriveError, RedriveHandler,
+    CancellationToken, DlqConfig, Entry, ErrorClass, Filter, HandlerError, RedriveError,
+    RedriveHandler,
 };
 use parking_lot::Mutex;
 
@@ -72,7 +73,7 @@ async fn entries_leave_only_when_their_handler_succeeds() {
     for e in &left {
         assert_eq!(e.attempts(), 4);
         assert_eq!(e.redrive_count(), 1);
-        assert_eq!(e.last_failure(), clock.now());
+        assert_eq!(e.last_failure(), clock.system_time());
         assert!(e.message().starts_with("downstream still failing"));
     }
     assert_eq!(
@@ -170,7 +171,7 @@ struct Timed {
 #[async_trait]
 impl RedriveHandler for Timed {
     async fn redrive(&self, _: &Entry) -> Result<(), HandlerError> {
-        self.at.lock().push(self.clock.now());
+        self.at.lock().push(self.clock.system_time());
         Ok(())
     }
 }

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use mainstay_dlq::{DlqConfig, ManualClock, QueueConfig};
+use mainstay_clock::ManualClock;
+use mainstay_dlq::{DlqConfig, QueueConfig};
 
 use crate::{config, entry, evicting, metric, open_with};
 

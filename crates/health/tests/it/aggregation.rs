@@ -1,6 +1,7 @@
 //! Aggregation of check statuses into the service status and the readiness status code.
 
-use mainstay_health::{CheckOutcome, Criticality, ManualClock, Status, View};
+use mainstay_clock::ManualClock;
+use mainstay_health::{CheckOutcome, Criticality, Status, View};
 
 use crate::support::{Mode, TestCheck, config, started, status_of};
 

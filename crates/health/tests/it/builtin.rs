@@ -4,11 +4,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use mainstay_clock::ManualClock;
 use mainstay_health::{
     Check, CheckOverride, Criticality, DiskConfig, DiskReader, DiskReading, DiskSpaceCheck,
-    HealthConfig, HealthRegistry, ManualClock, MemoryCheck, MemoryConfig, MemoryReader,
-    MemoryReading, ProcMemoryReader, Status, StatvfsReader, ThresholdCheck, ThresholdError,
-    Thresholds, View,
+    HealthConfig, HealthRegistry, MemoryCheck, MemoryConfig, MemoryReader, MemoryReading,
+    ProcMemoryReader, Status, StatvfsReader, ThresholdCheck, ThresholdError, Thresholds, View,
 };
 
 /// A disk reader with a fixed answer, which also remembers the path it was asked about.

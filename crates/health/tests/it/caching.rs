@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use mainstay_health::{CheckOutcome, Criticality, ManualClock, Status, View};
+use mainstay_clock::ManualClock;
+use mainstay_health::{CheckOutcome, Criticality, Status, View};
 
 use crate::support::{Mode, TestCheck, config, settle, started, until};
 
@@ -194,7 +195,7 @@ async fn background_refresh_serves_previous_results_while_a_run_is_in_flight() {
     let first = registry.readiness(View::Public).await;
     assert_eq!(
         first.report.checks["slow"].observed_at,
-        "1970-01-01T00:00:00.000Z"
+        "2026-01-01T00:00:00.000Z"
     );
 
     // At 1 s the refresh starts a run that takes 100 ms; probes do not wait for it.
@@ -206,7 +207,7 @@ async fn background_refresh_serves_previous_results_while_a_run_is_in_flight() {
         .expect("answered without waiting for the run");
     assert_eq!(
         during.report.checks["slow"].observed_at,
-        "1970-01-01T00:00:00.000Z"
+        "2026-01-01T00:00:00.000Z"
     );
 
     settle().await;
@@ -215,7 +216,7 @@ async fn background_refresh_serves_previous_results_while_a_run_is_in_flight() {
     let after = registry.readiness(View::Public).await;
     assert_eq!(
         after.report.checks["slow"].observed_at,
-        "1970-01-01T00:00:01.000Z"
+        "2026-01-01T00:00:01.000Z"
     );
     assert_eq!(slow.calls(), 2);
 }

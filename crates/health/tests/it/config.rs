@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mainstay_health::{CheckOverride, ConfigError, HealthConfig, HealthRegistry, ManualClock};
+use mainstay_clock::ManualClock;
+use mainstay_health::{CheckOverride, ConfigError, HealthConfig, HealthRegistry};
 use serde_json::json;
 
 use crate::support::TestCheck;

@@ -3,9 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mainstay_health::{
-    CheckOutcome, Criticality, HealthRegistry, ManualClock, RegisterError, Status, View,
-};
+use mainstay_clock::ManualClock;
+use mainstay_health::{CheckOutcome, Criticality, HealthRegistry, RegisterError, Status, View};
 
 use crate::support::{Mode, TestCheck, config, started, until};
 

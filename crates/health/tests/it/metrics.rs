@@ -4,9 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mainstay_health::{
-    CheckOutcome, Criticality, HealthMetrics, HealthRegistry, ManualClock, View,
-};
+use mainstay_clock::ManualClock;
+use mainstay_health::{CheckOutcome, Criticality, HealthMetrics, HealthRegistry, View};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 

@@ -1,15 +1,16 @@
 //! The JSON shape of reports, and what the public and admin views show.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use mainstay_health::{CheckOutcome, Criticality, ManualClock, Report, View};
+use mainstay_clock::ManualClock;
+use mainstay_health::{CheckOutcome, Criticality, Report, View};
 use serde_json::json;
 
 use crate::support::{Mode, TestCheck, config, started, until};
 
 #[tokio::test]
 async fn report_json_has_exactly_the_documented_shape() {
-    let clock = ManualClock::new();
+    let clock = ManualClock::starting_at(SystemTime::UNIX_EPOCH);
     let redis = TestCheck::new(
         "redis",
         Criticality::Critical,
@@ -124,7 +125,7 @@ async fn lifecycle_and_liveness_reports_keep_the_shape() {
                     "critical": true,
                     "latency_ms": 0.0,
                     "message": "startup not complete",
-                    "observed_at": "1970-01-01T00:00:00.000Z",
+                    "observed_at": "2026-01-01T00:00:00.000Z",
                 },
             },
         })

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use mainstay_clock::{Clock, ManualClock};
 use mainstay_health::{
-    Check, CheckOutcome, Clock, Criticality, HealthConfig, HealthRegistry, ManualClock, Status,
-    async_trait,
+    Check, CheckOutcome, Criticality, HealthConfig, HealthRegistry, Status, async_trait,
 };
 use parking_lot::Mutex;
 

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use mainstay_health::{CheckOutcome, CheckOverride, Criticality, ManualClock, Status, View};
+use mainstay_clock::ManualClock;
+use mainstay_health::{CheckOutcome, CheckOverride, Criticality, Status, View};
 
 use crate::support::{Mode, TestCheck, config, settle, started, status_of, until};
 

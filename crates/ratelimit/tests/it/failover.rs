@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::routing::get;
 use http::StatusCode;
+use mainstay_clock::ManualClock;
 use mainstay_health::{Check, Status};
 use mainstay_ratelimit::health::RedisCheck;
 use mainstay_ratelimit::layer::RateLimitLayer;
@@ -16,7 +17,7 @@ use mainstay_ratelimit::{
     Backend, CallerIdentity, FallbackMode, LimitRequest, LimitSpec, RateLimitConfig,
     RateLimitMetrics, RateLimiter,
 };
-use mainstay_resilience::{BreakerState, ManualClock, ResilienceMetrics};
+use mainstay_resilience::{BreakerState, ResilienceMetrics};
 use prometheus_client::registry::Registry;
 use tower::ServiceExt;
 

@@ -11,9 +11,9 @@ use axum::response::Response;
 use axum::routing::{get, put};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
+use mainstay_clock::ManualClock;
 use mainstay_ratelimit::layer::{RateLimitLayer, problem_response};
 use mainstay_ratelimit::{CallerIdentity, LimitSpec, RateLimitConfig, RateLimiter};
-use mainstay_resilience::ManualClock;
 use tower::ServiceExt;
 
 /// Puts the test's caller and peer where an application's auth layer and server would.

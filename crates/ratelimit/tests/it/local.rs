@@ -4,11 +4,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use mainstay_clock::ManualClock;
 use mainstay_ratelimit::{
     Backend, CallerIdentity, InProcessLimiter, LimitRequest, LimitSpec, Pseudonym, RateLimitConfig,
     RateLimitMetrics, RateLimiter,
 };
-use mainstay_resilience::ManualClock;
 use prometheus_client::registry::Registry;
 
 use crate::support::{huge, limits};

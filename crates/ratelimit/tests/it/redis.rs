@@ -4,11 +4,11 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+use mainstay_clock::ManualClock;
 use mainstay_ratelimit::{
     Backend, CallerIdentity, LimitRequest, LimitSpec, RateLimitConfig, RateLimitMetrics,
     RateLimiter,
 };
-use mainstay_resilience::ManualClock;
 use prometheus_client::registry::Registry;
 
 use crate::support::{RedisServer, huge, limits, redis_config};

@@ -1,13 +1,15 @@
 //! Circuit breaker behaviour: classification, errors, slow calls, open durations, manual control,
-//! events, snapshots, permits.
+//! events, snapshots, permits, and which clock reading each rule reads.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mainstay_resilience::{
-    BreakerConfig, BreakerError, BreakerState, ErrorClass, Outcome, Rejected, TransitionReason,
+    BreakerConfig, BreakerError, BreakerState, CircuitBreaker, ErrorClass, Outcome, Rejected,
+    TransitionReason,
 };
 
-use crate::support::{Closed, HalfOpen, Open, breaker, failure};
+use crate::support::{Closed, HalfOpen, Open, SplitClock, breaker, failure};
 
 /// A 404 is the caller's problem, a timeout is the dependency's.
 fn http(status: &u16) -> ErrorClass {
@@ -331,4 +333,55 @@ fn a_panicking_trial_call_gives_its_slot_back() {
     assert!(caught.is_err());
     assert_eq!(breaker.state(), HalfOpen);
     assert!(breaker.try_acquire().is_ok(), "the trial slot came back");
+}
+
+/// Slow calls are timed on the clock's precise reading: a slow call is slow however little the
+/// coarse reading moved.
+#[test]
+fn slow_calls_are_timed_on_the_precise_reading() {
+    let clock = SplitClock::default();
+    let config = BreakerConfig {
+        slow_call_threshold: Some(Duration::from_millis(5)),
+        ..BreakerConfig::consecutive(1, Duration::from_secs(30))
+    };
+    let breaker = CircuitBreaker::builder("precise", config)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .expect("valid");
+    let coarse_only = || {
+        clock.coarse.advance(Duration::from_millis(5));
+        Ok::<_, &str>(())
+    };
+    assert!(breaker.call(&failure, coarse_only).is_ok());
+    assert_eq!(breaker.state(), Closed);
+    let precise = || {
+        clock.precise.advance(Duration::from_millis(5));
+        Ok::<_, &str>(())
+    };
+    assert!(breaker.call(&failure, precise).is_ok());
+    assert_eq!(breaker.state(), Open);
+}
+
+/// The open duration and the failure-rate window run on the cheap coarse reading, the one read on
+/// every call.
+#[test]
+fn open_durations_and_windows_run_on_the_coarse_reading() {
+    let clock = SplitClock::default();
+    let breaker = CircuitBreaker::builder(
+        "coarse",
+        BreakerConfig::failure_rate(0.5, Duration::from_secs(60), Duration::from_secs(30)),
+    )
+    .clock(Arc::new(clock.clone()))
+    .build()
+    .expect("valid");
+    // Failures spread over two minutes of precise time stay in one coarse window and trip it.
+    for _ in 0..5 {
+        let _ = breaker.call(&failure, || Err::<(), _>("timeout"));
+        clock.precise.advance(Duration::from_secs(30));
+    }
+    assert_eq!(breaker.state(), Open);
+    clock.precise.advance(Duration::from_secs(30));
+    assert!(breaker.call(&failure, || Ok::<_, &str>(())).is_err());
+    clock.coarse.advance(Duration::from_secs(30));
+    assert!(breaker.call(&failure, || Ok::<_, &str>(())).is_ok());
 }

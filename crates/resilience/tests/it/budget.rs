@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use mainstay_clock::{ManualClock, TokioClock};
 use mainstay_resilience::{
-    ErrorClass, ManualClock, ResilienceMetrics, Retry, RetryBudget, RetryBudgetConfig, RetryConfig,
-    RetryError, TokioClock,
+    ErrorClass, ResilienceMetrics, Retry, RetryBudget, RetryBudgetConfig, RetryConfig, RetryError,
 };
 use prometheus_client::registry::Registry;
 

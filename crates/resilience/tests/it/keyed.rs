@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use mainstay_resilience::{
-    BreakerConfig, KeyedBreakerConfig, KeyedBreakers, ManualClock, ResilienceMetrics,
-};
+use mainstay_clock::ManualClock;
+use mainstay_resilience::{BreakerConfig, KeyedBreakerConfig, KeyedBreakers, ResilienceMetrics};
 use prometheus_client::registry::Registry;
 
 use crate::support::{Closed, Open, exposition, failure};

@@ -3,10 +3,10 @@
 mod breaker;
 mod budget;
 mod bulkhead;
-mod clock;
 mod concurrency;
 mod config;
 mod failsafe_gaps;
+mod helpers;
 mod keyed;
 #[cfg(feature = "tower")]
 mod layers;

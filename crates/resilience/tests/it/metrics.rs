@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use mainstay_clock::ManualClock;
 use mainstay_resilience::{
-    BreakerConfig, Bulkhead, BulkheadConfig, CircuitBreaker, ErrorClass, ManualClock,
-    ResilienceMetrics, Retry, RetryConfig,
+    BreakerConfig, Bulkhead, BulkheadConfig, CircuitBreaker, ErrorClass, ResilienceMetrics, Retry,
+    RetryConfig,
 };
 use prometheus_client::registry::Registry;
 

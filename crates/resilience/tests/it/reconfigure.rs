@@ -208,7 +208,7 @@ fn an_invalid_or_unsupported_change_is_refused_and_changes_nothing() {
 
 fn breaker_pair() -> (
     mainstay_resilience::CircuitBreaker,
-    mainstay_resilience::ManualClock,
+    mainstay_clock::ManualClock,
 ) {
     breaker(
         "fresh",

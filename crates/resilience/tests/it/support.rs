@@ -1,10 +1,10 @@
 //! Shared helpers: breakers on a manual clock, scripted state-machine checks, metric text.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use mainstay_clock::{Clock, ManualClock, Sleep};
 use mainstay_resilience::{
-    BreakerConfig, BreakerError, BreakerState, CircuitBreaker, ErrorClass, ManualClock,
-    ResilienceMetrics,
+    BreakerConfig, BreakerError, BreakerState, CircuitBreaker, ErrorClass, ResilienceMetrics,
 };
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
@@ -22,6 +22,32 @@ pub(crate) fn breaker(name: &str, config: BreakerConfig) -> (CircuitBreaker, Man
         .build()
         .expect("a valid configuration");
     (breaker, clock)
+}
+
+/// A clock whose two monotonic readings move separately, so that a test sees which one a rule
+/// reads: `precise` for `now`, `coarse` for `coarse_now`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SplitClock {
+    pub(crate) precise: ManualClock,
+    pub(crate) coarse: ManualClock,
+}
+
+impl Clock for SplitClock {
+    fn now(&self) -> Duration {
+        self.precise.now()
+    }
+
+    fn coarse_now(&self) -> Duration {
+        self.coarse.now()
+    }
+
+    fn system_time(&self) -> SystemTime {
+        self.precise.system_time()
+    }
+
+    fn sleep(&self, duration: Duration) -> Sleep {
+        self.precise.sleep(duration)
+    }
 }
 
 /// A breaker reporting into a fresh registry.

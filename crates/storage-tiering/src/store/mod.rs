@@ -26,8 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use mainstay_clock::SharedClock;
 use mainstay_dlq::{Dlq, DlqMetrics};
-use mainstay_resilience::{CircuitBreaker, ResilienceMetrics, RetryBudget, SharedClock};
+use mainstay_resilience::{CircuitBreaker, ResilienceMetrics, RetryBudget};
 use object_store::ObjectStore;
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};

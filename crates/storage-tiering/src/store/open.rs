@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
+use mainstay_clock::{SharedClock, TokioClock};
 use mainstay_dlq::{Dlq, DlqConfig, QueueConfig};
-use mainstay_resilience::{CircuitBreaker, RetryBudget, SharedClock, TokioClock};
+use mainstay_resilience::{CircuitBreaker, RetryBudget};
 use object_store::ObjectStore;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt as _;
-use mainstay_resilience::ManualClock;
+use mainstay_clock::ManualClock;
 use mainstay_storage_tiering::{MaintenanceError, Policy, StorageMetrics, Store, StoreConfig};
 use object_store::memory::InMemory;
 use object_store::path::Path;
