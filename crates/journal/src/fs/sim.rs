@@ -198,6 +198,42 @@ impl SimFs {
         self.sim.lock().ops
     }
 
+    /// What a read of the file at `path` returns now, seen from outside the simulated process:
+    /// the call is not counted and works after the process died.
+    ///
+    /// # Errors
+    ///
+    /// When there is no file at `path`.
+    pub fn peek(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let sim = self.sim.lock();
+        let node = sim.resolve(path)?;
+        match sim.nodes.get(&node) {
+            Some(Node::File { data, .. }) => Ok(data.clone()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{} is a directory", path.display()),
+            )),
+        }
+    }
+
+    /// The names in the directory at `path` now, seen from outside the simulated process (see
+    /// [`peek`](Self::peek)), sorted.
+    ///
+    /// # Errors
+    ///
+    /// When there is no directory at `path`.
+    pub fn peek_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
+        let sim = self.sim.lock();
+        let node = sim.resolve(path)?;
+        match sim.nodes.get(&node) {
+            Some(Node::Dir { entries, .. }) => Ok(entries.keys().cloned().collect()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", path.display()),
+            )),
+        }
+    }
+
     /// Bit rot: flips bit `bit` (0-7) of the byte at `offset` of a file, both on the disk and in
     /// the page cache.
     ///

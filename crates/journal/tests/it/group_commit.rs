@@ -1,0 +1,109 @@
+//! Group commit: concurrent writers share one sync, which runs off the runtime's threads, and a
+//! writer waits for its own LSN only.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mainstay_journal::fs::{FileSystem, SimFs, SyncSite};
+use mainstay_journal::{Journal, JournalConfig};
+
+use crate::{Gate, HookFs, payload};
+
+/// A journal whose group-commit syncs pass through `gate`.
+fn gated(gate: &Arc<Gate>) -> Journal {
+    let gate = Arc::clone(gate);
+    let fs: Arc<dyn FileSystem> = Arc::new(HookFs::new(SimFs::new(1), move |site| {
+        if site == SyncSite::SegmentData {
+            gate.pass();
+        }
+    }));
+    Journal::open_with(fs, "/journal", JournalConfig::default())
+        .expect("open")
+        .0
+}
+
+async fn await_waiting(gate: &Arc<Gate>, count: usize) {
+    let gate = Arc::clone(gate);
+    tokio::task::spawn_blocking(move || gate.await_waiting(count))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_share_one_sync() {
+    let gate = Gate::closed();
+    let journal = gated(&gate);
+    let writers: Vec<_> = (0..16)
+        .map(|n| {
+            let journal = journal.clone();
+            tokio::spawn(async move { journal.write(&payload(n)).await })
+        })
+        .collect();
+    // Every writer appends while the first sync is held at the gate.
+    while journal.last_lsn().get() < 16 {
+        tokio::task::yield_now().await;
+    }
+    gate.open();
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    assert_eq!(journal.durable_lsn().get(), 16);
+    assert!(
+        gate.passed() <= 2,
+        "16 concurrent writes took {} syncs",
+        gate.passed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_waits_for_its_own_lsn_only() {
+    let gate = Gate::closed();
+    let journal = gated(&gate);
+    let first = journal.append(b"first").unwrap();
+    let leader = tokio::spawn({
+        let journal = journal.clone();
+        async move { journal.commit(first).await }
+    });
+    await_waiting(&gate, 1).await; // the first round syncs `first` alone
+    let second = journal.append(b"second").unwrap();
+    let follower = tokio::spawn({
+        let journal = journal.clone();
+        async move { journal.commit(second).await }
+    });
+    gate.release(1);
+    // The leading writer returns while the round carrying `second` is held at the gate.
+    tokio::time::timeout(Duration::from_secs(20), leader)
+        .await
+        .expect("the first writer waited for a later round")
+        .unwrap()
+        .unwrap();
+    await_waiting(&gate, 1).await;
+    assert_eq!(journal.durable_lsn(), first);
+    assert!(!follower.is_finished());
+    gate.open();
+    follower.await.unwrap().unwrap();
+    assert_eq!(journal.durable_lsn(), second);
+}
+
+#[tokio::test]
+async fn syncs_run_off_the_runtime_thread() {
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let fs: Arc<dyn FileSystem> = Arc::new(HookFs::new(SimFs::new(2), {
+        let threads = Arc::clone(&threads);
+        move |site| {
+            if site == SyncSite::SegmentData {
+                threads.lock().unwrap().push(std::thread::current().id());
+            }
+        }
+    }));
+    let (journal, _) = Journal::open_with(fs, "/journal", JournalConfig::default()).unwrap();
+    for n in 0..5 {
+        journal.write(&payload(n)).await.unwrap();
+    }
+    let threads = threads.lock().unwrap();
+    assert!(!threads.is_empty());
+    assert!(
+        threads.iter().all(|id| *id != std::thread::current().id()),
+        "an fdatasync ran on the runtime's thread"
+    );
+}
