@@ -142,6 +142,7 @@ fn a_failed_rotation_poisons_the_journal() {
     sim.fail_next_sync(SyncSite::SegmentCreate, SyncFailure::DataLost);
     let mut written = 0;
     let error = loop {
+        assert!(written < 1000, "no write failed after the failed rotation");
         let lsn = match journal.append(&crate::payload(written)) {
             Ok(lsn) => lsn,
             Err(error) => break error,

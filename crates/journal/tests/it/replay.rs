@@ -139,6 +139,11 @@ fn a_last_frame_cut_midway_is_a_torn_tail() {
         (&segment, last.start as u64, 20)
     );
     assert_eq!(replay.entries.len(), 19);
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        last.start as u64,
+        "the torn tail is truncated"
+    );
     assert!(
         !dir.join(CORRUPT_DIR).exists(),
         "a torn tail is not corruption"
