@@ -17,6 +17,7 @@
 //! accepted, and the LSNs that were not yet durable are recorded in `poisoned` before any waiting
 //! writer hears of the failure, so that replay never returns a write its writer was told failed.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,12 +60,25 @@ use crate::segment::{self, SegmentInfo};
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Journal {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+impl fmt::Debug for Journal {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.inner.state.lock();
+        formatter
+            .debug_struct("Journal")
+            .field("dir", &self.inner.dir)
+            .field("durable_lsn", &state.durable_lsn)
+            .field("last_lsn", &state.appended_lsn)
+            .field("segments", &state.segments.len())
+            .field("health", &state.health)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     fs: Arc<dyn FileSystem>,
     dir: PathBuf,

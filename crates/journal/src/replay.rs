@@ -128,8 +128,14 @@ pub(crate) struct Recovered {
 struct Loaded {
     seq: u64,
     path: PathBuf,
-    data: Vec<u8>,
+    len: usize,
+    /// Bytes up to the last non-zero one.
+    non_zero: usize,
+    /// The file's bytes, kept only when it is damaged (to be copied and rewritten).
+    damaged: Option<Vec<u8>>,
     scan: Scan,
+    /// Its entries, failed writes left out.
+    entries: Vec<Entry>,
 }
 
 /// A damaged region followed by valid frames.
@@ -162,15 +168,33 @@ pub(crate) fn recover(
         .collect();
     seqs.sort_unstable();
     let mut files = Vec::with_capacity(seqs.len());
+    let mut skipped_failed_writes = 0;
     for seq in seqs {
         let path = segment::path(dir, seq);
         let data = fs.read(&path).map_err(io_error(&path))?;
         let scan = frame::scan(&data);
+        let mut entries = Vec::with_capacity(scan.frames.len());
+        for frame in &scan.frames {
+            if poisoned::contains(failed, frame.lsn) {
+                skipped_failed_writes += 1;
+            } else {
+                entries.push(Entry {
+                    lsn: Lsn::new(frame.lsn),
+                    payload: data[frame.payload.clone()].to_vec(),
+                });
+            }
+        }
         files.push(Loaded {
             seq,
             path,
-            data,
+            len: data.len(),
+            non_zero: data
+                .iter()
+                .rposition(|byte| *byte != 0)
+                .map_or(0, |last| last + 1),
+            damaged: (!scan.damage.is_empty()).then_some(data),
             scan,
+            entries,
         });
     }
 
@@ -217,24 +241,15 @@ pub(crate) fn recover(
         });
     }
 
-    // The entries, taken before any file is rewritten.
     let mut report = ReplayReport {
         segments: files.len(),
+        skipped_failed_writes,
         ..ReplayReport::default()
     };
-    let mut entries = Vec::with_capacity(frames.len());
-    for file in &files {
-        for frame in &file.scan.frames {
-            if poisoned::contains(failed, frame.lsn) {
-                report.skipped_failed_writes += 1;
-            } else {
-                entries.push(Entry {
-                    lsn: Lsn::new(frame.lsn),
-                    payload: file.data[frame.payload.clone()].to_vec(),
-                });
-            }
-        }
-    }
+    let entries: Vec<Entry> = files
+        .iter_mut()
+        .flat_map(|file| std::mem::take(&mut file.entries))
+        .collect();
     report.entries = entries.len() as u64;
     if report.skipped_failed_writes > 0 {
         tracing::warn!(
@@ -270,7 +285,9 @@ pub(crate) fn recover(
         let moved_to = match &moved[spot.file] {
             Some(moved_to) => moved_to.clone(),
             None => {
-                let moved_to = preserve(fs, dir, &file.path, &file.data)?;
+                // A file with a damaged region kept its bytes.
+                let data = file.damaged.as_deref().unwrap_or_default();
+                let moved_to = preserve(fs, dir, &file.path, data)?;
                 let base = file
                     .scan
                     .base
@@ -278,7 +295,7 @@ pub(crate) fn recover(
                     .unwrap_or(next_lsn);
                 let mut clean = frame::header(base).to_vec();
                 for frame in &file.scan.frames {
-                    clean.extend_from_slice(&file.data[frame.offset..frame.end]);
+                    clean.extend_from_slice(&data[frame.offset..frame.end]);
                 }
                 write_atomic(fs, &file.path, &clean)?;
                 moved[spot.file] = Some(moved_to.clone());
@@ -311,7 +328,7 @@ pub(crate) fn recover(
                         .map(|f| f.end - f.offset)
                         .sum::<usize>()) as u64
             } else {
-                file.data.len() as u64
+                file.len as u64
             }
         })
         .collect();
@@ -325,16 +342,7 @@ pub(crate) fn recover(
         } else {
             damage.start
         };
-        let later: usize = files[index + 1..]
-            .iter()
-            .map(|later| {
-                later
-                    .data
-                    .iter()
-                    .rposition(|byte| *byte != 0)
-                    .map_or(0, |last| last + 1)
-            })
-            .sum();
+        let later: usize = files[index + 1..].iter().map(|later| later.non_zero).sum();
         let bytes = (damage.len() + later) as u64;
         tracing::warn!(path = %file.path.display(), offset = damage.start, bytes, "truncating the torn tail of the journal");
         report.torn_tail = Some(TornTail {
@@ -368,7 +376,7 @@ pub(crate) fn recover(
         let handle = fs
             .open(&file.path, OpenMode::Existing)
             .map_err(io_error(&file.path))?;
-        if lengths[index] != file.data.len() as u64 && !rewritten[index] {
+        if lengths[index] != file.len as u64 && !rewritten[index] {
             handle
                 .set_len(lengths[index])
                 .map_err(io_error(&file.path))?;
