@@ -24,14 +24,16 @@ fn gated(gate: &Arc<Gate>) -> Journal {
 
 async fn await_waiting(gate: &Arc<Gate>, count: usize) {
     let gate = Arc::clone(gate);
-    tokio::task::spawn_blocking(move || gate.await_waiting(count))
+    let came = tokio::task::spawn_blocking(move || gate.await_waiting(count))
         .await
         .unwrap();
+    assert!(came, "no sync reached the gate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_share_one_sync() {
     let gate = Gate::closed();
+    let _open = gate.open_on_drop();
     let journal = gated(&gate);
     let writers: Vec<_> = (0..16)
         .map(|n| {
@@ -58,6 +60,7 @@ async fn concurrent_writers_share_one_sync() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_waits_for_its_own_lsn_only() {
     let gate = Gate::closed();
+    let _open = gate.open_on_drop();
     let journal = gated(&gate);
     let first = journal.append(b"first").unwrap();
     let leader = tokio::spawn({
@@ -72,16 +75,17 @@ async fn a_writer_waits_for_its_own_lsn_only() {
     });
     gate.release(1);
     // The leading writer returns while the round carrying `second` is held at the gate.
-    let led = tokio::time::timeout(Duration::from_secs(20), leader).await;
-    if led.is_err() {
-        // Let the held round finish, so that the runtime can shut down.
-        gate.open();
-    }
-    led.expect("the first writer waited for a later round")
+    tokio::time::timeout(Duration::from_secs(20), leader)
+        .await
+        .expect("the first writer waited for a later round")
         .unwrap()
         .unwrap();
+    assert_eq!(
+        journal.durable_lsn(),
+        first,
+        "only the first round is durable"
+    );
     await_waiting(&gate, 1).await;
-    assert_eq!(journal.durable_lsn(), first);
     assert!(!follower.is_finished());
     gate.open();
     follower.await.unwrap().unwrap();

@@ -196,12 +196,19 @@ impl Gate {
         self.changed.notify_all();
     }
 
-    /// Blocks until `count` syncs wait at the gate.
-    pub(crate) fn await_waiting(&self, count: usize) {
+    /// Blocks until `count` syncs wait at the gate; false if none came within 20 s (a guard
+    /// against a hang, never a timing rule).
+    pub(crate) fn await_waiting(&self, count: usize) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut state = self.state.lock().unwrap();
         while state.waiting < count {
-            state = self.changed.wait(state).unwrap();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self.changed.wait_timeout(state, left).unwrap().0;
         }
+        true
     }
 
     pub(crate) fn release(&self, permits: usize) {
@@ -212,6 +219,12 @@ impl Gate {
         self.changed.notify_all();
     }
 
+    /// Opens the gate when dropped, so that a failing test does not leave a sync blocked (and
+    /// its runtime waiting for it forever).
+    pub(crate) fn open_on_drop(self: &Arc<Self>) -> OpenOnDrop {
+        OpenOnDrop(Arc::clone(self))
+    }
+
     pub(crate) fn open(&self) {
         self.state.lock().unwrap().permits = None;
         self.changed.notify_all();
@@ -220,5 +233,14 @@ impl Gate {
     /// Syncs that went through.
     pub(crate) fn passed(&self) -> usize {
         self.state.lock().unwrap().passed
+    }
+}
+
+/// See [`Gate::open_on_drop`].
+pub(crate) struct OpenOnDrop(Arc<Gate>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
     }
 }
