@@ -12,10 +12,12 @@
 //! length and the LSN as well as the payload, so a damaged length is caught, not followed.
 //!
 //! The scanner reads frames from the header on. Where a frame does not check out, it
-//! resynchronises: it looks, byte by byte, for the next offset where a valid frame (length in
-//! range, whole, CRC correct) starts. The bytes in between are a damaged region; what the
-//! damage means (a torn tail or corruption) is decided by the caller, who knows whether valid
-//! frames follow anywhere in the log.
+//! resynchronises: it looks, byte by byte, for the next offset where a valid frame starts: length
+//! in range, whole, CRC correct, and an LSN above the last good one but at most 2^32 above it
+//! (LSNs only grow; this keeps noise in damaged bytes from passing for a frame, as the storage
+//! WAL does, decision 0075). The bytes in between are a damaged region; what the damage means (a
+//! torn tail or corruption) is decided by the caller, who knows whether valid frames follow
+//! anywhere in the log.
 
 use std::ops::Range;
 
@@ -109,11 +111,17 @@ fn frame_at(data: &[u8], offset: usize) -> Option<Frame> {
     })
 }
 
-/// The first offset at or after `from` where a valid frame starts.
-fn resync(data: &[u8], from: usize) -> Option<usize> {
+/// How far above the last good LSN a frame found by resynchronising may be.
+const MAX_LSN_JUMP: u64 = 1 << 32;
+
+/// The first offset at or after `from` where a valid frame with an LSN plausibly after `last`
+/// starts.
+fn resync(data: &[u8], from: usize, last: u64) -> Option<usize> {
     let mut offset = from;
     while offset + FRAME_OVERHEAD <= data.len() {
-        if frame_at(data, offset).is_some() {
+        if frame_at(data, offset)
+            .is_some_and(|frame| frame.lsn > last && frame.lsn - last <= MAX_LSN_JUMP)
+        {
             return Some(offset);
         }
         if data[offset] == 0 {
@@ -149,8 +157,9 @@ pub(crate) struct Scan {
     pub(crate) empty: bool,
 }
 
-/// Reads every frame of a segment, resynchronising past damage.
-pub(crate) fn scan(data: &[u8]) -> Scan {
+/// Reads every frame of a segment, resynchronising past damage; `last` is the highest LSN of
+/// the segments before it (0 for none).
+pub(crate) fn scan(data: &[u8], mut last: u64) -> Scan {
     let mut scan = Scan::default();
     let tail = non_zero_len(data);
     if tail == 0 {
@@ -160,9 +169,10 @@ pub(crate) fn scan(data: &[u8]) -> Scan {
     let mut offset = match parse_header(data) {
         Some(base) => {
             scan.base = Some(base);
+            last = last.max(base.saturating_sub(1));
             HEADER_LEN
         }
-        None => match resync(data, 1) {
+        None => match resync(data, 1, last) {
             Some(next) => {
                 scan.damage.push(0..next);
                 next
@@ -176,10 +186,11 @@ pub(crate) fn scan(data: &[u8]) -> Scan {
     while offset < tail {
         if let Some(frame) = frame_at(data, offset) {
             offset = frame.end;
+            last = last.max(frame.lsn);
             scan.frames.push(frame);
             continue;
         }
-        match resync(data, offset + 1) {
+        match resync(data, offset + 1, last) {
             Some(next) => {
                 scan.damage.push(offset..next);
                 offset = next;
@@ -211,7 +222,7 @@ mod tests {
     fn frames_round_trip_and_zeros_end_the_segment() {
         let (mut data, offsets) = segment(&[b"one", b"", b"three"]);
         data.extend_from_slice(&[0; 100]);
-        let scan = scan(&data);
+        let scan = scan(&data, 0);
         assert_eq!(scan.base, Some(1));
         assert!(scan.damage.is_empty());
         let lsns: Vec<u64> = scan.frames.iter().map(|frame| frame.lsn).collect();
@@ -225,7 +236,7 @@ mod tests {
         let (mut data, offsets) = segment(&[b"aaaa", b"bbbb", b"cccc"]);
         // A length that runs past the end of the file would look like a torn frame.
         data[offsets[1] + 3] = 0x70;
-        let scan = scan(&data);
+        let scan = scan(&data, 0);
         assert_eq!(scan.damage, vec![offsets[1]..offsets[2]]);
         assert_eq!(scan.frames.len(), 2);
         assert_eq!(scan.frames[1].lsn, 3);
@@ -235,7 +246,7 @@ mod tests {
     fn a_torn_last_frame_is_a_last_damage_region() {
         let (data, offsets) = segment(&[b"aaaa", b"bbbbbbbb"]);
         let torn = &data[..data.len() - 3];
-        let scan = scan(torn);
+        let scan = scan(torn, 0);
         assert_eq!(scan.frames.len(), 1);
         assert_eq!(scan.damage, vec![offsets[1]..torn.len()]);
     }
@@ -244,12 +255,37 @@ mod tests {
     fn a_damaged_header_is_damage_at_zero() {
         let (mut data, offsets) = segment(&[b"aaaa"]);
         data[3] ^= 1;
-        let scan = scan(&data);
+        let scan = scan(&data, 0);
         assert_eq!(scan.base, None);
         assert_eq!(scan.damage, vec![0..offsets[0]]);
         assert_eq!(scan.frames.len(), 1);
-        assert!(super::scan(&[0; 64]).empty);
-        assert!(super::scan(&[]).empty);
+        assert!(super::scan(&[0; 64], 0).empty);
+        assert!(super::scan(&[], 0).empty);
+    }
+
+    #[test]
+    fn a_valid_frame_with_an_implausible_lsn_does_not_end_the_damage() {
+        let (mut data, offsets) = segment(&[b"aaaa", b"bbbb", b"cccc"]);
+        // Damage the second frame and plant, inside the damage, a valid frame of an old LSN.
+        let mut stale = Vec::new();
+        encode(&mut stale, 1, b"", payload_crc(b""));
+        data[offsets[1]] ^= 0xff;
+        data[offsets[1] + 4..offsets[1] + 4 + stale.len()].copy_from_slice(&stale);
+        let scan = scan(&data, 0);
+        assert_eq!(scan.damage, vec![offsets[1]..offsets[2]]);
+        assert_eq!(
+            scan.frames
+                .iter()
+                .map(|frame| frame.lsn)
+                .collect::<Vec<_>>(),
+            [1, 3]
+        );
+        // After the segments before it, LSNs below their last one are stale too.
+        let (data, offsets) = segment(&[b"aaaa"]);
+        let mut broken = data.clone();
+        broken[2] ^= 1;
+        assert_eq!(super::scan(&broken, 0).damage, vec![0..offsets[0]]);
+        assert_eq!(super::scan(&broken, 5).damage, vec![0..data.len()]);
     }
 
     #[test]
@@ -259,7 +295,7 @@ mod tests {
             for bit in 0..8 {
                 let mut damaged = data.clone();
                 damaged[index] ^= 1 << bit;
-                let scan = scan(&damaged);
+                let scan = scan(&damaged, 0);
                 assert_eq!(
                     scan.damage.len(),
                     1,

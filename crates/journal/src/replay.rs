@@ -1,7 +1,7 @@
 //! Recovery at open: read every segment, tell a torn tail from corruption, repair, and return
 //! the entries with a typed report.
 //!
-//! The rule (decision 0074): a damaged region with no valid frame anywhere after it, in its
+//! The rule (decision 0077): a damaged region with no valid frame anywhere after it, in its
 //! segment or a later one, is a torn tail, the write a crash interrupted: it is truncated
 //! quietly. A damaged region followed by a valid frame is corruption of acknowledged data:
 //! refused ([`RecoveryMode::Refuse`]) or recovered around ([`RecoveryMode::SkipCorrupt`]: the
@@ -169,10 +169,17 @@ pub(crate) fn recover(
     seqs.sort_unstable();
     let mut files = Vec::with_capacity(seqs.len());
     let mut skipped_failed_writes = 0;
+    let mut last_lsn = 0;
     for seq in seqs {
         let path = segment::path(dir, seq);
         let data = fs.read(&path).map_err(io_error(&path))?;
-        let scan = frame::scan(&data);
+        let scan = frame::scan(&data, last_lsn);
+        last_lsn = scan
+            .frames
+            .iter()
+            .map(|frame| frame.lsn)
+            .chain(scan.base.map(|base| base.saturating_sub(1)))
+            .fold(last_lsn, u64::max);
         let mut entries = Vec::with_capacity(scan.frames.len());
         for frame in &scan.frames {
             if poisoned::contains(failed, frame.lsn) {
