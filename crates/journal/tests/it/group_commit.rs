@@ -114,3 +114,52 @@ async fn syncs_run_off_the_runtime_thread() {
         "an fdatasync ran on the runtime's thread"
     );
 }
+
+#[test]
+fn appends_go_on_while_a_rotation_syncs() {
+    let gate = Gate::closed();
+    let _open = gate.open_on_drop();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fs: Arc<dyn FileSystem> = Arc::new(HookFs::new(SimFs::new(3), {
+        let gate = Arc::clone(&gate);
+        let armed = Arc::clone(&armed);
+        move |site| {
+            if site == SyncSite::SegmentCreate && armed.load(std::sync::atomic::Ordering::SeqCst) {
+                gate.pass();
+            }
+        }
+    }));
+    let (journal, _) = Journal::open_with(fs, "/journal", crate::small_segments()).unwrap();
+    armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    // This writer's commit leads the round that fills the segment, then the rotation, whose
+    // new segment's sync is held at the gate.
+    let writer = std::thread::spawn({
+        let journal = journal.clone();
+        move || {
+            let mut n = 0;
+            loop {
+                let lsn = journal.append(&payload(n)).unwrap();
+                journal.commit_blocking(lsn).unwrap();
+                if journal.segments() > 1 {
+                    return lsn;
+                }
+                n += 1;
+            }
+        }
+    });
+    assert!(gate.await_waiting(1), "no rotation reached the gate");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn({
+        let journal = journal.clone();
+        move || sender.send(journal.append(b"during the rotation"))
+    });
+    let during = receiver
+        .recv_timeout(Duration::from_secs(20))
+        .expect("an append waited for the rotation's fsyncs")
+        .unwrap();
+    gate.open();
+    let filled = writer.join().unwrap();
+    assert!(during > filled);
+    journal.commit_blocking(during).unwrap();
+    assert_eq!(journal.segments(), 2);
+}
