@@ -89,7 +89,7 @@ pub struct StrandedCollection {
 pub struct HandoverSource {
     data_dir: PathBuf,
     collections: Vec<StrandedCollection>,
-    _lock: File,
+    _lock: mainstay_journal::DirLock,
 }
 
 #[derive(Deserialize)]
@@ -131,16 +131,10 @@ impl HandoverSource {
             }
             Err(error) => return Err(io(&catalog_path)(error)),
         };
-        let lock_path = data_dir.join("LOCK");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        if lock.try_lock().is_err() {
-            return Err(HandoverError::Locked(data_dir.to_path_buf()));
-        }
+        let lock = mainstay_journal::DirLock::acquire(data_dir).map_err(|error| match error {
+            mainstay_journal::LockError::Io { path, source } => io(&path)(source),
+            _ => HandoverError::Locked(data_dir.to_path_buf()),
+        })?;
         let catalog: Catalog = serde_json::from_slice(&bytes).map_err(|error| {
             io(&catalog_path)(std::io::Error::new(std::io::ErrorKind::InvalidData, error))
         })?;

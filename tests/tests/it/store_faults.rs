@@ -197,8 +197,8 @@ async fn a_collection_whose_catalog_write_failed_leaves_no_trace() -> anyhow::Re
     let data = tempfile::tempdir()?;
     let client = reqwest::Client::new();
     let api = service(data.path()).start()?;
-    // The catalog is replaced through `catalog.tmp`: a directory there makes the write fail.
-    let blocker = data.path().join("catalog.tmp");
+    // The catalog is replaced through `catalog.json.tmp`: a directory there makes the write fail.
+    let blocker = data.path().join("catalog.json.tmp");
     std::fs::create_dir(&blocker)?;
 
     let refused = create(&client, &api, "ghost", "memory").await?;

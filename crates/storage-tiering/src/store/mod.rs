@@ -19,7 +19,6 @@ pub(crate) use self::recovery::rebuild_entries;
 use self::{manifest::*, recovery::*, tasks::*, write::*};
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +41,7 @@ use crate::metrics::{Instruments, StorageMetrics};
 use crate::orphans::OrphanReport;
 use crate::remote::{self, Manifest, Remote};
 use crate::upload::UploadQueue;
-use crate::wal::{self, Wal, WalDamage, WalRecovery};
+use crate::wal::{Wal, WalDamage, WalRecovery};
 
 /// The DLQ queue that holds segments whose upload failed for good.
 pub const DLQ_QUEUE: &str = "storage-segments";
@@ -200,7 +199,7 @@ pub(crate) struct Shared {
     dropped: Mutex<Vec<CatalogEntry>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The data directory's advisory lock; released by `close` (or with the process).
-    lock: Mutex<Option<File>>,
+    lock: Mutex<Option<mainstay_journal::DirLock>>,
     /// The clock of the breaker and budget; with `wall_origin` it dates objects for orphan
     /// collection ([`Shared::wall_now`]).
     pub(crate) clock: SharedClock,
@@ -304,16 +303,11 @@ fn io_open(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` by temp file + fsync + rename + fsync(dir) (blocking).
+/// Writes `bytes` to `path` by temp file + fsync + rename + fsync(dir) (blocking), through
+/// `mainstay-journal`'s one implementation of it.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    wal::sync_dir(dir)
+    mainstay_journal::write_atomic(&mainstay_journal::fs::RealFs, path, bytes)
+        .map_err(|error| std::io::Error::new(error.source.kind(), error))
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {

@@ -2,7 +2,7 @@
 //! is a function of its own below, in the order it runs.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -184,20 +184,16 @@ impl Store {
     }
 }
 
-/// Takes the data directory's advisory lock (created if missing): one store per directory.
-fn lock_data_dir(data_dir: &Path) -> Result<File, OpenError> {
+/// Takes the data directory's advisory lock (`LOCK`, `mainstay-journal`'s `DirLock`): one store
+/// per directory; it dies with the process.
+fn lock_data_dir(data_dir: &Path) -> Result<mainstay_journal::DirLock, OpenError> {
     fs::create_dir_all(data_dir).map_err(io_open(data_dir))?;
-    let lock_path = data_dir.join("LOCK");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_open(&lock_path))?;
-    if lock.try_lock().is_err() {
-        return Err(OpenError::Locked { path: lock_path });
-    }
-    Ok(lock)
+    mainstay_journal::DirLock::acquire(data_dir).map_err(|error| match error {
+        mainstay_journal::LockError::Io { path, source } => OpenError::Io { path, source },
+        _ => OpenError::Locked {
+            path: data_dir.join(mainstay_journal::LOCK_FILE),
+        },
+    })
 }
 
 /// The object store, given to the builder or opened from `object_store_url`.

@@ -3,7 +3,7 @@
 //! collection never comes back (from the catalog or from the manifest) at the next open.
 //!
 //! A catalog write is made to fail by putting a directory where its temp file goes
-//! (`data/catalog.tmp`).
+//! (`data/catalog.json.tmp`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,11 +18,11 @@ use crate::common::{FaultStore, config, list_all, open_on, value};
 
 /// Makes every catalog write fail until [`heal_catalog`].
 fn break_catalog(dir: &Path) {
-    std::fs::create_dir(dir.join("data").join("catalog.tmp")).unwrap();
+    std::fs::create_dir(dir.join("data").join("catalog.json.tmp")).unwrap();
 }
 
 fn heal_catalog(dir: &Path) {
-    std::fs::remove_dir(dir.join("data").join("catalog.tmp")).unwrap();
+    std::fs::remove_dir(dir.join("data").join("catalog.json.tmp")).unwrap();
 }
 
 fn names(store: &Store) -> Vec<String> {

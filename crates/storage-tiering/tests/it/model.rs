@@ -353,7 +353,7 @@ enum Step {
         ms: u64,
     },
     Fault(F),
-    /// Makes `data/catalog.tmp` a directory, so that catalog writes fail.
+    /// Makes `data/catalog.json.tmp` a directory, so that catalog writes fail.
     BreakCatalog,
     FixCatalog,
     /// `close` and open again.
@@ -1780,7 +1780,7 @@ impl Harness {
             }
             Step::Fault(fault) => self.set_fault(*fault)?,
             Step::BreakCatalog => {
-                let _ = std::fs::create_dir_all(self.data_dir.join("catalog.tmp"));
+                let _ = std::fs::create_dir_all(self.data_dir.join("catalog.json.tmp"));
             }
             Step::FixCatalog => self.fix_catalog(),
             Step::Restart => {
@@ -1803,7 +1803,7 @@ impl Harness {
     }
 
     fn fix_catalog(&self) {
-        let broken = self.data_dir.join("catalog.tmp");
+        let broken = self.data_dir.join("catalog.json.tmp");
         if broken.is_dir() {
             let _ = std::fs::remove_dir_all(broken);
         }
