@@ -37,7 +37,7 @@ enum Task {
     },
     /// Check the dependency rules between the workspace crates.
     Deps,
-    /// Run benchmarks: `http`, `breaker`, `dlq`, `health`, `probes`, `ratelimit`, `storage` (all when none is named).
+    /// Run benchmarks: `http`, `breaker`, `dlq`, `health`, `journal`, `probes`, `ratelimit`, `storage` (all when none is named).
     Bench {
         /// Names of the benchmarks to run.
         names: Vec<String>,
@@ -113,6 +113,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("breaker", "mainstay-resilience", "breaker"),
     ("dlq", "mainstay-dlq", "push"),
     ("health", "mainstay-health", "report"),
+    ("journal", "mainstay-journal", "append"),
     ("probes", "mainstay-tests", "probes"),
     ("ratelimit", "mainstay-ratelimit", "limits"),
     ("storage", "mainstay-storage-tiering", "inserts"),
