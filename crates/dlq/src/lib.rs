@@ -63,13 +63,14 @@ mod dlq;
 mod entry;
 mod error;
 mod export;
-mod journal;
+mod files;
+mod legacy;
 mod metrics;
 mod query;
 
 pub use config::{
-    ConfigError, DlqConfig, MAX_PAYLOAD_LIMIT, OverflowPolicy, QueueConfig, SyncMode,
-    valid_queue_name,
+    ConfigError, DlqConfig, JournalRecovery, MAX_PAYLOAD_LIMIT, OverflowPolicy, QueueConfig,
+    SyncMode, valid_queue_name,
 };
 pub use dlq::{CleanupTask, Dlq, DlqBuilder};
 pub use entry::{
@@ -79,7 +80,7 @@ pub use entry::{
 pub use error::{
     ExportError, ImportError, ListError, OpenError, PushError, RedriveError, WriteError,
 };
-pub use journal::RecoveryReport;
+pub use files::RecoveryReport;
 pub use metrics::DlqMetrics;
 pub use query::{
     DEFAULT_PAGE_SIZE, Filter, HandlerError, ImportReport, MAX_PAGE_SIZE, Page, QueueStats,
