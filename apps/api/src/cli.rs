@@ -183,3 +183,35 @@ fn serve(file: Option<&std::path::Path>) -> ExitCode {
         code
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::damaged_data;
+    use crate::app::BuildError;
+
+    #[test]
+    fn a_damaged_dlq_journal_or_snapshot_is_damaged_data() {
+        let journal = || mainstay_dlq::OpenError::CorruptJournal {
+            file: PathBuf::from("dlq/log/00000000000000000001.seg"),
+            offset: 120,
+            valid_frames_after: 3,
+        };
+        assert!(damaged_data(&BuildError::Dlq(journal())));
+        assert!(damaged_data(&BuildError::Store(
+            mainstay_storage_tiering::OpenError::Dlq(journal())
+        )));
+        assert!(damaged_data(&BuildError::Dlq(
+            mainstay_dlq::OpenError::CorruptSnapshot {
+                path: PathBuf::from("dlq/snapshot"),
+                reason: "checksum mismatch",
+            }
+        )));
+        assert!(!damaged_data(&BuildError::Dlq(
+            mainstay_dlq::OpenError::Locked {
+                dir: PathBuf::from("dlq"),
+            }
+        )));
+    }
+}
