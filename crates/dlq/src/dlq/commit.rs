@@ -16,6 +16,13 @@ use crate::files::{self, SNAPSHOT_FILE};
 
 use super::*;
 
+/// Whether a compaction runs in any case or only while the journal is past its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Compaction {
+    Now,
+    IfDue,
+}
+
 /// Bytes a journal frame adds to its record.
 const FRAME_OVERHEAD: u64 = 16;
 
@@ -66,7 +73,7 @@ impl Shared {
         journal.commit(lsn).await.map_err(journal_error)?;
         self.count_syncs(&journal);
         let due = self.state.lock().journal_bytes > self.config.compact_after_bytes;
-        if due && let Err(error) = self.compact().await {
+        if due && let Err(error) = self.compact(Compaction::IfDue).await {
             // The push is durable in the journal; the next commit tries again.
             tracing::error!(dir = %self.dir.display(), %error, "dlq compaction failed");
         }
@@ -126,8 +133,14 @@ impl Shared {
     /// Writes a snapshot of the whole state, which covers the journal up to its last LSN, and
     /// trims the journal segments it covers. Everything the snapshot holds is committed to the
     /// journal first, so a snapshot never makes durable a write that failed.
-    pub(super) async fn compact(self: &Arc<Self>) -> Result<(), WriteError> {
+    pub(super) async fn compact(self: &Arc<Self>, when: Compaction) -> Result<(), WriteError> {
         let _one = self.compaction.lock().await;
+        if when == Compaction::IfDue
+            && self.state.lock().journal_bytes <= self.config.compact_after_bytes
+        {
+            // Another committer compacted while this one waited.
+            return Ok(());
+        }
         self.write_archive().await?;
         let (journal, entries, covered, bytes_covered) = {
             let state = self.state.lock();

@@ -595,7 +595,7 @@ impl Dlq {
     pub async fn compact(&self) -> Result<(), WriteError> {
         let _serial = self.shared.serial().await;
         self.shared.state.lock().writable()?;
-        self.shared.compact().await
+        self.shared.compact(commit::Compaction::Now).await
     }
 
     /// Compacts and flushes, refuses further writes and releases the directory lock. Later
@@ -619,7 +619,7 @@ impl Dlq {
                 .is_some_and(|journal| journal.failure().is_none())
         };
         let result = if healthy {
-            self.shared.compact().await
+            self.shared.compact(commit::Compaction::Now).await
         } else {
             Ok(())
         };
