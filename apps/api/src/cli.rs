@@ -11,7 +11,8 @@ use crate::config;
 pub const EXIT_CONFIG: u8 = 2;
 
 /// Exit code for data the service will not open as it is: a WAL damaged in the middle (under
-/// `storage.wal_recovery = "refuse"`), a corrupt segment or DLQ snapshot. The message names the
+/// `storage.wal_recovery = "refuse"`), a corrupt segment or DLQ snapshot, a DLQ journal damaged
+/// in the middle (under `dlq.journal_recovery = "refuse"`). The message names the
 /// file and the runbook; nothing was changed on disk.
 pub const EXIT_DAMAGED: u8 = 4;
 
@@ -19,7 +20,11 @@ pub const EXIT_DAMAGED: u8 = 4;
 fn damaged_data(error: &crate::app::BuildError) -> bool {
     use mainstay_storage_tiering::{OpenError, WalError};
     let dlq_damaged = |error: &mainstay_dlq::OpenError| {
-        matches!(error, mainstay_dlq::OpenError::CorruptSnapshot { .. })
+        matches!(
+            error,
+            mainstay_dlq::OpenError::CorruptSnapshot { .. }
+                | mainstay_dlq::OpenError::CorruptJournal { .. }
+        )
     };
     match error {
         crate::app::BuildError::Store(
@@ -177,4 +182,36 @@ fn serve(file: Option<&std::path::Path>) -> ExitCode {
         }
         code
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::damaged_data;
+    use crate::app::BuildError;
+
+    #[test]
+    fn a_damaged_dlq_journal_or_snapshot_is_damaged_data() {
+        let journal = || mainstay_dlq::OpenError::CorruptJournal {
+            file: PathBuf::from("dlq/log/00000000000000000001.seg"),
+            offset: 120,
+            valid_frames_after: 3,
+        };
+        assert!(damaged_data(&BuildError::Dlq(journal())));
+        assert!(damaged_data(&BuildError::Store(
+            mainstay_storage_tiering::OpenError::Dlq(journal())
+        )));
+        assert!(damaged_data(&BuildError::Dlq(
+            mainstay_dlq::OpenError::CorruptSnapshot {
+                path: PathBuf::from("dlq/snapshot"),
+                reason: "checksum mismatch",
+            }
+        )));
+        assert!(!damaged_data(&BuildError::Dlq(
+            mainstay_dlq::OpenError::Locked {
+                dir: PathBuf::from("dlq"),
+            }
+        )));
+    }
 }

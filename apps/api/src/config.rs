@@ -555,6 +555,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "Age after which an entry expires (archived); unset keeps entries until redriven or deleted.",
     ),
     (
+        "dlq.journal_recovery",
+        "`skip_corrupt` | `refuse`",
+        "A damaged DLQ journal record followed by valid ones: recover around it (a copy kept in `dlq/log/corrupt/`, the loss logged and reported) or refuse to start (exit 4). A torn tail is always truncated.",
+    ),
+    (
         "dlq.max_payload_bytes",
         "integer (bytes)",
         "Largest inline payload; larger is refused whole, never truncated.",

@@ -31,6 +31,24 @@ pub enum SyncMode {
     PerPush,
 }
 
+/// What opening does when the journal holds a damaged frame followed by valid frames
+/// (corruption of acknowledged data; a torn tail, with nothing valid after it, is always
+/// truncated quietly). Decision 0081.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalRecovery {
+    /// Keep a copy of the damaged segment in `log/corrupt/`, recover every valid record before
+    /// and after the damage, report the loss and log it at error level. The default: a lost push
+    /// is a dead letter its owner can fail again, and a lost removal redelivers an entry, which
+    /// handlers tolerate.
+    #[default]
+    SkipCorrupt,
+    /// Refuse to open with [`OpenError::CorruptJournal`](crate::OpenError::CorruptJournal),
+    /// naming the file, the offset and the valid frames after the damage; nothing on disk
+    /// changes.
+    Refuse,
+}
+
 /// Bounds and lifetime of one queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -96,7 +114,7 @@ impl QueueConfig {
 ///
 /// Defaults: `max_payload_bytes` 1 MiB, `total_capacity` 100,000 entries, `max_total_payload_bytes`
 /// 256 MiB, `defaults` = [`QueueConfig::default`], no per-queue overrides, grouped sync,
-/// compaction after 64 MiB of journal, hourly cleanup, redrive at 50 entries/s.
+/// compaction after 64 MiB of journal, `skip_corrupt` journal recovery, hourly cleanup, redrive at 50 entries/s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DlqConfig {
@@ -114,6 +132,8 @@ pub struct DlqConfig {
     pub sync_mode: SyncMode,
     /// Journal size past which it is compacted into a snapshot. Default 64 MiB.
     pub compact_after_bytes: u64,
+    /// What opening does with a damaged journal: `skip_corrupt` (default) or `refuse`.
+    pub journal_recovery: JournalRecovery,
     /// Period of the expiry cleanup started by [`Dlq::spawn_cleanup`](crate::Dlq::spawn_cleanup).
     /// Default 1 hour.
     #[serde(with = "humantime_serde")]
@@ -132,6 +152,7 @@ impl Default for DlqConfig {
             queues: BTreeMap::new(),
             sync_mode: SyncMode::Grouped,
             compact_after_bytes: 64 * 1024 * 1024,
+            journal_recovery: JournalRecovery::SkipCorrupt,
             cleanup_interval: Duration::from_secs(3600),
             redrive_rate_per_second: 50,
         }

@@ -27,8 +27,9 @@ pub enum OpenError {
         #[source]
         source: io::Error,
     },
-    /// The snapshot's header is unreadable (it is replaced atomically, so this is not a torn
-    /// write but damage or a foreign file).
+    /// The snapshot is unreadable: its header (always), or its records under
+    /// `journal_recovery = "refuse"` (it is replaced atomically, so this is not a torn write but
+    /// damage or a foreign file), or it covers journal entries the journal never had.
     #[error(
         "dlq snapshot {path} is unreadable ({reason}): restore it from backup or move it aside"
     )]
@@ -37,6 +38,20 @@ pub enum OpenError {
         path: PathBuf,
         /// What was wrong.
         reason: &'static str,
+    },
+    /// The journal holds a damaged frame followed by valid frames, so acknowledged records are
+    /// damaged (a torn tail, with nothing valid after it, is truncated instead). Returned under
+    /// `journal_recovery = "refuse"`; nothing on disk was changed.
+    #[error(
+        "dlq journal segment {file} is damaged at offset {offset} and {valid_frames_after} valid frames follow: restore the directory from a backup, or open with dlq.journal_recovery = \"skip_corrupt\" to keep a copy in corrupt/ and recover every valid record"
+    )]
+    CorruptJournal {
+        /// The damaged segment.
+        file: PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// Valid frames after the damage, in this segment and the later ones.
+        valid_frames_after: u64,
     },
 }
 

@@ -17,7 +17,6 @@ use crate::entry::{
     PinnedFile, clip_message, decode_base64, parse_time,
 };
 use crate::error::{ExportError, ImportError};
-use crate::journal;
 use crate::query::ImportReport;
 
 const FORMAT: &str = "mainstay-dlq";
@@ -130,14 +129,14 @@ impl Dlq {
         let bytes = self.export(queue)?;
         let target = path.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let dir = match target.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-                _ => PathBuf::from("."),
-            };
-            let name = target.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name")
-            })?;
-            journal::write_atomic(&dir, name, &bytes).map(drop)
+            if target.file_name().is_none() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "no file name",
+                ));
+            }
+            mainstay_journal::write_atomic(&mainstay_journal::fs::RealFs, &target, &bytes)
+                .map_err(|error| error.source)
         })
         .await
         .map_err(|join| std::io::Error::other(join.to_string()));

@@ -1,12 +1,15 @@
 //! A durable, bounded dead-letter queue: failed work goes in, survives crashes, expires or is
 //! redriven through its owner's handler, and is never lost once its push was acknowledged.
 //!
-//! Entries live in memory over an append-only, CRC-framed journal in a directory. A push returns
-//! once its record is `fdatasync`'d; concurrent pushes share one sync (leader/follower group
-//! commit on tokio's blocking pool; a batch may fill for at most half a sync). On open the
-//! snapshot and journal are replayed, a torn or corrupt tail is truncated and reported, and the
-//! directory is held with an OS advisory lock that dies with the process. Each queue has a capacity with an `evict` (archive the
-//! oldest) or `reject` overflow policy and an optional TTL.
+//! Entries live in memory over a `mainstay-journal` log in the directory (one record per entry)
+//! and a snapshot that covers it up to an LSN. A push returns once its record is
+//! `fdatasync`'d; concurrent pushes share one sync (the journal's leader/follower group commit,
+//! off the runtime's workers). On open the snapshot and journal are replayed: a torn tail is
+//! truncated, damage followed by valid records is skipped or refused as
+//! [`DlqConfig::journal_recovery`] says (decision 0081), a directory of the pre-journal format is
+//! migrated, and the directory is held with an OS advisory lock that dies with the process. Each
+//! queue has a capacity with an `evict` (archive the oldest) or `reject` overflow policy and an
+//! optional TTL.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -63,13 +66,14 @@ mod dlq;
 mod entry;
 mod error;
 mod export;
-mod journal;
+mod files;
+mod legacy;
 mod metrics;
 mod query;
 
 pub use config::{
-    ConfigError, DlqConfig, MAX_PAYLOAD_LIMIT, OverflowPolicy, QueueConfig, SyncMode,
-    valid_queue_name,
+    ConfigError, DlqConfig, JournalRecovery, MAX_PAYLOAD_LIMIT, OverflowPolicy, QueueConfig,
+    SyncMode, valid_queue_name,
 };
 pub use dlq::{CleanupTask, Dlq, DlqBuilder};
 pub use entry::{
@@ -79,7 +83,7 @@ pub use entry::{
 pub use error::{
     ExportError, ImportError, ListError, OpenError, PushError, RedriveError, WriteError,
 };
-pub use journal::RecoveryReport;
+pub use files::RecoveryReport;
 pub use metrics::DlqMetrics;
 pub use query::{
     DEFAULT_PAGE_SIZE, Filter, HandlerError, ImportReport, MAX_PAGE_SIZE, Page, QueueStats,

@@ -20,6 +20,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -92,6 +93,8 @@ struct Inner {
     durable: watch::Sender<u64>,
     /// Zeros to fill ahead of the frames with.
     zeros: Vec<u8>,
+    /// Successful group syncs of segment data, for callers' metrics.
+    syncs: AtomicU64,
     _lock: DirLock,
 }
 
@@ -203,6 +206,7 @@ impl Journal {
                 changed: Condvar::new(),
                 durable: watch::channel(durable_lsn).0,
                 zeros,
+                syncs: AtomicU64::new(0),
                 _lock: lock,
             }),
         };
@@ -321,6 +325,13 @@ impl Journal {
         let lsn = self.append(payload)?;
         self.commit(lsn).await?;
         Ok(lsn)
+    }
+
+    /// How many group syncs (`fdatasync`s of segment data) have succeeded since open: for a
+    /// caller's metrics, such as the syncs its writers shared.
+    #[must_use]
+    pub fn syncs(&self) -> u64 {
+        self.inner.syncs.load(Ordering::Relaxed)
     }
 
     /// The highest LSN known durable.
@@ -554,6 +565,7 @@ impl Inner {
             self.poison(format!("journal write or fsync failed: {error}"));
             return None;
         }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock();
         state.durable_lsn = target;
         let rotate = match state.segments.last_mut() {

@@ -1,219 +1,188 @@
-//! Group commit: the leader writes and `fdatasync`s batches of journal records; compaction
-//! rewrites the snapshot.
+//! Commits: a mutation's records go to the journal, whose group commit makes them durable
+//! (concurrent mutations share one `fdatasync`); archive lines are written before the removals
+//! that produced them are committed; compaction writes a snapshot covering the journal up to an
+//! LSN with `write_atomic` and trims the segments it covers.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+
+use mainstay_journal::{Journal, Lsn, write_atomic};
 
 use crate::config::SyncMode;
 use crate::entry::Entry;
 use crate::error::WriteError;
-use crate::journal::{self, HEADER_LEN};
+use crate::files::{self, SNAPSHOT_FILE};
 
 use super::*;
 
-/// The longest the leader waits for its next batch to fill.
-pub(super) const MAX_GROUP_WAIT: Duration = Duration::from_micros(500);
+/// Whether a compaction runs in any case or only while the journal is past its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Compaction {
+    Now,
+    IfDue,
+}
+
+/// Bytes a journal frame adds to its record.
+const FRAME_OVERHEAD: u64 = 16;
+
+fn journal_error(error: impl fmt::Display) -> WriteError {
+    WriteError::Journal {
+        message: error.to_string(),
+    }
+}
+
+impl State {
+    /// Buffers one record of the mutation in progress.
+    pub(super) fn record(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        let mut record = Vec::new();
+        encode(&mut record);
+        self.records.push(record);
+    }
+}
 
 impl Shared {
-    /// Waits until everything up to `seq` is durable, leading a batch when no one is.
-    pub(super) async fn commit(self: &Arc<Self>, seq: u64) -> Result<(), WriteError> {
-        loop {
-            let notified = self.synced.notified();
-            tokio::pin!(notified);
-            {
-                let mut state = self.state.lock();
-                if state.synced >= seq {
-                    return Ok(());
-                }
-                if state.group_target != 0 && state.appended - state.synced >= state.group_target {
-                    self.refilled.notify_one();
-                }
-                if let Some(message) = &state.failed {
-                    return Err(WriteError::Journal {
-                        message: message.clone(),
-                    });
-                }
-                if state.leader_active {
-                    // Registered under the lock: the leader's wake-up cannot be missed.
-                    notified.as_mut().enable();
-                } else {
-                    state.leader_active = true;
-                    drop(state);
-                    self.start_leader();
-                    continue;
-                }
-            }
-            notified.await;
-        }
-    }
-
-    pub(super) fn start_leader(self: &Arc<Self>) {
-        let shared = Arc::clone(self);
-        // A detached task, so a dropped push future cannot strand the leader role. It yields
-        // once before taking the first batch; between batches the leader waits for the next to
-        // fill (`await_group`).
-        // All bookkeeping lives inside the blocking closure, which runs to completion.
-        drop(tokio::spawn(async move {
-            tokio::task::yield_now().await;
-            drop(tokio::task::spawn_blocking(move || shared.lead()));
-        }));
-    }
-
-    /// The leader loop: write and sync batches until the buffers are empty, compacting when
-    /// asked to.
-    pub(super) fn lead(&self) {
-        let mut files = self.files.lock();
-        loop {
-            let step = {
-                let mut state = self.state.lock();
-                if state.failed.is_some() {
-                    state.leader_active = false;
-                    Step::Done
-                } else if state.compact_requested {
-                    state.compact_requested = false;
-                    Step::Compact
-                } else if state.journal_buf.is_empty() && state.archive_buf.is_empty() {
-                    // Nothing buffered: everything appended so far was written (or compacted).
-                    state.synced = state.appended;
-                    state.leader_active = false;
-                    Step::Done
-                } else {
-                    Step::Write {
-                        journal: std::mem::take(&mut state.journal_buf),
-                        archive: std::mem::take(&mut state.archive_buf),
-                        from: state.synced,
-                        seq: state.appended,
-                    }
-                }
-            };
-            let result = match step {
-                Step::Done => {
-                    self.synced.notify_waiters();
-                    self.idle.notify_all();
-                    return;
-                }
-                Step::Write {
-                    journal,
-                    archive,
-                    from,
-                    seq,
-                } => {
-                    let started = Instant::now();
-                    let written = self.write_batch(&mut files, &journal, &archive, seq);
-                    if written.is_ok() {
-                        self.await_group(seq - from, seq, started.elapsed());
-                    }
-                    written
-                }
-                Step::Compact => self.compact(&mut files),
-            };
-            if let Err(err) = result {
-                tracing::error!(dir = %self.dir.display(), error = %err, "dlq journal write failed; refusing writes until reopened");
-                let mut state = self.state.lock();
-                state.failed = Some(err.to_string());
-                state.leader_active = false;
-                drop(state);
-                self.synced.notify_waiters();
-                self.idle.notify_all();
-                return;
-            }
-        }
-    }
-
-    /// Lets the next batch fill before the leader writes it: waits until a record waits for each
-    /// pusher the last batch saw (the records it carried plus those appended while it was
-    /// written), at most half the time that batch took and never more than [`MAX_GROUP_WAIT`].
-    /// Without it, batches alternate between the few pushers that came back at once and everyone
-    /// else.
-    pub(super) fn await_group(&self, carried: u64, seq: u64, took: Duration) {
-        let mut state = self.state.lock();
-        let pushers = carried + state.appended.saturating_sub(seq);
-        if pushers < 2 {
-            return;
-        }
-        let deadline = Instant::now() + (took / 2).min(MAX_GROUP_WAIT);
-        state.group_target = pushers;
-        while state.failed.is_none()
-            && !state.closed
-            && !state.compact_requested
-            && state.appended - state.synced < pushers
-        {
-            if self.refilled.wait_until(&mut state, deadline).timed_out() {
-                break;
-            }
-        }
-        state.group_target = 0;
-    }
-
-    pub(super) fn write_archive(&self, files: &mut Files, archive: &[u8]) -> io::Result<()> {
-        if archive.is_empty() {
-            return Ok(());
-        }
-        let file = match &mut files.archive {
-            Some(file) => file,
-            slot @ None => slot.insert(journal::open_archive(&self.dir)?),
+    /// Appends the records of the mutation in progress to the journal (under the state lock, so
+    /// the journal's order is the state's); returns the last LSN, `None` when there were none.
+    pub(super) fn log(&self, state: &mut State) -> Result<Option<Lsn>, WriteError> {
+        let records = std::mem::take(&mut state.records);
+        let Some(journal) = state.journal.as_ref() else {
+            return Err(WriteError::Closed);
         };
-        file.write_all(archive)?;
-        file.sync_data()
-    }
-
-    pub(super) fn write_batch(
-        &self,
-        files: &mut Files,
-        journal: &[u8],
-        archive: &[u8],
-        seq: u64,
-    ) -> io::Result<()> {
-        // The archive is durable before the removals that sent entries there.
-        self.write_archive(files, archive)?;
-        if !journal.is_empty() {
-            files.journal.write_all(journal)?;
-            files.journal.sync_data()?;
-            self.metrics.fsyncs.inc();
+        let mut last = None;
+        let mut bytes = 0;
+        for record in &records {
+            last = Some(journal.append(record).map_err(journal_error)?);
+            bytes += record.len() as u64 + FRAME_OVERHEAD;
         }
-        let mut state = self.state.lock();
-        state.synced = seq;
-        state.journal_len += journal.len() as u64;
+        state.journal_bytes += bytes;
         self.metrics
             .journal_bytes
-            .set(i64::try_from(state.journal_len).unwrap_or(i64::MAX));
-        if state.journal_len > self.config.compact_after_bytes {
-            state.compact_requested = true;
+            .set(i64::try_from(state.journal_bytes).unwrap_or(i64::MAX));
+        Ok(last)
+    }
+
+    /// Waits until everything up to `lsn` is durable (archive lines first), then compacts if
+    /// the journal grew past its bound.
+    pub(super) async fn commit(self: &Arc<Self>, lsn: Option<Lsn>) -> Result<(), WriteError> {
+        let Some(lsn) = lsn else {
+            return Ok(());
+        };
+        self.write_archive().await?;
+        let journal = self.journal()?;
+        journal.commit(lsn).await.map_err(journal_error)?;
+        self.count_syncs(&journal);
+        let due = self.state.lock().journal_bytes > self.config.compact_after_bytes;
+        if due && let Err(error) = self.compact(Compaction::IfDue).await {
+            // The push is durable in the journal; the next commit tries again.
+            tracing::error!(dir = %self.dir.display(), %error, "dlq compaction failed");
         }
-        drop(state);
-        self.synced.notify_waiters();
         Ok(())
     }
 
-    /// Writes a snapshot of the whole state (which includes every buffered record) and starts
-    /// an empty journal of the next generation.
-    pub(super) fn compact(&self, files: &mut Files) -> io::Result<()> {
-        let (entries, archive, seq, generation) = {
-            let mut state = self.state.lock();
-            // Buffered records are reflected in the entries the snapshot is written from.
-            state.journal_buf.clear();
+    fn journal(&self) -> Result<Journal, WriteError> {
+        let state = self.state.lock();
+        match &state.journal {
+            Some(journal) => Ok(journal.clone()),
+            None => Err(WriteError::Closed),
+        }
+    }
+
+    /// Adds the journal's syncs since the last count to `dlq_journal_fsyncs_total`.
+    fn count_syncs(&self, journal: &Journal) {
+        let syncs = journal.syncs();
+        let counted = self.syncs_counted.fetch_max(syncs, Ordering::Relaxed);
+        if syncs > counted {
+            self.metrics.fsyncs.inc_by(syncs - counted);
+        }
+    }
+
+    /// Writes and syncs buffered archive lines on the blocking pool, so that an evicted or
+    /// expired entry is in the archive before its removal is durable. Waits for a write already
+    /// in flight (it holds the file).
+    pub(super) async fn write_archive(self: &Arc<Self>) -> Result<(), WriteError> {
+        if !self.state.lock().archive_pending {
+            return Ok(());
+        }
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut file = shared.archive.lock();
+            let lines = std::mem::take(&mut shared.state.lock().archive_buf);
+            let written = (|| {
+                if lines.is_empty() {
+                    return Ok(());
+                }
+                let file = match &mut *file {
+                    Some(file) => file,
+                    slot @ None => slot.insert(files::open_archive(&shared.dir)?),
+                };
+                file.write_all(&lines)?;
+                file.sync_data()
+            })();
+            let mut state = shared.state.lock();
+            state.archive_pending = !state.archive_buf.is_empty();
+            written.map_err(|error| {
+                tracing::error!(dir = %shared.dir.display(), %error, "dlq archive write failed");
+                journal_error(format_args!("archive write failed: {error}"))
+            })
+        })
+        .await
+        .map_err(journal_error)?
+    }
+
+    /// Writes a snapshot of the whole state, which covers the journal up to its last LSN, and
+    /// trims the journal segments it covers. Everything the snapshot holds is committed to the
+    /// journal first, so a snapshot never makes durable a write that failed.
+    pub(super) async fn compact(self: &Arc<Self>, when: Compaction) -> Result<(), WriteError> {
+        let _one = self.compaction.lock().await;
+        if when == Compaction::IfDue
+            && self.state.lock().journal_bytes <= self.config.compact_after_bytes
+        {
+            // Another committer compacted while this one waited.
+            return Ok(());
+        }
+        self.write_archive().await?;
+        let (journal, entries, covered, bytes_covered) = {
+            let state = self.state.lock();
+            let Some(journal) = state.journal.clone() else {
+                return Err(WriteError::Closed);
+            };
             let entries: Vec<Arc<Entry>> = state.entries.values().cloned().collect();
-            (
-                entries,
-                std::mem::take(&mut state.archive_buf),
-                state.appended,
-                state.generation,
-            )
+            let covered = journal.last_lsn();
+            (journal, entries, covered, state.journal_bytes)
         };
-        self.write_archive(files, &archive)?;
-        journal::write_snapshot(&self.dir, &entries, generation)?;
-        files.journal = journal::new_journal(&self.dir, generation + 1)?;
+        journal.commit(covered).await.map_err(journal_error)?;
+        self.count_syncs(&journal);
+        let snapshot = files::encode_snapshot(&entries, covered.get());
+        let fs = Arc::clone(&self.fs);
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let trim_journal = journal.clone();
+        let trimmed = tokio::task::spawn_blocking(move || {
+            write_atomic(&*fs, &path, &snapshot).map_err(journal_error)?;
+            trim_journal.trim(covered).map_err(journal_error)
+        })
+        .await
+        .map_err(journal_error)??;
         self.metrics.fsyncs.inc();
         let mut state = self.state.lock();
-        state.generation = generation + 1;
-        state.journal_len = HEADER_LEN as u64;
-        state.synced = seq;
-        self.metrics.journal_bytes.set(HEADER_LEN as i64);
+        state.journal_bytes = state.journal_bytes.saturating_sub(bytes_covered);
+        self.metrics
+            .journal_bytes
+            .set(i64::try_from(state.journal_bytes).unwrap_or(i64::MAX));
         drop(state);
-        self.synced.notify_waiters();
-        tracing::info!(dir = %self.dir.display(), entries = entries.len(), generation = generation + 1, "dlq journal compacted into a snapshot");
+        tracing::info!(dir = %self.dir.display(), entries = entries.len(), covered = covered.get(), trimmed_segments = trimmed, "dlq journal compacted into a snapshot");
         Ok(())
+    }
+
+    /// Closes the journal and releases the directory lock (idempotent).
+    pub(super) fn release(&self) {
+        let journal = {
+            let mut state = self.state.lock();
+            state.closed = true;
+            state.journal.take()
+        };
+        drop(journal);
+        self.lock.lock().take();
     }
 
     pub(super) async fn serial(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {

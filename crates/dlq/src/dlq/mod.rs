@@ -1,13 +1,13 @@
 //! The [`Dlq`] handle: in-memory state over the journal, group commit, bounds, TTL and redrive.
 //!
-//! Every mutation changes the in-memory state and appends its journal record under one lock, so
-//! the journal's order is the state's order; the caller then waits until a leader has written
-//! and `fdatasync`'d a batch that contains its record. The leader is whichever waiter finds no
-//! sync in flight: it runs the write on tokio's blocking pool and keeps taking batches until
-//! the buffer is empty, so concurrent pushes share one sync without any timer.
+//! Every mutation changes the in-memory state and appends its records to the journal
+//! (`mainstay_journal::Journal`, one record per entry) under one lock, so the journal's order is
+//! the state's order; the caller then commits the last LSN it appended, and the journal's group
+//! commit makes concurrent mutations share one `fdatasync` off the runtime's workers.
 //!
-//! One responsibility per file: `open` (lock, snapshot and journal replay), `state` (the
-//! in-memory state, admission, eviction and removal), `commit` (group commit and compaction),
+//! One responsibility per file: `open` (lock, snapshot and journal replay, migration of
+//! pre-journal directories), `state` (the in-memory state, admission, eviction and removal),
+//! `commit` (commits, the archive and compaction),
 //! `redrive` (handlers and redrive) and `ttl` (expiry); this file holds the handle's queries and
 //! settings.
 
@@ -25,12 +25,14 @@ use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
 
 use mainstay_clock::{RealClock, SharedClock};
-use parking_lot::{Condvar, Mutex, RwLock};
+use mainstay_journal::fs::{FileSystem, RealFs};
+use mainstay_journal::{DirLock, Journal};
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
-use tokio::sync::Notify;
 use ulid::Ulid;
 
 use crate::config::{ConfigError, DlqConfig, QueueConfig, valid_queue_name};
@@ -39,7 +41,7 @@ use crate::entry::{
     to_millis,
 };
 use crate::error::{ListError, OpenError, PushError, WriteError};
-use crate::journal::RecoveryReport;
+use crate::files::RecoveryReport;
 use crate::metrics::DlqMetrics;
 use crate::query::{DEFAULT_PAGE_SIZE, Filter, MAX_PAGE_SIZE, Page, QueueStats, RedriveHandler};
 /// Opens a [`Dlq`]: directory, configuration, metrics and clock.
@@ -49,6 +51,7 @@ pub struct DlqBuilder {
     config: DlqConfig,
     metrics: Option<DlqMetrics>,
     clock: SharedClock,
+    fs: Arc<dyn FileSystem>,
 }
 
 impl DlqBuilder {
@@ -61,6 +64,7 @@ impl DlqBuilder {
             config: DlqConfig::default(),
             metrics: None,
             clock: RealClock::new().shared(),
+            fs: Arc::new(RealFs),
         }
     }
 
@@ -86,6 +90,18 @@ impl DlqBuilder {
         self.clock = clock;
         self
     }
+
+    /// Does the journal's and the snapshot's file I/O (and the directory lock) on `fs` instead
+    /// of the real file system: for power-loss tests on
+    /// [`SimFs`](mainstay_journal::fs::SimFs). The archive (`archive.jsonl`) is always written
+    /// with std's file system, so a DLQ on another file system should set `archive = false` on
+    /// its queues.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn file_system(mut self, fs: Arc<dyn FileSystem>) -> Self {
+        self.fs = fs;
+        self
+    }
 }
 
 /// A durable, bounded dead-letter queue. Cheap to clone: clones share one queue.
@@ -98,30 +114,15 @@ pub struct Dlq {
     guard: Arc<LockGuard>,
 }
 
-/// Held by every [`Dlq`] clone (not by the leader): when the last one goes, the directory lock
-/// is released, after any leader still writing has finished, so no write follows the release.
+/// Held by every [`Dlq`] clone: when the last one goes, the journal is released (it closes once
+/// a sync still in flight has finished) and then the directory lock.
 struct LockGuard {
     shared: Arc<Shared>,
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut state = self.shared.state.lock();
-        state.closed = true;
-        while state.leader_active {
-            if self
-                .shared
-                .idle
-                .wait_until(&mut state, deadline)
-                .timed_out()
-            {
-                tracing::warn!(dir = %self.shared.dir.display(), "dlq dropped while its journal writer was still busy");
-                break;
-            }
-        }
-        drop(state);
-        self.shared.lock_file.lock().take();
+        self.shared.release();
     }
 }
 
@@ -139,25 +140,19 @@ struct Shared {
     config: DlqConfig,
     clock: SharedClock,
     metrics: DlqMetrics,
+    fs: Arc<dyn FileSystem>,
     state: Mutex<State>,
-    /// Woken whenever a batch became durable, a leader stepped down or the journal failed.
-    synced: Notify,
-    /// Signalled (for blocking waiters) when a leader steps down.
-    idle: Condvar,
-    /// Signalled when the records waiting for the leader reach `State::group_target`.
-    refilled: Condvar,
-    /// Serialises mutations in per-push sync mode, so every batch holds one record.
+    /// Serialises mutations in per-push sync mode, so every sync carries one mutation.
     serial: tokio::sync::Mutex<()>,
-    /// Only the leader touches the files.
-    files: Mutex<Files>,
+    /// One compaction at a time.
+    compaction: tokio::sync::Mutex<()>,
+    /// The archive file, opened at its first line; held by whoever writes buffered lines.
+    archive: Mutex<Option<File>>,
+    /// The journal syncs already counted in `dlq_journal_fsyncs_total`.
+    syncs_counted: AtomicU64,
     handlers: RwLock<HashMap<String, Arc<dyn RedriveHandler>>>,
-    lock_file: Mutex<Option<File>>,
+    lock: Mutex<Option<DirLock>>,
     report: RecoveryReport,
-}
-
-struct Files {
-    journal: File,
-    archive: Option<File>,
 }
 
 #[derive(Default)]
@@ -174,21 +169,17 @@ struct State {
     defaults: QueueConfig,
     payload_bytes: u64,
     last_id: Ulid,
-    journal_buf: Vec<u8>,
+    /// The records of the mutation in progress, appended to the journal when it ends.
+    records: Vec<Vec<u8>>,
+    /// Archive lines not yet written.
     archive_buf: Vec<u8>,
-    /// Sequence number of the last mutation appended to the buffers.
-    appended: u64,
-    /// Sequence number up to which everything is durable.
-    synced: u64,
-    leader_active: bool,
-    /// While the leader waits for its next batch to fill: the waiting records that end the wait
-    /// (0 otherwise).
-    group_target: u64,
-    compact_requested: bool,
-    failed: Option<String>,
+    /// Archive lines are buffered or being written: a commit writes them first.
+    archive_pending: bool,
+    /// `None` once the DLQ is closed.
+    journal: Option<Journal>,
+    /// Bytes appended to the journal since the last snapshot (frames included).
+    journal_bytes: u64,
     closed: bool,
-    journal_len: u64,
-    generation: u64,
     in_flight: HashSet<EntryId>,
 }
 
@@ -201,19 +192,6 @@ struct ArchiveLine<'a> {
 
 fn len_i64(len: usize) -> i64 {
     i64::try_from(len).unwrap_or(i64::MAX)
-}
-
-enum Step {
-    Write {
-        journal: Vec<u8>,
-        archive: Vec<u8>,
-        /// Durable before this batch.
-        from: u64,
-        /// Durable after it.
-        seq: u64,
-    },
-    Compact,
-    Done,
 }
 
 /// Why an entry leaves the queue (archive reason and metric).
@@ -256,7 +234,12 @@ impl Dlq {
     /// reopen the queue to recover from what reached the disk); `None` while it is healthy.
     #[must_use]
     pub fn journal_failure(&self) -> Option<String> {
-        self.shared.state.lock().failed.clone()
+        self.shared
+            .state
+            .lock()
+            .journal
+            .as_ref()
+            .and_then(Journal::failure)
     }
 
     /// Pushes an entry; returns once its record is durable (fdatasync'd).
@@ -319,7 +302,7 @@ impl Dlq {
                 schema_version: SCHEMA_VERSION,
             };
             self.shared.admit(&mut state, entry, now)?;
-            (id, state.bump())
+            (id, self.shared.log(&mut state)?)
         };
         self.shared.commit(seq).await?;
         Ok(id)
@@ -464,7 +447,7 @@ impl Dlq {
             {
                 return Ok(false);
             }
-            state.bump()
+            self.shared.log(&mut state)?
         };
         self.shared.commit(seq).await?;
         Ok(true)
@@ -493,7 +476,7 @@ impl Dlq {
             if ids.is_empty() {
                 return Ok(0);
             }
-            (ids.len(), state.bump())
+            (ids.len(), self.shared.log(&mut state)?)
         };
         self.shared.commit(seq).await?;
         tracing::info!(queue, purged = count, "dlq queue purged");
@@ -574,7 +557,7 @@ impl Dlq {
                     Err(_) => report.rejected += 1,
                 }
             }
-            state.bump()
+            self.shared.log(&mut state)?
         };
         self.shared.commit(seq).await?;
         Ok(report)
@@ -611,37 +594,8 @@ impl Dlq {
     /// [`WriteError`] when writing failed or the queue is closed.
     pub async fn compact(&self) -> Result<(), WriteError> {
         let _serial = self.shared.serial().await;
-        {
-            let mut state = self.shared.state.lock();
-            state.writable()?;
-            state.compact_requested = true;
-            if !state.leader_active {
-                state.leader_active = true;
-                drop(state);
-                self.shared.start_leader();
-            }
-        }
-        self.wait_idle().await
-    }
-
-    async fn wait_idle(&self) -> Result<(), WriteError> {
-        loop {
-            let notified = self.shared.synced.notified();
-            tokio::pin!(notified);
-            {
-                let state = self.shared.state.lock();
-                if let Some(message) = &state.failed {
-                    return Err(WriteError::Journal {
-                        message: message.clone(),
-                    });
-                }
-                if !state.leader_active && !state.compact_requested {
-                    return Ok(());
-                }
-                notified.as_mut().enable();
-            }
-            notified.await;
-        }
+        self.shared.state.lock().writable()?;
+        self.shared.compact(commit::Compaction::Now).await
     }
 
     /// Compacts and flushes, refuses further writes and releases the directory lock. Later
@@ -653,23 +607,23 @@ impl Dlq {
     /// replayable).
     pub async fn close(&self) -> Result<(), WriteError> {
         let _serial = self.shared.serial().await;
-        {
+        let healthy = {
             let mut state = self.shared.state.lock();
             if state.closed {
                 return Ok(());
             }
             state.closed = true;
-            if state.failed.is_none() {
-                state.compact_requested = true;
-                if !state.leader_active {
-                    state.leader_active = true;
-                    drop(state);
-                    self.shared.start_leader();
-                }
-            }
-        }
-        let result = self.wait_idle().await;
-        self.shared.lock_file.lock().take();
+            state
+                .journal
+                .as_ref()
+                .is_some_and(|journal| journal.failure().is_none())
+        };
+        let result = if healthy {
+            self.shared.compact(commit::Compaction::Now).await
+        } else {
+            Ok(())
+        };
+        self.shared.release();
         tracing::info!(dir = %self.shared.dir.display(), "dlq closed");
         result
     }

@@ -187,7 +187,7 @@ impl Dlq {
             {
                 return Ok(());
             }
-            state.bump()
+            self.shared.log(&mut state)?
         };
         self.shared.commit(seq).await
     }
@@ -213,9 +213,9 @@ impl Dlq {
             if let Some(class) = err.class() {
                 updated.error_class = class;
             }
-            codec::encode_update(&updated, &mut state.journal_buf);
+            state.record(|out| codec::encode_update(&updated, out));
             state.entries.insert(id, Arc::new(updated));
-            state.bump()
+            self.shared.log(&mut state)?
         };
         self.shared.commit(seq).await
     }

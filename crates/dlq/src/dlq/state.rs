@@ -41,15 +41,13 @@ impl State {
     }
 
     pub(super) fn writable(&self) -> Result<(), WriteError> {
-        if self.closed {
+        let Some(journal) = self.journal.as_ref().filter(|_| !self.closed) else {
             return Err(WriteError::Closed);
+        };
+        match journal.failure() {
+            Some(message) => Err(WriteError::Journal { message }),
+            None => Ok(()),
         }
-        if let Some(message) = &self.failed {
-            return Err(WriteError::Journal {
-                message: message.clone(),
-            });
-        }
-        Ok(())
     }
 
     pub(super) fn next_id(&mut self, now: SystemTime) -> EntryId {
@@ -59,11 +57,6 @@ impl State {
         }
         self.last_id = id;
         EntryId::from_ulid(id)
-    }
-
-    pub(super) fn bump(&mut self) -> u64 {
-        self.appended += 1;
-        self.appended
     }
 
     pub(super) fn queue_len(&self, queue: &str) -> usize {
@@ -108,7 +101,7 @@ impl Shared {
         now: SystemTime,
     ) -> Option<Arc<Entry>> {
         let entry = state.take(id)?;
-        codec::encode_remove(id, &mut state.journal_buf);
+        state.record(|out| codec::encode_remove(id, out));
         let reason = match removal {
             Removal::Evicted => Some("evicted"),
             Removal::Expired => Some("expired"),
@@ -125,6 +118,7 @@ impl Shared {
             };
             if serde_json::to_writer(&mut state.archive_buf, &line).is_ok() {
                 state.archive_buf.push(b'\n');
+                state.archive_pending = true;
             }
         }
         self.set_size(state, &entry.queue);
@@ -231,7 +225,7 @@ impl Shared {
             queue.evicting = false;
             queue.burst_evictions = 0;
         }
-        codec::encode_push(&entry, &mut state.journal_buf);
+        state.record(|out| codec::encode_push(&entry, out));
         self.metrics
             .pushed
             .get_or_create(&PushedLabels {

@@ -61,7 +61,7 @@ impl Dlq {
             if expired.is_empty() {
                 return Ok(0);
             }
-            (expired.len(), state.bump())
+            (expired.len(), self.shared.log(&mut state)?)
         };
         self.shared.commit(seq).await?;
         tracing::info!(expired = count, "dlq cleanup archived expired entries");

@@ -2,7 +2,7 @@
 //! commit.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,20 +17,35 @@ use crate::{config, entry, metric, open_with};
 
 const HEADER: usize = 24;
 
-/// Start offsets of the frames in a journal file.
-fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+/// Start offsets of the frames in a journal segment, and where the frames end (zeros follow).
+fn frame_offsets(bytes: &[u8]) -> (Vec<usize>, usize) {
     let mut offsets = Vec::new();
     let mut pos = HEADER;
     while pos + 8 <= bytes.len() {
-        offsets.push(pos);
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        offsets.push(pos);
         pos += 8 + len;
     }
-    offsets
+    (offsets, pos)
 }
 
+/// The segments of the DLQ's journal (`log/`, mainstay-journal), oldest first.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// The active (last) journal segment.
 fn journal(dir: &Path) -> PathBuf {
-    dir.join("journal")
+    segments(dir).pop().expect("a journal segment")
 }
 
 async fn push_keys(dlq: &Dlq, keys: &[&str]) {
@@ -90,10 +105,7 @@ async fn close_compacts_into_a_snapshot_and_releases_the_lock() {
     let b = h.dlq.list(&Default::default(), None, 10).unwrap().entries[1].id();
     assert!(h.dlq.delete(b).await.unwrap());
     h.dlq.close().await.unwrap();
-    assert_eq!(
-        fs::metadata(journal(dir.path())).unwrap().len(),
-        HEADER as u64
-    );
+    assert!(dir.path().join("snapshot").exists());
     assert!(matches!(
         h.dlq.push(entry("orders", "d")).await,
         Err(PushError::Write(mainstay_dlq::WriteError::Closed))
@@ -122,7 +134,14 @@ async fn journal_is_compacted_past_its_bound_and_keeps_everything() {
             .unwrap();
     }
     assert!(dir.path().join("snapshot").exists());
-    assert!(fs::metadata(journal(dir.path())).unwrap().len() < 4096 + 200);
+    let journal_frames: usize = segments(dir.path())
+        .iter()
+        .map(|path| frame_offsets(&fs::read(path).unwrap()).1 - HEADER)
+        .sum();
+    assert!(
+        journal_frames < 4096 + 200,
+        "{journal_frames} bytes of journal"
+    );
     drop(h);
     let h = open_with(dir.path(), config, &clock).await;
     assert_eq!(h.dlq.len(), 100);
@@ -136,12 +155,13 @@ async fn a_torn_tail_is_truncated_reported_and_the_queue_opens() {
     let h = open_with(dir.path(), config(), &clock).await;
     push_keys(&h.dlq, &["a", "b", "c"]).await;
     drop(h);
-    let good_len = fs::metadata(journal(dir.path())).unwrap().len();
+    let good_len = frame_offsets(&fs::read(journal(dir.path())).unwrap()).1;
     // Half a frame: a length that promises more bytes than were written.
     let mut file = OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(journal(dir.path()))
         .unwrap();
+    file.seek(SeekFrom::Start(good_len as u64)).unwrap();
     file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6]).unwrap();
     drop(file);
 
@@ -150,7 +170,12 @@ async fn a_torn_tail_is_truncated_reported_and_the_queue_opens() {
     assert!(report.torn_tail);
     assert!(!report.corrupt_tail);
     assert_eq!(report.truncated_bytes, 10);
-    assert_eq!(fs::metadata(journal(dir.path())).unwrap().len(), good_len);
+    let bytes = fs::read(journal(dir.path())).unwrap();
+    assert_eq!(frame_offsets(&bytes).1, good_len);
+    assert!(
+        bytes[good_len..].iter().all(|byte| *byte == 0),
+        "the torn bytes are cut"
+    );
     assert_eq!(metric(&h.registry, "dlq_journal_truncations_total"), 1.0);
     assert_eq!(keys(&h.dlq), ["a", "b", "c"]);
     // Appends continue on a clean boundary.
@@ -169,7 +194,7 @@ async fn a_bit_flip_in_the_middle_is_detected_and_only_that_record_is_lost() {
     push_keys(&h.dlq, &["a", "b", "c", "d", "e"]).await;
     drop(h);
     let mut bytes = fs::read(journal(dir.path())).unwrap();
-    let offsets = frame_offsets(&bytes);
+    let (offsets, _) = frame_offsets(&bytes);
     assert_eq!(offsets.len(), 5);
     bytes[offsets[2] + 20] ^= 0x04;
     fs::write(journal(dir.path()), &bytes).unwrap();
@@ -184,27 +209,30 @@ async fn a_bit_flip_in_the_middle_is_detected_and_only_that_record_is_lost() {
 }
 
 #[tokio::test]
-async fn a_bit_flip_in_the_last_record_is_a_corrupt_tail_kept_aside() {
+async fn a_bit_flip_in_the_last_record_is_a_torn_tail_truncated_quietly() {
+    // Decision 0081 (superseding 0022): with nothing valid after it, a bad last frame cannot be
+    // told from an interrupted write, so it is a torn tail: cut, nothing kept, no loss reported.
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::default();
     let h = open_with(dir.path(), config(), &clock).await;
     push_keys(&h.dlq, &["a", "b", "c"]).await;
     drop(h);
     let mut bytes = fs::read(journal(dir.path())).unwrap();
-    let last = *frame_offsets(&bytes).last().unwrap();
-    let flip = bytes.len() - 3;
-    bytes[flip] ^= 0x80;
+    let (offsets, end) = frame_offsets(&bytes);
+    let last = *offsets.last().unwrap();
+    bytes[end - 3] ^= 0x80;
     fs::write(journal(dir.path()), &bytes).unwrap();
 
     let h = open_with(dir.path(), config(), &clock).await;
     let report = h.dlq.recovery().clone();
-    assert!(report.corrupt_tail);
-    assert_eq!(report.truncated_bytes, (bytes.len() - last) as u64);
-    let preserved = report.preserved.expect("the corrupt tail is kept");
-    assert_eq!(fs::read(preserved).unwrap(), bytes[last..]);
+    assert!(report.torn_tail);
+    assert!(!report.corrupt_tail);
+    assert_eq!(report.corrupt_records, 0);
+    assert_eq!(report.preserved, None);
+    assert_eq!(report.truncated_bytes, (end - last) as u64);
     assert_eq!(
-        fs::metadata(journal(dir.path())).unwrap().len(),
-        last as u64
+        frame_offsets(&fs::read(journal(dir.path())).unwrap()).1,
+        last
     );
     assert_eq!(keys(&h.dlq), ["a", "b"]);
 }
@@ -217,9 +245,9 @@ async fn a_journal_already_covered_by_the_snapshot_is_not_replayed() {
     let clock = ManualClock::default();
     let h = open_with(dir.path(), config(), &clock).await;
     push_keys(&h.dlq, &["a", "b", "c"]).await;
-    let old_journal = fs::read(journal(dir.path())).unwrap();
     let b = h.dlq.list(&Default::default(), None, 10).unwrap().entries[1].id();
     h.dlq.delete(b).await.unwrap();
+    let old_journal = fs::read(journal(dir.path())).unwrap();
     h.dlq.close().await.unwrap();
     fs::write(journal(dir.path()), &old_journal).unwrap();
 
@@ -229,7 +257,7 @@ async fn a_journal_already_covered_by_the_snapshot_is_not_replayed() {
     h.dlq.push(entry("orders", "d")).await.unwrap();
     drop(h);
     let h = open_with(dir.path(), config(), &clock).await;
-    assert!(!h.dlq.recovery().stale_journal);
+    assert_eq!(h.dlq.recovery().journal_records, 1);
     assert_eq!(keys(&h.dlq), ["a", "c", "d"]);
 }
 

@@ -4,6 +4,8 @@ mod api;
 mod bounds;
 mod crash;
 mod durability;
+mod power_loss;
+mod recovery;
 mod redrive;
 mod ttl;
 
