@@ -124,9 +124,9 @@ fn status(text: &str) -> String {
             while let Some(at) = rest.find(phrase) {
                 rest = &rest[at + phrase.len()..];
                 let number: String = rest
-                    .trim_start()
+                    .trim_start_matches([' ', '['])
                     .trim_start_matches("decision")
-                    .trim_start()
+                    .trim_start_matches([' ', '['])
                     .chars()
                     .take_while(char::is_ascii_digit)
                     .collect();
