@@ -20,6 +20,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -92,6 +93,8 @@ struct Inner {
     durable: watch::Sender<u64>,
     /// Zeros to fill ahead of the frames with.
     zeros: Vec<u8>,
+    /// Successful group syncs of segment data, for callers' metrics.
+    syncs: AtomicU64,
     _lock: DirLock,
 }
 
@@ -170,6 +173,40 @@ impl Journal {
         dir: impl Into<PathBuf>,
         config: JournalConfig,
     ) -> Result<(Journal, Replay), OpenError> {
+        Self::open_with_floor(fs, dir, config, Lsn::ZERO)
+    }
+
+    /// [`open_with`](Self::open_with), handing out new LSNs above `floor` as well as above
+    /// every LSN the directory holds. For a caller that keeps entries elsewhere after trimming
+    /// them (a snapshot, an uploaded segment) and must never see an LSN again, even when the
+    /// directory was trimmed empty or deleted.
+    ///
+    /// The floor is not written down: a later open learns it from the frames appended above it,
+    /// or from the caller again, so a caller passes it on every open.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mainstay_journal::{Journal, JournalConfig, Lsn, fs::RealFs};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let (journal, _) =
+    ///     Journal::open_with_floor(Arc::new(RealFs), dir.path(), JournalConfig::default(), Lsn::new(41))?;
+    /// assert_eq!(journal.write(b"after the floor").await?, Lsn::new(42));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_with_floor(
+        fs: Arc<dyn FileSystem>,
+        dir: impl Into<PathBuf>,
+        config: JournalConfig,
+        floor: Lsn,
+    ) -> Result<(Journal, Replay), OpenError> {
         let dir = dir.into();
         config.validate()?;
         create_dir_durable(&*fs, &dir)?;
@@ -179,7 +216,8 @@ impl Journal {
         })?;
         let failed = poisoned::read(&*fs, &dir)?;
         let recovered = replay::recover(&*fs, &dir, &config, &failed)?;
-        let durable_lsn = recovered.next_lsn - 1;
+        let next_lsn = recovered.next_lsn.max(floor.get().saturating_add(1));
+        let durable_lsn = next_lsn - 1;
         let zeros = vec![0; usize::try_from(config.preallocate_bytes).unwrap_or(0)];
         let journal = Journal {
             inner: Arc::new(Inner {
@@ -189,7 +227,7 @@ impl Journal {
                 state: Mutex::new(State {
                     buffer: Vec::new(),
                     spare: Vec::new(),
-                    next_lsn: recovered.next_lsn,
+                    next_lsn,
                     appended_lsn: durable_lsn,
                     durable_lsn,
                     leading: false,
@@ -203,6 +241,7 @@ impl Journal {
                 changed: Condvar::new(),
                 durable: watch::channel(durable_lsn).0,
                 zeros,
+                syncs: AtomicU64::new(0),
                 _lock: lock,
             }),
         };
@@ -391,6 +430,34 @@ impl Journal {
     pub fn segments(&self) -> usize {
         self.inner.state.lock().segments.len()
     }
+
+    /// Counters and sizes for metrics: syncs so far, and the segments on disk now.
+    #[must_use]
+    pub fn stats(&self) -> JournalStats {
+        let state = self.inner.state.lock();
+        JournalStats {
+            syncs: self.inner.syncs.load(Ordering::Relaxed),
+            segments: state.segments.len(),
+            disk_bytes: state
+                .segments
+                .iter()
+                .map(|segment| segment.allocated.max(segment.end))
+                .sum(),
+        }
+    }
+}
+
+/// What [`Journal::stats`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JournalStats {
+    /// Group syncs (`fdatasync`s of segment data) that succeeded since the journal was opened:
+    /// one per group commit, however many writers it carried.
+    pub syncs: u64,
+    /// Segment files on disk.
+    pub segments: usize,
+    /// Bytes of the segment files on disk, zero-filled space included.
+    pub disk_bytes: u64,
 }
 
 /// Whether `lsn` is durable, failed, or waits for a sync (led by the caller when none runs).
@@ -554,6 +621,7 @@ impl Inner {
             self.poison(format!("journal write or fsync failed: {error}"));
             return None;
         }
+        self.syncs.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.lock();
         state.durable_lsn = target;
         let rotate = match state.segments.last_mut() {
