@@ -1052,4 +1052,51 @@ mod tests {
         assert!(recovery.truncated_bytes > 0);
         assert!(recovery.damage.is_empty());
     }
+
+    /// The records of the fixture `tests/it/fixtures/wal-before-journal`, LSNs 1 to 12;
+    /// `tests/it/fixtures/README.md` says how it was made.
+    fn before_journal_records() -> Vec<WalRecord> {
+        (1..=12u64)
+            .map(|lsn| {
+                let collection = if lsn % 3 == 0 { "invoices" } else { "orders" };
+                let entries = (0..=lsn % 4)
+                    .map(|j| {
+                        let value = format!("value {lsn}/{j} ").repeat(3);
+                        (
+                            format!("rec-{lsn}-{j}"),
+                            (j != 2).then(|| Bytes::from(value)),
+                        )
+                    })
+                    .collect();
+                WalRecord {
+                    lsn,
+                    collection: collection.to_owned(),
+                    incarnation: 1 + lsn % 2,
+                    entries,
+                }
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn wal_files_written_before_the_journal_move_open_with_every_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/wal-before-journal");
+        fs::create_dir_all(dir.path().join("wal")).expect("creates");
+        for name in [
+            "00000000000000000001.wal",
+            "00000000000000000002.wal",
+            "poisoned",
+        ] {
+            fs::copy(fixture.join(name), dir.path().join("wal").join(name)).expect("copies");
+        }
+        let (wal, records, recovery) = open_in(dir.path(), WalRecoveryMode::Refuse).expect("opens");
+        assert_eq!(records, before_journal_records());
+        // LSN 13 reached the disk, but its sync failed and its writer was told so.
+        assert_eq!(recovery.poisoned_records, 1, "{recovery:?}");
+        assert!(recovery.damage.is_empty());
+        let (lsn, ()) = wal.append(b"next", |_| ()).expect("appends");
+        assert_eq!(lsn, 14, "new LSNs start above the failed one");
+    }
 }
