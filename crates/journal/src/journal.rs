@@ -362,6 +362,29 @@ impl Journal {
         Ok(lsn)
     }
 
+    /// Makes the next append's LSN at least `next`, leaving the LSNs in between unused: for a
+    /// caller that copies entries in with their LSNs kept, gaps included (such as a migration
+    /// from another log). A lower `next` changes nothing. The jump is not written down until an
+    /// entry above it is durable: after a restart before that, LSNs go on from the last entry.
+    ///
+    /// ```
+    /// use mainstay_journal::{Journal, JournalConfig, Lsn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let (journal, _) = Journal::open(dir.path(), JournalConfig::default())?;
+    /// assert_eq!(journal.write(b"first").await?, Lsn::new(1));
+    /// journal.skip_to(Lsn::new(7));
+    /// assert_eq!(journal.write(b"seventh").await?, Lsn::new(7));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn skip_to(&self, next: Lsn) {
+        let mut state = self.inner.state.lock();
+        state.next_lsn = state.next_lsn.max(next.get());
+    }
+
     /// The highest LSN known durable.
     #[must_use]
     pub fn durable_lsn(&self) -> Lsn {

@@ -52,6 +52,28 @@ fn new_lsns_start_above_the_floor_even_in_an_empty_or_trimmed_directory() {
 }
 
 #[test]
+fn skipping_lsns_keeps_copied_entries_at_their_lsns_across_a_reopen() {
+    let sim = SimFs::new(11);
+    let (journal, _) = open_sim(&sim, small_segments());
+    write_blocking(&journal, 1, 3);
+    journal.skip_to(Lsn::new(10));
+    assert_eq!(write_blocking(&journal, 4, 1), [Lsn::new(10)]);
+    journal.skip_to(Lsn::new(5));
+    assert_eq!(
+        write_blocking(&journal, 5, 1),
+        [Lsn::new(11)],
+        "a lower LSN changes nothing"
+    );
+    drop(journal);
+    sim.power_cut();
+    let (journal, replay) = open_sim(&sim, small_segments());
+    let lsns: Vec<u64> = replay.entries.iter().map(|entry| entry.lsn.get()).collect();
+    assert_eq!(lsns, [1, 2, 3, 10, 11]);
+    assert_eq!(replay.entries[3].payload, payload(4));
+    assert_eq!(write_blocking(&journal, 6, 1), [Lsn::new(12)]);
+}
+
+#[test]
 fn read_entries_scans_without_changing_the_directory_and_leaves_failed_writes_out() {
     let sim = SimFs::new(3);
     let (journal, _) = open_sim(&sim, small_segments());
