@@ -95,7 +95,8 @@ struct Inner {
     zeros: Vec<u8>,
     /// Successful group syncs of segment data, for callers' metrics.
     syncs: AtomicU64,
-    _lock: DirLock,
+    /// The directory lock; [`Journal::close`] releases it early.
+    lock: Mutex<Option<DirLock>>,
 }
 
 #[derive(Debug)]
@@ -242,7 +243,7 @@ impl Journal {
                 durable: watch::channel(durable_lsn).0,
                 zeros,
                 syncs: AtomicU64::new(0),
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             }),
         };
         Ok((journal, recovered.replay))
@@ -360,6 +361,22 @@ impl Journal {
         let lsn = self.append(payload)?;
         self.commit(lsn).await?;
         Ok(lsn)
+    }
+
+    /// Closes the journal before its last clone is dropped: later appends and commits of
+    /// entries not yet durable fail with [`WriteError::Failed`], and the directory lock is
+    /// released, so that the directory may be opened again (by this process or another) while
+    /// clones of this journal still exist. Entries already durable stay so. Call it once no
+    /// commit is waiting (a sync in flight finishes writing after the lock was released).
+    pub fn close(&self) {
+        {
+            let mut state = self.inner.state.lock();
+            if matches!(state.health, Health::Healthy) {
+                state.health = Health::Failed("the journal was closed".to_owned());
+            }
+            self.inner.notify(state.durable_lsn);
+        }
+        self.inner.lock.lock().take();
     }
 
     /// Makes the next append's LSN at least `next`, leaving the LSNs in between unused: for a

@@ -74,6 +74,21 @@ fn skipping_lsns_keeps_copied_entries_at_their_lsns_across_a_reopen() {
 }
 
 #[test]
+fn a_closed_journal_refuses_writes_and_frees_its_directory() {
+    let temp = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(temp.path(), JournalConfig::default()).unwrap();
+    let durable = write_blocking(&journal, 1, 2);
+    let pending = journal.append(&payload(3)).unwrap();
+    let clone = journal.clone();
+    journal.close();
+    assert!(clone.append(&payload(4)).is_err());
+    assert!(clone.commit_blocking(pending).is_err());
+    assert_eq!(clone.commit_blocking(durable[1]), Ok(()));
+    let (_again, replay) = Journal::open(temp.path(), JournalConfig::default()).unwrap();
+    assert_eq!(replay.entries.len(), 2);
+}
+
+#[test]
 fn read_entries_scans_without_changing_the_directory_and_leaves_failed_writes_out() {
     let sim = SimFs::new(3);
     let (journal, _) = open_sim(&sim, small_segments());
