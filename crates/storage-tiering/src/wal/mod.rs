@@ -1,50 +1,36 @@
-//! The write-ahead log: length + CRC-32C framed records in size-rotated segment files, made
-//! durable by leader/follower group commit on tokio's blocking pool.
+//! The write-ahead log of the store, on `mainstay-journal` (decision 0082): one journal entry
+//! per logged operation, its payload the record body below, its LSN the journal frame's. The
+//! journal does the framing, zero-fill, group commit, rotation, poisoning and replay; this
+//! module encodes records, maps the journal's reports onto the store's, counts the WAL metrics,
+//! and migrates WAL files of the format before the move ([`legacy`]) at open.
 //!
-//! Frame: `u32 payload length | u32 crc32c(payload) | payload`, payload: `u64 lsn | u64
-//! incarnation | u8 name length | name | u32 entry count | entries`, entry: `u16 id length | id |
-//! u8 kind (0 delete, 1 put) | [u32 value length | value]`. One frame holds one `put`, `delete` or
-//! whole batch, so a batch is all-or-nothing on recovery.
-//!
-//! Files are zero-filled ahead of the frames in 1 MiB stretches, so that a group's fdatasync
-//! usually flushes data blocks only; recovery reads frames until the zero-filled rest.
-//!
-//! A writer appends its frame to an in-memory buffer under a short lock and gets its LSN. Whoever
-//! then finds no sync in flight becomes the leader: on the blocking pool it takes the whole
-//! buffer, writes it, `fdatasync`s once and wakes everyone whose LSN it covered, and repeats
-//! while writers appended during that sync. A writer waits for its own LSN, never for the
-//! leader's later rounds. Before the next round the leader lets the group refill: it waits until
-//! as many records are pending as the last round carried plus those appended while it ran (the
-//! writers it just woke coming back, beside those already waiting), at most half the last sync's
-//! duration and never more than [`MAX_GROUP_WAIT`]; without that,
-//! rounds alternate between the few writers that came back at once and everyone else, and carry
-//! half as much each (decision 0064). A failed write or sync
-//! poisons the log (a failed fsync cannot be retried safely): every later write fails until the
-//! store is reopened, which recovers from what reached the disk.
+//! Body: `u64 incarnation | u8 name length | name | u32 entry count | entries`, entry: `u16 id
+//! length | id | u8 kind (0 delete, 1 put) | [u32 value length | value]`. One entry holds one
+//! `put`, `delete` or whole batch, so a batch is all-or-nothing on recovery.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt as _;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
-use tokio::sync::watch;
+use mainstay_journal::fs::{FileSystem, RealFs, SyncSite};
+use mainstay_journal::{
+    Journal, JournalConfig, Lsn, OpenError as JournalOpenError, RecoveryMode, WriteError,
+    read_entries,
+};
 
 use crate::config::WalRecoveryMode;
 use crate::error::WalError;
 use crate::metrics::Instruments;
 
-pub(crate) const HEADER: usize = 8;
-/// WAL files are zero-filled this far ahead of the frames, so that most fdatasyncs overwrite
-/// allocated blocks and flush data only, not the file's size (decision 0064).
+pub(crate) mod legacy;
+
+/// Journal segments are zero-filled this far ahead of the frames (decision 0064).
 const PREALLOCATE: u64 = 1024 * 1024;
-/// The longest the leader waits for a group to refill before its next round.
-const MAX_GROUP_WAIT: Duration = Duration::from_micros(500);
-/// Largest payload accepted on recovery (a larger length is a torn or corrupt frame).
-pub(crate) const MAX_FRAME: usize = 512 * 1024 * 1024;
+/// Bytes a journal frame adds to its payload.
+const FRAME_OVERHEAD: u64 = 16;
 
 /// One operation as logged: a set of puts and deletes in one collection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,9 +110,15 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A record of the format before the move: `u64 lsn | body`.
 pub(crate) fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
-    let mut reader = Reader { bytes: payload };
-    let lsn = reader.u64()?;
+    let (lsn, body) = payload.split_at_checked(8)?;
+    decode_body(u64::from_le_bytes(lsn.try_into().ok()?), body)
+}
+
+/// The record with LSN `lsn` whose body (see [`encode_body`]) is `body`.
+pub(crate) fn decode_body(lsn: u64, body: &[u8]) -> Option<WalRecord> {
+    let mut reader = Reader { bytes: body };
     let incarnation = reader.u64()?;
     let name_len = usize::from(reader.u8()?);
     let collection = reader.string(name_len)?;
@@ -151,56 +143,6 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
         incarnation,
         entries,
     })
-}
-
-/// The frame at `offset` of a file's bytes and its payload length, if it is whole and valid.
-fn decode_frame(data: &[u8], offset: usize) -> Option<(WalRecord, usize)> {
-    let header = data.get(offset..offset + HEADER)?;
-    let len = usize::try_from(u32::from_le_bytes(header.get(..4)?.try_into().ok()?)).ok()?;
-    let crc = u32::from_le_bytes(header.get(4..8)?.try_into().ok()?);
-    if len > MAX_FRAME {
-        return None;
-    }
-    let payload = data.get(offset + HEADER..offset + HEADER + len)?;
-    (crc32c::crc32c(payload) == crc).then_some(())?;
-    Some((decode_payload(payload)?, len))
-}
-
-/// Whether `data[offset..]` is all zeros: the preallocated space after the last frame.
-fn zeros_from(data: &[u8], offset: usize) -> bool {
-    data.get(offset..)
-        .is_none_or(|rest| rest.iter().all(|b| *b == 0))
-}
-
-/// The offset of the first valid frame at or after `from` whose LSN is above `after` (LSNs only
-/// grow in the log, which keeps a scan through damaged bytes from taking their noise for a
-/// frame), if there is one.
-fn resync(data: &[u8], from: usize, after: u64) -> Option<usize> {
-    let last = data.len().checked_sub(HEADER + 8)?;
-    (from..=last).find(|&offset| {
-        let Some(header) = data.get(offset..offset + HEADER + 8) else {
-            return false;
-        };
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let mut lsn = [0u8; 8];
-        lsn.copy_from_slice(&header[HEADER..HEADER + 8]);
-        let lsn = u64::from_le_bytes(lsn);
-        (8..=MAX_FRAME).contains(&len)
-            && offset + HEADER + len <= data.len()
-            && lsn > after
-            && lsn - after <= u64::from(u32::MAX)
-            && decode_frame(data, offset).is_some()
-    })
-}
-
-/// How many valid frames follow each other from `offset`.
-fn count_frames(data: &[u8], mut offset: usize) -> u64 {
-    let mut count = 0;
-    while let Some((_, len)) = decode_frame(data, offset) {
-        count += 1;
-        offset += HEADER + len;
-    }
-    count
 }
 
 /// What recovery found in the log.
@@ -238,56 +180,18 @@ pub struct WalDamage {
     pub lsn_after: Option<u64>,
 }
 
-#[derive(Debug, Clone)]
-struct WalFile {
-    seq: u64,
-    path: PathBuf,
-    last_lsn: u64,
-    /// Bytes of frames.
-    bytes: u64,
-    /// Bytes zero-filled (frames included); only the active file grows it.
-    allocated: u64,
-}
-
-#[derive(Debug)]
-struct State {
-    buffer: Vec<u8>,
-    /// The previous buffer, kept for its capacity.
-    spare: Vec<u8>,
-    next_lsn: u64,
-    appended_lsn: u64,
-    synced_lsn: u64,
-    syncing: bool,
-    /// While the leader waits for a group to refill: the pending records that end the wait
-    /// (0 otherwise).
-    group_target: u64,
-    failed: Option<String>,
-    file: Option<File>,
-    files: Vec<WalFile>,
-}
-
-/// What one group sync saw.
-#[derive(Debug, Clone, Copy)]
-struct Round {
-    /// The records it carried plus those appended while it ran: about how many writers are
-    /// active, as each waits for its record before appending the next.
-    writers: u64,
-    took: Duration,
-}
-
 #[derive(Debug)]
 struct Inner {
+    journal: Journal,
+    fs: Arc<dyn FileSystem>,
     dir: PathBuf,
-    segment_bytes: u64,
-    state: Mutex<State>,
-    /// Signalled when the pending records reach `State::group_target`.
-    refilled: Condvar,
-    synced: watch::Sender<u64>,
     instruments: Instruments,
+    /// The journal's syncs already added to `storage_wal_fsyncs`.
+    counted_syncs: AtomicU64,
     /// Tests make the next syncs fail after the frames were written, as a failed fdatasync
     /// does (the bytes may still reach the disk).
     #[cfg(test)]
-    fail_syncs: std::sync::atomic::AtomicBool,
+    fail_syncs: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The write-ahead log. Cheap to clone.
@@ -296,60 +200,8 @@ pub(crate) struct Wal {
     inner: Arc<Inner>,
 }
 
-fn file_path(dir: &Path, seq: u64) -> PathBuf {
-    dir.join(format!("{seq:020}.wal"))
-}
-
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Creates a WAL file with its first zero-filled, synced stretch.
-fn create_file(path: &Path, dir: &Path) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .create_new(true)
-        .read(true)
-        .write(true)
-        .open(path)?;
-    file.write_all_at(&vec![0u8; PREALLOCATE as usize], 0)?;
-    file.sync_all()?;
-    sync_dir(dir)?;
-    Ok(file)
-}
-
-/// The file that lists the LSN ranges of writes that failed (`first last` per line).
-const POISONED_FILE: &str = "poisoned";
-
-fn read_poisoned(dir: &Path) -> Result<Vec<std::ops::RangeInclusive<u64>>, WalError> {
-    let path = dir.join(POISONED_FILE);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(io_error(&path, error)),
-    };
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            let (first, last) = line.split_once(' ')?;
-            Some(first.trim().parse::<u64>().ok()?..=last.trim().parse::<u64>().ok()?)
-        })
-        .collect::<Option<Vec<_>>>()
-        .ok_or(WalError::Unreadable { path })
-}
-
-/// Adds `range` to the durable list of failed LSNs (temp file + fsync + rename + fsync(dir)).
-fn record_poisoned(dir: &Path, range: std::ops::RangeInclusive<u64>) -> Result<(), WalError> {
-    if range.is_empty() {
-        return Ok(());
-    }
-    let mut ranges = read_poisoned(dir)?;
-    ranges.push(range);
-    let text: String = ranges
-        .iter()
-        .map(|r| format!("{} {}\n", r.start(), r.end()))
-        .collect();
-    let path = dir.join(POISONED_FILE);
-    crate::store::write_atomic(&path, text.as_bytes()).map_err(|e| io_error(&path, e))
+    fs::File::open(dir)?.sync_all()
 }
 
 /// Keeps a copy of a damaged WAL file as found under `quarantine` (`wal-<file name>-<ms>`).
@@ -374,193 +226,203 @@ fn io_error(path: &Path, source: io::Error) -> WalError {
     }
 }
 
+fn write_error(error: WriteError) -> WalError {
+    match error {
+        WriteError::TooLarge { size, .. } => WalError::TooLarge(size),
+        WriteError::Failed { reason } => WalError::Failed(reason),
+        other => WalError::Failed(other.to_string()),
+    }
+}
+
+/// The store's error for a journal that does not open.
+fn open_error(dir: &Path, error: JournalOpenError) -> WalError {
+    match error {
+        JournalOpenError::Corrupt {
+            file,
+            offset,
+            valid_frames_after,
+        } => {
+            let later_files = mainstay_journal::fs::FileSystem::read_dir(&RealFs, dir)
+                .map(|names| {
+                    let name = file.file_name().map(std::ffi::OsStr::to_os_string);
+                    names
+                        .iter()
+                        .filter(|other| {
+                            other.to_string_lossy().ends_with(".seg")
+                                && Some(*other) > name.as_ref()
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            WalError::Corrupt {
+                path: file,
+                offset,
+                valid_after: valid_frames_after,
+                later_files,
+            }
+        }
+        JournalOpenError::Io { path, source } => WalError::Io { path, source },
+        JournalOpenError::PoisonedList { path, .. } => WalError::Unreadable { path },
+        other => WalError::Io {
+            path: dir.to_path_buf(),
+            source: io::Error::other(other.to_string()),
+        },
+    }
+}
+
 impl Wal {
-    /// Opens the log in `dir` (blocking): replays every file, truncates a torn tail of the last
-    /// one, and starts a fresh file for new records. New LSNs start above both the log's records
-    /// and `lsn_floor` (the highest LSN held by a segment), so they keep growing even after every
-    /// WAL file was trimmed.
+    /// Opens the log in `dir` (blocking): migrates WAL files of the format before the move,
+    /// replays the journal (a torn tail is truncated; damage is handled as `mode` says), and
+    /// returns every record. New LSNs start above both the log's records and `lsn_floor` (the
+    /// highest LSN held by a segment), so they keep growing even after every WAL file was
+    /// trimmed.
     pub(crate) fn open(
         dir: &Path,
         segment_bytes: u64,
         lsn_floor: u64,
-        (mode, quarantine): (WalRecoveryMode, &Path),
+        recovery: (WalRecoveryMode, &Path),
         instruments: Instruments,
     ) -> Result<(Self, Vec<WalRecord>, WalRecovery), WalError> {
-        fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-        let mut seqs = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
-            let entry = entry.map_err(|e| io_error(dir, e))?;
-            let name = entry.file_name();
-            let Some(seq) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".wal"))
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            seqs.push(seq);
-        }
-        seqs.sort_unstable();
-        let poisoned = read_poisoned(dir)?;
-        let mut records = Vec::new();
-        let mut recovery = WalRecovery {
-            files: seqs.len(),
-            ..WalRecovery::default()
-        };
-        let mut files = Vec::new();
-        let mut max_lsn = 0;
-        let last_index = seqs.len().saturating_sub(1);
-        for (index, seq) in seqs.iter().copied().enumerate() {
-            let path = file_path(dir, seq);
-            let mut data = Vec::new();
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut data))
-                .map_err(|e| io_error(&path, e))?;
-            let later_files = last_index - index;
-            let mut offset = 0usize;
-            let mut file_last = 0;
-            // Under `skip_corrupt`, once damage is found: the frames kept, to rewrite the file.
-            let mut kept: Option<(Vec<u8>, PathBuf)> = None;
-            let mut truncated = false;
-            while offset < data.len() {
-                // Zeros to the end of the file are the preallocated space after the last frame.
-                if data
-                    .get(offset..offset + HEADER)
-                    .is_none_or(|h| h.iter().all(|b| *b == 0))
-                    && zeros_from(&data, offset)
-                {
-                    break;
-                }
-                if let Some((record, len)) = decode_frame(&data, offset) {
-                    if let Some((frames, _)) = kept.as_mut() {
-                        frames.extend_from_slice(&data[offset..offset + HEADER + len]);
-                        if let Some(last) = recovery.damage.last_mut()
-                            && last.lsn_after.is_none()
-                            && last.file == path
-                        {
-                            last.lsn_after = Some(record.lsn);
-                        }
-                    }
-                    offset += HEADER + len;
-                    file_last = record.lsn;
-                    max_lsn = max_lsn.max(record.lsn);
-                    if poisoned.iter().any(|range| range.contains(&record.lsn)) {
-                        recovery.poisoned_records += 1;
-                    } else {
-                        records.push(record);
-                    }
-                    continue;
-                }
-                // A bad frame. With nothing valid after it, in this file or a later one, it is
-                // a write torn by a crash: it was never acknowledged, cut it off quietly. With
-                // valid frames after it, acknowledged records sit behind the damage.
-                let next = resync(&data, offset + 1, max_lsn);
-                if next.is_none() && later_files == 0 {
-                    let cut = (data.len() - offset) as u64;
-                    tracing::warn!(path = %path.display(), offset, bytes = cut, "truncating the torn tail of the wal");
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(|e| io_error(&path, e))?;
-                    file.set_len(offset as u64)
-                        .and_then(|()| file.sync_all())
-                        .map_err(|e| io_error(&path, e))?;
-                    recovery.truncated_bytes = cut;
-                    truncated = true;
-                    break;
-                }
-                let valid_after = next.map_or(0, |next| count_frames(&data, next));
-                if mode == WalRecoveryMode::Refuse {
-                    tracing::error!(path = %path.display(), offset, valid_after, later_files, "the wal is damaged in the middle; refusing to open (storage.wal_recovery = \"refuse\")");
-                    return Err(WalError::Corrupt {
-                        path,
-                        offset: offset as u64,
-                        valid_after,
-                        later_files,
-                    });
-                }
-                let copy = match &kept {
-                    Some((_, copy)) => copy.clone(),
-                    None => {
-                        let copy = quarantine_copy(quarantine, &path, &data)?;
-                        kept = Some((data[..offset].to_vec(), copy.clone()));
-                        copy
-                    }
-                };
-                let end = next.unwrap_or(data.len());
-                tracing::error!(path = %path.display(), offset, bytes = end - offset, valid_after, copy = %copy.display(), "skipping damaged wal bytes; the records in them are lost (storage.wal_recovery = \"skip_corrupt\")");
-                recovery.damage.push(WalDamage {
-                    file: path.clone(),
-                    copy,
-                    offset: offset as u64,
-                    bytes: (end - offset) as u64,
-                    lsn_before: max_lsn,
-                    lsn_after: None,
-                });
-                offset = end;
-            }
-            if let Some((frames, _)) = kept {
-                // The file without its damage, so that the next open does not find it again.
-                crate::store::write_atomic(&path, &frames).map_err(|e| io_error(&path, e))?;
-                offset = frames.len();
-                data = frames;
-            }
-            // A closed file keeps its zero-filled rest on disk; a truncated tail is gone.
-            let on_disk = if truncated { offset } else { data.len() };
-            files.push(WalFile {
-                seq,
-                path,
-                last_lsn: file_last,
-                bytes: offset as u64,
-                allocated: on_disk as u64,
-            });
-        }
-        recovery.records = records.len() as u64;
-        // New LSNs start above every poisoned one, so that none of them is ever skipped.
-        let poisoned_end = poisoned.iter().map(|r| *r.end()).max().unwrap_or(0);
-        let max_lsn = max_lsn.max(lsn_floor).max(poisoned_end);
-        if recovery.poisoned_records > 0 {
-            tracing::warn!(
-                records = recovery.poisoned_records,
-                "skipped wal records whose write had failed before the restart"
-            );
-        }
-        let seq = seqs.last().map_or(1, |last| last + 1);
-        let path = file_path(dir, seq);
-        let file = create_file(&path, dir).map_err(|e| io_error(&path, e))?;
-        files.push(WalFile {
-            seq,
-            path,
-            last_lsn: max_lsn,
-            bytes: 0,
-            allocated: PREALLOCATE,
+        #[cfg(test)]
+        let fail_syncs = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        #[cfg(test)]
+        let fs: Arc<dyn FileSystem> = Arc::new(test_fs::FailingFs {
+            fail: Arc::clone(&fail_syncs),
         });
-        let (synced, _) = watch::channel(max_lsn);
+        #[cfg(not(test))]
+        let fs: Arc<dyn FileSystem> = Arc::new(RealFs);
+        let (journal, records, report) =
+            Self::open_journal(&fs, dir, segment_bytes, lsn_floor, recovery)?;
         let wal = Self {
             inner: Arc::new(Inner {
+                journal,
+                fs,
                 dir: dir.to_path_buf(),
-                segment_bytes,
-                state: Mutex::new(State {
-                    buffer: Vec::new(),
-                    spare: Vec::new(),
-                    next_lsn: max_lsn + 1,
-                    appended_lsn: max_lsn,
-                    synced_lsn: max_lsn,
-                    syncing: false,
-                    group_target: 0,
-                    failed: None,
-                    file: Some(file),
-                    files,
-                }),
-                refilled: Condvar::new(),
-                synced,
                 instruments,
+                counted_syncs: AtomicU64::new(0),
                 #[cfg(test)]
-                fail_syncs: std::sync::atomic::AtomicBool::new(false),
+                fail_syncs,
             }),
         };
-        wal.inner.update_gauges(&wal.inner.state.lock());
-        Ok((wal, records, recovery))
+        wal.update_metrics();
+        Ok((wal, records, report))
+    }
+
+    /// The journal in `dir` on `fs`, with the old files migrated into it, its records and the
+    /// recovery report.
+    pub(crate) fn open_journal(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        segment_bytes: u64,
+        lsn_floor: u64,
+        (mode, quarantine): (WalRecoveryMode, &Path),
+    ) -> Result<(Journal, Vec<WalRecord>, WalRecovery), WalError> {
+        let config = JournalConfig {
+            segment_bytes: segment_bytes.max(mainstay_journal::MIN_SEGMENT_BYTES),
+            preallocate_bytes: PREALLOCATE,
+            recovery: match mode {
+                WalRecoveryMode::Refuse => RecoveryMode::Refuse,
+                WalRecoveryMode::SkipCorrupt => RecoveryMode::SkipCorrupt,
+            },
+            ..JournalConfig::default()
+        };
+        // Old files first: their damage is judged before anything is written.
+        let legacy = legacy::read(dir, mode, quarantine)?;
+        // The old list of failed LSNs has the journal's name and format, over the same LSNs;
+        // while old records are copied in, it waits aside, or the journal would start above it.
+        let aside = dir.join(legacy::POISONED_ASIDE);
+        let poisoned = dir.join("poisoned");
+        if !legacy.files.is_empty() && fs.read(&poisoned).is_ok() && fs.read(&aside).is_err() {
+            fs.rename(&poisoned, &aside)
+                .map_err(|e| io_error(&poisoned, e))?;
+            fs.sync_dir(dir, SyncSite::Recover)
+                .map_err(|e| io_error(dir, e))?;
+        }
+        let floor = legacy.records.first().map_or(lsn_floor, |first| {
+            first.lsn.saturating_sub(1).min(lsn_floor)
+        });
+        let open = |floor: u64| {
+            Journal::open_with_floor(Arc::clone(fs), dir, config.clone(), Lsn::new(floor))
+                .map_err(|error| open_error(dir, error))
+        };
+        let (mut journal, mut replay) = open(floor)?;
+        let mut recovery = WalRecovery {
+            files: legacy.files.len() + replay.report.segments,
+            truncated_bytes: legacy.truncated_bytes
+                + replay
+                    .report
+                    .torn_tail
+                    .as_ref()
+                    .map_or(0, |torn| torn.bytes),
+            poisoned_records: legacy.poisoned_records,
+            damage: legacy.damage,
+            ..WalRecovery::default()
+        };
+        for corruption in &replay.report.corruption {
+            let original = fs
+                .read(&corruption.moved_to)
+                .map_err(|e| io_error(&corruption.moved_to, e))?;
+            let copy = quarantine_copy(quarantine, &corruption.file, &original)?;
+            tracing::error!(path = %corruption.file.display(), offset = corruption.offset, bytes = corruption.bytes, valid_after = corruption.valid_frames_after, copy = %copy.display(), "skipping damaged wal bytes; the records in them are lost (storage.wal_recovery = \"skip_corrupt\")");
+            recovery.damage.push(WalDamage {
+                file: corruption.file.clone(),
+                copy,
+                offset: corruption.offset,
+                bytes: corruption.bytes,
+                lsn_before: corruption.lsn_before.get(),
+                lsn_after: corruption.lsn_after.map(Lsn::get),
+            });
+        }
+        if !legacy.files.is_empty() {
+            // Copy the old records in with their LSNs (a crash part way leaves a prefix of
+            // them in the journal: the next open copies the rest), then delete the old files.
+            let copied = replay.entries.last().map_or(0, |entry| entry.lsn.get());
+            let mut last = None;
+            let mut count = 0u64;
+            for record in legacy.records.iter().filter(|record| record.lsn > copied) {
+                journal.skip_to(Lsn::new(record.lsn));
+                let body = encode_body(&record.collection, record.incarnation, &record.entries);
+                last = Some(journal.append(&body).map_err(write_error)?);
+                count += 1;
+            }
+            if let Some(last) = last {
+                journal.commit_blocking(last).map_err(write_error)?;
+            }
+            for file in &legacy.files {
+                fs.remove_file(file).map_err(|e| io_error(file, e))?;
+            }
+            fs.sync_dir(dir, SyncSite::Recover)
+                .map_err(|e| io_error(dir, e))?;
+            tracing::info!(files = legacy.files.len(), records = count, dir = %dir.display(), "migrated the wal files of the format before mainstay-journal into the journal");
+        }
+        let restored = fs.read(&aside).is_ok();
+        if restored {
+            // Back under the journal's name once the old files are gone (also after a crash
+            // between the two), so that new LSNs start above the failed ones.
+            fs.rename(&aside, &poisoned)
+                .map_err(|e| io_error(&aside, e))?;
+            fs.sync_dir(dir, SyncSite::Recover)
+                .map_err(|e| io_error(dir, e))?;
+        }
+        if restored || !legacy.files.is_empty() {
+            drop(journal);
+            (journal, replay) = open(lsn_floor)?;
+        }
+        recovery.poisoned_records += replay.report.skipped_failed_writes;
+        let mut records = Vec::with_capacity(replay.entries.len());
+        for entry in replay.entries {
+            match decode_body(entry.lsn.get(), &entry.payload) {
+                Some(record) => records.push(record),
+                None => {
+                    tracing::error!(
+                        lsn = entry.lsn.get(),
+                        "a wal entry with a valid checksum does not decode; skipping it"
+                    );
+                }
+            }
+        }
+        recovery.records = records.len() as u64;
+        Ok((journal, records, recovery))
     }
 
     /// Appends a record (not yet durable) and returns its LSN; `apply` runs under the log's lock
@@ -570,63 +432,23 @@ impl Wal {
         body: &[u8],
         apply: impl FnOnce(u64) -> T,
     ) -> Result<(u64, T), WalError> {
-        let mut state = self.inner.state.lock();
-        if let Some(message) = &state.failed {
-            return Err(WalError::Failed(message.clone()));
-        }
-        let lsn = state.next_lsn;
-        state.next_lsn += 1;
-        let lsn_bytes = lsn.to_le_bytes();
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&lsn_bytes), body);
-        let len = u32::try_from(body.len() + 8).map_err(|_| WalError::TooLarge(body.len()))?;
-        state.buffer.extend_from_slice(&len.to_le_bytes());
-        state.buffer.extend_from_slice(&crc.to_le_bytes());
-        state.buffer.extend_from_slice(&lsn_bytes);
-        state.buffer.extend_from_slice(body);
-        state.appended_lsn = lsn;
-        if state.group_target != 0 && lsn - state.synced_lsn >= state.group_target {
-            self.inner.refilled.notify_one();
-        }
-        let applied = apply(lsn);
-        Ok((lsn, applied))
+        let (lsn, applied) = self
+            .inner
+            .journal
+            .append_with(body, |lsn| apply(lsn.get()))
+            .map_err(write_error)?;
+        self.inner
+            .instruments
+            .wal_bytes
+            .inc_by(body.len() as u64 + FRAME_OVERHEAD);
+        Ok((lsn.get(), applied))
     }
 
     /// Waits until `lsn` is durable, leading a group sync when none is in flight.
     pub(crate) async fn commit(&self, lsn: u64) -> Result<(), WalError> {
-        let mut synced = self.inner.synced.subscribe();
-        loop {
-            let lead = {
-                let state = self.inner.state.lock();
-                if state.synced_lsn >= lsn {
-                    return Ok(());
-                }
-                if let Some(message) = &state.failed {
-                    return Err(WalError::Failed(message.clone()));
-                }
-                !state.syncing
-            };
-            if lead {
-                let inner = Arc::clone(&self.inner);
-                // The sync runs to completion on the blocking pool even if this future is dropped,
-                // and keeps leading rounds after this writer's own LSN is durable: stop waiting
-                // for it then.
-                let mut leader = tokio::task::spawn_blocking(move || inner.sync_step());
-                tokio::select! {
-                    joined = &mut leader => {
-                        joined.map_err(|e| {
-                            WalError::Failed(format!("the wal sync task failed: {e}"))
-                        })?;
-                    }
-                    changed = synced.changed() => {
-                        if changed.is_err() {
-                            return Err(WalError::Failed("the wal was closed".to_owned()));
-                        }
-                    }
-                }
-            } else if synced.changed().await.is_err() {
-                return Err(WalError::Failed("the wal was closed".to_owned()));
-            }
-        }
+        let committed = self.inner.journal.commit(Lsn::new(lsn)).await;
+        self.update_metrics();
+        committed.map_err(write_error)
     }
 
     /// Every durable record with an LSN in `range` still in the log's files (blocking), in LSN
@@ -635,77 +457,47 @@ impl Wal {
         &self,
         range: std::ops::RangeInclusive<u64>,
     ) -> Result<Vec<WalRecord>, WalError> {
-        let (files, synced) = {
-            let state = self.inner.state.lock();
-            let files: Vec<(PathBuf, u64)> = state
-                .files
-                .iter()
-                .map(|f| (f.path.clone(), f.bytes))
-                .collect();
-            (files, state.synced_lsn)
-        };
-        let poisoned = read_poisoned(&self.inner.dir)?;
-        let mut out = Vec::new();
-        for (path, bytes) in files {
-            let mut data = Vec::new();
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut data))
-                .map_err(|e| io_error(&path, e))?;
-            data.truncate(usize::try_from(bytes).unwrap_or(usize::MAX));
-            let mut offset = 0;
-            while let Some((record, len)) = decode_frame(&data, offset) {
-                offset += HEADER + len;
-                if range.contains(&record.lsn)
-                    && record.lsn <= synced
-                    && !poisoned.iter().any(|p| p.contains(&record.lsn))
-                {
-                    out.push(record);
-                }
-            }
-        }
-        out.sort_by_key(|r| r.lsn);
-        Ok(out)
+        let last = (*range.end()).min(self.synced_lsn());
+        let entries = read_entries(
+            &*self.inner.fs,
+            &self.inner.dir,
+            Lsn::new(*range.start())..=Lsn::new(last),
+        )
+        .map_err(|error| io_error(&self.inner.dir, io::Error::other(error.to_string())))?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|entry| decode_body(entry.lsn.get(), &entry.payload))
+            .collect())
     }
 
     /// The last LSN known durable.
     pub(crate) fn synced_lsn(&self) -> u64 {
-        self.inner.state.lock().synced_lsn
+        self.inner.journal.durable_lsn().get()
     }
 
     /// The last LSN handed out.
     pub(crate) fn last_lsn(&self) -> u64 {
-        self.inner.state.lock().appended_lsn
+        self.inner.journal.last_lsn().get()
     }
 
     /// Deletes every closed WAL file whose records all have an LSN at most `covered` (blocking).
     pub(crate) fn trim(&self, covered: u64) -> Result<usize, WalError> {
-        let doomed: Vec<WalFile> = {
-            let mut state = self.inner.state.lock();
-            let closed = state.files.len().saturating_sub(1);
-            let count = state
-                .files
-                .iter()
-                .take(closed)
-                .take_while(|file| file.last_lsn <= covered)
-                .count();
-            state.files.drain(..count).collect()
-        };
-        if !doomed.is_empty() {
-            self.inner.update_gauges(&self.inner.state.lock());
-        }
-        for file in &doomed {
-            fs::remove_file(&file.path).map_err(|e| io_error(&file.path, e))?;
-            tracing::debug!(seq = file.seq, "deleted a covered wal file");
-        }
-        if !doomed.is_empty() {
-            sync_dir(&self.inner.dir).map_err(|e| io_error(&self.inner.dir, e))?;
-        }
-        Ok(doomed.len())
+        let trimmed = self.inner.journal.trim(Lsn::new(covered));
+        self.update_metrics();
+        trimmed.map_err(|error| match error {
+            mainstay_journal::TrimError::Io { path, source } => WalError::Io { path, source },
+            other => io_error(&self.inner.dir, io::Error::other(other.to_string())),
+        })
+    }
+
+    /// Refuses later writes and releases the journal's directory lock (at the store's close).
+    pub(crate) fn close(&self) {
+        self.inner.journal.close();
     }
 
     /// Why the log refuses writes, once a write or sync failed.
     pub(crate) fn failure(&self) -> Option<String> {
-        self.inner.state.lock().failed.clone()
+        self.inner.journal.failure()
     }
 
     /// Makes every later sync fail after writing its frames (tests only).
@@ -718,178 +510,112 @@ impl Wal {
 
     /// Bytes of WAL files on disk (zero-filled space included).
     pub(crate) fn disk_bytes(&self) -> u64 {
-        self.inner
-            .state
-            .lock()
-            .files
-            .iter()
-            .map(|f| f.allocated)
-            .sum()
+        self.inner.journal.stats().disk_bytes
     }
 
     /// WAL files on disk now.
     pub(crate) fn file_count(&self) -> usize {
-        self.inner.state.lock().files.len()
+        self.inner.journal.stats().segments
+    }
+
+    /// Brings the fsync counter and the file gauges up to date with the journal.
+    fn update_metrics(&self) {
+        let stats = self.inner.journal.stats();
+        let instruments = &self.inner.instruments;
+        let before = self
+            .inner
+            .counted_syncs
+            .fetch_max(stats.syncs, Ordering::Relaxed);
+        instruments
+            .wal_fsyncs
+            .inc_by(stats.syncs.saturating_sub(before));
+        instruments
+            .wal_disk_bytes
+            .set(i64::try_from(stats.disk_bytes).unwrap_or(i64::MAX));
+        instruments
+            .wal_files
+            .set(i64::try_from(stats.segments).unwrap_or(i64::MAX));
+        if self.inner.journal.failure().is_some() {
+            instruments.wal_failed.set(1);
+        }
     }
 }
 
-impl Inner {
-    /// Sets the gauges of the files on disk.
-    fn update_gauges(&self, state: &State) {
-        let bytes: u64 = state.files.iter().map(|f| f.allocated).sum();
-        self.instruments
-            .wal_disk_bytes
-            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        self.instruments
-            .wal_files
-            .set(i64::try_from(state.files.len()).unwrap_or(i64::MAX));
+/// A file system whose segment syncs fail on demand (after the data was written, as a failed
+/// fdatasync may leave it), for the tests of failed writes.
+#[cfg(test)]
+mod test_fs {
+    use std::ffi::OsString;
+    use std::io;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use mainstay_journal::fs::{FileHandle, FileSystem, HeldLock, OpenMode, RealFs, SyncSite};
+
+    #[derive(Debug)]
+    pub(crate) struct FailingFs {
+        pub(crate) fail: Arc<AtomicBool>,
     }
 
-    /// Leads group syncs until nothing is left to sync: records appended during one fsync are
-    /// carried by the next without handing the leader role over.
-    fn sync_step(&self) {
-        {
-            // The leader role lasts through the rounds and the waits between them.
-            let mut state = self.state.lock();
-            if state.syncing {
-                return;
-            }
-            state.syncing = true;
-        }
-        while let Some(round) = self.sync_once() {
-            self.await_group(round);
-        }
+    #[derive(Debug)]
+    struct FailingFile {
+        inner: Box<dyn FileHandle>,
+        fail: Arc<AtomicBool>,
     }
 
-    /// Waits until a record is pending for each writer `last` saw, at most half its sync time
-    /// (capped at [`MAX_GROUP_WAIT`]).
-    fn await_group(&self, last: Round) {
-        if last.writers < 2 {
-            return;
+    impl FileHandle for FailingFile {
+        fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+            self.inner.write_at(offset, bytes)
         }
-        let deadline = Instant::now() + (last.took / 2).min(MAX_GROUP_WAIT);
-        let mut state = self.state.lock();
-        state.group_target = last.writers;
-        while state.failed.is_none() && state.appended_lsn - state.synced_lsn < last.writers {
-            if self.refilled.wait_until(&mut state, deadline).timed_out() {
-                break;
-            }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.inner.set_len(len)
         }
-        state.group_target = 0;
-    }
-
-    /// One write + fdatasync of everything appended, by the leader. `None` when there was
-    /// nothing to do or the sync failed: the leader role ends then, in the same critical section
-    /// that saw nothing pending, so a writer appending later finds no leader and becomes one.
-    fn sync_once(&self) -> Option<Round> {
-        let started = Instant::now();
-        let (mut buffer, mut file, target, offset, allocated, records) = {
-            let mut state = self.state.lock();
-            let file = if state.failed.is_some() || state.synced_lsn >= state.appended_lsn {
-                None
-            } else {
-                state.file.take()
-            };
-            let Some(file) = file else {
-                state.syncing = false;
-                return None;
-            };
-            let spare = std::mem::take(&mut state.spare);
-            let (offset, allocated) = state
-                .files
-                .last()
-                .map_or((0, 0), |f| (f.bytes, f.allocated));
-            (
-                std::mem::replace(&mut state.buffer, spare),
-                file,
-                state.appended_lsn,
-                offset,
-                allocated,
-                state.appended_lsn - state.synced_lsn,
-            )
-        };
-        let end = offset + buffer.len() as u64;
-        let mut grown = allocated;
-        let written = (|| {
-            // Grow the zero-filled area in whole stretches: only the syncs that grow it pay for
-            // the file's metadata.
-            while grown < end {
-                file.write_all_at(&vec![0u8; PREALLOCATE as usize], grown)?;
-                grown += PREALLOCATE;
-            }
-            file.write_all_at(&buffer, offset)?;
-            #[cfg(test)]
-            if self.fail_syncs.load(std::sync::atomic::Ordering::SeqCst) {
+        fn sync(&self, site: SyncSite) -> io::Result<()> {
+            if site == SyncSite::SegmentData && self.fail.load(Ordering::SeqCst) {
                 return Err(io::Error::other("injected fdatasync failure"));
             }
-            file.sync_data()
-        })();
-        self.instruments.wal_fsyncs.inc();
-        self.instruments.wal_bytes.inc_by(buffer.len() as u64);
-        let mut state = self.state.lock();
-        if let Err(error) = written {
-            state.syncing = false;
-            tracing::error!(%error, "wal write or fsync failed; the wal refuses writes until reopened");
-            state.failed = Some(format!("wal write or fsync failed: {error}"));
-            self.instruments.wal_failed.set(1);
-            // Every record not yet durable failed for its writer. The page cache may still
-            // carry some of them to the disk: record their LSNs durably so that replay skips
-            // them. No record is appended once `failed` is set, so the range is complete.
-            let range = state.synced_lsn + 1..=state.appended_lsn;
-            drop(state);
-            if let Err(error) = record_poisoned(&self.dir, range.clone()) {
-                tracing::error!(%error, first = range.start(), last = range.end(), "could not record the lsns of failed wal writes; if the disk kept them they would reappear after a restart");
-            }
-            self.synced.send_replace(0);
-            return None;
+            self.inner.sync(site)
         }
-        state.synced_lsn = target;
-        let rotate = match state.files.last_mut() {
-            Some(active) => {
-                active.last_lsn = target;
-                active.bytes = end;
-                active.allocated = grown;
-                active.bytes >= self.segment_bytes
-            }
-            None => false,
-        };
-        if rotate {
-            let seq = state.files.last().map_or(1, |f| f.seq + 1);
-            let path = file_path(&self.dir, seq);
-            let opened = create_file(&path, &self.dir);
-            match opened {
-                Ok(new) => {
-                    file = new;
-                    state.files.push(WalFile {
-                        seq,
-                        path,
-                        last_lsn: target,
-                        bytes: 0,
-                        allocated: PREALLOCATE,
-                    });
-                }
-                Err(error) => {
-                    // The old file keeps growing; rotation is retried after the next sync.
-                    tracing::warn!(%error, "could not rotate the wal");
-                }
-            }
+    }
+
+    impl FileSystem for FailingFs {
+        fn create_dir(&self, path: &Path) -> io::Result<()> {
+            RealFs.create_dir(path)
         }
-        state.file = Some(file);
-        self.update_gauges(&state);
-        buffer.clear();
-        state.spare = buffer;
-        let writers = records + (state.appended_lsn - target);
-        drop(state);
-        self.synced.send_replace(target);
-        Some(Round {
-            writers,
-            took: started.elapsed(),
-        })
+        fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
+            RealFs.read_dir(path)
+        }
+        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+            RealFs.read(path)
+        }
+        fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
+            Ok(Box::new(FailingFile {
+                inner: RealFs.open(path, mode)?,
+                fail: Arc::clone(&self.fail),
+            }))
+        }
+        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+            RealFs.rename(from, to)
+        }
+        fn remove_file(&self, path: &Path) -> io::Result<()> {
+            RealFs.remove_file(path)
+        }
+        fn sync_dir(&self, path: &Path, site: SyncSite) -> io::Result<()> {
+            RealFs.sync_dir(path, site)
+        }
+        fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn HeldLock>>> {
+            RealFs.try_lock(path)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use mainstay_journal::fs::SimFs;
+
     use super::*;
 
     fn entries(n: usize) -> Vec<(String, Option<Bytes>)> {
@@ -934,8 +660,12 @@ mod tests {
         )
     }
 
+    /// Bytes of a journal segment's header and of a frame before its payload.
+    const SEGMENT_HEADER: usize = 24;
+    const HEADER: usize = 16;
+
     /// Acknowledges `n` one-record writes (LSNs 1..=n) into a fresh log in `dir`; returns the
-    /// file that holds them and the offsets of their frames.
+    /// journal segment that holds them and the offsets of their frames.
     async fn acknowledged(dir: &Path, n: u64) -> (PathBuf, Vec<usize>) {
         let (wal, _, _) = open_in(dir, WalRecoveryMode::Refuse).expect("opens");
         for i in 1..=n {
@@ -948,13 +678,17 @@ mod tests {
             wal.commit(lsn).await.expect("commits");
         }
         drop(wal);
-        let path = file_path(&dir.join("wal"), 1);
+        let path = dir.join("wal").join("00000000000000000001.seg");
         let data = fs::read(&path).expect("reads");
         let mut offsets = Vec::new();
-        let mut offset = 0;
-        while let Some((_, len)) = decode_frame(&data, offset) {
+        let mut offset = SEGMENT_HEADER;
+        loop {
+            let len = u32::from_le_bytes(data[offset..offset + 4].try_into().expect("4 bytes"));
+            if len == 0 {
+                break;
+            }
             offsets.push(offset);
-            offset += HEADER + len;
+            offset += 8 + len as usize;
         }
         assert_eq!(offsets.len() as u64, n, "every record has its frame");
         (path, offsets)
@@ -1098,5 +832,137 @@ mod tests {
         assert!(recovery.damage.is_empty());
         let (lsn, ()) = wal.append(b"next", |_| ()).expect("appends");
         assert_eq!(lsn, 14, "new LSNs start above the failed one");
+    }
+
+    #[tokio::test]
+    async fn a_migration_cut_short_after_its_commit_copies_nothing_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/wal-before-journal");
+        let copy_old_files = || {
+            fs::create_dir_all(dir.path().join("wal")).expect("creates");
+            for name in ["00000000000000000001.wal", "00000000000000000002.wal"] {
+                fs::copy(fixture.join(name), dir.path().join("wal").join(name)).expect("copies");
+            }
+        };
+        copy_old_files();
+        fs::copy(fixture.join("poisoned"), dir.path().join("wal/poisoned")).expect("copies");
+        let (wal, records, _) = open_in(dir.path(), WalRecoveryMode::Refuse).expect("opens");
+        assert_eq!(records, before_journal_records());
+        assert!(
+            legacy::files(&dir.path().join("wal"))
+                .expect("lists")
+                .is_empty()
+        );
+        drop(wal);
+        // As if the process died after the journal's commit but before the old files were
+        // deleted (the old `poisoned` list still aside).
+        copy_old_files();
+        fs::rename(
+            dir.path().join("wal/poisoned"),
+            dir.path().join("wal").join(legacy::POISONED_ASIDE),
+        )
+        .expect("renames");
+        let (wal, records, recovery) = open_in(dir.path(), WalRecoveryMode::Refuse).expect("opens");
+        assert_eq!(
+            records,
+            before_journal_records(),
+            "each record once, in order"
+        );
+        assert_eq!(recovery.poisoned_records, 1);
+        let (lsn, ()) = wal.append(b"next", |_| ()).expect("appends");
+        assert_eq!(lsn, 14, "the failed LSN is still never handed out");
+    }
+
+    /// A `Wal` over a simulated file system, in `/wal`.
+    fn open_sim(sim: &SimFs) -> Result<(Wal, Vec<WalRecord>), WalError> {
+        let fs: Arc<dyn FileSystem> = Arc::new(sim.clone());
+        let dir = Path::new("/wal");
+        let (journal, records, _) = Wal::open_journal(
+            &fs,
+            dir,
+            4096,
+            0,
+            (WalRecoveryMode::Refuse, Path::new("/corrupt")),
+        )?;
+        let wal = Wal {
+            inner: Arc::new(Inner {
+                journal,
+                fs,
+                dir: dir.to_path_buf(),
+                instruments: crate::metrics::StorageMetrics::unregistered().instruments("t"),
+                counted_syncs: AtomicU64::new(0),
+                fail_syncs: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            }),
+        };
+        Ok((wal, records))
+    }
+
+    /// Power cuts at random file-system calls, tearing the last write: after each, every
+    /// acknowledged record is replayed with its LSN, and no record whose writer was told it
+    /// failed ever appears.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_records_survive_random_power_cuts_and_failed_ones_never_appear() {
+        for seed in 0..20u64 {
+            let sim = SimFs::new(seed);
+            let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut random = move |below: u64| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % below
+            };
+            let mut acknowledged: BTreeMap<u64, String> = BTreeMap::new();
+            let mut failed: BTreeSet<String> = BTreeSet::new();
+            let mut serial = 0u64;
+            for boot in 0..4 {
+                let (wal, records) = open_sim(&sim).expect("opens after a power cut");
+                let found: BTreeMap<u64, String> = records
+                    .iter()
+                    .map(|record| (record.lsn, record.entries[0].0.clone()))
+                    .collect();
+                for (lsn, id) in &acknowledged {
+                    assert_eq!(
+                        found.get(lsn),
+                        Some(id),
+                        "seed {seed} boot {boot}: lost {lsn}"
+                    );
+                }
+                for id in found.values() {
+                    assert!(
+                        !failed.contains(id),
+                        "seed {seed} boot {boot}: {id} failed yet came back"
+                    );
+                }
+                // What replay returned is durable now, acknowledged or not before.
+                acknowledged = found;
+                sim.crash_after(random(300) + 1);
+                for _ in 0..30 {
+                    serial += 1;
+                    let id = format!("k{serial}");
+                    let size = usize::try_from(random(400)).expect("small");
+                    let body =
+                        encode_body("c", 1, &[(id.clone(), Some(Bytes::from(vec![7u8; size])))]);
+                    let outcome = match wal.append(&body, |_| ()) {
+                        Ok((lsn, ())) => wal.commit(lsn).await.map(|()| lsn),
+                        Err(error) => Err(error),
+                    };
+                    match outcome {
+                        Ok(lsn) => {
+                            acknowledged.insert(lsn, id);
+                        }
+                        Err(_) => {
+                            failed.insert(id);
+                        }
+                    }
+                    if sim.has_crashed() {
+                        break;
+                    }
+                }
+                drop(wal);
+                sim.power_cut_tearing_last_write();
+            }
+            assert!(serial > 0);
+        }
     }
 }
