@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use mainstay_journal::fs::{FileSystem, RealFs, SyncSite};
+use mainstay_journal::fs::{FileSystem, SyncSite};
 use mainstay_journal::{
     Journal, JournalConfig, Lsn, OpenError as JournalOpenError, RecoveryMode, WriteError,
     read_entries,
@@ -188,6 +188,8 @@ struct Inner {
     instruments: Instruments,
     /// The journal's syncs already added to `storage_wal_fsyncs`.
     counted_syncs: AtomicU64,
+    /// Closed by the store while healthy: the journal then refuses writes, which is no failure.
+    closed_healthy: std::sync::atomic::AtomicBool,
     /// Tests make the next syncs fail after the frames were written, as a failed fdatasync
     /// does (the bytes may still reach the disk).
     #[cfg(test)]
@@ -235,14 +237,15 @@ fn write_error(error: WriteError) -> WalError {
 }
 
 /// The store's error for a journal that does not open.
-fn open_error(dir: &Path, error: JournalOpenError) -> WalError {
+fn open_error(fs: &dyn FileSystem, dir: &Path, error: JournalOpenError) -> WalError {
     match error {
         JournalOpenError::Corrupt {
             file,
             offset,
             valid_frames_after,
         } => {
-            let later_files = mainstay_journal::fs::FileSystem::read_dir(&RealFs, dir)
+            let later_files = fs
+                .read_dir(dir)
                 .map(|names| {
                     let name = file.file_name().map(std::ffi::OsStr::to_os_string);
                     names
@@ -290,7 +293,7 @@ impl Wal {
             fail: Arc::clone(&fail_syncs),
         });
         #[cfg(not(test))]
-        let fs: Arc<dyn FileSystem> = Arc::new(RealFs);
+        let fs: Arc<dyn FileSystem> = Arc::new(mainstay_journal::fs::RealFs);
         let (journal, records, report) =
             Self::open_journal(&fs, dir, segment_bytes, lsn_floor, recovery)?;
         let wal = Self {
@@ -300,6 +303,7 @@ impl Wal {
                 dir: dir.to_path_buf(),
                 instruments,
                 counted_syncs: AtomicU64::new(0),
+                closed_healthy: std::sync::atomic::AtomicBool::new(false),
                 #[cfg(test)]
                 fail_syncs,
             }),
@@ -343,7 +347,7 @@ impl Wal {
         });
         let open = |floor: u64| {
             Journal::open_with_floor(Arc::clone(fs), dir, config.clone(), Lsn::new(floor))
-                .map_err(|error| open_error(dir, error))
+                .map_err(|error| open_error(&**fs, dir, error))
         };
         let (mut journal, mut replay) = open(floor)?;
         let mut recovery = WalRecovery {
@@ -492,11 +496,18 @@ impl Wal {
 
     /// Refuses later writes and releases the journal's directory lock (at the store's close).
     pub(crate) fn close(&self) {
+        if self.inner.journal.failure().is_none() {
+            self.inner.closed_healthy.store(true, Ordering::Release);
+        }
         self.inner.journal.close();
     }
 
-    /// Why the log refuses writes, once a write or sync failed.
+    /// Why the log refuses writes, once a write or sync failed (a store closed while healthy
+    /// refuses writes too, but has not failed).
     pub(crate) fn failure(&self) -> Option<String> {
+        if self.inner.closed_healthy.load(Ordering::Acquire) {
+            return None;
+        }
         self.inner.journal.failure()
     }
 
@@ -535,7 +546,7 @@ impl Wal {
         instruments
             .wal_files
             .set(i64::try_from(stats.segments).unwrap_or(i64::MAX));
-        if self.inner.journal.failure().is_some() {
+        if self.failure().is_some() {
             instruments.wal_failed.set(1);
         }
     }
@@ -892,6 +903,7 @@ mod tests {
                 dir: dir.to_path_buf(),
                 instruments: crate::metrics::StorageMetrics::unregistered().instruments("t"),
                 counted_syncs: AtomicU64::new(0),
+                closed_healthy: std::sync::atomic::AtomicBool::new(false),
                 fail_syncs: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             }),
         };
