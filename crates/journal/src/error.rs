@@ -57,6 +57,32 @@ pub enum OpenError {
     },
 }
 
+/// Why [`read_entries`](crate::read_entries) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// A file or directory could not be read.
+    #[error("journal i/o failed on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The list of LSNs whose writes failed is unreadable, so the entries of failed writes
+    /// cannot be told apart.
+    #[error(
+        "journal list of failed writes {path} is unreadable at line {line}: restore it from a backup"
+    )]
+    PoisonedList {
+        /// The file.
+        path: PathBuf,
+        /// The first bad line (from 1).
+        line: usize,
+    },
+}
+
 /// Why an append or a commit failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

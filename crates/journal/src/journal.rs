@@ -95,7 +95,8 @@ struct Inner {
     zeros: Vec<u8>,
     /// Successful group syncs of segment data, for callers' metrics.
     syncs: AtomicU64,
-    _lock: DirLock,
+    /// The directory lock; [`Journal::close`] releases it early.
+    lock: Mutex<Option<DirLock>>,
 }
 
 #[derive(Debug)]
@@ -173,6 +174,40 @@ impl Journal {
         dir: impl Into<PathBuf>,
         config: JournalConfig,
     ) -> Result<(Journal, Replay), OpenError> {
+        Self::open_with_floor(fs, dir, config, Lsn::ZERO)
+    }
+
+    /// [`open_with`](Self::open_with), handing out new LSNs above `floor` as well as above
+    /// every LSN the directory holds. For a caller that keeps entries elsewhere after trimming
+    /// them (a snapshot, an uploaded segment) and must never see an LSN again, even when the
+    /// directory was trimmed empty or deleted.
+    ///
+    /// The floor is not written down: a later open learns it from the frames appended above it,
+    /// or from the caller again, so a caller passes it on every open.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mainstay_journal::{Journal, JournalConfig, Lsn, fs::RealFs};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let (journal, _) =
+    ///     Journal::open_with_floor(Arc::new(RealFs), dir.path(), JournalConfig::default(), Lsn::new(41))?;
+    /// assert_eq!(journal.write(b"after the floor").await?, Lsn::new(42));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_with_floor(
+        fs: Arc<dyn FileSystem>,
+        dir: impl Into<PathBuf>,
+        config: JournalConfig,
+        floor: Lsn,
+    ) -> Result<(Journal, Replay), OpenError> {
         let dir = dir.into();
         config.validate()?;
         create_dir_durable(&*fs, &dir)?;
@@ -182,7 +217,8 @@ impl Journal {
         })?;
         let failed = poisoned::read(&*fs, &dir)?;
         let recovered = replay::recover(&*fs, &dir, &config, &failed)?;
-        let durable_lsn = recovered.next_lsn - 1;
+        let next_lsn = recovered.next_lsn.max(floor.get().saturating_add(1));
+        let durable_lsn = next_lsn - 1;
         let zeros = vec![0; usize::try_from(config.preallocate_bytes).unwrap_or(0)];
         let journal = Journal {
             inner: Arc::new(Inner {
@@ -192,7 +228,7 @@ impl Journal {
                 state: Mutex::new(State {
                     buffer: Vec::new(),
                     spare: Vec::new(),
-                    next_lsn: recovered.next_lsn,
+                    next_lsn,
                     appended_lsn: durable_lsn,
                     durable_lsn,
                     leading: false,
@@ -207,7 +243,7 @@ impl Journal {
                 durable: watch::channel(durable_lsn).0,
                 zeros,
                 syncs: AtomicU64::new(0),
-                _lock: lock,
+                lock: Mutex::new(Some(lock)),
             }),
         };
         Ok((journal, recovered.replay))
@@ -334,6 +370,45 @@ impl Journal {
         self.inner.syncs.load(Ordering::Relaxed)
     }
 
+    /// Closes the journal before its last clone is dropped: later appends and commits of
+    /// entries not yet durable fail with [`WriteError::Failed`], and the directory lock is
+    /// released, so that the directory may be opened again (by this process or another) while
+    /// clones of this journal still exist. Entries already durable stay so. Call it once no
+    /// commit is waiting (a sync in flight finishes writing after the lock was released).
+    pub fn close(&self) {
+        {
+            let mut state = self.inner.state.lock();
+            if matches!(state.health, Health::Healthy) {
+                state.health = Health::Failed("the journal was closed".to_owned());
+            }
+            self.inner.notify(state.durable_lsn);
+        }
+        self.inner.lock.lock().take();
+    }
+
+    /// Makes the next append's LSN at least `next`, leaving the LSNs in between unused: for a
+    /// caller that copies entries in with their LSNs kept, gaps included (such as a migration
+    /// from another log). A lower `next` changes nothing. The jump is not written down until an
+    /// entry above it is durable: after a restart before that, LSNs go on from the last entry.
+    ///
+    /// ```
+    /// use mainstay_journal::{Journal, JournalConfig, Lsn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let (journal, _) = Journal::open(dir.path(), JournalConfig::default())?;
+    /// assert_eq!(journal.write(b"first").await?, Lsn::new(1));
+    /// journal.skip_to(Lsn::new(7));
+    /// assert_eq!(journal.write(b"seventh").await?, Lsn::new(7));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn skip_to(&self, next: Lsn) {
+        let mut state = self.inner.state.lock();
+        state.next_lsn = state.next_lsn.max(next.get());
+    }
+
     /// The highest LSN known durable.
     #[must_use]
     pub fn durable_lsn(&self) -> Lsn {
@@ -402,6 +477,34 @@ impl Journal {
     pub fn segments(&self) -> usize {
         self.inner.state.lock().segments.len()
     }
+
+    /// Counters and sizes for metrics: syncs so far, and the segments on disk now.
+    #[must_use]
+    pub fn stats(&self) -> JournalStats {
+        let state = self.inner.state.lock();
+        JournalStats {
+            syncs: self.inner.syncs.load(Ordering::Relaxed),
+            segments: state.segments.len(),
+            disk_bytes: state
+                .segments
+                .iter()
+                .map(|segment| segment.allocated.max(segment.end))
+                .sum(),
+        }
+    }
+}
+
+/// What [`Journal::stats`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JournalStats {
+    /// Group syncs (`fdatasync`s of segment data) that succeeded since the journal was opened:
+    /// one per group commit, however many writers it carried.
+    pub syncs: u64,
+    /// Segment files on disk.
+    pub segments: usize,
+    /// Bytes of the segment files on disk, zero-filled space included.
+    pub disk_bytes: u64,
 }
 
 /// Whether `lsn` is durable, failed, or waits for a sync (led by the caller when none runs).

@@ -49,7 +49,8 @@
 //!
 //! # Metrics
 //!
-//! None yet; [`Journal::failure`] is meant for a readiness check.
+//! None registered; [`Journal::stats`] returns the counts a caller exports, and
+//! [`Journal::failure`] is meant for a readiness check.
 //!
 //! # MSRV
 //!
@@ -64,14 +65,16 @@ mod journal;
 mod lock;
 mod lsn;
 mod poisoned;
+mod read;
 mod replay;
 mod segment;
 
 pub use config::{ConfigError, JournalConfig, MAX_GROUP_WAIT, MIN_SEGMENT_BYTES, RecoveryMode};
 pub use durable::{create_dir_durable, write_atomic};
-pub use error::{FileError, LockError, OpenError, TrimError, WriteError};
+pub use error::{FileError, LockError, OpenError, ReadError, TrimError, WriteError};
 pub use frame::MAX_PAYLOAD;
-pub use journal::Journal;
+pub use journal::{Journal, JournalStats};
 pub use lock::{DirLock, LOCK_FILE};
 pub use lsn::Lsn;
+pub use read::read_entries;
 pub use replay::{CORRUPT_DIR, Corruption, Entry, Replay, ReplayOutcome, ReplayReport, TornTail};

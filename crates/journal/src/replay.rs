@@ -113,6 +113,10 @@ pub struct Corruption {
     /// The LSNs between the last valid frame before the damage and the first after it: the
     /// entries that may have been lost (`None` when the two are consecutive).
     pub lost_lsns: Option<RangeInclusive<Lsn>>,
+    /// The LSN of the last valid frame before the damage ([`Lsn::ZERO`] when none).
+    pub lsn_before: Lsn,
+    /// The LSN of the first valid frame after the damage.
+    pub lsn_after: Option<Lsn>,
     /// Where the damaged segment's original bytes were kept.
     pub moved_to: PathBuf,
 }
@@ -316,6 +320,8 @@ pub(crate) fn recover(
             bytes: spot.damage.len() as u64,
             valid_frames_after: spot.after,
             lost_lsns,
+            lsn_before: Lsn::new(before.unwrap_or(0)),
+            lsn_after: next.map(Lsn::new),
             moved_to,
         });
     }

@@ -263,30 +263,19 @@ fn read_segments(dir: &Path, incarnation: u64) -> Result<Vec<LocalSegment>, Hand
     Ok(out)
 }
 
-/// Every intact record of the WAL files in `dir`, in file order (blocking, read-only). A torn
-/// tail of the last file ends the reading; damage followed by valid frames is an error.
+/// Every intact record of the WAL in `dir`, in LSN order (blocking, read-only): the journal's
+/// entries (damaged regions read past, as the stopped store's own recovery would keep every
+/// valid frame; a torn tail is no entry), and those of WAL files of the format before the
+/// journal (decision 0082), which a directory not opened since still holds: there a torn tail
+/// of the last file ends the reading, and damage followed by valid frames is an error.
 fn read_wal(dir: &Path) -> Result<Vec<wal::WalRecord>, HandoverError> {
-    let listing = match fs::read_dir(dir) {
-        Ok(listing) => listing,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(io(dir)(error)),
-    };
-    let mut files = Vec::new();
-    for entry in listing {
-        let entry = entry.map_err(io(dir))?;
-        if let Some(seq) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.strip_suffix(".wal"))
-            .and_then(|name| name.parse::<u64>().ok())
-        {
-            files.push((seq, entry.path()));
-        }
-    }
-    files.sort_unstable();
+    let files = wal::legacy::files(dir).map_err(|error| match error {
+        crate::error::WalError::Io { path, source } => io(&path)(source),
+        other => io(dir)(std::io::Error::other(other.to_string())),
+    })?;
     let last = files.len().saturating_sub(1);
     let mut records = Vec::new();
-    for (index, (_, path)) in files.iter().enumerate() {
+    for (index, path) in files.iter().enumerate() {
         let mut data = Vec::new();
         File::open(path)
             .and_then(|mut file| file.read_to_end(&mut data))
@@ -298,20 +287,9 @@ fn read_wal(dir: &Path) -> Result<Vec<wal::WalRecord>, HandoverError> {
             if rest.iter().all(|byte| *byte == 0) {
                 break;
             }
-            let frame = rest.get(..wal::HEADER).and_then(|header| {
-                let len =
-                    usize::try_from(u32::from_le_bytes(header.get(..4)?.try_into().ok()?)).ok()?;
-                let crc = u32::from_le_bytes(header.get(4..8)?.try_into().ok()?);
-                if len > wal::MAX_FRAME {
-                    return None;
-                }
-                let payload = rest.get(wal::HEADER..wal::HEADER + len)?;
-                (crc32c::crc32c(payload) == crc).then_some(())?;
-                Some((wal::decode_payload(payload)?, len))
-            });
-            match frame {
+            match wal::legacy::decode_frame(&data, offset) {
                 Some((record, len)) => {
-                    offset += wal::HEADER + len;
+                    offset += wal::legacy::HEADER + len;
                     records.push(record);
                 }
                 // A torn tail was never acknowledged: the fenced store's own recovery would
@@ -326,6 +304,19 @@ fn read_wal(dir: &Path) -> Result<Vec<wal::WalRecord>, HandoverError> {
             }
         }
     }
+    let entries = mainstay_journal::read_entries(
+        &mainstay_journal::fs::RealFs,
+        dir,
+        mainstay_journal::Lsn::ZERO..=mainstay_journal::Lsn::new(u64::MAX),
+    )
+    .map_err(|error| io(dir)(std::io::Error::other(error.to_string())))?;
+    records.extend(
+        entries
+            .into_iter()
+            .filter_map(|entry| wal::decode_body(entry.lsn.get(), &entry.payload)),
+    );
+    records.sort_by_key(|record| record.lsn);
+    records.dedup_by_key(|record| record.lsn);
     Ok(records)
 }
 

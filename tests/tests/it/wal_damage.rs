@@ -24,28 +24,29 @@ fn value(n: u32) -> Vec<u8> {
     format!("value-{n:02}-").repeat(80).into_bytes()
 }
 
-/// The WAL file holding the frame of the record `id`, and where in it a byte of that frame's
-/// value starts (frame: `u32 len | u32 crc | u64 lsn | u64 incarnation | u8 name length | name |
-/// u32 count | u16 id length | id | u8 kind | u32 value length | value`).
+/// The WAL segment holding the frame of the record `id`, and where in it a byte of that frame's
+/// value starts (a `mainstay-journal` segment: 24-byte header, then frames `u32 len | u32 crc |
+/// u64 lsn | body`, body: `u64 incarnation | u8 name length | name | u32 count | u16 id length |
+/// id | u8 kind | u32 value length | value`).
 fn frame_of(wal_dir: &Path, id: &str) -> anyhow::Result<(PathBuf, usize, usize)> {
     for entry in std::fs::read_dir(wal_dir)? {
         let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("wal") {
+        if path.extension().and_then(|e| e.to_str()) != Some("seg") {
             continue;
         }
         let data = std::fs::read(&path)?;
-        let mut offset = 0usize;
-        while offset + 8 <= data.len() {
+        let mut offset = 24usize;
+        while offset + 16 <= data.len() {
             let len = u32::from_le_bytes(data[offset..offset + 4].try_into()?) as usize;
             if len == 0 {
                 break;
             }
-            let payload = &data[offset + 8..offset + 8 + len];
-            let name_len = usize::from(payload[16]);
-            let at = 17 + name_len + 4;
-            let id_len = usize::from(u16::from_le_bytes(payload[at..at + 2].try_into()?));
-            if &payload[at + 2..at + 2 + id_len] == id.as_bytes() {
-                let value_at = offset + 8 + at + 2 + id_len + 1 + 4;
+            let body = &data[offset + 16..offset + 8 + len];
+            let name_len = usize::from(body[8]);
+            let at = 9 + name_len + 4;
+            let id_len = usize::from(u16::from_le_bytes(body[at..at + 2].try_into()?));
+            if &body[at + 2..at + 2 + id_len] == id.as_bytes() {
+                let value_at = offset + 16 + at + 2 + id_len + 1 + 4;
                 return Ok((path, offset, value_at));
             }
             offset += 8 + len;

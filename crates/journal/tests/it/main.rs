@@ -1,5 +1,6 @@
 //! Integration tests of mainstay-journal, one module per area.
 
+mod additions;
 mod api;
 mod group_commit;
 mod poison;

@@ -98,6 +98,10 @@ fn a_flipped_bit_in_the_tenth_of_twenty_frames_is_corruption_with_ten_valid_fram
     assert_eq!(corruption.valid_frames_after, 10);
     assert_eq!(corruption.lost_lsns, Some(Lsn::new(10)..=Lsn::new(10)));
     assert_eq!(
+        (corruption.lsn_before, corruption.lsn_after),
+        (Lsn::new(9), Some(Lsn::new(11)))
+    );
+    assert_eq!(
         corruption.moved_to.parent(),
         Some(dir.join(CORRUPT_DIR).as_path())
     );

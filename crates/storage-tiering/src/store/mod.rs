@@ -639,6 +639,7 @@ impl Store {
             tracing::warn!(%error, "could not close the upload dlq");
         }
         // Releases the directory: another store may open it now; this one refuses writes.
+        self.shared.wal.close();
         self.shared.lock.lock().take();
         flushed.and(uploaded)
     }

@@ -220,3 +220,24 @@ async fn pending_s3_only_segments_are_served_from_their_files() {
     }
     check(store).await;
 }
+
+/// Closing releases the WAL's directory (a store opens it again while the closed one lives) and
+/// is no WAL failure: readiness and `storage_wal_failed` stay clear.
+#[tokio::test]
+async fn a_closed_store_frees_its_wal_and_reports_no_wal_failure() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (store, _) = Store::open(config(dir.path())).await.expect("opens");
+    store
+        .create_collection("c", Policy::Memory)
+        .await
+        .expect("created");
+    store.put("c", "k", bytes("v")).await.expect("acknowledged");
+    store
+        .close(std::time::Duration::from_secs(1))
+        .await
+        .expect("closes");
+    assert_eq!(store.wal_failure(), None);
+    let (again, _) = Store::open(config(dir.path())).await.expect("reopens");
+    assert_eq!(again.get("c", "k").await.expect("reads"), Some(bytes("v")));
+    drop(store);
+}

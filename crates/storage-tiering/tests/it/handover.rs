@@ -148,6 +148,7 @@ async fn records_only_in_the_wal_are_read_and_a_torn_tail_is_left_alone() {
     let wal_file = std::fs::read_dir(data.join("wal"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
         .max()
         .unwrap();
     let before = std::fs::read(&wal_file).unwrap();

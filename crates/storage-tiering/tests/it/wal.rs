@@ -379,3 +379,55 @@ async fn past_max_wal_bytes_the_oldest_memtable_is_frozen() {
         Some(Bytes::from_static(b"quiet"))
     );
 }
+
+/// The puts of the fixture `fixtures/data-dir-before-journal` (collection, id, value), in the
+/// order they were written; `fixtures/README.md` says how it was made.
+fn before_journal_puts() -> Vec<(&'static str, String, Bytes)> {
+    (0..40u32)
+        .map(|i| {
+            let collection = if i % 3 == 0 { "invoices" } else { "orders" };
+            let value = format!("value {i} ").repeat(1 + i as usize % 5);
+            (collection, format!("r{i:03}"), Bytes::from(value))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_written_before_the_journal_move_opens_with_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/data-dir-before-journal");
+    let data = dir.path().join("data");
+    for relative in [
+        "catalog.json",
+        "dlq/journal",
+        "wal/00000000000000000001.wal",
+    ] {
+        let to = data.join(relative);
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::copy(fixture.join(relative), &to).unwrap();
+    }
+    let (store, report) = Store::open(config(dir.path())).await.unwrap();
+    // 30 puts, one batch of the 6 later orders, 4 more invoices, 2 deletes.
+    assert_eq!(report.replayed_records, 37, "{report:?}");
+    let deleted = [("orders", "r001"), ("invoices", "r003")];
+    for (collection, id, value) in before_journal_puts() {
+        let expected = (!deleted.contains(&(collection, id.as_str()))).then_some(value);
+        assert_eq!(
+            store.get(collection, &id).await.unwrap(),
+            expected,
+            "{collection}/{id}"
+        );
+    }
+    // New writes get LSNs above the old ones and survive a reopen beside them.
+    store.put("orders", "after", value(1)).await.unwrap();
+    assert!(store.last_lsn() > 37);
+    store.close(Duration::from_secs(1)).await.unwrap();
+    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    assert_eq!(store.get("orders", "after").await.unwrap(), Some(value(1)));
+    assert_eq!(
+        store.get("invoices", "r039").await.unwrap(),
+        Some(before_journal_puts()[39].2.clone())
+    );
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
