@@ -1,6 +1,7 @@
 //! End-to-end tests against the built `mainstay-api` binary.
 
 mod config;
+mod dlq_damage;
 mod health;
 mod http;
 mod observability;
