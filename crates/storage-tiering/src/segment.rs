@@ -257,12 +257,21 @@ fn write_index_and_footer(
     out.extend_from_slice(MAGIC);
 }
 
-struct Cursor<'a> {
+/// Reads little-endian fields off the front of a byte slice; `None` once too few bytes are left.
+/// Segments and WAL record bodies decode with it.
+pub(crate) struct Cursor<'a> {
     bytes: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes }
+    }
+    /// Whether every byte was read.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.bytes.len() < n {
             return None;
         }
@@ -270,18 +279,26 @@ impl<'a> Cursor<'a> {
         self.bytes = tail;
         Some(head)
     }
-    fn u16(&mut self) -> Option<u16> {
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        self.take(1).and_then(|b| b.first().copied())
+    }
+    pub(crate) fn u16(&mut self) -> Option<u16> {
         Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub(crate) fn u32(&mut self) -> Option<u32> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
+    /// `len` bytes of UTF-8.
+    pub(crate) fn str_of(&mut self, len: usize) -> Option<String> {
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+    /// A string with a `u16` length before it.
     fn string(&mut self) -> Option<String> {
         let len = usize::from(self.u16()?);
-        String::from_utf8(self.take(len)?.to_vec()).ok()
+        self.str_of(len)
     }
 }
 
@@ -300,7 +317,7 @@ pub(crate) fn decode_footer(tail: &[u8]) -> Result<Footer, SegmentError> {
     if crc32c::crc32c(body) != crc {
         return Err(corrupt());
     }
-    let mut cursor = Cursor { bytes: body };
+    let mut cursor = Cursor::new(body);
     let parse = |cursor: &mut Cursor<'_>| -> Option<Footer> {
         Some(Footer {
             index_offset: cursor.u64()?,
@@ -320,7 +337,7 @@ pub(crate) fn decode_index(index: &[u8], footer: &Footer) -> Result<Vec<BlockRef
     if crc32c::crc32c(index) != footer.index_crc {
         return Err(SegmentError::Corrupt("index"));
     }
-    let mut cursor = Cursor { bytes: index };
+    let mut cursor = Cursor::new(index);
     let parse = |cursor: &mut Cursor<'_>| -> Option<Vec<BlockRef>> {
         let codec = match cursor.take(1)?.first()? {
             0 => Compression::None,
@@ -372,9 +389,9 @@ pub(crate) fn decode_block(
             &inflated
         }
     };
-    let mut cursor = Cursor { bytes: raw };
+    let mut cursor = Cursor::new(raw);
     let mut out = Vec::new();
-    while !cursor.bytes.is_empty() {
+    while !cursor.is_empty() {
         let mut parse = || -> Option<(String, Entry)> {
             let id = cursor.string()?;
             let lsn = cursor.u64()?;

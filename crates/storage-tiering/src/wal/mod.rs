@@ -80,36 +80,6 @@ pub(crate) fn encode_body(
     out
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.bytes.len() < n {
-            return None;
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Some(head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).and_then(|b| b.first().copied())
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn string(&mut self, n: usize) -> Option<String> {
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-}
-
 /// A record of the format before the move: `u64 lsn | body`.
 pub(crate) fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
     let (lsn, body) = payload.split_at_checked(8)?;
@@ -118,15 +88,15 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Option<WalRecord> {
 
 /// The record with LSN `lsn` whose body (see [`encode_body`]) is `body`.
 pub(crate) fn decode_body(lsn: u64, body: &[u8]) -> Option<WalRecord> {
-    let mut reader = Reader { bytes: body };
+    let mut reader = crate::segment::Cursor::new(body);
     let incarnation = reader.u64()?;
     let name_len = usize::from(reader.u8()?);
-    let collection = reader.string(name_len)?;
+    let collection = reader.str_of(name_len)?;
     let count = reader.u32()?;
     let mut entries = Vec::new();
     for _ in 0..count {
         let id_len = usize::from(reader.u16()?);
-        let id = reader.string(id_len)?;
+        let id = reader.str_of(id_len)?;
         let value = match reader.u8()? {
             0 => None,
             1 => {
@@ -137,7 +107,7 @@ pub(crate) fn decode_body(lsn: u64, body: &[u8]) -> Option<WalRecord> {
         };
         entries.push((id, value));
     }
-    reader.bytes.is_empty().then_some(WalRecord {
+    reader.is_empty().then_some(WalRecord {
         lsn,
         collection,
         incarnation,
