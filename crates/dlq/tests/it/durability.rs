@@ -3,7 +3,6 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mainstay_clock::ManualClock;
@@ -13,54 +12,12 @@ use mainstay_dlq::{
 };
 use prometheus_client::registry::Registry;
 
-use crate::{config, entry, metric, open_with};
-
-const HEADER: usize = 24;
-
-/// Start offsets of the frames in a journal segment, and where the frames end (zeros follow).
-fn frame_offsets(bytes: &[u8]) -> (Vec<usize>, usize) {
-    let mut offsets = Vec::new();
-    let mut pos = HEADER;
-    while pos + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
-        if len == 0 {
-            break;
-        }
-        offsets.push(pos);
-        pos += 8 + len;
-    }
-    (offsets, pos)
-}
-
-/// The segments of the DLQ's journal (`log/`, mainstay-journal), oldest first.
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = fs::read_dir(dir.join("log"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    paths.sort();
-    paths
-}
-
-/// The active (last) journal segment.
-fn journal(dir: &Path) -> PathBuf {
-    segments(dir).pop().expect("a journal segment")
-}
+use crate::{HEADER, config, entry, frame_offsets, journal, keys, metric, open_with, segments};
 
 async fn push_keys(dlq: &Dlq, keys: &[&str]) {
     for key in keys {
         dlq.push(entry("orders", key)).await.unwrap();
     }
-}
-
-fn keys(dlq: &Dlq) -> Vec<String> {
-    dlq.list(&Default::default(), None, 1000)
-        .unwrap()
-        .entries
-        .iter()
-        .map(|e| e.key().to_owned())
-        .collect()
 }
 
 #[tokio::test]

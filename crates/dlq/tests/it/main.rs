@@ -9,7 +9,8 @@ mod recovery;
 mod redrive;
 mod ttl;
 
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,4 +79,47 @@ pub(crate) fn exposition(registry: &Registry) -> String {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, registry).expect("encode metrics");
     text
+}
+
+pub(crate) const HEADER: usize = 24;
+
+/// Start offsets of the frames in a journal segment, and where the frames end (zeros follow).
+pub(crate) fn frame_offsets(bytes: &[u8]) -> (Vec<usize>, usize) {
+    let mut offsets = Vec::new();
+    let mut pos = HEADER;
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        offsets.push(pos);
+        pos += 8 + len;
+    }
+    (offsets, pos)
+}
+
+/// The segments of the DLQ's journal (`log/`, mainstay-journal), oldest first.
+pub(crate) fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir.join("log"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// The active (last) journal segment.
+pub(crate) fn journal(dir: &Path) -> PathBuf {
+    segments(dir).pop().expect("a journal segment")
+}
+
+/// The keys of every entry, in list order.
+pub(crate) fn keys(dlq: &Dlq) -> Vec<String> {
+    dlq.list(&Default::default(), None, 1000)
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| e.key().to_owned())
+        .collect()
 }

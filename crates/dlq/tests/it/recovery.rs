@@ -3,46 +3,12 @@
 //! pre-journal format (the fixture in `tests/fixtures/legacy-v1`) is migrated at open.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mainstay_clock::ManualClock;
 use mainstay_dlq::{DlqConfig, ErrorClass, JournalRecovery, OpenError, Payload};
 
-use crate::{config, entry, metric, open_with};
-
-fn segment(dir: &Path) -> PathBuf {
-    let mut paths: Vec<PathBuf> = fs::read_dir(dir.join("log"))
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
-        .collect();
-    paths.sort();
-    paths.pop().expect("a journal segment")
-}
-
-/// Start offsets of the frames of a journal segment (24-byte header, `u32 len` first).
-fn frames(bytes: &[u8]) -> Vec<usize> {
-    let mut offsets = Vec::new();
-    let mut pos = 24;
-    while pos + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
-        if len == 0 {
-            break;
-        }
-        offsets.push(pos);
-        pos += 8 + len;
-    }
-    offsets
-}
-
-fn keys(dlq: &mainstay_dlq::Dlq) -> Vec<String> {
-    dlq.list(&Default::default(), None, 1000)
-        .unwrap()
-        .entries
-        .iter()
-        .map(|e| e.key().to_owned())
-        .collect()
-}
+use crate::{config, entry, frame_offsets, journal, keys, metric, open_with};
 
 #[tokio::test]
 async fn damage_in_the_middle_is_refused_on_request_and_skipped_by_default() {
@@ -53,9 +19,9 @@ async fn damage_in_the_middle_is_refused_on_request_and_skipped_by_default() {
         h.dlq.push(entry("orders", key)).await.unwrap();
     }
     drop(h);
-    let path = segment(dir.path());
+    let path = journal(dir.path());
     let mut bytes = fs::read(&path).unwrap();
-    let offsets = frames(&bytes);
+    let (offsets, _) = frame_offsets(&bytes);
     // The length field of the third frame: the old reader took this for a torn tail and
     // dropped d and e with it.
     bytes[offsets[2] + 1] ^= 0x40;
