@@ -211,9 +211,10 @@ impl Shared {
             dropped,
         };
         let bytes = serde_json::to_vec_pretty(&file).unwrap_or_default();
-        let path = self.catalog_path.clone();
+        let (path, fs) = (self.catalog_path.clone(), Arc::clone(&self.fs));
         blocking(move || {
-            write_atomic(&path, &bytes).map_err(|source| CollectionError::Io { path, source })
+            write_atomic_on(&*fs, &path, &bytes)
+                .map_err(|source| CollectionError::Io { path, source })
         })
         .await
     }

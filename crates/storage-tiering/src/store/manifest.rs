@@ -169,10 +169,10 @@ impl Shared {
     /// local files the commit let go), so such an open is refused until a later commit writes it.
     pub(crate) async fn save_manifest_copy(&self, manifest: &Manifest) {
         let bytes = serde_json::to_vec(manifest).unwrap_or_default();
-        let path = self.manifest_copy_path.clone();
+        let (path, fs) = (self.manifest_copy_path.clone(), Arc::clone(&self.fs));
         let saved = blocking(move || {
-            write_atomic(&path, &bytes).inspect_err(|_| {
-                let _ = fs::remove_file(&path);
+            write_atomic_on(&*fs, &path, &bytes).inspect_err(|_| {
+                let _ = fs.remove_file(&path);
             })
         })
         .await;

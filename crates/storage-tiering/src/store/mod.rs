@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use mainstay_clock::SharedClock;
 use mainstay_dlq::{Dlq, DlqMetrics};
+use mainstay_journal::fs::{FileSystem, RealFs};
 use mainstay_resilience::{CircuitBreaker, ResilienceMetrics, RetryBudget};
 use object_store::ObjectStore;
 use parking_lot::{Mutex, RwLock};
@@ -192,6 +193,8 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     pub(crate) segments_dir: PathBuf,
     catalog_path: PathBuf,
+    /// The file system of the WAL, the catalog and the manifest copy (std's outside tests).
+    fs: Arc<dyn FileSystem>,
     /// Held for every catalog write, and by `create_collection` and `drop_collection` from their
     /// check of the name to the end of the change, so that one name's changes never interleave.
     catalog_write: tokio::sync::Mutex<()>,
@@ -231,6 +234,7 @@ pub struct StoreBuilder {
     resilience_metrics: Option<ResilienceMetrics>,
     dlq_metrics: Option<DlqMetrics>,
     dlq: Option<Dlq>,
+    fs: Arc<dyn FileSystem>,
 }
 
 impl StoreBuilder {
@@ -239,6 +243,17 @@ impl StoreBuilder {
     /// overflow and never expire, and registers its redrive handler there.
     pub fn dlq(mut self, dlq: Dlq) -> Self {
         self.dlq = Some(dlq);
+        self
+    }
+
+    /// Does the file I/O of the WAL, the catalog, the local manifest copy, the data-directory
+    /// lock and the store's own DLQ journal on `fs` instead of the real file system: for
+    /// power-loss tests on [`SimFs`](mainstay_journal::fs::SimFs). Segment files (written and
+    /// synced before anything refers to them) and the DLQ's archive always use std's file
+    /// system, so `data_dir` must also exist on the real one.
+    #[doc(hidden)]
+    pub fn file_system(mut self, fs: Arc<dyn FileSystem>) -> Self {
+        self.fs = fs;
         self
     }
 
@@ -306,7 +321,16 @@ fn io_open(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError + '_ {
 /// Writes `bytes` to `path` by temp file + fsync + rename + fsync(dir) (blocking), through
 /// `mainstay-journal`'s one implementation of it.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    mainstay_journal::write_atomic(&mainstay_journal::fs::RealFs, path, bytes)
+    write_atomic_on(&RealFs, path, bytes)
+}
+
+/// [`write_atomic`] on the given file system.
+pub(crate) fn write_atomic_on(
+    fs: &dyn FileSystem,
+    path: &Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    mainstay_journal::write_atomic(fs, path, bytes)
         .map_err(|error| std::io::Error::new(error.source.kind(), error))
 }
 
@@ -329,6 +353,7 @@ impl Store {
             resilience_metrics: None,
             dlq_metrics: None,
             dlq: None,
+            fs: Arc::new(RealFs),
         }
     }
 

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use mainstay_clock::{SharedClock, TokioClock};
 use mainstay_dlq::{Dlq, DlqConfig, QueueConfig};
+use mainstay_journal::fs::FileSystem;
 use mainstay_resilience::{CircuitBreaker, RetryBudget};
 use object_store::ObjectStore;
 use parking_lot::{Mutex, RwLock};
@@ -52,7 +53,8 @@ impl Store {
         let config = builder.config;
         config.validate()?;
         let data_dir = config.data_dir.clone();
-        let lock = lock_data_dir(&data_dir)?;
+        let fs = builder.fs;
+        let lock = lock_data_dir(&*fs, &data_dir)?;
         let instruments = builder
             .metrics
             .unwrap_or_else(StorageMetrics::unregistered)
@@ -62,18 +64,18 @@ impl Store {
 
         let remote = open_remote(builder.object_store, &config, &instruments)?;
         let catalog_path = data_dir.join("catalog.json");
-        let mut catalog = read_catalog(&catalog_path)?;
+        let mut catalog = read_catalog(&*fs, &catalog_path)?;
         let manifest_copy_path = data_dir.join("manifest.json");
         let Claimed { manifest, claimed } = claim_prefix(
             remote.as_deref(),
             &mut catalog,
             &config,
-            &manifest_copy_path,
+            (&fs, &manifest_copy_path),
             &mut report,
         )
         .await?;
         adopt_manifest_collections(&manifest, &mut catalog);
-        let dlq = open_dlq(builder.dlq, builder.dlq_metrics, &config).await?;
+        let dlq = open_dlq(builder.dlq, builder.dlq_metrics, &config, &fs).await?;
         let pinned_keys: HashSet<String> =
             dlq_entries(&dlq).into_iter().map(|(_, key)| key).collect();
 
@@ -98,9 +100,10 @@ impl Store {
             let lsn_floor = lsn_floor(&collections, &manifest, catalog.lsn_floor);
             let (wal_dir, instruments) = (data_dir.join("wal"), instruments.clone());
             let (segment_bytes, mode) = (config.wal_segment_bytes, config.wal_recovery);
-            let quarantine = quarantine_dir.clone();
+            let (quarantine, fs) = (quarantine_dir.clone(), Arc::clone(&fs));
             blocking(move || {
                 Wal::open(
+                    fs,
                     &wal_dir,
                     segment_bytes,
                     lsn_floor,
@@ -159,6 +162,7 @@ impl Store {
             closed: AtomicBool::new(false),
             segments_dir,
             catalog_path,
+            fs,
             catalog_write: tokio::sync::Mutex::new(()),
             dropped: Mutex::new(catalog.dropped),
             tasks: Mutex::new(Vec::new()),
@@ -186,9 +190,15 @@ impl Store {
 
 /// Takes the data directory's advisory lock (`LOCK`, `mainstay-journal`'s `DirLock`): one store
 /// per directory; it dies with the process.
-fn lock_data_dir(data_dir: &Path) -> Result<mainstay_journal::DirLock, OpenError> {
-    fs::create_dir_all(data_dir).map_err(io_open(data_dir))?;
-    mainstay_journal::DirLock::acquire(data_dir).map_err(|error| match error {
+fn lock_data_dir(
+    fs: &dyn FileSystem,
+    data_dir: &Path,
+) -> Result<mainstay_journal::DirLock, OpenError> {
+    mainstay_journal::create_dir_durable(fs, data_dir).map_err(|error| OpenError::Io {
+        path: error.path.clone(),
+        source: std::io::Error::new(error.source.kind(), error),
+    })?;
+    mainstay_journal::DirLock::acquire_with(fs, data_dir).map_err(|error| match error {
         mainstay_journal::LockError::Io { path, source } => OpenError::Io { path, source },
         _ => OpenError::Locked {
             path: data_dir.join(mainstay_journal::LOCK_FILE),
@@ -215,8 +225,8 @@ fn open_remote(
 }
 
 /// The catalog: local collections, and tombstones of dropped ones (empty when there is none).
-fn read_catalog(catalog_path: &Path) -> Result<CatalogFile, OpenError> {
-    match fs::read(catalog_path) {
+fn read_catalog(fs: &dyn FileSystem, catalog_path: &Path) -> Result<CatalogFile, OpenError> {
+    match fs.read(catalog_path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| OpenError::Io {
             path: catalog_path.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
@@ -233,7 +243,7 @@ async fn claim_prefix(
     remote: Option<&Remote>,
     catalog: &mut CatalogFile,
     config: &StoreConfig,
-    manifest_copy_path: &Path,
+    (fs, manifest_copy_path): (&Arc<dyn FileSystem>, &Path),
     report: &mut RecoveryReport,
 ) -> Result<Claimed, OpenError> {
     let Some(remote) = remote else {
@@ -257,8 +267,8 @@ async fn claim_prefix(
             // job.
             catalog.dropped.clear();
             let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
-            let path = manifest_copy_path.to_path_buf();
-            blocking(move || write_atomic(&path, &bytes))
+            let (path, fs) = (manifest_copy_path.to_path_buf(), Arc::clone(fs));
+            blocking(move || write_atomic_on(&*fs, &path, &bytes))
                 .await
                 .map_err(io_open(manifest_copy_path))?;
             Ok(Claimed {
@@ -270,7 +280,7 @@ async fn claim_prefix(
             // The object store is down: start from this directory's copy of the last committed
             // manifest, without claiming the prefix (no uploads, commits or orphan collection)
             // until the store answers. Without a copy nothing says what the prefix holds: refuse.
-            let Some(mut manifest) = read_manifest_copy(manifest_copy_path)? else {
+            let Some(mut manifest) = read_manifest_copy(&**fs, manifest_copy_path)? else {
                 return Err(OpenError::ObjectStoreUnavailable {
                     reason: error.to_string(),
                 });
@@ -290,8 +300,8 @@ async fn claim_prefix(
 }
 
 /// The local copy of the last committed manifest, if there is one.
-fn read_manifest_copy(path: &Path) -> Result<Option<Manifest>, OpenError> {
-    match fs::read(path) {
+fn read_manifest_copy(fs: &dyn FileSystem, path: &Path) -> Result<Option<Manifest>, OpenError> {
+    match fs.read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| OpenError::Io {
@@ -323,6 +333,7 @@ async fn open_dlq(
     given: Option<Dlq>,
     metrics: Option<mainstay_dlq::DlqMetrics>,
     config: &StoreConfig,
+    fs: &Arc<dyn FileSystem>,
 ) -> Result<Dlq, OpenError> {
     let retain_all = QueueConfig::retain_all(config.upload.dlq_capacity);
     if let Some(dlq) = given {
@@ -335,7 +346,9 @@ async fn open_dlq(
     let mut dlq_config = DlqConfig::default();
     dlq_config.queues.insert(DLQ_QUEUE.to_owned(), retain_all);
     dlq_config.total_capacity = dlq_config.total_capacity.max(config.upload.dlq_capacity);
-    let mut dlq_builder = Dlq::builder(config.data_dir.join("dlq")).config(dlq_config);
+    let mut dlq_builder = Dlq::builder(config.data_dir.join("dlq"))
+        .config(dlq_config)
+        .file_system(Arc::clone(fs));
     if let Some(metrics) = metrics {
         dlq_builder = dlq_builder.metrics(metrics);
     }

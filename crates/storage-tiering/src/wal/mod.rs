@@ -250,6 +250,7 @@ impl Wal {
     /// highest LSN held by a segment), so they keep growing even after every WAL file was
     /// trimmed.
     pub(crate) fn open(
+        fs: Arc<dyn FileSystem>,
         dir: &Path,
         segment_bytes: u64,
         lsn_floor: u64,
@@ -260,10 +261,9 @@ impl Wal {
         let fail_syncs = Arc::new(std::sync::atomic::AtomicBool::new(false));
         #[cfg(test)]
         let fs: Arc<dyn FileSystem> = Arc::new(test_fs::FailingFs {
+            inner: fs,
             fail: Arc::clone(&fail_syncs),
         });
-        #[cfg(not(test))]
-        let fs: Arc<dyn FileSystem> = Arc::new(mainstay_journal::fs::RealFs);
         let (journal, records, report) =
             Self::open_journal(&fs, dir, segment_bytes, lsn_floor, recovery)?;
         let wal = Self {
@@ -532,10 +532,11 @@ mod test_fs {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use mainstay_journal::fs::{FileHandle, FileSystem, HeldLock, OpenMode, RealFs, SyncSite};
+    use mainstay_journal::fs::{FileHandle, FileSystem, HeldLock, OpenMode, SyncSite};
 
     #[derive(Debug)]
     pub(crate) struct FailingFs {
+        pub(crate) inner: Arc<dyn FileSystem>,
         pub(crate) fail: Arc<AtomicBool>,
     }
 
@@ -562,31 +563,31 @@ mod test_fs {
 
     impl FileSystem for FailingFs {
         fn create_dir(&self, path: &Path) -> io::Result<()> {
-            RealFs.create_dir(path)
+            self.inner.create_dir(path)
         }
         fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
-            RealFs.read_dir(path)
+            self.inner.read_dir(path)
         }
         fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-            RealFs.read(path)
+            self.inner.read(path)
         }
         fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
             Ok(Box::new(FailingFile {
-                inner: RealFs.open(path, mode)?,
+                inner: self.inner.open(path, mode)?,
                 fail: Arc::clone(&self.fail),
             }))
         }
         fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-            RealFs.rename(from, to)
+            self.inner.rename(from, to)
         }
         fn remove_file(&self, path: &Path) -> io::Result<()> {
-            RealFs.remove_file(path)
+            self.inner.remove_file(path)
         }
         fn sync_dir(&self, path: &Path, site: SyncSite) -> io::Result<()> {
-            RealFs.sync_dir(path, site)
+            self.inner.sync_dir(path, site)
         }
         fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn HeldLock>>> {
-            RealFs.try_lock(path)
+            self.inner.try_lock(path)
         }
     }
 }
@@ -633,6 +634,7 @@ mod tests {
         mode: WalRecoveryMode,
     ) -> Result<(Wal, Vec<WalRecord>, WalRecovery), WalError> {
         Wal::open(
+            Arc::new(mainstay_journal::fs::RealFs),
             &dir.join("wal"),
             1 << 20,
             0,

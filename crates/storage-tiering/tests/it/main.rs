@@ -16,6 +16,7 @@ mod model;
 mod offline;
 mod orphans;
 mod outage;
+mod power_loss;
 mod records;
 mod s3;
 mod s3_server;
