@@ -950,7 +950,7 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "telemetry.redact_fields",
         "array of strings",
-        "Log and span field names whose values are written as `[REDACTED]` (case-insensitive).",
+        "More field-name patterns whose values are written as `[REDACTED]` in logs and spans, added to the built-in ones (`*token*`, `*secret*`, `*password*`, `*passwd*`, `*api_key*`, `*apikey*`, `authorization`, `cookie`, `set-cookie`); compared in lower case with `-` as `_`, `*` matches any run.",
     ),
     (
         "telemetry.sampling_ratio",

@@ -33,10 +33,12 @@ pub struct TelemetryConfig {
     /// `tracing_subscriber::EnvFilter` directives. Default `"info"`. [`init`](crate::init) uses
     /// `RUST_LOG` instead when that variable is set.
     pub log_filter: String,
-    /// Field names whose values are written as `"[REDACTED]"` in log lines and exported spans.
-    /// Matched case-insensitively against the whole field name or its last dot-separated segment
-    /// (`http.authorization` matches `authorization`). Default: `password`, `passwd`, `secret`,
-    /// `token`, `api_key`, `apikey`, `authorization`, `cookie`, `set-cookie`.
+    /// More patterns of field names whose values are written as `"[REDACTED]"` in log lines and
+    /// exported span attributes, added to [`BUILT_IN_REDACT_PATTERNS`](crate::BUILT_IN_REDACT_PATTERNS)
+    /// (which always apply). Names and patterns are compared in ASCII lower case with `-` read as
+    /// `_`; a pattern without `*` matches the whole name or its last dot-separated segment
+    /// (`authorization` matches `http.request.header.authorization`), and `*` matches any run of
+    /// characters (`*_pin` matches `card_pin`). Default: none.
     pub redact_fields: Vec<String>,
     /// OTLP collector endpoint, e.g. `http://127.0.0.1:4318` (HTTP) or `http://127.0.0.1:4317`
     /// (gRPC). Default `None`: spans are made (log lines carry trace ids) but not exported. For
@@ -59,29 +61,13 @@ impl Default for TelemetryConfig {
             service_instance_id: None,
             log_format: LogFormat::Json,
             log_filter: "info".to_owned(),
-            redact_fields: DEFAULT_REDACT_FIELDS
-                .iter()
-                .map(|field| (*field).to_owned())
-                .collect(),
+            redact_fields: Vec::new(),
             otlp_endpoint: None,
             otlp_protocol: OtlpProtocol::HttpProtobuf,
             sampling_ratio: 0.1,
         }
     }
 }
-
-/// The default deny-list of [`TelemetryConfig::redact_fields`].
-pub const DEFAULT_REDACT_FIELDS: &[&str] = &[
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "authorization",
-    "cookie",
-    "set-cookie",
-];
 
 impl TelemetryConfig {
     /// Checks every value, returning the first invalid one with its key and what is allowed.
@@ -124,12 +110,12 @@ impl TelemetryConfig {
         if let Some(empty) = self
             .redact_fields
             .iter()
-            .find(|field| field.trim().is_empty())
+            .find(|field| field.trim().trim_matches('*').is_empty())
         {
             return Err(ConfigError::invalid(
                 "redact_fields",
                 empty,
-                "non-empty field names",
+                "field-name patterns with at least one character besides `*`",
             ));
         }
         if let Some(endpoint) = &self.otlp_endpoint

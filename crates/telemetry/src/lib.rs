@@ -73,7 +73,8 @@ mod logs;
 pub mod process;
 mod traces;
 
-pub use config::{ConfigError, DEFAULT_REDACT_FIELDS, LogFormat, OtlpProtocol, TelemetryConfig};
+pub use config::{ConfigError, LogFormat, OtlpProtocol, TelemetryConfig};
+pub use logs::BUILT_IN_REDACT_PATTERNS;
 pub use logs::{ErrorChain, REDACTED};
 pub use traces::install_propagator;
 

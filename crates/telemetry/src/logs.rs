@@ -43,58 +43,178 @@ impl fmt::Display for ErrorChain<'_> {
     }
 }
 
-/// Matches field names against the deny-list.
+/// The patterns every [`Redactor`] applies, whatever the configured list says: any name holding
+/// `token`, `secret`, `password`, `passwd`, `api_key` or `apikey`, and the header names
+/// `authorization`, `cookie` and `set-cookie` (as whole names or last dot-separated segments).
+pub const BUILT_IN_REDACT_PATTERNS: &[&str] = &[
+    "*token*",
+    "*secret*",
+    "*password*",
+    "*passwd*",
+    "*api_key*",
+    "*apikey*",
+    "authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// Matches field names against redaction patterns.
+///
+/// Names and patterns are compared normalised: ASCII lower case, `-` read as `_` (so
+/// `X-Api-Key`, `x_api_key` and `X_API_KEY` are one name). A pattern without `*` matches the
+/// whole name or its last dot-separated segment (`http.request.header.authorization` matches
+/// `authorization`); `*` matches any run of characters, against the whole name and the last
+/// segment (`*token*` matches `access_token` and `http.token_type`).
 #[derive(Debug, Clone)]
 pub(crate) struct Redactor {
-    /// Lower-cased deny-list entries.
-    denied: Arc<[String]>,
-    /// For each lower-cased first byte, bit `n` set when an entry starting with that byte is
-    /// `n` bytes long (bit 63: 63 or more): most names are cleared by one look-up.
-    starts: Arc<[u64; 256]>,
+    patterns: Arc<[Pattern]>,
 }
 
-impl Redactor {
-    pub(crate) fn new(fields: &[String]) -> Self {
-        let denied: Arc<[String]> = fields
-            .iter()
-            .map(|field| field.trim().to_ascii_lowercase())
-            .filter(|field| !field.is_empty())
+#[derive(Debug)]
+enum Pattern {
+    /// No `*`: the whole normalised name.
+    Exact(Vec<u8>),
+    /// `*text*`: anywhere in the name (the most common shape, matched without the general
+    /// glob).
+    Contains(Vec<u8>),
+    /// Parts between `*`s; whether the pattern starts and ends with one.
+    Glob {
+        parts: Vec<Vec<u8>>,
+        open_start: bool,
+        open_end: bool,
+    },
+}
+
+/// A name byte as the patterns see it.
+const fn normal(byte: u8) -> u8 {
+    match byte {
+        b'-' => b'_',
+        other => other.to_ascii_lowercase(),
+    }
+}
+
+fn normalised(text: &str) -> Vec<u8> {
+    text.trim().bytes().map(normal).collect()
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Option<Self> {
+        let text = normalised(text);
+        if text.is_empty() || text.iter().all(|b| *b == b'*') {
+            return None;
+        }
+        if !text.contains(&b'*') {
+            return Some(Pattern::Exact(text));
+        }
+        let parts: Vec<Vec<u8>> = text
+            .split(|b| *b == b'*')
+            .filter(|part| !part.is_empty())
+            .map(<[u8]>::to_vec)
             .collect();
-        let mut starts = [0_u64; 256];
-        for field in denied.iter() {
-            if let Some(first) = field.bytes().next() {
-                starts[usize::from(first)] |= Self::length_bit(field);
+        let open_start = text.first() == Some(&b'*');
+        let open_end = text.last() == Some(&b'*');
+        if open_start && open_end && parts.len() == 1 {
+            return parts.into_iter().next().map(Pattern::Contains);
+        }
+        Some(Pattern::Glob {
+            parts,
+            open_start,
+            open_end,
+        })
+    }
+
+    /// Whether the normalised `name` matches.
+    fn matches(&self, name: &[u8]) -> bool {
+        match self {
+            Pattern::Exact(text) => name == text.as_slice(),
+            Pattern::Contains(text) => find(name, text).is_some(),
+            Pattern::Glob {
+                parts,
+                open_start,
+                open_end,
+            } => glob(name, parts, *open_start, *open_end),
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.len() > haystack.len() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+/// Matches `name` against `*`-separated `parts` (greedy left to right is exact for `*` alone).
+fn glob(name: &[u8], parts: &[Vec<u8>], open_start: bool, open_end: bool) -> bool {
+    let mut rest = name;
+    for (index, part) in parts.iter().enumerate() {
+        let anchored_start = index == 0 && !open_start;
+        let last = index + 1 == parts.len();
+        if last && !open_end {
+            // The last part must end the name (and still follow what came before).
+            if rest.len() < part.len() || !rest.ends_with(part) {
+                return false;
             }
+            return !anchored_start || rest.len() == part.len();
         }
-        Self {
-            denied,
-            starts: Arc::new(starts),
+        if anchored_start {
+            let Some(after) = rest.strip_prefix(part.as_slice()) else {
+                return false;
+            };
+            rest = after;
+        } else {
+            let Some(at) = find(rest, part) else {
+                return false;
+            };
+            rest = &rest[at + part.len()..];
         }
     }
+    true
+}
 
-    fn length_bit(name: &str) -> u64 {
-        1 << name.len().min(63)
+/// Names up to this long are normalised on the stack.
+const INLINE_NAME: usize = 64;
+
+impl Redactor {
+    /// The built-in patterns plus `extra` (blank entries are ignored; validation refuses them).
+    pub(crate) fn new(extra: &[String]) -> Self {
+        let patterns: Arc<[Pattern]> = BUILT_IN_REDACT_PATTERNS
+            .iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str))
+            .filter_map(Pattern::parse)
+            .collect();
+        Self { patterns }
     }
 
-    fn matches(&self, name: &str) -> bool {
-        let Some(first) = name.bytes().next() else {
-            return false;
-        };
-        self.starts[usize::from(first.to_ascii_lowercase())] & Self::length_bit(name) != 0
-            && self
-                .denied
-                .iter()
-                .any(|denied| name.eq_ignore_ascii_case(denied))
+    fn matches(&self, name: &[u8]) -> bool {
+        self.patterns.iter().any(|pattern| pattern.matches(name))
     }
 
-    /// Whether a field named `key` must be redacted: the whole name or its last dot-separated
-    /// segment equals a deny-list entry, ignoring ASCII case.
+    /// Whether a field named `key` must be redacted: its normalised whole name or last
+    /// dot-separated segment matches a pattern.
     pub(crate) fn is_denied(&self, key: &str) -> bool {
-        let last_segment = match key.bytes().rposition(|byte| byte == b'.') {
-            Some(dot) => key.get(dot + 1..).unwrap_or(key),
-            None => key,
+        let mut inline = [0_u8; INLINE_NAME];
+        let heap: Vec<u8>;
+        let name: &[u8] = if key.len() <= INLINE_NAME {
+            for (slot, byte) in inline.iter_mut().zip(key.bytes()) {
+                *slot = normal(byte);
+            }
+            &inline[..key.len()]
+        } else {
+            heap = key.bytes().map(normal).collect();
+            &heap
         };
-        self.matches(key) || (last_segment.len() != key.len() && self.matches(last_segment))
+        if name.is_empty() {
+            return false;
+        }
+        if self.matches(name) {
+            return true;
+        }
+        match name.iter().rposition(|byte| *byte == b'.') {
+            Some(dot) if dot + 1 < name.len() => self.matches(&name[dot + 1..]),
+            _ => false,
+        }
     }
 }
 
@@ -297,17 +417,15 @@ mod tests {
     #[test]
     fn whole_names_and_last_segments_match_without_case() {
         let redactor = Redactor::new(&[
-            " Token ".to_owned(),
-            "set-cookie".to_owned(),
+            " Ssn ".to_owned(),
             "http.auth".to_owned(),
             "a".repeat(80),
         ]);
         for denied in [
-            "token",
-            "TOKEN",
-            "x.token",
+            "ssn",
+            "SSN",
+            "x.ssn",
             "a.b.Set-Cookie",
-            "Token",
             "http.auth",
             "HTTP.AUTH",
             &"A".repeat(80),
@@ -316,17 +434,74 @@ mod tests {
             assert!(redactor.is_denied(denied), "{denied}");
         }
         for kept in [
-            "tokens",
-            "my_token",
-            "token.x",
+            "ssns",
+            "my_ssn",
+            "ssn.x",
             "auth",
             "x.http.auth2",
             "",
             ".",
+            "x.",
             &"a".repeat(79),
         ] {
             assert!(!redactor.is_denied(kept), "{kept}");
         }
-        assert!(!Redactor::new(&[]).is_denied("password"));
     }
+
+    /// Issue 15, point 5: names spelled otherwise than the list are redacted by pattern.
+    #[test]
+    fn built_in_patterns_catch_secrets_however_they_are_spelled() {
+        let redactor = Redactor::new(&[]);
+        for denied in [
+            "access_token",
+            "refresh-token",
+            "Token",
+            "client_secret",
+            "CLIENT-SECRET",
+            "db_password",
+            "DB-Password",
+            "passwd",
+            "x-api-key",
+            "X-Api-Key",
+            "x_apikey",
+            "Authorization",
+            "http.request.header.authorization",
+            "cookie",
+            "Set-Cookie",
+            "set_cookie",
+            "http.request.header.x-api-key",
+            &format!("{}_token", "a".repeat(70)),
+        ] {
+            assert!(redactor.is_denied(denied), "{denied}");
+        }
+        for kept in [
+            "user",
+            "api",
+            "key",
+            "authorized",
+            "cookies_accepted",
+            "credential_sha256",
+            "http.route",
+            "passage",
+        ] {
+            assert!(!redactor.is_denied(kept), "{kept}");
+        }
+    }
+
+    #[test]
+    fn configured_globs_anchor_where_they_have_no_star() {
+        let redactor = Redactor::new(&[
+            "x_*".to_owned(),
+            "*_pin".to_owned(),
+            "card*number".to_owned(),
+            "**".to_owned(),
+        ]);
+        for denied in ["X-Trace", "x_", "user_pin", "USER-PIN", "card_number", "cardnumber", "a.card-no-number"] {
+            assert!(redactor.is_denied(denied), "{denied}");
+        }
+        for kept in ["ax_b", "pin_user", "card_number_2", "my_card_number", "user"] {
+            assert!(!redactor.is_denied(kept), "{kept}");
+        }
+    }
+
 }

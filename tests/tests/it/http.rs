@@ -203,10 +203,10 @@ async fn admin_routes_need_the_token_and_are_audited() -> anyhow::Result<()> {
     let audit_ok = api.wait_for_log(Duration::from_secs(5), |line| {
         line["target"] == "audit" && line["outcome"] == 200 && line["action"] == "GET /admin/config"
     })?;
-    let token_hash = audit_ok["token_sha256"].as_str().unwrap_or_default();
+    let token_hash = audit_ok["credential_sha256"].as_str().unwrap_or_default();
     assert_eq!(token_hash, &sha256_hex(ADMIN_TOKEN)[..16]);
     api.wait_for_log(Duration::from_secs(5), |line| {
-        line["target"] == "audit" && line["outcome"] == 401 && line["token_sha256"] == "none"
+        line["target"] == "audit" && line["outcome"] == 401 && line["credential_sha256"] == "none"
     })?;
     assert!(
         api.lines().iter().all(|line| !line.contains(ADMIN_TOKEN)),

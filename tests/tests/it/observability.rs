@@ -185,3 +185,82 @@ async fn metrics_are_openmetrics_with_route_templates_and_no_duplicate_family() 
     );
     Ok(())
 }
+
+/// Issue 15, point 5: no raw API key or admin token reaches a log line or an exported span, at
+/// debug level, whether the key is valid, unknown, or sent as a bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_api_key_or_admin_token_is_ever_logged() -> anyhow::Result<()> {
+    const KEY: &str = "sentinel-api-key-5f1c2a";
+    const WRONG_KEY: &str = "sentinel-wrong-key-9d3e7b";
+    const ADMIN: &str = "sentinel-admin-token-0123456789abcdef";
+    let receiver = OtlpReceiver::start().await?;
+    let mut api = Api::builder()
+        .config_toml(&format!(
+            "[[auth.api_keys]]\nkey_sha256 = \"{}\"\norganisation = \"acme\"\n",
+            mainstay_tests::sha256_hex(KEY)
+        ))
+        .env("MAINSTAY_ADMIN__TOKEN", ADMIN)
+        .env("MAINSTAY_TELEMETRY__LOG_FILTER", "debug")
+        .env("MAINSTAY_TELEMETRY__SAMPLING_RATIO", "1.0")
+        .env(
+            "MAINSTAY_TELEMETRY__OTLP_ENDPOINT",
+            &format!("{}/v1/traces", receiver.endpoint()),
+        )
+        .env("MAINSTAY_TELEMETRY__OTLP_PROTOCOL", "http/protobuf")
+        .start()?;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for (header, value) in [
+        ("x-api-key", KEY),
+        ("X-Api-Key", WRONG_KEY),
+        ("authorization", &format!("Bearer {KEY}") as &str),
+        ("authorization", &format!("Bearer {WRONG_KEY}")),
+    ] {
+        let response = client
+            .get(api.url("/v1/collections"))
+            .header(header, value)
+            .send()
+            .await?;
+        statuses.push(response.status().as_u16());
+    }
+    for token in [ADMIN, WRONG_KEY] {
+        let response = client
+            .get(api.url("/admin/config"))
+            .bearer_auth(token)
+            .send()
+            .await?;
+        statuses.push(response.status().as_u16());
+    }
+    assert!(
+        statuses.contains(&401),
+        "a wrong key was refused: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().any(|status| *status < 400),
+        "a valid key or token passed: {statuses:?}"
+    );
+    api.wait_for_log(Duration::from_secs(5), |line| {
+        line["target"] == "audit" && line["outcome"] == 401
+    })?;
+    // Six requests, six server spans (sampled at 1.0); the exporter sends them in batches.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while receiver.spans().len() < 6 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spans = receiver.spans();
+    assert!(spans.len() >= 6, "{} spans exported", spans.len());
+    let lines = api.lines();
+    assert!(lines.len() > 10, "the service logged at debug level");
+    for secret in [KEY, WRONG_KEY, ADMIN] {
+        assert!(
+            lines.iter().all(|line| !line.contains(secret)),
+            "{secret} appears in a log line"
+        );
+        let exported = format!("{spans:?}");
+        assert!(
+            !exported.contains(secret),
+            "{secret} appears in an exported span"
+        );
+    }
+    Ok(())
+}

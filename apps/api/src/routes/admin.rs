@@ -62,7 +62,7 @@ pub async fn require_admin(
     );
     let presented_digest: Option<[u8; 32]> = crate::auth::bearer_token(request.headers())
         .map(|token| Sha256::digest(token.as_bytes()).into());
-    let token_sha256 =
+    let credential_sha256 =
         presented_digest.map_or_else(|| "none".to_owned(), |digest| hex::encode(&digest[..8]));
     let allowed = match (&state.admin_token, presented_digest) {
         (Some(expected), Some(digest)) => bool::from(expected.digest.ct_eq(&digest)),
@@ -79,7 +79,7 @@ pub async fn require_admin(
         .into_response()
     };
     let outcome = response.status().as_u16();
-    tracing::info!(target: "audit", action = %action, outcome, allowed, token_sha256 = %token_sha256, "admin call");
+    tracing::info!(target: "audit", action = %action, outcome, allowed, credential_sha256 = %credential_sha256, "admin call");
     response
 }
 

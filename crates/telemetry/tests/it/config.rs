@@ -10,15 +10,16 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(config.service_instance_id, None);
     assert_eq!(config.log_format, LogFormat::Json);
     assert_eq!(config.log_filter, "info");
+    assert!(config.redact_fields.is_empty(), "extra patterns only");
     assert_eq!(
-        config.redact_fields,
+        mainstay_telemetry::BUILT_IN_REDACT_PATTERNS,
         [
-            "password",
-            "passwd",
-            "secret",
-            "token",
-            "api_key",
-            "apikey",
+            "*token*",
+            "*secret*",
+            "*password*",
+            "*passwd*",
+            "*api_key*",
+            "*apikey*",
             "authorization",
             "cookie",
             "set-cookie"

@@ -97,7 +97,79 @@ fn the_deny_list_is_configurable() {
     });
     let line = &harness.logs.lines_with("custom list")[0];
     assert_eq!(line["ssn"], "[REDACTED]");
-    assert_eq!(line["password"], "visible");
+    assert_eq!(
+        line["password"], "[REDACTED]",
+        "the built-in patterns apply whatever the list says"
+    );
+}
+
+/// Issue 15, point 5: secrets are redacted by pattern over normalised names, in event fields,
+/// span fields and exported attributes alike, however the name is spelled.
+#[test]
+fn secret_fields_are_redacted_by_pattern_in_events_spans_and_exports() {
+    let harness = Harness::new();
+    tracing::dispatcher::with_default(&harness.dispatch, || {
+        let span = tracing::info_span!(
+            "call",
+            client_secret = "sentinel-client-secret",
+            "x-api-key" = "sentinel-x-api-key",
+            route = "/v1/things"
+        );
+        let _entered = span.enter();
+        tracing::info!(
+            access_token = "sentinel-access-token",
+            db_password = "sentinel-db-password",
+            "X-Api-Key" = "sentinel-upper-api-key",
+            Authorization = "sentinel-authorization",
+            http.request.header.refresh_token = "sentinel-refresh-token",
+            Set_Cookie = "sentinel-set-cookie",
+            cookies_accepted = true,
+            "calling"
+        );
+    });
+    harness.flush();
+    let text = harness.logs.text();
+    assert!(text.contains("calling"), "the event was logged: {text}");
+    assert!(
+        !text.contains("sentinel-"),
+        "a secret leaked into a log line: {text}"
+    );
+    let event = &harness.logs.lines_with("calling")[0];
+    for field in [
+        "access_token",
+        "db_password",
+        "X-Api-Key",
+        "Authorization",
+        "http.request.header.refresh_token",
+        "Set_Cookie",
+        "client_secret",
+        "x-api-key",
+    ] {
+        assert_eq!(event[field], "[REDACTED]", "{field}");
+    }
+    assert_eq!(event["route"], "/v1/things");
+    assert_eq!(event["cookies_accepted"], true);
+
+    let span = harness.spans.span("call");
+    let exported: Vec<String> = span
+        .attributes
+        .iter()
+        .map(|attribute| attribute.value.to_string())
+        .chain(span.events.iter().flat_map(|event| {
+            event
+                .attributes
+                .iter()
+                .map(|attribute| attribute.value.to_string())
+        }))
+        .collect();
+    assert!(
+        exported.iter().any(|value| value == "/v1/things"),
+        "the span was exported with its attributes: {exported:?}"
+    );
+    assert!(
+        exported.iter().all(|value| !value.contains("sentinel-")),
+        "a secret leaked into an exported span: {exported:?}"
+    );
 }
 
 #[test]
