@@ -107,11 +107,21 @@ impl Default for ServerConfig {
 }
 
 /// The admin API under `/admin`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// The bearer token admin callers present. With no token the admin routes do not exist.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    /// Never shows the token.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AdminConfig")
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
 }
 
 /// Authentication of `/v1` callers.
@@ -399,7 +409,81 @@ impl Config {
 }
 
 /// Key names whose values are never shown.
-const SECRET_KEYS: &[&str] = &["token", "secret", "password", "key_sha256"];
+/// Keys shown as `[REDACTED]` besides those whose name holds a secret by the logs' patterns
+/// (`*token*`, `*secret*`, `*password*`, ...): hashes of API keys, and header lists (an OTLP
+/// collector's `Authorization`).
+const SECRET_KEYS: &[&str] = &["key_sha256", "headers", "otlp_headers"];
+
+/// Whether the setting `leaf` (the last segment of its key) holds a secret.
+fn is_secret_key(leaf: &str) -> bool {
+    SECRET_KEYS.contains(&leaf) || mainstay_telemetry::is_secret_name(leaf)
+}
+
+/// `value` with every secret masked: values of secret keys at any depth, and in every string
+/// that is a URL, its user-info (`redis://[REDACTED]@host:6379`) and the values of query
+/// parameters with secret names (`?password=[REDACTED]`).
+fn mask_secrets(value: Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(mask_url(&text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(mask_secrets).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(name, value)| {
+                    let value = if is_secret_key(&name) && !value.is_null() {
+                        Value::String("[REDACTED]".into())
+                    } else {
+                        mask_secrets(value)
+                    };
+                    (name, value)
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// A URL with its user-info and secret query values masked; any other text unchanged.
+pub(crate) fn mask_url(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else {
+        return text.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &text[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..authority_start]);
+    match authority.rfind('@') {
+        Some(at) => {
+            out.push_str("[REDACTED]");
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    let after = &rest[authority_len..];
+    let (before_query, query_and_fragment) = match after.find('?') {
+        Some(question) => (&after[..question], Some(&after[question + 1..])),
+        None => (after, None),
+    };
+    out.push_str(before_query);
+    if let Some(query_and_fragment) = query_and_fragment {
+        let (query, fragment) = match query_and_fragment.find('#') {
+            Some(hash) => (&query_and_fragment[..hash], &query_and_fragment[hash..]),
+            None => (query_and_fragment, ""),
+        };
+        out.push('?');
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if is_secret_key(name) => format!("{name}=[REDACTED]"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push_str(&pairs.join("&"));
+        out.push_str(fragment);
+    }
+    out
+}
 
 /// Tables documented and shown as one key (their entries are names the operator chooses).
 const LEAF_TABLES: &[&str] = &[
@@ -444,32 +528,13 @@ fn flatten_into(keys: &mut BTreeMap<String, Value>, prefix: String, value: Value
         }
         value => {
             let leaf = prefix.rsplit('.').next().unwrap_or_default();
-            let masked = if SECRET_KEYS.contains(&leaf) && !value.is_null() {
+            let masked = if is_secret_key(leaf) && !value.is_null() {
                 Value::String("[REDACTED]".into())
-            } else if leaf == "api_keys" {
-                mask_api_keys(value)
             } else {
-                value
+                mask_secrets(value)
             };
             keys.insert(prefix, masked);
         }
-    }
-}
-
-fn mask_api_keys(value: Value) -> Value {
-    match value {
-        Value::Array(entries) => Value::Array(
-            entries
-                .into_iter()
-                .map(|mut entry| {
-                    if let Some(hash) = entry.get_mut("key_sha256") {
-                        *hash = Value::String("[REDACTED]".into());
-                    }
-                    entry
-                })
-                .collect(),
-        ),
-        other => other,
     }
 }
 
@@ -1007,4 +1072,84 @@ pub fn reference() -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use serde_json::{Value, json};
+
+    use super::{AdminConfig, Config, flatten, mask_url};
+
+    /// Issue 15, point 4: the user-info of every URL and the secret query values are masked.
+    #[test]
+    fn urls_lose_their_user_info_and_secret_query_values() {
+        for (url, masked) in [
+            (
+                "redis://:hunter2@127.0.0.1:6379/0",
+                "redis://[REDACTED]@127.0.0.1:6379/0",
+            ),
+            (
+                "rediss://app:hunter2@redis.internal:6380",
+                "rediss://[REDACTED]@redis.internal:6380",
+            ),
+            (
+                "s3://AKIAXXX:hunter2@bucket/prefix?region=eu-west-1",
+                "s3://[REDACTED]@bucket/prefix?region=eu-west-1",
+            ),
+            (
+                "https://user:p%40ss@collector:4318/v1/traces",
+                "https://[REDACTED]@collector:4318/v1/traces",
+            ),
+            (
+                "s3://bucket/p?access_key_id=AKIA&secret_access_key=hunter2#x",
+                "s3://bucket/p?access_key_id=AKIA&secret_access_key=[REDACTED]#x",
+            ),
+            (
+                "http://collector:4318?api_key=hunter2&token=t",
+                "http://collector:4318?api_key=[REDACTED]&token=[REDACTED]",
+            ),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("not a url: a@b", "not a url: a@b"),
+            ("file:///data/mainstay", "file:///data/mainstay"),
+        ] {
+            assert_eq!(mask_url(url), masked, "{url}");
+        }
+    }
+
+    /// Every key that is or holds a secret is masked in the flattened configuration that
+    /// `config print` and `GET /admin/config` show, and every URL in it loses its user-info.
+    #[test]
+    fn secret_keys_and_urls_are_masked_in_the_configuration_dump() {
+        let mut config = Config::default();
+        config.admin.token = Some("admin-hunter2".into());
+        config.redis.url = Some("redis://:redis-hunter2@127.0.0.1:6379".into());
+        config.storage.object_store_url = Some("s3://AKIA:s3-hunter2@bucket/p".into());
+        config.telemetry.otlp_endpoint = Some("https://otlp:otlp-hunter2@collector:4318".into());
+        let keys = flatten(&config);
+        let dump = serde_json::to_string(&keys).expect("json");
+        for secret in ["admin-hunter2", "redis-hunter2", "s3-hunter2", "otlp-hunter2"] {
+            assert!(!dump.contains(secret), "{secret} shown in {dump}");
+        }
+        assert_eq!(keys["admin.token"], json!("[REDACTED]"));
+        assert_eq!(
+            keys["redis.url"],
+            json!("redis://[REDACTED]@127.0.0.1:6379")
+        );
+        assert_eq!(
+            keys["telemetry.otlp_endpoint"],
+            json!("https://[REDACTED]@collector:4318")
+        );
+        assert_eq!(keys["server.addr"], Value::from(config.server.addr.to_string()));
+    }
+
+    #[test]
+    fn the_admin_config_debug_hides_the_token() {
+        let admin = AdminConfig {
+            token: Some("admin-hunter2".into()),
+        };
+        let shown = format!("{admin:?} {:?}", Config::default());
+        assert!(!format!("{admin:?}").contains("admin-hunter2"));
+        assert!(format!("{admin:?}").contains("[REDACTED]"));
+        assert!(shown.contains("AdminConfig"));
+    }
 }

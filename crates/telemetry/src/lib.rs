@@ -74,7 +74,7 @@ pub mod process;
 mod traces;
 
 pub use config::{ConfigError, LogFormat, OtlpProtocol, TelemetryConfig};
-pub use logs::BUILT_IN_REDACT_PATTERNS;
+pub use logs::{BUILT_IN_REDACT_PATTERNS, is_secret_name};
 pub use logs::{ErrorChain, REDACTED};
 pub use traces::install_propagator;
 

@@ -172,6 +172,21 @@ fn glob(name: &[u8], parts: &[Vec<u8>], open_start: bool, open_end: bool) -> boo
     true
 }
 
+/// Whether a field or setting named `name` holds a secret by the built-in patterns
+/// ([`BUILT_IN_REDACT_PATTERNS`]): what the logs redact, for other places that print names and
+/// values (a configuration dump).
+///
+/// ```
+/// assert!(mainstay_telemetry::is_secret_name("client-secret"));
+/// assert!(mainstay_telemetry::is_secret_name("redis.password"));
+/// assert!(!mainstay_telemetry::is_secret_name("redis.url"));
+/// ```
+#[must_use]
+pub fn is_secret_name(name: &str) -> bool {
+    static BUILT_IN: std::sync::OnceLock<Redactor> = std::sync::OnceLock::new();
+    BUILT_IN.get_or_init(|| Redactor::new(&[])).is_denied(name)
+}
+
 /// Names up to this long are normalised on the stack.
 const INLINE_NAME: usize = 64;
 
