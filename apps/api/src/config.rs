@@ -1127,7 +1127,12 @@ mod secret_tests {
         config.telemetry.otlp_endpoint = Some("https://otlp:otlp-hunter2@collector:4318".into());
         let keys = flatten(&config);
         let dump = serde_json::to_string(&keys).expect("json");
-        for secret in ["admin-hunter2", "redis-hunter2", "s3-hunter2", "otlp-hunter2"] {
+        for secret in [
+            "admin-hunter2",
+            "redis-hunter2",
+            "s3-hunter2",
+            "otlp-hunter2",
+        ] {
             assert!(!dump.contains(secret), "{secret} shown in {dump}");
         }
         assert_eq!(keys["admin.token"], json!("[REDACTED]"));
@@ -1139,7 +1144,10 @@ mod secret_tests {
             keys["telemetry.otlp_endpoint"],
             json!("https://[REDACTED]@collector:4318")
         );
-        assert_eq!(keys["server.addr"], Value::from(config.server.addr.to_string()));
+        assert_eq!(
+            keys["server.addr"],
+            Value::from(config.server.addr.to_string())
+        );
     }
 
     #[test]

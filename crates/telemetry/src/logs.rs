@@ -141,7 +141,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.len() > haystack.len() {
         return None;
     }
-    haystack.windows(needle.len()).position(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 /// Matches `name` against `*`-separated `parts` (greedy left to right is exact for `*` alone).
@@ -431,11 +433,7 @@ mod tests {
 
     #[test]
     fn whole_names_and_last_segments_match_without_case() {
-        let redactor = Redactor::new(&[
-            " Ssn ".to_owned(),
-            "http.auth".to_owned(),
-            "a".repeat(80),
-        ]);
+        let redactor = Redactor::new(&[" Ssn ".to_owned(), "http.auth".to_owned(), "a".repeat(80)]);
         for denied in [
             "ssn",
             "SSN",
@@ -511,12 +509,25 @@ mod tests {
             "card*number".to_owned(),
             "**".to_owned(),
         ]);
-        for denied in ["X-Trace", "x_", "user_pin", "USER-PIN", "card_number", "cardnumber", "a.card-no-number"] {
+        for denied in [
+            "X-Trace",
+            "x_",
+            "user_pin",
+            "USER-PIN",
+            "card_number",
+            "cardnumber",
+            "a.card-no-number",
+        ] {
             assert!(redactor.is_denied(denied), "{denied}");
         }
-        for kept in ["ax_b", "pin_user", "card_number_2", "my_card_number", "user"] {
+        for kept in [
+            "ax_b",
+            "pin_user",
+            "card_number_2",
+            "my_card_number",
+            "user",
+        ] {
             assert!(!redactor.is_denied(kept), "{kept}");
         }
     }
-
 }

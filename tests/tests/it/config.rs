@@ -399,18 +399,28 @@ async fn runtime_breaker_rules_apply_keep_state_persist_and_win_over_the_environ
 async fn passwords_in_urls_never_print() -> anyhow::Result<()> {
     let secret_env = |builder: ApiBuilder| {
         builder
-            .env("MAINSTAY_STORAGE__OBJECT_STORE_URL", "s3://AKIA:s3-sentinel-pw@bucket/p")
+            .env(
+                "MAINSTAY_STORAGE__OBJECT_STORE_URL",
+                "s3://AKIA:s3-sentinel-pw@bucket/p",
+            )
             .env(
                 "MAINSTAY_TELEMETRY__OTLP_ENDPOINT",
                 "https://otlp:otlp-sentinel-pw@127.0.0.1:9/v1/traces",
             )
             .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
     };
-    let builder = secret_env(Api::builder())
-        .env("MAINSTAY_REDIS__URL", "redis://:redis-sentinel-pw@127.0.0.1:6379");
+    let builder = secret_env(Api::builder()).env(
+        "MAINSTAY_REDIS__URL",
+        "redis://:redis-sentinel-pw@127.0.0.1:6379",
+    );
     let (status, out, err) = builder.args(&["config", "print"]).run()?;
     assert!(status.success(), "{err}");
-    for secret in ["redis-sentinel-pw", "s3-sentinel-pw", "otlp-sentinel-pw", ADMIN_TOKEN] {
+    for secret in [
+        "redis-sentinel-pw",
+        "s3-sentinel-pw",
+        "otlp-sentinel-pw",
+        ADMIN_TOKEN,
+    ] {
         assert!(!out.contains(secret), "{secret} printed:\n{out}");
     }
     assert!(
@@ -427,9 +437,14 @@ async fn passwords_in_urls_never_print() -> anyhow::Result<()> {
         .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
         .start()?;
     let client = reqwest::Client::new();
-    let shown = admin_get(&client, api.url("/admin/config")).await?.to_string();
+    let shown = admin_get(&client, api.url("/admin/config"))
+        .await?
+        .to_string();
     assert!(!shown.contains("otlp-sentinel-pw"), "{shown}");
     assert!(!shown.contains(ADMIN_TOKEN), "{shown}");
-    assert!(shown.contains("https://[REDACTED]@127.0.0.1:9/v1/traces"), "{shown}");
+    assert!(
+        shown.contains("https://[REDACTED]@127.0.0.1:9/v1/traces"),
+        "{shown}"
+    );
     stop(api)
 }

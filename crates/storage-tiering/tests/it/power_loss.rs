@@ -216,7 +216,10 @@ async fn step(store: &Store, model: &mut Model, rng: &mut Rng, sim: &SimFs, n: u
             }
         }
     } else if roll < 75 {
-        format!("flush: {:?}", store.flush().await.map_err(|e| e.to_string()))
+        format!(
+            "flush: {:?}",
+            store.flush().await.map_err(|e| e.to_string())
+        )
     } else if roll < 85 {
         let calls = rng.below(40);
         sim.crash_after(calls);
