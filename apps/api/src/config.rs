@@ -327,6 +327,28 @@ pub fn load(file: Option<&Path>) -> Result<(Config, Figment), ConfigError> {
 
 impl Config {
     /// Checks the rules the types cannot express.
+    /// The names of the health checks the service registers with this configuration, which
+    /// `health.checks.<name>` may override: always `circuit-breakers`, `disk`, `dlq`,
+    /// `dlq-journal`, `memory`, `object-store`, `storage-wal` and `storage-writer`; `redis` when
+    /// `redis.url` is set.
+    #[must_use]
+    pub fn registrable_checks(&self) -> Vec<&'static str> {
+        let mut names = vec![
+            "circuit-breakers",
+            "disk",
+            "dlq",
+            "dlq-journal",
+            "memory",
+            "object-store",
+            "storage-wal",
+            "storage-writer",
+        ];
+        if self.redis.url.is_some() {
+            names.push("redis");
+        }
+        names
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, value: &dyn std::fmt::Display, allowed: &str| {
             Err(ConfigError::Invalid(format!(
@@ -402,6 +424,13 @@ impl Config {
         self.health.validate().map_err(|error| {
             ConfigError::Invalid(format!("key `health.{}`: {error}", error.key()))
         })?;
+        // Check names are known before anything is built, so that `config check` and start-up
+        // refuse the same overrides (the application asserts that it registers exactly these).
+        self.health
+            .validate_check_names(&self.registrable_checks())
+            .map_err(|error| {
+                ConfigError::Invalid(format!("key `health.{}`: {error}", error.key()))
+            })?;
         self.telemetry.validate().map_err(|error| {
             ConfigError::Invalid(format!("key `telemetry.{}`: {error}", error.key()))
         })
@@ -667,7 +696,7 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "health.checks",
         "table of `{ timeout, critical }` by check name",
-        "Per-check overrides, e.g. `[health.checks.redis] critical = true`. Known checks: `disk`, `memory`, `dlq`, `circuit-breakers`, `redis` (when `redis.url` is set).",
+        "Per-check overrides, e.g. `[health.checks.redis] critical = true`. Checks: `circuit-breakers`, `disk`, `dlq`, `dlq-journal`, `memory`, `object-store`, `storage-wal`, `storage-writer`, and `redis` when `redis.url` is set; another name is refused (exit 2).",
     ),
     (
         "health.default_timeout",

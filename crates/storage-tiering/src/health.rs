@@ -19,12 +19,12 @@ pub struct ObjectStoreCheck {
 }
 
 impl ObjectStoreCheck {
-    /// A check named `object_store` for `store`.
+    /// A check named `object-store` for `store`.
     #[must_use]
     pub fn new(store: &Store) -> Self {
         Self {
             shared: store.downgrade(),
-            name: "object_store".to_owned(),
+            name: "object-store".to_owned(),
         }
     }
 }

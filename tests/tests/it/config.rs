@@ -448,3 +448,29 @@ async fn passwords_in_urls_never_print() -> anyhow::Result<()> {
     );
     stop(api)
 }
+
+/// Issue 15, point 1: `config check` refuses an unknown check name with exit 2, as start-up
+/// does, and accepts every documented one, which the service then starts with.
+#[test]
+fn config_check_and_start_up_agree_on_check_names() -> anyhow::Result<()> {
+    let unknown = "[health.checks.nope]\ncritical = true\n";
+    let (status, _, err) = Api::builder()
+        .config_toml(unknown)
+        .args(&["config", "check"])
+        .run()?;
+    assert_eq!(status.code(), Some(2), "config check: {err}");
+    assert!(err.contains("health.checks.nope"), "{err}");
+    assert!(err.contains("object-store"), "the known names are listed: {err}");
+
+    let documented = "[health.checks.dlq]\ncritical = true\n\
+                      [health.checks.object-store]\ncritical = true\n\
+                      [health.checks.storage-wal]\ncritical = true\n\
+                      [health.checks.dlq-journal]\ncritical = false\n";
+    let (status, _, err) = Api::builder()
+        .config_toml(documented)
+        .args(&["config", "check"])
+        .run()?;
+    assert!(status.success(), "config check: {err}");
+    let api = Api::builder().config_toml(documented).start()?;
+    stop(api)
+}

@@ -157,7 +157,7 @@ async fn a_restart_during_an_object_store_outage_serves_and_reconciles() -> anyh
         .await?
         .json()
         .await?;
-    let store = &deps["checks"]["object_store"];
+    let store = &deps["checks"]["object-store"];
     assert_eq!(store["status"], "unhealthy", "{deps}");
     assert!(
         store["message"]
@@ -208,7 +208,7 @@ async fn a_restart_during_an_object_store_outage_serves_and_reconciles() -> anyh
             .await?
             .json()
             .await?;
-        let store = &report["checks"]["object_store"];
+        let store = &report["checks"]["object-store"];
         if store["details"]["prefix_claimed"] == true && store["status"] == "healthy" {
             break;
         }

@@ -365,3 +365,59 @@ async fn every_route_the_rate_limit_classes_name_is_served() {
         );
     }
 }
+
+/// Issue 15, point 1: the names `health.checks.<name>` may use are exactly the checks the
+/// service registers, with and without Redis, so that `config check` (which knows the names
+/// before anything is built) and start-up agree.
+#[tokio::test]
+async fn the_registrable_check_names_are_the_registered_ones() {
+    for redis in [false, true] {
+        let (mut config, _dir) = every_route_config();
+        if redis {
+            config.redis.url = Some("redis://127.0.0.1:6379".into());
+            config.ratelimit.secret =
+                serde_json::from_value(serde_json::json!("a-secret-for-identities-0123456789"))
+                    .expect("a secret");
+        }
+        let mut expected: Vec<String> = config
+            .registrable_checks()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        expected.sort();
+        let app = mainstay_api::app::build(config).await.expect("valid");
+        let mut registered = app.health.check_names();
+        registered.sort();
+        assert_eq!(registered, expected, "redis: {redis}");
+    }
+}
+
+/// Issue 15, point 1: every documented check can be overridden, and an unknown name is refused
+/// by validation, before anything is opened.
+#[test]
+fn every_registrable_check_may_be_overridden_and_no_other() {
+    let mut config = Config::default();
+    config.redis.url = Some("redis://127.0.0.1:6379".into());
+    config.ratelimit.secret =
+        serde_json::from_value(serde_json::json!("a-secret-for-identities-0123456789"))
+            .expect("a secret");
+    for name in config.registrable_checks() {
+        let mut with = config.clone();
+        with.health
+            .checks
+            .insert(name.to_owned(), mainstay_health::CheckOverride::default());
+        with.validate()
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+    }
+    let mut unknown = config.clone();
+    unknown.health.checks.insert(
+        "object_store".to_owned(),
+        mainstay_health::CheckOverride::default(),
+    );
+    let error = unknown
+        .validate()
+        .expect_err("an unknown check name")
+        .to_string();
+    assert!(error.contains("health.checks.object_store"), "{error}");
+    assert!(error.contains("object-store"), "{error}");
+}

@@ -17,7 +17,7 @@ async fn the_check_follows_the_object_store_and_the_breaker() {
     let fault = FaultStore::new(Arc::new(InMemory::new()));
     let store = open_on(config(dir.path()), fault.clone(), "h").await;
     let check = ObjectStoreCheck::new(&store);
-    assert_eq!(check.name(), "object_store");
+    assert_eq!(check.name(), "object-store");
     assert_eq!(check.criticality(), Criticality::NonCritical);
     assert_eq!(check.check().await.status, Status::Healthy);
     fault.set(Mode::Unavailable);
