@@ -326,7 +326,6 @@ pub fn load(file: Option<&Path>) -> Result<(Config, Figment), ConfigError> {
 }
 
 impl Config {
-    /// Checks the rules the types cannot express.
     /// The names of the health checks the service registers with this configuration, which
     /// `health.checks.<name>` may override: always `circuit-breakers`, `disk`, `dlq`,
     /// `dlq-journal`, `memory`, `object-store`, `storage-wal` and `storage-writer`; `redis` when
@@ -349,6 +348,7 @@ impl Config {
         names
     }
 
+    /// Checks the rules the types cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, value: &dyn std::fmt::Display, allowed: &str| {
             Err(ConfigError::Invalid(format!(
