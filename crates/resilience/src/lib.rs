@@ -83,6 +83,7 @@ mod metrics;
 mod policy;
 mod registry;
 mod retry;
+mod sync;
 mod timeout;
 mod window;
 
