@@ -498,6 +498,12 @@ impl CircuitBreaker {
         }
     }
 
+    /// Whether a handle other than this one exists (a clone, an owned permit): a keyed set never
+    /// evicts a breaker someone holds.
+    pub(crate) fn is_held(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
+    }
+
     /// The breaker's name.
     #[must_use]
     pub fn name(&self) -> &str {
@@ -519,7 +525,9 @@ impl CircuitBreaker {
     /// - the open-duration rules apply from the next opening, and an open breaker's remaining
     ///   time is cut to the new longest open duration when that is shorter;
     /// - `window_buckets` cannot change once the window exists (its buckets are allocated once):
-    ///   that is refused with an error naming the key, and nothing changes.
+    ///   that is refused with an error naming the key, and nothing changes;
+    /// - permits granted before the change report into nothing (a new generation): a half-open
+    ///   breaker keeps its trial successes and frees the slots of its trials in flight.
     ///
     /// ```
     /// use std::time::Duration;
@@ -633,7 +641,8 @@ impl CircuitBreaker {
         }
     }
 
-    /// Closes the breaker and forgets every failure count, whatever its state.
+    /// Closes the breaker and forgets every failure count, whatever its state. Permits granted
+    /// before the reset report into nothing, even when the breaker was closed already.
     pub fn reset(&self) {
         self.shared
             .force(BreakerState::Closed, TransitionReason::Reset);

@@ -46,7 +46,8 @@
 //!   atomic load and one counter increment: no lock, no allocation.
 //! - Presets for mainstay's rules: [`BreakerConfig::critical_dependency`],
 //!   [`BreakerConfig::optional_dependency`], [`BreakerConfig::object_store_uploads`].
-//! - [`KeyedBreakers`]: a breaker per host or tenant, capped, idle ones evicted.
+//! - [`KeyedBreakers`]: a breaker per host or tenant, capped (the least recently used evicted in
+//!   O(1), never one a caller holds), idle ones evicted.
 //! - [`BreakerRegistry`]: breakers by name for admin endpoints.
 //! - [`Retry`] with full-jitter backoff, `Retry-After`, deadlines and a shared [`RetryBudget`].
 //! - [`Bulkhead`], [`timeout()`], [`with_fallback`], and [`Policy`] composing them.
