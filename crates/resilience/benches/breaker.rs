@@ -2,7 +2,8 @@
 //! tower-resilience 0.13's circuit breaker) and an uncontended mutex (the floor), on one thread and
 //! on two threads sharing one breaker; the heap allocations of one call, counted by a counting
 //! global allocator (`stats_alloc`) before the timings, and failing the run if any of ours
-//! allocates; and the cost of a new key in a full keyed set of 1,000 and of 100,000 breakers.
+//! allocates; and the cost of a new key in a full keyed set of 1,000 and of 100,000 breakers, and
+//! of an existing key.
 //!
 //! Run with `cargo xtask bench breaker` (`cargo bench -p mainstay-resilience --bench breaker`).
 
@@ -303,6 +304,48 @@ fn keyed_new_key(criterion: &mut Criterion) {
     group.finish();
 }
 
+/// An existing key of a keyed set (the lookup every call through a keyed breaker makes): its
+/// breaker becomes the most recently used, under the set's lock. One thread, and two threads
+/// looking up keys of the same set.
+fn keyed_existing_key(criterion: &mut Criterion) {
+    const KEYS: u64 = 1_000;
+    let mut group = criterion.benchmark_group("keyed_existing_key");
+    let set = Arc::new(KeyedBreakers::new("bench", KeyedBreakerConfig::default()).expect("valid"));
+    for key in 0..KEYS {
+        drop(set.get(&key));
+    }
+    let mut key = 0;
+    group.bench_function("one_thread", |bencher| {
+        bencher.iter(|| {
+            key = (key + 1) % KEYS;
+            black_box(set.get(&key))
+        })
+    });
+    group.bench_function("two_threads", |bencher| {
+        bencher.iter_custom(|iterations| {
+            let barrier = Arc::new(Barrier::new(3));
+            let workers: Vec<_> = (0..2)
+                .map(|worker| {
+                    let (set, barrier) = (set.clone(), barrier.clone());
+                    thread::spawn(move || {
+                        barrier.wait();
+                        for call in 0..iterations {
+                            black_box(set.get(&((call * 2 + worker) % KEYS)));
+                        }
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let start = Instant::now();
+            for worker in workers {
+                worker.join().expect("no panic");
+            }
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -313,6 +356,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = allocations, single_thread, two_threads, keyed_new_key
+    targets = allocations, single_thread, two_threads, keyed_new_key, keyed_existing_key
 }
 criterion_main!(benches);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mainstay_clock::{RealClock, SharedClock};
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -235,7 +235,7 @@ pub struct KeyedBreakers<K> {
     config: KeyedBreakerConfig,
     clock: SharedClock,
     instruments: Instruments,
-    entries: Mutex<Entries<K>>,
+    entries: RwLock<Entries<K>>,
     last_sweep: AtomicU64,
 }
 
@@ -266,7 +266,7 @@ where
             config,
             clock,
             instruments: Instruments::new(name, metrics, false),
-            entries: Mutex::new(Entries::new()),
+            entries: RwLock::new(Entries::new()),
             last_sweep,
         })
     }
@@ -275,13 +275,24 @@ where
     /// used.
     ///
     /// Creating one in a full set evicts the least recently used breaker that nobody holds, in
-    /// O(1) (plus one step per held breaker passed over). A breaker that a caller still holds (a
+    /// O(1) (plus one step per held breaker passed over); recency is kept to the resolution of the
+    /// clock's coarse reading. A breaker that a caller still holds (a
     /// clone returned by `get` or `peek`, or an owned permit) is never evicted: its holder may
     /// still report into it. When every breaker is held, the set grows past `max_keys` until
     /// they are released.
     pub fn get(&self, key: &K) -> CircuitBreaker {
         let now = nanos(self.clock.coarse_now());
-        let mut entries = self.entries.lock();
+        {
+            // A breaker already used at this reading of the coarse clock is already in its place
+            // in the list (recency is kept to the clock's resolution): a shared lock is enough.
+            let entries = self.entries.read();
+            if let Some(node) = entries.slots.get(key).and_then(|slot| entries.node(*slot))
+                && node.last_used == now
+            {
+                return node.breaker.clone();
+            }
+        }
+        let mut entries = self.entries.write();
         if let Some(breaker) = entries.touch(key, now) {
             return breaker;
         }
@@ -304,7 +315,7 @@ where
 
     /// The breaker for `key` if the set holds one, without creating it or counting a use.
     pub fn peek(&self, key: &K) -> Option<CircuitBreaker> {
-        let entries = self.entries.lock();
+        let entries = self.entries.read();
         let slot = *entries.slots.get(key)?;
         entries.node(slot).map(|node| node.breaker.clone())
     }
@@ -315,7 +326,7 @@ where
         let now = nanos(self.clock.coarse_now());
         let evicted = self
             .entries
-            .lock()
+            .write()
             .evict_idle(now, nanos(self.config.idle_timeout));
         self.last_sweep.store(now, Ordering::Relaxed);
         evicted
@@ -324,19 +335,19 @@ where
     /// How many breakers the set holds.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.lock().len()
+        self.entries.read().len()
     }
 
     /// Whether the set holds no breaker.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.lock().len() == 0
+        self.entries.read().len() == 0
     }
 
     /// Resets every breaker in the set to closed.
     pub fn reset_all(&self) {
         let breakers: Vec<CircuitBreaker> = {
-            let entries = self.entries.lock();
+            let entries = self.entries.read();
             entries
                 .nodes
                 .iter()
