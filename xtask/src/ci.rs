@@ -77,6 +77,7 @@ pub(crate) fn run() -> Result<()> {
         }
         run_command(&mut command)
     });
+    step("loom models", &mut loom_models);
     step("doc tests", &mut || {
         run_command(cargo().args(["test", "--workspace", "--doc", "--locked"]))
     });
@@ -151,6 +152,61 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// The loom models of the circuit breaker's state word (`crates/resilience/tests/loom.rs`): built
+/// in release with `--cfg loom` in a target directory of their own (a `--cfg` in `RUSTFLAGS`
+/// rebuilds every dependency, so sharing the main directory would throw its cache away on every
+/// switch), then run with at most two preemptions, which must take under a minute.
+fn loom_models() -> Result<()> {
+    const BUDGET: Duration = Duration::from_secs(60);
+    let target = target_directory()?.join("loom");
+    let loom = || {
+        let mut command = cargo();
+        command
+            .args([
+                "test",
+                "--package",
+                "mainstay-resilience",
+                "--release",
+                "--locked",
+                "--test",
+                "loom",
+            ])
+            .env("RUSTFLAGS", "--cfg loom")
+            .env("LOOM_MAX_PREEMPTIONS", "2")
+            .env("CARGO_TARGET_DIR", &target);
+        command
+    };
+    run_command(loom().arg("--no-run"))?;
+    let started = Instant::now();
+    run_command(&mut loom())?;
+    let elapsed = started.elapsed();
+    if elapsed > BUDGET {
+        bail!(
+            "the loom models took {:.1}s, more than the {}s allowed: lower the threads or steps of the slowest model",
+            elapsed.as_secs_f64(),
+            BUDGET.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// The workspace's target directory, as cargo resolves it (`CARGO_TARGET_DIR`, config, default).
+fn target_directory() -> Result<PathBuf> {
+    let output = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("could not start cargo metadata")?;
+    if !output.status.success() {
+        bail!("cargo metadata failed");
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("cargo metadata printed no JSON")?;
+    metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .context("cargo metadata names no target directory")
 }
 
 /// Builds the `mainstay-api` binary and returns its path, read from cargo's own build messages.

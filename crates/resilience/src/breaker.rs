@@ -1,23 +1,27 @@
 //! The circuit breaker: a lock-free state machine over one packed atomic word.
 //!
-//! The state word holds the state kind, the half-open trial calls in flight, the half-open
-//! successes and a generation that every transition increments. A permit remembers the generation
-//! it was granted in, so a result that arrives after the state moved on never counts twice and never
-//! tears the state. Transitions (rare) are serialised by a small lock so that their side effects
-//! (open deadline, metrics, events) happen in order; admission and recording never take it on the
-//! closed path.
+//! The state word holds the state kind, a generation that every transition, reset and
+//! reconfiguration increments, and 32 bits whose meaning depends on the kind: the run of
+//! consecutive failures when closed, the trial calls in flight and the trial successes when
+//! half-open. A permit remembers the generation it was granted in, and every outcome is counted
+//! by one compare-and-swap of the word that fails when the generation moved on, so a result that
+//! arrives after a reset, a transition or a reconfiguration never counts and never tears the
+//! state. The failure-rate window is separate: an outcome reads the window's epoch before it checks
+//! the generation, and a transition bumps the generation before it clears the window (a new
+//! epoch), so a stale outcome lands in an epoch nobody counts (see `window`). Transitions (rare)
+//! are serialised by a small lock so that their side effects (open deadline, metrics, events)
+//! happen in order; admission and recording never take it on the closed path.
 //!
 //! The rules live in atomics beside the state word, so [`CircuitBreaker::reconfigure`] changes
-//! them on a running breaker without a lock on the call path.
+//! them on a running breaker without a lock on the call path; the trip rule is published last
+//! (release) and read first (acquire), so a caller that sees a new rule sees its thresholds too.
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mainstay_clock::{RealClock, SharedClock};
-use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -29,6 +33,7 @@ use crate::classify::Classify;
 use crate::config::{BreakerConfig, ConfigError, TripPolicy};
 use crate::metrics::{BreakerLabels, CallLabels, ResilienceMetrics, TransitionLabels};
 use crate::nanos;
+use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Mutex, Ordering};
 use crate::window::Window;
 
 /// The state of a circuit breaker.
@@ -192,7 +197,8 @@ pub struct BreakerSnapshot {
     pub time_until_half_open_ms: Option<u64>,
 }
 
-// The packed state word: kind (3 bits) | trials in flight (16) | trial successes (16) | generation.
+// The packed state word: kind (3 bits) | trials in flight (16) | trial successes (16) | generation
+// (29). When closed, the 32 bits of the two trial counters hold the run of consecutive failures.
 const KIND_MASK: u64 = 0b111;
 const IN_FLIGHT_SHIFT: u32 = 3;
 const SUCCESSES_SHIFT: u32 = 19;
@@ -200,6 +206,8 @@ const GENERATION_SHIFT: u32 = 35;
 const COUNT_MASK: u64 = 0xFFFF;
 const IN_FLIGHT_ONE: u64 = 1 << IN_FLIGHT_SHIFT;
 const SUCCESSES_ONE: u64 = 1 << SUCCESSES_SHIFT;
+const RUN_SHIFT: u32 = IN_FLIGHT_SHIFT;
+const RUN_FIELD: u64 = 0xFFFF_FFFF << RUN_SHIFT;
 
 const CLOSED: u64 = BreakerState::Closed as u64;
 const DISABLED: u64 = BreakerState::Disabled as u64;
@@ -217,6 +225,18 @@ fn in_flight(word: u64) -> u64 {
 #[inline]
 fn trial_successes(word: u64) -> u64 {
     (word >> SUCCESSES_SHIFT) & COUNT_MASK
+}
+
+/// The run of consecutive failures of a closed breaker.
+#[inline]
+fn failure_run(word: u64) -> u32 {
+    // The field is 32 bits wide: the cast keeps all of it.
+    ((word & RUN_FIELD) >> RUN_SHIFT) as u32
+}
+
+#[inline]
+fn with_failure_run(word: u64, run: u32) -> u64 {
+    (word & !RUN_FIELD) | (u64::from(run) << RUN_SHIFT)
 }
 
 #[inline]
@@ -299,9 +319,11 @@ impl Rules {
         self.trip.store(trip, Ordering::Release);
     }
 
+    /// Whether the trip rule is `consecutive`. Acquire: pairs with the release in
+    /// [`Rules::store`], so the thresholds read after it are the ones stored with this rule.
     #[inline]
     fn consecutive(&self) -> bool {
-        self.trip.load(Ordering::Relaxed) == TRIP_CONSECUTIVE
+        self.trip.load(Ordering::Acquire) == TRIP_CONSECUTIVE
     }
 }
 
@@ -359,8 +381,6 @@ impl Instruments {
 struct Shared {
     word: AtomicU64,
     rules: Rules,
-    /// The current run of failures (`consecutive` rule).
-    failures: AtomicU32,
     /// The sliding window (`failure_rate` rule), made when the breaker first uses that rule.
     window: OnceLock<Window>,
     open_until: AtomicU64,
@@ -467,7 +487,6 @@ impl CircuitBreaker {
             shared: Arc::new(Shared {
                 word: AtomicU64::new(pack(BreakerState::Closed, 0)),
                 rules: Rules::new(&config),
-                failures: AtomicU32::new(0),
                 window,
                 open_until: AtomicU64::new(0),
                 reopenings: AtomicU32::new(0),
@@ -477,6 +496,12 @@ impl CircuitBreaker {
                 instruments,
             }),
         }
+    }
+
+    /// Whether a handle other than this one exists (a clone, an owned permit): a keyed set never
+    /// evicts a breaker someone holds.
+    pub(crate) fn is_held(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
     }
 
     /// The breaker's name.
@@ -500,7 +525,9 @@ impl CircuitBreaker {
     /// - the open-duration rules apply from the next opening, and an open breaker's remaining
     ///   time is cut to the new longest open duration when that is shorter;
     /// - `window_buckets` cannot change once the window exists (its buckets are allocated once):
-    ///   that is refused with an error naming the key, and nothing changes.
+    ///   that is refused with an error naming the key, and nothing changes;
+    /// - permits granted before the change report into nothing (a new generation): a half-open
+    ///   breaker keeps its trial successes and frees the slots of its trials in flight.
     ///
     /// ```
     /// use std::time::Duration;
@@ -614,7 +641,8 @@ impl CircuitBreaker {
         }
     }
 
-    /// Closes the breaker and forgets every failure count, whatever its state.
+    /// Closes the breaker and forgets every failure count, whatever its state. Permits granted
+    /// before the reset report into nothing, even when the breaker was closed already.
     pub fn reset(&self) {
         self.shared
             .force(BreakerState::Closed, TransitionReason::Reset);
@@ -640,7 +668,12 @@ impl CircuitBreaker {
         let state = BreakerState::from_bits(word);
         let now = shared.clock.coarse_now();
         let (consecutive_failures, window) = if shared.rules.consecutive() {
-            (shared.failures.load(Ordering::Relaxed), Default::default())
+            let run = if state == BreakerState::Closed {
+                failure_run(word)
+            } else {
+                0
+            };
+            (run, Default::default())
         } else {
             (
                 0,
@@ -728,27 +761,49 @@ impl Shared {
         let rule_changed = config.trip != current.trip
             || (config.trip == TripPolicy::FailureRate && config.window != current.window);
         if config.trip == TripPolicy::FailureRate {
-            let window = self
+            let _ = self
                 .window
                 .get_or_init(|| Window::new(config.window, config.window_buckets));
-            if rule_changed {
-                window.set_length(config.window);
-            }
-        }
-        if rule_changed {
-            self.failures.store(0, Ordering::Release);
         }
         self.rules.store(&config);
-        if BreakerState::from_bits(self.word.load(Ordering::Acquire)) == BreakerState::Open {
-            let longest = if config.open_duration_multiplier > 1.0 {
+        // Every permit granted under the old rules is void from here: a new generation. A closed
+        // breaker keeps its run of failures when the rule stays (the new threshold applies to it);
+        // a half-open one keeps its trial successes and frees the slots of the trials in flight
+        // (their permits are void and can no longer give them back).
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            let next_generation = generation(word).wrapping_add(1);
+            let next = match BreakerState::from_bits(word) {
+                BreakerState::Closed if !rule_changed => with_failure_run(
+                    pack(BreakerState::Closed, next_generation),
+                    failure_run(word),
+                ),
+                // The trial successes stay (they were real); the trials in flight are void.
+                BreakerState::HalfOpen => {
+                    pack(BreakerState::HalfOpen, next_generation)
+                        | (word & (COUNT_MASK << SUCCESSES_SHIFT))
+                }
+                state => pack(state, next_generation),
+            };
+            match self
+                .word
+                .compare_exchange_weak(word, next, Ordering::SeqCst, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(actual) => word = actual,
+            }
+        }
+        if rule_changed && let Some(window) = self.window.get() {
+            // After the new generation: see `window` on why the order matters.
+            window.set_length(config.window);
+        }
+        if BreakerState::from_bits(word) == BreakerState::Open {
+            let longest = if config.open_duration_varies() {
                 config.max_open_duration
             } else {
                 config.open_duration
             };
-            let jittered = longest.as_secs_f64() * (1.0 + config.open_duration_jitter);
-            let cap = nanos(self.clock.coarse_now()).saturating_add(nanos(
-                Duration::try_from_secs_f64(jittered).unwrap_or(longest),
-            ));
+            let cap = nanos(self.clock.coarse_now()).saturating_add(nanos(longest));
             self.open_until.fetch_min(cap, Ordering::AcqRel);
         }
         tracing::info!(breaker = %self.instruments.name, ?config, "circuit breaker reconfigured");
@@ -828,7 +883,7 @@ impl Shared {
             && ticket.started.is_none()
         {
             self.instruments.successes.inc();
-            if !self.rules.consecutive() || self.failures.load(Ordering::Relaxed) != 0 {
+            if !self.rules.consecutive() || failure_run(self.word.load(Ordering::Relaxed)) != 0 {
                 self.record_closed(ticket.generation, false);
             }
             return;
@@ -861,39 +916,24 @@ impl Shared {
         }
     }
 
-    #[inline]
-    fn current_generation(&self) -> u64 {
-        generation(self.word.load(Ordering::Acquire))
-    }
-
     fn record_closed(&self, ticket_generation: u64, failed: bool) {
-        let rules = &self.rules;
-        if rules.consecutive() {
-            let failures = &self.failures;
-            if failed {
-                if self.current_generation() != ticket_generation {
-                    return;
-                }
-                let run = failures.fetch_add(1, Ordering::AcqRel) + 1;
-                if run >= rules.consecutive_failures.load(Ordering::Relaxed) {
-                    self.trip(ticket_generation, TransitionReason::ConsecutiveFailures);
-                }
-            } else if failures.load(Ordering::Relaxed) != 0
-                && self.current_generation() == ticket_generation
-            {
-                failures.store(0, Ordering::Release);
-            }
+        if self.rules.consecutive() {
+            self.record_run(ticket_generation, failed);
             return;
         }
         let Some(window) = self.window.get() else {
             return;
         };
-        if self.current_generation() != ticket_generation {
+        // The epoch before the generation: a transition bumps the generation before it moves the
+        // window to a new epoch, so an outcome that sees the current generation here adds to an
+        // epoch that was current then, and a stale one adds to an epoch nobody counts.
+        let epoch = window.epoch();
+        if generation(self.word.load(Ordering::SeqCst)) != ticket_generation {
             return;
         }
         let now = self.clock.coarse_now();
-        window.add(now, 1, u64::from(failed));
-        if failed {
+        if window.add(now, epoch, 1, u64::from(failed)) && failed {
+            let rules = &self.rules;
             let sums = window.sums(now);
             let rate = f64::from_bits(rules.failure_rate.load(Ordering::Relaxed));
             if sums.first >= rules.minimum_calls.load(Ordering::Relaxed)
@@ -901,6 +941,36 @@ impl Shared {
             {
                 self.trip(ticket_generation, TransitionReason::FailureRate);
             }
+        }
+    }
+
+    /// Counts an outcome in the run of consecutive failures: the generation check and the count
+    /// are one compare-and-swap of the state word.
+    fn record_run(&self, ticket_generation: u64, failed: bool) {
+        let mut word = self.word.load(Ordering::Acquire);
+        let run = loop {
+            if generation(word) != ticket_generation || word & KIND_MASK != CLOSED {
+                return;
+            }
+            let run = if failed {
+                failure_run(word).saturating_add(1)
+            } else if failure_run(word) == 0 {
+                return;
+            } else {
+                0
+            };
+            match self.word.compare_exchange_weak(
+                word,
+                with_failure_run(word, run),
+                Ordering::SeqCst,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break run,
+                Err(actual) => word = actual,
+            }
+        };
+        if failed && run >= self.rules.consecutive_failures.load(Ordering::Relaxed) {
+            self.trip(ticket_generation, TransitionReason::ConsecutiveFailures);
         }
     }
 
@@ -983,40 +1053,51 @@ impl Shared {
         reason: TransitionReason,
     ) {
         let _transition = self.transition.lock();
-        let mut word = self.word.load(Ordering::Acquire);
+        let word = self.word.load(Ordering::Acquire);
         if generation(word) != generation(seen) || BreakerState::from_bits(word) != from {
             return;
         }
         let open_for = self.prepare(to);
+        self.advance(word, to);
+        self.announce(from, to, reason, open_for);
+    }
+
+    /// Moves the state word to `to` in a new generation (from `word` as last seen), then forgets
+    /// the window's counts when `to` is closed. Runs under the transition lock.
+    fn advance(&self, seen: u64, to: BreakerState) {
+        let mut word = seen;
         let next = pack(to, generation(word).wrapping_add(1));
-        // Under the lock only the half-open counters can change, so this loop ends at once.
+        // Under the lock only the counters can change (the generation cannot), so this loop ends
+        // at once.
         while let Err(actual) =
             self.word
-                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange_weak(word, next, Ordering::SeqCst, Ordering::Acquire)
         {
             word = actual;
         }
-        self.announce(from, to, reason, open_for);
+        if to == BreakerState::Closed
+            && let Some(window) = self.window.get()
+        {
+            // After the new generation: see `window` on why the order matters.
+            window.clear();
+        }
     }
 
     /// A manual transition: from any state.
     fn force(&self, to: BreakerState, reason: TransitionReason) {
         let _transition = self.transition.lock();
-        let mut word = self.word.load(Ordering::Acquire);
+        let word = self.word.load(Ordering::Acquire);
         let from = BreakerState::from_bits(word);
         let open_for = self.prepare(to);
-        if from == to {
-            // Already there; a reset still forgets the counts (done by `prepare`).
+        if from == to && to != BreakerState::Closed {
             return;
         }
-        let next = pack(to, generation(word).wrapping_add(1));
-        while let Err(actual) =
-            self.word
-                .compare_exchange_weak(word, next, Ordering::AcqRel, Ordering::Acquire)
-        {
-            word = actual;
+        // A reset of a closed breaker is a new generation too: the permits granted before it
+        // report into nothing, and its counts are forgotten.
+        self.advance(word, to);
+        if from != to {
+            self.announce(from, to, reason, open_for);
         }
-        self.announce(from, to, reason, open_for);
     }
 
     /// The side effects that must be in place before the state word says `to`. Runs under the
@@ -1031,10 +1112,8 @@ impl Shared {
                 Some(open_for)
             }
             BreakerState::Closed => {
-                self.failures.store(0, Ordering::Release);
-                if let Some(window) = self.window.get() {
-                    window.clear();
-                }
+                // The run of failures starts at zero in the new word; the window is cleared once
+                // the word is in place (`advance`).
                 self.reopenings.store(0, Ordering::Relaxed);
                 None
             }
@@ -1056,7 +1135,13 @@ impl Shared {
             let spread = config.open_duration_jitter;
             seconds *= 1.0 + rand::rng().random_range(-spread..=spread);
         }
-        Duration::try_from_secs_f64(seconds).unwrap_or(config.max_open_duration)
+        let open_for = Duration::try_from_secs_f64(seconds).unwrap_or(config.max_open_duration);
+        if config.open_duration_varies() {
+            // Jitter spreads the openings below the cap, never above it.
+            open_for.min(config.max_open_duration)
+        } else {
+            open_for
+        }
     }
 
     fn announce(

@@ -99,7 +99,8 @@ impl RetryBudget {
 
     /// Records a request (a first attempt), which earns `ratio` of a retry.
     pub fn deposit(&self) {
-        self.inner.window.add(self.inner.clock.coarse_now(), 1, 0);
+        let window = &self.inner.window;
+        window.add(self.inner.clock.coarse_now(), window.epoch(), 1, 0);
     }
 
     /// Takes one retry from the budget; `false` when it is exhausted.
@@ -115,7 +116,7 @@ impl RetryBudget {
         if sums.second as f64 + 1.0 > allowed {
             return false;
         }
-        inner.window.add(now, 0, 1);
+        inner.window.add(now, inner.window.epoch(), 0, 1);
         true
     }
 

@@ -7,11 +7,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use crate::config::ConfigError;
-use crate::metrics::{BulkheadLabels, ResilienceMetrics};
+use crate::metrics::{BulkheadLabels, ResilienceMetrics, wait_histogram};
 
 /// The rules of a [`Bulkhead`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +80,9 @@ struct Inner {
     semaphore: Arc<Semaphore>,
     waiting: AtomicUsize,
     rejections: Counter,
+    in_flight_gauge: Gauge,
+    waiting_gauge: Gauge,
+    wait_seconds: Histogram,
 }
 
 /// A bulkhead. Cheap to clone: clones share the same slots.
@@ -89,6 +95,23 @@ pub struct Bulkhead {
 #[derive(Debug)]
 pub struct BulkheadPermit {
     _permit: OwnedSemaphorePermit,
+    in_flight: Gauge,
+}
+
+impl BulkheadPermit {
+    fn new(permit: OwnedSemaphorePermit, in_flight: &Gauge) -> Self {
+        in_flight.inc();
+        Self {
+            _permit: permit,
+            in_flight: in_flight.clone(),
+        }
+    }
+}
+
+impl Drop for BulkheadPermit {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+    }
 }
 
 impl Bulkhead {
@@ -99,21 +122,38 @@ impl Bulkhead {
         metrics: Option<&ResilienceMetrics>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let rejections = match metrics {
-            Some(metrics) => metrics
-                .bulkhead_rejections
-                .get_or_create(&BulkheadLabels {
-                    bulkhead: name.to_owned(),
-                })
-                .clone(),
-            None => Counter::default(),
+        let labels = BulkheadLabels {
+            bulkhead: name.to_owned(),
         };
+        let (rejections, in_flight_gauge, waiting_gauge, max_gauge, wait_seconds) = match metrics {
+            Some(metrics) => (
+                metrics.bulkhead_rejections.get_or_create(&labels).clone(),
+                metrics.bulkhead_in_flight.get_or_create(&labels).clone(),
+                metrics.bulkhead_waiting.get_or_create(&labels).clone(),
+                metrics
+                    .bulkhead_max_concurrent
+                    .get_or_create(&labels)
+                    .clone(),
+                metrics.bulkhead_wait_seconds.get_or_create(&labels).clone(),
+            ),
+            None => (
+                Counter::default(),
+                Gauge::default(),
+                Gauge::default(),
+                Gauge::default(),
+                wait_histogram(),
+            ),
+        };
+        max_gauge.set(i64::try_from(config.max_concurrent).unwrap_or(i64::MAX));
         Ok(Self {
             inner: Arc::new(Inner {
                 semaphore: Arc::new(Semaphore::new(config.max_concurrent)),
                 config,
                 waiting: AtomicUsize::new(0),
                 rejections,
+                in_flight_gauge,
+                waiting_gauge,
+                wait_seconds,
             }),
         })
     }
@@ -134,7 +174,8 @@ impl Bulkhead {
     pub async fn acquire(&self) -> Result<BulkheadPermit, BulkheadError> {
         let inner = &*self.inner;
         if let Ok(permit) = Arc::clone(&inner.semaphore).try_acquire_owned() {
-            return Ok(BulkheadPermit { _permit: permit });
+            inner.wait_seconds.observe(0.0);
+            return Ok(BulkheadPermit::new(permit, &inner.in_flight_gauge));
         }
         let config = &inner.config;
         let full = BulkheadError::Full {
@@ -142,12 +183,13 @@ impl Bulkhead {
             max_queue: config.max_queue,
         };
         // The guard leaves the queue however this future ends, including when it is dropped.
-        let queued = QueuePlace(&inner.waiting);
-        if inner.waiting.fetch_add(1, Ordering::AcqRel) >= config.max_queue {
+        let queued = QueuePlace::enter(&inner.waiting, &inner.waiting_gauge);
+        if queued.ahead >= config.max_queue {
             drop(queued);
             inner.rejections.inc();
             return Err(full);
         }
+        let started = Instant::now();
         let wait = Arc::clone(&inner.semaphore).acquire_owned();
         let result = match config.max_wait {
             Some(max_wait) => match tokio::time::timeout(max_wait, wait).await {
@@ -157,8 +199,9 @@ impl Bulkhead {
             None => wait.await.map_err(|_| full),
         };
         drop(queued);
+        inner.wait_seconds.observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(permit) => Ok(BulkheadPermit { _permit: permit }),
+            Ok(permit) => Ok(BulkheadPermit::new(permit, &inner.in_flight_gauge)),
             Err(error) => {
                 inner.rejections.inc();
                 Err(error)
@@ -174,10 +217,28 @@ impl Bulkhead {
 }
 
 /// A place in the bulkhead's queue, left when dropped.
-struct QueuePlace<'a>(&'a AtomicUsize);
+struct QueuePlace<'a> {
+    waiting: &'a AtomicUsize,
+    gauge: &'a Gauge,
+    /// Callers that were in the queue before this one.
+    ahead: usize,
+}
+
+impl<'a> QueuePlace<'a> {
+    fn enter(waiting: &'a AtomicUsize, gauge: &'a Gauge) -> Self {
+        let ahead = waiting.fetch_add(1, Ordering::AcqRel);
+        gauge.inc();
+        Self {
+            waiting,
+            gauge,
+            ahead,
+        }
+    }
+}
 
 impl Drop for QueuePlace<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.gauge.dec();
     }
 }

@@ -12,8 +12,8 @@ pub enum ErrorClass {
     /// The dependency failed and a later attempt may succeed (a timeout, a 5xx, a 429): counts as a
     /// breaker failure and is retried, after `retry_after` when the server gave a hint.
     Transient {
-        /// The server's `Retry-After` hint, if any; retry waits exactly this long instead of its
-        /// backoff.
+        /// The server's `Retry-After` hint, if any; retry waits this long instead of its backoff,
+        /// but never longer than its `max_delay` and never past its deadline.
         retry_after: Option<Duration>,
     },
     /// The dependency failed but repeating the call is not useful or not safe: counts as a breaker

@@ -71,7 +71,8 @@ pub struct BreakerConfig {
     /// Each consecutive reopening (without closing between) multiplies the open duration by this.
     /// Default 1 (no growth).
     pub open_duration_multiplier: f64,
-    /// The cap on a grown open duration. Default 300 s.
+    /// The cap on an open duration that grows or is jittered: no opening lasts longer. Default
+    /// 300 s.
     #[serde(with = "humantime_serde")]
     pub max_open_duration: Duration,
     /// Random spread of each open duration, as a fraction (0.1 = plus or minus 10%). Default 0.
@@ -155,6 +156,11 @@ impl BreakerConfig {
         }
     }
 
+    /// Whether openings vary (grow or are jittered), and so are capped by `max_open_duration`.
+    pub(crate) fn open_duration_varies(&self) -> bool {
+        self.open_duration_multiplier > 1.0 || self.open_duration_jitter > 0.0
+    }
+
     /// Checks every field; the error names the first key that is out of range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.consecutive_failures == 0 {
@@ -212,11 +218,11 @@ impl BreakerConfig {
                 "a finite number of at least 1",
             ));
         }
-        if self.open_duration_multiplier > 1.0 && self.max_open_duration < self.open_duration {
+        if self.open_duration_varies() && self.max_open_duration < self.open_duration {
             return Err(ConfigError::new(
                 "max_open_duration",
                 self.max_open_duration,
-                "at least open_duration when open_duration_multiplier is above 1",
+                "at least open_duration when open_duration_multiplier is above 1 or open_duration_jitter above 0",
             ));
         }
         if !(0.0..1.0).contains(&self.open_duration_jitter) {

@@ -1,5 +1,6 @@
 //! A keyed set of circuit breakers (one per host, per tenant), created on demand, capped, with idle
-//! ones evicted. Metrics report under the set's name, never per key.
+//! ones evicted and the least recently used one evicted in O(1) when full (never one a caller
+//! still holds). Metrics report under the set's name, never per key.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -22,8 +23,9 @@ use crate::nanos;
 pub struct KeyedBreakerConfig {
     /// The rules of every breaker in the set. Default [`BreakerConfig::default`].
     pub breaker: BreakerConfig,
-    /// The most breakers the set holds; creating one more evicts idle ones first, then the least
-    /// recently used. Default 10,000.
+    /// The most breakers the set holds; creating one more evicts the least recently used one that
+    /// no caller holds (the set grows past the cap only while every breaker is held). Default
+    /// 10,000.
     pub max_keys: usize,
     /// A breaker unused this long is evicted (its state forgotten). Default 10 min.
     #[serde(with = "humantime_serde")]
@@ -58,10 +60,168 @@ impl KeyedBreakerConfig {
     }
 }
 
+/// No slot: the end of the recency list.
+const NIL: usize = usize::MAX;
+
 #[derive(Debug)]
-struct Entry {
+struct Node<K> {
+    key: K,
     breaker: CircuitBreaker,
-    last_used: AtomicU64,
+    last_used: u64,
+    /// The slot used just after this one (towards the newest), or `NIL`.
+    newer: usize,
+    /// The slot used just before this one (towards the oldest), or `NIL`.
+    older: usize,
+}
+
+/// The breakers by key, in a list by recency of use: a hash map to slots of a slab whose nodes
+/// link to each other, so that a use moves a node to the newest end and an eviction takes the
+/// oldest, each in O(1).
+#[derive(Debug)]
+struct Entries<K> {
+    slots: HashMap<K, usize>,
+    nodes: Vec<Option<Node<K>>>,
+    free: Vec<usize>,
+    newest: usize,
+    oldest: usize,
+}
+
+impl<K: Hash + Eq + Clone> Entries<K> {
+    fn new() -> Self {
+        Self {
+            slots: HashMap::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            newest: NIL,
+            oldest: NIL,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn node(&self, slot: usize) -> Option<&Node<K>> {
+        self.nodes.get(slot).and_then(Option::as_ref)
+    }
+
+    fn node_mut(&mut self, slot: usize) -> Option<&mut Node<K>> {
+        self.nodes.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    fn unlink(&mut self, slot: usize) {
+        let Some((newer, older)) = self.node(slot).map(|node| (node.newer, node.older)) else {
+            return;
+        };
+        match self.node_mut(newer) {
+            Some(node) => node.older = older,
+            None => self.newest = older,
+        }
+        match self.node_mut(older) {
+            Some(node) => node.newer = newer,
+            None => self.oldest = newer,
+        }
+    }
+
+    fn link_newest(&mut self, slot: usize) {
+        let previous = self.newest;
+        if let Some(node) = self.node_mut(slot) {
+            node.newer = NIL;
+            node.older = previous;
+        }
+        match self.node_mut(previous) {
+            Some(node) => node.newer = slot,
+            None => self.oldest = slot,
+        }
+        self.newest = slot;
+    }
+
+    /// The breaker for `key`, now the most recently used, if the set holds one.
+    fn touch(&mut self, key: &K, now: u64) -> Option<CircuitBreaker> {
+        let slot = *self.slots.get(key)?;
+        self.unlink(slot);
+        self.link_newest(slot);
+        let node = self.node_mut(slot)?;
+        node.last_used = now;
+        Some(node.breaker.clone())
+    }
+
+    fn insert(&mut self, key: K, breaker: CircuitBreaker, now: u64) {
+        let node = Node {
+            key: key.clone(),
+            breaker,
+            last_used: now,
+            newer: NIL,
+            older: NIL,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                if let Some(free) = self.nodes.get_mut(slot) {
+                    *free = Some(node);
+                }
+                slot
+            }
+            None => {
+                self.nodes.push(Some(node));
+                self.nodes.len() - 1
+            }
+        };
+        self.slots.insert(key, slot);
+        self.link_newest(slot);
+    }
+
+    fn remove(&mut self, slot: usize) {
+        self.unlink(slot);
+        if let Some(node) = self.nodes.get_mut(slot).and_then(Option::take) {
+            self.slots.remove(&node.key);
+            self.free.push(slot);
+        }
+    }
+
+    /// Evicts the least recently used breaker that nobody holds; `false` when every breaker is
+    /// held. A held breaker met on the way is in use: it moves to the newest end, so that each
+    /// one is passed over once per turn of the list, not once per eviction.
+    fn evict_least_recent(&mut self, now: u64) -> bool {
+        for _ in 0..self.len() {
+            let slot = self.oldest;
+            let Some(node) = self.node_mut(slot) else {
+                return false;
+            };
+            if node.breaker.is_held() {
+                node.last_used = now;
+                self.unlink(slot);
+                self.link_newest(slot);
+            } else {
+                self.remove(slot);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Evicts the breakers unused for `idle` nanoseconds that nobody holds, oldest first: it stops
+    /// at the first breaker used more recently. Returns how many.
+    fn evict_idle(&mut self, now: u64, idle: u64) -> usize {
+        let mut evicted = 0;
+        for _ in 0..self.len() {
+            let slot = self.oldest;
+            let Some(node) = self.node_mut(slot) else {
+                break;
+            };
+            if now.saturating_sub(node.last_used) < idle {
+                break;
+            }
+            if node.breaker.is_held() {
+                node.last_used = now;
+                self.unlink(slot);
+                self.link_newest(slot);
+            } else {
+                self.remove(slot);
+                evicted += 1;
+            }
+        }
+        evicted
+    }
 }
 
 /// A set of circuit breakers, one per key, created on first use.
@@ -75,7 +235,7 @@ pub struct KeyedBreakers<K> {
     config: KeyedBreakerConfig,
     clock: SharedClock,
     instruments: Instruments,
-    entries: RwLock<HashMap<K, Entry>>,
+    entries: RwLock<Entries<K>>,
     last_sweep: AtomicU64,
 }
 
@@ -106,71 +266,70 @@ where
             config,
             clock,
             instruments: Instruments::new(name, metrics, false),
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(Entries::new()),
             last_sweep,
         })
     }
 
-    /// The breaker for `key`, created closed if the set has none.
+    /// The breaker for `key`, created closed if the set has none; it becomes the most recently
+    /// used.
+    ///
+    /// Creating one in a full set evicts the least recently used breaker that nobody holds, in
+    /// O(1) (plus one step per held breaker passed over); recency is kept to the resolution of the
+    /// clock's coarse reading. A breaker that a caller still holds (a
+    /// clone returned by `get` or `peek`, or an owned permit) is never evicted: its holder may
+    /// still report into it. When every breaker is held, the set grows past `max_keys` until
+    /// they are released.
     pub fn get(&self, key: &K) -> CircuitBreaker {
         let now = nanos(self.clock.coarse_now());
-        if let Some(entry) = self.entries.read().get(key) {
-            entry.last_used.store(now, Ordering::Relaxed);
-            return entry.breaker.clone();
+        {
+            // A breaker already used at this reading of the coarse clock is already in its place
+            // in the list (recency is kept to the clock's resolution): a shared lock is enough.
+            let entries = self.entries.read();
+            if let Some(node) = entries.slots.get(key).and_then(|slot| entries.node(*slot))
+                && node.last_used == now
+            {
+                return node.breaker.clone();
+            }
         }
         let mut entries = self.entries.write();
-        if let Some(entry) = entries.get(key) {
-            entry.last_used.store(now, Ordering::Relaxed);
-            return entry.breaker.clone();
+        if let Some(breaker) = entries.touch(key, now) {
+            return breaker;
         }
         let idle = nanos(self.config.idle_timeout);
         let since_sweep = now.saturating_sub(self.last_sweep.load(Ordering::Relaxed));
-        if entries.len() >= self.config.max_keys || since_sweep >= idle {
-            evict_idle(&mut entries, now, idle);
+        if since_sweep >= idle {
+            entries.evict_idle(now, idle);
             self.last_sweep.store(now, Ordering::Relaxed);
         }
-        if entries.len() >= self.config.max_keys {
-            let least_recent = entries
-                .iter()
-                .min_by_key(|(_, entry)| entry.last_used.load(Ordering::Relaxed))
-                .map(|(key, _)| key.clone());
-            if let Some(least_recent) = least_recent {
-                entries.remove(&least_recent);
-            }
-        }
+        while entries.len() >= self.config.max_keys && entries.evict_least_recent(now) {}
         // The configuration was validated when the set was built.
         let breaker = CircuitBreaker::from_validated(
             self.config.breaker.clone(),
             self.clock.clone(),
             self.instruments.clone(),
         );
-        entries.insert(
-            key.clone(),
-            Entry {
-                breaker: breaker.clone(),
-                last_used: AtomicU64::new(now),
-            },
-        );
+        entries.insert(key.clone(), breaker.clone(), now);
         breaker
     }
 
-    /// The breaker for `key` if the set holds one, without creating it.
+    /// The breaker for `key` if the set holds one, without creating it or counting a use.
     pub fn peek(&self, key: &K) -> Option<CircuitBreaker> {
-        self.entries
-            .read()
-            .get(key)
-            .map(|entry| entry.breaker.clone())
+        let entries = self.entries.read();
+        let slot = *entries.slots.get(key)?;
+        entries.node(slot).map(|node| node.breaker.clone())
     }
 
-    /// Evicts every breaker unused for the idle timeout; returns how many. `get` also does this
-    /// when the set is full or an idle timeout has passed since the last sweep.
+    /// Evicts every breaker unused for the idle timeout that nobody holds; returns how many. `get`
+    /// also does this when an idle timeout has passed since the last sweep.
     pub fn evict_idle(&self) -> usize {
         let now = nanos(self.clock.coarse_now());
-        let mut entries = self.entries.write();
-        let before = entries.len();
-        evict_idle(&mut entries, now, nanos(self.config.idle_timeout));
+        let evicted = self
+            .entries
+            .write()
+            .evict_idle(now, nanos(self.config.idle_timeout));
         self.last_sweep.store(now, Ordering::Relaxed);
-        before - entries.len()
+        evicted
     }
 
     /// How many breakers the set holds.
@@ -182,13 +341,23 @@ where
     /// Whether the set holds no breaker.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.read().is_empty()
+        self.entries.read().len() == 0
     }
 
     /// Resets every breaker in the set to closed.
     pub fn reset_all(&self) {
-        for entry in self.entries.read().values() {
-            entry.breaker.reset();
+        let breakers: Vec<CircuitBreaker> = {
+            let entries = self.entries.read();
+            entries
+                .nodes
+                .iter()
+                .flatten()
+                .map(|node| node.breaker.clone())
+                .collect()
+        };
+        // Outside the set's lock: a reset takes each breaker's transition lock and sends events.
+        for breaker in breakers {
+            breaker.reset();
         }
     }
 
@@ -197,8 +366,4 @@ where
     pub fn subscribe(&self) -> broadcast::Receiver<TransitionEvent> {
         self.instruments.events.subscribe()
     }
-}
-
-fn evict_idle<K>(entries: &mut HashMap<K, Entry>, now: u64, idle: u64) {
-    entries.retain(|_, entry| now.saturating_sub(entry.last_used.load(Ordering::Relaxed)) < idle);
 }

@@ -1,7 +1,9 @@
-//! `tower` layers for the circuit breaker, retry, timeout and bulkhead (feature `tower`).
+//! `tower` layers for the fallback, circuit breaker, retry, timeout and bulkhead (feature
+//! `tower`), stacked in that order from the outside in like [`crate::Policy`].
 //!
 //! Errors are tower's [`tower::BoxError`]; downcast them to [`Rejected`], [`TimedOut`],
-//! [`BulkheadError`] or [`RetryError`] to answer 503 or 504. The futures are boxed, as in most
+//! [`BulkheadError`] or [`RetryError`] to answer 503 or 504, or let a [`FallbackLayer`] turn them
+//! into a response. The futures are boxed, as in most
 //! tower stacks; the allocation-free path is [`CircuitBreaker::call`] and friends.
 
 use std::future::{Future, poll_fn};
@@ -144,6 +146,86 @@ where
             match tokio::time::timeout(limit, response).await {
                 Ok(result) => result.map_err(Into::into),
                 Err(_) => Err(TimedOut { after: limit }.into()),
+            }
+        })
+    }
+}
+
+/// Answers `fallback(error)` when the inner service ends in an error (a full bulkhead, an open
+/// breaker, a timeout, retries spent): outermost in a stack, it turns every refusal into a
+/// response, such as a 503 with `Retry-After` or a cached answer marked degraded. The fallback
+/// sees the error, so it can downcast it to tell a [`Rejected`] from a [`TimedOut`]. Errors of
+/// `poll_ready` pass through.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use mainstay_resilience::layers::FallbackLayer;
+/// use tower::{BoxError, ServiceBuilder, ServiceExt, service_fn};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let service = ServiceBuilder::new()
+///     .layer(FallbackLayer::new(|_: BoxError| 503_u16))
+///     .service(service_fn(|_: ()| async { Err::<u16, _>(BoxError::from("refused")) }));
+/// assert_eq!(service.oneshot(()).await.ok(), Some(503));
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct FallbackLayer<F> {
+    fallback: F,
+}
+
+impl<F> FallbackLayer<F> {
+    /// A layer answering `fallback(error)` for every failed request.
+    pub fn new(fallback: F) -> Self {
+        Self { fallback }
+    }
+}
+
+impl<S, F: Clone> Layer<S> for FallbackLayer<F> {
+    type Service = FallbackService<S, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        FallbackService {
+            inner,
+            fallback: self.fallback.clone(),
+        }
+    }
+}
+
+/// The service of [`FallbackLayer`].
+#[derive(Debug, Clone)]
+pub struct FallbackService<S, F> {
+    inner: S,
+    fallback: F,
+}
+
+impl<S, F, Request> Service<Request> for FallbackService<S, F>
+where
+    S: Service<Request>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: Into<BoxError>,
+    F: Fn(BoxError) -> S::Response + Clone + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = BoxFuture<S::Response, BoxError>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let fallback = self.fallback.clone();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            match call.await {
+                Ok(response) => Ok(response),
+                Err(error) => {
+                    let error = error.into();
+                    tracing::warn!(%error, "request failed, answering with the fallback");
+                    Ok(fallback(error))
+                }
             }
         })
     }

@@ -46,10 +46,12 @@
 //!   atomic load and one counter increment: no lock, no allocation.
 //! - Presets for mainstay's rules: [`BreakerConfig::critical_dependency`],
 //!   [`BreakerConfig::optional_dependency`], [`BreakerConfig::object_store_uploads`].
-//! - [`KeyedBreakers`]: a breaker per host or tenant, capped, idle ones evicted.
+//! - [`KeyedBreakers`]: a breaker per host or tenant, capped (the least recently used evicted in
+//!   O(1), never one a caller holds), idle ones evicted.
 //! - [`BreakerRegistry`]: breakers by name for admin endpoints.
 //! - [`Retry`] with full-jitter backoff, `Retry-After`, deadlines and a shared [`RetryBudget`].
-//! - [`Bulkhead`], [`timeout()`], [`with_fallback`], and [`Policy`] composing them.
+//! - [`Bulkhead`], [`timeout()`], [`with_fallback`], and [`Policy`] composing them, with the
+//!   fallback outermost ([`Policy::run_with_fallback`]).
 //! - Time comes from a [`mainstay_clock::SharedClock`]: breakers, keyed sets and budgets read its
 //!   cheap `coarse_now` (the default [`mainstay_clock::RealClock`] reads `CLOCK_MONOTONIC_COARSE`
 //!   there) and slow calls its precise `now`; retry, bulkhead and timeout wait on tokio's time
@@ -59,13 +61,14 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `tower` | no | `tower::Layer`s for the breaker, retry, timeout and bulkhead (module `layers`) |
+//! | `tower` | no | `tower::Layer`s for the fallback, breaker, retry, timeout and bulkhead (module `layers`) |
 //!
 //! # Metrics
 //!
 //! See [`ResilienceMetrics`]: `circuit_breaker_state`, `circuit_breaker_transitions_total`,
 //! `circuit_breaker_calls_total`, `retry_attempts_total`, `retry_budget_exhausted_total`,
-//! `bulkhead_rejections_total`.
+//! `bulkhead_rejections_total`, `bulkhead_in_flight`, `bulkhead_waiting`,
+//! `bulkhead_max_concurrent`, `bulkhead_wait_seconds`.
 //!
 //! # MSRV
 //!
@@ -83,6 +86,7 @@ mod metrics;
 mod policy;
 mod registry;
 mod retry;
+mod sync;
 mod timeout;
 mod window;
 

@@ -8,11 +8,16 @@
 //! | `retry_attempts_total` | `operation`, `outcome` (`success`, `transient`, `failure`, `ignored`, `timeout`) |
 //! | `retry_budget_exhausted_total` | `operation` |
 //! | `bulkhead_rejections_total` | `bulkhead` |
+//! | `bulkhead_in_flight` (gauge: calls holding a slot) | `bulkhead` |
+//! | `bulkhead_waiting` (gauge: callers queued for a slot) | `bulkhead` |
+//! | `bulkhead_max_concurrent` (gauge: the slots) | `bulkhead` |
+//! | `bulkhead_wait_seconds` (histogram: time from asking to getting a slot or giving up) | `bulkhead` |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// The handles to this crate's metric families. Cheap to clone; hand a clone to every breaker,
@@ -25,6 +30,20 @@ pub struct ResilienceMetrics {
     pub(crate) retry_attempts: Family<AttemptLabels, Counter>,
     pub(crate) retry_budget_exhausted: Family<OperationLabels, Counter>,
     pub(crate) bulkhead_rejections: Family<BulkheadLabels, Counter>,
+    pub(crate) bulkhead_in_flight: Family<BulkheadLabels, Gauge>,
+    pub(crate) bulkhead_waiting: Family<BulkheadLabels, Gauge>,
+    pub(crate) bulkhead_max_concurrent: Family<BulkheadLabels, Gauge>,
+    pub(crate) bulkhead_wait_seconds: Family<BulkheadLabels, Histogram, fn() -> Histogram>,
+}
+
+/// The buckets of `bulkhead_wait_seconds`, in seconds: from an immediate slot to the longest waits
+/// worth queueing for.
+const WAIT_BUCKETS: [f64; 12] = [
+    0.0, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+pub(crate) fn wait_histogram() -> Histogram {
+    Histogram::new(WAIT_BUCKETS)
 }
 
 impl ResilienceMetrics {
@@ -61,6 +80,26 @@ impl ResilienceMetrics {
             "Calls rejected by a full bulkhead",
             metrics.bulkhead_rejections.clone(),
         );
+        registry.register(
+            "bulkhead_in_flight",
+            "Calls holding a bulkhead slot",
+            metrics.bulkhead_in_flight.clone(),
+        );
+        registry.register(
+            "bulkhead_waiting",
+            "Callers waiting for a bulkhead slot",
+            metrics.bulkhead_waiting.clone(),
+        );
+        registry.register(
+            "bulkhead_max_concurrent",
+            "Slots of a bulkhead: calls allowed at once",
+            metrics.bulkhead_max_concurrent.clone(),
+        );
+        registry.register(
+            "bulkhead_wait_seconds",
+            "Time a caller waited for a bulkhead slot, until it got one or gave up",
+            metrics.bulkhead_wait_seconds.clone(),
+        );
         metrics
     }
 
@@ -75,6 +114,10 @@ impl ResilienceMetrics {
             retry_attempts: Family::default(),
             retry_budget_exhausted: Family::default(),
             bulkhead_rejections: Family::default(),
+            bulkhead_in_flight: Family::default(),
+            bulkhead_waiting: Family::default(),
+            bulkhead_max_concurrent: Family::default(),
+            bulkhead_wait_seconds: Family::new_with_constructor(wait_histogram),
         }
     }
 }

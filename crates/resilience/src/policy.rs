@@ -1,13 +1,14 @@
-//! One policy composing a bulkhead, retry (with its budget), a circuit breaker and a per-attempt
-//! timeout, in that order from the outside in:
+//! One policy composing a fallback, a bulkhead, retry (with its budget), a circuit breaker and a
+//! per-attempt timeout, in that order from the outside in:
 //!
 //! ```text
-//! bulkhead -> retry -> circuit breaker -> timeout -> operation
+//! fallback -> bulkhead -> retry -> circuit breaker -> timeout -> operation
 //! ```
 //!
-//! The bulkhead bounds the whole call including its retries; every attempt passes the breaker, so
-//! an open breaker stops retries at once; the timeout is inside the breaker, so timeouts count as
-//! failures.
+//! The fallback answers whatever the rest ends in (a full bulkhead, an open breaker, timeouts,
+//! retries spent); the bulkhead bounds the whole call including its retries; every attempt passes
+//! the breaker, so an open breaker stops retries at once; the timeout is inside the breaker, so
+//! timeouts count as failures.
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use crate::breaker::{CircuitBreaker, Outcome, Rejected};
 use crate::bulkhead::{Bulkhead, BulkheadError};
 use crate::classify::{Classify, ErrorClass};
 use crate::retry::{Retry, RetryError};
-use crate::timeout::TimedOut;
+use crate::timeout::{TimedOut, WithFallback};
 
 /// The error of one attempt through a [`Policy`].
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,52 @@ impl Policy {
         Fut: Future<Output = Result<T, E>>,
     {
         self.run_until(None, classify, operation).await
+    }
+
+    /// [`Policy::run`], answering `fallback(error)` when the policy ends in an error: the
+    /// outermost part of the policy, so it also answers a full bulkhead and an open breaker. The
+    /// answer says whether it is the fallback's (`degraded`), for a `degraded: true` response.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mainstay_resilience::{BreakerConfig, CircuitBreaker, ErrorClass, Policy};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+    /// let breaker = CircuitBreaker::new("reranker", BreakerConfig::optional_dependency())?;
+    /// breaker.force_open();
+    /// let policy = Policy::new().with_breaker(breaker).with_timeout(Duration::from_millis(50));
+    /// let classify = |_: &&str| ErrorClass::TRANSIENT;
+    /// let ranked = policy
+    ///     .run_with_fallback(&classify, || async { Ok::<_, &str>(vec![2, 1]) }, |_| vec![1, 2])
+    ///     .await;
+    /// assert_eq!((ranked.value, ranked.degraded), (vec![1, 2], true));
+    /// # Ok::<(), mainstay_resilience::ConfigError>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn run_with_fallback<T, E, F, Fut>(
+        &self,
+        classify: &impl Classify<E>,
+        operation: F,
+        fallback: impl FnOnce(PolicyError<E>) -> T,
+    ) -> WithFallback<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        match self.run_until(None, classify, operation).await {
+            Ok(value) => WithFallback {
+                value,
+                degraded: false,
+            },
+            Err(error) => {
+                tracing::warn!(%error, "call failed, answering with the fallback");
+                WithFallback {
+                    value: fallback(error),
+                    degraded: true,
+                }
+            }
+        }
     }
 
     /// [`Policy::run`] with an overall deadline for the attempts and waits.

@@ -29,7 +29,8 @@ pub struct RetryConfig {
     pub base_delay: Duration,
     /// Each retry's backoff is the previous one times this. Default 2.
     pub multiplier: f64,
-    /// The cap on one backoff. Default 10 s.
+    /// The cap on one backoff, and on a `Retry-After` hint (a longer hint waits this long).
+    /// Default 10 s.
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
     /// Full jitter: wait a random time between zero and the backoff. Default true.
@@ -434,14 +435,18 @@ impl Retry {
                     last: error,
                 });
             }
-            let delay = retry_after.unwrap_or_else(|| {
-                let backoff = config.backoff(attempt);
-                if config.jitter && !backoff.is_zero() {
-                    rand::rng().random_range(Duration::ZERO..=backoff)
-                } else {
-                    backoff
-                }
-            });
+            // A hint is the server's, so it is bounded like our own backoff: never above
+            // `max_delay`, and (below) never past the deadline.
+            let delay = retry_after
+                .map(|hint| hint.min(config.max_delay))
+                .unwrap_or_else(|| {
+                    let backoff = config.backoff(attempt);
+                    if config.jitter && !backoff.is_zero() {
+                        rand::rng().random_range(Duration::ZERO..=backoff)
+                    } else {
+                        backoff
+                    }
+                });
             if let Some(deadline) = deadline
                 && Instant::now() + delay + needed >= deadline
             {

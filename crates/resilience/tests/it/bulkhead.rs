@@ -105,3 +105,61 @@ async fn a_cancelled_waiter_leaves_the_queue() {
     assert!(waited.is_err());
     assert_eq!(bulkhead.waiting(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_bulkhead_exports_in_flight_waiting_maximum_and_wait_times() {
+    let mut registry = Registry::default();
+    let metrics = ResilienceMetrics::register(&mut registry);
+    let config = BulkheadConfig {
+        max_concurrent: 2,
+        max_queue: 1,
+        max_wait: Some(Duration::from_secs(5)),
+    };
+    let bulkhead = Bulkhead::new("db", config, Some(&metrics)).expect("valid");
+    let gauge = |name: &str| {
+        sample(
+            &exposition(&registry),
+            &format!(r#"{name}{{bulkhead="db"}}"#),
+        )
+    };
+    assert_eq!(gauge("bulkhead_max_concurrent"), Some(2.0));
+    assert_eq!(gauge("bulkhead_in_flight"), Some(0.0));
+
+    let first = bulkhead.acquire().await.expect("free");
+    let second = bulkhead.acquire().await.expect("free");
+    assert_eq!(gauge("bulkhead_in_flight"), Some(2.0));
+    let waiter = {
+        let bulkhead = bulkhead.clone();
+        tokio::spawn(async move { bulkhead.acquire().await.map(drop) })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(gauge("bulkhead_waiting"), Some(1.0));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(first);
+    waiter.await.expect("no panic").expect("a slot after 2 s");
+    assert_eq!(gauge("bulkhead_waiting"), Some(0.0));
+    assert_eq!(gauge("bulkhead_in_flight"), Some(1.0));
+    drop(second);
+    assert_eq!(gauge("bulkhead_in_flight"), Some(0.0));
+
+    // Two immediate slots and one after 2 s: three waits, 2 s in all, one above a second.
+    let text = exposition(&registry);
+    let series = |suffix: &str| sample(&text, &format!("bulkhead_wait_seconds_{suffix}"));
+    assert_eq!(series(r#"count{bulkhead="db"}"#), Some(3.0), "{text}");
+    assert_eq!(series(r#"sum{bulkhead="db"}"#), Some(2.0), "{text}");
+    assert_eq!(
+        series(r#"bucket{le="0.0",bulkhead="db"}"#),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(r#"bucket{le="1.0",bulkhead="db"}"#),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(r#"bucket{le="2.5",bulkhead="db"}"#),
+        Some(3.0),
+        "{text}"
+    );
+}

@@ -99,3 +99,71 @@ fn metrics_report_under_the_set_name_never_per_key() {
         "{text}"
     );
 }
+
+#[test]
+fn a_breaker_someone_holds_is_never_evicted() {
+    let (set, clock, _registry) = set(2);
+    let held = set.get(&"held".to_owned());
+    for _ in 0..2 {
+        let _ = held.call(&failure, || Err::<(), _>("down"));
+    }
+    clock.advance(Duration::from_secs(1));
+    let _ = set.get(&"b".to_owned());
+    clock.advance(Duration::from_secs(1));
+    // "held" is the least recently used, but its holder may still report into it.
+    let _ = set.get(&"c".to_owned());
+    assert_eq!(set.len(), 2);
+    assert!(set.peek(&"b".to_owned()).is_none(), "b was evicted instead");
+    let kept = set.peek(&"held".to_owned()).expect("held is kept");
+    assert_eq!(kept.state(), Open, "with its state");
+
+    // Nor by the idle sweep.
+    clock.advance(Duration::from_secs(600));
+    assert_eq!(set.evict_idle(), 1, "c, idle and not held");
+    assert!(set.peek(&"held".to_owned()).is_some());
+
+    // Once dropped, it is evicted like any other.
+    drop(kept);
+    drop(held);
+    clock.advance(Duration::from_secs(600));
+    assert_eq!(set.evict_idle(), 1);
+    assert!(set.is_empty());
+}
+
+#[test]
+fn a_set_whose_breakers_are_all_held_grows_past_its_cap_rather_than_evict_one() {
+    let (set, _clock, _registry) = set(2);
+    let held: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|key| set.get(&(*key).to_owned()))
+        .collect();
+    assert_eq!(set.len(), 3, "every breaker is held by a caller");
+    drop(held);
+    let _ = set.get(&"d".to_owned());
+    assert_eq!(set.len(), 2, "back under the cap once they are released");
+    assert!(set.peek(&"d".to_owned()).is_some());
+    assert!(
+        set.peek(&"c".to_owned()).is_some(),
+        "the most recent of the released"
+    );
+}
+
+#[test]
+fn eviction_follows_use_not_creation() {
+    let (set, clock, _registry) = set(3);
+    for key in ["a", "b", "c"] {
+        let _ = set.get(&key.to_owned());
+        clock.advance(Duration::from_secs(1));
+    }
+    // Used in the order b, a, c: b is now the least recently used.
+    for key in ["b", "a", "c"] {
+        let _ = set.get(&key.to_owned());
+        clock.advance(Duration::from_secs(1));
+    }
+    let _ = set.get(&"d".to_owned());
+    assert!(set.peek(&"b".to_owned()).is_none());
+    let _ = set.get(&"e".to_owned());
+    assert!(set.peek(&"a".to_owned()).is_none());
+    assert!(set.peek(&"c".to_owned()).is_some());
+    assert_eq!(set.len(), 3);
+}

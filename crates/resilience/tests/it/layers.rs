@@ -129,3 +129,52 @@ async fn the_retry_layer_retries_transient_errors() {
         "{error}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_fallback_layer_answers_every_refusal_of_the_stack() {
+    use mainstay_resilience::layers::FallbackLayer;
+
+    let breaker = CircuitBreaker::new(
+        "upstream",
+        BreakerConfig::consecutive(1, Duration::from_secs(30)),
+    )
+    .expect("valid");
+    let classify = |result: Result<&u16, &tower::BoxError>| match result {
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::Failure,
+    };
+    // A 503 for a refusal of the breaker, a 504 for a timeout, a 502 for anything else.
+    let fallback = |error: tower::BoxError| {
+        if error.downcast_ref::<Rejected>().is_some() {
+            503_u16
+        } else if error.downcast_ref::<TimedOut>().is_some() {
+            504
+        } else {
+            502
+        }
+    };
+    let service = ServiceBuilder::new()
+        .layer(FallbackLayer::new(fallback))
+        .layer(CircuitBreakerLayer::new(breaker.clone(), classify))
+        .layer(TimeoutLayer::new(Duration::from_millis(100)))
+        .service(service_fn(|request: u16| async move {
+            match request {
+                0 => Err(Unavailable),
+                1 => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok(200)
+                }
+                _ => Ok(200),
+            }
+        }));
+    assert_eq!(service.clone().oneshot(2).await.expect("answered"), 200);
+    assert_eq!(service.clone().oneshot(1).await.expect("answered"), 504);
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Open,
+        "the timeout was a failure"
+    );
+    assert_eq!(service.clone().oneshot(2).await.expect("answered"), 503);
+    breaker.reset();
+    assert_eq!(service.oneshot(0).await.expect("answered"), 502);
+}

@@ -16,4 +16,5 @@ mod presets;
 mod reconfigure;
 mod registry;
 mod retry;
+mod stale;
 mod support;

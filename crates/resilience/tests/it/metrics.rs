@@ -61,7 +61,11 @@ async fn every_family_appears_once_with_bounded_labels() {
     assert_eq!(
         families.keys().map(String::as_str).collect::<Vec<_>>(),
         [
+            "bulkhead_in_flight",
+            "bulkhead_max_concurrent",
             "bulkhead_rejections",
+            "bulkhead_wait_seconds",
+            "bulkhead_waiting",
             "circuit_breaker_calls",
             "circuit_breaker_state",
             "circuit_breaker_transitions",

@@ -166,3 +166,100 @@ async fn a_deadline_bounds_a_single_attempt() {
         }))
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_policy_falls_back_on_whatever_its_parts_end_in() {
+    let breaker = CircuitBreaker::new(
+        "search",
+        BreakerConfig::consecutive(2, Duration::from_secs(30)),
+    )
+    .expect("valid");
+    let bulkhead = Bulkhead::new(
+        "search",
+        BulkheadConfig {
+            max_concurrent: 1,
+            max_queue: 0,
+            max_wait: None,
+        },
+        None,
+    )
+    .expect("valid");
+    let policy = Arc::new(
+        Policy::new()
+            .with_bulkhead(bulkhead)
+            .with_retry(retry(2))
+            .with_breaker(breaker.clone())
+            .with_timeout(Duration::from_millis(100)),
+    );
+    let cached = |error: PolicyError<&str>| format!("cached ({error})");
+
+    // The call answers: not degraded.
+    let answer = policy
+        .run_with_fallback(
+            &failure,
+            || async { Ok::<_, &str>("fresh".to_owned()) },
+            cached,
+        )
+        .await;
+    assert_eq!((answer.value.as_str(), answer.degraded), ("fresh", false));
+
+    // Two slow attempts time out, are retried, and open the breaker: the fallback answers.
+    let answer = policy
+        .run_with_fallback(
+            &failure,
+            || async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok::<_, &str>("late".to_owned())
+            },
+            cached,
+        )
+        .await;
+    assert!(answer.degraded);
+    assert!(answer.value.contains("timed out"), "{}", answer.value);
+    assert_eq!(breaker.state(), BreakerState::Open);
+
+    // The open breaker: the operation is never called, the fallback answers.
+    let calls = AtomicU32::new(0);
+    let answer = policy
+        .run_with_fallback(
+            &failure,
+            || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, &str>("fresh".to_owned()) }
+            },
+            cached,
+        )
+        .await;
+    assert!(answer.degraded);
+    assert!(
+        answer.value.contains("circuit breaker is open"),
+        "{}",
+        answer.value
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    // A full bulkhead: the fallback answers too.
+    breaker.reset();
+    let busy = {
+        let policy = policy.clone();
+        tokio::spawn(async move {
+            policy
+                .run(&failure, || async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, &str>(())
+                })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let answer = policy
+        .run_with_fallback(
+            &failure,
+            || async { Ok::<_, &str>("fresh".to_owned()) },
+            cached,
+        )
+        .await;
+    assert!(answer.degraded);
+    assert!(answer.value.contains("bulkhead full"), "{}", answer.value);
+    assert!(busy.await.expect("no panic").is_ok());
+}

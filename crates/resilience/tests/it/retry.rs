@@ -222,3 +222,17 @@ async fn a_success_ends_the_retries() {
         .await;
     assert_eq!(result.ok(), Some(2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_hint_is_capped_by_the_maximum_delay() {
+    // A server asking for an hour is not waited for an hour: the retry's `max_delay` (10 s) caps it.
+    let hinted = |_: &&str| ErrorClass::Transient {
+        retry_after: Some(Duration::from_secs(3_600)),
+    };
+    let (result, starts) = attempts(no_jitter(), hinted, Duration::ZERO, None).await;
+    assert_eq!(starts, [0.0, 10.0, 20.0]);
+    assert!(matches!(
+        result,
+        Err(RetryError::Failed { attempts: 3, .. })
+    ));
+}
