@@ -697,14 +697,24 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "Hourly quota per organisation by plan (free 1,000/h, pro 10,000/h, enterprise 100,000/h).",
     ),
     (
+        "ratelimit.redis_connect_timeout",
+        "duration",
+        "How long making a Redis connection may take; connections are made in the background, never while a decision waits.",
+    ),
+    (
         "ratelimit.redis_pool_size",
         "integer",
-        "Connections of the Redis pool.",
+        "Multiplexed connections kept to Redis (1 to 64); calls take them in turn.",
+    ),
+    (
+        "ratelimit.redis_response_timeout",
+        "duration",
+        "How long a Redis command may stay unanswered before it counts as a failure for the breaker (slower is down, faster is loaded); at least `redis_timeout`.",
     ),
     (
         "ratelimit.redis_timeout",
         "duration",
-        "Timeout of every Redis call, pool checkout included.",
+        "How long a decision waits for Redis before the fallback decides it; the call goes on, and its late answer counts as a success.",
     ),
     (
         "ratelimit.route_classes",

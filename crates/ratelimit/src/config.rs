@@ -233,10 +233,20 @@ pub struct RateLimitConfig {
     pub instance_count: u32,
     /// What decides while Redis is unavailable. Default `local`.
     pub fallback: FallbackMode,
-    /// The timeout of every Redis call (pool checkout included). Default `20ms`.
+    /// How long a decision waits for Redis before the fallback decides it. Default `20ms`. The
+    /// call itself goes on: its late answer counts as a success for the breaker.
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
-    /// Connections the Redis pool may hold. Default 8.
+    /// How long making a Redis connection may take (in the background: no decision waits for it
+    /// longer than `redis_timeout`). Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub redis_connect_timeout: Duration,
+    /// How long a Redis command may stay unanswered before it counts as a failure towards the
+    /// breaker: Redis slower than this is treated as down, faster as loaded. At least
+    /// `redis_timeout`. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub redis_response_timeout: Duration,
+    /// Multiplexed connections kept to Redis; calls take them in turn. Default 4.
     pub redis_pool_size: usize,
     /// The prefix of every Redis key. Default `rl`.
     pub key_prefix: String,
@@ -287,7 +297,9 @@ impl Default for RateLimitConfig {
             instance_count: 1,
             fallback: FallbackMode::Local,
             redis_timeout: Duration::from_millis(20),
-            redis_pool_size: 8,
+            redis_connect_timeout: Duration::from_secs(1),
+            redis_response_timeout: Duration::from_secs(1),
+            redis_pool_size: 4,
             key_prefix: "rl".into(),
             breaker: BreakerConfig::consecutive(5, Duration::from_secs(5)),
             tiers: BTreeMap::from([
@@ -392,11 +404,29 @@ impl RateLimitConfig {
                 "a positive duration of at most 10s",
             ));
         }
-        if self.redis_pool_size == 0 {
+        if self.redis_connect_timeout.is_zero()
+            || self.redis_connect_timeout > Duration::from_secs(60)
+        {
+            return Err(ConfigError::new(
+                "ratelimit.redis_connect_timeout",
+                self.redis_connect_timeout,
+                "a positive duration of at most 60s",
+            ));
+        }
+        if self.redis_response_timeout < self.redis_timeout
+            || self.redis_response_timeout > Duration::from_secs(60)
+        {
+            return Err(ConfigError::new(
+                "ratelimit.redis_response_timeout",
+                self.redis_response_timeout,
+                "a duration of at least `ratelimit.redis_timeout` and at most 60s",
+            ));
+        }
+        if self.redis_pool_size == 0 || self.redis_pool_size > 64 {
             return Err(ConfigError::new(
                 "ratelimit.redis_pool_size",
                 self.redis_pool_size,
-                "at least 1",
+                "from 1 to 64 connections",
             ));
         }
         if !valid_name(&self.key_prefix) {

@@ -229,8 +229,10 @@ struct Inner {
     hasher: IdentityHasher,
     proxies: TrustedProxies,
     clock: SharedClock,
-    redis: Option<RedisBackend>,
+    redis: Option<Arc<RedisBackend>>,
     breaker: CircuitBreaker,
+    /// Whether the task that makes the breaker's half-open trials runs.
+    trials_running: AtomicBool,
     cache: Option<OverLimitCache>,
     fallback_active: AtomicBool,
     metrics: RateLimitMetrics,
@@ -300,10 +302,15 @@ impl RateLimiterBuilder {
         };
         let proxies = TrustedProxies::parse(&config.trusted_proxies)?;
         let redis = match &self.redis_url {
-            Some(url) if config.enabled => Some(
-                RedisBackend::new(url, config.redis_pool_size, config.redis_timeout)
-                    .map_err(|error| BuildError::RedisUrl(error.to_string()))?,
-            ),
+            Some(url) if config.enabled => Some(Arc::new(
+                RedisBackend::new(
+                    url,
+                    config.redis_pool_size,
+                    config.redis_connect_timeout,
+                    config.redis_response_timeout,
+                )
+                .map_err(|error| BuildError::RedisUrl(error.to_string()))?,
+            )),
             _ => None,
         };
         let divisor = if redis.is_some() {
@@ -436,6 +443,7 @@ impl RateLimiterBuilder {
                 clock,
                 redis,
                 breaker,
+                trials_running: AtomicBool::new(false),
                 cache,
                 fallback_active: AtomicBool::new(false),
                 metrics,
@@ -586,18 +594,15 @@ impl RateLimiter {
         })
     }
 
-    /// One `PING` to Redis (at least 250 ms allowed); `Ok(None)` without Redis, otherwise the round
-    /// trip's duration.
+    /// One `PING` to Redis on a connection of its own (not one that decisions use, and not through
+    /// the breaker), within `redis_connect_timeout`: `Ok(None)` without Redis, otherwise the round
+    /// trip's duration. The health check's probe.
     pub async fn ping_redis(&self) -> Result<Option<Duration>, PingError> {
         let Some(redis) = &self.inner.redis else {
             return Ok(None);
         };
         let started = std::time::Instant::now();
-        let timeout = self
-            .inner
-            .config
-            .redis_timeout
-            .max(Duration::from_millis(250));
+        let timeout = self.inner.config.redis_connect_timeout;
         match tokio::time::timeout(timeout, redis.ping()).await {
             Ok(Ok(())) => Ok(Some(started.elapsed())),
             Ok(Err(error)) => Err(PingError(error.to_string())),
@@ -607,10 +612,13 @@ impl RateLimiter {
         }
     }
 
-    /// The Redis pool, for the benchmark's raw baseline.
+    /// A connection of the limiter's set, for the benchmark's raw baseline.
     #[doc(hidden)]
-    pub fn redis_pool(&self) -> Option<&deadpool_redis::Pool> {
-        self.inner.redis.as_ref().map(RedisBackend::pool)
+    pub async fn redis_connection(&self) -> Option<::redis::aio::MultiplexedConnection> {
+        match &self.inner.redis {
+            Some(redis) => redis.any_connection().await,
+            None => None,
+        }
     }
 
     fn resolve(&self, request: &LimitRequest<'_>) -> Option<Resolved> {
@@ -705,17 +713,20 @@ impl RateLimiter {
             })
             .collect();
         let started = std::time::Instant::now();
-        let outcome = tokio::time::timeout(
-            inner.config.redis_timeout,
-            redis.decide(&keys, &limits, at_us),
-        )
-        .await;
+        // The call owns what it needs, so that it can go on after the decision stops waiting:
+        // Redis slower than `redis_timeout` is not Redis down, and its late answer says so.
+        let backend = Arc::clone(redis);
+        let mut call = Box::pin(async move {
+            let reply = backend.decide(&keys, &limits, at_us).await;
+            (reply, keys)
+        });
+        let outcome = tokio::time::timeout(inner.config.redis_timeout, &mut call).await;
         inner
             .metrics
             .redis_duration
             .observe(started.elapsed().as_secs_f64());
         let decision = match outcome {
-            Ok(Ok(reply)) => {
+            Ok((Ok(reply), keys)) => {
                 permit.success();
                 let policy = &inner.policies[resolved.limits[reply.index].0];
                 let decision = Decision {
@@ -744,14 +755,12 @@ impl RateLimiter {
                 policy.count(&inner.metrics, reply.allowed, Backend::Redis);
                 decision
             }
-            Ok(Err(error)) => {
+            Ok((Err(error), _)) => {
                 permit.failure();
                 self.redis_failed(&error);
-                redis.invalidate();
                 self.fallback(&resolved, now, None)
             }
             Err(_elapsed) => {
-                permit.failure();
                 inner
                     .metrics
                     .backend_errors
@@ -761,7 +770,19 @@ impl RateLimiter {
                     timeout = ?inner.config.redis_timeout,
                     "rate-limit decision on redis timed out; the fallback decides"
                 );
-                redis.invalidate();
+                // The breaker hears the call's real outcome: an answer (late) or a failure within
+                // `redis_response_timeout`.
+                let limiter = self.clone();
+                tokio::spawn(async move {
+                    match call.await {
+                        (Ok(_), _) => permit.success(),
+                        (Err(error), _) => {
+                            permit.failure();
+                            limiter.redis_failed(&error);
+                        }
+                    }
+                    limiter.observe_breaker();
+                });
                 self.fallback(&resolved, now, None)
             }
         };
@@ -799,6 +820,10 @@ impl RateLimiter {
             .get_or_create(&SwitchLabels { to })
             .inc();
         if active {
+            if let Some(redis) = &inner.redis {
+                redis.drop_connections();
+            }
+            self.spawn_trials();
             tracing::warn!(
                 mode = ?inner.config.fallback,
                 instance_count = inner.config.instance_count,
@@ -807,6 +832,75 @@ impl RateLimiter {
         } else {
             tracing::info!("redis is back: rate limits decided on redis again");
         }
+    }
+
+    /// Starts the task that, while the breaker is open, makes one half-open trial (a `PING`) every
+    /// open duration, so that an instance nobody calls closes its breaker once Redis is back. The
+    /// task ends when the breaker is closed (or forced open, or disabled), and with the limiter.
+    fn spawn_trials(&self) {
+        let inner = &*self.inner;
+        if inner.redis.is_none() || inner.trials_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let clock = inner.clock.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let limiter = RateLimiter { inner };
+                let snapshot = limiter.inner.breaker.snapshot();
+                let wait = match snapshot.state {
+                    BreakerState::Open => {
+                        Duration::from_millis(snapshot.time_until_half_open_ms.unwrap_or(0))
+                    }
+                    BreakerState::HalfOpen => Duration::ZERO,
+                    BreakerState::Closed | BreakerState::Disabled | BreakerState::ForcedOpen => {
+                        limiter.inner.trials_running.store(false, Ordering::Release);
+                        // A failure that opened the breaker after the look above found the task
+                        // still running and started none: look once more.
+                        let state = limiter.inner.breaker.state();
+                        if matches!(state, BreakerState::Open | BreakerState::HalfOpen)
+                            && !limiter.inner.trials_running.swap(true, Ordering::AcqRel)
+                        {
+                            continue;
+                        }
+                        limiter.observe_breaker();
+                        return;
+                    }
+                };
+                if !wait.is_zero() {
+                    // The open duration is a rule: wait on the limiter's clock, holding no
+                    // reference to the limiter.
+                    drop(limiter);
+                    clock.sleep(wait).await;
+                    continue;
+                }
+                let Some(redis) = limiter.inner.redis.clone() else {
+                    return;
+                };
+                match limiter.inner.breaker.try_acquire_owned() {
+                    Ok(permit) => {
+                        let bound =
+                            redis.connect_timeout() + limiter.inner.config.redis_response_timeout;
+                        match tokio::time::timeout(bound, redis.trial()).await {
+                            Ok(Ok(())) => permit.success(),
+                            Ok(Err(error)) => {
+                                permit.failure();
+                                limiter.redis_failed(&error);
+                            }
+                            Err(_) => permit.failure(),
+                        }
+                        limiter.observe_breaker();
+                    }
+                    Err(_) => {
+                        // Half-open with every trial slot taken by requests: look again soon.
+                        let poll = redis.connect_timeout();
+                        drop(limiter);
+                        tokio::time::sleep(poll).await;
+                    }
+                }
+            }
+        });
     }
 
     fn fallback(&self, resolved: &Resolved, now: u64, wait: Option<Duration>) -> Decision {

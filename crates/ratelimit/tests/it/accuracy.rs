@@ -28,6 +28,7 @@ fn config() -> RateLimitConfig {
         // child counts them and the parent requires none.
         fallback: FallbackMode::Deny,
         redis_timeout: Duration::from_secs(2),
+        redis_response_timeout: Duration::from_secs(2),
         breaker: BreakerConfig::consecutive(1_000, Duration::from_secs(1)),
         ..limits(
             redis_config(),

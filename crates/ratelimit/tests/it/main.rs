@@ -6,6 +6,7 @@ mod failover;
 mod http;
 mod local;
 mod metrics;
+mod recovery;
 mod redis;
 mod support;
 mod vectors;

@@ -39,6 +39,8 @@ impl RedisServer {
         let child = Command::new("/usr/bin/redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            // `DEBUG SLEEP` makes a loaded-but-healthy Redis on demand.
+            .args(["--enable-debug-command", "yes"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -70,6 +72,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT`.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     fn pid(&self) -> Option<u32> {
@@ -204,6 +211,8 @@ pub(crate) fn redis_config() -> RateLimitConfig {
     RateLimitConfig {
         secret: Some(Secret::new(SECRET)),
         redis_timeout: Duration::from_millis(250),
+        redis_connect_timeout: Duration::from_millis(500),
+        redis_response_timeout: Duration::from_millis(500),
         breaker: BreakerConfig {
             half_open_max_calls: 1,
             half_open_successes: 1,
