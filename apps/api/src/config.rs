@@ -672,6 +672,16 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "Instances sharing the limits; the `local` fallback divides every limit by it.",
     ),
     (
+        "ratelimit.ipv4_prefix_len",
+        "integer",
+        "Anonymous callers are counted per IPv4 network of this many bits (1 to 32; 32 is one address).",
+    ),
+    (
+        "ratelimit.ipv6_prefix_len",
+        "integer",
+        "Anonymous callers are counted per IPv6 network of this many bits (1 to 128; 64 is one subnet).",
+    ),
+    (
         "ratelimit.key_prefix",
         "string",
         "Prefix of every Redis key.",
@@ -679,7 +689,7 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "ratelimit.max_local_keys",
         "integer",
-        "Keys each in-process limit holds; past it new keys share an overflow bucket until the sweep.",
+        "Keys each in-process limit holds; past it a new key evicts the least recently used one, which starts again with a full bucket.",
     ),
     (
         "ratelimit.over_limit_cache",

@@ -275,8 +275,15 @@ pub struct RateLimitConfig {
     /// Peers allowed to name the client through `X-Forwarded-For`: addresses or CIDR blocks
     /// (`10.0.0.0/8`, `::1`). Default none: the header is ignored.
     pub trusted_proxies: Vec<String>,
-    /// The most keys each in-process limit store holds; past it, new keys share one overflow bucket
-    /// per limit until the sweep frees room. Default 100,000.
+    /// Anonymous callers are counted per IPv4 network of this many leading bits. Default 32 (one
+    /// address).
+    pub ipv4_prefix_len: u8,
+    /// Anonymous callers are counted per IPv6 network of this many leading bits. Default 64 (one
+    /// subnet: a host that holds a /64 can use any of its addresses).
+    pub ipv6_prefix_len: u8,
+    /// The most keys each in-process limit store holds; past it, a new key evicts the least
+    /// recently used one, which starts again with a full bucket when it comes back. Default
+    /// 100,000.
     pub max_local_keys: usize,
     /// How often idle in-process keys are reclaimed. Default `10s`.
     #[serde(with = "humantime_serde")]
@@ -338,6 +345,8 @@ impl Default for RateLimitConfig {
                 ("enterprise".into(), LimitSpec::per_hour(100_000)),
             ]),
             trusted_proxies: Vec::new(),
+            ipv4_prefix_len: 32,
+            ipv6_prefix_len: 64,
             max_local_keys: 100_000,
             sweep_interval: Duration::from_secs(10),
             over_limit_cache: true,
@@ -511,6 +520,20 @@ impl RateLimitConfig {
             ));
         }
         TrustedProxies::parse(&self.trusted_proxies)?;
+        if !(1..=32).contains(&self.ipv4_prefix_len) {
+            return Err(ConfigError::new(
+                "ratelimit.ipv4_prefix_len",
+                self.ipv4_prefix_len,
+                "from 1 to 32 bits",
+            ));
+        }
+        if !(1..=128).contains(&self.ipv6_prefix_len) {
+            return Err(ConfigError::new(
+                "ratelimit.ipv6_prefix_len",
+                self.ipv6_prefix_len,
+                "from 1 to 128 bits",
+            ));
+        }
         if self.max_local_keys == 0 {
             return Err(ConfigError::new(
                 "ratelimit.max_local_keys",

@@ -1,7 +1,5 @@
 //! The Redis health check of the rate limiter (feature `health`).
 
-use std::time::Duration;
-
 use mainstay_health::{Check, CheckOutcome, Criticality, async_trait};
 
 use crate::limiter::RateLimiter;
@@ -15,7 +13,10 @@ use crate::limiter::RateLimiter;
 /// |---|---|---|
 /// | not configured | healthy | `backend: memory` |
 /// | answers `PING` | healthy | `latency_ms`, `breaker`, `fallback_active` |
-/// | does not answer within `redis_connect_timeout` | unhealthy | `breaker`, `fallback_active` |
+/// | does not answer within `redis_connect_timeout` (or the check's timeout) | unhealthy | `breaker`, `fallback_active` |
+///
+/// The check sets no timeout of its own: the registry's (`default_timeout`, or
+/// `checks.redis.timeout`) applies, and the probe itself gives up after `redis_connect_timeout`.
 ///
 /// The limiter's breaker may still be open for a moment after Redis is back (`fallback_active`):
 /// it makes a half-open trial by itself every open duration, so decisions are back on Redis at
@@ -41,10 +42,6 @@ impl Check for RedisCheck {
 
     fn criticality(&self) -> Criticality {
         Criticality::NonCritical
-    }
-
-    fn timeout(&self) -> Option<Duration> {
-        Some(Duration::from_secs(1))
     }
 
     async fn check(&self) -> CheckOutcome {

@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::cache::{Denied, OverLimitCache};
 use crate::config::{ConfigError, FallbackMode, RateLimitConfig};
 use crate::gcra::{Gcra, Step, most_restrictive};
-use crate::identity::{CallerIdentity, IdentityHasher, Pseudonym};
+use crate::identity::{CallerIdentity, ClientNetwork, IdentityHasher, Pseudonym};
 use crate::local::{InProcessLimiter, local_now};
 use crate::metrics::{DecisionLabels, ErrorLabels, RateLimitMetrics, SwitchLabels};
 use crate::proxy::TrustedProxies;
@@ -534,6 +534,22 @@ impl RateLimiter {
             .sum()
     }
 
+    /// The network an anonymous client at `address` is counted by (`ratelimit.ipv4_prefix_len`,
+    /// `ratelimit.ipv6_prefix_len`).
+    #[must_use]
+    pub fn client_network(&self, address: IpAddr) -> ClientNetwork {
+        let config = &self.inner.config;
+        ClientNetwork::of(address, config.ipv4_prefix_len, config.ipv6_prefix_len)
+    }
+
+    /// The pseudonym an anonymous client at `address` is counted by: the HMAC of its network
+    /// ([`RateLimiter::client_network`]). Other throttles of the service (failed logins, for
+    /// example) can key on it so that they count callers the way the limits do.
+    #[must_use]
+    pub fn client_identity(&self, address: IpAddr) -> Pseudonym {
+        self.inner.hasher.network(self.client_network(address))
+    }
+
     /// Whether `tier` bypasses every limit (as `admin` does by default).
     #[must_use]
     pub fn is_bypass_tier(&self, tier: &str) -> bool {
@@ -665,7 +681,7 @@ impl RateLimiter {
             ),
             None => {
                 let address = match request.client {
-                    Some(address) => inner.hasher.address(address),
+                    Some(address) => self.client_identity(address),
                     None => inner.hasher.pseudonym(b"addr", b"unknown"),
                 };
                 (address, address)

@@ -127,6 +127,56 @@ fn redis_without_a_shared_secret_is_a_config_error() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[test]
+fn out_of_range_prefix_lengths_and_timeouts_are_config_errors_naming_the_key() -> anyhow::Result<()>
+{
+    for (variable, value, key) in [
+        (
+            "MAINSTAY_RATELIMIT__IPV6_PREFIX_LEN",
+            "129",
+            "ratelimit.ipv6_prefix_len",
+        ),
+        (
+            "MAINSTAY_RATELIMIT__IPV4_PREFIX_LEN",
+            "0",
+            "ratelimit.ipv4_prefix_len",
+        ),
+        (
+            "MAINSTAY_RATELIMIT__REDIS_RESPONSE_TIMEOUT",
+            "1ms",
+            "ratelimit.redis_response_timeout",
+        ),
+    ] {
+        let (status, _, err) = Api::builder().env(variable, value).run()?;
+        assert_eq!(status.code(), Some(2), "{variable}: {err}");
+        assert!(err.contains(key), "{variable}: {err}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_callers_of_one_ipv6_subnet_share_one_limit() -> anyhow::Result<()> {
+    // The service trusts the test as a proxy, so that each request can name its client.
+    let api = Api::builder()
+        .config_toml(&format!(
+            "ratelimit.trusted_proxies = [\"127.0.0.1\"]\n{}",
+            small_limits()
+        ))
+        .start()?;
+    let client = reqwest::Client::new();
+    let mut allowed = 0;
+    for index in 0..20u32 {
+        let response = client
+            .get(api.url("/v1/whoami"))
+            .header("x-forwarded-for", format!("2001:db8:7:7:{index:x}::1"))
+            .send()
+            .await?;
+        allowed += usize::from(response.status() != 429);
+    }
+    assert_eq!(allowed, 3);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_classes_apply_to_the_data_routes() -> anyhow::Result<()> {
     let api = Api::builder().start()?;

@@ -55,18 +55,20 @@ async fn an_idle_instance_is_ready_again_within_one_cache_interval_and_one_check
     );
 
     let cache_interval = Duration::from_millis(200);
+    let check_timeout = Duration::from_millis(500);
     let health = HealthRegistry::builder(
         HealthConfig {
             cache_interval,
+            default_timeout: check_timeout,
             ..HealthConfig::default()
         },
         "test",
     )
     .build()
     .unwrap();
-    let check = Arc::new(RedisCheck::new(limiter.clone()));
-    let check_timeout = check.timeout().unwrap();
-    health.register(check).unwrap();
+    health
+        .register(Arc::new(RedisCheck::new(limiter.clone())))
+        .unwrap();
     health.mark_started();
     let redis_status = async || health.deps(View::Admin).await.report.checks["redis"].status;
     assert_eq!(redis_status().await, Status::Healthy);
