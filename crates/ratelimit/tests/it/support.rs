@@ -159,6 +159,16 @@ impl RedisServer {
         }
     }
 
+    /// Redis's clock (`TIME`), in microseconds since the epoch.
+    pub(crate) fn time_micros(&self) -> u64 {
+        let reply = self.command("TIME").expect("TIME answers");
+        // *2, $n, seconds, $n, microseconds.
+        let lines: Vec<&str> = reply.split("\r\n").collect();
+        let seconds: u64 = lines[2].parse().expect("seconds");
+        let micros: u64 = lines[4].parse().expect("microseconds");
+        seconds * 1_000_000 + micros
+    }
+
     /// `PTTL key`.
     pub(crate) fn pttl(&self, key: &str) -> i64 {
         let reply = self.command(&format!("PTTL {key}")).expect("PTTL answers");
