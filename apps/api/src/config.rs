@@ -664,12 +664,17 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "ratelimit.fallback",
         "`local` | `allow` | `deny`",
-        "While Redis is unavailable: in-process limits divided by `instance_count`, let everything through, or refuse everything (then the `redis` check is critical).",
+        "While Redis is unavailable: in-process limits divided by the live instance count (`instance_count` before one was read), let everything through, or refuse everything (then the `redis` check is critical).",
+    ),
+    (
+        "ratelimit.heartbeat_interval",
+        "duration",
+        "How often each instance announces itself in Redis and reads the live instance count the `local` fallback divides every limit by.",
     ),
     (
         "ratelimit.instance_count",
         "integer",
-        "Instances sharing the limits; the `local` fallback divides every limit by it.",
+        "Instances sharing the limits, for the `local` fallback only when no live count was ever read from Redis.",
     ),
     (
         "ratelimit.ipv4_prefix_len",

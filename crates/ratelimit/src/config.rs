@@ -228,9 +228,14 @@ pub struct RateLimitConfig {
     /// without Redis a random per-process secret is used when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secret>,
-    /// How many instances share the limits; the `local` fallback divides every limit by it.
-    /// Default 1.
+    /// How many instances share the limits, used by the `local` fallback only when no live count
+    /// of instances was ever read from Redis (see `heartbeat_interval`). Default 1.
     pub instance_count: u32,
+    /// How often each instance announces itself in Redis and reads how many instances are live
+    /// (those heard from within three intervals); the `local` fallback divides every limit by the
+    /// last live count it read. Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
     /// What decides while Redis is unavailable. Default `local`.
     pub fallback: FallbackMode,
     /// How long a decision waits for Redis before the fallback decides it. Default `20ms`. The
@@ -302,6 +307,7 @@ impl Default for RateLimitConfig {
             enabled: true,
             secret: None,
             instance_count: 1,
+            heartbeat_interval: Duration::from_secs(2),
             fallback: FallbackMode::Local,
             redis_timeout: Duration::from_millis(20),
             redis_connect_timeout: Duration::from_secs(1),
@@ -404,6 +410,15 @@ impl RateLimitConfig {
                 "ratelimit.instance_count",
                 self.instance_count,
                 "at least 1",
+            ));
+        }
+        if self.heartbeat_interval < Duration::from_millis(10)
+            || self.heartbeat_interval > Duration::from_secs(3_600)
+        {
+            return Err(ConfigError::new(
+                "ratelimit.heartbeat_interval",
+                self.heartbeat_interval,
+                "a duration from 10ms to 1h",
             ));
         }
         if self.redis_timeout.is_zero() || self.redis_timeout > Duration::from_secs(10) {

@@ -6,8 +6,8 @@
 //! in-process backend (governor's keyed state store) decides; with Redis one Lua script decides
 //! every limit of a request in one round trip, on Redis's clock, consuming from none when any
 //! denies. While Redis is unavailable (its circuit breaker from `mainstay-resilience` is open) the
-//! fallback decides: in process with each limit divided by the instance count, or fail-open, or
-//! fail-closed.
+//! fallback decides: in process with each limit divided by the live instance count (read from
+//! Redis while it was up), or fail-open, or fail-closed.
 //!
 //! ```
 //! use std::time::Duration;

@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use mainstay_clock::{FastClock, SharedClock};
 use mainstay_resilience::{BreakerState, CircuitBreaker, ResilienceMetrics};
+use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::cache::{Denied, OverLimitCache};
@@ -177,12 +178,12 @@ struct Policy {
     kind: Kind,
     /// The configured name (a tier, class or plan).
     name: String,
+    /// The configured limit.
+    spec: crate::config::LimitSpec,
     /// The full limit (what Redis enforces).
     gcra: Gcra,
-    /// The in-process store: the full limit without Redis, the instance's share with it.
+    /// The in-process store of the full limit, without Redis.
     local: InProcessLimiter,
-    /// What the local store enforces.
-    local_info: PolicyInfo,
     /// What Redis enforces.
     info: PolicyInfo,
     /// `ratelimit_decisions_total` series, [allowed, denied] x backend index, created on first use
@@ -233,6 +234,14 @@ struct Inner {
     breaker: CircuitBreaker,
     /// Whether the task that makes the breaker's half-open trials runs.
     trials_running: AtomicBool,
+    /// Whether the heartbeat task runs.
+    heartbeat_running: AtomicBool,
+    /// This instance's member in the set of live instances.
+    instance_id: String,
+    /// The live instance count last read from Redis; 0 before the first.
+    live_instances: AtomicU32,
+    /// The `local` fallback's stores (with Redis).
+    fallback_stores: RwLock<Arc<FallbackStores>>,
     cache: Option<OverLimitCache>,
     fallback_active: AtomicBool,
     metrics: RateLimitMetrics,
@@ -313,15 +322,9 @@ impl RateLimiterBuilder {
             )),
             _ => None,
         };
-        let divisor = if redis.is_some() {
-            config.instance_count
-        } else {
-            1
-        };
         let mut policies = Vec::new();
         let mut add = |kind: Kind, name: &str, spec: &crate::config::LimitSpec| {
             let gcra = Gcra::from_spec(spec, 1);
-            let local_gcra = Gcra::from_spec(spec, divisor);
             let label = format!(
                 "{}:{name}",
                 match kind {
@@ -340,13 +343,18 @@ impl RateLimiterBuilder {
             policies.push(Policy {
                 kind,
                 name: name.to_owned(),
+                spec: spec.clone(),
                 gcra,
+                // The backend without Redis; with Redis the fallback has stores of its own.
                 local: InProcessLimiter::from_gcra(
-                    local_gcra,
-                    config.max_local_keys,
+                    gcra,
+                    if redis.is_some() {
+                        1
+                    } else {
+                        config.max_local_keys
+                    },
                     clock.clone(),
                 ),
-                local_info: info_of(&local_gcra),
                 info: info_of(&gcra),
                 counters: Default::default(),
                 label: label.clone(),
@@ -428,7 +436,13 @@ impl RateLimiterBuilder {
                 .fallback_switches
                 .get_or_create(&SwitchLabels { to });
         }
-        Ok(RateLimiter {
+        let fallback_stores = RwLock::new(Arc::new(FallbackStores::new(
+            &policies,
+            config.instance_count,
+            config.max_local_keys,
+            &clock,
+        )));
+        let limiter = RateLimiter {
             inner: Arc::new(Inner {
                 config,
                 policies,
@@ -444,12 +458,50 @@ impl RateLimiterBuilder {
                 redis,
                 breaker,
                 trials_running: AtomicBool::new(false),
+                heartbeat_running: AtomicBool::new(false),
+                instance_id: hex::encode(rand::random::<[u8; 8]>()),
+                live_instances: AtomicU32::new(0),
+                fallback_stores,
                 cache,
                 fallback_active: AtomicBool::new(false),
                 metrics,
                 unlimited_fallback,
             }),
-        })
+        };
+        if limiter.inner.redis.is_some() && tokio::runtime::Handle::try_current().is_ok() {
+            limiter.spawn_heartbeat();
+        }
+        Ok(limiter)
+    }
+}
+
+/// The `local` fallback's stores (with Redis): one per policy, each limit divided by `divisor`,
+/// the live instance count last read from Redis (or `instance_count` before any was read).
+#[derive(Debug)]
+struct FallbackStores {
+    divisor: u32,
+    stores: Vec<(InProcessLimiter, PolicyInfo)>,
+}
+
+impl FallbackStores {
+    fn new(policies: &[Policy], divisor: u32, max_keys: usize, clock: &SharedClock) -> Self {
+        let stores = policies
+            .iter()
+            .map(|policy| {
+                let gcra = Gcra::from_spec(&policy.spec, divisor);
+                let info = PolicyInfo {
+                    name: policy.info.name.clone(),
+                    requests: gcra.requests,
+                    period: gcra.period,
+                    burst: gcra.burst,
+                };
+                (
+                    InProcessLimiter::from_gcra(gcra, max_keys, clock.clone()),
+                    info,
+                )
+            })
+            .collect();
+        Self { divisor, stores }
     }
 }
 
@@ -527,11 +579,20 @@ impl RateLimiter {
     /// Keys held by the in-process stores.
     #[must_use]
     pub fn local_keys(&self) -> usize {
+        let fallback: usize = self
+            .inner
+            .fallback_stores
+            .read()
+            .stores
+            .iter()
+            .map(|(store, _)| store.len())
+            .sum();
         self.inner
             .policies
             .iter()
             .map(|policy| policy.local.len())
-            .sum()
+            .sum::<usize>()
+            + fallback
     }
 
     /// The network an anonymous client at `address` is counted by (`ratelimit.ipv4_prefix_len`,
@@ -581,7 +642,14 @@ impl RateLimiter {
             .policies
             .iter()
             .map(|policy| policy.local.sweep_at(now))
-            .sum();
+            .sum::<usize>()
+            + inner
+                .fallback_stores
+                .read()
+                .stores
+                .iter()
+                .map(|(store, _)| store.sweep_at(now))
+                .sum::<usize>();
         if let Some(cache) = &inner.cache {
             cache.sweep(now);
         }
@@ -704,6 +772,9 @@ impl RateLimiter {
         let Some(redis) = &inner.redis else {
             return self.decide_locally(&resolved, now, Backend::Memory);
         };
+        if !inner.heartbeat_running.load(Ordering::Relaxed) {
+            self.spawn_heartbeat();
+        }
         let keys = self.redis_keys(&resolved);
         if let Some(cache) = &inner.cache {
             for key in &keys {
@@ -839,15 +910,97 @@ impl RateLimiter {
             if let Some(redis) = &inner.redis {
                 redis.drop_connections();
             }
+            self.refresh_fallback_stores();
             self.spawn_trials();
             tracing::warn!(
                 mode = ?inner.config.fallback,
-                instance_count = inner.config.instance_count,
+                divisor = self.fallback_divisor(),
                 "redis is unavailable: rate limits now decided by the fallback"
             );
         } else {
             tracing::info!("redis is back: rate limits decided on redis again");
         }
+    }
+
+    /// The live instance count last read from Redis (instances that sent a heartbeat within three
+    /// `heartbeat_interval`s, this one included); `None` before the first read or without Redis.
+    #[must_use]
+    pub fn live_instances(&self) -> Option<u32> {
+        match self.inner.live_instances.load(Ordering::Acquire) {
+            0 => None,
+            count => Some(count),
+        }
+    }
+
+    /// What the `local` fallback divides every limit by: the live instance count last read from
+    /// Redis, or `instance_count` when none was ever read.
+    #[must_use]
+    pub fn fallback_divisor(&self) -> u32 {
+        self.live_instances()
+            .unwrap_or(self.inner.config.instance_count)
+    }
+
+    /// Gives the fallback stores the current divisor when it changed (fresh stores: what the old
+    /// ones counted was for another share).
+    fn refresh_fallback_stores(&self) {
+        let inner = &*self.inner;
+        let divisor = self.fallback_divisor();
+        if inner.fallback_stores.read().divisor == divisor {
+            return;
+        }
+        let stores = FallbackStores::new(
+            &inner.policies,
+            divisor,
+            inner.config.max_local_keys,
+            &inner.clock,
+        );
+        *inner.fallback_stores.write() = Arc::new(stores);
+    }
+
+    /// Starts the heartbeat task (once): every `heartbeat_interval` it announces this instance in
+    /// the sorted set `PREFIX:{instances}` at Redis time, drops members not heard from within three
+    /// intervals, and reads how many are live. The task ends with the limiter; its member then
+    /// expires. A failed heartbeat changes nothing (the last count stays) and is not a breaker
+    /// failure.
+    fn spawn_heartbeat(&self) {
+        let inner = &*self.inner;
+        if inner.redis.is_none() || inner.heartbeat_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let clock = inner.clock.clone();
+        let every = inner.config.heartbeat_interval;
+        let key = format!("{}:{{instances}}", inner.config.key_prefix);
+        let expiry_ms = u64::try_from(every.as_millis().saturating_mul(3)).unwrap_or(u64::MAX);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let limiter = RateLimiter { inner };
+                let Some(redis) = limiter.inner.redis.clone() else {
+                    return;
+                };
+                let bound = redis.connect_timeout() + limiter.inner.config.redis_response_timeout;
+                let id = limiter.inner.instance_id.clone();
+                drop(limiter);
+                let outcome =
+                    tokio::time::timeout(bound, redis.heartbeat(&key, &id, expiry_ms)).await;
+                match outcome {
+                    Ok(Ok(count)) if count > 0 => {
+                        let Some(inner) = weak.upgrade() else { return };
+                        let limiter = RateLimiter { inner };
+                        limiter.inner.live_instances.store(count, Ordering::Release);
+                        // While Redis decides, the fallback's stores are idle: resize them now.
+                        if !limiter.fallback_active() {
+                            limiter.refresh_fallback_stores();
+                        }
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => tracing::debug!(%error, "rate-limit heartbeat failed"),
+                    Err(_) => tracing::debug!("rate-limit heartbeat timed out"),
+                }
+                clock.sleep(every).await;
+            }
+        });
     }
 
     /// Starts the task that, while the breaker is open, makes one half-open trial (a `PING`) every
@@ -966,6 +1119,23 @@ impl RateLimiter {
     /// outcome is the Redis script's.
     fn decide_locally(&self, resolved: &Resolved, now: u64, backend: Backend) -> Decision {
         let policies = &self.inner.policies;
+        // With Redis, the fallback's stores (divided limits); without, the policies' own.
+        let fallback = self
+            .inner
+            .redis
+            .is_some()
+            .then(|| Arc::clone(&self.inner.fallback_stores.read()));
+        let store = |policy: usize| match &fallback {
+            Some(fallback) => {
+                let (store, info) = &fallback.stores[policy];
+                (store, info)
+            }
+            None => {
+                let policy = &policies[policy];
+                // Not a copy of the info: the memory backend enforces the full limit.
+                (&policy.local, &policy.info)
+            }
+        };
         let mut steps = [Step {
             allowed: true,
             remaining: 0,
@@ -975,7 +1145,7 @@ impl RateLimiter {
         }; 3];
         let mut denied_at = None;
         for (index, (policy, key)) in resolved.limits.iter().enumerate() {
-            let limiter = &policies[*policy].local;
+            let limiter = store(*policy).0;
             steps[index] = if denied_at.is_some() {
                 limiter.peek(key, now)
             } else {
@@ -984,7 +1154,7 @@ impl RateLimiter {
             if denied_at.is_none() && !steps[index].allowed {
                 denied_at = Some(index);
                 for (policy, key) in &resolved.limits[..index] {
-                    policies[*policy].local.refund(key);
+                    store(*policy).0.refund(key);
                 }
             }
         }
@@ -994,7 +1164,7 @@ impl RateLimiter {
         policy.count(&self.inner.metrics, step.allowed, backend);
         Decision {
             allowed: step.allowed,
-            policy: Some(policy.local_info.clone()),
+            policy: Some(store(resolved.limits[chosen].0).1.clone()),
             remaining: step.remaining,
             reset_after: Duration::from_nanos(step.reset),
             retry_after: Duration::from_nanos(step.retry),

@@ -1,6 +1,6 @@
 //! The Redis backend: one Lua script (`gcra.lua`) checks every limit of a request in one round trip,
 //! loaded once and called with EVALSHA (reloaded on NOSCRIPT), over a small set of multiplexed
-//! connections (`docs/decisions/0086`).
+//! connections (`docs/decisions/0085`).
 //!
 //! Each connection pipelines the requests of every caller that uses it, and a request that times
 //! out on the caller's side leaves its connection usable (its late answer is read and dropped).
@@ -20,6 +20,19 @@ use tokio::sync::Notify;
 
 /// The script's source.
 pub(crate) const GCRA_SCRIPT: &str = include_str!("gcra.lua");
+
+/// The heartbeat: announces `ARGV[1]` in the sorted set `KEYS[1]` at Redis time (milliseconds),
+/// drops the instances not heard from within `ARGV[2]` ms, lets the set expire after as long, and
+/// returns how many are live.
+const HEARTBEAT_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
+local expiry = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - expiry)
+redis.call('PEXPIRE', KEYS[1], expiry)
+return redis.call('ZCARD', KEYS[1])
+";
 
 /// Why a Redis call failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +105,7 @@ pub(crate) struct RedisBackend {
     /// The health check's own connection.
     probe: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     script: Script,
+    heartbeat: Script,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -131,6 +145,7 @@ impl RedisBackend {
             attempted: Notify::new(),
             probe: tokio::sync::Mutex::new(None),
             script: Script::new(GCRA_SCRIPT),
+            heartbeat: Script::new(HEARTBEAT_SCRIPT),
         })
     }
 
@@ -285,6 +300,30 @@ impl RedisBackend {
                 Err(error.into())
             }
         }
+    }
+
+    /// Announces instance `id` in the set `key` (members expire after `expiry_ms` without a
+    /// heartbeat) and returns how many instances are live.
+    pub(crate) async fn heartbeat(
+        self: &Arc<Self>,
+        key: &str,
+        id: &str,
+        expiry_ms: u64,
+    ) -> Result<u32, RedisCallError> {
+        let (index, generation, mut connection) = self.connection().await?;
+        let result: Result<u32, RedisError> = self
+            .heartbeat
+            .key(key)
+            .arg(id)
+            .arg(expiry_ms)
+            .invoke_async(&mut connection)
+            .await;
+        if let Err(error) = &result
+            && is_connection_error(error)
+        {
+            self.connection_failed(index, generation);
+        }
+        Ok(result?)
     }
 
     /// One `PING` on the health check's own connection, made first when there is none; a failed

@@ -193,6 +193,10 @@ fn every_error_names_its_key() {
             "ratelimit.redis_pool_size",
             Box::new(|config| config.redis_pool_size = 0),
         ),
+        (
+            "ratelimit.heartbeat_interval",
+            Box::new(|config| config.heartbeat_interval = Duration::ZERO),
+        ),
     ];
     for (key, change) in cases {
         let mut config = RateLimitConfig::default();

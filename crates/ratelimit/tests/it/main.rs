@@ -3,6 +3,7 @@
 mod accuracy;
 mod config;
 mod failover;
+mod fleet;
 mod http;
 mod local;
 mod metrics;
