@@ -12,7 +12,7 @@ use mainstay_resilience::{BreakerState, CircuitBreaker, ResilienceMetrics};
 use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::cache::{Denied, OverLimitCache};
+use crate::cache::{Denied, Left, OverLimitCache, QuotaMemory};
 use crate::config::{ConfigError, FallbackMode, RateLimitConfig};
 use crate::gcra::{Gcra, Step, most_restrictive};
 use crate::identity::{CallerIdentity, ClientNetwork, IdentityHasher, Pseudonym};
@@ -242,6 +242,8 @@ struct Inner {
     live_instances: AtomicU32,
     /// The `local` fallback's stores (with Redis).
     fallback_stores: RwLock<Arc<FallbackStores>>,
+    /// What Redis last said each quota had left (with Redis).
+    quota_memory: Option<QuotaMemory>,
     cache: Option<OverLimitCache>,
     fallback_active: AtomicBool,
     metrics: RateLimitMetrics,
@@ -436,6 +438,9 @@ impl RateLimiterBuilder {
                 .fallback_switches
                 .get_or_create(&SwitchLabels { to });
         }
+        let quota_memory = redis
+            .is_some()
+            .then(|| QuotaMemory::new(config.max_local_keys));
         let fallback_stores = RwLock::new(Arc::new(FallbackStores::new(
             &policies,
             config.instance_count,
@@ -462,6 +467,7 @@ impl RateLimiterBuilder {
                 instance_id: hex::encode(rand::random::<[u8; 8]>()),
                 live_instances: AtomicU32::new(0),
                 fallback_stores,
+                quota_memory,
                 cache,
                 fallback_active: AtomicBool::new(false),
                 metrics,
@@ -839,6 +845,20 @@ impl RateLimiter {
                         now,
                     );
                 }
+                if let Some(memory) = &inner.quota_memory {
+                    for (index, (policy, key)) in resolved.limits.iter().enumerate() {
+                        if inner.policies[*policy].kind == Kind::Plan {
+                            memory.insert(
+                                *key,
+                                Left {
+                                    policy: *policy,
+                                    remaining: reply.remaining_each[index],
+                                    at: now,
+                                },
+                            );
+                        }
+                    }
+                }
                 policy.count(&inner.metrics, reply.allowed, Backend::Redis);
                 decision
             }
@@ -910,7 +930,8 @@ impl RateLimiter {
             if let Some(redis) = &inner.redis {
                 redis.drop_connections();
             }
-            self.refresh_fallback_stores();
+            // Sized by the last live count; what single failed calls counted just before stays.
+            self.refresh_fallback_stores(false);
             self.spawn_trials();
             tracing::warn!(
                 mode = ?inner.config.fallback,
@@ -918,6 +939,8 @@ impl RateLimiter {
                 "redis is unavailable: rate limits now decided by the fallback"
             );
         } else {
+            // The next outage starts from what Redis says then, not from this one's counts.
+            self.refresh_fallback_stores(true);
             tracing::info!("redis is back: rate limits decided on redis again");
         }
     }
@@ -940,12 +963,13 @@ impl RateLimiter {
             .unwrap_or(self.inner.config.instance_count)
     }
 
-    /// Gives the fallback stores the current divisor when it changed (fresh stores: what the old
-    /// ones counted was for another share).
-    fn refresh_fallback_stores(&self) {
+    /// Gives the fallback fresh stores: always when `fresh` (an outage ended: by the next one, what
+    /// Redis said last is newer than what the stores counted), otherwise when the divisor changed
+    /// (what the old stores counted was for another share).
+    fn refresh_fallback_stores(&self, fresh: bool) {
         let inner = &*self.inner;
         let divisor = self.fallback_divisor();
-        if inner.fallback_stores.read().divisor == divisor {
+        if !fresh && inner.fallback_stores.read().divisor == divisor {
             return;
         }
         let stores = FallbackStores::new(
@@ -991,7 +1015,7 @@ impl RateLimiter {
                         limiter.inner.live_instances.store(count, Ordering::Release);
                         // While Redis decides, the fallback's stores are idle: resize them now.
                         if !limiter.fallback_active() {
-                            limiter.refresh_fallback_stores();
+                            limiter.refresh_fallback_stores(false);
                         }
                     }
                     Ok(Ok(_)) => {}
@@ -1125,6 +1149,21 @@ impl RateLimiter {
             .redis
             .is_some()
             .then(|| Arc::clone(&self.inner.fallback_stores.read()));
+        // Quotas continue from what Redis last said they had left, shared out like the limits.
+        if let (Some(fallback), Some(memory)) = (&fallback, &self.inner.quota_memory) {
+            for (policy, key) in &resolved.limits {
+                if policies[*policy].kind == Kind::Plan
+                    && let Some(left) = memory.get(key)
+                    && left.policy == *policy
+                {
+                    fallback.stores[*policy].0.seed(
+                        key,
+                        left.remaining / fallback.divisor.max(1),
+                        left.at,
+                    );
+                }
+            }
+        }
         let store = |policy: usize| match &fallback {
             Some(fallback) => {
                 let (store, info) = &fallback.stores[policy];

@@ -338,6 +338,18 @@ impl InProcessLimiter {
         self.gcra.step(stored, now)
     }
 
+    /// Starts `key` (when the store does not hold it yet) with `remaining` requests that would pass
+    /// at `at`: time since then has refilled it as usual.
+    pub(crate) fn seed(&self, key: &Pseudonym, remaining: u32, at: u64) {
+        // A backlog of `tolerance` lets one request through; each emission interval less, one more.
+        let backlog = (self.gcra.tolerance + self.gcra.emission)
+            .saturating_sub(u64::from(remaining).saturating_mul(self.gcra.emission));
+        let mut shard = self.shard(key).lock();
+        if !shard.index.contains_key(key) {
+            shard.insert(*key, at.saturating_add(backlog).max(1));
+        }
+    }
+
     /// Gives back the cell an allowed [`InProcessLimiter::consume`] took (another limit of the same
     /// request denied it). The bucket ends where it would be without that request, or at `now`
     /// when it was full, which decides the same.

@@ -77,6 +77,8 @@ pub(crate) struct ScriptReply {
     pub(crate) retry_us: u64,
     /// Redis time of the decision, microseconds since the epoch.
     pub(crate) now_us: u64,
+    /// Requests each limit (in key order, the first three) lets through after this decision.
+    pub(crate) remaining_each: [u32; 3],
 }
 
 /// One connection of the set: the connection while it is up, and whether a task is connecting it.
@@ -267,9 +269,13 @@ impl RedisBackend {
                 return Err(error.into());
             }
         };
-        let [allowed, index, remaining, reset, retry, now] = reply[..] else {
+        let [allowed, index, remaining, reset, retry, now, ref each @ ..] = reply[..] else {
             return Err(RedisCallError::Reply);
         };
+        let mut remaining_each = [0u32; 3];
+        for (slot, value) in remaining_each.iter_mut().zip(each) {
+            *slot = u32::try_from(*value).map_err(|_| RedisCallError::Reply)?;
+        }
         let index = usize::try_from(index - 1).map_err(|_| RedisCallError::Reply)?;
         if index >= keys.len() {
             return Err(RedisCallError::Reply);
@@ -282,6 +288,7 @@ impl RedisBackend {
             reset_us: unsigned(reset)?,
             retry_us: unsigned(retry)?,
             now_us: unsigned(now)?,
+            remaining_each,
         })
     }
 

@@ -327,3 +327,36 @@ async fn the_redis_check_follows_redis_and_the_fallback() {
         (Status::Healthy, &serde_json::json!("memory"))
     );
 }
+
+#[tokio::test]
+async fn the_fallback_continues_an_hourly_quota_from_what_redis_left() {
+    let mut redis = RedisServer::start();
+    let config = limits(redis_config(), huge(), huge(), LimitSpec::per_hour(100));
+    let Setup { limiter, .. } = setup(config, &redis);
+    let caller = CallerIdentity::new("quota", "api-key", "free", "p");
+    let other = CallerIdentity::new("fresh", "api-key", "free", "p");
+    let request = |caller| LimitRequest {
+        caller: Some(caller),
+        client: None,
+        route: None,
+    };
+    for _ in 0..90 {
+        let decision = limiter.check(&request(&caller)).await;
+        assert_eq!((decision.backend, decision.allowed), (Backend::Redis, true));
+    }
+    redis.kill();
+    // The fallback goes on from the 10 requests Redis said were left, not from a full hour.
+    let mut allowed = 0;
+    for _ in 0..30 {
+        let decision = limiter.check(&request(&caller)).await;
+        assert_eq!(decision.backend, Backend::Fallback);
+        allowed += usize::from(decision.allowed);
+    }
+    assert_eq!(allowed, 10);
+    // An organisation Redis never reported on starts with its whole quota.
+    let mut fresh = 0;
+    for _ in 0..110 {
+        fresh += usize::from(limiter.check(&request(&other)).await.allowed);
+    }
+    assert_eq!(fresh, 100);
+}
