@@ -12,7 +12,7 @@
 //! that key. Idle keys (full buckets) are reclaimed by [`InProcessLimiter::sweep`].
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use mainstay_clock::{FastClock, SharedClock};
@@ -79,8 +79,59 @@ pub struct InProcessLimiter {
     /// The limit, in nanoseconds.
     gcra: Gcra,
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    hasher: KeyHasher,
     clock: SharedClock,
+}
+
+/// Hashes pseudonyms: they are HMAC outputs already (uniform, and unknown to whoever chooses the
+/// identities), so a few multiplications with a per-store random seed spread them; SipHash would
+/// cost more than the rest of a decision.
+#[derive(Debug, Clone, Copy)]
+struct KeyHasher {
+    seed: u64,
+}
+
+impl KeyHasher {
+    fn random() -> Self {
+        Self {
+            seed: rand::random(),
+        }
+    }
+}
+
+impl BuildHasher for KeyHasher {
+    type Hasher = KeyHash;
+
+    fn build_hasher(&self) -> KeyHash {
+        KeyHash { state: self.seed }
+    }
+}
+
+/// The state of one [`KeyHasher`] hash.
+#[derive(Debug)]
+struct KeyHash {
+    state: u64,
+}
+
+impl Hasher for KeyHash {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.state = (self.state ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .rotate_left(29);
+        }
+    }
+
+    fn write_usize(&mut self, _length: usize) {
+        // The length prefix of a fixed-size key says nothing.
+    }
+
+    fn finish(&self) -> u64 {
+        let state = self.state ^ (self.state >> 32);
+        state.wrapping_mul(0xD6E8_FEB8_6659_FD93)
+    }
 }
 
 impl std::fmt::Debug for InProcessLimiter {
@@ -107,7 +158,7 @@ struct Node {
 /// A part of the store: its keys, in recency order.
 #[derive(Debug)]
 struct Shard {
-    index: HashMap<Pseudonym, u32, RandomState>,
+    index: HashMap<Pseudonym, u32, KeyHasher>,
     nodes: Vec<Node>,
     /// Nodes no longer in use.
     free: Vec<u32>,
@@ -119,9 +170,9 @@ struct Shard {
 }
 
 impl Shard {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, hasher: KeyHasher) -> Self {
         Self {
-            index: HashMap::default(),
+            index: HashMap::with_hasher(hasher),
             nodes: Vec::new(),
             free: Vec::new(),
             newest: NIL,
@@ -246,12 +297,13 @@ impl InProcessLimiter {
         let shards = (max_keys / KEYS_PER_SHARD).clamp(1, MAX_SHARDS);
         // Every shard holds its share; together exactly `max_keys`.
         let (base, extra) = (max_keys / shards, max_keys % shards);
+        let hasher = KeyHasher::random();
         Self {
             gcra: gcra.in_nanos(),
             shards: (0..shards)
-                .map(|index| Mutex::new(Shard::new(base + usize::from(index < extra))))
+                .map(|index| Mutex::new(Shard::new(base + usize::from(index < extra), hasher)))
                 .collect(),
-            hasher: RandomState::new(),
+            hasher,
             clock,
         }
     }
