@@ -12,7 +12,7 @@ use crate::limiter::RateLimiter;
 /// | Redis | status | details |
 /// |---|---|---|
 /// | not configured | healthy | `backend: memory` |
-/// | answers `PING` | healthy | `latency_ms`, `breaker`, `fallback_active` |
+/// | answers `PING` | healthy | `latency_ms`, `breaker`, `fallback_active`, `fallback_divisor` |
 /// | does not answer within `redis_connect_timeout` (or the check's timeout) | unhealthy | `breaker`, `fallback_active` |
 ///
 /// The check sets no timeout of its own: the registry's (`default_timeout`, or
@@ -58,6 +58,7 @@ impl Check for RedisCheck {
             .with_detail("backend", "redis")
             .with_detail("fallback_active", fallback_active)
             .with_detail("breaker", breaker)
+            .with_detail("fallback_divisor", self.limiter.fallback_divisor())
             .with_detail(
                 "fallback_mode",
                 format!("{:?}", self.limiter.config().fallback).to_lowercase(),

@@ -1022,6 +1022,8 @@ impl RateLimiter {
                     Ok(Err(error)) => tracing::debug!(%error, "rate-limit heartbeat failed"),
                     Err(_) => tracing::debug!("rate-limit heartbeat timed out"),
                 }
+                // Nothing of the limiter is held while waiting: it may be dropped meanwhile.
+                drop(redis);
                 clock.sleep(every).await;
             }
         });
