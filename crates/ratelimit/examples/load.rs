@@ -13,7 +13,7 @@
 //! `anonymous`, the limit is the anonymous tier's, the caller one anonymous client, the fallback
 //! `local` (with `instance_count` left at 1: the live count of instances divides the limit), and
 //! a second line `FALLBACK admitted` counts what the fallback admitted within one period of its
-//! first decision (the window after Redis went away).
+//! first decision (the window after Redis went away); the run then ends, SECONDS being at most.
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
@@ -97,7 +97,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (mut allowed, mut denied, mut other) = (0u64, 0u64, 0u64);
                 let (mut first, mut last) = (u64::MAX, 0u64);
                 let mut fallback = 0u64;
-                while Instant::now() < deadline {
+                // With `anonymous`, SECONDS is at most: the run ends once the window after the
+                // first fallback decision is over.
+                let window_over = || {
+                    anonymous
+                        && first_fallback
+                            .get()
+                            .is_some_and(|since| since.elapsed() >= period)
+                };
+                while Instant::now() < deadline && !window_over() {
                     let decision = limiter
                         .check(&LimitRequest {
                             caller: (!anonymous).then_some(&caller),
