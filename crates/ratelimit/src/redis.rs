@@ -248,7 +248,6 @@ impl RedisBackend {
         limits: &[(u64, u64)],
         at_us: Option<u64>,
     ) -> Result<ScriptReply, RedisCallError> {
-        let (index, generation, mut connection) = self.connection().await?;
         let mut invocation = self.script.prepare_invoke();
         for key in keys {
             invocation.key(key.as_str());
@@ -260,13 +259,21 @@ impl RedisBackend {
         for (emission, tolerance) in limits {
             invocation.arg(*emission).arg(*tolerance);
         }
-        let reply: Vec<i64> = match invocation.invoke_async(&mut connection).await {
-            Ok(reply) => reply,
-            Err(error) => {
-                if is_connection_error(&error) {
+        // A connection found closed is dropped and the call goes to the next one (or to a fresh
+        // one): a reset connection is not Redis failing. Each connection is tried once.
+        let mut attempts = self.slots.len() + 1;
+        let reply: Vec<i64> = loop {
+            let (index, generation, mut connection) = self.connection().await?;
+            match invocation.invoke_async(&mut connection).await {
+                Ok(reply) => break reply,
+                Err(error) if is_connection_error(&error) => {
                     self.connection_failed(index, generation);
+                    attempts -= 1;
+                    if attempts == 0 {
+                        return Err(error.into());
+                    }
                 }
-                return Err(error.into());
+                Err(error) => return Err(error.into()),
             }
         };
         let [allowed, index, remaining, reset, retry, now, ref each @ ..] = reply[..] else {

@@ -11,7 +11,7 @@ use mainstay_ratelimit::health::RedisCheck;
 use mainstay_ratelimit::{Backend, CallerIdentity, LimitRequest, RateLimitConfig, RateLimiter};
 use mainstay_resilience::{BreakerConfig, BreakerState};
 
-use crate::support::{RedisServer, redis_config};
+use crate::support::{FlakyProxy, RedisServer, redis_config};
 
 fn on_redis(config: RateLimitConfig, redis: &RedisServer, clock: &ManualClock) -> RateLimiter {
     RateLimiter::builder(config)
@@ -238,4 +238,56 @@ async fn a_burst_of_slow_commands_makes_only_the_calls_inside_it_fall_back() {
     );
     assert_eq!(limiter.breaker().state(), BreakerState::Closed);
     assert!(!limiter.fallback_active());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_are_replaced_in_the_background_without_tripping_the_breaker() {
+    let redis = RedisServer::start();
+    let proxy = FlakyProxy::start(redis.port()).await;
+    let clock = ManualClock::new();
+    let config = RateLimitConfig {
+        redis_timeout: Duration::from_millis(50),
+        ..redis_config()
+    };
+    let limiter = RateLimiter::builder(config)
+        .redis_url(proxy.url())
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    let caller = CallerIdentity::new("dropped", "api-key", "pro", "p");
+    for _ in 0..20 {
+        assert_eq!(
+            limiter.check(&request(&caller)).await.backend,
+            Backend::Redis
+        );
+    }
+    // Every connection goes at once, and a new one takes 300 ms to come up: longer than any
+    // decision waits, shorter than the connect timeout.
+    let connect_delay = Duration::from_millis(300);
+    proxy.slow_connects(connect_delay);
+    proxy.drop_connections();
+    let dropped = Instant::now();
+    let mut waits = Vec::new();
+    let back = loop {
+        let started = Instant::now();
+        let decision = limiter.check(&request(&caller)).await;
+        waits.push(started.elapsed());
+        if decision.backend == Backend::Redis {
+            break dropped.elapsed();
+        }
+        assert!(dropped.elapsed() < Duration::from_secs(5), "{decision:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // Back on Redis once a replacement is up (plus slack for a loaded machine), with no decision
+    // waiting for it past its own timeout (plus the same slack), and the breaker never opened.
+    assert!(back <= connect_delay + Duration::from_secs(1), "{back:?}");
+    let longest = waits.iter().max().unwrap();
+    assert!(*longest <= Duration::from_millis(50 + 450), "{longest:?}");
+    assert_eq!(limiter.breaker().state(), BreakerState::Closed);
+    assert_eq!(
+        limiter.breaker().snapshot().failures,
+        0,
+        "{:?}",
+        limiter.breaker().snapshot()
+    );
 }
