@@ -210,7 +210,8 @@ async fn a_burst_of_slow_commands_makes_only_the_calls_inside_it_fall_back() {
     }
     let ended = sleeper.join().unwrap();
     // Half a second of traffic after the burst.
-    while ended.elapsed() < Duration::from_millis(500) {
+    let slack = Duration::from_millis(100);
+    while ended.elapsed() < slack + Duration::from_millis(400) {
         let at = Instant::now();
         decisions.push((at, limiter.check(&request(&caller)).await.backend));
     }
@@ -218,13 +219,12 @@ async fn a_burst_of_slow_commands_makes_only_the_calls_inside_it_fall_back() {
         .iter()
         .filter(|(at, backend)| *at < ended && *backend == Backend::Fallback)
         .count();
-    // A call that started within one command timeout of the burst's end may still have waited
-    // behind its last sleep; every later one must be decided on Redis.
+    // A call that started just before the burst's end may still wait behind its last sleep, and
+    // the machine may pause this task a little: 100 ms of slack (four command timeouts); every
+    // later call must be decided on Redis.
     let after = decisions
         .iter()
-        .filter(|(at, backend)| {
-            *at >= ended + Duration::from_millis(25) && *backend != Backend::Redis
-        })
+        .filter(|(at, backend)| *at >= ended + slack && *backend != Backend::Redis)
         .count();
     assert!(
         in_burst > 0,
@@ -238,6 +238,8 @@ async fn a_burst_of_slow_commands_makes_only_the_calls_inside_it_fall_back() {
     );
     assert_eq!(limiter.breaker().state(), BreakerState::Closed);
     assert!(!limiter.fallback_active());
+    // The late answers counted as successes; nothing counted as a failure.
+    assert_eq!(limiter.breaker().snapshot().failures, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
