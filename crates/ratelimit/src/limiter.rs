@@ -515,7 +515,7 @@ impl FallbackStores {
 #[derive(Debug)]
 struct Resolved {
     limits: [(usize, Pseudonym); 3],
-    /// The organisation's pseudonym, or the address's for anonymous callers.
+    /// The organisation's pseudonym, or the client network's for anonymous callers.
     tag: Pseudonym,
 }
 
@@ -1215,7 +1215,7 @@ impl RateLimiter {
     }
 
     /// The Redis keys of a request's limits: `PREFIX:{TAG}:KIND:NAME[:PRINCIPAL]`, every key with
-    /// the request's hash tag (the organisation's pseudonym, or the address's), so that one script
+    /// the request's hash tag (the organisation's pseudonym, or the client network's), so that one script
     /// call touches one Redis Cluster slot.
     fn redis_keys(&self, resolved: &Resolved) -> Vec<String> {
         let inner = &*self.inner;
