@@ -13,7 +13,7 @@ use crate::limiter::RateLimiter;
 /// |---|---|---|
 /// | not configured | healthy | `backend: memory` |
 /// | answers `PING` | healthy | `latency_ms`, `breaker`, `fallback_active`, `fallback_divisor` |
-/// | does not answer within `redis_connect_timeout` (or the check's timeout) | unhealthy | `breaker`, `fallback_active` |
+/// | no answer within `redis_connect_timeout` | unhealthy | `breaker`, `fallback_active`, `fallback_divisor` |
 ///
 /// The check sets no timeout of its own: the registry's (`default_timeout`, or
 /// `checks.redis.timeout`) applies, and the probe itself gives up after `redis_connect_timeout`.

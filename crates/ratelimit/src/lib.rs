@@ -62,9 +62,9 @@
 //! Anonymous callers are counted per network: their address cut to `ratelimit.ipv4_prefix_len`
 //! (default 32) or `ratelimit.ipv6_prefix_len` (default 64) bits ([`ClientNetwork`],
 //! [`RateLimiter::client_identity`]). Organisations, principals and networks are HMAC-SHA256'd
-//! with `ratelimit.secret` before they become Redis keys or log fields ([`IdentityHasher`]). Every key of one request carries the same
-//! Redis Cluster hash tag (the organisation's pseudonym; the client network's for anonymous callers), so
-//! one script call touches one slot. The trade-off: one busy organisation's keys all live on one
+//! with `ratelimit.secret` before they become Redis keys or log fields ([`IdentityHasher`]). Every
+//! key of one request carries the same Redis Cluster hash tag (the organisation's pseudonym; the
+//! client network's for anonymous callers), so one script call touches one slot. The trade-off: one busy organisation's keys all live on one
 //! shard (a hot slot); spreading them would need a cross-slot transaction, which Cluster refuses.
 //! Every key expires (`PX`) when its bucket is full again, at most one burst's worth of emission
 //! intervals after its last request.
