@@ -1087,11 +1087,14 @@ impl RateLimiter {
                         }
                         limiter.observe_breaker();
                     }
-                    Err(_) => {
-                        // Half-open with every trial slot taken by requests: look again soon.
-                        let poll = redis.connect_timeout();
+                    Err(rejected) => {
                         drop(limiter);
-                        tokio::time::sleep(poll).await;
+                        match rejected.retry_after {
+                            // Still open for a moment (the snapshot rounds to milliseconds).
+                            Some(left) => clock.sleep(left.max(Duration::from_millis(1))).await,
+                            // Half-open with every trial slot taken by requests: look again soon.
+                            None => tokio::time::sleep(redis.connect_timeout()).await,
+                        }
                     }
                 }
             }
