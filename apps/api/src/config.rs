@@ -758,12 +758,27 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "ratelimit.fallback",
         "`local` | `allow` | `deny`",
-        "While Redis is unavailable: in-process limits divided by `instance_count`, let everything through, or refuse everything (then the `redis` check is critical).",
+        "While Redis is unavailable: in-process limits divided by the live instance count (`instance_count` before one was read), let everything through, or refuse everything (then the `redis` check is critical).",
+    ),
+    (
+        "ratelimit.heartbeat_interval",
+        "duration",
+        "How often each instance announces itself in Redis and reads the live instance count the `local` fallback divides every limit by.",
     ),
     (
         "ratelimit.instance_count",
         "integer",
-        "Instances sharing the limits; the `local` fallback divides every limit by it.",
+        "Instances sharing the limits, for the `local` fallback only when no live count was ever read from Redis.",
+    ),
+    (
+        "ratelimit.ipv4_prefix_len",
+        "integer",
+        "Anonymous callers are counted per IPv4 network of this many bits (1 to 32; 32 is one address).",
+    ),
+    (
+        "ratelimit.ipv6_prefix_len",
+        "integer",
+        "Anonymous callers are counted per IPv6 network of this many bits (1 to 128; 64 is one subnet).",
     ),
     (
         "ratelimit.key_prefix",
@@ -773,7 +788,7 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "ratelimit.max_local_keys",
         "integer",
-        "Keys each in-process limit holds; past it new keys share an overflow bucket until the sweep.",
+        "Keys each in-process limit holds; past it a new key evicts the least recently used one, which starts again with a full bucket.",
     ),
     (
         "ratelimit.over_limit_cache",
@@ -791,14 +806,24 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "Hourly quota per organisation by plan (free 1,000/h, pro 10,000/h, enterprise 100,000/h).",
     ),
     (
+        "ratelimit.redis_connect_timeout",
+        "duration",
+        "How long making a Redis connection may take; connections are made in the background, never while a decision waits.",
+    ),
+    (
         "ratelimit.redis_pool_size",
         "integer",
-        "Connections of the Redis pool.",
+        "Multiplexed connections kept to Redis (1 to 64); calls take them in turn.",
+    ),
+    (
+        "ratelimit.redis_response_timeout",
+        "duration",
+        "How long a Redis command may stay unanswered before it counts as a failure for the breaker (slower is down, faster is loaded); at least `redis_timeout`.",
     ),
     (
         "ratelimit.redis_timeout",
         "duration",
-        "Timeout of every Redis call, pool checkout included.",
+        "How long a decision waits for Redis before the fallback decides it; the call goes on, and its late answer counts as a success.",
     ),
     (
         "ratelimit.route_classes",

@@ -30,6 +30,56 @@ pub(crate) struct OverLimitCache {
     hasher: RandomState,
 }
 
+/// What Redis last said an organisation's quota had left, so that the fallback continues from it
+/// instead of a full bucket. Sharded like the over-limit cache; a full shard skips new keys.
+#[derive(Debug)]
+pub(crate) struct QuotaMemory {
+    shards: Vec<Mutex<HashMap<crate::identity::Pseudonym, Left>>>,
+    per_shard: usize,
+    hasher: RandomState,
+}
+
+/// One quota's last known state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Left {
+    /// The quota's policy (index).
+    pub(crate) policy: usize,
+    /// Requests it let through at `at`.
+    pub(crate) remaining: u32,
+    /// Local time (nanoseconds, see `local_now`) of the Redis answer.
+    pub(crate) at: u64,
+}
+
+impl QuotaMemory {
+    pub(crate) fn new(max_keys: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: max_keys.div_ceil(SHARDS).max(1),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(
+        &self,
+        key: &crate::identity::Pseudonym,
+    ) -> &Mutex<HashMap<crate::identity::Pseudonym, Left>> {
+        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        &self.shards[index]
+    }
+
+    pub(crate) fn get(&self, key: &crate::identity::Pseudonym) -> Option<Left> {
+        self.shard(key).lock().get(key).copied()
+    }
+
+    pub(crate) fn insert(&self, key: crate::identity::Pseudonym, left: Left) {
+        let mut shard = self.shard(&key).lock();
+        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
+            return;
+        }
+        shard.insert(key, left);
+    }
+}
+
 impl OverLimitCache {
     pub(crate) fn new(max_keys: usize) -> Self {
         Self {

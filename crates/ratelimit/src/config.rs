@@ -228,15 +228,30 @@ pub struct RateLimitConfig {
     /// without Redis a random per-process secret is used when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<Secret>,
-    /// How many instances share the limits; the `local` fallback divides every limit by it.
-    /// Default 1.
+    /// How many instances share the limits, used by the `local` fallback only when no live count
+    /// of instances was ever read from Redis (see `heartbeat_interval`). Default 1.
     pub instance_count: u32,
+    /// How often each instance announces itself in Redis and reads how many instances are live
+    /// (those heard from within three intervals); the `local` fallback divides every limit by the
+    /// last live count it read. Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
     /// What decides while Redis is unavailable. Default `local`.
     pub fallback: FallbackMode,
-    /// The timeout of every Redis call (pool checkout included). Default `20ms`.
+    /// How long a decision waits for Redis before the fallback decides it. Default `20ms`. The
+    /// call itself goes on: its late answer counts as a success for the breaker.
     #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
-    /// Connections the Redis pool may hold. Default 8.
+    /// How long making a Redis connection may take (in the background: no decision waits for it
+    /// longer than `redis_timeout`). Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub redis_connect_timeout: Duration,
+    /// How long a Redis command may stay unanswered before it counts as a failure towards the
+    /// breaker: Redis slower than this is treated as down, faster as loaded. At least
+    /// `redis_timeout`. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub redis_response_timeout: Duration,
+    /// Multiplexed connections kept to Redis; calls take them in turn. Default 4.
     pub redis_pool_size: usize,
     /// The prefix of every Redis key. Default `rl`.
     pub key_prefix: String,
@@ -265,8 +280,15 @@ pub struct RateLimitConfig {
     /// Peers allowed to name the client through `X-Forwarded-For`: addresses or CIDR blocks
     /// (`10.0.0.0/8`, `::1`). Default none: the header is ignored.
     pub trusted_proxies: Vec<String>,
-    /// The most keys each in-process limit store holds; past it, new keys share one overflow bucket
-    /// per limit until the sweep frees room. Default 100,000.
+    /// Anonymous callers are counted per IPv4 network of this many leading bits. Default 32 (one
+    /// address).
+    pub ipv4_prefix_len: u8,
+    /// Anonymous callers are counted per IPv6 network of this many leading bits. Default 64 (one
+    /// subnet: a host that holds a /64 can use any of its addresses).
+    pub ipv6_prefix_len: u8,
+    /// The most keys each in-process limit store holds; past it, a new key evicts the least
+    /// recently used one, which starts again with a full bucket when it comes back. Default
+    /// 100,000.
     pub max_local_keys: usize,
     /// How often idle in-process keys are reclaimed. Default `10s`.
     #[serde(with = "humantime_serde")]
@@ -285,9 +307,12 @@ impl Default for RateLimitConfig {
             enabled: true,
             secret: None,
             instance_count: 1,
+            heartbeat_interval: Duration::from_secs(2),
             fallback: FallbackMode::Local,
             redis_timeout: Duration::from_millis(20),
-            redis_pool_size: 8,
+            redis_connect_timeout: Duration::from_secs(1),
+            redis_response_timeout: Duration::from_secs(1),
+            redis_pool_size: 4,
             key_prefix: "rl".into(),
             breaker: BreakerConfig::consecutive(5, Duration::from_secs(5)),
             tiers: BTreeMap::from([
@@ -326,6 +351,8 @@ impl Default for RateLimitConfig {
                 ("enterprise".into(), LimitSpec::per_hour(100_000)),
             ]),
             trusted_proxies: Vec::new(),
+            ipv4_prefix_len: 32,
+            ipv6_prefix_len: 64,
             max_local_keys: 100_000,
             sweep_interval: Duration::from_secs(10),
             over_limit_cache: true,
@@ -385,6 +412,15 @@ impl RateLimitConfig {
                 "at least 1",
             ));
         }
+        if self.heartbeat_interval < Duration::from_millis(10)
+            || self.heartbeat_interval > Duration::from_secs(3_600)
+        {
+            return Err(ConfigError::new(
+                "ratelimit.heartbeat_interval",
+                self.heartbeat_interval,
+                "a duration from 10ms to 1h",
+            ));
+        }
         if self.redis_timeout.is_zero() || self.redis_timeout > Duration::from_secs(10) {
             return Err(ConfigError::new(
                 "ratelimit.redis_timeout",
@@ -392,11 +428,29 @@ impl RateLimitConfig {
                 "a positive duration of at most 10s",
             ));
         }
-        if self.redis_pool_size == 0 {
+        if self.redis_connect_timeout.is_zero()
+            || self.redis_connect_timeout > Duration::from_secs(60)
+        {
+            return Err(ConfigError::new(
+                "ratelimit.redis_connect_timeout",
+                self.redis_connect_timeout,
+                "a positive duration of at most 60s",
+            ));
+        }
+        if self.redis_response_timeout < self.redis_timeout
+            || self.redis_response_timeout > Duration::from_secs(60)
+        {
+            return Err(ConfigError::new(
+                "ratelimit.redis_response_timeout",
+                self.redis_response_timeout,
+                "a duration of at least `ratelimit.redis_timeout` and at most 60s",
+            ));
+        }
+        if self.redis_pool_size == 0 || self.redis_pool_size > 64 {
             return Err(ConfigError::new(
                 "ratelimit.redis_pool_size",
                 self.redis_pool_size,
-                "at least 1",
+                "from 1 to 64 connections",
             ));
         }
         if !valid_name(&self.key_prefix) {
@@ -481,6 +535,20 @@ impl RateLimitConfig {
             ));
         }
         TrustedProxies::parse(&self.trusted_proxies)?;
+        if !(1..=32).contains(&self.ipv4_prefix_len) {
+            return Err(ConfigError::new(
+                "ratelimit.ipv4_prefix_len",
+                self.ipv4_prefix_len,
+                "from 1 to 32 bits",
+            ));
+        }
+        if !(1..=128).contains(&self.ipv6_prefix_len) {
+            return Err(ConfigError::new(
+                "ratelimit.ipv6_prefix_len",
+                self.ipv6_prefix_len,
+                "from 1 to 128 bits",
+            ));
+        }
         if self.max_local_keys == 0 {
             return Err(ConfigError::new(
                 "ratelimit.max_local_keys",

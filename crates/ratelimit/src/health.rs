@@ -1,21 +1,26 @@
 //! The Redis health check of the rate limiter (feature `health`).
 
-use std::time::Duration;
-
 use mainstay_health::{Check, CheckOutcome, Criticality, async_trait};
 
 use crate::limiter::RateLimiter;
 
-/// A [`Check`] named `redis`: one `PING` through the limiter's pool, and whether the fallback is
-/// deciding. Non-critical: while Redis is down the fallback keeps answering, so the service is
-/// `degraded`, not unready.
+/// A [`Check`] named `redis`: one `PING` on a connection of its own (not one that decisions use,
+/// and not through the limiter's circuit breaker), so that it reports Redis as it is, also on an
+/// instance nobody calls. Non-critical: while Redis is down the fallback keeps answering, so the
+/// service is `degraded`, not unready.
 ///
-/// | Redis | fallback | status |
+/// | Redis | status | details |
 /// |---|---|---|
-/// | not configured | - | healthy (`backend: memory`) |
-/// | answers | inactive | healthy |
-/// | answers | active (breaker not closed yet) | degraded |
-/// | does not answer | any | unhealthy |
+/// | not configured | healthy | `backend: memory` |
+/// | answers `PING` | healthy | `latency_ms`, `breaker`, `fallback_active`, `fallback_divisor` |
+/// | no answer within `redis_connect_timeout` | unhealthy | `breaker`, `fallback_active`, `fallback_divisor` |
+///
+/// The check sets no timeout of its own: the registry's (`default_timeout`, or
+/// `checks.redis.timeout`) applies, and the probe itself gives up after `redis_connect_timeout`.
+///
+/// The limiter's breaker may still be open for a moment after Redis is back (`fallback_active`):
+/// it makes a half-open trial by itself every open duration, so decisions are back on Redis at
+/// most one open duration later, with or without traffic.
 #[derive(Debug, Clone)]
 pub struct RedisCheck {
     limiter: RateLimiter,
@@ -39,27 +44,21 @@ impl Check for RedisCheck {
         Criticality::NonCritical
     }
 
-    fn timeout(&self) -> Option<Duration> {
-        Some(Duration::from_secs(1))
-    }
-
     async fn check(&self) -> CheckOutcome {
         let fallback_active = self.limiter.fallback_active();
         let breaker = self.limiter.breaker().state().as_str();
         let outcome = match self.limiter.ping_redis().await {
             Ok(None) => return CheckOutcome::healthy().with_detail("backend", "memory"),
-            Ok(Some(latency)) if fallback_active => CheckOutcome::degraded(
-                "redis answers, but rate limits come from the fallback until its circuit breaker closes",
-            )
-            .with_detail("latency_ms", latency.as_secs_f64() * 1_000.0),
-            Ok(Some(latency)) => CheckOutcome::healthy()
-                .with_detail("latency_ms", latency.as_secs_f64() * 1_000.0),
+            Ok(Some(latency)) => {
+                CheckOutcome::healthy().with_detail("latency_ms", latency.as_secs_f64() * 1_000.0)
+            }
             Err(error) => CheckOutcome::unhealthy(error.to_string()),
         };
         outcome
             .with_detail("backend", "redis")
             .with_detail("fallback_active", fallback_active)
             .with_detail("breaker", breaker)
+            .with_detail("fallback_divisor", self.limiter.fallback_divisor())
             .with_detail(
                 "fallback_mode",
                 format!("{:?}", self.limiter.config().fallback).to_lowercase(),

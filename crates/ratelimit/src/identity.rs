@@ -1,7 +1,7 @@
 //! Who a request counts against, and the HMAC that keeps identities out of Redis keys and logs.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -77,6 +77,66 @@ impl fmt::Display for Pseudonym {
     }
 }
 
+/// The network an anonymous client is counted by: its address cut to `ratelimit.ipv4_prefix_len`
+/// or `ratelimit.ipv6_prefix_len` bits (an IPv4-mapped IPv6 address counts as its IPv4 address), so
+/// that a caller who holds a whole IPv6 /64 cannot multiply its limits by changing addresses.
+/// `Display` is CIDR notation (`2001:db8:1:2::/64`).
+///
+/// ```
+/// use mainstay_ratelimit::ClientNetwork;
+///
+/// let network = ClientNetwork::of("2001:db8:1:2:aaaa::1".parse().unwrap(), 32, 64);
+/// assert_eq!(network.to_string(), "2001:db8:1:2::/64");
+/// let mapped = ClientNetwork::of("::ffff:192.0.2.7".parse().unwrap(), 24, 64);
+/// assert_eq!(mapped.to_string(), "192.0.2.0/24");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientNetwork {
+    /// The first address of the network.
+    pub address: IpAddr,
+    /// Its prefix length in bits.
+    pub prefix_len: u8,
+}
+
+impl ClientNetwork {
+    /// The network of `address` for the given prefix lengths (clamped to 32 and 128 bits).
+    #[must_use]
+    pub fn of(address: IpAddr, ipv4_prefix_len: u8, ipv6_prefix_len: u8) -> Self {
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        match address {
+            IpAddr::V4(v4) => {
+                let prefix_len = ipv4_prefix_len.min(32);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(prefix_len))
+                    .unwrap_or(0);
+                Self {
+                    address: IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & mask)),
+                    prefix_len,
+                }
+            }
+            IpAddr::V6(v6) => {
+                let prefix_len = ipv6_prefix_len.min(128);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(prefix_len))
+                    .unwrap_or(0);
+                Self {
+                    address: IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & mask)),
+                    prefix_len,
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for ClientNetwork {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
 /// Hashes identities with `ratelimit.secret` (HMAC-SHA256) before they become keys or log fields.
 #[derive(Clone)]
 pub struct IdentityHasher {
@@ -136,6 +196,25 @@ impl IdentityHasher {
         let mut half = [0u8; 16];
         half.copy_from_slice(&digest[..16]);
         Pseudonym(half)
+    }
+
+    /// The pseudonym of a client network (what anonymous callers are counted by). Networks of
+    /// different prefix lengths never share a pseudonym.
+    #[must_use]
+    pub fn network(&self, network: ClientNetwork) -> Pseudonym {
+        let mut input = [0u8; 17];
+        let length = match network.address {
+            IpAddr::V4(v4) => {
+                input[..4].copy_from_slice(&v4.octets());
+                4
+            }
+            IpAddr::V6(v6) => {
+                input[..16].copy_from_slice(&v6.octets());
+                16
+            }
+        };
+        input[length] = network.prefix_len;
+        self.pseudonym(b"net", &input[..=length])
     }
 
     /// The pseudonym of a client address.

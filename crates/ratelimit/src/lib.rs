@@ -6,8 +6,8 @@
 //! in-process backend (governor's keyed state store) decides; with Redis one Lua script decides
 //! every limit of a request in one round trip, on Redis's clock, consuming from none when any
 //! denies. While Redis is unavailable (its circuit breaker from `mainstay-resilience` is open) the
-//! fallback decides: in process with each limit divided by the instance count, or fail-open, or
-//! fail-closed.
+//! fallback decides: in process with each limit divided by the live instance count (read from
+//! Redis while it was up), or fail-open, or fail-closed.
 //!
 //! ```
 //! use std::time::Duration;
@@ -59,18 +59,21 @@
 //!
 //! # Identities and keys
 //!
-//! Organisations, principals and addresses are HMAC-SHA256'd with `ratelimit.secret` before they
-//! become Redis keys or log fields ([`IdentityHasher`]). Every key of one request carries the same
-//! Redis Cluster hash tag (the organisation's pseudonym; the address's for anonymous callers), so
-//! one script call touches one slot. The trade-off: one busy organisation's keys all live on one
+//! Anonymous callers are counted per network: their address cut to `ratelimit.ipv4_prefix_len`
+//! (default 32) or `ratelimit.ipv6_prefix_len` (default 64) bits ([`ClientNetwork`],
+//! [`RateLimiter::client_identity`]). Organisations, principals and networks are HMAC-SHA256'd
+//! with `ratelimit.secret` before they become Redis keys or log fields ([`IdentityHasher`]). Every
+//! key of one request carries the same Redis Cluster hash tag (the organisation's pseudonym; the
+//! client network's for anonymous callers), so one script call touches one slot. The trade-off: one busy organisation's keys all live on one
 //! shard (a hot slot); spreading them would need a cross-slot transaction, which Cluster refuses.
 //! Every key expires (`PX`) when its bucket is full again, at most one burst's worth of emission
 //! intervals after its last request.
 //!
 //! # Memory
 //!
-//! Each in-process store holds at most `max_local_keys` keys; past the cap, new keys share one
-//! overflow bucket per limit (conservative: they are limited together) until
+//! Each in-process store holds at most `max_local_keys` keys; past the cap, a new key evicts the
+//! least recently used one (every decision on a key uses it, allowed or denied). An evicted key
+//! starts again with a full bucket: eviction fails open for that key, never for a busy one.
 //! [`RateLimiter::sweep`] (periodic with [`RateLimiter::spawn_sweeper`]) reclaims idle keys.
 //!
 //! # Features
@@ -109,7 +112,7 @@ mod redis;
 pub use config::{
     ConfigError, FallbackMode, LimitSpec, MIN_SECRET_LEN, RateLimitConfig, Secret, TierConfig,
 };
-pub use identity::{CallerIdentity, IdentityHasher, Pseudonym};
+pub use identity::{CallerIdentity, ClientNetwork, IdentityHasher, Pseudonym};
 pub use limiter::{
     BREAKER_NAME, Backend, BuildError, Decision, LimitRequest, PingError, PolicyInfo, RateLimiter,
     RateLimiterBuilder,

@@ -3,18 +3,19 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use mainstay_clock::{FastClock, SharedClock};
 use mainstay_resilience::{BreakerState, CircuitBreaker, ResilienceMetrics};
+use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::cache::{Denied, OverLimitCache};
+use crate::cache::{Denied, Left, OverLimitCache, QuotaMemory};
 use crate::config::{ConfigError, FallbackMode, RateLimitConfig};
 use crate::gcra::{Gcra, Step, most_restrictive};
-use crate::identity::{CallerIdentity, IdentityHasher, Pseudonym};
+use crate::identity::{CallerIdentity, ClientNetwork, IdentityHasher, Pseudonym};
 use crate::local::{InProcessLimiter, local_now};
 use crate::metrics::{DecisionLabels, ErrorLabels, RateLimitMetrics, SwitchLabels};
 use crate::proxy::TrustedProxies;
@@ -177,12 +178,12 @@ struct Policy {
     kind: Kind,
     /// The configured name (a tier, class or plan).
     name: String,
+    /// The configured limit.
+    spec: crate::config::LimitSpec,
     /// The full limit (what Redis enforces).
     gcra: Gcra,
-    /// The in-process store: the full limit without Redis, the instance's share with it.
+    /// The in-process store of the full limit, without Redis.
     local: InProcessLimiter,
-    /// What the local store enforces.
-    local_info: PolicyInfo,
     /// What Redis enforces.
     info: PolicyInfo,
     /// `ratelimit_decisions_total` series, [allowed, denied] x backend index, created on first use
@@ -229,8 +230,20 @@ struct Inner {
     hasher: IdentityHasher,
     proxies: TrustedProxies,
     clock: SharedClock,
-    redis: Option<RedisBackend>,
+    redis: Option<Arc<RedisBackend>>,
     breaker: CircuitBreaker,
+    /// Whether the task that makes the breaker's half-open trials runs.
+    trials_running: AtomicBool,
+    /// Whether the heartbeat task runs.
+    heartbeat_running: AtomicBool,
+    /// This instance's member in the set of live instances.
+    instance_id: String,
+    /// The live instance count last read from Redis; 0 before the first.
+    live_instances: AtomicU32,
+    /// The `local` fallback's stores (with Redis).
+    fallback_stores: RwLock<Arc<FallbackStores>>,
+    /// What Redis last said each quota had left (with Redis).
+    quota_memory: Option<QuotaMemory>,
     cache: Option<OverLimitCache>,
     fallback_active: AtomicBool,
     metrics: RateLimitMetrics,
@@ -300,21 +313,20 @@ impl RateLimiterBuilder {
         };
         let proxies = TrustedProxies::parse(&config.trusted_proxies)?;
         let redis = match &self.redis_url {
-            Some(url) if config.enabled => Some(
-                RedisBackend::new(url, config.redis_pool_size, config.redis_timeout)
-                    .map_err(|error| BuildError::RedisUrl(error.to_string()))?,
-            ),
+            Some(url) if config.enabled => Some(Arc::new(
+                RedisBackend::new(
+                    url,
+                    config.redis_pool_size,
+                    config.redis_connect_timeout,
+                    config.redis_response_timeout,
+                )
+                .map_err(|error| BuildError::RedisUrl(error.to_string()))?,
+            )),
             _ => None,
-        };
-        let divisor = if redis.is_some() {
-            config.instance_count
-        } else {
-            1
         };
         let mut policies = Vec::new();
         let mut add = |kind: Kind, name: &str, spec: &crate::config::LimitSpec| {
             let gcra = Gcra::from_spec(spec, 1);
-            let local_gcra = Gcra::from_spec(spec, divisor);
             let label = format!(
                 "{}:{name}",
                 match kind {
@@ -333,13 +345,18 @@ impl RateLimiterBuilder {
             policies.push(Policy {
                 kind,
                 name: name.to_owned(),
+                spec: spec.clone(),
                 gcra,
+                // The backend without Redis; with Redis the fallback has stores of its own.
                 local: InProcessLimiter::from_gcra(
-                    local_gcra,
-                    config.max_local_keys,
+                    gcra,
+                    if redis.is_some() {
+                        1
+                    } else {
+                        config.max_local_keys
+                    },
                     clock.clone(),
                 ),
-                local_info: info_of(&local_gcra),
                 info: info_of(&gcra),
                 counters: Default::default(),
                 label: label.clone(),
@@ -421,7 +438,16 @@ impl RateLimiterBuilder {
                 .fallback_switches
                 .get_or_create(&SwitchLabels { to });
         }
-        Ok(RateLimiter {
+        let quota_memory = redis
+            .is_some()
+            .then(|| QuotaMemory::new(config.max_local_keys));
+        let fallback_stores = RwLock::new(Arc::new(FallbackStores::new(
+            &policies,
+            config.instance_count,
+            config.max_local_keys,
+            &clock,
+        )));
+        let limiter = RateLimiter {
             inner: Arc::new(Inner {
                 config,
                 policies,
@@ -436,12 +462,52 @@ impl RateLimiterBuilder {
                 clock,
                 redis,
                 breaker,
+                trials_running: AtomicBool::new(false),
+                heartbeat_running: AtomicBool::new(false),
+                instance_id: hex::encode(rand::random::<[u8; 8]>()),
+                live_instances: AtomicU32::new(0),
+                fallback_stores,
+                quota_memory,
                 cache,
                 fallback_active: AtomicBool::new(false),
                 metrics,
                 unlimited_fallback,
             }),
-        })
+        };
+        if limiter.inner.redis.is_some() && tokio::runtime::Handle::try_current().is_ok() {
+            limiter.spawn_heartbeat();
+        }
+        Ok(limiter)
+    }
+}
+
+/// The `local` fallback's stores (with Redis): one per policy, each limit divided by `divisor`,
+/// the live instance count last read from Redis (or `instance_count` before any was read).
+#[derive(Debug)]
+struct FallbackStores {
+    divisor: u32,
+    stores: Vec<(InProcessLimiter, PolicyInfo)>,
+}
+
+impl FallbackStores {
+    fn new(policies: &[Policy], divisor: u32, max_keys: usize, clock: &SharedClock) -> Self {
+        let stores = policies
+            .iter()
+            .map(|policy| {
+                let gcra = Gcra::from_spec(&policy.spec, divisor);
+                let info = PolicyInfo {
+                    name: policy.info.name.clone(),
+                    requests: gcra.requests,
+                    period: gcra.period,
+                    burst: gcra.burst,
+                };
+                (
+                    InProcessLimiter::from_gcra(gcra, max_keys, clock.clone()),
+                    info,
+                )
+            })
+            .collect();
+        Self { divisor, stores }
     }
 }
 
@@ -449,7 +515,7 @@ impl RateLimiterBuilder {
 #[derive(Debug)]
 struct Resolved {
     limits: [(usize, Pseudonym); 3],
-    /// The organisation's pseudonym, or the address's for anonymous callers.
+    /// The organisation's pseudonym, or the client network's for anonymous callers.
     tag: Pseudonym,
 }
 
@@ -519,11 +585,36 @@ impl RateLimiter {
     /// Keys held by the in-process stores.
     #[must_use]
     pub fn local_keys(&self) -> usize {
+        let fallback: usize = self
+            .inner
+            .fallback_stores
+            .read()
+            .stores
+            .iter()
+            .map(|(store, _)| store.len())
+            .sum();
         self.inner
             .policies
             .iter()
             .map(|policy| policy.local.len())
-            .sum()
+            .sum::<usize>()
+            + fallback
+    }
+
+    /// The network an anonymous client at `address` is counted by (`ratelimit.ipv4_prefix_len`,
+    /// `ratelimit.ipv6_prefix_len`).
+    #[must_use]
+    pub fn client_network(&self, address: IpAddr) -> ClientNetwork {
+        let config = &self.inner.config;
+        ClientNetwork::of(address, config.ipv4_prefix_len, config.ipv6_prefix_len)
+    }
+
+    /// The pseudonym an anonymous client at `address` is counted by: the HMAC of its network
+    /// ([`RateLimiter::client_network`]). Other throttles of the service (failed logins, for
+    /// example) can key on it so that they count callers the way the limits do.
+    #[must_use]
+    pub fn client_identity(&self, address: IpAddr) -> Pseudonym {
+        self.inner.hasher.network(self.client_network(address))
     }
 
     /// Whether `tier` bypasses every limit (as `admin` does by default).
@@ -557,7 +648,14 @@ impl RateLimiter {
             .policies
             .iter()
             .map(|policy| policy.local.sweep_at(now))
-            .sum();
+            .sum::<usize>()
+            + inner
+                .fallback_stores
+                .read()
+                .stores
+                .iter()
+                .map(|(store, _)| store.sweep_at(now))
+                .sum::<usize>();
         if let Some(cache) = &inner.cache {
             cache.sweep(now);
         }
@@ -586,18 +684,15 @@ impl RateLimiter {
         })
     }
 
-    /// One `PING` to Redis (at least 250 ms allowed); `Ok(None)` without Redis, otherwise the round
-    /// trip's duration.
+    /// One `PING` to Redis on a connection of its own (not one that decisions use, and not through
+    /// the breaker), within `redis_connect_timeout`: `Ok(None)` without Redis, otherwise the round
+    /// trip's duration. The health check's probe.
     pub async fn ping_redis(&self) -> Result<Option<Duration>, PingError> {
         let Some(redis) = &self.inner.redis else {
             return Ok(None);
         };
         let started = std::time::Instant::now();
-        let timeout = self
-            .inner
-            .config
-            .redis_timeout
-            .max(Duration::from_millis(250));
+        let timeout = self.inner.config.redis_connect_timeout;
         match tokio::time::timeout(timeout, redis.ping()).await {
             Ok(Ok(())) => Ok(Some(started.elapsed())),
             Ok(Err(error)) => Err(PingError(error.to_string())),
@@ -607,10 +702,13 @@ impl RateLimiter {
         }
     }
 
-    /// The Redis pool, for the benchmark's raw baseline.
+    /// A connection of the limiter's set, for the benchmark's raw baseline.
     #[doc(hidden)]
-    pub fn redis_pool(&self) -> Option<&deadpool_redis::Pool> {
-        self.inner.redis.as_ref().map(RedisBackend::pool)
+    pub async fn redis_connection(&self) -> Option<::redis::aio::MultiplexedConnection> {
+        match &self.inner.redis {
+            Some(redis) => redis.any_connection().await,
+            None => None,
+        }
     }
 
     fn resolve(&self, request: &LimitRequest<'_>) -> Option<Resolved> {
@@ -657,7 +755,7 @@ impl RateLimiter {
             ),
             None => {
                 let address = match request.client {
-                    Some(address) => inner.hasher.address(address),
+                    Some(address) => self.client_identity(address),
                     None => inner.hasher.pseudonym(b"addr", b"unknown"),
                 };
                 (address, address)
@@ -680,6 +778,9 @@ impl RateLimiter {
         let Some(redis) = &inner.redis else {
             return self.decide_locally(&resolved, now, Backend::Memory);
         };
+        if !inner.heartbeat_running.load(Ordering::Relaxed) {
+            self.spawn_heartbeat();
+        }
         let keys = self.redis_keys(&resolved);
         if let Some(cache) = &inner.cache {
             for key in &keys {
@@ -705,17 +806,20 @@ impl RateLimiter {
             })
             .collect();
         let started = std::time::Instant::now();
-        let outcome = tokio::time::timeout(
-            inner.config.redis_timeout,
-            redis.decide(&keys, &limits, at_us),
-        )
-        .await;
+        // The call owns what it needs, so that it can go on after the decision stops waiting:
+        // Redis slower than `redis_timeout` is not Redis down, and its late answer says so.
+        let backend = Arc::clone(redis);
+        let mut call = Box::pin(async move {
+            let reply = backend.decide(&keys, &limits, at_us).await;
+            (reply, keys)
+        });
+        let outcome = tokio::time::timeout(inner.config.redis_timeout, &mut call).await;
         inner
             .metrics
             .redis_duration
             .observe(started.elapsed().as_secs_f64());
         let decision = match outcome {
-            Ok(Ok(reply)) => {
+            Ok((Ok(reply), keys)) => {
                 permit.success();
                 let policy = &inner.policies[resolved.limits[reply.index].0];
                 let decision = Decision {
@@ -741,17 +845,29 @@ impl RateLimiter {
                         now,
                     );
                 }
+                if let Some(memory) = &inner.quota_memory {
+                    for (index, (policy, key)) in resolved.limits.iter().enumerate() {
+                        if inner.policies[*policy].kind == Kind::Plan {
+                            memory.insert(
+                                *key,
+                                Left {
+                                    policy: *policy,
+                                    remaining: reply.remaining_each[index],
+                                    at: now,
+                                },
+                            );
+                        }
+                    }
+                }
                 policy.count(&inner.metrics, reply.allowed, Backend::Redis);
                 decision
             }
-            Ok(Err(error)) => {
+            Ok((Err(error), _)) => {
                 permit.failure();
                 self.redis_failed(&error);
-                redis.invalidate();
                 self.fallback(&resolved, now, None)
             }
             Err(_elapsed) => {
-                permit.failure();
                 inner
                     .metrics
                     .backend_errors
@@ -761,7 +877,19 @@ impl RateLimiter {
                     timeout = ?inner.config.redis_timeout,
                     "rate-limit decision on redis timed out; the fallback decides"
                 );
-                redis.invalidate();
+                // The breaker hears the call's real outcome: an answer (late) or a failure within
+                // `redis_response_timeout`.
+                let limiter = self.clone();
+                tokio::spawn(async move {
+                    match call.await {
+                        (Ok(_), _) => permit.success(),
+                        (Err(error), _) => {
+                            permit.failure();
+                            limiter.redis_failed(&error);
+                        }
+                    }
+                    limiter.observe_breaker();
+                });
                 self.fallback(&resolved, now, None)
             }
         };
@@ -799,14 +927,178 @@ impl RateLimiter {
             .get_or_create(&SwitchLabels { to })
             .inc();
         if active {
+            if let Some(redis) = &inner.redis {
+                redis.drop_connections();
+            }
+            // Sized by the last live count; what single failed calls counted just before stays.
+            self.refresh_fallback_stores(false);
+            self.spawn_trials();
             tracing::warn!(
                 mode = ?inner.config.fallback,
-                instance_count = inner.config.instance_count,
+                divisor = self.fallback_divisor(),
                 "redis is unavailable: rate limits now decided by the fallback"
             );
         } else {
+            // The next outage starts from what Redis says then, not from this one's counts.
+            self.refresh_fallback_stores(true);
             tracing::info!("redis is back: rate limits decided on redis again");
         }
+    }
+
+    /// The live instance count last read from Redis (instances that sent a heartbeat within three
+    /// `heartbeat_interval`s, this one included); `None` before the first read or without Redis.
+    #[must_use]
+    pub fn live_instances(&self) -> Option<u32> {
+        match self.inner.live_instances.load(Ordering::Acquire) {
+            0 => None,
+            count => Some(count),
+        }
+    }
+
+    /// What the `local` fallback divides every limit by: the live instance count last read from
+    /// Redis, or `instance_count` when none was ever read.
+    #[must_use]
+    pub fn fallback_divisor(&self) -> u32 {
+        self.live_instances()
+            .unwrap_or(self.inner.config.instance_count)
+    }
+
+    /// Gives the fallback fresh stores: always when `fresh` (an outage ended: by the next one, what
+    /// Redis said last is newer than what the stores counted), otherwise when the divisor changed
+    /// (what the old stores counted was for another share).
+    fn refresh_fallback_stores(&self, fresh: bool) {
+        let inner = &*self.inner;
+        let divisor = self.fallback_divisor();
+        if !fresh && inner.fallback_stores.read().divisor == divisor {
+            return;
+        }
+        let stores = FallbackStores::new(
+            &inner.policies,
+            divisor,
+            inner.config.max_local_keys,
+            &inner.clock,
+        );
+        *inner.fallback_stores.write() = Arc::new(stores);
+    }
+
+    /// Starts the heartbeat task (once): every `heartbeat_interval` it announces this instance in
+    /// the sorted set `PREFIX:{instances}` at Redis time, drops members not heard from within three
+    /// intervals, and reads how many are live. The task ends with the limiter; its member then
+    /// expires. A failed heartbeat changes nothing (the last count stays) and is not a breaker
+    /// failure.
+    fn spawn_heartbeat(&self) {
+        let inner = &*self.inner;
+        if inner.redis.is_none() || inner.heartbeat_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let clock = inner.clock.clone();
+        let every = inner.config.heartbeat_interval;
+        let key = format!("{}:{{instances}}", inner.config.key_prefix);
+        let expiry_ms = u64::try_from(every.as_millis().saturating_mul(3)).unwrap_or(u64::MAX);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let limiter = RateLimiter { inner };
+                let Some(redis) = limiter.inner.redis.clone() else {
+                    return;
+                };
+                let bound = redis.connect_timeout() + limiter.inner.config.redis_response_timeout;
+                let id = limiter.inner.instance_id.clone();
+                drop(limiter);
+                let outcome =
+                    tokio::time::timeout(bound, redis.heartbeat(&key, &id, expiry_ms)).await;
+                match outcome {
+                    Ok(Ok(count)) if count > 0 => {
+                        let Some(inner) = weak.upgrade() else { return };
+                        let limiter = RateLimiter { inner };
+                        limiter.inner.live_instances.store(count, Ordering::Release);
+                        // While Redis decides, the fallback's stores are idle: resize them now.
+                        if !limiter.fallback_active() {
+                            limiter.refresh_fallback_stores(false);
+                        }
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => tracing::debug!(%error, "rate-limit heartbeat failed"),
+                    Err(_) => tracing::debug!("rate-limit heartbeat timed out"),
+                }
+                // Nothing of the limiter is held while waiting: it may be dropped meanwhile.
+                drop(redis);
+                clock.sleep(every).await;
+            }
+        });
+    }
+
+    /// Starts the task that, while the breaker is open, makes one half-open trial (a `PING`) every
+    /// open duration, so that an instance nobody calls closes its breaker once Redis is back. The
+    /// task ends when the breaker is closed (or forced open, or disabled), and with the limiter.
+    fn spawn_trials(&self) {
+        let inner = &*self.inner;
+        if inner.redis.is_none() || inner.trials_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let clock = inner.clock.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let limiter = RateLimiter { inner };
+                let snapshot = limiter.inner.breaker.snapshot();
+                let wait = match snapshot.state {
+                    BreakerState::Open => {
+                        Duration::from_millis(snapshot.time_until_half_open_ms.unwrap_or(0))
+                    }
+                    BreakerState::HalfOpen => Duration::ZERO,
+                    BreakerState::Closed | BreakerState::Disabled | BreakerState::ForcedOpen => {
+                        limiter.inner.trials_running.store(false, Ordering::Release);
+                        // A failure that opened the breaker after the look above found the task
+                        // still running and started none: look once more.
+                        let state = limiter.inner.breaker.state();
+                        if matches!(state, BreakerState::Open | BreakerState::HalfOpen)
+                            && !limiter.inner.trials_running.swap(true, Ordering::AcqRel)
+                        {
+                            continue;
+                        }
+                        limiter.observe_breaker();
+                        return;
+                    }
+                };
+                if !wait.is_zero() {
+                    // The open duration is a rule: wait on the limiter's clock, holding no
+                    // reference to the limiter.
+                    drop(limiter);
+                    clock.sleep(wait).await;
+                    continue;
+                }
+                let Some(redis) = limiter.inner.redis.clone() else {
+                    return;
+                };
+                match limiter.inner.breaker.try_acquire_owned() {
+                    Ok(permit) => {
+                        let bound =
+                            redis.connect_timeout() + limiter.inner.config.redis_response_timeout;
+                        match tokio::time::timeout(bound, redis.trial()).await {
+                            Ok(Ok(())) => permit.success(),
+                            Ok(Err(error)) => {
+                                permit.failure();
+                                limiter.redis_failed(&error);
+                            }
+                            Err(_) => permit.failure(),
+                        }
+                        limiter.observe_breaker();
+                    }
+                    Err(rejected) => {
+                        drop(limiter);
+                        match rejected.retry_after {
+                            // Still open for a moment (the snapshot rounds to milliseconds).
+                            Some(left) => clock.sleep(left.max(Duration::from_millis(1))).await,
+                            // Half-open with every trial slot taken by requests: look again soon.
+                            None => tokio::time::sleep(redis.connect_timeout()).await,
+                        }
+                    }
+                }
+            }
+        });
     }
 
     fn fallback(&self, resolved: &Resolved, now: u64, wait: Option<Duration>) -> Decision {
@@ -856,6 +1148,38 @@ impl RateLimiter {
     /// outcome is the Redis script's.
     fn decide_locally(&self, resolved: &Resolved, now: u64, backend: Backend) -> Decision {
         let policies = &self.inner.policies;
+        // With Redis, the fallback's stores (divided limits); without, the policies' own.
+        let fallback = self
+            .inner
+            .redis
+            .is_some()
+            .then(|| Arc::clone(&self.inner.fallback_stores.read()));
+        // Quotas continue from what Redis last said they had left, shared out like the limits.
+        if let (Some(fallback), Some(memory)) = (&fallback, &self.inner.quota_memory) {
+            for (policy, key) in &resolved.limits {
+                if policies[*policy].kind == Kind::Plan
+                    && let Some(left) = memory.get(key)
+                    && left.policy == *policy
+                {
+                    fallback.stores[*policy].0.seed(
+                        key,
+                        left.remaining / fallback.divisor.max(1),
+                        left.at,
+                    );
+                }
+            }
+        }
+        let store = |policy: usize| match &fallback {
+            Some(fallback) => {
+                let (store, info) = &fallback.stores[policy];
+                (store, info)
+            }
+            None => {
+                let policy = &policies[policy];
+                // Not a copy of the info: the memory backend enforces the full limit.
+                (&policy.local, &policy.info)
+            }
+        };
         let mut steps = [Step {
             allowed: true,
             remaining: 0,
@@ -865,7 +1189,7 @@ impl RateLimiter {
         }; 3];
         let mut denied_at = None;
         for (index, (policy, key)) in resolved.limits.iter().enumerate() {
-            let limiter = &policies[*policy].local;
+            let limiter = store(*policy).0;
             steps[index] = if denied_at.is_some() {
                 limiter.peek(key, now)
             } else {
@@ -874,7 +1198,7 @@ impl RateLimiter {
             if denied_at.is_none() && !steps[index].allowed {
                 denied_at = Some(index);
                 for (policy, key) in &resolved.limits[..index] {
-                    policies[*policy].local.refund(key);
+                    store(*policy).0.refund(key);
                 }
             }
         }
@@ -884,7 +1208,7 @@ impl RateLimiter {
         policy.count(&self.inner.metrics, step.allowed, backend);
         Decision {
             allowed: step.allowed,
-            policy: Some(policy.local_info.clone()),
+            policy: Some(store(resolved.limits[chosen].0).1.clone()),
             remaining: step.remaining,
             reset_after: Duration::from_nanos(step.reset),
             retry_after: Duration::from_nanos(step.retry),
@@ -894,7 +1218,7 @@ impl RateLimiter {
     }
 
     /// The Redis keys of a request's limits: `PREFIX:{TAG}:KIND:NAME[:PRINCIPAL]`, every key with
-    /// the request's hash tag (the organisation's pseudonym, or the address's), so that one script
+    /// the request's hash tag (the organisation's pseudonym, or the client network's), so that one script
     /// call touches one Redis Cluster slot.
     fn redis_keys(&self, resolved: &Resolved) -> Vec<String> {
         let inner = &*self.inner;

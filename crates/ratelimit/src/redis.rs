@@ -1,28 +1,45 @@
 //! The Redis backend: one Lua script (`gcra.lua`) checks every limit of a request in one round trip,
-//! loaded once and called with EVALSHA (reloaded on NOSCRIPT), over a multiplexed connection from a
-//! `deadpool-redis` pool.
+//! loaded once and called with EVALSHA (reloaded on NOSCRIPT), over a small set of multiplexed
+//! connections (`docs/decisions/0085`).
 //!
-//! The connection is taken from the pool once and shared by every caller (a multiplexed connection
-//! pipelines concurrent requests and survives a cancelled one); after a failure it is dropped and the
-//! next call takes a fresh one from the pool. Taking one per request would cost the pool's `PING`
-//! recycle check, a second round trip, on every decision.
+//! Each connection pipelines the requests of every caller that uses it, and a request that times
+//! out on the caller's side leaves its connection usable (its late answer is read and dropped).
+//! Calls take the connections in turn. A connection is dropped only when it fails (an I/O error, a
+//! closed socket); its slot is filled again by a background task with its own connect timeout, so
+//! no decision ever waits for a reconnect longer than its own command timeout, and the other
+//! connections keep serving meanwhile. The health check's `PING` has a connection of its own.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::{self, RedisError, Script};
-use deadpool_redis::{Connection, Pool, PoolConfig, Runtime, Timeouts};
 use parking_lot::RwLock;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, RedisError, Script};
+use tokio::sync::Notify;
 
 /// The script's source.
 pub(crate) const GCRA_SCRIPT: &str = include_str!("gcra.lua");
 
+/// The heartbeat: announces `ARGV[1]` in the sorted set `KEYS[1]` at Redis time (milliseconds),
+/// drops the instances not heard from within `ARGV[2]` ms, lets the set expire after as long, and
+/// returns how many are live.
+const HEARTBEAT_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
+local expiry = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - expiry)
+redis.call('PEXPIRE', KEYS[1], expiry)
+return redis.call('ZCARD', KEYS[1])
+";
+
 /// Why a Redis call failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RedisCallError {
-    /// No connection could be had from the pool.
-    #[error("redis connection failed: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
+    /// No connection is up, and none came up while the call waited.
+    #[error("no redis connection: {0}")]
+    Connect(String),
     /// The command failed.
     #[error("redis command failed: {0}")]
     Command(#[from] RedisError),
@@ -35,14 +52,18 @@ impl RedisCallError {
     /// The `kind` label of `ratelimit_backend_errors_total`.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            Self::Pool(_) => "connection",
-            Self::Command(error) if error.is_io_error() || error.is_connection_dropped() => {
-                "connection"
-            }
+            Self::Connect(_) => "connection",
             Self::Command(error) if error.is_timeout() => "timeout",
+            Self::Command(error) if is_connection_error(error) => "connection",
             Self::Command(_) | Self::Reply => "script",
         }
     }
+}
+
+/// Whether `error` means the connection is unusable (as opposed to a reply of Redis, or a late one).
+fn is_connection_error(error: &RedisError) -> bool {
+    !error.is_timeout()
+        && (error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error())
 }
 
 /// The script's answer.
@@ -56,78 +77,177 @@ pub(crate) struct ScriptReply {
     pub(crate) retry_us: u64,
     /// Redis time of the decision, microseconds since the epoch.
     pub(crate) now_us: u64,
+    /// Requests each limit (in key order, the first three) lets through after this decision.
+    pub(crate) remaining_each: [u32; 3],
 }
 
-/// The pool, the shared connection and the script.
+/// One connection of the set: the connection while it is up, and whether a task is connecting it.
+#[derive(Default)]
+struct Slot {
+    /// The connection, with the generation it was made in (so that a failure reported on an old
+    /// connection does not drop its replacement).
+    connection: RwLock<Option<(u64, MultiplexedConnection)>>,
+    connecting: AtomicBool,
+}
+
+/// The Redis client, its connections and the script.
 pub(crate) struct RedisBackend {
-    pool: Pool,
-    connection: RwLock<Option<MultiplexedConnection>>,
+    client: Client,
+    /// Connect timeout, and the response timeout after which an unanswered command counts as a
+    /// failure of Redis.
+    connection_config: AsyncConnectionConfig,
+    connect_timeout: Duration,
+    slots: Box<[Slot]>,
+    /// The next slot to use.
+    next: AtomicUsize,
+    /// Connections made so far: the generation of the next one.
+    generation: AtomicU64,
+    /// Woken after every connection attempt, for callers that found no connection up.
+    attempted: Notify,
+    /// The health check's own connection.
+    probe: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     script: Script,
+    heartbeat: Script,
 }
 
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let up = self
+            .slots
+            .iter()
+            .filter(|slot| slot.connection.read().is_some())
+            .count();
         formatter
             .debug_struct("RedisBackend")
-            .field("pool", &self.pool.status())
+            .field("connections", &self.slots.len())
+            .field("up", &up)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisBackend {
-    /// A backend for `url` whose pool gives up on a connection after `timeout`.
+    /// A backend for `url` with `connections` multiplexed connections. Nothing connects yet.
     pub(crate) fn new(
         url: &str,
-        pool_size: usize,
-        timeout: Duration,
-    ) -> Result<Self, deadpool_redis::CreatePoolError> {
-        let mut config = deadpool_redis::Config::from_url(url);
-        config.pool = Some(PoolConfig {
-            max_size: pool_size,
-            timeouts: Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = config.create_pool(Some(Runtime::Tokio1))?;
+        connections: usize,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Self, RedisError> {
+        let client = Client::open(url)?;
+        let connection_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout));
         Ok(Self {
-            pool,
-            connection: RwLock::new(None),
+            client,
+            connection_config,
+            connect_timeout,
+            slots: (0..connections.max(1)).map(|_| Slot::default()).collect(),
+            next: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            attempted: Notify::new(),
+            probe: tokio::sync::Mutex::new(None),
             script: Script::new(GCRA_SCRIPT),
+            heartbeat: Script::new(HEARTBEAT_SCRIPT),
         })
     }
 
-    /// The pool (shared with the benchmark's raw baseline and the health check).
-    pub(crate) fn pool(&self) -> &Pool {
-        &self.pool
+    /// The connect timeout.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 
-    /// The shared connection, taken from the pool when there is none.
-    pub(crate) async fn connection(&self) -> Result<MultiplexedConnection, RedisCallError> {
-        if let Some(connection) = self.connection.read().as_ref() {
-            return Ok(connection.clone());
+    /// The next connection that is up, starting the connection of every empty slot it passes.
+    fn pick(self: &Arc<Self>) -> Option<(usize, u64, MultiplexedConnection)> {
+        let count = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for offset in 0..count {
+            let index = (start + offset) % count;
+            if let Some((generation, connection)) = self.slots[index].connection.read().as_ref() {
+                return Some((index, *generation, connection.clone()));
+            }
+            self.reconnect(index);
         }
-        let connection = Connection::take(self.pool.get().await?);
-        *self.connection.write() = Some(connection.clone());
-        Ok(connection)
+        None
     }
 
-    /// Forgets the shared connection after a failure: the next call takes a fresh one.
-    pub(crate) fn invalidate(&self) {
-        *self.connection.write() = None;
+    /// A connection that is up; when none is, waits for the next connection attempt to end (the
+    /// caller's timeout bounds the wait).
+    async fn connection(
+        self: &Arc<Self>,
+    ) -> Result<(usize, u64, MultiplexedConnection), RedisCallError> {
+        if let Some(found) = self.pick() {
+            return Ok(found);
+        }
+        let attempted = self.attempted.notified();
+        tokio::pin!(attempted);
+        attempted.as_mut().enable();
+        // Slots that were connected between the first look and `enable`.
+        if let Some(found) = self.pick() {
+            return Ok(found);
+        }
+        attempted.await;
+        self.pick().ok_or_else(|| {
+            RedisCallError::Connect("redis refused or did not answer a connection".into())
+        })
+    }
+
+    /// Starts connecting slot `index` in the background, unless a task already does.
+    fn reconnect(self: &Arc<Self>, index: usize) {
+        let slot = &self.slots[index];
+        if slot.connecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let backend = Arc::clone(self);
+        tokio::spawn(async move {
+            let outcome = backend
+                .client
+                .get_multiplexed_async_connection_with_config(&backend.connection_config)
+                .await;
+            let slot = &backend.slots[index];
+            match outcome {
+                Ok(connection) => {
+                    let generation = backend.generation.fetch_add(1, Ordering::Relaxed);
+                    *slot.connection.write() = Some((generation, connection));
+                }
+                Err(error) => tracing::debug!(%error, "redis connection failed"),
+            }
+            slot.connecting.store(false, Ordering::Release);
+            backend.attempted.notify_waiters();
+        });
+    }
+
+    /// Drops the connection of slot `index` made in `generation` after it failed, and connects the
+    /// slot again in the background.
+    fn connection_failed(self: &Arc<Self>, index: usize, generation: u64) {
+        {
+            let mut connection = self.slots[index].connection.write();
+            if connection
+                .as_ref()
+                .is_some_and(|(current, _)| *current == generation)
+            {
+                *connection = None;
+            }
+        }
+        self.reconnect(index);
+    }
+
+    /// Drops every connection (Redis is considered down: none of them is to be trusted); the next
+    /// call or trial connects afresh. Calls in flight keep theirs.
+    pub(crate) fn drop_connections(&self) {
+        for slot in &self.slots {
+            *slot.connection.write() = None;
+        }
     }
 
     /// Runs the script over `keys`, each with its `(emission, tolerance)` in microseconds, at
-    /// Redis time (or at `at_us` for the test vectors).
+    /// Redis time (or at `at_us` for the test vectors). Unanswered, it fails after the response
+    /// timeout; the caller decides how long it waits for it.
     pub(crate) async fn decide(
-        &self,
+        self: &Arc<Self>,
         keys: &[String],
         limits: &[(u64, u64)],
         at_us: Option<u64>,
     ) -> Result<ScriptReply, RedisCallError> {
-        let mut connection = self.connection().await?;
         let mut invocation = self.script.prepare_invoke();
         for key in keys {
             invocation.key(key.as_str());
@@ -139,10 +259,30 @@ impl RedisBackend {
         for (emission, tolerance) in limits {
             invocation.arg(*emission).arg(*tolerance);
         }
-        let reply: Vec<i64> = invocation.invoke_async(&mut connection).await?;
-        let [allowed, index, remaining, reset, retry, now] = reply[..] else {
+        // A connection found closed is dropped and the call goes to the next one (or to a fresh
+        // one): a reset connection is not Redis failing. Each connection is tried once.
+        let mut attempts = self.slots.len() + 1;
+        let reply: Vec<i64> = loop {
+            let (index, generation, mut connection) = self.connection().await?;
+            match invocation.invoke_async(&mut connection).await {
+                Ok(reply) => break reply,
+                Err(error) if is_connection_error(&error) => {
+                    self.connection_failed(index, generation);
+                    attempts -= 1;
+                    if attempts == 0 {
+                        return Err(error.into());
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
+        let [allowed, index, remaining, reset, retry, now, ref each @ ..] = reply[..] else {
             return Err(RedisCallError::Reply);
         };
+        let mut remaining_each = [0u32; 3];
+        for (slot, value) in remaining_each.iter_mut().zip(each) {
+            *slot = u32::try_from(*value).map_err(|_| RedisCallError::Reply)?;
+        }
         let index = usize::try_from(index - 1).map_err(|_| RedisCallError::Reply)?;
         if index >= keys.len() {
             return Err(RedisCallError::Reply);
@@ -155,13 +295,79 @@ impl RedisBackend {
             reset_us: unsigned(reset)?,
             retry_us: unsigned(retry)?,
             now_us: unsigned(now)?,
+            remaining_each,
         })
     }
 
-    /// One `PING`, for the health check.
+    /// One `PING` over the decision connections (a breaker trial), connecting a slot first when
+    /// none is up.
+    pub(crate) async fn trial(self: &Arc<Self>) -> Result<(), RedisCallError> {
+        let (index, generation, mut connection) = self.connection().await?;
+        let result: Result<String, RedisError> =
+            redis::cmd("PING").query_async(&mut connection).await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                if is_connection_error(&error) {
+                    self.connection_failed(index, generation);
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Announces instance `id` in the set `key` (members expire after `expiry_ms` without a
+    /// heartbeat) and returns how many instances are live.
+    pub(crate) async fn heartbeat(
+        self: &Arc<Self>,
+        key: &str,
+        id: &str,
+        expiry_ms: u64,
+    ) -> Result<u32, RedisCallError> {
+        let (index, generation, mut connection) = self.connection().await?;
+        let result: Result<u32, RedisError> = self
+            .heartbeat
+            .key(key)
+            .arg(id)
+            .arg(expiry_ms)
+            .invoke_async(&mut connection)
+            .await;
+        if let Err(error) = &result
+            && is_connection_error(error)
+        {
+            self.connection_failed(index, generation);
+        }
+        Ok(result?)
+    }
+
+    /// One `PING` on the health check's own connection, made first when there is none; a failed
+    /// connection is dropped so that the next probe connects afresh.
     pub(crate) async fn ping(&self) -> Result<(), RedisCallError> {
-        let mut connection = self.connection().await?;
-        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
-        Ok(())
+        let mut probe = self.probe.lock().await;
+        let mut connection = match probe.as_ref() {
+            Some(connection) => connection.clone(),
+            None => {
+                let connection = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&self.connection_config)
+                    .await?;
+                *probe = Some(connection.clone());
+                connection
+            }
+        };
+        let result: Result<String, RedisError> =
+            redis::cmd("PING").query_async(&mut connection).await;
+        if result.is_err() {
+            *probe = None;
+        }
+        result.map(|_| ()).map_err(RedisCallError::from)
+    }
+
+    /// A connection of the set, for the benchmark's raw baseline.
+    pub(crate) async fn any_connection(self: &Arc<Self>) -> Option<MultiplexedConnection> {
+        self.connection()
+            .await
+            .ok()
+            .map(|(_, _, connection)| connection)
     }
 }

@@ -1,5 +1,7 @@
 //! Rate limits in front of `/v1`, in-process and on a private redis-server.
 
+use std::time::{Duration, Instant};
+
 use mainstay_tests::redis::RedisServer;
 use mainstay_tests::{Api, sha256_hex};
 use serde_json::Value;
@@ -127,6 +129,56 @@ fn redis_without_a_shared_secret_is_a_config_error() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[test]
+fn out_of_range_prefix_lengths_and_timeouts_are_config_errors_naming_the_key() -> anyhow::Result<()>
+{
+    for (variable, value, key) in [
+        (
+            "MAINSTAY_RATELIMIT__IPV6_PREFIX_LEN",
+            "129",
+            "ratelimit.ipv6_prefix_len",
+        ),
+        (
+            "MAINSTAY_RATELIMIT__IPV4_PREFIX_LEN",
+            "0",
+            "ratelimit.ipv4_prefix_len",
+        ),
+        (
+            "MAINSTAY_RATELIMIT__REDIS_RESPONSE_TIMEOUT",
+            "1ms",
+            "ratelimit.redis_response_timeout",
+        ),
+    ] {
+        let (status, _, err) = Api::builder().env(variable, value).run()?;
+        assert_eq!(status.code(), Some(2), "{variable}: {err}");
+        assert!(err.contains(key), "{variable}: {err}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_callers_of_one_ipv6_subnet_share_one_limit() -> anyhow::Result<()> {
+    // The service trusts the test as a proxy, so that each request can name its client.
+    let api = Api::builder()
+        .config_toml(&format!(
+            "ratelimit.trusted_proxies = [\"127.0.0.1\"]\n{}",
+            small_limits()
+        ))
+        .start()?;
+    let client = reqwest::Client::new();
+    let mut allowed = 0;
+    for index in 0..20u32 {
+        let response = client
+            .get(api.url("/v1/whoami"))
+            .header("x-forwarded-for", format!("2001:db8:7:7:{index:x}::1"))
+            .send()
+            .await?;
+        allowed += usize::from(response.status() != 429);
+    }
+    assert_eq!(allowed, 3);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_classes_apply_to_the_data_routes() -> anyhow::Result<()> {
     let api = Api::builder().start()?;
@@ -167,5 +219,89 @@ async fn route_classes_apply_to_the_data_routes() -> anyhow::Result<()> {
         "100",
         "other routes: the default class and the tier"
     );
+    Ok(())
+}
+
+/// The `ratelimit-redis` breaker's state, from the admin API.
+async fn redis_breaker_state(api: &Api) -> anyhow::Result<Value> {
+    let breakers: Value = reqwest::Client::new()
+        .get(api.url("/admin/circuit-breakers"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(breakers
+        .as_array()
+        .and_then(|list| {
+            list.iter()
+                .find(|breaker| breaker["name"] == "ratelimit-redis")
+        })
+        .map_or(Value::Null, |breaker| breaker["state"].clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_instance_recovers_readiness_and_its_breaker_without_a_request()
+-> anyhow::Result<()> {
+    let mut redis = RedisServer::start()?;
+    let api = Api::builder()
+        .env("MAINSTAY_REDIS__URL", &redis.url())
+        .env(
+            "MAINSTAY_RATELIMIT__SECRET",
+            "a-shared-secret-for-the-tests",
+        )
+        .env("MAINSTAY_RATELIMIT__BREAKER__OPEN_DURATION", "300ms")
+        .env("MAINSTAY_HEALTH__CACHE_INTERVAL", "200ms")
+        .env("MAINSTAY_HEALTH__DEFAULT_TIMEOUT", "500ms")
+        .env("MAINSTAY_HEALTH__DISK__ENABLED", "false")
+        .env("MAINSTAY_HEALTH__MEMORY__ENABLED", "false")
+        .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
+        .start()?;
+    let client = reqwest::Client::new();
+    let redis_status = async || -> anyhow::Result<Value> {
+        let body: Value = client
+            .get(api.url("/health/ready"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(body["checks"]["redis"]["status"].clone())
+    };
+    assert_eq!(
+        client.get(api.url("/v1/whoami")).send().await?.status(),
+        200
+    );
+    redis.kill()?;
+    // Requests during the outage open the breaker; then nobody calls.
+    for _ in 0..10 {
+        client.get(api.url("/v1/whoami")).send().await?;
+    }
+    assert_eq!(redis_breaker_state(&api).await?, "open");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis_status().await? != "unhealthy" {
+        anyhow::ensure!(Instant::now() < deadline, "the outage was never reported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    redis.restart()?;
+    let returned = Instant::now();
+    // Readiness: within one cache interval + one check timeout (plus a second of slack for a
+    // loaded machine), without a request.
+    while redis_status().await? != "healthy" {
+        anyhow::ensure!(
+            returned.elapsed() < Duration::from_millis(200 + 500 + 1_000),
+            "readiness did not recover without traffic"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The breaker: its own trial closes it within one open duration (plus the same slack).
+    while redis_breaker_state(&api).await? != "closed" {
+        anyhow::ensure!(
+            returned.elapsed() < Duration::from_millis(300 + 1_000),
+            "the breaker did not close without traffic: {}",
+            redis_breaker_state(&api).await?
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }

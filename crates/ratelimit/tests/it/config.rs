@@ -169,6 +169,34 @@ fn every_error_names_its_key() {
             "ratelimit.max_local_keys",
             Box::new(|config| config.max_local_keys = 0),
         ),
+        (
+            "ratelimit.ipv4_prefix_len",
+            Box::new(|config| config.ipv4_prefix_len = 33),
+        ),
+        (
+            "ratelimit.ipv4_prefix_len",
+            Box::new(|config| config.ipv4_prefix_len = 0),
+        ),
+        (
+            "ratelimit.ipv6_prefix_len",
+            Box::new(|config| config.ipv6_prefix_len = 129),
+        ),
+        (
+            "ratelimit.redis_connect_timeout",
+            Box::new(|config| config.redis_connect_timeout = Duration::ZERO),
+        ),
+        (
+            "ratelimit.redis_response_timeout",
+            Box::new(|config| config.redis_response_timeout = Duration::from_millis(5)),
+        ),
+        (
+            "ratelimit.redis_pool_size",
+            Box::new(|config| config.redis_pool_size = 0),
+        ),
+        (
+            "ratelimit.heartbeat_interval",
+            Box::new(|config| config.heartbeat_interval = Duration::ZERO),
+        ),
     ];
     for (key, change) in cases {
         let mut config = RateLimitConfig::default();

@@ -138,19 +138,28 @@ async fn redis_killed_under_load_falls_back_then_returns_after_one_probe() {
     let before = limiter.breaker().snapshot();
     assert_eq!(send(&router, &callers[0]).await, StatusCode::OK);
     assert_eq!(limiter.breaker().snapshot().successes, before.successes);
-    // After the open duration one half-open probe goes to Redis, succeeds and closes the breaker.
+    // After the open duration one half-open trial (the limiter's own, or a request's) goes to
+    // Redis, succeeds and closes the breaker.
     clock.advance(Duration::from_secs(60));
-    let probe = limiter
-        .check(&LimitRequest {
-            caller: callers.first(),
-            client: None,
-            route: None,
-        })
-        .await;
-    assert_eq!(probe.backend, Backend::Redis);
+    let waited = Instant::now();
+    loop {
+        let probe = limiter
+            .check(&LimitRequest {
+                caller: callers.first(),
+                client: None,
+                route: None,
+            })
+            .await;
+        if probe.backend == Backend::Redis {
+            break;
+        }
+        assert!(waited.elapsed() < Duration::from_secs(5), "{probe:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(limiter.breaker().state(), BreakerState::Closed);
     assert!(!limiter.fallback_active());
-    assert_eq!(limiter.breaker().snapshot().successes, before.successes + 1);
+    // One trial, then the request: two successes.
+    assert!(limiter.breaker().snapshot().successes <= before.successes + 2);
 
     let text = exposition(&registry);
     assert!(text.contains("ratelimit_fallback_active 0"), "{text}");
@@ -197,7 +206,17 @@ async fn a_frozen_redis_still_gets_every_request_answered_within_the_timeout() {
         // The timeout bounds the wait (plus scheduling slack on a shared machine).
         assert!(took < Duration::from_millis(50 + 450), "{took:?}");
     }
-    assert!(limiter.fallback_active());
+    // The calls that waited past the timeout count as failures once they stay unanswered for
+    // `redis_response_timeout` (500 ms here): then the breaker opens.
+    let waited = Instant::now();
+    while !limiter.fallback_active() && waited.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        limiter.fallback_active(),
+        "{:?}",
+        limiter.breaker().snapshot()
+    );
     redis.thaw();
 }
 
@@ -288,9 +307,11 @@ async fn the_redis_check_follows_redis_and_the_fallback() {
     assert_eq!(down.status, Status::Unhealthy, "{down:?}");
     assert_eq!(down.details["fallback_active"], true);
     redis.restart();
-    // Redis answers again, but until the breaker's probe the fallback decides: degraded.
+    // Redis answers again: the check says so at once, and that the fallback still decides until
+    // the breaker's trial.
     let recovering = check.check().await;
-    assert_eq!(recovering.status, Status::Degraded, "{recovering:?}");
+    assert_eq!(recovering.status, Status::Healthy, "{recovering:?}");
+    assert_eq!(recovering.details["fallback_active"], true);
     clock.advance(Duration::from_secs(60));
     let _ = limiter.check(&request).await;
     assert_eq!(check.check().await.status, Status::Healthy);
@@ -305,4 +326,37 @@ async fn the_redis_check_follows_redis_and_the_fallback() {
         (outcome.status, &outcome.details["backend"]),
         (Status::Healthy, &serde_json::json!("memory"))
     );
+}
+
+#[tokio::test]
+async fn the_fallback_continues_an_hourly_quota_from_what_redis_left() {
+    let mut redis = RedisServer::start();
+    let config = limits(redis_config(), huge(), huge(), LimitSpec::per_hour(100));
+    let Setup { limiter, .. } = setup(config, &redis);
+    let caller = CallerIdentity::new("quota", "api-key", "free", "p");
+    let other = CallerIdentity::new("fresh", "api-key", "free", "p");
+    let request = |caller| LimitRequest {
+        caller: Some(caller),
+        client: None,
+        route: None,
+    };
+    for _ in 0..90 {
+        let decision = limiter.check(&request(&caller)).await;
+        assert_eq!((decision.backend, decision.allowed), (Backend::Redis, true));
+    }
+    redis.kill();
+    // The fallback goes on from the 10 requests Redis said were left, not from a full hour.
+    let mut allowed = 0;
+    for _ in 0..30 {
+        let decision = limiter.check(&request(&caller)).await;
+        assert_eq!(decision.backend, Backend::Fallback);
+        allowed += usize::from(decision.allowed);
+    }
+    assert_eq!(allowed, 10);
+    // An organisation Redis never reported on starts with its whole quota.
+    let mut fresh = 0;
+    for _ in 0..110 {
+        fresh += usize::from(limiter.check(&request(&other)).await.allowed);
+    }
+    assert_eq!(fresh, 100);
 }

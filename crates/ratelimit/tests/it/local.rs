@@ -117,7 +117,7 @@ async fn unknown_tiers_and_plans_get_the_anonymous_limits_and_admin_bypasses() {
 }
 
 #[tokio::test]
-async fn past_the_key_cap_new_keys_share_an_overflow_bucket_until_the_sweep() {
+async fn past_the_key_cap_the_least_recently_used_keys_are_evicted() {
     let clock = ManualClock::new();
     let mut registry = Registry::default();
     let metrics = RateLimitMetrics::register(&mut registry);
@@ -143,34 +143,95 @@ async fn past_the_key_cap_new_keys_share_an_overflow_bucket_until_the_sweep() {
                 .allowed
         );
     }
-    // The tier store is full: the next new addresses share one bucket of 2.
-    let overflow: Vec<bool> = futures_collect(&limiter, 11..15).await;
-    assert_eq!(overflow, [true, true, false, false]);
-    // Known keys keep their own buckets.
+    // 10.0.0.0 spends its bucket and is denied: it is the most recently used key.
+    assert!(limiter.check(&from("10.0.0.0")).await.allowed);
+    assert!(!limiter.check(&from("10.0.0.0")).await.allowed);
+    // The store is full: each new address evicts the least recently used key (10.0.0.1, then
+    // 10.0.0.2, ...) and gets a bucket of its own, not a share of one overflow bucket.
+    for index in 10..14 {
+        let address = format!("10.0.0.{index}");
+        assert!(limiter.check(&from(&address)).await.allowed, "{address}");
+        assert!(limiter.check(&from(&address)).await.allowed, "{address}");
+        assert!(!limiter.check(&from(&address)).await.allowed, "{address}");
+    }
+    // The busy key was not evicted: still denied.
+    assert!(!limiter.check(&from("10.0.0.0")).await.allowed);
+    // An evicted key starts again with a full bucket: 10.0.0.1 had one request left, now two
+    // (the documented fail-open of eviction).
     assert!(limiter.check(&from("10.0.0.1")).await.allowed);
-    // Once idle keys are reclaimed, new keys get buckets of their own again.
+    assert!(limiter.check(&from("10.0.0.1")).await.allowed);
+    assert!(!limiter.check(&from("10.0.0.1")).await.allowed);
+    // Three stores (tier, class, plan), each at its cap.
+    assert_eq!(limiter.local_keys(), 30);
+    // Idle keys are reclaimed by the sweep.
     clock.advance(Duration::from_secs(60));
     limiter.sweep();
     assert_eq!(limiter.local_keys(), 0);
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(text.contains("ratelimit_local_keys 0"), "{text}");
-    assert!(limiter.check(&from("10.0.0.200")).await.allowed);
-    assert!(limiter.check(&from("10.0.0.200")).await.allowed);
-    assert!(limiter.check(&from("10.0.0.201")).await.allowed);
 }
 
-async fn futures_collect(limiter: &RateLimiter, range: std::ops::Range<u32>) -> Vec<bool> {
-    let mut allowed = Vec::new();
-    for index in range {
-        allowed.push(
-            limiter
-                .check(&from(&format!("10.0.0.{index}")))
-                .await
-                .allowed,
-        );
+#[tokio::test]
+async fn anonymous_callers_are_counted_per_network_prefix() {
+    let clock = ManualClock::new();
+    let config = limits(
+        RateLimitConfig::default(),
+        LimitSpec::per_minute(3),
+        huge(),
+        huge(),
+    );
+    let limiter = in_process(config.clone(), &clock);
+    // 300 addresses of one IPv6 /64 are one caller.
+    let mut allowed = 0;
+    for index in 0..300u32 {
+        let address = format!("2001:db8:1:2:{:x}:{:x}::1", index >> 8, index & 0xff);
+        allowed += usize::from(limiter.check(&from(&address)).await.allowed);
     }
-    allowed
+    assert_eq!(allowed, 3);
+    // Another /64 is another caller; IPv4 addresses are their own /32 by default.
+    assert!(limiter.check(&from("2001:db8:1:3::1")).await.allowed);
+    for address in ["198.51.100.1", "198.51.100.2"] {
+        for _ in 0..3 {
+            assert!(limiter.check(&from(address)).await.allowed);
+        }
+    }
+    // An IPv4-mapped IPv6 address is the IPv4 address.
+    assert!(!limiter.check(&from("::ffff:198.51.100.1")).await.allowed);
+    assert_eq!(
+        limiter.client_identity("::ffff:198.51.100.1".parse().unwrap()),
+        limiter.client_identity("198.51.100.1".parse().unwrap())
+    );
+    assert_eq!(
+        limiter
+            .client_network("2001:db8:1:2:aaaa:bbbb:cccc:dddd".parse().unwrap())
+            .to_string(),
+        "2001:db8:1:2::/64"
+    );
+
+    // Both prefix lengths are configurable.
+    let wide = in_process(
+        RateLimitConfig {
+            ipv4_prefix_len: 24,
+            ipv6_prefix_len: 48,
+            ..config
+        },
+        &clock,
+    );
+    for address in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        assert!(wide.check(&from(address)).await.allowed);
+    }
+    assert!(!wide.check(&from("203.0.113.200")).await.allowed);
+    assert!(wide.check(&from("203.0.114.1")).await.allowed);
+    assert_eq!(
+        wide.client_identity("2001:db8:1:2::1".parse().unwrap()),
+        wide.client_identity("2001:db8:1:ffff::1".parse().unwrap())
+    );
+    assert_eq!(
+        wide.client_network("203.0.113.77".parse().unwrap())
+            .to_string(),
+        "203.0.113.0/24"
+    );
 }
 
 #[tokio::test]
@@ -221,7 +282,7 @@ fn resident_bytes() -> u64 {
 }
 
 /// The stated bound: one million distinct addresses through a store capped at 100,000 keys keep
-/// the store at its cap and the process's growth under 64 MiB (a key costs about 40 bytes).
+/// the store at its cap and the process's growth under 64 MiB (a key costs about 100 bytes).
 #[test]
 fn a_million_distinct_addresses_stay_within_the_memory_bound() {
     const BOUND: u64 = 64 * 1024 * 1024;
@@ -235,8 +296,8 @@ fn a_million_distinct_addresses_stay_within_the_memory_bound() {
         let _ = limiter.check_key(&Pseudonym(key));
     }
     let after = resident_bytes();
-    // The cap, plus the overflow key the keys past it share.
-    assert!(limiter.len() <= 100_001, "{}", limiter.len());
+    // The cap: past it the least recently used keys were evicted.
+    assert_eq!(limiter.len(), 100_000);
     assert!(
         after.saturating_sub(before) < BOUND,
         "grew by {} MiB",

@@ -3,9 +3,11 @@
 mod accuracy;
 mod config;
 mod failover;
+mod fleet;
 mod http;
 mod local;
 mod metrics;
+mod recovery;
 mod redis;
 mod support;
 mod vectors;

@@ -2,9 +2,9 @@
 //! and the script's reload.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use mainstay_clock::ManualClock;
+use mainstay_clock::{Clock, ManualClock};
 use mainstay_ratelimit::{
     Backend, CallerIdentity, LimitRequest, LimitSpec, RateLimitConfig, RateLimitMetrics,
     RateLimiter,
@@ -41,7 +41,12 @@ async fn keys_hold_no_raw_identity_and_all_expire() {
         );
         assert!(limiter.check(&request(None, Some(address))).await.allowed);
     }
-    let keys = redis.scan_keys();
+    let mut keys = redis.scan_keys();
+    // The set of live instances (their random ids) expires three heartbeats after the last one.
+    let instances = keys.iter().position(|key| key == "rl:{instances}");
+    let instances = keys.remove(instances.expect("the instance set"));
+    let ttl = redis.pttl(&instances);
+    assert!(ttl > 0 && ttl <= 6_000, "{instances}: {ttl}");
     assert_eq!(keys.len(), 6, "{keys:?}");
     for key in &keys {
         for raw in [
@@ -104,13 +109,23 @@ async fn keys_of_one_organisation_share_its_quota_and_route_denials_consume_none
     assert!(limiter.check(&request(Some(&other), None)).await.allowed);
 }
 
+/// Two limiters whose clocks are 30 s ahead of and 30 s behind the machine's, and stand still,
+/// share one limit of one request per 100 ms: every decision is made on Redis `TIME`. Were either
+/// client's clock used, the second client would wait a minute, the reported times would not be
+/// Redis's, and nothing would pass again while the clients' clocks stand still.
 #[tokio::test]
-async fn clients_with_clocks_30_seconds_apart_decide_alike() {
+async fn decisions_follow_redis_time_whatever_the_clients_clocks_say() {
     let redis = RedisServer::start();
-    let config = limits(redis_config(), LimitSpec::per_hour(4), huge(), huge());
-    let early = ManualClock::new();
-    let late = ManualClock::new();
-    late.advance(Duration::from_secs(30));
+    let interval = Duration::from_millis(100);
+    let config = limits(
+        redis_config(),
+        LimitSpec::new(10, Duration::from_secs(1)).with_burst(1),
+        huge(),
+        huge(),
+    );
+    let machine = SystemTime::now();
+    let ahead = ManualClock::starting_at(machine + Duration::from_secs(30));
+    let behind = ManualClock::starting_at(machine - Duration::from_secs(30));
     let build = |clock: &ManualClock| {
         RateLimiter::builder(config.clone())
             .redis_url(redis.url())
@@ -118,38 +133,53 @@ async fn clients_with_clocks_30_seconds_apart_decide_alike() {
             .build()
             .unwrap()
     };
-    let (one, two) = (build(&early), build(&late));
+    let (fast, slow) = (build(&ahead), build(&behind));
     let caller = CallerIdentity::new("skew", "api-key", "free", "shared");
-    let mut decisions = Vec::new();
-    for turn in 0..6 {
-        let limiter = if turn % 2 == 0 { &one } else { &two };
-        let decision = limiter.check(&request(Some(&caller), None)).await;
-        decisions.push((decision.allowed, decision.remaining));
+    let on_redis_clock = |decision: &mainstay_ratelimit::Decision, from: u64, to: u64| {
+        let time = decision.redis_time_micros.expect("a redis decision");
+        assert!(
+            (from..=to).contains(&time),
+            "decided at {time}, redis said {from}..={to}: {decision:?}"
+        );
+    };
+
+    let before = redis.time_micros();
+    let first = fast.check(&request(Some(&caller), None)).await;
+    let second = slow.check(&request(Some(&caller), None)).await;
+    let after = redis.time_micros();
+    assert!(first.allowed, "{first:?}");
+    assert!(!second.allowed, "{second:?}");
+    // The wait is one interval on Redis's clock, not the 60 s between the clients' clocks.
+    assert!(second.retry_after <= interval, "{second:?}");
+    on_redis_clock(&first, before, after);
+    on_redis_clock(&second, before, after);
+
+    // Only Redis's clock moves: once it has moved one interval on, the slow client passes and
+    // the fast one, right after, waits again.
+    let ready =
+        second.redis_time_micros.unwrap() + u64::try_from(second.retry_after.as_micros()).unwrap();
+    let polling = std::time::Instant::now();
+    while redis.time_micros() <= ready {
+        assert!(
+            polling.elapsed() < Duration::from_secs(5),
+            "redis time stands still"
+        );
+        // Polling Redis's clock, not waiting for a rule.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // One shared bucket of 4 on Redis's clock, whichever client asks.
-    assert_eq!(
-        decisions,
-        [
-            (true, 3),
-            (true, 2),
-            (true, 1),
-            (true, 0),
-            (false, 0),
-            (false, 0)
-        ]
+    let before = redis.time_micros();
+    let third = slow.check(&request(Some(&caller), None)).await;
+    let fourth = fast.check(&request(Some(&caller), None)).await;
+    let after = redis.time_micros();
+    assert!(third.allowed, "{third:?}");
+    assert!(
+        !fourth.allowed && fourth.retry_after <= interval,
+        "{fourth:?}"
     );
-    // And separately, the same sequence from each client on its own key gives the same answers.
-    let mut each = Vec::new();
-    for (index, limiter) in [&one, &two].into_iter().enumerate() {
-        let caller = CallerIdentity::new(format!("skew-{index}"), "api-key", "free", "p");
-        let mut answers = Vec::new();
-        for _ in 0..6 {
-            let decision = limiter.check(&request(Some(&caller), None)).await;
-            answers.push((decision.allowed, decision.remaining, decision.backend));
-        }
-        each.push(answers);
-    }
-    assert_eq!(each[0], each[1]);
+    on_redis_clock(&third, before, after);
+    on_redis_clock(&fourth, before, after);
+    assert_eq!(ahead.now(), Duration::ZERO);
+    assert_eq!(behind.now(), Duration::ZERO);
 }
 
 #[tokio::test]

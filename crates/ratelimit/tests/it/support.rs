@@ -39,6 +39,8 @@ impl RedisServer {
         let child = Command::new("/usr/bin/redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            // `DEBUG SLEEP` makes a loaded-but-healthy Redis on demand.
+            .args(["--enable-debug-command", "yes"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -70,6 +72,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT`.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     fn pid(&self) -> Option<u32> {
@@ -152,6 +159,16 @@ impl RedisServer {
         }
     }
 
+    /// Redis's clock (`TIME`), in microseconds since the epoch.
+    pub(crate) fn time_micros(&self) -> u64 {
+        let reply = self.command("TIME").expect("TIME answers");
+        // *2, $n, seconds, $n, microseconds.
+        let lines: Vec<&str> = reply.split("\r\n").collect();
+        let seconds: u64 = lines[2].parse().expect("seconds");
+        let micros: u64 = lines[4].parse().expect("microseconds");
+        seconds * 1_000_000 + micros
+    }
+
     /// `PTTL key`.
     pub(crate) fn pttl(&self, key: &str) -> i64 {
         let reply = self.command(&format!("PTTL {key}")).expect("PTTL answers");
@@ -204,6 +221,8 @@ pub(crate) fn redis_config() -> RateLimitConfig {
     RateLimitConfig {
         secret: Some(Secret::new(SECRET)),
         redis_timeout: Duration::from_millis(250),
+        redis_connect_timeout: Duration::from_millis(500),
+        redis_response_timeout: Duration::from_millis(500),
         breaker: BreakerConfig {
             half_open_max_calls: 1,
             half_open_successes: 1,
@@ -237,4 +256,74 @@ pub(crate) fn limits(
 /// A limit that never speaks.
 pub(crate) fn huge() -> LimitSpec {
     LimitSpec::new(1_000_000, Duration::from_secs(1))
+}
+
+/// A TCP proxy in front of a server, in the test's runtime: it can drop every connection it holds
+/// and make new connections slow (each waits `connect_delay` before it reaches the server), which
+/// is how a restarted load balancer or a congested network looks to a client.
+pub(crate) struct FlakyProxy {
+    port: u16,
+    connect_delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    drop_all: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FlakyProxy {
+    /// A proxy to `127.0.0.1:target` on a free port.
+    pub(crate) async fn start(target: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connect_delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (drop_all, generations) = tokio::sync::watch::channel(0u64);
+        let delay = connect_delay_ms.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let delay = Duration::from_millis(delay.load(Ordering::SeqCst));
+                let mut generations = generations.clone();
+                generations.borrow_and_update();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = generations.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            connect_delay_ms,
+            drop_all,
+            task,
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT` of the proxy.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Every new connection waits `delay` before it reaches the server.
+    pub(crate) fn slow_connects(&self, delay: Duration) {
+        let millis = u64::try_from(delay.as_millis()).unwrap();
+        self.connect_delay_ms
+            .store(millis, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes every connection the proxy holds.
+    pub(crate) fn drop_connections(&self) {
+        self.drop_all.send_modify(|generation| *generation += 1);
+    }
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
