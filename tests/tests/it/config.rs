@@ -460,7 +460,10 @@ fn config_check_and_start_up_agree_on_check_names() -> anyhow::Result<()> {
         .run()?;
     assert_eq!(status.code(), Some(2), "config check: {err}");
     assert!(err.contains("health.checks.nope"), "{err}");
-    assert!(err.contains("object-store"), "the known names are listed: {err}");
+    assert!(
+        err.contains("object-store"),
+        "the known names are listed: {err}"
+    );
 
     let documented = "[health.checks.dlq]\ncritical = true\n\
                       [health.checks.object-store]\ncritical = true\n\
