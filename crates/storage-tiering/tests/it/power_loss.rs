@@ -26,7 +26,7 @@ use mainstay_storage_tiering::{Policy, Store, StoreConfig};
 use crate::common::{config, list_all};
 
 const SEED_ENV: &str = "MAINSTAY_STORE_POWER_SEED";
-const RUNS: u64 = 25;
+const RUNS: u64 = 15;
 const STEPS: usize = 80;
 const NAMES: [&str; 3] = ["c0", "c1", "c2"];
 
