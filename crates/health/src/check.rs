@@ -70,13 +70,19 @@ impl Criticality {
 /// What one run of a [`Check`] found.
 ///
 /// `message` and `details` are shown only in the admin view of a report
-/// ([`View::Admin`](crate::View::Admin)): they may name hosts, paths or error texts.
+/// ([`View::Admin`](crate::View::Admin)): they may name hosts, paths or error texts. The public
+/// view of a check that is not healthy shows `public_reason` when the check gave one, else a
+/// reason class the registry reads from `message` (`timeout`, `connection refused`, ...), which
+/// names nothing internal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckOutcome {
     /// The status of the dependency.
     pub status: Status,
     /// A short human-readable explanation, usually set when the status is not healthy.
     pub message: Option<String>,
+    /// A reason safe to show without authentication (no host, port, path or error text), such
+    /// as `92% used > 90%`; see [`CheckOutcome::with_public_reason`].
+    pub public_reason: Option<String>,
     /// Structured facts behind the status (free bytes, queue length, ...).
     pub details: BTreeMap<String, serde_json::Value>,
 }
@@ -106,8 +112,17 @@ impl CheckOutcome {
         Self {
             status,
             message,
+            public_reason: None,
             details: BTreeMap::new(),
         }
+    }
+
+    /// Sets the reason the public view shows while the check is not healthy. It must name no
+    /// host, port, path, address or error text (those belong in the message, admin only).
+    #[must_use]
+    pub fn with_public_reason(mut self, reason: impl Into<String>) -> Self {
+        self.public_reason = Some(reason.into());
+        self
     }
 
     /// Adds one detail (shown in the admin view only).

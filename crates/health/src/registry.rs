@@ -592,6 +592,13 @@ async fn run_one(clock: &SharedClock, entry: &Entry) -> Ran {
         }
     };
     let latency = clock.now().saturating_sub(started);
+    // A check that is not healthy always says why, in words that name nothing internal.
+    let public_message = match outcome.status {
+        Status::Healthy => None,
+        _ => public_message
+            .or_else(|| outcome.public_reason.clone())
+            .or_else(|| Some(reason_class(outcome.status, outcome.message.as_deref()).to_owned())),
+    };
     tracing::debug!(
         dependency = %entry.name,
         status = %outcome.status,
@@ -610,6 +617,49 @@ async fn run_one(clock: &SharedClock, entry: &Entry) -> Ran {
     }
 }
 
+/// The public reason of a check that is not healthy and gave none: a class read from its own
+/// message (which may name hosts, paths and error texts, and stays in the admin view).
+pub(crate) fn reason_class(status: Status, message: Option<&str>) -> &'static str {
+    let text = message.unwrap_or_default().to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|word| text.contains(word));
+    if has(&["timed out", "timeout", "deadline"]) {
+        "timeout"
+    } else if has(&["connection refused", "refused"]) {
+        "connection refused"
+    } else if has(&[
+        "connection reset",
+        "broken pipe",
+        "connection closed",
+        "eof",
+    ]) {
+        "connection lost"
+    } else if has(&["dns", "resolve", "lookup", "name or service"]) {
+        "name resolution failed"
+    } else if has(&["tls", "certificate", "handshake"]) {
+        "tls error"
+    } else if has(&[
+        "permission denied",
+        "forbidden",
+        "unauthori",
+        "noauth",
+        "auth",
+    ]) {
+        "not authorised"
+    } else if has(&["no space", "disk full", "quota"]) {
+        "out of space"
+    } else if has(&["fenced"]) {
+        "fenced by another writer"
+    } else if has(&["circuit", "breaker"]) {
+        "circuit open"
+    } else if has(&["unavailable", "unreachable", "down"]) {
+        "unavailable"
+    } else if status == Status::Degraded {
+        "degraded"
+    } else {
+        "failing"
+    }
+}
+
 /// Logs each check whose status changed since the previous run: a warning when it got worse.
 fn log_changes(previous: Option<&Snapshot>, current: &Snapshot) {
     for (name, report) in &current.admin {
@@ -621,7 +671,7 @@ fn log_changes(previous: Option<&Snapshot>, current: &Snapshot) {
                 dependency = %name,
                 from = %before,
                 to = %report.status,
-                message = report.message.as_deref().unwrap_or(""),
+                reason = report.message.as_deref().unwrap_or(""),
                 "dependency health got worse"
             );
         } else if report.status < before {

@@ -61,7 +61,7 @@ async fn eventually(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_degrades_readiness_and_recovery_needs_no_restart() -> anyhow::Result<()> {
     let mut redis = RedisServer::start()?;
-    let api = with_redis(&redis).start()?;
+    let mut api = with_redis(&redis).start()?;
 
     let (status, ready) = probe(&api, "/health/ready").await?;
     assert_eq!(
@@ -85,6 +85,42 @@ async fn redis_down_degrades_readiness_and_recovery_needs_no_restart() -> anyhow
     )
     .await?;
     assert_eq!(degraded["checks"]["redis"]["status"], "unhealthy");
+    // Issue 15, point 2: the public view says why, in a class that names no host or port.
+    let reason = degraded["checks"]["redis"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        [
+            "connection refused",
+            "connection lost",
+            "timeout",
+            "unavailable",
+            "failing"
+        ]
+        .contains(&reason),
+        "public reason {reason:?} in {degraded}"
+    );
+    let port = redis
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        !degraded.to_string().contains(&format!(":{port}")),
+        "the public view names the Redis address: {degraded}"
+    );
+    assert!(
+        api.wait_for_log(Duration::from_secs(5), |line| {
+            line["msg"] == "dependency health got worse" && line["dependency"] == "redis"
+        })
+        .is_ok(),
+        "one warn line for the change: {:?}",
+        api.lines()
+            .iter()
+            .filter(|line| line.contains("health") || line.contains("redis"))
+            .collect::<Vec<_>>()
+    );
     // Liveness never looks at dependencies.
     let (status, live) = probe(&api, "/health/live").await?;
     assert_eq!((status, live["status"].as_str()), (200, Some("healthy")));

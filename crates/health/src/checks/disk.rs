@@ -114,13 +114,14 @@ impl Check for DiskSpaceCheck {
         };
         let free_percent = round2(free_percent);
         let config = &self.config;
-        let (status, message) = if free_percent < config.unhealthy_below_free_percent {
+        let (status, message, reason) = if free_percent < config.unhealthy_below_free_percent {
             let threshold = config.unhealthy_below_free_percent;
             (
                 Status::Unhealthy,
                 Some(format!(
                     "{free_percent}% free, below the unhealthy threshold of {threshold}%"
                 )),
+                Some(format!("{free_percent}% free < {threshold}%")),
             )
         } else if free_percent < config.degraded_below_free_percent {
             let threshold = config.degraded_below_free_percent;
@@ -129,11 +130,14 @@ impl Check for DiskSpaceCheck {
                 Some(format!(
                     "{free_percent}% free, below the degraded threshold of {threshold}%"
                 )),
+                Some(format!("{free_percent}% free < {threshold}%")),
             )
         } else {
-            (Status::Healthy, None)
+            (Status::Healthy, None, None)
         };
-        CheckOutcome::new(status, message)
+        let mut outcome = CheckOutcome::new(status, message);
+        outcome.public_reason = reason;
+        outcome
             .with_detail("path", shown_path)
             .with_detail("total_bytes", reading.total_bytes)
             .with_detail("available_bytes", reading.available_bytes)

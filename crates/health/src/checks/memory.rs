@@ -182,7 +182,10 @@ impl Check for MemoryCheck {
             .flatten()
             .collect();
         let message = (!messages.is_empty()).then(|| messages.join("; "));
-        CheckOutcome::new(system_status.max(process_status), message)
+        // Percentages and thresholds only: safe for the public view as they are.
+        let mut outcome = CheckOutcome::new(system_status.max(process_status), message.clone());
+        outcome.public_reason = message;
+        outcome
             .with_detail("system_total_bytes", total)
             .with_detail("system_available_bytes", reading.system_available_bytes)
             .with_detail("system_used_percent", system_percent)

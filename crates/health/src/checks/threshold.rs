@@ -147,10 +147,12 @@ impl Check for ThresholdCheck {
         let outcome = match (unhealthy_at, degraded_at) {
             (Some(limit), _) if value >= limit => CheckOutcome::unhealthy(format!(
                 "value {value} is at or above the unhealthy threshold {limit}"
-            )),
+            ))
+            .with_public_reason(format!("{value} >= {limit}")),
             (_, Some(limit)) if value >= limit => CheckOutcome::degraded(format!(
                 "value {value} is at or above the degraded threshold {limit}"
-            )),
+            ))
+            .with_public_reason(format!("{value} >= {limit}")),
             _ => CheckOutcome::new(Status::Healthy, None),
         };
         outcome

@@ -62,7 +62,7 @@ async fn report_json_has_exactly_the_documented_shape() {
                     "status": "degraded",
                     "critical": false,
                     "latency_ms": 0.0,
-                    "message": null,
+                    "message": "degraded",
                     "observed_at": observed_at,
                 },
             },
@@ -134,4 +134,71 @@ async fn lifecycle_and_liveness_reports_keep_the_shape() {
         serde_json::to_value(&registry.liveness().await.report).expect("serializes"),
         json!({"status": "healthy", "version": "9.9.9", "uptime_seconds": 0, "checks": {}})
     );
+}
+
+/// Issue 15, point 2: a check that is not healthy always says why in the public view, with a
+/// reason that names no host, port or path: the check's own public reason, or a class the
+/// registry reads from its message; the admin view keeps the full text.
+#[tokio::test]
+async fn a_failing_check_always_says_why_without_naming_anything_internal() {
+    let clock = ManualClock::starting_at(SystemTime::UNIX_EPOCH);
+    let cases = [
+        (
+            "refused",
+            "Connection refused (os error 111) connecting to 10.0.0.5:6379",
+            "connection refused",
+        ),
+        (
+            "slow",
+            "i/o timeout after 1s talking to redis.internal:6379",
+            "timeout",
+        ),
+        (
+            "reset",
+            "connection reset by peer: 10.0.0.5:6379",
+            "connection lost",
+        ),
+        (
+            "dns",
+            "failed to lookup address information: redis.internal",
+            "name resolution failed",
+        ),
+        ("other", "/var/lib/mainstay/wal: something odd", "failing"),
+    ];
+    let checks: Vec<TestCheck> = cases
+        .iter()
+        .map(|(name, message, _)| {
+            TestCheck::new(
+                name,
+                Criticality::NonCritical,
+                &clock,
+                Mode::Return(CheckOutcome::unhealthy(*message)),
+            )
+        })
+        .chain(std::iter::once(TestCheck::new(
+            "disk-ish",
+            Criticality::NonCritical,
+            &clock,
+            Mode::Return(
+                CheckOutcome::degraded("/data: 8% free, below 10%")
+                    .with_public_reason("8% free < 10%"),
+            ),
+        )))
+        .collect();
+    let refs: Vec<&TestCheck> = checks.iter().collect();
+    let registry = started(config(), &clock, &refs);
+    let public = serde_json::to_value(registry.readiness(View::Public).await.report).expect("json");
+    let admin = serde_json::to_value(registry.deps(View::Admin).await.report).expect("json");
+    for (name, message, class) in cases {
+        assert_eq!(public["checks"][name]["message"], class, "{name}");
+        assert_eq!(admin["checks"][name]["message"], message, "{name}");
+    }
+    assert_eq!(public["checks"]["disk-ish"]["message"], "8% free < 10%");
+    let shown = public.to_string();
+    for internal in ["10.0.0.5", "6379", "redis.internal", "/var/lib", "/data"] {
+        assert!(
+            !shown.contains(internal),
+            "{internal} in the public view: {shown}"
+        );
+    }
 }
