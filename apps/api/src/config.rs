@@ -431,10 +431,36 @@ impl Config {
             .map_err(|error| {
                 ConfigError::Invalid(format!("key `health.{}`: {error}", error.key()))
             })?;
+        // Every library section is validated here, so that `config check` refuses exactly what
+        // start-up refuses, with one message format: the dotted key, the value, what is allowed.
+        self.ratelimit
+            .validate_with_redis(self.redis.url.as_deref())
+            .map_err(|error| invalid_value(&error.key, &error.value, &error.allowed))?;
+        self.storage.validate().map_err(|error| {
+            invalid_value(
+                &format!("storage.{}", error.key),
+                &error.value,
+                &error.allowed,
+            )
+        })?;
+        self.dlq.validate().map_err(|error| {
+            invalid_value(&format!("dlq.{}", error.key), &error.value, error.allowed)
+        })?;
         self.telemetry.validate().map_err(|error| {
-            ConfigError::Invalid(format!("key `telemetry.{}`: {error}", error.key()))
+            let mainstay_telemetry::ConfigError::Invalid {
+                key,
+                value,
+                allowed,
+            } = error;
+            invalid_value(&format!("telemetry.{key}"), &value, allowed)
         })
     }
+}
+
+/// The one message of an invalid value: `key `storage.memtable_bytes`: `0` is not allowed; at
+/// least 1024`.
+fn invalid_value(key: &str, value: &str, allowed: &str) -> ConfigError {
+    ConfigError::Invalid(format!("key `{key}`: `{value}` is not allowed; {allowed}"))
 }
 
 /// Key names whose values are never shown.

@@ -409,10 +409,12 @@ async fn passwords_in_urls_never_print() -> anyhow::Result<()> {
             )
             .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
     };
-    let builder = secret_env(Api::builder()).env(
-        "MAINSTAY_REDIS__URL",
-        "redis://:redis-sentinel-pw@127.0.0.1:6379",
-    );
+    let builder = secret_env(Api::builder())
+        .env(
+            "MAINSTAY_REDIS__URL",
+            "redis://:redis-sentinel-pw@127.0.0.1:6379",
+        )
+        .env("MAINSTAY_RATELIMIT__SECRET", "ratelimit-sentinel-secret");
     let (status, out, err) = builder.args(&["config", "print"]).run()?;
     assert!(status.success(), "{err}");
     for secret in [
@@ -476,4 +478,69 @@ fn config_check_and_start_up_agree_on_check_names() -> anyhow::Result<()> {
     assert!(status.success(), "config check: {err}");
     let api = Api::builder().config_toml(documented).start()?;
     stop(api)
+}
+
+/// Issue 15, point 3: one invalid value per section is refused by `config check` and by start-up
+/// alike, with exit code 2 and one message format naming the dotted key, the value and what is
+/// allowed.
+#[test]
+fn config_check_refuses_what_start_up_refuses_in_one_format() -> anyhow::Result<()> {
+    let cases = [
+        (
+            "[storage]\nwal_segment_bytes = 100\n",
+            "storage.wal_segment_bytes",
+            "100",
+        ),
+        (
+            "[storage]\nmemtable_bytes = 0\n",
+            "storage.memtable_bytes",
+            "0",
+        ),
+        (
+            "[storage.upload]\nmax_attempts = 0\n",
+            "storage.upload.max_attempts",
+            "0",
+        ),
+        (
+            "[storage.compaction]\nmin_segments = 0\n",
+            "storage.compaction.min_segments",
+            "0",
+        ),
+        ("[dlq]\ntotal_capacity = 0\n", "dlq.total_capacity", "0"),
+        (
+            "[ratelimit]\nipv6_prefix_len = 200\n",
+            "ratelimit.ipv6_prefix_len",
+            "200",
+        ),
+        (
+            "[telemetry]\nsampling_ratio = 2.0\n",
+            "telemetry.sampling_ratio",
+            "2",
+        ),
+        (
+            "[server]\nrequest_timeout = \"0s\"\n",
+            "server.request_timeout",
+            "0s",
+        ),
+    ];
+    for (toml, key, value) in cases {
+        let expected = format!("key `{key}`: `{value}");
+        let (status, _, err) = Api::builder()
+            .config_toml(toml)
+            .args(&["config", "check"])
+            .run()?;
+        assert_eq!(status.code(), Some(2), "config check of {key}: {err}");
+        assert!(err.contains(&expected), "config check of {key}: {err}");
+        assert!(
+            err.contains("is not allowed; "),
+            "config check of {key}: {err}"
+        );
+        let (status, out, err) = Api::builder().config_toml(toml).run()?;
+        assert_eq!(status.code(), Some(2), "start-up with {key}: {out}{err}");
+        assert!(
+            err.contains(&expected) || out.contains(&expected),
+            "start-up with {key}: {out}{err}"
+        );
+    }
+    Ok(())
 }
