@@ -226,6 +226,10 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         .layer(
             ServiceBuilder::new()
                 .layer(HttpMetricsLayer::new(http_metrics, route_template))
+                // Inside the metrics layer, so that a 413 for a declared length over the limit is
+                // counted with its route like every other answer (any route, whatever its method).
+                .layer(RequestBodyLimitLayer::new(body_limit))
+                .map_request(|request: axum::http::Request<_>| request.map(axum::body::Body::new))
                 // 504, not 503: a write cut short may still be applied (its WAL record may be in
                 // the group commit under way), so the client must not take it for refused.
                 .layer(TimeoutLayer::with_status_code(
@@ -239,8 +243,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
             ServiceBuilder::new()
                 .layer(RequestIdLayer::new())
                 .layer(TraceLayer::new())
-                .layer(axum::middleware::from_fn(crate::problem::problem_layer))
-                .layer(RequestBodyLimitLayer::new(body_limit)),
+                .layer(axum::middleware::from_fn(crate::problem::problem_layer)),
         );
     Ok(App {
         router,

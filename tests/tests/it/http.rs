@@ -55,6 +55,16 @@ async fn errors_are_problem_json_with_the_request_id() -> anyhow::Result<()> {
             "{body}"
         );
     }
+    // Issue 15, point 8: the request past `server.request_timeout` is counted as a timeout.
+    let metrics = reqwest::get(api.url("/metrics")).await?.text().await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("http_errors_total{")
+                && line.contains("endpoint=\"/admin/drill/delay\"")
+                && line.contains("error_type=\"timeout\"")),
+        "{metrics}"
+    );
     Ok(())
 }
 
@@ -72,6 +82,17 @@ async fn a_body_over_the_limit_is_413_problem_json() -> anyhow::Result<()> {
     assert_eq!(
         response.headers()["content-type"],
         "application/problem+json"
+    );
+    // Issue 15, point 8: the 413 is counted like every other answer, with its route.
+    let metrics = reqwest::get(api.url("/metrics")).await?.text().await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("http_requests_total{")
+                && line.contains("endpoint=\"/v1/whoami\"")
+                && line.contains("status_code=\"413\"")
+                && line.ends_with(" 1")),
+        "{metrics}"
     );
     Ok(())
 }
