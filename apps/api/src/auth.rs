@@ -71,6 +71,16 @@ impl Authenticator {
         }
     }
 
+    /// The pseudonym of a client address (what `client.address` of a server span holds: the raw
+    /// address never leaves the process).
+    #[must_use]
+    pub fn address_pseudonym(&self, client: Option<SocketAddr>) -> String {
+        let address = client
+            .map(|client| client.ip().to_string())
+            .unwrap_or_default();
+        self.hasher.pseudonym(b"addr", address.as_bytes()).to_hex()
+    }
+
     /// Identifies the caller of a request, or says why it may not call.
     pub fn authenticate(
         &self,
@@ -153,6 +163,7 @@ pub async fn require_caller(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| *address);
+    mainstay_telemetry::http::set_client_pseudonym(&authenticator.address_pseudonym(client));
     match authenticator.authenticate(request.headers(), client) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);

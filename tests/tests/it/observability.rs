@@ -249,6 +249,25 @@ async fn no_api_key_or_admin_token_is_ever_logged() -> anyhow::Result<()> {
     }
     let spans = receiver.spans();
     assert!(spans.len() >= 6, "{} spans exported", spans.len());
+    // Issue 15, point 10: `/v1` server spans carry `client.address` as a pseudonym, never the
+    // address itself.
+    let client_addresses: Vec<String> = spans
+        .iter()
+        .flat_map(|span| span.span.attributes.iter())
+        .filter(|attribute| attribute.key == "client.address")
+        .map(|attribute| format!("{:?}", attribute.value))
+        .collect();
+    assert!(
+        client_addresses.len() >= 4,
+        "{} spans with client.address",
+        client_addresses.len()
+    );
+    assert!(
+        client_addresses
+            .iter()
+            .all(|value| !value.contains("127.0.0.1") && value.len() > 40),
+        "{client_addresses:?}"
+    );
     let lines = api.lines();
     assert!(lines.len() > 10, "the service logged at debug level");
     for secret in [KEY, WRONG_KEY, ADMIN] {

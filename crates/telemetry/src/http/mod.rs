@@ -79,3 +79,14 @@ fn method_label(method: &http::Method) -> &'static str {
         _ => "_OTHER",
     }
 }
+
+/// Sets `client.address` on the current request's exported span to `pseudonym`: a stable
+/// pseudonym of the caller's address (an HMAC, as the rate limiter's identities), never the
+/// address itself. Call it from the middleware that knows the caller.
+pub fn set_client_pseudonym(pseudonym: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::Span::current();
+    if span.context().span().span_context().is_sampled() {
+        span.set_attribute("client.address", pseudonym.to_owned());
+    }
+}

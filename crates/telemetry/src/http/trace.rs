@@ -22,6 +22,13 @@ use super::{MatchedRoute, RequestId, method_label};
 ///   `otel.kind = "server"`, `method`, `path`, `request_id` (from [`RequestId`] or a valid
 ///   `x-request-id` header), and, once known, `route` (from [`MatchedRoute`]), `status` and
 ///   the span name (`"GET /users/{id}"`). 5xx responses set `otel.status_code = "ERROR"`.
+/// - A sampled span also carries OpenTelemetry's HTTP server attributes, set on the exported
+///   span only (log lines keep the short names above): `http.request.method`, `url.path`,
+///   `url.scheme`, `network.protocol.version`, `server.address` (and `server.port`) from the
+///   `Host`, `user_agent.original`, then `http.route`, `http.response.status_code`, and
+///   `error.type` (the status code of a 5xx, or the error's type when the inner service failed
+///   without a response, in which case no status is recorded). `client.address` is the
+///   application's to set, as a pseudonym ([`set_client_pseudonym`](super::set_client_pseudonym)).
 /// - The access line is an INFO event (target `mainstay_telemetry::access`, message
 ///   `request completed`) inside the span, carrying `status` and `latency_ms` plus the span's
 ///   `method`, `path`, `request_id`, `trace_id` and `span_id`.
@@ -98,6 +105,13 @@ where
                 status = Empty,
             )
         };
+        // OpenTelemetry's HTTP semantic conventions go on the exported span only (set on the
+        // OpenTelemetry span, not as `tracing` fields), so log lines keep their short names and
+        // an unsampled request pays nothing for them.
+        let sampled = span.context().span().span_context().is_sampled();
+        if sampled {
+            semantic_attributes(&span, &request, method);
+        }
         let inner = {
             let _entered = span.enter();
             self.inner.call(request)
@@ -107,6 +121,7 @@ where
             span,
             start,
             method,
+            sampled,
         }
     }
 }
@@ -120,6 +135,65 @@ pin_project_lite::pin_project! {
         span: tracing::Span,
         start: Instant,
         method: &'static str,
+        sampled: bool,
+    }
+}
+
+/// The request's attributes under OpenTelemetry's HTTP server conventions. `client.address` is
+/// not among them: the raw address never leaves the process; the application sets a pseudonym
+/// (see [`set_client_pseudonym`](crate::http::set_client_pseudonym)).
+fn semantic_attributes<B>(span: &tracing::Span, request: &Request<B>, method: &'static str) {
+    span.set_attribute("http.request.method", method);
+    span.set_attribute("url.path", request.uri().path().to_owned());
+    span.set_attribute(
+        "url.scheme",
+        request.uri().scheme_str().unwrap_or("http").to_owned(),
+    );
+    let version = match request.version() {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    span.set_attribute("network.protocol.version", version);
+    let host = request.uri().host().map(ToOwned::to_owned).or_else(|| {
+        request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|value| value.to_str().ok())
+            .map(ToOwned::to_owned)
+    });
+    if let Some(host) = host {
+        let (address, port) = split_host_port(&host);
+        span.set_attribute("server.address", address.to_owned());
+        if let Some(port) = port {
+            span.set_attribute("server.port", i64::from(port));
+        }
+    }
+    if let Some(agent) = request
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+    {
+        span.set_attribute("user_agent.original", agent.to_owned());
+    }
+}
+
+/// `host[:port]` (an IPv6 host in brackets) into host and port.
+fn split_host_port(host: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((address, after)) = rest.split_once(']') {
+            return (
+                address,
+                after.strip_prefix(':').and_then(|p| p.parse().ok()),
+            );
+        }
+        return (host, None);
+    }
+    match host.rsplit_once(':') {
+        Some((address, port)) if !address.contains(':') => (address, port.parse().ok()),
+        _ => (host, None),
     }
 }
 
@@ -148,6 +222,16 @@ where
                         fields.str("route", route);
                     }
                 });
+                if *this.sampled {
+                    this.span
+                        .set_attribute("http.response.status_code", i64::from(status));
+                    if let Some(route) = route {
+                        this.span.set_attribute("http.route", route.to_owned());
+                    }
+                    if response.status().is_server_error() {
+                        this.span.set_attribute("error.type", status.to_string());
+                    }
+                }
                 if !unsampled && let Some(route) = route {
                     this.span.record("route", route);
                     // The OpenTelemetry span is already started, so `otel.name` can no
@@ -182,14 +266,18 @@ where
                 }
             }
             Err(_) => {
+                // No response was made: no status is invented; the error's type says what failed.
+                let error_type = std::any::type_name::<E>();
                 tracing::info!(
                     target: "mainstay_telemetry::access",
-                    status = 500_u16,
+                    error_type,
                     latency_ms,
                     "request failed in the service"
                 );
-                this.span.record("status", 500_u16);
                 this.span.record("otel.status_code", "ERROR");
+                if *this.sampled {
+                    this.span.set_attribute("error.type", error_type);
+                }
             }
         }
         Poll::Ready(result)

@@ -199,6 +199,67 @@ async fn server_span_holds_route_status_and_request_id_and_marks_5xx_as_error() 
     );
 }
 
+/// Issue 15, point 10: the exported server span carries OpenTelemetry's HTTP server
+/// attributes; the log lines keep their short names.
+#[tokio::test]
+async fn server_spans_carry_the_http_semantic_conventions_and_logs_keep_short_names() {
+    let harness = Harness::new();
+    let _default = tracing::dispatcher::set_default(&harness.dispatch);
+    let request = request("/users/42?x=1")
+        .header("host", "api.example.test:8443")
+        .header("user-agent", "probe/1.0")
+        .version(http::Version::HTTP_11)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    send(stacked(), request).await;
+    let boom = request_for("/boom");
+    send(stacked(), boom).await;
+    harness.flush();
+    let attributes = |name: &str| -> std::collections::BTreeMap<String, String> {
+        harness
+            .spans
+            .span(name)
+            .attributes
+            .iter()
+            .map(|attribute| (attribute.key.to_string(), attribute.value.to_string()))
+            .collect()
+    };
+    let ok = attributes("GET /users/{id}");
+    for (key, value) in [
+        ("http.request.method", "GET"),
+        ("url.path", "/users/42"),
+        ("url.scheme", "http"),
+        ("http.route", "/users/{id}"),
+        ("http.response.status_code", "200"),
+        ("server.address", "api.example.test"),
+        ("server.port", "8443"),
+        ("user_agent.original", "probe/1.0"),
+        ("network.protocol.version", "1.1"),
+    ] {
+        assert_eq!(
+            ok.get(key).map(String::as_str),
+            Some(value),
+            "{key} in {ok:?}"
+        );
+    }
+    assert!(!ok.contains_key("error.type"), "{ok:?}");
+    let failed = attributes("GET /boom");
+    assert_eq!(failed.get("error.type").map(String::as_str), Some("500"));
+    assert_eq!(
+        failed.get("http.response.status_code").map(String::as_str),
+        Some("500")
+    );
+    let line = &harness.logs.lines_with("request completed")[0];
+    assert_eq!(line["method"], "GET");
+    assert!(line.get("http.request.method").is_none(), "{line}");
+}
+
+fn request_for(path: &str) -> http::Request<axum::body::Body> {
+    request(path)
+        .body(axum::body::Body::empty())
+        .expect("request")
+}
+
 #[tokio::test]
 async fn inject_context_forwards_the_current_span_and_baggage() {
     let harness = Harness::new();
