@@ -50,12 +50,15 @@ pub async fn serve(app: App, config: &Config) -> anyhow::Result<Stopped> {
     } else {
         "off"
     };
+    // The signal handlers are in place before the listening line: a SIGTERM sent as soon as
+    // the line is seen is a graceful shutdown, not the default action (death by signal).
+    let signals = Signals::register();
     tracing::info!(addr = %local, admin, "mainstay-api listening on http://{local}");
 
     let health = app.health.clone();
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         let _ = signalled_tx.send(true);
     });
 
@@ -124,25 +127,58 @@ pub fn flush_reserve(timeout: Duration) -> Duration {
     (timeout / 5).min(Duration::from_secs(5))
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGINT and SIGTERM, registered when made (so a signal that arrives before anyone waits is
+/// not lost to the default action).
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown: signal received"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "shutdown: signal received"),
+        #[cfg(not(unix))]
+        {
+            Self {}
+        }
+    }
+
+    async fn wait(self) {
+        #[cfg(unix)]
+        {
+            let Self {
+                interrupt,
+                terminate,
+            } = self;
+            let received = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = received(interrupt) => tracing::info!(signal = "SIGINT", "shutdown: signal received"),
+                () = received(terminate) => tracing::info!(signal = "SIGTERM", "shutdown: signal received"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!(signal = "SIGINT", "shutdown: signal received");
+            } else {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }

@@ -107,3 +107,17 @@ async fn a_request_longer_than_the_shutdown_timeout_is_abandoned_with_exit_1() -
     })?;
     Ok(())
 }
+
+/// A SIGTERM sent the moment the listening line appears is a graceful shutdown (exit 0): the
+/// signal handlers are in place before the line is written. Ten starts, to catch the race that
+/// once let the default action kill the process.
+#[test]
+fn a_sigterm_right_after_the_listening_line_shuts_down_cleanly() -> anyhow::Result<()> {
+    for _ in 0..10 {
+        let mut api = Api::builder().start()?;
+        api.terminate()?;
+        let status = api.wait_exit(Duration::from_secs(20))?;
+        assert!(status.success(), "{status}");
+    }
+    Ok(())
+}
