@@ -156,6 +156,72 @@ fn out_of_range_prefix_lengths_and_timeouts_are_config_errors_naming_the_key() -
     Ok(())
 }
 
+/// Issue 14, point 1: bad `redis.cluster`, `redis.cluster_seeds` and `redis.tls_ca_file` values
+/// are refused by `config check` (which runs the start-up validation) with exit 2 and the dotted key.
+#[test]
+fn bad_cluster_seeds_and_tls_ca_files_are_config_errors_naming_the_key() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "no certificate")?;
+    let missing = dir.path().join("missing.pem");
+    let (not_pem, missing) = (not_pem.to_str().unwrap(), missing.to_str().unwrap());
+    let secret = ("MAINSTAY_RATELIMIT__SECRET", "a-secret-for-identities-0123456789");
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[("MAINSTAY_REDIS__CLUSTER", "true")], "redis.cluster"),
+        (
+            &[
+                ("MAINSTAY_REDIS__URL", "redis://127.0.0.1:1"),
+                ("MAINSTAY_REDIS__CLUSTER_SEEDS", "[\"redis://127.0.0.1:2\"]"),
+            ],
+            "redis.cluster_seeds",
+        ),
+        (
+            &[
+                ("MAINSTAY_REDIS__URL", "redis://127.0.0.1:1"),
+                ("MAINSTAY_REDIS__CLUSTER", "true"),
+                (
+                    "MAINSTAY_REDIS__CLUSTER_SEEDS",
+                    "[\"redis://127.0.0.1:2\", \"http://127.0.0.1:3\"]",
+                ),
+            ],
+            "redis.cluster_seeds[1]",
+        ),
+        (
+            &[
+                ("MAINSTAY_REDIS__URL", "rediss://127.0.0.1:1"),
+                ("MAINSTAY_REDIS__TLS_CA_FILE", missing),
+            ],
+            "redis.tls_ca_file",
+        ),
+        (
+            &[
+                ("MAINSTAY_REDIS__URL", "rediss://127.0.0.1:1"),
+                ("MAINSTAY_REDIS__TLS_CA_FILE", not_pem),
+            ],
+            "redis.tls_ca_file",
+        ),
+        (
+            &[
+                ("MAINSTAY_REDIS__URL", "redis://127.0.0.1:1"),
+                ("MAINSTAY_REDIS__TLS_CA_FILE", not_pem),
+            ],
+            "redis.tls_ca_file",
+        ),
+    ];
+    for (variables, key) in cases {
+        let mut api = Api::builder()
+            .args(&["config", "check"])
+            .env(secret.0, secret.1);
+        for (variable, value) in variables {
+            api = api.env(variable, value);
+        }
+        let (status, _, err) = api.run()?;
+        assert_eq!(status.code(), Some(2), "{variables:?}: {err}");
+        assert!(err.contains(&format!("`{key}`")), "{variables:?}: {err}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_callers_of_one_ipv6_subnet_share_one_limit() -> anyhow::Result<()> {
     // The service trusts the test as a proxy, so that each request can name its client.
