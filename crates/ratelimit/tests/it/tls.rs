@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use mainstay_ratelimit::{Backend, BuildError, LimitRequest, LimitSpec, RateLimiter};
 
-use crate::support::{huge, limits, redis_config};
+use mainstay_health::{Check, Status};
+use mainstay_ratelimit::health::RedisCheck;
+
+use crate::support::{free_port, huge, limits, redis_config};
 
 /// A CA (`ca.pem`) and a certificate it signed for `127.0.0.1` (`server.pem`, `server.key`).
 fn make_certificates(dir: &Path, name: &str) -> PathBuf {
@@ -67,6 +70,11 @@ struct TlsRedis {
 
 impl TlsRedis {
     fn start(certificates: &Path, dir: &Path) -> Self {
+        Self::start_with(certificates, dir, &[])
+    }
+
+    /// Starts one with `extra_args` besides TLS and the test defaults.
+    fn start_with(certificates: &Path, dir: &Path, extra_args: &[&str]) -> Self {
         for _ in 0..20 {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|listener| listener.local_addr())
@@ -80,6 +88,7 @@ impl TlsRedis {
                 .args(["--tls-key-file", &file("server.key")])
                 .args(["--tls-ca-cert-file", &file("ca.pem")])
                 .args(["--tls-auth-clients", "no"])
+                .args(extra_args)
                 .arg("--dir")
                 .arg(dir)
                 .stdout(Stdio::null())
@@ -110,6 +119,17 @@ impl TlsRedis {
 
     fn url(&self) -> String {
         format!("rediss://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis-cli` over TLS to this server: its output.
+    fn cli(&self, certificates: &Path, args: &[&str]) -> String {
+        let output = Command::new("/usr/bin/redis-cli")
+            .args(["--tls", "--cacert", certificates.join("ca.pem").to_str().unwrap()])
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
 
@@ -162,6 +182,92 @@ async fn decisions_are_made_on_redis_over_tls_with_a_private_ca() {
         (decision.backend, decision.allowed),
         (Backend::Redis, false)
     );
+}
+
+/// `rediss://` in cluster mode: three TLS masters (`tls-cluster`, a bus over TLS too), the seed
+/// given as `rediss://` with the private CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_over_tls_decides_on_redis_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificates = make_certificates(dir.path(), "server");
+    let nodes: Vec<TlsRedis> = (0..3)
+        .map(|index| {
+            let node_dir = dir.path().join(format!("node-{index}"));
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let bus = free_port().to_string();
+            TlsRedis::start_with(
+                &certificates,
+                &node_dir,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-port",
+                    &bus,
+                    "--tls-cluster",
+                    "yes",
+                    "--tls-replication",
+                    "yes",
+                ],
+            )
+        })
+        .collect();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|node| format!("127.0.0.1:{}", node.port))
+        .collect();
+    let output = Command::new("/usr/bin/redis-cli")
+        .args(["--tls", "--cacert", certificates.join("ca.pem").to_str().unwrap()])
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli runs");
+    assert!(
+        output.status.success(),
+        "redis-cli --cluster create: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !nodes.iter().all(|node| {
+        node.cli(&certificates, &["CLUSTER", "INFO"])
+            .contains("cluster_state:ok")
+    }) {
+        assert!(Instant::now() < deadline, "the TLS cluster did not become ok");
+        // Polling for the cluster to form, not waiting for a rule.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let config = limits(redis_config(), LimitSpec::per_minute(3), huge(), huge());
+    let limiter = RateLimiter::builder(config)
+        .redis_url(nodes[0].url())
+        .redis_cluster([nodes[1].url()])
+        .redis_tls_ca_file(certificates.join("ca.pem"))
+        .build()
+        .unwrap();
+    for index in 0..12u8 {
+        let client = IpAddr::from([203, 0, 113, index]);
+        let mut allowed = 0;
+        for _ in 0..4 {
+            let decision = limiter.check(&request(client)).await;
+            assert_eq!(decision.backend, Backend::Redis, "{decision:?}");
+            allowed += u32::from(decision.allowed);
+        }
+        assert_eq!(allowed, 3, "client {index}");
+    }
+    // The keys went to more than one master, so the slot map was followed over TLS.
+    let holding = nodes
+        .iter()
+        .filter(|node| node.cli(&certificates, &["DBSIZE"]).trim() != "0")
+        .count();
+    assert!(holding >= 2, "keys on {holding} of 3 masters");
+    let outcome = RedisCheck::new(limiter).check().await;
+    assert_eq!(outcome.status, Status::Healthy, "{outcome:?}");
+    assert_eq!(outcome.details["cluster_state"], "ok", "{outcome:?}");
 }
 
 #[tokio::test]
