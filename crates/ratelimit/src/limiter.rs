@@ -526,11 +526,7 @@ impl RateLimiterBuilder {
 
 /// The PEM contents of `redis.tls_ca_file`, checked to hold a certificate and to go with
 /// `rediss://` URLs only (a CA for a plain connection would be silently unused).
-fn read_tls_ca(
-    path: &std::path::Path,
-    url: &str,
-    seeds: &[String],
-) -> Result<Vec<u8>, BuildError> {
+fn read_tls_ca(path: &std::path::Path, url: &str, seeds: &[String]) -> Result<Vec<u8>, BuildError> {
     let fail = |reason: String| BuildError::TlsCaFile {
         path: path.to_owned(),
         reason,
@@ -548,7 +544,9 @@ fn read_tls_ca(
         .windows(b"-----BEGIN CERTIFICATE-----".len())
         .any(|window| window == b"-----BEGIN CERTIFICATE-----")
     {
-        return Err(fail("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
+        return Err(fail(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
     }
     Ok(pem)
 }
@@ -780,22 +778,31 @@ impl RateLimiter {
     /// Whether Redis is a Redis Cluster (`redis.cluster`).
     #[must_use]
     pub fn uses_redis_cluster(&self) -> bool {
-        self.inner.redis.as_ref().is_some_and(|redis| redis.is_cluster())
+        self.inner
+            .redis
+            .as_ref()
+            .is_some_and(|redis| redis.is_cluster())
     }
 
     /// The `cluster_state` of `CLUSTER INFO` (`ok`, or `fail` while some slot has no reachable
     /// master), asked of one node on the health check's connection within
     /// `redis_connect_timeout`: `None` without a Redis Cluster.
     pub async fn redis_cluster_state(&self) -> Option<Result<String, PingError>> {
-        let redis = self.inner.redis.as_ref().filter(|redis| redis.is_cluster())?;
+        let redis = self
+            .inner
+            .redis
+            .as_ref()
+            .filter(|redis| redis.is_cluster())?;
         let timeout = self.inner.config.redis_connect_timeout;
-        Some(match tokio::time::timeout(timeout, redis.cluster_state()).await {
-            Ok(Ok(state)) => Ok(state),
-            Ok(Err(error)) => Err(PingError(error.to_string())),
-            Err(_) => Err(PingError(format!(
-                "redis did not answer CLUSTER INFO within {timeout:?}"
-            ))),
-        })
+        Some(
+            match tokio::time::timeout(timeout, redis.cluster_state()).await {
+                Ok(Ok(state)) => Ok(state),
+                Ok(Err(error)) => Err(PingError(error.to_string())),
+                Err(_) => Err(PingError(format!(
+                    "redis did not answer CLUSTER INFO within {timeout:?}"
+                ))),
+            },
+        )
     }
 
     /// A connection of the limiter's set, for the benchmark's raw baseline.

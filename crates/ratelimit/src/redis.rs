@@ -262,10 +262,9 @@ impl RedisBackend {
                 .get_multiplexed_async_connection_with_config(&self.connection_config)
                 .await
                 .map(Connection::Single),
-            RedisClient::Cluster(client) => client
-                .get_async_connection()
-                .await
-                .map(Connection::Cluster),
+            RedisClient::Cluster(client) => {
+                client.get_async_connection().await.map(Connection::Cluster)
+            }
         }
     }
 
@@ -285,9 +284,7 @@ impl RedisBackend {
 
     /// A connection that is up; when none is, waits for the next connection attempt to end (the
     /// caller's timeout bounds the wait).
-    async fn connection(
-        self: &Arc<Self>,
-    ) -> Result<(usize, u64, Connection), RedisCallError> {
+    async fn connection(self: &Arc<Self>) -> Result<(usize, u64, Connection), RedisCallError> {
         if let Some(found) = self.pick() {
             return Ok(found);
         }

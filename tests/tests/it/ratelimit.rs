@@ -165,7 +165,10 @@ fn bad_cluster_seeds_and_tls_ca_files_are_config_errors_naming_the_key() -> anyh
     std::fs::write(&not_pem, "no certificate")?;
     let missing = dir.path().join("missing.pem");
     let (not_pem, missing) = (not_pem.to_str().unwrap(), missing.to_str().unwrap());
-    let secret = ("MAINSTAY_RATELIMIT__SECRET", "a-secret-for-identities-0123456789");
+    let secret = (
+        "MAINSTAY_RATELIMIT__SECRET",
+        "a-secret-for-identities-0123456789",
+    );
     let cases: [(&[(&str, &str)], &str); 6] = [
         (&[("MAINSTAY_REDIS__CLUSTER", "true")], "redis.cluster"),
         (
