@@ -16,7 +16,7 @@ use mainstay_ratelimit::{
 use mainstay_resilience::BreakerConfig;
 use tower::ServiceExt;
 
-use crate::support::{RedisServer, free_port, huge, limits, redis_config};
+use crate::support::{RedisServer, free_port, huge, limits, redis_config, until_on_redis};
 
 /// Six nodes in a cluster: three masters with a replica each.
 struct RedisCluster {
@@ -164,6 +164,8 @@ async fn two_limiters_share_every_limit_on_a_cluster_and_the_check_reports_its_s
     };
     let first = on_cluster(config(), &cluster, 0);
     let second = on_cluster(config(), &cluster, 1);
+    until_on_redis(&first).await;
+    until_on_redis(&second).await;
 
     // Anonymous callers (one key each, spread over the slots) and organisations (three keys each:
     // tier, route class and quota, which must share one slot or the script is refused).
@@ -240,21 +242,16 @@ async fn two_limiters_share_every_limit_on_a_cluster_and_the_check_reports_its_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_master_under_load_answers_no_5xx_and_decisions_return_to_redis_after_failover()
-{
+async fn a_killed_master_under_load_answers_no_5xx_and_decisions_return_to_redis_after_failover() {
     let mut cluster = RedisCluster::start();
-    let mut config = limits(
-        redis_config(),
-        LimitSpec::per_minute(1_000),
-        huge(),
-        huge(),
-    );
+    let mut config = limits(redis_config(), LimitSpec::per_minute(1_000), huge(), huge());
     config.breaker = BreakerConfig {
         half_open_max_calls: 1,
         half_open_successes: 1,
         ..BreakerConfig::consecutive(3, Duration::from_millis(300))
     };
     let limiter = on_cluster(config, &cluster, 0);
+    until_on_redis(&limiter).await;
     let app = crate::http::app(limiter.clone());
 
     // Load: anonymous callers from 48 addresses, through the tower layer, until told to stop.
@@ -285,7 +282,10 @@ async fn a_killed_master_under_load_answers_no_5xx_and_decisions_return_to_redis
         .iter()
         .find(|node| node.master_id.as_deref() == Some(victim.id.as_str()))
         .expect("the master's replica");
-    let (victim_index, replica_index) = (cluster.index_of(victim.port), cluster.index_of(replica.port));
+    let (victim_index, replica_index) = (
+        cluster.index_of(victim.port),
+        cluster.index_of(replica.port),
+    );
     let survivor = (0..6)
         .find(|index| *index != victim_index && *index != replica_index)
         .unwrap();
@@ -318,7 +318,10 @@ async fn a_killed_master_under_load_answers_no_5xx_and_decisions_return_to_redis
 
     // Within 5 s of the failover every caller (a third of them on the killed master's slots) is
     // decided on Redis again.
-    assert!(fell_back > 0, "the killed master made no decision fall back");
+    assert!(
+        fell_back > 0,
+        "the killed master made no decision fall back"
+    );
     let back = loop {
         let mut all_on_redis = true;
         for index in 0..48 {
@@ -368,18 +371,29 @@ async fn the_check_is_unhealthy_with_cluster_state_fail_when_slots_have_no_maste
 
     // A master and its replica both gone: their slots have no master, the cluster is `fail`.
     let topology = cluster.topology(0);
-    let victim = topology.iter().find(|node| node.master && node.port != cluster.nodes[0].port()).unwrap();
+    let victim = topology
+        .iter()
+        .find(|node| node.master && node.port != cluster.nodes[0].port())
+        .unwrap();
     let replica = topology
         .iter()
         .find(|node| node.master_id.as_deref() == Some(victim.id.as_str()))
         .unwrap();
-    let (victim, replica) = (cluster.index_of(victim.port), cluster.index_of(replica.port));
+    let (victim, replica) = (
+        cluster.index_of(victim.port),
+        cluster.index_of(replica.port),
+    );
     cluster.nodes[replica].kill();
     cluster.nodes[victim].kill();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let outcome = RedisCheck::new(limiter.clone()).check().await;
-        if outcome.details.get("cluster_state").and_then(|state| state.as_str()) == Some("fail") {
+        if outcome
+            .details
+            .get("cluster_state")
+            .and_then(|state| state.as_str())
+            == Some("fail")
+        {
             assert_eq!(outcome.status, Status::Unhealthy, "{outcome:?}");
             assert!(
                 outcome

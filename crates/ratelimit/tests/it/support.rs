@@ -348,3 +348,28 @@ impl Drop for FlakyProxy {
         self.task.abort();
     }
 }
+
+/// Waits (at most 10 s) until `limiter` decides on Redis, with decisions for an address no test
+/// asserts on: the first decisions of a new limiter fall back while its connections come up (on
+/// a loaded machine a cluster's slot discovery, or a TLS handshake, can take longer than the
+/// decision's `redis_timeout`).
+pub(crate) async fn until_on_redis(limiter: &mainstay_ratelimit::RateLimiter) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let decision = limiter
+            .check(&mainstay_ratelimit::LimitRequest {
+                caller: None,
+                client: Some(std::net::IpAddr::from([192, 0, 2, 250])),
+                route: None,
+            })
+            .await;
+        if decision.backend == mainstay_ratelimit::Backend::Redis {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no decision on redis within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -11,7 +11,7 @@ use mainstay_ratelimit::{Backend, BuildError, LimitRequest, LimitSpec, RateLimit
 use mainstay_health::{Check, Status};
 use mainstay_ratelimit::health::RedisCheck;
 
-use crate::support::{free_port, huge, limits, redis_config};
+use crate::support::{free_port, huge, limits, redis_config, until_on_redis};
 
 /// A CA (`ca.pem`) and a certificate it signed for `127.0.0.1` (`server.pem`, `server.key`).
 fn make_certificates(dir: &Path, name: &str) -> PathBuf {
@@ -56,8 +56,22 @@ fn make_certificates(dir: &Path, name: &str) -> PathBuf {
     )
     .unwrap();
     openssl(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-set_serial",
-        "2", "-days", "2", "-out", "server.pem", "-extfile", "server.ext",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        "2",
+        "-days",
+        "2",
+        "-out",
+        "server.pem",
+        "-extfile",
+        "server.ext",
     ]);
     dir
 }
@@ -124,7 +138,11 @@ impl TlsRedis {
     /// `redis-cli` over TLS to this server: its output.
     fn cli(&self, certificates: &Path, args: &[&str]) -> String {
         let output = Command::new("/usr/bin/redis-cli")
-            .args(["--tls", "--cacert", certificates.join("ca.pem").to_str().unwrap()])
+            .args([
+                "--tls",
+                "--cacert",
+                certificates.join("ca.pem").to_str().unwrap(),
+            ])
             .args(["-p", &self.port.to_string()])
             .args(args)
             .output()
@@ -161,6 +179,7 @@ async fn decisions_are_made_on_redis_over_tls_with_a_private_ca() {
         .unwrap();
 
     assert!(limiter.ping_redis().await.unwrap().is_some());
+    until_on_redis(&limiter).await;
     let client: IpAddr = "203.0.113.9".parse().unwrap();
     let mut allowed = 0;
     for _ in 0..5 {
@@ -177,6 +196,7 @@ async fn decisions_are_made_on_redis_over_tls_with_a_private_ca() {
         .redis_tls_ca_file(certificates.join("ca.pem"))
         .build()
         .unwrap();
+    until_on_redis(&other).await;
     let decision = other.check(&request(client)).await;
     assert_eq!(
         (decision.backend, decision.allowed),
@@ -220,7 +240,11 @@ async fn a_cluster_over_tls_decides_on_redis_with_a_private_ca() {
         .map(|node| format!("127.0.0.1:{}", node.port))
         .collect();
     let output = Command::new("/usr/bin/redis-cli")
-        .args(["--tls", "--cacert", certificates.join("ca.pem").to_str().unwrap()])
+        .args([
+            "--tls",
+            "--cacert",
+            certificates.join("ca.pem").to_str().unwrap(),
+        ])
         .args(["--cluster", "create"])
         .args(&addresses)
         .args(["--cluster-replicas", "0", "--cluster-yes"])
@@ -237,7 +261,10 @@ async fn a_cluster_over_tls_decides_on_redis_with_a_private_ca() {
         node.cli(&certificates, &["CLUSTER", "INFO"])
             .contains("cluster_state:ok")
     }) {
-        assert!(Instant::now() < deadline, "the TLS cluster did not become ok");
+        assert!(
+            Instant::now() < deadline,
+            "the TLS cluster did not become ok"
+        );
         // Polling for the cluster to form, not waiting for a rule.
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -249,6 +276,7 @@ async fn a_cluster_over_tls_decides_on_redis_with_a_private_ca() {
         .redis_tls_ca_file(certificates.join("ca.pem"))
         .build()
         .unwrap();
+    until_on_redis(&limiter).await;
     for index in 0..12u8 {
         let client = IpAddr::from([203, 0, 113, index]);
         let mut allowed = 0;
@@ -288,7 +316,9 @@ async fn a_server_certificate_from_another_ca_is_refused_with_a_clear_error() {
         error.contains("certificate") && error.contains("UnknownIssuer"),
         "{error}"
     );
-    let decision = limiter.check(&request("203.0.113.9".parse().unwrap())).await;
+    let decision = limiter
+        .check(&request("203.0.113.9".parse().unwrap()))
+        .await;
     assert_eq!(decision.backend, Backend::Fallback, "{decision:?}");
 }
 
@@ -299,9 +329,17 @@ fn a_ca_file_is_refused_when_unreadable_empty_or_given_for_plain_redis() {
     let not_pem = dir.path().join("not.pem");
     std::fs::write(&not_pem, "no certificate here").unwrap();
     let cases = [
-        ("rediss://127.0.0.1:1", dir.path().join("missing.pem"), "cannot be read"),
+        (
+            "rediss://127.0.0.1:1",
+            dir.path().join("missing.pem"),
+            "cannot be read",
+        ),
         ("rediss://127.0.0.1:1", not_pem, "holds no PEM certificate"),
-        ("redis://127.0.0.1:1", certificates.join("ca.pem"), "not a rediss:// URL"),
+        (
+            "redis://127.0.0.1:1",
+            certificates.join("ca.pem"),
+            "not a rediss:// URL",
+        ),
     ];
     for (url, file, reason) in cases {
         let error = RateLimiter::builder(redis_config())
