@@ -345,13 +345,19 @@ async fn a_killed_master_under_load_answers_no_5xx_and_decisions_return_to_redis
     };
     stop.send(true).unwrap();
     let statuses = load.await.unwrap();
-    assert!(statuses.len() > 48, "{} requests", statuses.len());
-    assert!(
-        statuses.iter().all(|status| *status == StatusCode::OK),
-        "{:?}",
+    // Every answer is a decision: 200, or 429 once a fast caller spends its limit (the fallback
+    // answers quickly, so the load can); never a 5xx.
+    let count = |wanted: StatusCode| statuses.iter().filter(|status| **status == wanted).count();
+    let (ok, limited) = (count(StatusCode::OK), count(StatusCode::TOO_MANY_REQUESTS));
+    assert!(ok > 48, "{ok} answered 200 of {}", statuses.len());
+    assert_eq!(
+        ok + limited,
+        statuses.len(),
+        "other statuses: {:?}",
         statuses
             .iter()
-            .filter(|status| **status != StatusCode::OK)
+            .filter(|status| !matches!(**status, StatusCode::OK | StatusCode::TOO_MANY_REQUESTS))
+            .take(10)
             .collect::<Vec<_>>()
     );
     let outcome = RedisCheck::new(limiter.clone()).check().await;
