@@ -374,3 +374,157 @@ async fn an_idle_instance_recovers_readiness_and_its_breaker_without_a_request()
     }
     Ok(())
 }
+
+/// Three private `redis-server`s made a Redis Cluster (masters only) with `redis-cli --cluster
+/// create`; killed by pid when dropped.
+struct ClusterMasters {
+    children: Vec<std::process::Child>,
+    ports: Vec<u16>,
+    dir: tempfile::TempDir,
+}
+
+impl ClusterMasters {
+    fn start() -> anyhow::Result<Self> {
+        let free_port = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let mut cluster = Self {
+            children: Vec::new(),
+            ports: Vec::new(),
+            dir: tempfile::tempdir()?,
+        };
+        for index in 0..3 {
+            let (port, bus) = (free_port()?, free_port()?);
+            let node_dir = cluster.dir.path().join(index.to_string());
+            std::fs::create_dir_all(&node_dir)?;
+            let child = std::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .args(["--cluster-port", &bus.to_string()])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            cluster.children.push(child);
+            cluster.ports.push(port);
+        }
+        let cli = Self::cli;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cluster
+            .ports
+            .iter()
+            .all(|port| cli(*port, &["PING"]).starts_with("PONG"))
+        {
+            anyhow::ensure!(Instant::now() < deadline, "cluster nodes did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let addresses: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let output = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        while !cluster
+            .ports
+            .iter()
+            .all(|port| cli(*port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            anyhow::ensure!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(cluster)
+    }
+
+    fn url(&self, index: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[index])
+    }
+
+    /// `redis-cli -p PORT ARGS...`: its output.
+    fn cli(port: u16, args: &[&str]) -> String {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ClusterMasters {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Issue 14, point 1: with `redis.cluster = true` the service decides on a real Redis Cluster
+/// (the limit holds across the cluster's masters) and the `redis` check reports `cluster_state`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_limits_hold_and_the_redis_check_reports_the_cluster_state()
+-> anyhow::Result<()> {
+    let cluster = ClusterMasters::start()?;
+    let api = Api::builder()
+        .env("MAINSTAY_REDIS__URL", &cluster.url(0))
+        .env("MAINSTAY_REDIS__CLUSTER", "true")
+        .env(
+            "MAINSTAY_REDIS__CLUSTER_SEEDS",
+            &format!("[\"{}\"]", cluster.url(1)),
+        )
+        .env(
+            "MAINSTAY_RATELIMIT__SECRET",
+            "a-shared-secret-for-the-tests",
+        )
+        .env("MAINSTAY_RATELIMIT__REDIS_TIMEOUT", "1s")
+        .env("MAINSTAY_RATELIMIT__REDIS_RESPONSE_TIMEOUT", "2s")
+        .env("MAINSTAY_HEALTH__DISK__ENABLED", "false")
+        .env("MAINSTAY_HEALTH__MEMORY__ENABLED", "false")
+        .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
+        .config_toml(&small_limits())
+        .start()?;
+    let client = reqwest::Client::new();
+    // Anonymous callers get 3 a minute: the fourth is refused, by the cluster.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(client.get(api.url("/v1/whoami")).send().await?.status());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    // The caller's bucket is in the cluster, on whichever master owns its slot.
+    let tier_keys: usize = cluster
+        .ports
+        .iter()
+        .map(|port| {
+            ClusterMasters::cli(*port, &["--scan", "--pattern", "rl:{*}:t:anonymous:*"])
+                .lines()
+                .count()
+        })
+        .sum();
+    assert_eq!(tier_keys, 1);
+    let admin: Value = client
+        .get(api.url("/admin/health"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let redis = &admin["checks"]["redis"];
+    assert_eq!(redis["status"], "healthy", "{admin}");
+    assert_eq!(redis["details"]["cluster_state"], "ok", "{admin}");
+    assert_eq!(redis["details"]["fallback_active"], false, "{admin}");
+    Ok(())
+}
