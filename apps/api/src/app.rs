@@ -353,6 +353,12 @@ fn rate_limiter(
         .resilience_metrics(resilience_metrics);
     if let Some(url) = &config.redis.url {
         builder = builder.redis_url(url.clone());
+        if config.redis.cluster {
+            builder = builder.redis_cluster(config.redis.cluster_seeds.iter().cloned());
+        }
+        if let Some(path) = &config.redis.tls_ca_file {
+            builder = builder.redis_tls_ca_file(path.clone());
+        }
     }
     builder
         .build()

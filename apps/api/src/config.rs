@@ -56,8 +56,16 @@ pub struct Config {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`; unset means no Redis (in-process rate limits).
+    /// `redis://host:port/db` (`rediss://` for TLS); unset means no Redis (in-process rate
+    /// limits). With `cluster`, a seed node of the cluster.
     pub url: Option<String>,
+    /// `url` is a seed node of a Redis Cluster: decisions use cluster-aware connections.
+    pub cluster: bool,
+    /// More seed nodes of the cluster besides `url` (with `cluster` only).
+    pub cluster_seeds: Vec<String>,
+    /// A PEM file of the CA that `rediss://` servers are verified against instead of the
+    /// system's roots.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -421,6 +429,7 @@ impl Config {
         {
             return invalid("redis.url", url, "use a URL like `redis://127.0.0.1:6379`");
         }
+        self.validate_redis_cluster_and_tls()?;
         self.health.validate().map_err(|error| {
             ConfigError::Invalid(format!("key `health.{}`: {error}", error.key()))
         })?;
@@ -461,6 +470,82 @@ impl Config {
 /// least 1024`.
 fn invalid_value(key: &str, value: &str, allowed: &str) -> ConfigError {
     ConfigError::Invalid(format!("key `{key}`: `{value}` is not allowed; {allowed}"))
+}
+
+impl Config {
+    /// `redis.cluster`, `redis.cluster_seeds` and `redis.tls_ca_file`: seeds are URLs of the
+    /// same scheme as `redis.url` (a cluster is TLS or not throughout) and need `redis.cluster`;
+    /// the CA file is a readable PEM certificate and goes with `rediss://`.
+    fn validate_redis_cluster_and_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, value: &dyn std::fmt::Display, allowed: &str| {
+            Err(ConfigError::Invalid(format!(
+                "key `{key}`: `{value}` is not allowed; {allowed}"
+            )))
+        };
+        let redis = &self.redis;
+        let tls = redis
+            .url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("rediss://"));
+        if redis.cluster && redis.url.is_none() {
+            return invalid(
+                "redis.cluster",
+                &true,
+                "set `redis.url` to a seed node of the cluster, or leave `redis.cluster` false",
+            );
+        }
+        if !redis.cluster_seeds.is_empty() && !redis.cluster {
+            return invalid(
+                "redis.cluster_seeds",
+                &redis.cluster_seeds.join(", "),
+                "seeds are for a Redis Cluster: set `redis.cluster = true`, or remove them",
+            );
+        }
+        for (index, seed) in redis.cluster_seeds.iter().enumerate() {
+            let scheme = if tls { "rediss://" } else { "redis://" };
+            if !seed.starts_with(scheme) {
+                return invalid(
+                    &format!("redis.cluster_seeds[{index}]"),
+                    seed,
+                    &format!(
+                        "use a URL like `{scheme}127.0.0.1:7001`, with the scheme of `redis.url` (a cluster is TLS throughout or not at all)"
+                    ),
+                );
+            }
+        }
+        if let Some(path) = &redis.tls_ca_file {
+            let shown = path.display();
+            if !tls {
+                return invalid(
+                    "redis.tls_ca_file",
+                    &shown,
+                    "a CA file is for TLS: use a `rediss://` `redis.url`, or remove it",
+                );
+            }
+            match std::fs::read(path) {
+                Err(error) => {
+                    return invalid(
+                        "redis.tls_ca_file",
+                        &shown,
+                        &format!("name a readable PEM file ({error})"),
+                    );
+                }
+                Ok(pem)
+                    if !pem
+                        .windows(b"-----BEGIN CERTIFICATE-----".len())
+                        .any(|window| window == b"-----BEGIN CERTIFICATE-----") =>
+                {
+                    return invalid(
+                        "redis.tls_ca_file",
+                        &shown,
+                        "name a PEM file holding the CA's certificate (-----BEGIN CERTIFICATE-----)",
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Key names whose values are never shown.
@@ -882,9 +967,24 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "Peers allowed to name the client with `X-Forwarded-For`; from anyone else it is ignored.",
     ),
     (
+        "redis.cluster",
+        "boolean",
+        "`redis.url` is a seed node of a Redis Cluster: decisions use cluster-aware connections that follow `MOVED`/`ASK`, and the `redis` check reports `cluster_state`.",
+    ),
+    (
+        "redis.cluster_seeds",
+        "array of URLs",
+        "More seed nodes of the cluster besides `redis.url` (with `redis.cluster = true`), with the same scheme.",
+    ),
+    (
+        "redis.tls_ca_file",
+        "path",
+        "PEM file of the CA that `rediss://` servers are verified against instead of the system's roots.",
+    ),
+    (
         "redis.url",
         "URL",
-        "Redis shared by the instances, `redis://host:port`; unset means in-process rate limits and no `redis` check.",
+        "Redis shared by the instances, `redis://host:port` (`rediss://` for TLS, verified with rustls); unset means in-process rate limits and no `redis` check.",
     ),
     ("server.addr", "socket address", "Address to listen on."),
     (

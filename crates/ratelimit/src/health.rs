@@ -14,6 +14,11 @@ use crate::limiter::RateLimiter;
 /// | not configured | healthy | `backend: memory` |
 /// | answers `PING` | healthy | `latency_ms`, `breaker`, `fallback_active`, `fallback_divisor` |
 /// | no answer within `redis_connect_timeout` | unhealthy | `breaker`, `fallback_active`, `fallback_divisor` |
+/// | a Redis Cluster | as above, and unhealthy unless `cluster_state` is `ok` | `cluster_state` (`ok`, `fail` or `unknown`) |
+///
+/// With a Redis Cluster the `PING` goes to every master, and `cluster_state` comes from
+/// `CLUSTER INFO` of one node: `fail` while some slot has no reachable master (before a replica
+/// has taken over from a failed master).
 ///
 /// The check sets no timeout of its own: the registry's (`default_timeout`, or
 /// `checks.redis.timeout`) applies, and the probe itself gives up after `redis_connect_timeout`.
@@ -53,6 +58,17 @@ impl Check for RedisCheck {
                 CheckOutcome::healthy().with_detail("latency_ms", latency.as_secs_f64() * 1_000.0)
             }
             Err(error) => CheckOutcome::unhealthy(error.to_string()),
+        };
+        let outcome = match self.limiter.redis_cluster_state().await {
+            None => outcome,
+            Some(Ok(state)) if state == "ok" => outcome.with_detail("cluster_state", state),
+            Some(Ok(state)) => CheckOutcome::unhealthy(format!(
+                "redis cluster state is {state}: some slots have no reachable master"
+            ))
+            .with_detail("cluster_state", state),
+            Some(Err(error)) => {
+                CheckOutcome::unhealthy(error.to_string()).with_detail("cluster_state", "unknown")
+            }
         };
         outcome
             .with_detail("backend", "redis")

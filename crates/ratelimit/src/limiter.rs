@@ -19,7 +19,7 @@ use crate::identity::{CallerIdentity, ClientNetwork, IdentityHasher, Pseudonym};
 use crate::local::{InProcessLimiter, local_now};
 use crate::metrics::{DecisionLabels, ErrorLabels, RateLimitMetrics, SwitchLabels};
 use crate::proxy::TrustedProxies;
-use crate::redis::{RedisBackend, RedisCallError};
+use crate::redis::{RedisBackend, RedisCallError, RedisTarget};
 
 /// The name of the circuit breaker around Redis (its `breaker` metric label).
 pub const BREAKER_NAME: &str = "ratelimit-redis";
@@ -30,9 +30,20 @@ pub enum BuildError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The Redis pool could not be set up (a malformed `redis.url`).
-    #[error("invalid `redis.url`: {0}; expected redis://[user:password@]host:port[/db]")]
+    /// The Redis client could not be set up (a malformed `redis.url` or `redis.cluster_seeds`).
+    #[error(
+        "invalid `redis.url` or `redis.cluster_seeds`: {0}; expected redis://[user:password@]host:port[/db] (rediss:// for TLS)"
+    )]
     RedisUrl(String),
+    /// `redis.tls_ca_file` could not be read, holds no PEM certificate, or is set without a
+    /// `rediss://` URL.
+    #[error("invalid `redis.tls_ca_file` {path}: {reason}")]
+    TlsCaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Redis did not answer a [`RateLimiter::ping_redis`].
@@ -268,6 +279,9 @@ impl std::fmt::Debug for Inner {
 pub struct RateLimiterBuilder {
     config: RateLimitConfig,
     redis_url: Option<String>,
+    redis_cluster: bool,
+    redis_cluster_seeds: Vec<String>,
+    redis_tls_ca_file: Option<std::path::PathBuf>,
     clock: Option<SharedClock>,
     metrics: Option<RateLimitMetrics>,
     resilience_metrics: Option<ResilienceMetrics>,
@@ -275,9 +289,26 @@ pub struct RateLimiterBuilder {
 
 impl RateLimiterBuilder {
     /// Decide on Redis at `url` (the application's `redis.url`); without it every decision is
-    /// in-process.
+    /// in-process. A `rediss://` URL connects over TLS (rustls), verified against the system's
+    /// roots or [`RateLimiterBuilder::redis_tls_ca_file`].
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.redis_url = Some(url.into());
+        self
+    }
+
+    /// `redis.url` is a seed node of a Redis Cluster (`redis.cluster = true`), and `seeds` are
+    /// more (`redis.cluster_seeds`): decisions use cluster-aware connections that follow `MOVED`
+    /// and `ASK` (`docs/decisions/0089`).
+    pub fn redis_cluster(mut self, seeds: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.redis_cluster = true;
+        self.redis_cluster_seeds = seeds.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The PEM file of the CA that `rediss://` servers' certificates are verified against
+    /// (`redis.tls_ca_file`), instead of the system's roots. Read when the limiter is built.
+    pub fn redis_tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.redis_tls_ca_file = Some(path.into());
         self
     }
 
@@ -313,15 +344,27 @@ impl RateLimiterBuilder {
         };
         let proxies = TrustedProxies::parse(&config.trusted_proxies)?;
         let redis = match &self.redis_url {
-            Some(url) if config.enabled => Some(Arc::new(
-                RedisBackend::new(
-                    url,
-                    config.redis_pool_size,
-                    config.redis_connect_timeout,
-                    config.redis_response_timeout,
-                )
-                .map_err(|error| BuildError::RedisUrl(error.to_string()))?,
-            )),
+            Some(url) if config.enabled => {
+                let tls_ca = match &self.redis_tls_ca_file {
+                    Some(path) => Some(read_tls_ca(path, url, &self.redis_cluster_seeds)?),
+                    None => None,
+                };
+                let target = RedisTarget {
+                    url: url.clone(),
+                    cluster: self.redis_cluster,
+                    cluster_seeds: self.redis_cluster_seeds.clone(),
+                    tls_ca,
+                };
+                Some(Arc::new(
+                    RedisBackend::new(
+                        &target,
+                        config.redis_pool_size,
+                        config.redis_connect_timeout,
+                        config.redis_response_timeout,
+                    )
+                    .map_err(|error| BuildError::RedisUrl(error.to_string()))?,
+                ))
+            }
             _ => None,
         };
         let mut policies = Vec::new();
@@ -481,6 +524,33 @@ impl RateLimiterBuilder {
     }
 }
 
+/// The PEM contents of `redis.tls_ca_file`, checked to hold a certificate and to go with
+/// `rediss://` URLs only (a CA for a plain connection would be silently unused).
+fn read_tls_ca(path: &std::path::Path, url: &str, seeds: &[String]) -> Result<Vec<u8>, BuildError> {
+    let fail = |reason: String| BuildError::TlsCaFile {
+        path: path.to_owned(),
+        reason,
+    };
+    if let Some(plain) = std::iter::once(url)
+        .chain(seeds.iter().map(String::as_str))
+        .find(|url| !url.starts_with("rediss://"))
+    {
+        return Err(fail(format!(
+            "set, but {plain:?} is not a rediss:// URL (TLS)"
+        )));
+    }
+    let pem = std::fs::read(path).map_err(|error| fail(format!("cannot be read: {error}")))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|window| window == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(fail(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    Ok(pem)
+}
+
 /// The `local` fallback's stores (with Redis): one per policy, each limit divided by `divisor`,
 /// the live instance count last read from Redis (or `instance_count` before any was read).
 #[derive(Debug)]
@@ -534,6 +604,9 @@ impl RateLimiter {
         RateLimiterBuilder {
             config,
             redis_url: None,
+            redis_cluster: false,
+            redis_cluster_seeds: Vec::new(),
+            redis_tls_ca_file: None,
             clock: None,
             metrics: None,
             resilience_metrics: None,
@@ -700,6 +773,36 @@ impl RateLimiter {
                 "redis did not answer PING within {timeout:?}"
             ))),
         }
+    }
+
+    /// Whether Redis is a Redis Cluster (`redis.cluster`).
+    #[must_use]
+    pub fn uses_redis_cluster(&self) -> bool {
+        self.inner
+            .redis
+            .as_ref()
+            .is_some_and(|redis| redis.is_cluster())
+    }
+
+    /// The `cluster_state` of `CLUSTER INFO` (`ok`, or `fail` while some slot has no reachable
+    /// master), asked of one node on the health check's connection within
+    /// `redis_connect_timeout`: `None` without a Redis Cluster.
+    pub async fn redis_cluster_state(&self) -> Option<Result<String, PingError>> {
+        let redis = self
+            .inner
+            .redis
+            .as_ref()
+            .filter(|redis| redis.is_cluster())?;
+        let timeout = self.inner.config.redis_connect_timeout;
+        Some(
+            match tokio::time::timeout(timeout, redis.cluster_state()).await {
+                Ok(Ok(state)) => Ok(state),
+                Ok(Err(error)) => Err(PingError(error.to_string())),
+                Err(_) => Err(PingError(format!(
+                    "redis did not answer CLUSTER INFO within {timeout:?}"
+                ))),
+            },
+        )
     }
 
     /// A connection of the limiter's set, for the benchmark's raw baseline.

@@ -8,14 +8,24 @@
 //! closed socket); its slot is filled again by a background task with its own connect timeout, so
 //! no decision ever waits for a reconnect longer than its own command timeout, and the other
 //! connections keep serving meanwhile. The health check's `PING` has a connection of its own.
+//!
+//! With Redis Cluster (`docs/decisions/0089`) every connection of the set is a cluster-aware
+//! connection (redis-rs `cluster_async`) that knows the slot map, routes each script call by its
+//! keys (which share one hash tag, so one slot) and follows `MOVED` and `ASK`. `rediss://` URLs
+//! connect over rustls, verified against the system's roots or the CA given in `redis.tls_ca_file`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, RedisError, Script};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    Script, TlsCertificates, Value,
+};
 use tokio::sync::Notify;
 
 /// The script's source.
@@ -81,18 +91,75 @@ pub(crate) struct ScriptReply {
     pub(crate) remaining_each: [u32; 3],
 }
 
+/// Where and how the backend connects: the application's `redis.*` keys.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RedisTarget {
+    /// `redis.url`.
+    pub(crate) url: String,
+    /// `redis.cluster`.
+    pub(crate) cluster: bool,
+    /// `redis.cluster_seeds`: more seed nodes besides `url` (cluster only).
+    pub(crate) cluster_seeds: Vec<String>,
+    /// The PEM contents of `redis.tls_ca_file`: the only roots `rediss://` trusts when set.
+    pub(crate) tls_ca: Option<Vec<u8>>,
+}
+
+/// A client of one Redis server or of a Redis Cluster. Built once per limiter, so the size
+/// difference between the variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)] // One per limiter; see above.
+enum RedisClient {
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
+/// A multiplexed connection to one server, or a cluster connection (itself multiplexed over one
+/// connection per node). Cheap to clone.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
 /// One connection of the set: the connection while it is up, and whether a task is connecting it.
 #[derive(Default)]
 struct Slot {
     /// The connection, with the generation it was made in (so that a failure reported on an old
     /// connection does not drop its replacement).
-    connection: RwLock<Option<(u64, MultiplexedConnection)>>,
+    connection: RwLock<Option<(u64, Connection)>>,
     connecting: AtomicBool,
 }
 
 /// The Redis client, its connections and the script.
 pub(crate) struct RedisBackend {
-    client: Client,
+    client: RedisClient,
     /// Connect timeout, and the response timeout after which an unanswered command counts as a
     /// failure of Redis.
     connection_config: AsyncConnectionConfig,
@@ -105,7 +172,7 @@ pub(crate) struct RedisBackend {
     /// Woken after every connection attempt, for callers that found no connection up.
     attempted: Notify,
     /// The health check's own connection.
-    probe: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    probe: tokio::sync::Mutex<Option<Connection>>,
     script: Script,
     heartbeat: Script,
 }
@@ -126,14 +193,41 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// A backend for `url` with `connections` multiplexed connections. Nothing connects yet.
+    /// A backend for `target` with `connections` multiplexed (or cluster) connections. Nothing
+    /// connects yet.
     pub(crate) fn new(
-        url: &str,
+        target: &RedisTarget,
         connections: usize,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Result<Self, RedisError> {
-        let client = Client::open(url)?;
+        let certificates = target.tls_ca.as_ref().map(|pem| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        });
+        let client = if target.cluster {
+            let mut seeds = Vec::with_capacity(1 + target.cluster_seeds.len());
+            for url in std::iter::once(&target.url).chain(&target.cluster_seeds) {
+                seeds.push(url.as_str().into_connection_info()?);
+            }
+            let mut builder = ClusterClientBuilder::new(seeds)
+                .connection_timeout(connect_timeout)
+                .response_timeout(response_timeout)
+                // A moved slot or a failover is retried a few times, quickly: the decision waits
+                // at most `redis_timeout` anyway, and the breaker handles a longer outage.
+                .retries(3)
+                .min_retry_wait(10)
+                .max_retry_wait(100);
+            if let Some(certificates) = certificates {
+                builder = builder.certs(certificates);
+            }
+            RedisClient::Cluster(builder.build()?)
+        } else {
+            RedisClient::Single(match certificates {
+                Some(certificates) => Client::build_with_tls(target.url.as_str(), certificates)?,
+                None => Client::open(target.url.as_str())?,
+            })
+        };
         let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(response_timeout));
@@ -156,8 +250,26 @@ impl RedisBackend {
         self.connect_timeout
     }
 
+    /// Whether the backend talks to a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.client, RedisClient::Cluster(_))
+    }
+
+    /// A new connection (for a cluster: to every master, with the slot map).
+    async fn connect(&self) -> Result<Connection, RedisError> {
+        match &self.client {
+            RedisClient::Single(client) => client
+                .get_multiplexed_async_connection_with_config(&self.connection_config)
+                .await
+                .map(Connection::Single),
+            RedisClient::Cluster(client) => {
+                client.get_async_connection().await.map(Connection::Cluster)
+            }
+        }
+    }
+
     /// The next connection that is up, starting the connection of every empty slot it passes.
-    fn pick(self: &Arc<Self>) -> Option<(usize, u64, MultiplexedConnection)> {
+    fn pick(self: &Arc<Self>) -> Option<(usize, u64, Connection)> {
         let count = self.slots.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for offset in 0..count {
@@ -172,9 +284,7 @@ impl RedisBackend {
 
     /// A connection that is up; when none is, waits for the next connection attempt to end (the
     /// caller's timeout bounds the wait).
-    async fn connection(
-        self: &Arc<Self>,
-    ) -> Result<(usize, u64, MultiplexedConnection), RedisCallError> {
+    async fn connection(self: &Arc<Self>) -> Result<(usize, u64, Connection), RedisCallError> {
         if let Some(found) = self.pick() {
             return Ok(found);
         }
@@ -199,10 +309,7 @@ impl RedisBackend {
         }
         let backend = Arc::clone(self);
         tokio::spawn(async move {
-            let outcome = backend
-                .client
-                .get_multiplexed_async_connection_with_config(&backend.connection_config)
-                .await;
+            let outcome = backend.connect().await;
             let slot = &backend.slots[index];
             match outcome {
                 Ok(connection) => {
@@ -347,10 +454,7 @@ impl RedisBackend {
         let mut connection = match probe.as_ref() {
             Some(connection) => connection.clone(),
             None => {
-                let connection = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&self.connection_config)
-                    .await?;
+                let connection = self.connect().await?;
                 *probe = Some(connection.clone());
                 connection
             }
@@ -363,11 +467,40 @@ impl RedisBackend {
         result.map(|_| ()).map_err(RedisCallError::from)
     }
 
-    /// A connection of the set, for the benchmark's raw baseline.
+    /// The cluster's `cluster_state` (`ok` or `fail`) from `CLUSTER INFO` of one node, on the
+    /// health check's connection.
+    pub(crate) async fn cluster_state(&self) -> Result<String, RedisCallError> {
+        let mut probe = self.probe.lock().await;
+        let mut connection = match probe.as_ref() {
+            Some(connection) => connection.clone(),
+            None => {
+                let connection = self.connect().await?;
+                *probe = Some(connection.clone());
+                connection
+            }
+        };
+        let result: Result<String, RedisError> = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut connection)
+            .await;
+        let info = match result {
+            Ok(info) => info,
+            Err(error) => {
+                *probe = None;
+                return Err(error.into());
+            }
+        };
+        info.lines()
+            .find_map(|line| line.strip_prefix("cluster_state:"))
+            .map(|state| state.trim().to_owned())
+            .ok_or(RedisCallError::Reply)
+    }
+
+    /// A connection of the set to a single server, for the benchmark's raw baseline.
     pub(crate) async fn any_connection(self: &Arc<Self>) -> Option<MultiplexedConnection> {
-        self.connection()
-            .await
-            .ok()
-            .map(|(_, _, connection)| connection)
+        match self.connection().await {
+            Ok((_, _, Connection::Single(connection))) => Some(connection),
+            _ => None,
+        }
     }
 }

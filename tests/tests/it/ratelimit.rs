@@ -156,6 +156,75 @@ fn out_of_range_prefix_lengths_and_timeouts_are_config_errors_naming_the_key() -
     Ok(())
 }
 
+/// Issue 14, point 1: bad `redis.cluster`, `redis.cluster_seeds` and `redis.tls_ca_file` values
+/// are refused by `config check` (which runs the start-up validation) with exit 2 and the dotted key.
+#[test]
+fn bad_cluster_seeds_and_tls_ca_files_are_config_errors_naming_the_key() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "no certificate")?;
+    let missing = dir.path().join("missing.pem");
+    let (not_pem, missing) = (not_pem.to_str().unwrap(), missing.to_str().unwrap());
+    let secret = (
+        "MAINSTAY_RATELIMIT__SECRET",
+        "a-secret-for-identities-0123456789",
+    );
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[("MAINSTAY_REDIS__CLUSTER", "true")], "redis.cluster"),
+        (
+            &[
+                ("MAINSTAY_REDIS__URL", "redis://127.0.0.1:1"),
+                ("MAINSTAY_REDIS__CLUSTER_SEEDS", "[\"redis://127.0.0.1:2\"]"),
+            ],
+            "redis.cluster_seeds",
+        ),
+        (
+            &[
+                ("MAINSTAY_REDIS__URL", "redis://127.0.0.1:1"),
+                ("MAINSTAY_REDIS__CLUSTER", "true"),
+                (
+                    "MAINSTAY_REDIS__CLUSTER_SEEDS",
+                    "[\"redis://127.0.0.1:2\", \"http://127.0.0.1:3\"]",
+                ),
+            ],
+            "redis.cluster_seeds[1]",
+        ),
+        (
+            &[
+                ("MAINSTAY_REDIS__URL", "rediss://127.0.0.1:1"),
+                ("MAINSTAY_REDIS__TLS_CA_FILE", missing),
+            ],
+            "redis.tls_ca_file",
+        ),
+        (
+            &[
+                ("MAINSTAY_REDIS__URL", "rediss://127.0.0.1:1"),
+                ("MAINSTAY_REDIS__TLS_CA_FILE", not_pem),
+            ],
+            "redis.tls_ca_file",
+        ),
+        (
+            &[
+                ("MAINSTAY_REDIS__URL", "redis://127.0.0.1:1"),
+                ("MAINSTAY_REDIS__TLS_CA_FILE", not_pem),
+            ],
+            "redis.tls_ca_file",
+        ),
+    ];
+    for (variables, key) in cases {
+        let mut api = Api::builder()
+            .args(&["config", "check"])
+            .env(secret.0, secret.1);
+        for (variable, value) in variables {
+            api = api.env(variable, value);
+        }
+        let (status, _, err) = api.run()?;
+        assert_eq!(status.code(), Some(2), "{variables:?}: {err}");
+        assert!(err.contains(&format!("`{key}`")), "{variables:?}: {err}");
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anonymous_callers_of_one_ipv6_subnet_share_one_limit() -> anyhow::Result<()> {
     // The service trusts the test as a proxy, so that each request can name its client.
@@ -303,5 +372,159 @@ async fn an_idle_instance_recovers_readiness_and_its_breaker_without_a_request()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(())
+}
+
+/// Three private `redis-server`s made a Redis Cluster (masters only) with `redis-cli --cluster
+/// create`; killed by pid when dropped.
+struct ClusterMasters {
+    children: Vec<std::process::Child>,
+    ports: Vec<u16>,
+    dir: tempfile::TempDir,
+}
+
+impl ClusterMasters {
+    fn start() -> anyhow::Result<Self> {
+        let free_port = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
+        let mut cluster = Self {
+            children: Vec::new(),
+            ports: Vec::new(),
+            dir: tempfile::tempdir()?,
+        };
+        for index in 0..3 {
+            let (port, bus) = (free_port()?, free_port()?);
+            let node_dir = cluster.dir.path().join(index.to_string());
+            std::fs::create_dir_all(&node_dir)?;
+            let child = std::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .args(["--cluster-port", &bus.to_string()])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            cluster.children.push(child);
+            cluster.ports.push(port);
+        }
+        let cli = Self::cli;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cluster
+            .ports
+            .iter()
+            .all(|port| cli(*port, &["PING"]).starts_with("PONG"))
+        {
+            anyhow::ensure!(Instant::now() < deadline, "cluster nodes did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let addresses: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let output = std::process::Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        while !cluster
+            .ports
+            .iter()
+            .all(|port| cli(*port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            anyhow::ensure!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(cluster)
+    }
+
+    fn url(&self, index: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[index])
+    }
+
+    /// `redis-cli -p PORT ARGS...`: its output.
+    fn cli(port: u16, args: &[&str]) -> String {
+        std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ClusterMasters {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Issue 14, point 1: with `redis.cluster = true` the service decides on a real Redis Cluster
+/// (the limit holds across the cluster's masters) and the `redis` check reports `cluster_state`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_limits_hold_and_the_redis_check_reports_the_cluster_state()
+-> anyhow::Result<()> {
+    let cluster = ClusterMasters::start()?;
+    let api = Api::builder()
+        .env("MAINSTAY_REDIS__URL", &cluster.url(0))
+        .env("MAINSTAY_REDIS__CLUSTER", "true")
+        .env(
+            "MAINSTAY_REDIS__CLUSTER_SEEDS",
+            &format!("[\"{}\"]", cluster.url(1)),
+        )
+        .env(
+            "MAINSTAY_RATELIMIT__SECRET",
+            "a-shared-secret-for-the-tests",
+        )
+        .env("MAINSTAY_RATELIMIT__REDIS_TIMEOUT", "1s")
+        .env("MAINSTAY_RATELIMIT__REDIS_RESPONSE_TIMEOUT", "2s")
+        .env("MAINSTAY_HEALTH__DISK__ENABLED", "false")
+        .env("MAINSTAY_HEALTH__MEMORY__ENABLED", "false")
+        .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
+        .config_toml(&small_limits())
+        .start()?;
+    let client = reqwest::Client::new();
+    // Anonymous callers get 3 a minute: the fourth is refused, by the cluster.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(client.get(api.url("/v1/whoami")).send().await?.status());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    // The caller's bucket is in the cluster, on whichever master owns its slot.
+    let tier_keys: usize = cluster
+        .ports
+        .iter()
+        .map(|port| {
+            ClusterMasters::cli(*port, &["--scan", "--pattern", "rl:{*}:t:anonymous:*"])
+                .lines()
+                .count()
+        })
+        .sum();
+    assert_eq!(tier_keys, 1);
+    let admin: Value = client
+        .get(api.url("/admin/health"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let redis = &admin["checks"]["redis"];
+    assert_eq!(redis["status"], "healthy", "{admin}");
+    assert_eq!(redis["details"]["cluster_state"], "ok", "{admin}");
+    assert_eq!(redis["details"]["fallback_active"], false, "{admin}");
     Ok(())
 }

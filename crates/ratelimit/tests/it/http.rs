@@ -43,7 +43,7 @@ async fn inject(mut request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-fn app(limiter: RateLimiter) -> Router {
+pub(crate) fn app(limiter: RateLimiter) -> Router {
     let layer = RateLimitLayer::builder(limiter)
         .route_template(|extensions| {
             extensions

@@ -1,6 +1,7 @@
 //! The integration tests of mainstay-ratelimit: one binary, a module per area.
 
 mod accuracy;
+mod cluster;
 mod config;
 mod failover;
 mod fleet;
@@ -10,4 +11,5 @@ mod metrics;
 mod recovery;
 mod redis;
 mod support;
+mod tls;
 mod vectors;

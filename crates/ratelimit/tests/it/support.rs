@@ -13,20 +13,34 @@ pub(crate) struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Arguments besides the port, directory and the test defaults.
+    extra_args: Vec<String>,
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked: a caller retries on a collision).
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 impl RedisServer {
     /// Starts a server on a free port (retrying on a collision).
     pub(crate) fn start() -> Self {
+        Self::start_with(|_| Vec::new())
+    }
+
+    /// Starts a server on a free port with the arguments `extra_args(port)` besides the test
+    /// defaults (retrying on a collision).
+    pub(crate) fn start_with(extra_args: impl Fn(u16) -> Vec<String>) -> Self {
         for _ in 0..20 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .expect("a free port")
-                .port();
+            let port = free_port();
             let mut server = Self {
                 child: None,
                 port,
                 dir: tempfile::tempdir().expect("a temp dir"),
+                extra_args: extra_args(port),
             };
             if server.spawn() {
                 return server;
@@ -41,6 +55,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             // `DEBUG SLEEP` makes a loaded-but-healthy Redis on demand.
             .args(["--enable-debug-command", "yes"])
+            .args(&self.extra_args)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -187,6 +202,12 @@ fn complete(reply: &[u8]) -> bool {
     };
     match text.as_bytes().first() {
         Some(b'+' | b'-' | b':') => text.ends_with("\r\n"),
+        Some(b'$') => text.split_once("\r\n").is_some_and(|(header, rest)| {
+            // A bulk string (`CLUSTER INFO`): $len, then len bytes and CRLF; $-1 is nil.
+            header[1..]
+                .parse::<usize>()
+                .map_or(true, |length| rest.len() >= length + 2)
+        }),
         Some(b'*') => {
             // SCAN: *2 \r\n $len \r\n cursor \r\n *count \r\n then count bulk strings.
             let lines: Vec<&str> = text.split("\r\n").collect();
@@ -325,5 +346,30 @@ impl FlakyProxy {
 impl Drop for FlakyProxy {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Waits (at most 10 s) until `limiter` decides on Redis, with decisions for an address no test
+/// asserts on: the first decisions of a new limiter fall back while its connections come up (on
+/// a loaded machine a cluster's slot discovery, or a TLS handshake, can take longer than the
+/// decision's `redis_timeout`).
+pub(crate) async fn until_on_redis(limiter: &mainstay_ratelimit::RateLimiter) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let decision = limiter
+            .check(&mainstay_ratelimit::LimitRequest {
+                caller: None,
+                client: Some(std::net::IpAddr::from([192, 0, 2, 250])),
+                route: None,
+            })
+            .await;
+        if decision.backend == mainstay_ratelimit::Backend::Redis {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no decision on redis within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
