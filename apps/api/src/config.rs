@@ -431,14 +431,22 @@ impl Config {
         }
         self.validate_redis_cluster_and_tls()?;
         self.health.validate().map_err(|error| {
-            ConfigError::Invalid(format!("key `health.{}`: {error}", error.key()))
+            invalid_value(
+                &format!("health.{}", error.key()),
+                &error.value(),
+                &error.allowed(),
+            )
         })?;
         // Check names are known before anything is built, so that `config check` and start-up
         // refuse the same overrides (the application asserts that it registers exactly these).
         self.health
             .validate_check_names(&self.registrable_checks())
             .map_err(|error| {
-                ConfigError::Invalid(format!("key `health.{}`: {error}", error.key()))
+                invalid_value(
+                    &format!("health.{}", error.key()),
+                    &error.value(),
+                    &error.allowed(),
+                )
             })?;
         // Every library section is validated here, so that `config check` refuses exactly what
         // start-up refuses, with one message format: the dotted key, the value, what is allowed.

@@ -169,6 +169,34 @@ impl ConfigError {
             | Self::UnknownCheck { key, .. } => key,
         }
     }
+
+    /// The rejected value, as written in a configuration file (`0s`, `120`, the check name).
+    #[must_use]
+    pub fn value(&self) -> String {
+        match self {
+            Self::ZeroDuration { .. } => "0s".to_owned(),
+            Self::PercentOutOfRange { value, .. } | Self::ThresholdOrder { value, .. } => {
+                value.to_string()
+            }
+            Self::UnknownCheck { key, .. } => key.strip_prefix("checks.").unwrap_or(key).to_owned(),
+        }
+    }
+
+    /// What the key accepts, in words.
+    #[must_use]
+    pub fn allowed(&self) -> String {
+        match self {
+            Self::ZeroDuration { .. } => "a duration above zero, such as \"2s\"".to_owned(),
+            Self::PercentOutOfRange { .. } => "a percentage from 0 to 100".to_owned(),
+            Self::ThresholdOrder {
+                relation,
+                other_key,
+                other_value,
+                ..
+            } => format!("a value {relation} `{other_key}` ({other_value})"),
+            Self::UnknownCheck { known, .. } => format!("one of the registered checks: {known}"),
+        }
+    }
 }
 
 impl HealthConfig {

@@ -522,6 +522,21 @@ fn config_check_refuses_what_start_up_refuses_in_one_format() -> anyhow::Result<
             "server.request_timeout",
             "0s",
         ),
+        (
+            "[health]\ncache_interval = \"0s\"\n",
+            "health.cache_interval",
+            "0s",
+        ),
+        (
+            "[health.disk]\ndegraded_below_free_percent = 120\n",
+            "health.disk.degraded_below_free_percent",
+            "120",
+        ),
+        (
+            "[health.checks.nope]\ncritical = true\n",
+            "health.checks.nope",
+            "nope",
+        ),
     ];
     for (toml, key, value) in cases {
         let expected = format!("key `{key}`: `{value}");
