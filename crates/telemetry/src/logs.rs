@@ -141,9 +141,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.len() > haystack.len() {
         return None;
     }
+    let (&first, rest) = needle.split_first()?;
+    // The first byte decides most windows without a slice comparison.
     haystack
         .windows(needle.len())
-        .position(|window| window == needle)
+        .position(|window| window[0] == first && &window[1..] == rest)
 }
 
 /// Matches `name` against `*`-separated `parts` (greedy left to right is exact for `*` alone).
