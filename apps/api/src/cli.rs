@@ -159,12 +159,22 @@ fn serve(file: Option<&std::path::Path>) -> ExitCode {
             |_| std::time::Instant::now() + crate::server::flush_reserve(config.shutdown.timeout),
             |stopped| stopped.deadline,
         );
+        // Whatever hangs, the process ends one second past the budget: every step below is
+        // bounded by what is left of it, and this watchdog ends the process if one is not.
+        shutdown_watchdog(deadline + std::time::Duration::from_secs(1));
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if let Err(error) = store.close(left / 2).await {
             tracing::error!(error = %error, "the record store did not close cleanly; the WAL keeps every write");
         }
-        if let Err(error) = dlq.close().await {
-            tracing::error!(error = %error, "the dead-letter queue did not close cleanly");
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, dlq.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::error!(error = %error, "the dead-letter queue did not close cleanly");
+            }
+            Err(_) => tracing::error!(
+                "the dead-letter queue did not close within the shutdown budget; its journal keeps every acknowledged entry"
+            ),
         }
         let code = match &outcome {
             Ok(stopped) if stopped.exit == crate::server::Exit::Drained => ExitCode::SUCCESS,
@@ -177,11 +187,32 @@ fn serve(file: Option<&std::path::Path>) -> ExitCode {
                 ExitCode::FAILURE
             }
         };
-        if let Err(error) = telemetry.shutdown() {
+        // What is left of the budget, and at least a moment to write the last log lines.
+        let left = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .max(std::time::Duration::from_millis(100));
+        if let Err(error) = telemetry.shutdown_within(left) {
             eprintln!("mainstay-api: telemetry did not flush: {error}");
         }
         code
     })
+}
+
+/// Ends the process with exit code 1 at `at` if it is still running then: the last guard of
+/// `shutdown.timeout` (+ 1 s), whatever step hangs.
+fn shutdown_watchdog(at: std::time::Instant) {
+    let spawned = std::thread::Builder::new()
+        .name("shutdown-watchdog".to_owned())
+        .spawn(move || {
+            std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
+            eprintln!(
+                "mainstay-api: shutdown ran past shutdown.timeout + 1 s; exiting now (exit 1)"
+            );
+            std::process::exit(1);
+        });
+    if let Err(error) = spawned {
+        eprintln!("mainstay-api: could not start the shutdown watchdog: {error}");
+    }
 }
 
 #[cfg(test)]

@@ -396,11 +396,20 @@ impl Config {
                 "use a positive duration such as `25s`",
             );
         }
-        if self.shutdown.drain_delay >= self.shutdown.timeout {
+        // The drain delay must end before the part of the budget kept for flushing (a fifth of
+        // `shutdown.timeout`, at most 5 s): a delay inside it would always end in exit 1.
+        let drain_budget = self
+            .shutdown
+            .timeout
+            .saturating_sub(crate::server::flush_reserve(self.shutdown.timeout));
+        if self.shutdown.drain_delay >= drain_budget {
             return invalid(
                 "shutdown.drain_delay",
                 &humantime::format_duration(self.shutdown.drain_delay),
-                "it must be shorter than `shutdown.timeout`",
+                &format!(
+                    "it must be shorter than `shutdown.timeout` less the flush reserve (a fifth, at most 5 s): under {}",
+                    humantime::format_duration(drain_budget)
+                ),
             );
         }
         for (index, entry) in self.auth.api_keys.iter().enumerate() {
@@ -1008,12 +1017,12 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "shutdown.drain_delay",
         "duration",
-        "Time the listener keeps accepting after readiness turned 503 on SIGTERM; shorter than `shutdown.timeout`.",
+        "Time the listener keeps accepting after readiness turned 503 on SIGTERM; shorter than `shutdown.timeout` less its flush reserve (a fifth, at most 5 s).",
     ),
     (
         "shutdown.timeout",
         "duration",
-        "Budget from SIGTERM/SIGINT to exit: drain, flush, exit.",
+        "Budget from SIGTERM/SIGINT to exit: drain (all but a fifth, at most 5 s), then the store, the DLQ and telemetry within what is left; the process exits at most 1 s past it whatever hangs (exit 1).",
     ),
     (
         "storage.block_bytes",

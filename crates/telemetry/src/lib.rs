@@ -340,6 +340,23 @@ impl TelemetryGuard {
         self.flush_logs()?;
         spans
     }
+
+    /// [`shutdown`](Self::shutdown) within `timeout`: the final export is given at most that
+    /// long (a collector that does not answer cannot hold the process past it).
+    ///
+    /// # Errors
+    ///
+    /// As [`shutdown`](Self::shutdown).
+    pub fn shutdown_within(mut self, timeout: std::time::Duration) -> Result<(), ShutdownError> {
+        self.shut_down = true;
+        let spans = self
+            .provider
+            .shutdown_with_timeout(timeout)
+            .map_err(|error| ShutdownError::Shutdown(Box::new(error)));
+        self.runtime.take();
+        self.flush_logs()?;
+        spans
+    }
 }
 
 impl Drop for TelemetryGuard {

@@ -522,6 +522,13 @@ fn config_check_refuses_what_start_up_refuses_in_one_format() -> anyhow::Result<
             "server.request_timeout",
             "0s",
         ),
+        // The harness sets a drain delay of 100 ms; a 110 ms timeout keeps 22 ms for flushing,
+        // so the drain would end inside that reserve.
+        (
+            "[shutdown]\ntimeout = \"110ms\"\n",
+            "shutdown.drain_delay",
+            "100ms",
+        ),
         (
             "[health]\ncache_interval = \"0s\"\n",
             "health.cache_interval",

@@ -18,12 +18,12 @@ const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 
 /// An S3 server answering on `addr` from the directory `root` (bucket `bucket`); stops when
 /// dropped, and the port refuses connections again.
-struct S3Server {
+pub(crate) struct S3Server {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl S3Server {
-    async fn start(addr: SocketAddr, root: &Path) -> anyhow::Result<Self> {
+    pub(crate) async fn start(addr: SocketAddr, root: &Path) -> anyhow::Result<Self> {
         let fs = s3s_fs::FileSystem::new(root)
             .map_err(|error| anyhow::anyhow!("s3s-fs on {}: {error:?}", root.display()))?;
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
@@ -55,7 +55,7 @@ impl Drop for S3Server {
 
 /// `mainstay-api` on `data_dir` with its objects under `s3://bucket/e2e` at `endpoint`, millisecond
 /// retry delays, and one API key of the organisation `acme`.
-fn api(data_dir: &Path, endpoint: &str) -> ApiBuilder {
+pub(crate) fn api(data_dir: &Path, endpoint: &str) -> ApiBuilder {
     Api::builder()
         .config_toml(&format!(
             "[[auth.api_keys]]\nkey_sha256 = \"{}\"\norganisation = \"acme\"\n",
