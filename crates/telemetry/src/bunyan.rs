@@ -368,7 +368,7 @@ impl Fields {
         let start = self.json.len();
         write_str(&mut self.json, name);
         self.json.push(b':');
-        if redactor.is_denied(name) {
+        if redactor.is_denied_static(name) {
             write_str(&mut self.json, REDACTED);
         } else {
             value(&mut self.json);

@@ -68,7 +68,22 @@ pub const BUILT_IN_REDACT_PATTERNS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub(crate) struct Redactor {
     patterns: Arc<[Pattern]>,
+    /// Tells redactors apart in the per-thread cache of [`Redactor::is_denied_static`].
+    id: u64,
 }
+
+/// Slots of the per-thread cache of decisions for `'static` field names.
+const CACHE_SLOTS: usize = 128;
+
+/// One cached decision: redactor id, name address, name length, decision.
+type CacheEntry = (u64, usize, usize, bool);
+
+thread_local! {
+    static DECISIONS: std::cell::RefCell<[CacheEntry; CACHE_SLOTS]> =
+        const { std::cell::RefCell::new([(0, 0, 0, false); CACHE_SLOTS]) };
+}
+
+static NEXT_REDACTOR_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 #[derive(Debug)]
 enum Pattern {
@@ -203,7 +218,26 @@ impl Redactor {
             .chain(extra.iter().map(String::as_str))
             .filter_map(Pattern::parse)
             .collect();
-        Self { patterns }
+        let id = NEXT_REDACTOR_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self { patterns, id }
+    }
+
+    /// [`is_denied`](Self::is_denied) for a name that lives as long as the program (a `tracing`
+    /// field name): the decision is cached per thread by the name's address, which no other
+    /// name can ever have, so a field costs one look-up after its first use.
+    pub(crate) fn is_denied_static(&self, name: &'static str) -> bool {
+        let address = name.as_ptr() as usize;
+        let slot = ((address >> 3) ^ (address >> 11)) % CACHE_SLOTS;
+        DECISIONS.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let entry = &mut cache[slot];
+            if entry.0 == self.id && entry.1 == address && entry.2 == name.len() {
+                return entry.3;
+            }
+            let denied = self.is_denied(name);
+            *entry = (self.id, address, name.len(), denied);
+            denied
+        })
     }
 
     fn matches(&self, name: &[u8]) -> bool {
@@ -417,7 +451,7 @@ pub(crate) fn pretty_fields(
         move |writer: &mut tracing_subscriber::fmt::format::Writer<'_>,
               field: &Field,
               value: &dyn fmt::Debug| {
-            if redactor.is_denied(field.name()) {
+            if redactor.is_denied_static(field.name()) {
                 write!(writer, "{}={REDACTED}", field.name())
             } else if field.name() == "message" {
                 write!(writer, "{value:?}")
@@ -500,6 +534,41 @@ mod tests {
             "passage",
         ] {
             assert!(!redactor.is_denied(kept), "{kept}");
+        }
+    }
+
+    /// The per-thread cache answers for the redactor that asked: two redactors that disagree on
+    /// a name keep disagreeing, however often and in whichever order they ask.
+    #[test]
+    fn cached_decisions_belong_to_their_redactor() {
+        let strict = Redactor::new(&["ssn".to_owned()]);
+        let lenient = Redactor::new(&[]);
+        for _ in 0..3 {
+            assert!(strict.is_denied_static("ssn"));
+            assert!(!lenient.is_denied_static("ssn"));
+            assert!(strict.is_denied_static("access_token"));
+            assert!(lenient.is_denied_static("access_token"));
+            assert!(!strict.is_denied_static("route"));
+        }
+        // Many names share the slots: every answer still matches the uncached one.
+        let names: Vec<&'static str> = (0..1000)
+            .map(|n| {
+                let name = if n % 2 == 0 {
+                    format!("field_{n}_token")
+                } else {
+                    format!("field_{n}")
+                };
+                &*Box::leak(name.into_boxed_str())
+            })
+            .collect();
+        let denied = names.iter().filter(|name| strict.is_denied(name)).count();
+        assert_eq!(denied, 500, "half the names hold a secret");
+        for name in names.iter().chain(names.iter()) {
+            assert_eq!(
+                strict.is_denied_static(name),
+                strict.is_denied(name),
+                "{name}"
+            );
         }
     }
 
