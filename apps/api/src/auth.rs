@@ -163,7 +163,7 @@ pub async fn require_caller(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| *address);
-    mainstay_telemetry::http::set_client_pseudonym(&authenticator.address_pseudonym(client));
+    mainstay_telemetry::http::set_client_pseudonym(|| authenticator.address_pseudonym(client));
     match authenticator.authenticate(request.headers(), client) {
         Ok(caller) => {
             request.extensions_mut().insert(caller);

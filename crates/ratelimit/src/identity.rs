@@ -102,11 +102,7 @@ impl ClientNetwork {
     /// The network of `address` for the given prefix lengths (clamped to 32 and 128 bits).
     #[must_use]
     pub fn of(address: IpAddr, ipv4_prefix_len: u8, ipv6_prefix_len: u8) -> Self {
-        let address = match address {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 @ IpAddr::V4(_) => v4,
-        };
-        match address {
+        match crate::proxy::canonical(address) {
             IpAddr::V4(v4) => {
                 let prefix_len = ipv4_prefix_len.min(32);
                 let mask = u32::MAX

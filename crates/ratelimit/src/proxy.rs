@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use crate::config::ConfigError;
+use crate::identity::ClientNetwork;
 
 /// One address block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,27 +18,16 @@ struct Block {
 }
 
 impl Block {
+    /// Whether `address` is in the block: the same network at the block's prefix (addresses of
+    /// the other family never are).
     fn contains(&self, address: IpAddr) -> bool {
-        match (self.network, canonical(address)) {
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(network) & mask == u32::from(address) & mask
-            }
-            (IpAddr::V6(network), IpAddr::V6(address)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(network) & mask == u128::from(address) & mask
-            }
-            _ => false,
-        }
+        let network = |address| ClientNetwork::of(address, self.prefix, self.prefix);
+        network(self.network) == network(address)
     }
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) compare as the IPv4 address they carry.
-fn canonical(address: IpAddr) -> IpAddr {
+pub(crate) fn canonical(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,

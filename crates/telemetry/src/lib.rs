@@ -330,15 +330,8 @@ impl TelemetryGuard {
     ///
     /// [`ShutdownError::Shutdown`] when the final export failed or timed out; the exporter is
     /// stopped either way.
-    pub fn shutdown(mut self) -> Result<(), ShutdownError> {
-        self.shut_down = true;
-        let spans = self
-            .provider
-            .shutdown()
-            .map_err(|error| ShutdownError::Shutdown(Box::new(error)));
-        self.runtime.take();
-        self.flush_logs()?;
-        spans
+    pub fn shutdown(self) -> Result<(), ShutdownError> {
+        self.shut_down_with(SdkTracerProvider::shutdown)
     }
 
     /// [`shutdown`](Self::shutdown) within `timeout`: the final export is given at most that
@@ -347,12 +340,17 @@ impl TelemetryGuard {
     /// # Errors
     ///
     /// As [`shutdown`](Self::shutdown).
-    pub fn shutdown_within(mut self, timeout: std::time::Duration) -> Result<(), ShutdownError> {
+    pub fn shutdown_within(self, timeout: std::time::Duration) -> Result<(), ShutdownError> {
+        self.shut_down_with(|provider| provider.shutdown_with_timeout(timeout))
+    }
+
+    /// Stops the provider with `stop`, then the export runtime, then flushes the log lines.
+    fn shut_down_with(
+        mut self,
+        stop: impl FnOnce(&SdkTracerProvider) -> opentelemetry_sdk::error::OTelSdkResult,
+    ) -> Result<(), ShutdownError> {
         self.shut_down = true;
-        let spans = self
-            .provider
-            .shutdown_with_timeout(timeout)
-            .map_err(|error| ShutdownError::Shutdown(Box::new(error)));
+        let spans = stop(&self.provider).map_err(|error| ShutdownError::Shutdown(Box::new(error)));
         self.runtime.take();
         self.flush_logs()?;
         spans

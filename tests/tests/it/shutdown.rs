@@ -6,6 +6,28 @@ use mainstay_tests::Api;
 
 const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 
+/// Starts `GET /admin/drill/delay?ms=MS` and returns once its handler runs (the request is in
+/// flight); the task ends with the response.
+async fn slow_request(
+    api: &mut Api,
+    ms: u64,
+) -> anyhow::Result<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>> {
+    let url = api.url(&format!("/admin/drill/delay?ms={ms}"));
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .get(url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+    });
+    api.wait_for_log(Duration::from_secs(5), |line| {
+        line["msg"]
+            .as_str()
+            .is_some_and(|msg| msg.ends_with("drill: delay started"))
+    })?;
+    Ok(request)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_slow_request_finish_then_refuses_connections_and_exits_0()
 -> anyhow::Result<()> {
@@ -15,20 +37,8 @@ async fn sigterm_lets_a_slow_request_finish_then_refuses_connections_and_exits_0
         .env("MAINSTAY_SHUTDOWN__TIMEOUT", "5s")
         .start()?;
     let addr = api.addr().to_owned();
-    let slow_url = api.url("/admin/drill/delay?ms=1500");
-    let slow = tokio::spawn(async move {
-        reqwest::Client::new()
-            .get(slow_url)
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-    });
     // The slow request is in flight once its handler has started.
-    api.wait_for_log(Duration::from_secs(5), |line| {
-        line["msg"]
-            .as_str()
-            .is_some_and(|msg| msg.ends_with("drill: delay started"))
-    })?;
+    let slow = slow_request(&mut api, 1500).await?;
     let signalled = Instant::now();
     api.terminate()?;
 
@@ -84,19 +94,7 @@ async fn a_request_longer_than_the_shutdown_timeout_is_abandoned_with_exit_1() -
         .env("MAINSTAY_SHUTDOWN__DRAIN_DELAY", "50ms")
         .env("MAINSTAY_SHUTDOWN__TIMEOUT", "1s")
         .start()?;
-    let slow_url = api.url("/admin/drill/delay?ms=20000");
-    let _slow = tokio::spawn(async move {
-        reqwest::Client::new()
-            .get(slow_url)
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-    });
-    api.wait_for_log(Duration::from_secs(5), |line| {
-        line["msg"]
-            .as_str()
-            .is_some_and(|msg| msg.ends_with("drill: delay started"))
-    })?;
+    let _slow = slow_request(&mut api, 20000).await?;
     api.terminate()?;
     let status = api.wait_exit(Duration::from_secs(5))?;
     assert_eq!(status.code(), Some(1));
@@ -240,19 +238,7 @@ async fn shutdown_is_bounded_by_its_timeout_whatever_hangs() -> anyhow::Result<(
         .send()
         .await?;
     assert!(put.status().is_success(), "{}", put.status());
-    let slow_url = api.url("/admin/drill/delay?ms=60000");
-    let _slow = tokio::spawn(async move {
-        reqwest::Client::new()
-            .get(slow_url)
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-    });
-    api.wait_for_log(Duration::from_secs(5), |line| {
-        line["msg"]
-            .as_str()
-            .is_some_and(|msg| msg.ends_with("drill: delay started"))
-    })?;
+    let _slow = slow_request(&mut api, 60000).await?;
     proxy.freeze();
     let signalled = Instant::now();
     api.terminate()?;

@@ -226,13 +226,24 @@ fn open_remote(
 
 /// The catalog: local collections, and tombstones of dropped ones (empty when there is none).
 fn read_catalog(fs: &dyn FileSystem, catalog_path: &Path) -> Result<CatalogFile, OpenError> {
-    match fs.read(catalog_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| OpenError::Io {
-            path: catalog_path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(CatalogFile::default()),
-        Err(error) => Err(io_open(catalog_path)(error)),
+    Ok(read_json(fs, catalog_path)?.unwrap_or_default())
+}
+
+/// The JSON file at `path`, `None` when there is none; a file that does not parse is an
+/// `InvalidData` error naming it.
+fn read_json<T: serde::de::DeserializeOwned>(
+    fs: &dyn FileSystem,
+    path: &Path,
+) -> Result<Option<T>, OpenError> {
+    match fs.read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| OpenError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_open(path)(error)),
     }
 }
 
@@ -280,7 +291,7 @@ async fn claim_prefix(
             // The object store is down: start from this directory's copy of the last committed
             // manifest, without claiming the prefix (no uploads, commits or orphan collection)
             // until the store answers. Without a copy nothing says what the prefix holds: refuse.
-            let Some(mut manifest) = read_manifest_copy(&**fs, manifest_copy_path)? else {
+            let Some(mut manifest) = read_json::<Manifest>(&**fs, manifest_copy_path)? else {
                 return Err(OpenError::ObjectStoreUnavailable {
                     reason: error.to_string(),
                 });
@@ -296,20 +307,6 @@ async fn claim_prefix(
         }
         Err(remote::CommitError::Fenced(fenced)) => Err(OpenError::Fenced(fenced)),
         Err(remote::CommitError::Remote(error)) => Err(OpenError::Manifest(error.to_string())),
-    }
-}
-
-/// The local copy of the last committed manifest, if there is one.
-fn read_manifest_copy(fs: &dyn FileSystem, path: &Path) -> Result<Option<Manifest>, OpenError> {
-    match fs.read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| OpenError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(io_open(path)(error)),
     }
 }
 

@@ -80,13 +80,14 @@ fn method_label(method: &http::Method) -> &'static str {
     }
 }
 
-/// Sets `client.address` on the current request's exported span to `pseudonym`: a stable
-/// pseudonym of the caller's address (an HMAC, as the rate limiter's identities), never the
-/// address itself. Call it from the middleware that knows the caller.
-pub fn set_client_pseudonym(pseudonym: &str) {
+/// Sets `client.address` on the current request's exported span to the pseudonym `pseudonym`
+/// makes: a stable pseudonym of the caller's address (an HMAC, as the rate limiter's
+/// identities), never the address itself. `pseudonym` runs only when the span is sampled, so an
+/// unsampled request pays nothing for it. Call it from the middleware that knows the caller.
+pub fn set_client_pseudonym(pseudonym: impl FnOnce() -> String) {
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
     let span = tracing::Span::current();
     if span.context().span().span_context().is_sampled() {
-        span.set_attribute("client.address", pseudonym.to_owned());
+        span.set_attribute("client.address", pseudonym());
     }
 }
