@@ -20,7 +20,6 @@
 //!
 //! [`TelemetryConfig`]: crate::TelemetryConfig
 
-
 use serde_json::Value;
 
 /// `OTEL_SERVICE_NAME`.
@@ -245,8 +244,9 @@ pub fn parse_list(input: &str) -> Result<Vec<(String, String)>, String> {
         if key.is_empty() {
             return Err(format!("entry {number} has an empty key"));
         }
-        let value = percent_decode(value.trim())
-            .ok_or_else(|| format!("entry {number} ({key}) has a malformed %-escape in its value"))?;
+        let value = percent_decode(value.trim()).ok_or_else(|| {
+            format!("entry {number} ({key}) has a malformed %-escape in its value")
+        })?;
         entries.push((key, value));
     }
     Ok(entries)
@@ -332,8 +332,8 @@ mod tests {
 
     #[test]
     fn the_service_name_attribute_applies_without_otel_service_name() {
-        let settings = settings(env(&[(RESOURCE_ATTRIBUTES, "service.name=billing")]))
-            .expect("valid");
+        let settings =
+            settings(env(&[(RESOURCE_ATTRIBUTES, "service.name=billing")])).expect("valid");
         assert_eq!(
             keys(&settings),
             vec![(RESOURCE_ATTRIBUTES, "service_name", json!("billing"))]
@@ -349,13 +349,21 @@ mod tests {
     #[test]
     fn malformed_variables_are_named_and_never_quote_header_values() {
         for (variable, value, expected) in [
-            (ENDPOINT, "collector:4318", "absolute http:// or https:// URL"),
+            (
+                ENDPOINT,
+                "collector:4318",
+                "absolute http:// or https:// URL",
+            ),
             (PROTOCOL, "http/json", "not supported"),
             (HEADERS, "authorization", "entry 1 has no `=`"),
             (HEADERS, "a=1,=2", "entry 2 has an empty key"),
             (HEADERS, "authorization=s3cr3t%zz", "malformed %-escape"),
             (HEADERS, "bad header=s3cr3t", "not a valid header name"),
-            (HEADERS, "authorization=s3cr3t%0A", "not a valid header name and value"),
+            (
+                HEADERS,
+                "authorization=s3cr3t%0A",
+                "not a valid header name and value",
+            ),
             (RESOURCE_ATTRIBUTES, "a=%E2%28", "malformed %-escape"),
             (SAMPLER_ARG, "1.5", "from 0.0 to 1.0"),
             (SAMPLER_ARG, "half", "from 0.0 to 1.0"),

@@ -96,12 +96,14 @@ pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<u8>, &'static str> {
     if !cfg!(feature = "tls") {
         return Err("no CA file: trusting one needs the `tls` feature of mainstay-telemetry");
     }
-    let pem = std::fs::read(path)
-        .map_err(|_| "a readable PEM file of one or more CA certificates")?;
+    let pem =
+        std::fs::read(path).map_err(|_| "a readable PEM file of one or more CA certificates")?;
     #[cfg(feature = "tls")]
     match reqwest::Certificate::from_pem_bundle(&pem) {
         Ok(certificates) if !certificates.is_empty() => {}
-        _ => return Err("a PEM file of one or more CA certificates (`-----BEGIN CERTIFICATE-----`)"),
+        _ => {
+            return Err("a PEM file of one or more CA certificates (`-----BEGIN CERTIFICATE-----`)");
+        }
     }
     Ok(pem)
 }
@@ -137,7 +139,9 @@ pub(crate) fn otlp(
     let headers = export_headers(config);
     let ca_pem = match &config.otlp_ca_file {
         Some(path) => Some(read_ca_file(path).map_err(|allowed| {
-            InitError::Exporter(format!("otlp_ca_file {}: expected {allowed}", path.display()).into())
+            InitError::Exporter(
+                format!("otlp_ca_file {}: expected {allowed}", path.display()).into(),
+            )
         })?),
         None => None,
     };
