@@ -764,6 +764,8 @@ fn otlp_headers_are_masked_in_config_print() -> anyhow::Result<()> {
 /// (exit 2), at start-up and in `config check`, and never quotes a header value.
 #[test]
 fn malformed_otel_variables_stop_start_up_with_exit_2() -> anyhow::Result<()> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let taken = listener.local_addr()?;
     for (variable, value) in [
         ("OTEL_TRACES_SAMPLER_ARG", "lots"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317"),
@@ -772,7 +774,12 @@ fn malformed_otel_variables_stop_start_up_with_exit_2() -> anyhow::Result<()> {
         ("OTEL_RESOURCE_ATTRIBUTES", "a=%zz"),
     ] {
         for args in [&[][..], &["config", "check"][..]] {
-            let (status, out, err) = Api::builder().env(variable, value).args(args).run()?;
+            // A taken address: were the value accepted, start-up would fail (exit 1), not hang.
+            let (status, out, err) = Api::builder()
+                .env(variable, value)
+                .env("MAINSTAY_SERVER__ADDR", &taken.to_string())
+                .args(args)
+                .run()?;
             assert_eq!(status.code(), Some(2), "{variable} {args:?}: {out}{err}");
             assert!(err.contains(variable), "{variable} {args:?}: {err}");
             assert!(!err.contains("sentinel"), "{err}");
