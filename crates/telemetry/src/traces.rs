@@ -102,7 +102,9 @@ pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<u8>, &'static str> {
     match reqwest::Certificate::from_pem_bundle(&pem) {
         Ok(certificates) if !certificates.is_empty() => {}
         _ => {
-            return Err("a PEM file of one or more CA certificates (`-----BEGIN CERTIFICATE-----`)");
+            return Err(
+                "a PEM file of one or more CA certificates (`-----BEGIN CERTIFICATE-----`)",
+            );
         }
     }
     Ok(pem)
