@@ -600,11 +600,14 @@ impl Config {
 /// collector's `Authorization`).
 const SECRET_KEYS: &[&str] = &["key_sha256", "headers", "otlp_headers"];
 
-/// The value of a secret key, masked: a table keeps its names (which headers are sent), every
-/// other value is `[REDACTED]` whole.
-fn mask_whole(value: Value) -> Value {
+/// Secret tables whose entry names are shown (which headers are sent), values masked.
+const NAMES_SHOWN: &[&str] = &["headers", "otlp_headers"];
+
+/// The value of the secret key `leaf`, masked: a header table keeps its names, every other value
+/// is `[REDACTED]` whole.
+fn mask_whole(leaf: &str, value: Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(
+        Value::Object(map) if NAMES_SHOWN.contains(&leaf) => Value::Object(
             map.into_iter()
                 .map(|(name, _)| (name, Value::String("[REDACTED]".into())))
                 .collect(),
@@ -629,7 +632,7 @@ fn mask_secrets(value: Value) -> Value {
             map.into_iter()
                 .map(|(name, value)| {
                     let value = if is_secret_key(&name) && !value.is_null() {
-                        mask_whole(value)
+                        mask_whole(&name, value)
                     } else {
                         mask_secrets(value)
                     };
@@ -730,7 +733,7 @@ fn flatten_into(keys: &mut BTreeMap<String, Value>, prefix: String, value: Value
         value => {
             let leaf = prefix.rsplit('.').next().unwrap_or_default();
             let masked = if is_secret_key(leaf) && !value.is_null() {
-                mask_whole(value)
+                mask_whole(leaf, value)
             } else {
                 mask_secrets(value)
             };
