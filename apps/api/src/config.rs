@@ -358,8 +358,31 @@ pub fn load(file: Option<&Path>) -> Result<(Config, Figment), ConfigError> {
     let config: Config = figment
         .extract()
         .map_err(|error| ConfigError::from_figment(error, &figment))?;
-    config.validate()?;
+    config
+        .validate()
+        .map_err(|error| name_otel_source(error, &figment))?;
     Ok((config, figment))
+}
+
+/// An invalid value that came from an `OTEL_*` variable also names the variable, so that the
+/// operator knows where to look (`telemetry.otlp_ca_file` from `OTEL_EXPORTER_OTLP_CERTIFICATE`).
+fn name_otel_source(error: ConfigError, figment: &Figment) -> ConfigError {
+    let ConfigError::Invalid(message) = &error else {
+        return error;
+    };
+    let key = message
+        .strip_prefix("key `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key);
+    let source = key
+        .and_then(|key| figment.find_value(key).ok())
+        .and_then(|value| figment.get_metadata(value.tag()))
+        .map(|metadata| metadata.name.to_string())
+        .filter(|name| name.starts_with("`OTEL_"));
+    match source {
+        Some(source) => ConfigError::Invalid(format!("{message} (from the {source})")),
+        None => error,
+    }
 }
 
 impl Config {

@@ -772,6 +772,8 @@ fn malformed_otel_variables_stop_start_up_with_exit_2() -> anyhow::Result<()> {
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
         ("OTEL_EXPORTER_OTLP_HEADERS", "sentinel-otlp-token-7c1d"),
         ("OTEL_RESOURCE_ATTRIBUTES", "a=%zz"),
+        // Well-formed, but the file it names is missing: the key's error names the variable.
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"),
     ] {
         for args in [&[][..], &["config", "check"][..]] {
             // A taken address: were the value accepted, start-up would fail (exit 1), not hang.
