@@ -43,7 +43,8 @@ struct Inner {
 impl RateLimiter {
     /// A limit of `spec` on events named `name` (`[a-z0-9_-]`, at most 64 bytes; its metric policy
     /// label is `event:NAME`), counted per key where this limiter decides: on Redis when the
-    /// limiter has Redis, in process (at most `ratelimit.max_local_keys` keys) otherwise.
+    /// limiter has Redis, in process otherwise (at most `ratelimit.max_local_keys` keys, the least
+    /// recently used evicted: an evicted key starts again with a full bucket).
     ///
     /// # Errors
     ///
@@ -194,10 +195,5 @@ impl EventLimit {
                     .clone()
             })
             .inc();
-    }
-
-    /// Reclaims idle keys of the in-process store; returns how many keys it holds.
-    pub fn sweep(&self) -> usize {
-        self.inner.local.sweep()
     }
 }
