@@ -142,6 +142,10 @@ pub struct AuthConfig {
     pub allow_anonymous: bool,
     /// The API keys, stored as SHA-256 hashes (`printf %s KEY | sha256sum`). File only.
     pub api_keys: Vec<ApiKeyEntry>,
+    /// Failed authentications (unknown or malformed keys) allowed per client network (the rate
+    /// limiter's prefix identity) before such requests are answered 429; counted on Redis when
+    /// `redis.url` is set. A valid key always passes.
+    pub failure_limit: mainstay_ratelimit::LimitSpec,
 }
 
 impl Default for AuthConfig {
@@ -149,6 +153,10 @@ impl Default for AuthConfig {
         Self {
             allow_anonymous: true,
             api_keys: Vec::new(),
+            failure_limit: mainstay_ratelimit::LimitSpec::new(
+                10,
+                std::time::Duration::from_secs(60),
+            ),
         }
     }
 }
@@ -485,6 +493,10 @@ impl Config {
                 );
             }
         }
+        self.auth
+            .failure_limit
+            .validate("auth.failure_limit")
+            .map_err(|error| invalid_value(&error.key, &error.value, &error.allowed))?;
         if let Some(url) = &self.redis.url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
@@ -712,6 +724,7 @@ pub(crate) fn mask_url(text: &str) -> String {
 
 /// Tables documented and shown as one key (their entries are names the operator chooses).
 const LEAF_TABLES: &[&str] = &[
+    "auth.failure_limit",
     "storage.upload.breaker",
     "storage.upload.retry_budget",
     "dlq.queues",
@@ -815,6 +828,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "auth.api_keys",
         "array of tables (file only)",
         "API keys: `{ key_sha256, organisation, tier = \"api-key\"|\"premium\"|\"admin\", plan = \"free\"|\"pro\"|\"enterprise\" }`.",
+    ),
+    (
+        "auth.failure_limit",
+        "table `{ requests, period, burst }`",
+        "Failed authentications (unknown or malformed API keys) allowed per client network (`ratelimit.ipv4_prefix_len`/`ipv6_prefix_len`, after `ratelimit.trusted_proxies`) before such requests are answered 429 with `Retry-After`; counted on Redis when `redis.url` is set, in process otherwise and during a Redis outage. A valid key always passes. Default 10 per minute.",
     ),
     (
         "dlq.cleanup_interval",
