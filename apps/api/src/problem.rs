@@ -203,7 +203,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
             .map_err(|rejection| Problem::new(rejection.status(), rejection.body_text()))?;
-        json_object(&bytes).map(Json)
+        json_object(&bytes).map(Json).map_err(|problem| *problem)
     }
 }
 
@@ -213,12 +213,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
 /// # Errors
 ///
 /// The 422 problem.
-pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+pub fn json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Box<Problem>> {
     let unreadable = |error: &dyn std::fmt::Display| {
-        Problem::new(
+        Box::new(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("the body could not be read: {error}"),
-        )
+        ))
     };
     match serde_json::from_slice::<serde_json::Value>(bytes) {
         Ok(value @ serde_json::Value::Object(_)) => {

@@ -157,15 +157,18 @@ fn status_problem(status: StatusCode, detail: impl Into<String>) -> Response {
 fn write_error(state: &AppState, error: WriteError) -> Response {
     match error {
         WriteError::Fenced(fenced) => state.faults.fenced(&fenced),
-        WriteError::InvalidCollection(_) | WriteError::InvalidId | WriteError::EmptyBatch => {
+        // Too many records breaks the document's `maxItems`, like an empty batch its `minItems`:
+        // a 422; 413 is for bytes.
+        WriteError::InvalidCollection(_)
+        | WriteError::InvalidId
+        | WriteError::EmptyBatch
+        | WriteError::TooManyRecords { .. } => {
             status_problem(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
         }
         WriteError::UnknownCollection(_) => {
             status_problem(StatusCode::NOT_FOUND, "no such collection; create it first")
         }
-        WriteError::ValueTooLarge { .. }
-        | WriteError::TooManyRecords { .. }
-        | WriteError::BatchTooLarge { .. } => {
+        WriteError::ValueTooLarge { .. } | WriteError::BatchTooLarge { .. } => {
             status_problem(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
         }
         WriteError::Backpressure { retry_after, .. } => {
@@ -533,8 +536,8 @@ impl IdempotencyKeys {
         (status = 200, description = "`{written: N}`, acknowledged (`replayed: true` for a retried key)", body = Object),
         (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The `Idempotency-Key` was used for another batch (`type` ends in `/idempotency-key-reused`); nothing was written", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Over the batch or value limit", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body, id or base64", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "A value over `storage.limits.max_value_bytes`, or the batch's values over `storage.limits.max_batch_bytes`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body, id or base64, or more records than `storage.limits.max_batch_records`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Not acknowledged, retry after `Retry-After`: the local backlog is full, the WAL refuses writes, or this instance is fenced by another writer (`type` ends in `/fenced`: retry on another instance)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn put_batch(
@@ -575,7 +578,7 @@ pub async fn put_batch(
     }
     let batch: Batch = match crate::problem::json_object(&body) {
         Ok(batch) => batch,
-        Err(problem) => return problem.into_response(),
+        Err(problem) => return (*problem).into_response(),
     };
     let mut records = Vec::with_capacity(batch.records.len());
     for record in batch.records {

@@ -253,7 +253,7 @@ pub async fn retry(
             Ok(serde_json::Value::Null) => RetryFilter::default(),
             Ok(_) => match crate::problem::json_object(&body) {
                 Ok(filter) => filter,
-                Err(problem) => return problem.into_response(),
+                Err(problem) => return (*problem).into_response(),
             },
             Err(error) => return unprocessable(format!("the filter could not be read: {error}")),
         }
