@@ -60,6 +60,11 @@ pub(crate) fn ensure() -> Result<PathBuf> {
         "python3 -m venv {shown} && {shown}/bin/pip install schemathesis=={VERSION} (Debian needs `apt-get install -y python3-venv` first)"
     );
     eprintln!("schemathesis {VERSION} is missing; installing it into {shown}");
+    if let Some(parent) = venv.parent()
+        && std::fs::create_dir_all(parent).is_err()
+    {
+        bail!("could not create {}; run: {manual}", parent.display());
+    }
     let made = Command::new("python3")
         .args(["-m", "venv"])
         .arg(&venv)
