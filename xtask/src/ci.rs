@@ -77,6 +77,10 @@ pub(crate) fn run() -> Result<()> {
         }
         run_command(&mut command)
     });
+    step("schemathesis", &mut || match &api_bin {
+        Some(path) => crate::schemathesis::run(path),
+        None => crate::schemathesis::run(&build_api()?),
+    });
     step("loom models", &mut loom_models);
     step("doc tests", &mut || {
         run_command(cargo().args(["test", "--workspace", "--doc", "--locked"]))

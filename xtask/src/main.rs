@@ -6,11 +6,13 @@
 //! - `bench [NAME ...]`: runs the named benchmarks (all when none is named).
 //! - `soak storage --minutes N`: runs the record store's model-based fault test on fresh seeds.
 //! - `release`: checks that every library crate is ready to publish.
+//! - `schemathesis`: fuzzes the built `mainstay-api` against its OpenAPI document (decision 0091).
 
 mod ci;
 mod codegen;
 mod deps;
 mod release;
+mod schemathesis;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,6 +46,8 @@ enum Task {
     },
     /// Check that every library crate is ready to publish.
     Release,
+    /// Build `mainstay-api` and fuzz `/v1` and `/admin` against the OpenAPI document.
+    Schemathesis,
     /// Run a randomized test on fresh seeds for a while: `storage` (the record store's model test).
     Soak {
         /// What to soak: `storage`.
@@ -62,6 +66,7 @@ fn main() {
         Task::Deps => deps::run(),
         Task::Bench { names } => bench(&names),
         Task::Release => release::run(),
+        Task::Schemathesis => ci::build_api().and_then(|bin| schemathesis::run(&bin)),
         Task::Soak { name, minutes } => soak(&name, minutes),
     };
     if let Err(error) = result {

@@ -83,7 +83,9 @@ pub use handover::{
 };
 pub use http_status::HttpStatusConnector;
 pub use metrics::StorageMetrics;
-pub use names::{MAX_ID_BYTES, valid_collection_name, valid_record_id};
+pub use names::{
+    MAX_ID_BYTES, decode_cursor, encode_cursor, valid_collection_name, valid_record_id,
+};
 pub use orphans::OrphanReport;
 pub use store::{
     CollectionInfo, DLQ_QUEUE, ListQuery, Page, Record, RecoveryReport, Store, StoreBuilder,

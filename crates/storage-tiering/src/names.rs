@@ -39,16 +39,19 @@ pub fn valid_record_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
 }
 
-/// Encodes the last id of a page as an opaque cursor.
-pub(crate) fn encode_cursor(last_id: &str) -> String {
+/// Encodes the last id of a page as an opaque cursor: listing with it continues after `last_id`.
+#[must_use]
+pub fn encode_cursor(last_id: &str) -> String {
     let mut raw = Vec::with_capacity(last_id.len() + 1);
     raw.push(1u8);
     raw.extend_from_slice(last_id.as_bytes());
     URL_SAFE_NO_PAD.encode(raw)
 }
 
-/// Decodes a cursor made by [`encode_cursor`]; `None` when it is not one.
-pub(crate) fn decode_cursor(cursor: &str) -> Option<String> {
+/// Decodes a cursor made by [`encode_cursor`] to the id it continues after; `None` when it is
+/// not one.
+#[must_use]
+pub fn decode_cursor(cursor: &str) -> Option<String> {
     let raw = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let (version, id) = raw.split_first()?;
     if *version != 1 {

@@ -258,3 +258,211 @@ async fn the_served_openapi_document_is_the_committed_one() -> anyhow::Result<()
     assert_eq!(served, committed, "run `cargo xtask codegen`");
     Ok(())
 }
+
+/// Issue 15, point 9: the statuses the layers answer (authentication, rate limit, extractors,
+/// body limit, timeout) are documented on every operation they apply to, as problem+json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_documents_the_statuses_its_layers_answer() -> anyhow::Result<()> {
+    let api = Api::builder()
+        .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
+        .start()?;
+    let doc: Value = reqwest::get(api.url("/openapi.json")).await?.json().await?;
+    let mut missing = Vec::new();
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        for (method, operation) in item.as_object().into_iter().flatten() {
+            operations += 1;
+            let mut expected = vec!["504"];
+            if path.starts_with("/v1/") {
+                expected.extend(["401", "429"]);
+            }
+            if path.starts_with("/admin/") {
+                expected.push("401");
+            }
+            let has_parameters = operation["parameters"]
+                .as_array()
+                .is_some_and(|parameters| !parameters.is_empty());
+            if has_parameters || operation.get("requestBody").is_some() {
+                expected.push("422");
+            }
+            if let Some(body) = operation.get("requestBody") {
+                expected.push("413");
+                if body["content"].get("application/json").is_some() {
+                    expected.push("415");
+                }
+            }
+            let responses = &operation["responses"];
+            for status in expected {
+                if responses.get(status).is_none() {
+                    missing.push(format!("{method} {path}: {status} is not documented"));
+                }
+            }
+            for (status, response) in responses.as_object().into_iter().flatten() {
+                let is_error = status.starts_with('4') || status.starts_with('5');
+                let is_health_report = path.starts_with("/health/") || path == "/admin/health";
+                if is_error && !(is_health_report && status == "503") {
+                    let schema = &response["content"]["application/problem+json"]["schema"];
+                    if schema["$ref"] != "#/components/schemas/Problem" {
+                        missing.push(format!(
+                            "{method} {path}: {status} is not an application/problem+json Problem"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(operations > 30, "every route is in the document");
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+    Ok(())
+}
+
+/// Issue 15, point 9: the constraints the server enforces are in the document, and a value the
+/// document refuses is refused by the server with the documented problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_carries_the_enforced_constraints_and_rejections_are_problems()
+-> anyhow::Result<()> {
+    let api = Api::builder()
+        .config_toml(&keys_toml(false))
+        .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
+        .env("MAINSTAY_RATELIMIT__ENABLED", "false")
+        .start()?;
+    let client = reqwest::Client::new();
+    let doc: Value = reqwest::get(api.url("/openapi.json")).await?.json().await?;
+    let parameter = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|parameter| parameter["name"] == name)
+            .map(|parameter| parameter["schema"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let records = "/v1/collections/{collection}/records";
+    assert_eq!(
+        parameter(records, "get", "collection")["pattern"],
+        "^[a-z0-9][a-z0-9_-]{0,50}$"
+    );
+    assert_eq!(parameter(records, "get", "limit")["maximum"], 1000);
+    assert_eq!(parameter(records, "get", "limit")["minimum"], 1);
+    assert_eq!(
+        parameter(records, "post", "Idempotency-Key")["maxLength"],
+        128
+    );
+    assert_eq!(parameter("/admin/dlq", "get", "limit")["maximum"], 1000);
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["NewCollection"]["properties"]["name"]["maxLength"],
+        51
+    );
+    assert_eq!(schemas["Batch"]["properties"]["records"]["minItems"], 1);
+    assert_eq!(
+        schemas["Policy"]["enum"],
+        serde_json::json!(["memory", "memory_s3", "s3_only"])
+    );
+    assert_eq!(
+        schemas["ErrorClass"]["enum"].as_array().map(Vec::len),
+        Some(4)
+    );
+
+    let key = |request: reqwest::RequestBuilder| request.header("x-api-key", ACME_KEY);
+    let admin = |request: reqwest::RequestBuilder| request.bearer_auth(ADMIN_TOKEN);
+    let cases = [
+        // Extractor rejections: axum's plain-text 400s before.
+        (
+            key(client.get(api.url("/v1/collections/orders/records?limit=abc"))),
+            422,
+        ),
+        (admin(client.get(api.url("/admin/dlq/export"))), 422),
+        (admin(client.get(api.url("/admin/dlq?limit=5000"))), 422),
+        (admin(client.get(api.url("/admin/dlq?class="))), 422),
+        // A body not declared as JSON, and JSON that is not an object.
+        (
+            key(client
+                .post(api.url("/v1/collections"))
+                .body(r#"{"name":"a"}"#)),
+            415,
+        ),
+        (
+            key(client.post(api.url("/v1/collections")))
+                .header("content-type", "application/json")
+                .body(r#"["orders"]"#),
+            422,
+        ),
+        (
+            admin(client.post(api.url("/admin/dlq/retry")))
+                .header("content-type", "application/json")
+                .body("[null, null]"),
+            422,
+        ),
+        (
+            admin(client.post(api.url("/admin/dlq/retry")))
+                .json(&serde_json::json!({ "older_than": "1 h" })),
+            422,
+        ),
+        (admin(client.post(api.url("/admin/store/handover"))), 415),
+        (
+            admin(client.post(api.url("/admin/store/handover")))
+                .json(&serde_json::json!({ "data_dir": "relative/dir" })),
+            422,
+        ),
+        // A schema-valid path that holds no data directory: not found, never a 5xx.
+        (
+            admin(client.post(api.url("/admin/store/handover")))
+                .json(&serde_json::json!({ "data_dir": "/etc/hostname/x" })),
+            404,
+        ),
+        // Schema-valid values the server takes.
+        (
+            admin(client.post(api.url("/admin/dlq/retry")))
+                .json(&serde_json::json!({ "older_than": "1h 30m", "error_class": null })),
+            200,
+        ),
+        (
+            admin(client.get(api.url("/admin/dlq?cursor=01arz3ndektsv4rrffq69g5fav&limit=1"))),
+            200,
+        ),
+    ];
+    for (index, (request, status)) in cases.into_iter().enumerate() {
+        let response = request.send().await?;
+        assert_eq!(response.status().as_u16(), status, "case {index}");
+        if status >= 400 {
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json",
+                "case {index}"
+            );
+            assert_eq!(json(response).await["status"], status, "case {index}");
+        }
+    }
+
+    // The listing cursor is the id the page ends on, which the document can describe.
+    let created = key(client.post(api.url("/v1/collections")))
+        .json(&serde_json::json!({ "name": "orders", "policy": "memory" }))
+        .send()
+        .await?;
+    assert_eq!(created.status(), 201);
+    let batch = key(client.post(api.url("/v1/collections/orders/records")))
+        .json(&serde_json::json!({ "records": [
+            { "id": "a", "value_base64": "MQ==" },
+            { "id": "b", "value_base64": "Mg==" },
+            { "id": "c", "value_base64": "Mw==" },
+        ] }))
+        .send()
+        .await?;
+    assert_eq!(batch.status(), 200);
+    let page = json(
+        key(client.get(api.url("/v1/collections/orders/records?limit=2")))
+            .send()
+            .await?,
+    )
+    .await;
+    assert_eq!(page["next_cursor"], "b", "{page}");
+    let rest = json(
+        key(client.get(api.url("/v1/collections/orders/records?cursor=b")))
+            .send()
+            .await?,
+    )
+    .await;
+    assert_eq!(rest["records"][0]["id"], "c", "{rest}");
+    Ok(())
+}

@@ -374,7 +374,7 @@ async fn an_idempotency_key_answers_a_retried_batch_once_and_refuses_other_conte
         (Some(1), Some(true))
     );
     let reused = send("pay-1", json!([{"id": "p2", "value_base64": "MjA="}])).await?;
-    assert_eq!(reused.status(), 422);
+    assert_eq!(reused.status(), 409);
     let p2 = client
         .get(api.url("/v1/collections/payments/records/p2"))
         .bearer_auth("acme-key")

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{MatchedPath, Query, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 
 use super::Routes;
 use crate::app::AppState;
-use crate::problem::Problem;
+use crate::problem::{Problem, Query};
 
 /// The admin routes, relative to `/admin`.
 pub fn routes() -> Routes {
@@ -98,6 +98,7 @@ pub async fn config(State(state): State<AppState>) -> Json<BTreeMap<String, serd
 #[into_params(parameter_in = Query)]
 pub struct DelayQuery {
     /// How long to wait before answering, in milliseconds (at most 60,000).
+    #[param(minimum = 0, maximum = 60000)]
     pub ms: u64,
 }
 

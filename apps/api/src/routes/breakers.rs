@@ -5,7 +5,7 @@
 //! is complete. An unknown name is a 404 problem.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,7 +13,7 @@ use mainstay_resilience::{BreakerSnapshot, UnknownBreaker};
 
 use super::Routes;
 use crate::app::AppState;
-use crate::problem::Problem;
+use crate::problem::{Path, Problem};
 
 /// The breaker routes, relative to `/admin`.
 pub fn routes() -> Routes {

@@ -14,7 +14,7 @@
 use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use super::Routes;
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::problem::Problem;
+use crate::problem::{Path, Problem, Query};
 
 /// Longest collection name a caller may give.
 const MAX_NAME: usize = 51;
@@ -157,15 +157,18 @@ fn status_problem(status: StatusCode, detail: impl Into<String>) -> Response {
 fn write_error(state: &AppState, error: WriteError) -> Response {
     match error {
         WriteError::Fenced(fenced) => state.faults.fenced(&fenced),
-        WriteError::InvalidCollection(_) | WriteError::InvalidId | WriteError::EmptyBatch => {
+        // Too many records breaks the document's `maxItems`, like an empty batch its `minItems`:
+        // a 422; 413 is for bytes.
+        WriteError::InvalidCollection(_)
+        | WriteError::InvalidId
+        | WriteError::EmptyBatch
+        | WriteError::TooManyRecords { .. } => {
             status_problem(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
         }
         WriteError::UnknownCollection(_) => {
             status_problem(StatusCode::NOT_FOUND, "no such collection; create it first")
         }
-        WriteError::ValueTooLarge { .. }
-        | WriteError::TooManyRecords { .. }
-        | WriteError::BatchTooLarge { .. } => {
+        WriteError::ValueTooLarge { .. } | WriteError::BatchTooLarge { .. } => {
             status_problem(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
         }
         WriteError::Backpressure { retry_after, .. } => {
@@ -255,11 +258,36 @@ fn read_error(error: ReadError) -> Response {
 #[serde(deny_unknown_fields)]
 pub struct NewCollection {
     /// The name, `[a-z0-9][a-z0-9_-]{0,50}`.
+    #[schema(
+        pattern = "^[a-z0-9][a-z0-9_-]{0,50}$",
+        min_length = 1,
+        max_length = 51,
+        example = "orders"
+    )]
     pub name: String,
     /// `memory`, `memory_s3` (default) or `s3_only`.
     #[serde(default = "default_policy")]
-    #[schema(value_type = String, example = "memory_s3")]
+    #[schema(value_type = PolicyName, required = false)]
     pub policy: Policy,
+}
+
+/// A collection's tiering policy, as the document names it.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = Policy)]
+#[allow(
+    dead_code,
+    reason = "the schema of `Policy`, which the storage crate defines"
+)]
+pub enum PolicyName {
+    /// Records in memory and the WAL only.
+    #[schema(rename = "memory")]
+    Memory,
+    /// In memory, tiered to the object store (the default).
+    #[schema(rename = "memory_s3")]
+    MemoryS3,
+    /// In the object store, read through a cache.
+    #[schema(rename = "s3_only")]
+    S3Only,
 }
 
 fn default_policy() -> Policy {
@@ -287,17 +315,8 @@ pub struct CollectionView {
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: Bytes,
+    crate::problem::Json(new): crate::problem::Json<NewCollection>,
 ) -> Response {
-    let new: NewCollection = match serde_json::from_slice(&body) {
-        Ok(new) => new,
-        Err(error) => {
-            return status_problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("the body could not be read: {error}"),
-            );
-        }
-    };
     let name = match internal_name(&caller, &new.name) {
         Ok(name) => name,
         Err(problem) => return problem.into_response(),
@@ -348,7 +367,7 @@ pub async fn list_collections(
 
 /// Deletes a collection: its records, objects and dead-letter entries.
 #[utoipa::path(delete, path = "/v1/collections/{collection}", tag = "v1", security(("api_key" = []), ()),
-    params(("collection" = String, Path, description = "The collection")),
+    params(("collection" = String, Path, description = "The collection, `[a-z0-9][a-z0-9_-]{0,50}`", pattern = r"^[a-z0-9][a-z0-9_-]{0,50}$", min_length = 1, max_length = 51)),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
@@ -368,8 +387,8 @@ pub async fn drop_collection(
 
 /// Stores a record's raw bytes; answers once the write is durable.
 #[utoipa::path(put, path = "/v1/collections/{collection}/records/{id}", tag = "v1", security(("api_key" = []), ()),
-    params(("collection" = String, Path, description = "The collection"), ("id" = String, Path, description = "1-512 URL-safe characters")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    params(("collection" = String, Path, description = "The collection, `[a-z0-9][a-z0-9_-]{0,50}`", pattern = r"^[a-z0-9][a-z0-9_-]{0,50}$", min_length = 1, max_length = 51), ("id" = String, Path, description = "The record id: 1-512 characters of `A-Z a-z 0-9 - _ . ~`, not `.` or `..`", pattern = r"^(?:[A-Za-z0-9_~-]|\.[A-Za-z0-9_~-]|\.\.[A-Za-z0-9._~-])[A-Za-z0-9._~-]*$", min_length = 1, max_length = 512)),
+    request_body(content = RawBytes, content_type = "application/octet-stream", description = "The value, at most `storage.limits.max_value_bytes` (1 MiB by default)"),
     responses(
         (status = 204, description = "Acknowledged (fsync'd to the WAL)"),
         (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
@@ -392,9 +411,9 @@ pub async fn put_record(
 
 /// Reads a record's raw bytes.
 #[utoipa::path(get, path = "/v1/collections/{collection}/records/{id}", tag = "v1", security(("api_key" = []), ()),
-    params(("collection" = String, Path, description = "The collection"), ("id" = String, Path, description = "The record id")),
+    params(("collection" = String, Path, description = "The collection, `[a-z0-9][a-z0-9_-]{0,50}`", pattern = r"^[a-z0-9][a-z0-9_-]{0,50}$", min_length = 1, max_length = 51), ("id" = String, Path, description = "The record id: 1-512 characters of `A-Z a-z 0-9 - _ . ~`, not `.` or `..`", pattern = r"^(?:[A-Za-z0-9_~-]|\.[A-Za-z0-9_~-]|\.\.[A-Za-z0-9._~-])[A-Za-z0-9._~-]*$", min_length = 1, max_length = 512)),
     responses(
-        (status = 200, description = "The value", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The value", content_type = "application/octet-stream", body = RawBytes),
         (status = 404, description = "No such record or collection", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The record needs the object store, which is unavailable (`degraded`, `unavailable_sources`, `partial_results`)", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -419,7 +438,7 @@ pub async fn get_record(
 
 /// Deletes a record; answers once the tombstone is durable.
 #[utoipa::path(delete, path = "/v1/collections/{collection}/records/{id}", tag = "v1", security(("api_key" = []), ()),
-    params(("collection" = String, Path, description = "The collection"), ("id" = String, Path, description = "The record id")),
+    params(("collection" = String, Path, description = "The collection, `[a-z0-9][a-z0-9_-]{0,50}`", pattern = r"^[a-z0-9][a-z0-9_-]{0,50}$", min_length = 1, max_length = 51), ("id" = String, Path, description = "The record id: 1-512 characters of `A-Z a-z 0-9 - _ . ~`, not `.` or `..`", pattern = r"^(?:[A-Za-z0-9_~-]|\.[A-Za-z0-9_~-]|\.\.[A-Za-z0-9._~-])[A-Za-z0-9._~-]*$", min_length = 1, max_length = 512)),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
@@ -441,9 +460,18 @@ pub async fn delete_record(
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRecord {
-    /// The record id.
+    /// The record id: 1-512 characters of `A-Z a-z 0-9 - _ . ~`, not `.` or `..`.
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9_~-]|\.[A-Za-z0-9_~-]|\.\.[A-Za-z0-9._~-])[A-Za-z0-9._~-]*$",
+        min_length = 1,
+        max_length = 512
+    )]
     pub id: String,
-    /// The value, base64.
+    /// The value, standard base64 with padding (canonical: unused bits zero).
+    #[schema(
+        pattern = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$",
+        content_encoding = "base64"
+    )]
     pub value_base64: String,
 }
 
@@ -451,7 +479,8 @@ pub struct BatchRecord {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
-    /// The records.
+    /// The records: 1 to `storage.limits.max_batch_records` (1,000 by default).
+    #[schema(min_items = 1, max_items = 1000)]
     pub records: Vec<BatchRecord>,
 }
 
@@ -498,15 +527,17 @@ impl IdempotencyKeys {
 
 /// Writes a batch of records, all or nothing. With an `Idempotency-Key` header (at most 128
 /// characters), a retry of the same batch is answered as the first time without writing again, and
-/// the same key with another body is refused with 422.
+/// the same key with another body is refused with 409 (`type` ends in `/idempotency-key-reused`).
 #[utoipa::path(post, path = "/v1/collections/{collection}/records", tag = "v1", security(("api_key" = []), ()),
-    params(("collection" = String, Path, description = "The collection"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried batch safe: the same key and body are answered once")),
+    params(("collection" = String, Path, description = "The collection, `[a-z0-9][a-z0-9_-]{0,50}`", pattern = r"^[a-z0-9][a-z0-9_-]{0,50}$", min_length = 1, max_length = 51),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried batch safe: the same key and body are answered once; 1-128 visible ASCII characters", pattern = r"^[!-~](?:[ -~]*[!-~])?$", min_length = 1, max_length = 128)),
     request_body = Batch,
     responses(
         (status = 200, description = "`{written: N}`, acknowledged (`replayed: true` for a retried key)", body = Object),
-        (status = 413, description = "Over the batch or value limit", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body, id or base64", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The `Idempotency-Key` was used for another batch (`type` ends in `/idempotency-key-reused`); nothing was written", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "A value over `storage.limits.max_value_bytes`, or the batch's values over `storage.limits.max_batch_bytes`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body, id or base64, or more records than `storage.limits.max_batch_records`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Not acknowledged, retry after `Retry-After`: the local backlog is full, the WAL refuses writes, or this instance is fenced by another writer (`type` ends in `/fenced`: retry on another instance)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn put_batch(
@@ -515,6 +546,9 @@ pub async fn put_batch(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !crate::problem::is_json(&headers) {
+        return crate::problem::not_json().into_response();
+    }
     let idempotency = match headers.get("idempotency-key").map(|value| value.to_str()) {
         None => None,
         Some(Ok(key)) if !key.is_empty() && key.len() <= 128 => Some((
@@ -532,21 +566,19 @@ pub async fn put_batch(
         && let Some((seen, written)) = state.idempotency.lookup(key)
     {
         if &seen != digest {
-            return status_problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
+            return Problem::typed(
+                StatusCode::CONFLICT,
+                "idempotency-key-reused",
+                "Idempotency-Key reused",
                 "this Idempotency-Key was used for another batch; use a new key for new content",
-            );
+            )
+            .into_response();
         }
         return Json(serde_json::json!({ "written": written, "replayed": true })).into_response();
     }
-    let batch: Batch = match serde_json::from_slice(&body) {
+    let batch: Batch = match crate::problem::json_object(&body) {
         Ok(batch) => batch,
-        Err(error) => {
-            return status_problem(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("the batch could not be read: {error}"),
-            );
-        }
+        Err(problem) => return (*problem).into_response(),
     };
     let mut records = Vec::with_capacity(batch.records.len());
     for record in batch.records {
@@ -577,17 +609,41 @@ pub async fn put_batch(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RecordsQuery {
-    /// Only ids starting with this.
+    /// Only ids starting with this: up to 512 characters of `A-Z a-z 0-9 - _ . ~`.
+    #[param(pattern = r"^[A-Za-z0-9._~-]*$", max_length = 512)]
     pub prefix: Option<String>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page: the id the listing continues after.
+    #[param(
+        pattern = r"^(?:[A-Za-z0-9_~-]|\.[A-Za-z0-9_~-]|\.\.[A-Za-z0-9._~-])[A-Za-z0-9._~-]*$",
+        min_length = 1,
+        max_length = 512
+    )]
     pub cursor: Option<String>,
-    /// Page size (default 100, at most 1,000).
+    /// Page size: 1 to `storage.limits.max_page_size` (1,000 by default); 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
+/// Raw bytes: a record's value, documented as a binary string.
+#[derive(Debug)]
+pub struct RawBytes;
+
+impl utoipa::PartialSchema for RawBytes {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Binary,
+            )))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RawBytes {}
+
 /// Records in id order, a page at a time.
 #[utoipa::path(get, path = "/v1/collections/{collection}/records", tag = "v1", security(("api_key" = []), ()),
-    params(("collection" = String, Path, description = "The collection"), RecordsQuery),
+    params(("collection" = String, Path, description = "The collection, `[a-z0-9][a-z0-9_-]{0,50}`", pattern = r"^[a-z0-9][a-z0-9_-]{0,50}$", min_length = 1, max_length = 51), RecordsQuery),
     responses(
         (status = 200, description = "`{records: [{id, value_base64}], next_cursor, degraded, unavailable_sources, partial_results}`", body = Object),
         (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
@@ -598,9 +654,14 @@ pub async fn list_records(
     OrgCollection(name): OrgCollection,
     Query(query): Query<RecordsQuery>,
 ) -> Response {
+    // The cursor the caller sees is the id the listing continues after, which the document can
+    // describe (an opaque encoding could not say which strings are valid).
     let list = ListQuery {
         prefix: query.prefix,
-        cursor: query.cursor,
+        cursor: query
+            .cursor
+            .as_deref()
+            .map(mainstay_storage_tiering::encode_cursor),
         limit: query.limit,
     };
     match state.store.list(&name, &list).await {
@@ -615,7 +676,10 @@ pub async fn list_records(
                 .collect();
             Json(serde_json::json!({
                 "records": records,
-                "next_cursor": page.next_cursor,
+                "next_cursor": page
+                    .next_cursor
+                    .as_deref()
+                    .and_then(mainstay_storage_tiering::decode_cursor),
                 "degraded": page.degraded,
                 "unavailable_sources": page.unavailable_sources,
                 "partial_results": page.partial_results(),

@@ -10,7 +10,7 @@
 //! - `GET /admin/dlq/export?queue=`: the queue as the `dlq.json` document operators keep.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::Routes;
 use crate::app::AppState;
-use crate::problem::Problem;
+use crate::problem::{Path, Problem, Query};
 
 /// The DLQ routes, relative to `/admin`.
 pub fn routes() -> Routes {
@@ -38,12 +38,107 @@ pub fn routes() -> Routes {
 pub struct ListQuery {
     /// Only this queue.
     pub queue: Option<String>,
-    /// Only this error class: `transient`, `permanent`, `exhausted` or `poisoned`.
+    /// Only this error class.
+    #[param(value_type = Option<ErrorClassName>)]
     pub class: Option<String>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (an entry id, a ULID).
+    #[param(pattern = r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")]
     pub cursor: Option<String>,
-    /// Entries per page (default 100, at most 1,000).
+    /// Entries per page: 1 to 1,000; 100 when not given.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+}
+
+/// Why an entry's work failed.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = ErrorClass)]
+#[allow(dead_code, reason = "the schema of `mainstay_dlq::ErrorClass`")]
+pub enum ErrorClassName {
+    /// Failed in a way a retry may fix.
+    #[schema(rename = "transient")]
+    Transient,
+    /// Failed in a way a retry cannot fix.
+    #[schema(rename = "permanent")]
+    Permanent,
+    /// Retried until its attempts ran out.
+    #[schema(rename = "exhausted")]
+    Exhausted,
+    /// Crashed or hung its handler.
+    #[schema(rename = "poisoned")]
+    Poisoned,
+}
+
+/// Entries per page at most.
+const MAX_PAGE: usize = 1_000;
+
+/// The durations a redrive filter takes: up to four `<number><unit>` parts separated by
+/// spaces, units `ns`, `us`, `ms`, `s`, `m`, `h`, `d`, `w` (`1h 30m`).
+fn valid_duration(text: &str) -> bool {
+    let parts: Vec<&str> = text.split(' ').collect();
+    parts.len() <= 4
+        && parts.iter().all(|part| {
+            let digits = part.bytes().take_while(u8::is_ascii_digit).count();
+            (1..=9).contains(&digits)
+                && matches!(
+                    &part[digits..],
+                    "ns" | "us" | "ms" | "s" | "m" | "h" | "d" | "w"
+                )
+        })
+}
+
+/// The body of `POST /admin/dlq/retry`: which entries to redrive. Every field is optional; an
+/// empty body or `{}` selects every entry.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryFilter {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this entry (a ULID).
+    #[schema(pattern = r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")]
+    pub id: Option<String>,
+    /// Only this error class.
+    #[schema(value_type = Option<ErrorClassName>)]
+    pub error_class: Option<ErrorClass>,
+    /// Only entries whose first failure is at least this old (`1h 30m`: up to four parts of
+    /// 1-9 digits and a unit of `ns`, `us`, `ms`, `s`, `m`, `h`, `d`, `w`).
+    #[schema(
+        pattern = r"^[0-9]{1,9}(?:ns|us|ms|s|m|h|d|w)(?: [0-9]{1,9}(?:ns|us|ms|s|m|h|d|w)){0,3}$"
+    )]
+    pub older_than: Option<String>,
+    /// Only entries whose first failure is at most this old (as `older_than`).
+    #[schema(
+        pattern = r"^[0-9]{1,9}(?:ns|us|ms|s|m|h|d|w)(?: [0-9]{1,9}(?:ns|us|ms|s|m|h|d|w)){0,3}$"
+    )]
+    pub newer_than: Option<String>,
+}
+
+impl RetryFilter {
+    /// The DLQ's filter, or why a field is not allowed.
+    fn into_filter(self) -> Result<Filter, String> {
+        let id = match self.id {
+            None => None,
+            Some(id) => Some(
+                id.parse::<EntryId>()
+                    .map_err(|_| format!("id `{id}` is not a dead-letter entry id (a ULID)"))?,
+            ),
+        };
+        let duration = |key: &str, text: Option<String>| match text {
+            None => Ok(None),
+            Some(text) if valid_duration(&text) => humantime::parse_duration(&text)
+                .map(Some)
+                .map_err(|error| format!("{key} `{text}`: {error}")),
+            Some(text) => Err(format!(
+                "{key} `{text}` is not a duration such as `1h 30m` (1-4 parts of 1-9 digits and a unit of ns, us, ms, s, m, h, d, w)"
+            )),
+        };
+        Ok(Filter {
+            queue: self.queue,
+            id,
+            error_class: self.error_class,
+            older_than: duration("older_than", self.older_than)?,
+            newer_than: duration("newer_than", self.newer_than)?,
+        })
+    }
 }
 
 /// The query naming one queue.
@@ -79,8 +174,14 @@ fn not_an_id(id: &str) -> Response {
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Response {
+    if query
+        .limit
+        .is_some_and(|limit| limit == 0 || limit > MAX_PAGE)
+    {
+        return unprocessable(format!("limit must be 1 to {MAX_PAGE}"));
+    }
     let error_class = match query.class.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(class) => {
             match serde_json::from_value::<ErrorClass>(serde_json::Value::String(class.to_owned()))
             {
@@ -113,7 +214,7 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>)
 
 /// One entry with its payload.
 #[utoipa::path(get, path = "/admin/dlq/{id}", tag = "admin", security(("admin_token" = [])),
-    params(("id" = String, Path, description = "The entry's id (a ULID)")),
+    params(("id" = String, Path, description = "The entry's id (a ULID)", pattern = r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")),
     responses(
         (status = 200, description = "The entry, payload in base64", body = Object),
         (status = 404, description = "No such entry", body = Problem, content_type = "application/problem+json"),
@@ -132,20 +233,34 @@ pub async fn entry(State(state): State<AppState>, Path(id): Path<String>) -> Res
 
 /// Redrives the selected entries through their queues' handlers.
 #[utoipa::path(post, path = "/admin/dlq/retry", tag = "admin", security(("admin_token" = [])),
-    request_body(content = Object, description = "A filter: `{queue, id, error_class, older_than, newer_than}`, every field optional"),
+    request_body(content = Option<RetryFilter>, content_type = "application/json", description = "Which entries: every field optional; no body selects every entry"),
     responses(
         (status = 200, description = "`{matched, succeeded, failed, skipped, cancelled}`", body = Object),
         (status = 409, description = "A selected queue has no registered handler; nothing was redriven", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The filter could not be read", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn retry(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
-    let filter: Filter = if body.is_empty() {
-        Filter::default()
+pub async fn retry(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let requested: RetryFilter = if body.is_empty() {
+        RetryFilter::default()
+    } else if !crate::problem::is_json(&headers) {
+        return crate::problem::not_json().into_response();
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(filter) => filter,
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Null) => RetryFilter::default(),
+            Ok(_) => match crate::problem::json_object(&body) {
+                Ok(filter) => filter,
+                Err(problem) => return (*problem).into_response(),
+            },
             Err(error) => return unprocessable(format!("the filter could not be read: {error}")),
         }
+    };
+    let filter = match requested.into_filter() {
+        Ok(filter) => filter,
+        Err(detail) => return unprocessable(detail),
     };
     match state.dlq.redrive(&filter).await {
         Ok(report) => {
@@ -165,7 +280,7 @@ pub async fn retry(State(state): State<AppState>, body: axum::body::Bytes) -> Re
 
 /// Deletes one entry.
 #[utoipa::path(delete, path = "/admin/dlq/{id}", tag = "admin", security(("admin_token" = [])),
-    params(("id" = String, Path, description = "The entry's id (a ULID)")),
+    params(("id" = String, Path, description = "The entry's id (a ULID)", pattern = r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such entry", body = Problem, content_type = "application/problem+json"),

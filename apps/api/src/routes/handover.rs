@@ -40,8 +40,9 @@ pub fn routes() -> Routes {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandoverRequest {
-    /// The fenced instance's `storage.data_dir`, as a path on this host. The instance must be
-    /// stopped.
+    /// The fenced instance's `storage.data_dir`, as an absolute path on this host. The instance
+    /// must be stopped.
+    #[schema(pattern = "^/", min_length = 1, max_length = 4096)]
     pub data_dir: String,
 }
 
@@ -77,9 +78,8 @@ pub struct HandoverOutcome {
 fn source_problem(error: &HandoverError) -> Response {
     let status = match error {
         HandoverError::Locked(_) => StatusCode::CONFLICT,
-        HandoverError::NotADataDirectory(_) | HandoverError::Corrupt { .. } => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        HandoverError::NotADataDirectory(_) => StatusCode::NOT_FOUND,
+        HandoverError::Corrupt { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     Problem::new(status, error.to_string()).into_response()
@@ -91,19 +91,39 @@ fn source_problem(error: &HandoverError) -> Response {
     request_body = HandoverRequest,
     responses(
         (status = 200, description = "Every record was handed over or skipped; the directory's WAL and segments were moved aside", body = HandoverOutcome),
-        (status = 409, description = "The directory is locked: stop the fenced instance first", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Not a data directory, this instance's own, or corrupt", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No data directory of the store (no readable `catalog.json`) at this path", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The directory is locked (stop the fenced instance first), or it is this instance's own", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The path is not absolute, or the directory is corrupt", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "A record could not be read or written here (fenced, WAL failed, object store down); nothing was moved: run it again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn handover(
     State(state): State<AppState>,
-    Json(request): Json<HandoverRequest>,
+    crate::problem::Json(request): crate::problem::Json<HandoverRequest>,
 ) -> Response {
     let data_dir = PathBuf::from(&request.data_dir);
+    if !data_dir.is_absolute() || request.data_dir.len() > 4096 {
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "data_dir must be an absolute path (at most 4,096 bytes)",
+        )
+        .into_response();
+    }
+    // Whatever cannot be a data directory (missing, a file, unreadable, a name the file system
+    // refuses) is a 404 here, never a failure of this instance.
+    if !std::fs::metadata(data_dir.join("catalog.json")).is_ok_and(|meta| meta.is_file()) {
+        return Problem::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{} is not a data directory of the store (no readable catalog.json); pass the fenced instance's storage.data_dir",
+                data_dir.display()
+            ),
+        )
+        .into_response();
+    }
     let own = std::fs::canonicalize(&state.config.storage.data_dir).ok();
     if own.is_some() && std::fs::canonicalize(&data_dir).ok() == own {
         return Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::CONFLICT,
             "this is the instance's own data directory; pass the fenced instance's storage.data_dir",
         )
         .into_response();

@@ -46,7 +46,7 @@ use super::Routes;
         super::dlq::export,
     ),
     components(schemas(crate::problem::Problem, crate::auth::Caller)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonProblems),
 )]
 pub struct ApiDoc;
 
@@ -65,6 +65,101 @@ impl Modify for SecuritySchemes {
             "admin_token",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Adds the problems that layers, not handlers, answer to every operation they apply to, so that
+/// no route can forget one: 401 (authentication) on `/v1` and `/admin`, 429 (rate limit and
+/// failed-authentication throttle) on `/v1`, 422 (a parameter or body the extractors refuse) where
+/// an operation has parameters or a body, 413 (`server.body_limit_bytes`) and 415 (not declared as
+/// JSON) where it has a body, and 504 (`server.request_timeout`) everywhere. A handler's own
+/// description of a status wins. 405 is not listed: it answers methods the document does not
+/// give a path, with an `Allow` header.
+#[derive(Debug)]
+struct CommonProblems;
+
+impl CommonProblems {
+    fn problem(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                crate::problem::PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+            .into()
+    }
+
+    fn add(operation: &mut utoipa::openapi::path::Operation, path: &str) {
+        let mut statuses: Vec<(&str, &str)> = Vec::new();
+        if path.starts_with("/v1/") {
+            statuses.push((
+                "401",
+                "No API key when anonymous callers are not allowed, or an unknown key (`WWW-Authenticate: Bearer`)",
+            ));
+            statuses.push((
+                "429",
+                "Over the rate limit, or too many failed authentications from this client; retry after `Retry-After`",
+            ));
+        }
+        if path.starts_with("/admin/") {
+            statuses.push((
+                "401",
+                "Missing or wrong admin token (`WWW-Authenticate: Bearer`)",
+            ));
+        }
+        let has_parameters = operation
+            .parameters
+            .as_ref()
+            .is_some_and(|parameters| !parameters.is_empty());
+        if has_parameters || operation.request_body.is_some() {
+            statuses.push((
+                "422",
+                "A parameter or the body does not match the document (the detail names it)",
+            ));
+        }
+        if let Some(body) = &operation.request_body {
+            statuses.push((
+                "413",
+                "The body is larger than `server.body_limit_bytes` (or a storage limit)",
+            ));
+            if body.content.keys().any(|media| media.ends_with("json")) {
+                statuses.push(("415", "The body is not declared as `application/json`"));
+            }
+        }
+        statuses.push((
+            "504",
+            "The request took longer than `server.request_timeout`; its outcome is unknown (retry it: writes are idempotent)",
+        ));
+        for (status, description) in statuses {
+            operation
+                .responses
+                .responses
+                .entry(status.to_owned())
+                .or_insert_with(|| Self::problem(description));
+        }
+    }
+}
+
+impl Modify for CommonProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in &mut openapi.paths.paths {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                Self::add(operation, path);
+            }
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::Path as FsPath;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use super::Routes;
 use crate::app::AppState;
 use crate::config::ADMIN_OVERRIDES_FILE;
-use crate::problem::Problem;
+use crate::problem::{Path, Problem};
 
 /// The sections, with the configuration key each one is.
 const SECTIONS: &[(&str, &str)] = &[
@@ -87,7 +87,7 @@ fn unknown(section: &str) -> Response {
 
 /// The section's settings in force.
 #[utoipa::path(get, path = "/admin/config/{section}", tag = "admin", security(("admin_token" = [])),
-    params(("section" = String, Path, description = "`compaction`, `dlq` or `circuit_breaker`")),
+    params(("section" = String, Path, description = "`compaction`, `dlq` or `circuit_breaker`", pattern = "^(compaction|dlq|circuit_breaker)$")),
     responses(
         (status = 200, description = "The settings in force", body = Object),
         (status = 404, description = "No such section", body = Problem, content_type = "application/problem+json"),
@@ -106,7 +106,7 @@ pub async fn read(State(state): State<AppState>, Path(section): Path<String>) ->
 
 /// Validates, applies and persists the section.
 #[utoipa::path(post, path = "/admin/config/{section}", tag = "admin", security(("admin_token" = [])),
-    params(("section" = String, Path, description = "`compaction`, `dlq` or `circuit_breaker`")),
+    params(("section" = String, Path, description = "`compaction`, `dlq` or `circuit_breaker`", pattern = "^(compaction|dlq|circuit_breaker)$")),
     request_body(content = Object, description = "The whole section, as `GET` returns it; for `circuit_breaker`, any of the breakers with any of their keys (the others keep their values)"),
     responses(
         (status = 200, description = "Applied and persisted; the settings in force", body = Object),
