@@ -421,27 +421,42 @@ impl RedisBackend {
         }
     }
 
-    /// Runs the script for the three limits of one request, `keys` (which share one hash tag) with
-    /// their `(emission, tolerance)` in microseconds, at Redis time (or at `at_us` for the test
-    /// vectors). The limits live in one Redis hash per hash tag (`docs/decisions/0093`): the part
-    /// of each key up to its hash tag names the hash, the rest is the limit's field. Unanswered,
-    /// it fails after the response timeout; the caller decides how long it waits for it.
+    /// Runs the script for the limits of one request (one to three), `keys` (which share one hash
+    /// tag) with their `(emission, tolerance)` in microseconds, at Redis time (or at `at_us` for
+    /// the test vectors). The limits live in one Redis hash per hash tag (`docs/decisions/0093`):
+    /// the part of each key up to its hash tag names the hash, the rest is the limit's field. The
+    /// script always takes three limits; fewer are sent with the last one repeated, which changes
+    /// nothing (the same field, written with the same value, never the one that speaks).
+    /// Unanswered, it fails after the response timeout; the caller decides how long it waits.
     pub(crate) async fn decide(
         self: &Arc<Self>,
-        keys: &[String; 3],
-        limits: &[(u64, u64); 3],
+        keys: &[String],
+        limits: &[(u64, u64)],
         at_us: Option<u64>,
     ) -> Result<ScriptReply, RedisCallError> {
-        let Some((hash, _)) = split_key(&keys[0]) else {
+        let (Some(last_key), Some(last_limit)) = (keys.last(), limits.last()) else {
             return Err(RedisCallError::Reply);
         };
+        if keys.len() > 3 || keys.len() != limits.len() {
+            return Err(RedisCallError::Reply);
+        }
+        let Some((hash, _)) = split_key(last_key) else {
+            return Err(RedisCallError::Reply);
+        };
+        let padded = |index: usize| {
+            (
+                keys.get(index).unwrap_or(last_key),
+                *limits.get(index).unwrap_or(last_limit),
+            )
+        };
+        let padded: [(&String, (u64, u64)); 3] = [padded(0), padded(1), padded(2)];
         let mut invocation = self.script.prepare_invoke();
         invocation.key(hash);
         match at_us {
             Some(at) => invocation.arg(at),
             None => invocation.arg(""),
         };
-        for (key, (emission, tolerance)) in keys.iter().zip(limits) {
+        for (key, (emission, tolerance)) in &padded {
             match split_key(key) {
                 Some((tag, field)) if tag == hash => {
                     invocation.arg(field).arg(*emission).arg(*tolerance)
@@ -469,7 +484,9 @@ impl RedisBackend {
         let [allowed, now, t1, t2, t3] = reply[..] else {
             return Err(RedisCallError::Reply);
         };
-        ScriptReply::from_tats(allowed == 1, now, [t1, t2, t3], limits).ok_or(RedisCallError::Reply)
+        let limits = padded.map(|(_, limit)| limit);
+        ScriptReply::from_tats(allowed == 1, now, [t1, t2, t3], &limits)
+            .ok_or(RedisCallError::Reply)
     }
 
     /// One `PING` over the decision connections (a breaker trial), connecting a slot first when
