@@ -3,7 +3,9 @@
 //! Serves the real `mainstay-api` router (every layer: request id, trace span and JSON access log
 //! to a file, metrics, problem+json, timeout) and a bare axum handler, and drives `/hello` (bare),
 //! `/health/live` and a cached `/health/ready` with the same load: `CONNECTIONS` keep-alive
-//! connections, `ROUNDS` alternating rounds of `REQUESTS` each after a warm-up. Prints
+//! connections, `ROUNDS` alternating rounds of `REQUESTS` each after a warm-up, the log writer
+//! flushed after each. Logging goes through the app's own path (`mainstay_telemetry::init`: the
+//! global subscriber and the non-blocking writer thread), to a file. Prints
 //! throughput, p50 and p99 per target and the ratios.
 //!
 //! Run: `cargo xtask bench probes` (or `cargo bench -p mainstay-tests --bench probes`).
@@ -45,14 +47,13 @@ fn main() {
         .expect("runtime");
     let log_dir = tempfile::tempdir().expect("temp dir");
     let log_file = std::fs::File::create(log_dir.path().join("access.log")).expect("log file");
-    let targets = runtime.block_on(async {
+    let (targets, guard) = runtime.block_on(async {
         let mut config = Config::default();
         config.telemetry.sampling_ratio = 0.1;
-        let (dispatch, guard) =
-            mainstay_telemetry::build(&config.telemetry, std::sync::Mutex::new(log_file))
-                .expect("telemetry");
-        tracing::dispatcher::set_global_default(dispatch).expect("subscriber");
-        std::mem::forget(guard);
+        // The app's own log path (`mainstay_telemetry::init`): the global subscriber and the
+        // non-blocking writer thread, writing to a file instead of stdout.
+        let guard =
+            mainstay_telemetry::init_with_writer(&config.telemetry, log_file).expect("telemetry");
         config.storage.data_dir = log_dir.path().join("data");
         let app = mainstay_api::app::build(config).await.expect("app");
         app.health.mark_started();
@@ -60,28 +61,31 @@ fn main() {
         let bare =
             serve(Router::new().route("/hello", get(|| async { "{\"status\":\"healthy\"}" })))
                 .await;
-        [
+        let targets = [
             ("bare /hello", bare, "/hello"),
             ("/health/live", api, "/health/live"),
             ("/health/ready (cached)", api, "/health/ready"),
-        ]
+        ];
+        (targets, guard)
     });
     let mut figures: Vec<Figures> = vec![Figures::default(); targets.len()];
-    runtime.block_on(async {
-        for (_, addr, path) in &targets {
-            run(*addr, path, CONNECTIONS, WARM_UP, 200)
-                .await
-                .expect("warm-up");
+    // Each target's log lines are written before the next target's round starts.
+    let flush = || guard.force_flush().expect("flush the log writer");
+    for (_, addr, path) in &targets {
+        runtime
+            .block_on(run(*addr, path, CONNECTIONS, WARM_UP, 200))
+            .expect("warm-up");
+        flush();
+    }
+    for _ in 0..ROUNDS {
+        for (index, (_, addr, path)) in targets.iter().enumerate() {
+            let round = runtime
+                .block_on(run(*addr, path, CONNECTIONS, REQUESTS, 200))
+                .expect("load");
+            flush();
+            figures[index].absorb(round);
         }
-        for _ in 0..ROUNDS {
-            for (index, (_, addr, path)) in targets.iter().enumerate() {
-                let round = run(*addr, path, CONNECTIONS, REQUESTS, 200)
-                    .await
-                    .expect("load");
-                figures[index].absorb(round);
-            }
-        }
-    });
+    }
     let micros = |duration: Duration| duration.as_secs_f64() * 1e6;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(

@@ -170,9 +170,10 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         .validate_check_names()
         .map_err(|error| ConfigError::Invalid(format!("key `health.{}`: {error}", error.key())))?;
     let faults = Arc::new(crate::faults::Faults::register(&mut registry));
+    let authenticator = Authenticator::new(&config.auth, &limiter, &mut registry)?;
 
     let state = AppState {
-        authenticator: Authenticator::new(&config.auth, limiter.hasher().clone()),
+        authenticator,
         admin_token: config.admin.token.as_deref().map(AdminToken::new),
         health: health.clone(),
         breakers: breakers.clone(),

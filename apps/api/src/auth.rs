@@ -7,22 +7,41 @@
 //! [`Caller`]; its `principal` is an HMAC of the key hash or the client address under
 //! `ratelimit.secret` (the rate limiter's hasher, so instances sharing the secret agree), so that
 //! neither a key nor an address is ever stored or logged raw.
+//!
+//! Failed authentications (an unknown key, or a credential header that is not a key) are counted
+//! per client network, the rate limiter's prefix identity of the client address after
+//! `ratelimit.trusted_proxies`, through the limiter (on Redis when it has Redis). Past
+//! `auth.failure_limit` they are answered 429 with `Retry-After` instead of 401, so keys cannot be
+//! guessed at speed; a valid key is never throttled. Each failure is counted in
+//! `auth_failures_total`, and a throttled network gets one warn line a minute.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use mainstay_ratelimit::IdentityHasher;
+use mainstay_ratelimit::{EventLimit, IdentityHasher, InProcessLimiter, LimitSpec, RateLimiter};
 
-use crate::config::{AuthConfig, Plan, Tier};
+use crate::config::{AuthConfig, ConfigError, Plan, Tier};
 use crate::problem::Problem;
+
+/// The event name of failed authentications in the rate limiter (its Redis key ends in
+/// `:e:auth-failure`; its decisions are counted under `policy="event:auth-failure"`).
+pub const AUTH_FAILURE_EVENT: &str = "auth-failure";
+
+/// How many client networks the warn-line limiter remembers.
+const WARNED_NETWORKS: usize = 10_000;
 
 /// The organisation anonymous callers belong to.
 pub const PUBLIC_ORGANISATION: &str = "public";
@@ -43,18 +62,40 @@ pub struct Caller {
     pub principal: String,
 }
 
-/// The configured keys, by hash, and the anonymous policy.
+/// Labels of `auth_failures_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    /// `unknown_key` or `malformed_key`.
+    reason: &'static str,
+    /// `rejected` (answered 401) or `throttled` (answered 429).
+    outcome: &'static str,
+}
+
+/// The configured keys, by hash, the anonymous policy and the throttle of failed attempts.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     keys: Arc<HashMap<[u8; 32], (String, Tier, Plan)>>,
     allow_anonymous: bool,
     hasher: IdentityHasher,
+    limiter: RateLimiter,
+    failures: EventLimit,
+    /// One warn line per throttled network per minute.
+    warned: Arc<InProcessLimiter>,
+    failure_counts: Family<FailureLabels, Counter>,
 }
 
 impl Authenticator {
-    /// Builds the key table from validated configuration.
-    #[must_use]
-    pub fn new(config: &AuthConfig, hasher: IdentityHasher) -> Self {
+    /// Builds the key table from validated configuration; failed attempts are counted through
+    /// `limiter` and `auth_failures_total` is registered in `registry`.
+    ///
+    /// # Errors
+    ///
+    /// `auth.failure_limit` is not a valid limit.
+    pub fn new(
+        config: &AuthConfig,
+        limiter: &RateLimiter,
+        registry: &mut Registry,
+    ) -> Result<Self, ConfigError> {
         let keys = config
             .api_keys
             .iter()
@@ -64,11 +105,39 @@ impl Authenticator {
                 Some((hash, (entry.organisation.clone(), entry.tier, entry.plan)))
             })
             .collect();
-        Self {
+        let invalid = |error: mainstay_ratelimit::ConfigError| {
+            ConfigError::Invalid(format!(
+                "key `{}`: `{}` is not allowed; {}",
+                error.key, error.value, error.allowed
+            ))
+        };
+        let failures = limiter
+            .event_limit(
+                AUTH_FAILURE_EVENT,
+                "auth.failure_limit",
+                &config.failure_limit,
+            )
+            .map_err(invalid)?;
+        let warned = InProcessLimiter::with_real_clock(
+            &LimitSpec::new(1, Duration::from_secs(60)),
+            WARNED_NETWORKS,
+        )
+        .map_err(invalid)?;
+        let failure_counts = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Failed authentications of /v1 callers, by reason (unknown_key, malformed_key) and outcome (rejected: 401, throttled: 429)",
+            failure_counts.clone(),
+        );
+        Ok(Self {
             keys: Arc::new(keys),
             allow_anonymous: config.allow_anonymous,
-            hasher,
-        }
+            hasher: limiter.hasher().clone(),
+            limiter: limiter.clone(),
+            failures,
+            warned: Arc::new(warned),
+            failure_counts,
+        })
     }
 
     /// The pseudonym of a client address (what `client.address` of a server span holds: the raw
@@ -82,12 +151,17 @@ impl Authenticator {
     }
 
     /// Identifies the caller of a request, or says why it may not call.
+    ///
+    /// # Errors
+    ///
+    /// The presented key is unknown or malformed, or none was presented and anonymous callers are
+    /// not allowed.
     pub fn authenticate(
         &self,
         headers: &HeaderMap,
         client: Option<SocketAddr>,
     ) -> Result<Caller, AuthError> {
-        match presented_key(headers) {
+        match presented_key(headers)? {
             Some(key) => {
                 let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
                 let Some((organisation, tier, plan)) = self.keys.get(&hash) else {
@@ -114,17 +188,82 @@ impl Authenticator {
             None => Err(AuthError::KeyRequired),
         }
     }
+
+    /// Counts a failed authentication of a request from `peer` (with its `X-Forwarded-For`
+    /// headers, honoured from `ratelimit.trusted_proxies`) and answers it: 401, or 429 with
+    /// `Retry-After` once the client network is past `auth.failure_limit`.
+    async fn refuse(
+        &self,
+        error: AuthError,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Response {
+        let reason = match error {
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::MalformedKey => "malformed_key",
+            // Not an attempt at a key: nothing to count.
+            AuthError::KeyRequired => return error.into_response(),
+        };
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(HeaderValue::as_bytes);
+        let client = self
+            .limiter
+            .trusted_proxies()
+            .client_address(peer.map(|peer| peer.ip()), forwarded);
+        let network = match client {
+            Some(address) => self.limiter.client_identity(address),
+            None => self.hasher.pseudonym(b"addr", b"unknown"),
+        };
+        let decision = self.failures.hit(&network).await;
+        let outcome = if decision.allowed {
+            "rejected"
+        } else {
+            "throttled"
+        };
+        self.failure_counts
+            .get_or_create(&FailureLabels { reason, outcome })
+            .inc();
+        if decision.allowed {
+            return error.into_response();
+        }
+        let retry_after = decision.retry_after_secs();
+        if self.warned.check_key(&network).allowed {
+            tracing::warn!(
+                client_network = %network.to_hex(),
+                retry_after_secs = retry_after,
+                backend = decision.backend.as_str(),
+                "failed authentications from one client network are past `auth.failure_limit`; answering 429 until they slow down"
+            );
+        }
+        Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed authentications from this network; retry after {retry_after} s with a valid key"
+            ),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(retry_after))
+        .into_response()
+    }
 }
 
-/// The key the caller presented, if any.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers
-        .get("x-api-key")
-        .and_then(|value| value.to_str().ok())
-    {
-        return Some(value.trim());
+/// The key the caller presented, if any; a credential header that holds no usable key is
+/// [`AuthError::MalformedKey`] (it is never taken for an anonymous call).
+fn presented_key(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    if let Some(value) = headers.get("x-api-key") {
+        return match value.to_str().map(str::trim) {
+            Ok(key) if !key.is_empty() => Ok(Some(key)),
+            _ => Err(AuthError::MalformedKey),
+        };
     }
-    bearer_token(headers)
+    if headers.contains_key(header::AUTHORIZATION) {
+        return match bearer_token(headers) {
+            Some(key) if !key.is_empty() => Ok(Some(key)),
+            _ => Err(AuthError::MalformedKey),
+        };
+    }
+    Ok(None)
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header, if any (the scheme in any case).
@@ -143,6 +282,12 @@ pub enum AuthError {
     /// No key was presented and anonymous callers are not allowed.
     #[error("an API key is required: send `Authorization: Bearer KEY` or `X-Api-Key: KEY`")]
     KeyRequired,
+    /// A credential header holds no usable key (an empty or non-ASCII `X-Api-Key`, or an
+    /// `Authorization` header that is not `Bearer KEY`).
+    #[error(
+        "the credentials are malformed: send `Authorization: Bearer KEY` or `X-Api-Key: KEY` with a key of visible ASCII characters"
+    )]
+    MalformedKey,
 }
 
 impl IntoResponse for AuthError {
@@ -169,6 +314,6 @@ pub async fn require_caller(
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err(error) => error.into_response(),
+        Err(error) => authenticator.refuse(error, request.headers(), client).await,
     }
 }

@@ -1,8 +1,9 @@
 //! The service configuration: types, loading with figment, validation and the generated reference.
 //!
-//! Precedence, lowest first: the defaults below < `mainstay.toml` in the working directory (or the
-//! file named by `--config PATH`) < `MAINSTAY_` environment variables, where `__` separates the
-//! levels (`MAINSTAY_SERVER__ADDR`). Every key is documented in `docs/configuration.md`, generated
+//! Precedence, lowest first: the defaults below < the standard `OTEL_*` variables of the telemetry
+//! keys (`OTEL_EXPORTER_OTLP_ENDPOINT`, ...; decision 0092) < `mainstay.toml` in the working
+//! directory (or the file named by `--config PATH`) < `MAINSTAY_` environment variables, where
+//! `__` separates the levels (`MAINSTAY_SERVER__ADDR`) < the admin overrides file. Every key is documented in `docs/configuration.md`, generated
 //! from these types by `cargo xtask codegen`.
 
 use std::collections::BTreeMap;
@@ -10,8 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
 use mainstay_dlq::DlqConfig;
 use mainstay_health::HealthConfig;
 use mainstay_ratelimit::RateLimitConfig;
@@ -140,6 +142,10 @@ pub struct AuthConfig {
     pub allow_anonymous: bool,
     /// The API keys, stored as SHA-256 hashes (`printf %s KEY | sha256sum`). File only.
     pub api_keys: Vec<ApiKeyEntry>,
+    /// Failed authentications (unknown or malformed keys) allowed per client network (the rate
+    /// limiter's prefix identity) before such requests are answered 429; counted on Redis when
+    /// `redis.url` is set. A valid key always passes.
+    pub failure_limit: mainstay_ratelimit::LimitSpec,
 }
 
 impl Default for AuthConfig {
@@ -147,6 +153,10 @@ impl Default for AuthConfig {
         Self {
             allow_anonymous: true,
             api_keys: Vec::new(),
+            failure_limit: mainstay_ratelimit::LimitSpec::new(
+                10,
+                std::time::Duration::from_secs(60),
+            ),
         }
     }
 }
@@ -291,11 +301,38 @@ impl ConfigError {
     }
 }
 
-/// The figment for a configuration: defaults < file < environment.
+/// One telemetry setting from a standard `OTEL_*` variable, as a figment provider named after
+/// the variable (so that `config print` and errors name it).
+struct OtelVariable(mainstay_telemetry::otel_env::OtelSetting);
+
+impl Provider for OtelVariable {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("`{}` environment variable", self.0.variable))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Serialized::default(&format!("telemetry.{}", self.0.key), &self.0.value).data()
+    }
+}
+
+/// The figment for a configuration: defaults < `OTEL_*` < file < `MAINSTAY_*` environment.
 ///
 /// `file` is the `--config` path; without it `mainstay.toml` is read when it exists.
 pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+    figment_with_otel(file, |name| std::env::var(name).ok())
+}
+
+/// [`figment`] with the `OTEL_*` variables read through `otel_lookup`.
+fn figment_with_otel(
+    file: Option<&Path>,
+    otel_lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Figment, ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    let otel = mainstay_telemetry::otel_env::settings(otel_lookup)
+        .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+    for setting in otel {
+        figment = figment.merge(OtelVariable(setting));
+    }
     match file {
         Some(path) if !path.is_file() => return Err(ConfigError::MissingFile(path.to_path_buf())),
         Some(path) => figment = figment.merge(Toml::file_exact(path)),
@@ -329,8 +366,31 @@ pub fn load(file: Option<&Path>) -> Result<(Config, Figment), ConfigError> {
     let config: Config = figment
         .extract()
         .map_err(|error| ConfigError::from_figment(error, &figment))?;
-    config.validate()?;
+    config
+        .validate()
+        .map_err(|error| name_otel_source(error, &figment))?;
     Ok((config, figment))
+}
+
+/// An invalid value that came from an `OTEL_*` variable also names the variable, so that the
+/// operator knows where to look (`telemetry.otlp_ca_file` from `OTEL_EXPORTER_OTLP_CERTIFICATE`).
+fn name_otel_source(error: ConfigError, figment: &Figment) -> ConfigError {
+    let ConfigError::Invalid(message) = &error else {
+        return error;
+    };
+    let key = message
+        .strip_prefix("key `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key);
+    let source = key
+        .and_then(|key| figment.find_value(key).ok())
+        .and_then(|value| figment.get_metadata(value.tag()))
+        .map(|metadata| metadata.name.to_string())
+        .filter(|name| name.starts_with("`OTEL_"));
+    match source {
+        Some(source) => ConfigError::Invalid(format!("{message} (from the {source})")),
+        None => error,
+    }
 }
 
 impl Config {
@@ -433,6 +493,10 @@ impl Config {
                 );
             }
         }
+        self.auth
+            .failure_limit
+            .validate("auth.failure_limit")
+            .map_err(|error| invalid_value(&error.key, &error.value, &error.allowed))?;
         if let Some(url) = &self.redis.url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
@@ -571,6 +635,22 @@ impl Config {
 /// collector's `Authorization`).
 const SECRET_KEYS: &[&str] = &["key_sha256", "headers", "otlp_headers"];
 
+/// Secret tables whose entry names are shown (which headers are sent), values masked.
+const NAMES_SHOWN: &[&str] = &["headers", "otlp_headers"];
+
+/// The value of the secret key `leaf`, masked: a header table keeps its names, every other value
+/// is `[REDACTED]` whole.
+fn mask_whole(leaf: &str, value: Value) -> Value {
+    match value {
+        Value::Object(map) if NAMES_SHOWN.contains(&leaf) => Value::Object(
+            map.into_iter()
+                .map(|(name, _)| (name, Value::String("[REDACTED]".into())))
+                .collect(),
+        ),
+        _ => Value::String("[REDACTED]".into()),
+    }
+}
+
 /// Whether the setting `leaf` (the last segment of its key) holds a secret.
 fn is_secret_key(leaf: &str) -> bool {
     SECRET_KEYS.contains(&leaf) || mainstay_telemetry::is_secret_name(leaf)
@@ -587,7 +667,7 @@ fn mask_secrets(value: Value) -> Value {
             map.into_iter()
                 .map(|(name, value)| {
                     let value = if is_secret_key(&name) && !value.is_null() {
-                        Value::String("[REDACTED]".into())
+                        mask_whole(&name, value)
                     } else {
                         mask_secrets(value)
                     };
@@ -644,6 +724,7 @@ pub(crate) fn mask_url(text: &str) -> String {
 
 /// Tables documented and shown as one key (their entries are names the operator chooses).
 const LEAF_TABLES: &[&str] = &[
+    "auth.failure_limit",
     "storage.upload.breaker",
     "storage.upload.retry_budget",
     "dlq.queues",
@@ -653,6 +734,8 @@ const LEAF_TABLES: &[&str] = &[
     "ratelimit.route_classes",
     "ratelimit.routes",
     "ratelimit.tiers",
+    "telemetry.otlp_headers",
+    "telemetry.resource_attributes",
 ];
 
 /// Optional keys the configuration types leave out when unset.
@@ -686,7 +769,7 @@ fn flatten_into(keys: &mut BTreeMap<String, Value>, prefix: String, value: Value
         value => {
             let leaf = prefix.rsplit('.').next().unwrap_or_default();
             let masked = if is_secret_key(leaf) && !value.is_null() {
-                Value::String("[REDACTED]".into())
+                mask_whole(leaf, value)
             } else {
                 mask_secrets(value)
             };
@@ -745,6 +828,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "auth.api_keys",
         "array of tables (file only)",
         "API keys: `{ key_sha256, organisation, tier = \"api-key\"|\"premium\"|\"admin\", plan = \"free\"|\"pro\"|\"enterprise\" }`.",
+    ),
+    (
+        "auth.failure_limit",
+        "table `{ requests, period, burst }`",
+        "Failed authentications (unknown or malformed API keys) allowed per client network (`ratelimit.ipv4_prefix_len`/`ipv6_prefix_len`, after `ratelimit.trusted_proxies`) before such requests are answered 429 with `Retry-After`; counted on Redis when `redis.url` is set, in process otherwise and during a Redis outage. A valid key always passes. Default 10 per minute.",
     ),
     (
         "dlq.cleanup_interval",
@@ -1200,9 +1288,19 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "One bunyan JSON object per line, or human-readable lines.",
     ),
     (
+        "telemetry.otlp_ca_file",
+        "path",
+        "PEM file of CA certificates trusted for an `https://` OTLP endpoint besides the system roots (a private CA or a self-signed collector).",
+    ),
+    (
         "telemetry.otlp_endpoint",
         "URL",
-        "OTLP collector endpoint; unset means no trace export. `OTEL_EXPORTER_OTLP_*` variables are honoured too.",
+        "OTLP collector endpoint (`http://` or `https://`, verified against the system roots and `telemetry.otlp_ca_file`); unset means no trace export. For `http/protobuf` an endpoint without a path gets `/v1/traces`.",
+    ),
+    (
+        "telemetry.otlp_headers",
+        "table of strings (secret)",
+        "Headers (gRPC metadata) sent with every export, e.g. `{ authorization = \"Bearer ...\" }`; lower-case names. Values are masked in `config print` and `GET /admin/config`; they win over the same names in `OTEL_EXPORTER_OTLP_HEADERS`.",
     ),
     (
         "telemetry.otlp_protocol",
@@ -1213,6 +1311,11 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "telemetry.redact_fields",
         "array of strings",
         "More field-name patterns whose values are written as `[REDACTED]` in logs and spans, added to the built-in ones (`*token*`, `*secret*`, `*password*`, `*passwd*`, `*api_key*`, `*apikey*`, `authorization`, `cookie`, `set-cookie`); compared in lower case with `-` as `_`, `*` matches any run.",
+    ),
+    (
+        "telemetry.resource_attributes",
+        "table of strings",
+        "More resource attributes of exported spans, e.g. `{ \"deployment.environment.name\" = \"prod\" }`; not `service.name`, `service.version` or `service.instance.id` (their own keys).",
     ),
     (
         "telemetry.sampling_ratio",
@@ -1247,8 +1350,11 @@ pub fn reference() -> String {
          # Configuration reference\n\n\
          `mainstay-api` reads, lowest precedence first: the defaults below, then `mainstay.toml` in the\n\
          working directory (or the file given with `--config PATH`), then environment variables named\n\
-         `MAINSTAY_` + the key in upper case with `__` between levels. An invalid value stops the\n\
-         service with exit code 2 and a message naming the key, the value and what is allowed.\n\
+         `MAINSTAY_` + the key in upper case with `__` between levels, then the settings changed through\n\
+         the admin API (`admin-config.toml` in `storage.data_dir`). The standard OpenTelemetry variables\n\
+         named in the table (`OTEL_EXPORTER_OTLP_ENDPOINT`, ...) sit just above the defaults: the file\n\
+         and `MAINSTAY_` variables win over them. An invalid value stops the\n\
+         service with exit code 2 and a message naming the key (or variable), the value and what is allowed.\n\
          `mainstay-api config print` shows the effective value of every key and where it came from.\n\n\
          | key | type | default | environment | description |\n|---|---|---|---|---|\n",
     );
@@ -1259,6 +1365,12 @@ pub fn reference() -> String {
         } else {
             format!("`{ENV_PREFIX}{}`", key.to_uppercase().replace('.', "__"))
         };
+        let otel = mainstay_telemetry::otel_env::KEYS
+            .iter()
+            .find(|(_, otel_key)| key.strip_prefix("telemetry.") == Some(*otel_key))
+            .map(|(variable, _)| format!(", `{variable}`"))
+            .unwrap_or_default();
+        let env = format!("{env}{otel}");
         // A `|` inside a cell (`none` | `gzip`) would end it: escape it for the table.
         let cell = |text: &str| text.replace('|', "\\|");
         out.push_str(&format!(
@@ -1356,5 +1468,114 @@ mod secret_tests {
         assert!(!format!("{admin:?}").contains("admin-hunter2"));
         assert!(format!("{admin:?}").contains("[REDACTED]"));
         assert!(shown.contains("AdminConfig"));
+    }
+}
+
+#[cfg(test)]
+mod otel_tests {
+    use std::path::Path;
+
+    use super::{Config, figment_with_otel, print};
+
+    fn load(toml: Option<&str>, otel: &[(&str, &str)]) -> (Config, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mainstay.toml");
+        std::fs::write(&path, toml.unwrap_or_default()).expect("write");
+        let figment = figment_with_otel(Some(Path::new(&path)), |name| {
+            otel.iter()
+                .find(|(variable, _)| *variable == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+        .expect("figment");
+        let config: Config = figment.extract().expect("extract");
+        let printed = print(&config, &figment);
+        (config, printed)
+    }
+
+    /// Issue 15, point 11: `OTEL_*` values apply over the defaults, the file wins over them, and
+    /// `config print` names the variable a value came from.
+    #[test]
+    fn otel_variables_sit_between_the_defaults_and_the_file() {
+        for (toml, otel, ratio, source) in [
+            (None, &[][..], 0.1, "# default"),
+            (
+                None,
+                &[("OTEL_TRACES_SAMPLER_ARG", "0.5")][..],
+                0.5,
+                "# `OTEL_TRACES_SAMPLER_ARG` environment variable",
+            ),
+            (
+                Some("[telemetry]\nsampling_ratio = 0.75\n"),
+                &[("OTEL_TRACES_SAMPLER_ARG", "0.5")][..],
+                0.75,
+                "# TOML file",
+            ),
+        ] {
+            let (config, printed) = load(toml, otel);
+            assert_eq!(config.telemetry.sampling_ratio, ratio, "{otel:?}");
+            let line = printed
+                .lines()
+                .find(|line| line.starts_with("telemetry.sampling_ratio ="))
+                .expect("printed");
+            assert!(line.contains(source), "{line}");
+        }
+    }
+
+    #[test]
+    fn otel_headers_merge_with_the_file_and_print_masked() {
+        let (config, printed) = load(
+            Some("[telemetry.otlp_headers]\nauthorization = \"Bearer from-file\"\n"),
+            &[
+                (
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    "Authorization=Bearer%20from-env,x-tenant=env-tenant",
+                ),
+                ("OTEL_SERVICE_NAME", "orders"),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "deployment.environment.name=prod",
+                ),
+            ],
+        );
+        assert_eq!(
+            config.telemetry.otlp_headers["authorization"],
+            "Bearer from-file"
+        );
+        assert_eq!(config.telemetry.otlp_headers["x-tenant"], "env-tenant");
+        assert_eq!(config.telemetry.service_name, "orders");
+        assert_eq!(
+            config.telemetry.resource_attributes["deployment.environment.name"],
+            "prod"
+        );
+        for secret in ["from-file", "from-env", "env-tenant"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(
+            printed.contains(
+                "telemetry.otlp_headers = {\"authorization\":\"[REDACTED]\",\"x-tenant\":\"[REDACTED]\"}"
+            ),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(
+                "telemetry.service_name = \"orders\"  # `OTEL_SERVICE_NAME` environment variable"
+            ),
+            "{printed}"
+        );
+        assert!(!format!("{config:?}").contains("from-file"));
+    }
+
+    #[test]
+    fn a_malformed_otel_variable_is_a_configuration_error_naming_it() {
+        let error = figment_with_otel(None, |name| {
+            (name == "OTEL_EXPORTER_OTLP_HEADERS").then(|| "authorization".to_owned())
+        })
+        .expect_err("malformed");
+        assert!(
+            error
+                .to_string()
+                .contains("invalid environment variable OTEL_EXPORTER_OTLP_HEADERS"),
+            "{error}"
+        );
     }
 }

@@ -129,7 +129,13 @@ impl LimitSpec {
         self.burst.unwrap_or(self.requests)
     }
 
-    pub(crate) fn validate(&self, key: &str) -> Result<(), ConfigError> {
+    /// Checks the limit, reporting a problem under the configuration key `key` (the limit's own
+    /// dotted key, such as `auth.failure_limit`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for zero requests, a zero period or a burst of zero.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
         if self.requests == 0 {
             let allowed = if self.burst.is_some() {
                 "at least 1: a limit of 0 cannot have a burst (use `bypass` on a tier for no limit)"

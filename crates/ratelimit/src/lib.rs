@@ -95,6 +95,7 @@
 //!
 //! Rust 1.95.
 
+mod attempts;
 mod cache;
 mod config;
 mod gcra;
@@ -109,6 +110,7 @@ mod metrics;
 mod proxy;
 mod redis;
 
+pub use attempts::EventLimit;
 pub use config::{
     ConfigError, FallbackMode, LimitSpec, MIN_SECRET_LEN, RateLimitConfig, Secret, TierConfig,
 };

@@ -1342,6 +1342,29 @@ impl RateLimiter {
     }
 }
 
+/// What [`crate::attempts::EventLimit`] needs of the limiter.
+impl RateLimiter {
+    pub(crate) fn redis_backend(&self) -> Option<&Arc<RedisBackend>> {
+        self.inner.redis.as_ref()
+    }
+
+    pub(crate) fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    pub(crate) fn metrics(&self) -> &RateLimitMetrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn redis_call_failed(&self, error: &RedisCallError) {
+        self.redis_failed(error);
+    }
+
+    pub(crate) fn breaker_observed(&self) {
+        self.observe_breaker();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,9 @@
 //! written to a file, 10% sampling, batch export to a local OTLP/HTTP receiver this bench
 //! starts). A load generator drives each with `CONNECTIONS` keep-alive HTTP/1.1 connections for
 //! a fixed number of requests and prints throughput, p50 and p99 per variant, the throughput
-//! ratio and the added p50/p99. Variants alternate over `ROUNDS` rounds after a warm-up. A
+//! ratio (overall and the median of the rounds' ratios) and the added p50/p99. Variants alternate
+//! over `ROUNDS` rounds after a warm-up; the log writer and the exporter are flushed after every
+//! round, so that one variant's logging and export never run in the other's round. A
 //! second, unloaded run (one connection, one request at a time) shows the latency the stack
 //! adds to a single request when the CPU is not saturated.
 //!
@@ -202,24 +204,39 @@ fn main() {
 
     let mut figures = [Figures::default(), Figures::default()];
     let mut sequential = [Figures::default(), Figures::default()];
+    // The full stack's log lines and spans are written and exported before the next round starts,
+    // so that none of its work lands in the bare variant's round.
+    let flush = || {
+        guard
+            .force_flush()
+            .expect("flush the log writer and the exporter")
+    };
     runtime.block_on(async {
         load(bare, CONNECTIONS, WARM_UP).await;
         load(full, CONNECTIONS, WARM_UP).await;
-        for _ in 0..ROUNDS {
-            for (slot, addr) in figures.iter_mut().zip([bare, full]) {
-                let (latencies, elapsed) = load(addr, CONNECTIONS, REQUESTS).await;
-                slot.latencies.extend(latencies);
-                slot.elapsed += elapsed;
-                slot.requests += REQUESTS;
-            }
-        }
-        for (slot, addr) in sequential.iter_mut().zip([bare, full]) {
-            let (latencies, elapsed) = load(addr, 1, SEQUENTIAL).await;
+    });
+    flush();
+    let mut round_ratios = Vec::new();
+    for _ in 0..ROUNDS {
+        let mut throughput = [0.0; 2];
+        for ((slot, addr), rate) in figures.iter_mut().zip([bare, full]).zip(&mut throughput) {
+            let (latencies, elapsed) = runtime.block_on(load(addr, CONNECTIONS, REQUESTS));
+            flush();
             slot.latencies.extend(latencies);
             slot.elapsed += elapsed;
-            slot.requests += SEQUENTIAL;
+            slot.requests += REQUESTS;
+            *rate = REQUESTS as f64 / elapsed.as_secs_f64();
         }
-    });
+        round_ratios.push(throughput[1] / throughput[0]);
+    }
+    for (slot, addr) in sequential.iter_mut().zip([bare, full]) {
+        let (latencies, elapsed) = runtime.block_on(load(addr, 1, SEQUENTIAL));
+        flush();
+        slot.latencies.extend(latencies);
+        slot.elapsed += elapsed;
+        slot.requests += SEQUENTIAL;
+    }
+    round_ratios.sort_by(f64::total_cmp);
     let flush = guard.shutdown();
     let log_lines = std::fs::read_to_string(&log_path)
         .map(|text| text.lines().count())
@@ -272,6 +289,16 @@ fn main() {
             micros(full_p99) - micros(bare_p99)
         );
     }
+    let _ = writeln!(
+        out,
+        "throughput ratio full/bare per round (sorted): {}; median {:.3}",
+        round_ratios
+            .iter()
+            .map(|ratio| format!("{ratio:.3}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        round_ratios[round_ratios.len() / 2]
+    );
     let _ = writeln!(
         out,
         "log lines: {log_lines} for {full_requests} full-stack requests ({:.2} per request); \

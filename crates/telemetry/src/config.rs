@@ -1,5 +1,9 @@
 //! The telemetry configuration: a plain serde struct with documented defaults and a `validate()`.
 
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 /// Configuration of logs, traces and their export.
@@ -17,7 +21,7 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(config.sampling_ratio, 0.1);
 /// assert!(config.validate().is_ok());
 /// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// `service.name` resource attribute and the bunyan `name` of every log line.
@@ -40,13 +44,26 @@ pub struct TelemetryConfig {
     /// (`authorization` matches `http.request.header.authorization`), and `*` matches any run of
     /// characters (`*_pin` matches `card_pin`). Default: none.
     pub redact_fields: Vec<String>,
-    /// OTLP collector endpoint, e.g. `http://127.0.0.1:4318` (HTTP) or `http://127.0.0.1:4317`
+    /// More `service`-independent resource attributes of every exported span, e.g.
+    /// `deployment.environment.name = "prod"`. `service.name`, `service.version` and
+    /// `service.instance.id` come from their own keys and cannot be set here. Default: none.
+    pub resource_attributes: BTreeMap<String, String>,
+    /// OTLP collector endpoint, e.g. `http://127.0.0.1:4318` (HTTP) or `https://collector:4317`
     /// (gRPC). Default `None`: spans are made (log lines carry trace ids) but not exported. For
-    /// HTTP, an endpoint without a path gets `/v1/traces` appended. The standard
-    /// `OTEL_EXPORTER_OTLP_*` variables the exporter reads (headers, compression) still apply.
+    /// HTTP, an endpoint without a path gets `/v1/traces` appended. `https://` needs the `tls`
+    /// feature: the server certificate is verified against the system roots and
+    /// [`otlp_ca_file`](Self::otlp_ca_file).
     pub otlp_endpoint: Option<String>,
     /// OTLP transport: `http/protobuf` (default) or `grpc`.
     pub otlp_protocol: OtlpProtocol,
+    /// Headers sent with every export (gRPC metadata for `grpc`), e.g. an `authorization` a
+    /// collector requires. Their values are secrets: `Debug` shows only the names. They win over
+    /// the same headers in `OTEL_EXPORTER_OTLP_HEADERS`, which the exporter also reads. Default:
+    /// none.
+    pub otlp_headers: BTreeMap<String, String>,
+    /// A PEM file of CA certificates trusted for an `https://` endpoint besides the system roots
+    /// (a private CA or a self-signed collector). Needs the `tls` feature. Default `None`.
+    pub otlp_ca_file: Option<PathBuf>,
     /// Ratio of new traces (requests without a sampled parent) that are sampled, from 0.0 to 1.0.
     /// Parent-based: a request whose incoming `traceparent` says sampled is always sampled.
     /// Default `0.1`.
@@ -62,8 +79,11 @@ impl Default for TelemetryConfig {
             log_format: LogFormat::Json,
             log_filter: "info".to_owned(),
             redact_fields: Vec::new(),
+            resource_attributes: BTreeMap::new(),
             otlp_endpoint: None,
             otlp_protocol: OtlpProtocol::HttpProtobuf,
+            otlp_headers: BTreeMap::new(),
+            otlp_ca_file: None,
             sampling_ratio: 0.1,
         }
     }
@@ -118,14 +138,54 @@ impl TelemetryConfig {
                 "field-name patterns with at least one character besides `*`",
             ));
         }
-        if let Some(endpoint) = &self.otlp_endpoint
-            && !is_http_url(endpoint)
-        {
+        if let Some(name) = self.resource_attributes.keys().find(|name| {
+            name.trim().is_empty()
+                || matches!(
+                    name.as_str(),
+                    "service.name" | "service.version" | "service.instance.id"
+                )
+        }) {
             return Err(ConfigError::invalid(
-                "otlp_endpoint",
-                endpoint,
-                "an absolute http:// or https:// URL such as http://127.0.0.1:4318",
+                "resource_attributes",
+                name,
+                "non-empty attribute names other than service.name, service.version and \
+                 service.instance.id (they have their own keys)",
             ));
+        }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            if !is_http_url(endpoint) {
+                return Err(ConfigError::invalid(
+                    "otlp_endpoint",
+                    endpoint,
+                    "an absolute http:// or https:// URL such as http://127.0.0.1:4318",
+                ));
+            }
+            if !cfg!(feature = "tls") && endpoint.starts_with("https://") {
+                return Err(ConfigError::invalid(
+                    "otlp_endpoint",
+                    endpoint,
+                    "an http:// URL (https:// needs the `tls` feature of mainstay-telemetry)",
+                ));
+            }
+        }
+        for (name, value) in &self.otlp_headers {
+            // The value is a secret: the error names the header, never its value.
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+                || name.bytes().any(|byte| byte.is_ascii_uppercase())
+            {
+                return Err(ConfigError::invalid(
+                    "otlp_headers",
+                    name,
+                    "lower-case header names (token characters) with values of visible ASCII \
+                     and spaces (the value is not shown)",
+                ));
+            }
+        }
+        if let Some(path) = &self.otlp_ca_file {
+            crate::traces::read_ca_file(path).map_err(|allowed| {
+                ConfigError::invalid("otlp_ca_file", &path.display().to_string(), allowed)
+            })?;
         }
         if !(0.0..=1.0).contains(&self.sampling_ratio) {
             return Err(ConfigError::invalid(
@@ -138,7 +198,33 @@ impl TelemetryConfig {
     }
 }
 
-fn is_http_url(endpoint: &str) -> bool {
+impl fmt::Debug for TelemetryConfig {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values are credentials: only their names are shown.
+        let headers: BTreeMap<&str, &str> = self
+            .otlp_headers
+            .keys()
+            .map(|name| (name.as_str(), crate::REDACTED))
+            .collect();
+        formatter
+            .debug_struct("TelemetryConfig")
+            .field("service_name", &self.service_name)
+            .field("service_version", &self.service_version)
+            .field("service_instance_id", &self.service_instance_id)
+            .field("log_format", &self.log_format)
+            .field("log_filter", &self.log_filter)
+            .field("redact_fields", &self.redact_fields)
+            .field("resource_attributes", &self.resource_attributes)
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("otlp_protocol", &self.otlp_protocol)
+            .field("otlp_headers", &headers)
+            .field("otlp_ca_file", &self.otlp_ca_file)
+            .field("sampling_ratio", &self.sampling_ratio)
+            .finish()
+    }
+}
+
+pub(crate) fn is_http_url(endpoint: &str) -> bool {
     match endpoint.parse::<http::Uri>() {
         Ok(uri) => {
             matches!(uri.scheme_str(), Some("http" | "https"))

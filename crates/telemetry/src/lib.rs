@@ -47,8 +47,9 @@
 //!
 //! # Features
 //!
-//! This crate has no optional features: it is the telemetry layer of a service and everything in
-//! it is used together.
+//! - `tls` (off by default): `https://` OTLP endpoints for both transports, with rustls on the
+//!   aws-lc-rs provider, the system roots and [`TelemetryConfig::otlp_ca_file`]. Without it an
+//!   `https://` endpoint is refused by [`TelemetryConfig::validate`].
 //!
 //! # Minimum supported Rust version
 //!
@@ -70,6 +71,7 @@ mod bunyan;
 mod config;
 pub mod http;
 mod logs;
+pub mod otel_env;
 pub mod process;
 mod traces;
 

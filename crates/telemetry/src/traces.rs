@@ -5,11 +5,12 @@
 //! runtime owned by the guard: the SDK's batch processor exports from its own thread, where no
 //! runtime is current, and an async HTTP or gRPC client needs one.
 
+use std::path::Path;
 use std::time::Duration;
 
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
@@ -48,6 +49,12 @@ pub(crate) fn provider(
         .clone()
         .unwrap_or_else(|| ulid::Ulid::generate().to_string());
     let resource = Resource::builder()
+        .with_attributes(
+            config
+                .resource_attributes
+                .iter()
+                .map(|(name, value)| KeyValue::new(name.clone(), value.clone())),
+        )
         .with_service_name(config.service_name.clone())
         .with_attribute(KeyValue::new(
             "service.version",
@@ -84,7 +91,43 @@ impl Drop for ExportRuntime {
     }
 }
 
+/// The certificates of a PEM CA file (`otlp_ca_file`), or what the key needs.
+pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<u8>, &'static str> {
+    if !cfg!(feature = "tls") {
+        return Err("no CA file: trusting one needs the `tls` feature of mainstay-telemetry");
+    }
+    let pem =
+        std::fs::read(path).map_err(|_| "a readable PEM file of one or more CA certificates")?;
+    #[cfg(feature = "tls")]
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certificates) if !certificates.is_empty() => {}
+        _ => {
+            return Err(
+                "a PEM file of one or more CA certificates (`-----BEGIN CERTIFICATE-----`)",
+            );
+        }
+    }
+    Ok(pem)
+}
+
+/// `otlp_headers` as an HTTP header map (validated names and values; any other is skipped).
+fn export_headers(config: &TelemetryConfig) -> http::HeaderMap {
+    config
+        .otlp_headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let mut value = http::HeaderValue::from_str(value).ok()?;
+            value.set_sensitive(true);
+            Some((http::HeaderName::from_bytes(name.as_bytes()).ok()?, value))
+        })
+        .collect()
+}
+
 /// Builds the OTLP exporter for the configured endpoint and protocol, with its runtime.
+///
+/// The configured headers are set on every request after the exporter's own (which include
+/// `OTEL_EXPORTER_OTLP_HEADERS`), so the configuration wins; an `https://` endpoint is verified
+/// against the system roots and `otlp_ca_file`.
 pub(crate) fn otlp(
     config: &TelemetryConfig,
     endpoint: &str,
@@ -95,12 +138,28 @@ pub(crate) fn otlp(
         .enable_all()
         .build()
         .map_err(InitError::ExportRuntime)?;
+    let headers = export_headers(config);
+    let ca_pem = match &config.otlp_ca_file {
+        Some(path) => Some(read_ca_file(path).map_err(|allowed| {
+            InitError::Exporter(
+                format!("otlp_ca_file {}: expected {allowed}", path.display()).into(),
+            )
+        })?),
+        None => None,
+    };
     // The tonic channel spawns its worker onto the current runtime while it is built.
     let entered = runtime.enter();
     let processor = match config.otlp_protocol {
         OtlpProtocol::HttpProtobuf => {
-            let client = reqwest::Client::builder()
-                .timeout(HTTP_EXPORT_TIMEOUT)
+            #[allow(unused_mut)]
+            let mut builder = reqwest::Client::builder().timeout(HTTP_EXPORT_TIMEOUT);
+            #[cfg(feature = "tls")]
+            if let Some(pem) = &ca_pem {
+                let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|error| InitError::Exporter(Box::new(error)))?;
+                builder = builder.tls_certs_merge(certificates);
+            }
+            let client = builder
                 .build()
                 .map_err(|error| InitError::Exporter(Box::new(error)))?;
             let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -110,15 +169,39 @@ pub(crate) fn otlp(
                 .with_http_client(RuntimeHttpClient {
                     client,
                     handle: runtime.handle().clone(),
+                    headers,
                 })
                 .build()
                 .map_err(|error| InitError::Exporter(Box::new(error)))?;
             batch(exporter)
         }
         OtlpProtocol::Grpc => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
+            #[allow(unused_mut)]
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
-                .with_endpoint(endpoint)
+                .with_endpoint(endpoint);
+            #[cfg(feature = "tls")]
+            if endpoint.starts_with("https://") {
+                use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
+                let mut tls = ClientTlsConfig::new().with_enabled_roots();
+                if let Some(pem) = &ca_pem {
+                    tls = tls.ca_certificate(Certificate::from_pem(pem));
+                }
+                builder = builder.with_tls_config(tls);
+            }
+            #[cfg(not(feature = "tls"))]
+            let _ = ca_pem;
+            if !headers.is_empty() {
+                builder = builder.with_interceptor(move |mut request: tonic::Request<()>| {
+                    let mut metadata = std::mem::take(request.metadata_mut()).into_headers();
+                    for (name, value) in &headers {
+                        metadata.insert(name.clone(), value.clone());
+                    }
+                    *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(metadata);
+                    Ok(request)
+                });
+            }
+            let exporter = builder
                 .build()
                 .map_err(|error| InitError::Exporter(Box::new(error)))?;
             batch(exporter)
@@ -138,19 +221,25 @@ fn http_traces_url(endpoint: &str) -> String {
     }
 }
 
-/// Runs each export request on the export runtime, whatever thread awaits it.
+/// Runs each export request on the export runtime, whatever thread awaits it, with the
+/// configured headers.
 #[derive(Debug)]
 struct RuntimeHttpClient {
     client: reqwest::Client,
     handle: tokio::runtime::Handle,
+    /// `otlp_headers`, marked sensitive so that `Debug` hides their values.
+    headers: http::HeaderMap,
 }
 
 #[async_trait::async_trait]
 impl opentelemetry_http::HttpClient for RuntimeHttpClient {
     async fn send_bytes(
         &self,
-        request: http::Request<bytes::Bytes>,
+        mut request: http::Request<bytes::Bytes>,
     ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        for (name, value) in &self.headers {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
         let client = self.client.clone();
         let task = self.handle.spawn(async move {
             opentelemetry_http::HttpClient::send_bytes(&client, request).await

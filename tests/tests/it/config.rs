@@ -508,6 +508,11 @@ fn config_check_refuses_what_start_up_refuses_in_one_format() -> anyhow::Result<
         ),
         ("[dlq]\ntotal_capacity = 0\n", "dlq.total_capacity", "0"),
         (
+            "[auth]\nfailure_limit = { requests = 0, period = \"1m\" }\n",
+            "auth.failure_limit.requests",
+            "0",
+        ),
+        (
             "[ratelimit]\nipv6_prefix_len = 200\n",
             "ratelimit.ipv6_prefix_len",
             "200",

@@ -1,5 +1,6 @@
 //! End-to-end tests against the built `mainstay-api` binary.
 
+mod auth;
 mod config;
 mod dlq_damage;
 mod health;

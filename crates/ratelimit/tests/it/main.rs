@@ -3,6 +3,7 @@
 mod accuracy;
 mod cluster;
 mod config;
+mod events;
 mod failover;
 mod fleet;
 mod http;

@@ -160,3 +160,86 @@ fn init_installs_globally_once_and_writes_every_line_in_order() {
     assert!(matches!(second, Err(InitError::AlreadyInitialized(_))));
     guard.shutdown().expect("no exporter, nothing to flush");
 }
+
+/// Issue 15, point 11: the OTLP keys refuse what cannot work, name the key, and never quote a
+/// header value.
+#[test]
+fn otlp_headers_ca_file_and_resource_attributes_are_validated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate").expect("write");
+    let header = |name: &str, value: &str| TelemetryConfig {
+        otlp_headers: [(name.to_owned(), value.to_owned())].into(),
+        ..TelemetryConfig::default()
+    };
+    let cases = [
+        (header("bad header", "s3cr3t"), "otlp_headers", "bad header"),
+        (
+            header("Authorization", "s3cr3t"),
+            "otlp_headers",
+            "Authorization",
+        ),
+        (
+            header("authorization", "s3cr3t\n"),
+            "otlp_headers",
+            "authorization",
+        ),
+        (
+            TelemetryConfig {
+                otlp_ca_file: Some(dir.path().join("missing.pem")),
+                ..TelemetryConfig::default()
+            },
+            "otlp_ca_file",
+            "missing.pem",
+        ),
+        (
+            TelemetryConfig {
+                otlp_ca_file: Some(not_pem),
+                ..TelemetryConfig::default()
+            },
+            "otlp_ca_file",
+            "not.pem",
+        ),
+        (
+            TelemetryConfig {
+                resource_attributes: [("service.name".to_owned(), "x".to_owned())].into(),
+                ..TelemetryConfig::default()
+            },
+            "resource_attributes",
+            "service.name",
+        ),
+    ];
+    for (config, key, value) in cases {
+        let error = config.validate().expect_err(key);
+        assert_eq!(error.key(), key, "{error}");
+        let message = error.to_string();
+        assert!(message.contains(value), "{message}");
+        assert!(!message.contains("s3cr3t"), "{message}");
+    }
+    let valid = header("authorization", "Bearer s3cr3t");
+    assert!(valid.validate().is_ok());
+    // `Debug` shows which headers are sent, never their values.
+    let shown = format!("{valid:?}");
+    assert!(
+        shown.contains("authorization") && !shown.contains("s3cr3t"),
+        "{shown}"
+    );
+}
+
+/// Without the `tls` feature an `https://` endpoint is refused up front rather than failing at
+/// each export; with it, it is accepted.
+#[test]
+fn https_endpoints_need_the_tls_feature() {
+    let config = TelemetryConfig {
+        otlp_endpoint: Some("https://collector:4318".into()),
+        ..TelemetryConfig::default()
+    };
+    let result = config.validate();
+    if cfg!(feature = "tls") {
+        assert!(result.is_ok(), "{result:?}");
+    } else {
+        let error = result.expect_err("https without tls");
+        assert_eq!(error.key(), "otlp_endpoint");
+        assert!(error.to_string().contains("`tls` feature"), "{error}");
+    }
+}
