@@ -5,7 +5,9 @@
 //!    1.5x), plus the full [`RateLimiter::check`] (HMAC of the identities, three limits) for scale;
 //! 2. on Redis, 64 concurrent callers against a private `redis-server` the bench starts: a raw
 //!    EVALSHA of a minimal one-key GCRA script through the limiter's own pool vs the full Redis
-//!    decision (goals: at least 70% of the raw throughput, p99 within 1.2x of the raw p99).
+//!    decision (goals: at least 70% of the raw throughput, p99 within 1.2x of the raw p99), with
+//!    a raw EVALSHA of the crate's script and of the script before decision 0093 (three keys) for
+//!    scale, and the Redis thread's time per EVALSHA of each (`INFO commandstats`).
 //!
 //! Prints its own table; `BENCH_SECONDS` sets the number of interleaved one-second Redis rounds
 //! per contender (default 5).
@@ -194,9 +196,34 @@ where
 struct Tally {
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// EVALSHAs Redis counted, and the microseconds it spent in them.
+    server_calls: u64,
+    server_usec: u64,
 }
 
 impl Tally {
+    /// Adds the `cmdstat_evalsha` line of an `INFO commandstats` reply.
+    fn add_server(&mut self, stats: &str) {
+        let Some(line) = stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_evalsha:"))
+        else {
+            return;
+        };
+        for field in line.split(',') {
+            match field.split_once('=') {
+                Some(("calls", value)) => self.server_calls += value.parse::<u64>().unwrap_or(0),
+                Some(("usec", value)) => self.server_usec += value.parse::<u64>().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+
+    /// Microseconds of the Redis thread per EVALSHA.
+    fn server_us(&self) -> f64 {
+        self.server_usec as f64 / self.server_calls.max(1) as f64
+    }
+
     fn add(&mut self, (elapsed, latencies): (Duration, Vec<Duration>)) {
         self.elapsed += elapsed;
         self.latencies.extend(latencies);
@@ -255,7 +282,7 @@ fn on_redis() {
             }
         };
         // The crate's own script with precomputed keys and arguments: the Redis side of a full
-        // decision without its client side.
+        // decision without its client side (one hash per hash tag, three fields).
         let full_script = Arc::new(Script::new(include_str!("../src/gcra.lua")));
         let raw_full = {
             let connection = connection.clone();
@@ -264,8 +291,27 @@ fn on_redis() {
                 let script = full_script.clone();
                 async move {
                     let mut invocation = script.prepare_invoke();
+                    invocation.key(format!("raw:{{{caller}}}")).arg("");
+                    for field in ["t:api-key:p", "c:default:p", "q:pro"] {
+                        invocation.arg(field).arg(1u64).arg(1_000_000u64);
+                    }
+                    let reply: Vec<i64> = invocation.invoke_async(&mut connection).await.unwrap();
+                    black_box(reply);
+                }
+            }
+        };
+        // The script before decision 0093 (three keys, one `MGET`, three `SET PX`), for the A/B of
+        // the two layouts in one run.
+        let three_keys_script = Arc::new(Script::new(include_str!("gcra_three_keys.lua")));
+        let raw_three_keys = {
+            let connection = connection.clone();
+            move |caller: usize| {
+                let mut connection = connection.clone();
+                let script = three_keys_script.clone();
+                async move {
+                    let mut invocation = script.prepare_invoke();
                     for kind in ["t", "c", "q"] {
-                        invocation.key(format!("raw:{{{caller}}}:{kind}"));
+                        invocation.key(format!("raw3:{{{caller}}}:{kind}"));
                     }
                     invocation.arg("");
                     for _ in 0..3 {
@@ -299,24 +345,49 @@ fn on_redis() {
                 }
             }
         };
-        let (raw, ours, raw_full) = (Arc::new(raw), Arc::new(ours), Arc::new(raw_full));
+        let (raw, ours, raw_full, raw_three_keys) = (
+            Arc::new(raw),
+            Arc::new(ours),
+            Arc::new(raw_full),
+            Arc::new(raw_three_keys),
+        );
         // Warm up (script loads, connection, allocator).
         let _ = load(Duration::from_millis(500), raw.clone()).await;
         let _ = load(Duration::from_millis(500), ours.clone()).await;
         let _ = load(Duration::from_millis(500), raw_full.clone()).await;
+        let _ = load(Duration::from_millis(500), raw_three_keys.clone()).await;
         // Interleaved one-second rounds, so that a change in the machine's load (it is shared)
-        // weighs on every contender alike.
-        let (mut raw_tally, mut our_tally, mut full_tally) =
-            (Tally::default(), Tally::default(), Tally::default());
+        // weighs on every contender alike. After each round, Redis says how long its one thread
+        // spent in the round's EVALSHAs (`INFO commandstats`).
+        let mut tallies: [Tally; 4] = Default::default();
         let round = Duration::from_secs(1);
+        let mut info = connection.clone();
         for _ in 0..seconds {
-            raw_tally.add(load(round, raw.clone()).await);
-            our_tally.add(load(round, ours.clone()).await);
-            full_tally.add(load(round, raw_full.clone()).await);
+            for (index, tally) in tallies.iter_mut().enumerate() {
+                let _: () = redis::cmd("CONFIG")
+                    .arg("RESETSTAT")
+                    .query_async(&mut info)
+                    .await
+                    .unwrap();
+                tally.add(match index {
+                    0 => load(round, raw.clone()).await,
+                    1 => load(round, ours.clone()).await,
+                    2 => load(round, raw_full.clone()).await,
+                    _ => load(round, raw_three_keys.clone()).await,
+                });
+                let stats: String = redis::cmd("INFO")
+                    .arg("commandstats")
+                    .query_async(&mut info)
+                    .await
+                    .unwrap();
+                tally.add_server(&stats);
+            }
         }
+        let [raw_tally, our_tally, full_tally, three_tally] = &mut tallies;
         let (raw_rate, raw_p50, raw_p99) = raw_tally.summary();
         let (our_rate, our_p50, our_p99) = our_tally.summary();
         let (full_rate, full_p50, full_p99) = full_tally.summary();
+        let (three_rate, three_p50, three_p99) = three_tally.summary();
         let _: () = redis::cmd("FLUSHALL")
             .query_async(&mut connection.clone())
             .await
@@ -324,24 +395,32 @@ fn on_redis() {
         println!(
             "redis, {CALLERS} concurrent callers, {seconds} interleaved 1 s rounds each, one private redis-server"
         );
-        println!(
-            "  raw EVALSHA (1 key)          {raw_rate:>10.0} decisions/s  p50 {raw_p50:>9.1?}  p99 {raw_p99:>9.1?}"
-        );
-        println!(
-            "  RateLimiter::check (3 keys)  {our_rate:>10.0} decisions/s  p50 {our_p50:>9.1?}  p99 {our_p99:>9.1?}"
-        );
-        println!(
-            "  raw EVALSHA of the crate's 3-key script {full_rate:>10.0} decisions/s  p50 {full_p50:>9.1?}  p99 {full_p99:>9.1?}"
-        );
+        println!("  (server: microseconds the Redis thread spent per EVALSHA, from INFO commandstats)");
+        for (name, rate, p50, p99, tally) in [
+            ("raw EVALSHA (1 key)", raw_rate, raw_p50, raw_p99, &*raw_tally),
+            ("RateLimiter::check (3 limits)", our_rate, our_p50, our_p99, &*our_tally),
+            ("raw EVALSHA of the crate's script", full_rate, full_p50, full_p99, &*full_tally),
+            ("raw EVALSHA of the 3-key script", three_rate, three_p50, three_p99, &*three_tally),
+        ] {
+            println!(
+                "  {name:<34} {rate:>9.0} decisions/s  p50 {p50:>9.1?}  p99 {p99:>9.1?}  server {:>5.2} us",
+                tally.server_us()
+            );
+        }
         println!(
             "  throughput {:.0}% of raw (goal >= 70%), p99 {:.2}x raw (goal <= 1.2x)",
             100.0 * our_rate / raw_rate,
             our_p99.as_secs_f64() / raw_p99.as_secs_f64()
         );
         println!(
-            "  against the raw 3-key script: throughput {:.0}%, p99 {:.2}x",
+            "  against the raw EVALSHA of the crate's script: throughput {:.0}%, p99 {:.2}x",
             100.0 * our_rate / full_rate,
             our_p99.as_secs_f64() / full_p99.as_secs_f64()
+        );
+        println!(
+            "  the crate's script against the 3-key script (raw): throughput {:.2}x, server time {:.2}x",
+            full_rate / three_rate,
+            full_tally.server_us() / three_tally.server_us()
         );
     });
     let _ = std::fs::remove_dir_all(&dir);

@@ -900,14 +900,10 @@ impl RateLimiter {
                 return self.fallback(&resolved, now, rejected.retry_after);
             }
         };
-        let limits: Vec<(u64, u64)> = resolved
-            .limits
-            .iter()
-            .map(|(policy, _)| {
-                let gcra = &inner.policies[*policy].gcra;
-                (gcra.emission, gcra.tolerance)
-            })
-            .collect();
+        let limits = resolved.limits.map(|(policy, _)| {
+            let gcra = &inner.policies[policy].gcra;
+            (gcra.emission, gcra.tolerance)
+        });
         let started = std::time::Instant::now();
         // The call owns what it needs, so that it can go on after the decision stops waiting:
         // Redis slower than `redis_timeout` is not Redis down, and its late answer says so.
@@ -1323,27 +1319,26 @@ impl RateLimiter {
     /// The Redis keys of a request's limits: `PREFIX:{TAG}:KIND:NAME[:PRINCIPAL]`, every key with
     /// the request's hash tag (the organisation's pseudonym, or the client network's), so that one script
     /// call touches one Redis Cluster slot.
-    fn redis_keys(&self, resolved: &Resolved) -> Vec<String> {
+    /// The Redis key of each limit: `{prefix}:{{tag}}:` then the limit's own part, which is its
+    /// field in the hash `{prefix}:{{tag}}` (`docs/decisions/0093`) and, whole, its key in the
+    /// over-limit cache.
+    fn redis_keys(&self, resolved: &Resolved) -> [String; 3] {
         let inner = &*self.inner;
         let prefix = &inner.config.key_prefix;
         let tag = resolved.tag.to_hex();
-        resolved
-            .limits
-            .iter()
-            .map(|(policy, key)| {
-                let policy = &inner.policies[*policy];
-                match policy.kind {
-                    Kind::Plan => {
-                        format!("{prefix}:{{{tag}}}:{}:{}", policy.kind.tag(), policy.name)
-                    }
-                    Kind::Tier | Kind::Class => format!(
-                        "{prefix}:{{{tag}}}:{}:{}:{key}",
-                        policy.kind.tag(),
-                        policy.name
-                    ),
+        resolved.limits.map(|(policy, key)| {
+            let policy = &inner.policies[policy];
+            match policy.kind {
+                Kind::Plan => {
+                    format!("{prefix}:{{{tag}}}:{}:{}", policy.kind.tag(), policy.name)
                 }
-            })
-            .collect()
+                Kind::Tier | Kind::Class => format!(
+                    "{prefix}:{{{tag}}}:{}:{}:{key}",
+                    policy.kind.tag(),
+                    policy.name
+                ),
+            }
+        })
     }
 }
 

@@ -91,6 +91,81 @@ pub(crate) struct ScriptReply {
     pub(crate) remaining_each: [u32; 3],
 }
 
+/// A limit's Redis key split into its hash (up to and with the hash tag) and its field in it.
+fn split_key(key: &str) -> Option<(&str, &str)> {
+    key.find("}:")
+        .map(|close| (&key[..=close], &key[close + 2..]))
+}
+
+impl ScriptReply {
+    /// The decision from the script's answer: whether the request passed, Redis time, and the TAT of
+    /// each limit (the new ones when it passed, the current ones otherwise), all in microseconds;
+    /// the same arithmetic as `Gcra::step`. `None` for an answer no script run can give.
+    pub(crate) fn from_tats(
+        allowed: bool,
+        now: i64,
+        tats: [i64; 3],
+        limits: &[(u64, u64); 3],
+    ) -> Option<Self> {
+        let now = u64::try_from(now).ok()?;
+        let mut remaining_each = [0u32; 3];
+        if allowed {
+            // The limit with the fewest requests left speaks; among equals, the one that takes
+            // longest to be full again.
+            let mut best: Option<(usize, u32, u64)> = None;
+            for (index, (tat, (emission, tolerance))) in tats.iter().zip(limits).enumerate() {
+                let reset = u64::try_from(*tat).ok()?.checked_sub(now)?;
+                let backlog = reset.checked_sub(*emission)?;
+                let remaining =
+                    u32::try_from(tolerance.checked_sub(backlog)? / (*emission).max(1)).ok()?;
+                remaining_each[index] = remaining;
+                if best.is_none_or(|(_, fewest, longest)| {
+                    remaining < fewest || (remaining == fewest && reset > longest)
+                }) {
+                    best = Some((index, remaining, reset));
+                }
+            }
+            let (index, remaining, reset_us) = best?;
+            return Some(Self {
+                allowed: true,
+                index,
+                remaining,
+                reset_us,
+                retry_us: 0,
+                now_us: now,
+                remaining_each,
+            });
+        }
+        // The limit that makes the caller wait longest speaks.
+        let mut denied: Option<(usize, u64, u64)> = None;
+        for (index, (tat, (emission, tolerance))) in tats.iter().zip(limits).enumerate() {
+            let backlog = u64::try_from(*tat).ok()?.checked_sub(now)?;
+            match backlog.checked_sub(*tolerance) {
+                Some(wait) if wait > 0 => {
+                    if denied.is_none_or(|(_, _, longest)| wait > longest) {
+                        denied = Some((index, backlog, wait));
+                    }
+                }
+                // Requests that would pass now (nothing was consumed).
+                _ => {
+                    remaining_each[index] =
+                        u32::try_from((tolerance - backlog) / (*emission).max(1) + 1).ok()?;
+                }
+            }
+        }
+        let (index, reset_us, retry_us) = denied?;
+        Some(Self {
+            allowed: false,
+            index,
+            remaining: 0,
+            reset_us,
+            retry_us,
+            now_us: now,
+            remaining_each,
+        })
+    }
+}
+
 /// Where and how the backend connects: the application's `redis.*` keys.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RedisTarget {
@@ -346,25 +421,48 @@ impl RedisBackend {
         }
     }
 
-    /// Runs the script over `keys`, each with its `(emission, tolerance)` in microseconds, at
-    /// Redis time (or at `at_us` for the test vectors). Unanswered, it fails after the response
-    /// timeout; the caller decides how long it waits for it.
+    /// Runs the script for the limits of one request (one to three), `keys` (which share one hash
+    /// tag) with their `(emission, tolerance)` in microseconds, at Redis time (or at `at_us` for
+    /// the test vectors). The limits live in one Redis hash per hash tag (`docs/decisions/0093`):
+    /// the part of each key up to its hash tag names the hash, the rest is the limit's field. The
+    /// script always takes three limits; fewer are sent with the last one repeated, which changes
+    /// nothing (the same field, written with the same value, never the one that speaks).
+    /// Unanswered, it fails after the response timeout; the caller decides how long it waits.
     pub(crate) async fn decide(
         self: &Arc<Self>,
         keys: &[String],
         limits: &[(u64, u64)],
         at_us: Option<u64>,
     ) -> Result<ScriptReply, RedisCallError> {
-        let mut invocation = self.script.prepare_invoke();
-        for key in keys {
-            invocation.key(key.as_str());
+        let (Some(last_key), Some(last_limit)) = (keys.last(), limits.last()) else {
+            return Err(RedisCallError::Reply);
+        };
+        if keys.len() > 3 || keys.len() != limits.len() {
+            return Err(RedisCallError::Reply);
         }
+        let Some((hash, _)) = split_key(last_key) else {
+            return Err(RedisCallError::Reply);
+        };
+        let padded = |index: usize| {
+            (
+                keys.get(index).unwrap_or(last_key),
+                *limits.get(index).unwrap_or(last_limit),
+            )
+        };
+        let padded: [(&String, (u64, u64)); 3] = [padded(0), padded(1), padded(2)];
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(hash);
         match at_us {
             Some(at) => invocation.arg(at),
             None => invocation.arg(""),
         };
-        for (emission, tolerance) in limits {
-            invocation.arg(*emission).arg(*tolerance);
+        for (key, (emission, tolerance)) in &padded {
+            match split_key(key) {
+                Some((tag, field)) if tag == hash => {
+                    invocation.arg(field).arg(*emission).arg(*tolerance)
+                }
+                _ => return Err(RedisCallError::Reply),
+            };
         }
         // A connection found closed is dropped and the call goes to the next one (or to a fresh
         // one): a reset connection is not Redis failing. Each connection is tried once.
@@ -383,27 +481,12 @@ impl RedisBackend {
                 Err(error) => return Err(error.into()),
             }
         };
-        let [allowed, index, remaining, reset, retry, now, ref each @ ..] = reply[..] else {
+        let [allowed, now, t1, t2, t3] = reply[..] else {
             return Err(RedisCallError::Reply);
         };
-        let mut remaining_each = [0u32; 3];
-        for (slot, value) in remaining_each.iter_mut().zip(each) {
-            *slot = u32::try_from(*value).map_err(|_| RedisCallError::Reply)?;
-        }
-        let index = usize::try_from(index - 1).map_err(|_| RedisCallError::Reply)?;
-        if index >= keys.len() {
-            return Err(RedisCallError::Reply);
-        }
-        let unsigned = |value: i64| u64::try_from(value).map_err(|_| RedisCallError::Reply);
-        Ok(ScriptReply {
-            allowed: allowed == 1,
-            index,
-            remaining: u32::try_from(remaining).map_err(|_| RedisCallError::Reply)?,
-            reset_us: unsigned(reset)?,
-            retry_us: unsigned(retry)?,
-            now_us: unsigned(now)?,
-            remaining_each,
-        })
+        let limits = padded.map(|(_, limit)| limit);
+        ScriptReply::from_tats(allowed == 1, now, [t1, t2, t3], &limits)
+            .ok_or(RedisCallError::Reply)
     }
 
     /// One `PING` over the decision connections (a breaker trial), connecting a slot first when

@@ -31,7 +31,7 @@ use tokio::sync::broadcast;
 
 use crate::classify::Classify;
 use crate::config::{BreakerConfig, ConfigError, TripPolicy};
-use crate::metrics::{BreakerLabels, CallLabels, ResilienceMetrics, TransitionLabels};
+use crate::metrics::{BreakerLabels, CallCount, CallLabels, ResilienceMetrics, TransitionLabels};
 use crate::nanos;
 use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Mutex, Ordering};
 use crate::window::Window;
@@ -331,10 +331,10 @@ impl Rules {
 #[derive(Debug, Clone)]
 pub(crate) struct Instruments {
     name: Arc<str>,
-    successes: Counter,
-    failures: Counter,
-    rejected: Counter,
-    slow: Counter,
+    successes: Counter<u64, CallCount>,
+    failures: Counter<u64, CallCount>,
+    rejected: Counter<u64, CallCount>,
+    slow: Counter<u64, CallCount>,
     /// `None` for keyed-set members: a per-key state has no bounded label, and an aggregate state
     /// has no meaning.
     state: Option<Gauge>,
@@ -870,7 +870,8 @@ impl Shared {
     }
 
     fn reject(&self, state: BreakerState, retry_after: Option<Duration>) -> Rejected {
-        self.instruments.rejected.inc();
+        // Striped: see `CallCount`.
+        self.instruments.rejected.inner().inc_striped();
         Rejected { state, retry_after }
     }
 

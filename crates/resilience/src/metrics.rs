@@ -13,8 +13,11 @@
 //! | `bulkhead_max_concurrent` (gauge: the slots) | `bulkhead` |
 //! | `bulkhead_wait_seconds` (histogram: time from asking to getting a slot or giving up) | `bulkhead` |
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{Atomic, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -26,7 +29,7 @@ use prometheus_client::registry::Registry;
 pub struct ResilienceMetrics {
     pub(crate) breaker_state: Family<BreakerLabels, Gauge>,
     pub(crate) breaker_transitions: Family<TransitionLabels, Counter>,
-    pub(crate) breaker_calls: Family<CallLabels, Counter>,
+    pub(crate) breaker_calls: Family<CallLabels, Counter<u64, CallCount>>,
     pub(crate) retry_attempts: Family<AttemptLabels, Counter>,
     pub(crate) retry_budget_exhausted: Family<OperationLabels, Counter>,
     pub(crate) bulkhead_rejections: Family<BulkheadLabels, Counter>,
@@ -34,6 +37,71 @@ pub struct ResilienceMetrics {
     pub(crate) bulkhead_waiting: Family<BulkheadLabels, Gauge>,
     pub(crate) bulkhead_max_concurrent: Family<BulkheadLabels, Gauge>,
     pub(crate) bulkhead_wait_seconds: Family<BulkheadLabels, Histogram, fn() -> Histogram>,
+}
+
+/// Stripes of a [`CallCount`]: more than the threads that usually contend for one breaker.
+const STRIPES: usize = 8;
+
+/// One stripe, alone on its cache line (128 bytes: adjacent-line prefetching pairs lines).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+/// The value of one `circuit_breaker_calls_total` series: a plain count, plus stripes that
+/// threads add to without sharing a cache line, summed when the value is read
+/// (`docs/decisions/0094`). Rejections count in the stripes: an open breaker rejects every call
+/// of every thread at once, and one shared counter would make the rejections queue for its
+/// cache line. Outcomes of calls made count in the plain one (a call that reached a dependency
+/// has paid far more than one shared add).
+#[derive(Debug, Default)]
+pub(crate) struct CallCount {
+    plain: AtomicU64,
+    stripes: [Stripe; STRIPES],
+}
+
+thread_local! {
+    /// This thread's stripe, given out in turn on first use.
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// The stripe of the calling thread.
+#[inline]
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    STRIPE.with(|stripe| {
+        let mut index = stripe.get();
+        if index == usize::MAX {
+            index = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            stripe.set(index);
+        }
+        index
+    })
+}
+
+impl CallCount {
+    /// Adds one in the calling thread's stripe.
+    #[inline]
+    pub(crate) fn inc_striped(&self) {
+        self.stripes[stripe()].0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Atomic<u64> for CallCount {
+    fn inc(&self) -> u64 {
+        self.plain.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn inc_by(&self, v: u64) -> u64 {
+        self.plain.fetch_add(v, Ordering::Relaxed)
+    }
+
+    fn get(&self) -> u64 {
+        self.stripes
+            .iter()
+            .fold(self.plain.load(Ordering::Relaxed), |sum, stripe| {
+                sum.wrapping_add(stripe.0.load(Ordering::Relaxed))
+            })
+    }
 }
 
 /// The buckets of `bulkhead_wait_seconds`, in seconds: from an immediate slot to the longest waits

@@ -504,17 +504,21 @@ async fn on_a_redis_cluster_limits_hold_and_the_redis_check_reports_the_cluster_
         statuses.push(client.get(api.url("/v1/whoami")).send().await?.status());
     }
     assert_eq!(statuses, [200, 200, 200, 429]);
-    // The caller's bucket is in the cluster, on whichever master owns its slot.
-    let tier_keys: usize = cluster
-        .ports
-        .iter()
-        .map(|port| {
-            ClusterMasters::cli(*port, &["--scan", "--pattern", "rl:{*}:t:anonymous:*"])
+    // The caller's buckets are in the cluster, in one hash (decision 0093) on whichever master
+    // owns its slot.
+    let mut tier_fields = 0;
+    for port in &cluster.ports {
+        for hash in ClusterMasters::cli(*port, &["--scan", "--pattern", "rl:{*}"])
+            .lines()
+            .filter(|key| *key != "rl:{instances}")
+        {
+            tier_fields += ClusterMasters::cli(*port, &["HKEYS", hash])
                 .lines()
-                .count()
-        })
-        .sum();
-    assert_eq!(tier_keys, 1);
+                .filter(|field| field.starts_with("t:anonymous:"))
+                .count();
+        }
+    }
+    assert_eq!(tier_fields, 1);
     let admin: Value = client
         .get(api.url("/admin/health"))
         .bearer_auth(ADMIN_TOKEN)

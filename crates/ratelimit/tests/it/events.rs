@@ -69,15 +69,13 @@ async fn limiters_sharing_redis_count_events_together_and_count_in_process_while
         allowed.push(decision.allowed);
     }
     assert_eq!(allowed, [true, true, true, false, false, false]);
-    assert!(
-        redis
-            .scan_keys()
-            .iter()
-            .any(|name| name.ends_with(":e:login")
-                && name.contains(&format!("{{{}}}", key.to_hex()))),
-        "{:?}",
-        redis.scan_keys()
-    );
+    // The field `e:login` of the key's hash (decision 0093).
+    let hash = format!("rl:{{{}}}", key.to_hex());
+    assert!(redis.scan_keys().contains(&hash), "{:?}", redis.scan_keys());
+    let fields = redis
+        .command(&format!("HKEYS {hash}"))
+        .expect("HKEYS answers");
+    assert!(fields.contains("\r\ne:login\r\n"), "{fields:?}");
 
     redis.kill();
     let fresh = first.hasher().pseudonym(b"test", b"during-the-outage");

@@ -47,8 +47,14 @@ async fn keys_hold_no_raw_identity_and_all_expire() {
     let instances = keys.remove(instances.expect("the instance set"));
     let ttl = redis.pttl(&instances);
     assert!(ttl > 0 && ttl <= 6_000, "{instances}: {ttl}");
-    assert_eq!(keys.len(), 6, "{keys:?}");
+    // One hash per hash tag (decision 0093): the organisation's, and the address's.
+    assert_eq!(keys.len(), 2, "{keys:?}");
     for key in &keys {
+        let fields = redis
+            .command(&format!("HKEYS {key}"))
+            .expect("HKEYS answers");
+        // The three limits' TATs and the hash's expiry time.
+        assert_eq!(fields.matches("\r\n$").count(), 4, "{key}: {fields:?}");
         for raw in [
             "org-visible-name",
             "principal-visible",
@@ -57,18 +63,50 @@ async fn keys_hold_no_raw_identity_and_all_expire() {
             "c633",
         ] {
             assert!(!key.contains(raw), "{key} holds {raw}");
+            assert!(!fields.contains(raw), "{key}'s fields hold {raw}");
         }
-        assert!(key.starts_with("rl:{"), "{key}");
+        assert!(key.starts_with("rl:{") && key.ends_with('}'), "{key}");
         let ttl = redis.pttl(key);
-        // Every key expires once its bucket is full again: within one period (1 h for quotas).
+        // Every hash expires once its buckets are full again: within one period (1 h for quotas).
         assert!(ttl > 0 && ttl <= 3_600_000, "{key}: {ttl}");
     }
-    // One hash tag per request: the organisation's keys share it, the address's share another.
-    let tags: std::collections::BTreeSet<&str> = keys
+}
+
+/// The fields of principals that went idle do not stay in their organisation's hash while other
+/// principals keep it alive: when the hash's expiry moves, fields whose TAT has passed go.
+#[tokio::test]
+async fn idle_principals_leave_their_organisations_hash() {
+    let redis = RedisServer::start();
+    // Periods of 1 s (route class) and 8 s (quota): a principal's fields are stale 100 ms after
+    // its request, and the hash's expiry moves at each request when they come 2 s apart (the
+    // script's time is given, as in the test vectors).
+    let config = limits(
+        redis_config(),
+        huge(),
+        LimitSpec::new(10, Duration::from_secs(1)),
+        LimitSpec::new(1_000, Duration::from_secs(8)),
+    );
+    let limiter = on_redis(config, &redis);
+    for index in 0..40u64 {
+        let caller = CallerIdentity::new("busy", "api-key", "free", format!("key-{index}"));
+        let at = Duration::from_secs(1_000 + 2 * index);
+        let decision = limiter.check_at(&request(Some(&caller), None), at).await;
+        assert!(
+            decision.allowed && decision.backend == Backend::Redis,
+            "{decision:?}"
+        );
+    }
+    let keys = redis.scan_keys();
+    let hash = keys
         .iter()
-        .map(|key| &key[key.find('{').unwrap()..=key.find('}').unwrap()])
-        .collect();
-    assert_eq!(tags.len(), 2, "{keys:?}");
+        .find(|key| key.as_str() != "rl:{instances}")
+        .expect("the organisation's hash");
+    let length = redis
+        .command(&format!("HLEN {hash}"))
+        .expect("HLEN answers");
+    let length: usize = length.trim().trim_start_matches(':').parse().unwrap();
+    // 40 principals' two fields each, the quota and the bookkeeping would be 83 fields.
+    assert!(length <= 12, "{length} fields in {hash}");
 }
 
 #[tokio::test]

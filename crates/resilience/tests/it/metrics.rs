@@ -127,3 +127,46 @@ fn check_gauge(registry: &Registry, breaker: &str, value: f64) {
     let series = format!(r#"circuit_breaker_state{{breaker="{breaker}"}}"#);
     assert_eq!(sample(&exposition(registry), &series), Some(value));
 }
+
+/// Rejections are counted per thread (no shared cache line while an open breaker rejects every
+/// call at once, decision 0094) and summed when read: the snapshot and the exported series hold
+/// every one, from more threads than there are stripes.
+#[test]
+fn rejections_from_many_threads_are_all_counted() {
+    let mut registry = Registry::default();
+    let metrics = ResilienceMetrics::register(&mut registry);
+    let breaker = CircuitBreaker::builder(
+        "striped",
+        BreakerConfig::consecutive(1, Duration::from_secs(3_600)),
+    )
+    .clock(ManualClock::new().shared())
+    .metrics(&metrics)
+    .build()
+    .expect("valid");
+    let _ = breaker.call(&failure, || Err::<(), _>("timeout"));
+    let threads: Vec<_> = (0..12)
+        .map(|_| {
+            let breaker = breaker.clone();
+            std::thread::spawn(move || {
+                for _ in 0..1_000 {
+                    assert!(breaker.call(&failure, || Ok::<_, &str>(())).is_err());
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("no panic");
+    }
+    let _ = breaker.call(&failure, || Ok::<_, &str>(()));
+    assert_eq!(breaker.snapshot().rejected, 12_001);
+    assert_eq!(breaker.snapshot().failures, 1);
+    let text = exposition(&registry);
+    assert_eq!(
+        sample(
+            &text,
+            r#"circuit_breaker_calls_total{breaker="striped",outcome="rejected"}"#
+        ),
+        Some(12_001.0),
+        "{text}"
+    );
+}
