@@ -36,8 +36,9 @@ use mainstay_ratelimit::{EventLimit, IdentityHasher, InProcessLimiter, LimitSpec
 use crate::config::{AuthConfig, ConfigError, Plan, Tier};
 use crate::problem::Problem;
 
-/// The event name of failed authentications in the rate limiter (its Redis key ends in
-/// `:e:auth-failure`; its decisions are counted under `policy="event:auth-failure"`).
+/// The event name of failed authentications in the rate limiter (on Redis, the field
+/// `e:auth-failure` of the client network's hash `PREFIX:{NETWORK}`; its decisions are counted
+/// under `policy="event:auth-failure"`).
 pub const AUTH_FAILURE_EVENT: &str = "auth-failure";
 
 /// How many client networks the warn-line limiter remembers.

@@ -2,9 +2,9 @@
 //! where the limiter decides requests: on Redis when it has Redis (so every instance counts
 //! together), in process otherwise.
 //!
-//! An [`EventLimit`] is a GCRA limit like the request limits, with its own Redis key per key
-//! (`PREFIX:{KEY}:e:NAME`, the key's pseudonym as the hash tag, so one call touches one cluster
-//! slot). Each [`EventLimit::hit`] counts one event and says whether it was still within the limit.
+//! An [`EventLimit`] is a GCRA limit like the request limits, kept on Redis in the field `e:NAME`
+//! of the key's hash `PREFIX:{KEY}` (the key's pseudonym is the hash tag, so one call touches one
+//! cluster slot; decision 0093). Each [`EventLimit::hit`] counts one event and says whether it was still within the limit.
 //! While Redis is unavailable (the limiter's breaker open, an error or a timeout), events are
 //! counted in process, whatever `ratelimit.fallback` says: an event limit guards against abuse, so
 //! an outage must neither lift it nor deny everything.
