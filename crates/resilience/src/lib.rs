@@ -77,6 +77,7 @@
 mod breaker;
 mod budget;
 mod bulkhead;
+mod catalogue;
 mod classify;
 mod config;
 mod keyed;
@@ -94,6 +95,7 @@ pub use breaker::{
     BreakerBuilder, BreakerError, BreakerSnapshot, BreakerState, CircuitBreaker, Outcome,
     OwnedPermit, Permit, Rejected, TransitionEvent, TransitionReason,
 };
+pub use catalogue::METRICS;
 pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadError, BulkheadPermit};
 pub use classify::{AllTransient, Classify, ErrorClass};
