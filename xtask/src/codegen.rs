@@ -247,8 +247,10 @@ mod tests {
             "{doc}"
         );
         assert!(
-            doc.ends_with("## b\n\n| metric | type | unit | labels | help |\n|---|---|---|---|---|\n\
-                 | `wait_seconds` | histogram | seconds | — | Wait |\n"),
+            doc.ends_with(
+                "## b\n\n| metric | type | unit | labels | help |\n|---|---|---|---|---|\n\
+                 | `wait_seconds` | histogram | seconds | — | Wait |\n"
+            ),
             "{doc}"
         );
         assert!(metrics_doc("{}").is_err());

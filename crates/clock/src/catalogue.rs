@@ -212,10 +212,7 @@ pub fn check_exposition(
             mismatches.push(format!("`{}` is catalogued twice", family.name));
         }
         let Some(found) = exposed.get(family.name) else {
-            mismatches.push(format!(
-                "`{}` is catalogued but not exposed",
-                family.name
-            ));
+            mismatches.push(format!("`{}` is catalogued but not exposed", family.name));
             continue;
         };
         if found.kind != family.kind.as_str() {
@@ -298,8 +295,7 @@ mod tests {
         let exposition = "# HELP latency_seconds Latency.\n# TYPE latency_seconds gauge\n\
                           latency_seconds{route=\"/\",method=\"GET\"} 1\n\
                           # HELP extra Extra.\n# TYPE extra gauge\n# EOF\n";
-        let mismatches =
-            check_exposition(CATALOGUE, exposition, SampleRule::Optional).unwrap_err();
+        let mismatches = check_exposition(CATALOGUE, exposition, SampleRule::Optional).unwrap_err();
         assert_eq!(
             mismatches,
             vec![

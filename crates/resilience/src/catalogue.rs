@@ -97,8 +97,7 @@ mod tests {
     use super::METRICS;
     use crate::ResilienceMetrics;
     use crate::metrics::{
-        AttemptLabels, BreakerLabels, BulkheadLabels, CallLabels, OperationLabels,
-        TransitionLabels,
+        AttemptLabels, BreakerLabels, BulkheadLabels, CallLabels, OperationLabels, TransitionLabels,
     };
 
     /// Every family gets one series through the label types the crate's instances use, so that

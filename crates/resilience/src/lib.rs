@@ -95,9 +95,9 @@ pub use breaker::{
     BreakerBuilder, BreakerError, BreakerSnapshot, BreakerState, CircuitBreaker, Outcome,
     OwnedPermit, Permit, Rejected, TransitionEvent, TransitionReason,
 };
-pub use catalogue::METRICS;
 pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadError, BulkheadPermit};
+pub use catalogue::METRICS;
 pub use classify::{AllTransient, Classify, ErrorClass};
 pub use config::{BreakerConfig, ConfigError, TripPolicy};
 pub use keyed::{KeyedBreakerConfig, KeyedBreakers};
