@@ -99,7 +99,9 @@ pub enum SampleRule {
     /// crate's own test, which exercises every family.
     Required,
     /// A family without samples passes on its `# HELP` and `# TYPE` lines alone: for a scrape of a
-    /// running service, where a labelled family has no series until something uses it.
+    /// running service, where a labelled family has no series until something uses it. (A
+    /// prometheus-client `Family` without series writes no descriptor at all, so such a family is
+    /// "catalogued but not exposed"; a collector may write a descriptor without samples.)
     Optional,
 }
 
