@@ -3,6 +3,8 @@
 //! - `docs/openapi.json`: the OpenAPI document, printed by `mainstay-api openapi` from the API's code.
 //! - `docs/configuration.md`: every configuration key, printed by `mainstay-api config reference`
 //!   from the configuration types.
+//! - `docs/metrics.md`: every metric family, rendered from the JSON that
+//!   `mainstay-api metrics catalogue` prints from the crates' catalogues.
 //! - `docs/decisions/README.md`: the index of decisions with a status each, read from their files.
 //!
 //! With `--check` nothing is written; a stale or missing file fails with the command that fixes it.
@@ -22,44 +24,31 @@ const GENERATED: &[(&str, &[&str])] = &[
 
 pub(crate) fn run(check: bool) -> Result<()> {
     let api_bin = crate::ci::build_api()?;
-    let mut stale = Vec::new();
+    let mut files: Vec<(&str, String)> = Vec::new();
     for (path, args) in GENERATED {
-        let output = Command::new(&api_bin)
-            .args(*args)
-            .output()
-            .with_context(|| format!("could not run {} {}", api_bin.display(), args.join(" ")))?;
-        if !output.status.success() {
-            bail!(
-                "mainstay-api {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let fresh = String::from_utf8(output.stdout).context("generated text is not UTF-8")?;
+        files.push((path, api_output(&api_bin, args)?));
+    }
+    let catalogue = api_output(&api_bin, &["metrics", "catalogue"])?;
+    files.push((METRICS_DOC, metrics_doc(&catalogue)?));
+    files.push((
+        DECISIONS_INDEX,
+        decisions_index(&workspace_root().join("docs/decisions"))?,
+    ));
+    let mut stale = Vec::new();
+    for (path, fresh) in files {
         let target = workspace_root().join(path);
         let current = std::fs::read_to_string(&target).unwrap_or_default();
         if current == fresh {
             continue;
         }
         if check {
-            stale.push(*path);
+            stale.push(path);
         } else {
             if let Some(dir) = target.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             std::fs::write(&target, fresh).with_context(|| format!("could not write {path}"))?;
             eprintln!("xtask codegen: wrote {path}");
-        }
-    }
-    let index = decisions_index(&workspace_root().join("docs/decisions"))?;
-    let target = workspace_root().join(DECISIONS_INDEX);
-    if std::fs::read_to_string(&target).unwrap_or_default() != index {
-        if check {
-            stale.push(DECISIONS_INDEX);
-        } else {
-            std::fs::write(&target, index)
-                .with_context(|| format!("could not write {DECISIONS_INDEX}"))?;
-            eprintln!("xtask codegen: wrote {DECISIONS_INDEX}");
         }
     }
     if !stale.is_empty() {
@@ -69,6 +58,88 @@ pub(crate) fn run(check: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What `mainstay-api ARGS` prints, which must succeed.
+fn api_output(api_bin: &std::path::Path, args: &[&str]) -> Result<String> {
+    let output = Command::new(api_bin)
+        .args(args)
+        .output()
+        .with_context(|| format!("could not run {} {}", api_bin.display(), args.join(" ")))?;
+    if !output.status.success() {
+        bail!(
+            "mainstay-api {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8(output.stdout).context("generated text is not UTF-8")
+}
+
+/// The metrics reference, generated from the service's catalogue.
+pub(crate) const METRICS_DOC: &str = "docs/metrics.md";
+
+/// Renders `docs/metrics.md` from the JSON of `mainstay-api metrics catalogue`: one table per
+/// crate, in the order the catalogue lists them, each family under the name a query uses.
+pub(crate) fn metrics_doc(catalogue_json: &str) -> Result<String> {
+    let document: serde_json::Value =
+        serde_json::from_str(catalogue_json).context("the metric catalogue is not JSON")?;
+    let families = document["families"]
+        .as_array()
+        .context("the metric catalogue has no `families` array")?;
+    let text = |family: &serde_json::Value, key: &str| -> Result<String> {
+        family[key]
+            .as_str()
+            .map(|value| value.replace('|', "\\|"))
+            .with_context(|| format!("a catalogued family has no `{key}`: {family}"))
+    };
+    let mut crates: Vec<(String, Vec<String>)> = Vec::new();
+    for family in families {
+        let owner = text(family, "crate")?;
+        let kind = text(family, "type")?;
+        let unit = family["unit"].as_str().unwrap_or("—").to_owned();
+        let labels: Vec<String> = family["labels"]
+            .as_array()
+            .context("a catalogued family has no `labels`")?
+            .iter()
+            .filter_map(|label| label.as_str().map(|label| format!("`{label}`")))
+            .collect();
+        let labels = if labels.is_empty() {
+            "—".to_owned()
+        } else {
+            labels.join(", ")
+        };
+        let row = format!(
+            "| `{}` | {kind} | {unit} | {labels} | {} |\n",
+            text(family, "sample_name")?,
+            text(family, "help")?
+        );
+        match crates.iter_mut().find(|(name, _)| *name == owner) {
+            Some((_, rows)) => rows.push(row),
+            None => crates.push((owner, vec![row])),
+        }
+    }
+    let mut out = String::from(
+        "# Metrics\n\n\
+         Every metric family `mainstay-api` exports, by the crate that registers it. Generated by\n\
+         `cargo xtask codegen` from `mainstay-api metrics catalogue`, which prints the catalogue each\n\
+         crate declares in its `src/catalogue.rs` (`METRICS`); each crate's tests compare that\n\
+         catalogue with a real exposition, so do not edit this file: `cargo xtask codegen --check`\n\
+         fails when it is stale (docs/decisions/0096-metric-catalogue.md).\n\n\
+         Names are the ones a query uses: a counter's samples end in `_total`; a histogram's samples\n\
+         are `NAME_bucket` (with the label `le`), `NAME_sum` and `NAME_count`. The unit is the\n\
+         exposition's `# UNIT` line (— when it has none). A labelled family has no samples, and no\n\
+         `# HELP` line, until its first series exists.\n",
+    );
+    for (owner, rows) in crates {
+        out.push_str(&format!(
+            "\n## {owner}\n\n| metric | type | unit | labels | help |\n|---|---|---|---|---|\n"
+        ));
+        for row in rows {
+            out.push_str(&row);
+        }
+    }
+    Ok(out)
 }
 
 /// The index of decisions, generated from the files under `docs/decisions/`: number, title (the
@@ -157,7 +228,33 @@ fn status(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::status;
+    use super::{metrics_doc, status};
+
+    #[test]
+    fn the_metrics_doc_has_a_table_per_crate_with_query_names() {
+        let catalogue = r#"{"families": [
+            {"name": "jobs", "sample_name": "jobs_total", "type": "counter", "unit": null,
+             "labels": ["queue", "outcome"], "help": "Jobs | runs", "crate": "a"},
+            {"name": "wait_seconds", "sample_name": "wait_seconds", "type": "histogram",
+             "unit": "seconds", "labels": [], "help": "Wait", "crate": "b"}
+        ]}"#;
+        let doc = metrics_doc(catalogue).unwrap();
+        assert!(
+            doc.contains(
+                "## a\n\n| metric | type | unit | labels | help |\n|---|---|---|---|---|\n\
+                 | `jobs_total` | counter | — | `queue`, `outcome` | Jobs \\| runs |\n"
+            ),
+            "{doc}"
+        );
+        assert!(
+            doc.ends_with(
+                "## b\n\n| metric | type | unit | labels | help |\n|---|---|---|---|---|\n\
+                 | `wait_seconds` | histogram | seconds | — | Wait |\n"
+            ),
+            "{doc}"
+        );
+        assert!(metrics_doc("{}").is_err());
+    }
 
     #[test]
     fn status_follows_the_words_of_the_decision() {

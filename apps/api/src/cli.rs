@@ -1,4 +1,4 @@
-//! The command line: `mainstay-api [--config PATH] [serve | config print | config reference | openapi]`.
+//! The command line: `mainstay-api [--config PATH] [serve | config print | config reference | openapi | metrics catalogue]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +59,16 @@ pub enum Command {
     Config(ConfigCommand),
     /// Print the OpenAPI document.
     Openapi,
+    /// Inspect the metrics the service exports.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+}
+
+/// `metrics` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Print the catalogue of every metric family as JSON (docs/metrics.md is generated from it).
+    Catalogue,
 }
 
 /// `config` subcommands.
@@ -79,6 +89,10 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Openapi => {
             print!("{}", crate::routes::openapi::document());
+            ExitCode::SUCCESS
+        }
+        Command::Metrics(MetricsCommand::Catalogue) => {
+            print!("{}", crate::catalogue::json());
             ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::Reference) => {

@@ -33,10 +33,16 @@
 //!
 //! None. The crate depends on no other mainstay crate.
 //!
+//! # Also here
+//!
+//! [`catalogue`]: the plain type every crate declares its metric families with, and the check of
+//! such a catalogue against a real exposition (`docs/decisions/0096-metric-catalogue.md`).
+//!
 //! # MSRV
 //!
 //! Rust 1.95.
 
+pub mod catalogue;
 mod manual;
 mod real;
 mod tokio_clock;

@@ -60,6 +60,7 @@
 //!
 //! Rust 1.95.
 
+mod catalogue;
 mod codec;
 mod config;
 mod dlq;
@@ -71,6 +72,7 @@ mod legacy;
 mod metrics;
 mod query;
 
+pub use catalogue::METRICS;
 pub use config::{
     ConfigError, DlqConfig, JournalRecovery, MAX_PAYLOAD_LIMIT, OverflowPolicy, QueueConfig,
     SyncMode, valid_queue_name,

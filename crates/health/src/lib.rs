@@ -79,6 +79,7 @@
 //!
 //! Rust 1.95.
 
+mod catalogue;
 mod check;
 mod checks;
 mod config;
@@ -87,6 +88,7 @@ mod registry;
 mod report;
 
 pub use async_trait::async_trait;
+pub use catalogue::METRICS;
 pub use check::{Check, CheckOutcome, Criticality, Status};
 pub use checks::{
     DiskReader, DiskReading, DiskSpaceCheck, MemoryCheck, MemoryReader, MemoryReading,

@@ -97,6 +97,7 @@
 
 mod attempts;
 mod cache;
+mod catalogue;
 mod config;
 mod gcra;
 #[cfg(feature = "health")]
@@ -111,6 +112,7 @@ mod proxy;
 mod redis;
 
 pub use attempts::EventLimit;
+pub use catalogue::METRICS;
 pub use config::{
     ConfigError, FallbackMode, LimitSpec, MIN_SECRET_LEN, RateLimitConfig, Secret, TierConfig,
 };

@@ -77,6 +77,7 @@
 mod breaker;
 mod budget;
 mod bulkhead;
+mod catalogue;
 mod classify;
 mod config;
 mod keyed;
@@ -96,6 +97,7 @@ pub use breaker::{
 };
 pub use budget::{RetryBudget, RetryBudgetConfig};
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadError, BulkheadPermit};
+pub use catalogue::METRICS;
 pub use classify::{AllTransient, Classify, ErrorClass};
 pub use config::{BreakerConfig, ConfigError, TripPolicy};
 pub use keyed::{KeyedBreakerConfig, KeyedBreakers};

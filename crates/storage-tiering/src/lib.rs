@@ -53,6 +53,7 @@
 //! Rust 1.95.
 
 mod cache;
+mod catalogue;
 mod collection;
 mod compact;
 mod config;
@@ -70,6 +71,7 @@ mod store;
 mod upload;
 mod wal;
 
+pub use catalogue::METRICS;
 pub use config::{
     CompactionConfig, Compression, ConfigError, Limits, Policy, StoreConfig, UploadConfig,
     WalRecoveryMode,

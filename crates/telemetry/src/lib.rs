@@ -68,6 +68,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry};
 
 mod bunyan;
+mod catalogue;
 mod config;
 pub mod http;
 mod logs;
@@ -75,6 +76,7 @@ pub mod otel_env;
 pub mod process;
 mod traces;
 
+pub use catalogue::METRICS;
 pub use config::{ConfigError, LogFormat, OtlpProtocol, TelemetryConfig};
 pub use logs::{BUILT_IN_REDACT_PATTERNS, is_secret_name};
 pub use logs::{ErrorChain, REDACTED};

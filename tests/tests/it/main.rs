@@ -5,6 +5,7 @@ mod config;
 mod dlq_damage;
 mod health;
 mod http;
+mod metrics_catalogue;
 mod observability;
 mod outage;
 mod ratelimit;

@@ -1,0 +1,87 @@
+//! The metric catalogue of the whole service: every crate's families and the API's own, printed
+//! by `mainstay-api metrics catalogue` as JSON (`cargo xtask codegen` writes `docs/metrics.md`
+//! from it). The end-to-end test `metrics_catalogue` compares it with a real scrape.
+
+use mainstay_clock::catalogue::{MetricFamily, MetricKind};
+
+const OWNER: &str = "mainstay-api";
+
+/// The families the API registers itself (`crate::faults`, `crate::auth`).
+pub const METRICS: &[MetricFamily] = &[
+    MetricFamily {
+        name: "dlq_journal_failed",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &[],
+        help: "1 when the dead-letter queue's journal refuses writes after a failed write or fsync",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "auth_failures",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &["reason", "outcome"],
+        help: "Failed authentications of /v1 callers, by reason (unknown_key, malformed_key) and outcome (rejected: 401, throttled: 429)",
+        owner: OWNER,
+    },
+];
+
+/// Every family the service exports, crate by crate in the order `app::build` registers them,
+/// each crate's in its declared order.
+#[must_use]
+pub fn service_catalogue() -> Vec<MetricFamily> {
+    [
+        mainstay_telemetry::METRICS,
+        mainstay_resilience::METRICS,
+        mainstay_ratelimit::METRICS,
+        mainstay_health::METRICS,
+        mainstay_dlq::METRICS,
+        mainstay_storage_tiering::METRICS,
+        METRICS,
+    ]
+    .concat()
+}
+
+/// The service's catalogue as pretty JSON, newline-terminated: `{"families": [{"name", "type",
+/// "unit", "labels", "help", "crate", "sample_name"}]}`. `name` is the family of the `# TYPE`
+/// line; `sample_name` is what a query names (`_total` added for counters).
+#[must_use]
+pub fn json() -> String {
+    let families: Vec<serde_json::Value> = service_catalogue()
+        .iter()
+        .map(|family| {
+            serde_json::json!({
+                "name": family.name,
+                "type": family.kind.as_str(),
+                "unit": family.unit,
+                "labels": family.labels,
+                "help": family.help,
+                "crate": family.owner,
+                "sample_name": family.sample_name(),
+            })
+        })
+        .collect();
+    let document = serde_json::json!({ "families": families });
+    let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::{json, service_catalogue};
+
+    #[test]
+    fn no_family_is_catalogued_twice_and_the_json_lists_each() {
+        let catalogue = service_catalogue();
+        let names: BTreeSet<&str> = catalogue.iter().map(|family| family.name).collect();
+        assert_eq!(names.len(), catalogue.len());
+        let document: serde_json::Value = serde_json::from_str(&json()).unwrap();
+        let families = document["families"].as_array().unwrap();
+        assert_eq!(families.len(), catalogue.len());
+        assert_eq!(families[0]["name"], "http_requests");
+        assert_eq!(families[0]["sample_name"], "http_requests_total");
+    }
+}

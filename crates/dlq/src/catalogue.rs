@@ -1,0 +1,150 @@
+//! The catalogue of the metric families this crate registers (see [`METRICS`]).
+
+use mainstay_clock::catalogue::{MetricFamily, MetricKind};
+
+const OWNER: &str = "mainstay-dlq";
+
+/// Every metric family [`DlqMetrics::register`](crate::DlqMetrics::register) registers, as the
+/// exposition shows it. A test compares it with a real exposition.
+pub const METRICS: &[MetricFamily] = &[
+    MetricFamily {
+        name: "dlq_size",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &["queue"],
+        help: "Entries held, per queue",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "dlq_pushed",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &["queue", "error_class"],
+        help: "Entries pushed, per queue and error class",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "dlq_evictions",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &["queue"],
+        help: "Entries evicted because a queue or the dlq was full",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "dlq_rejected",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &["queue"],
+        help: "Pushes refused because a reject queue or the dlq was full",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "dlq_expired",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &["queue"],
+        help: "Entries removed by TTL cleanup",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "dlq_redriven",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &["queue", "outcome"],
+        help: "Redrive attempts, per queue and outcome",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "dlq_journal_bytes",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &[],
+        help: "Size of the journal file in bytes",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "dlq_journal_fsyncs",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &[],
+        help: "fdatasync calls on the journal",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "dlq_journal_truncations",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &[],
+        help: "Torn or corrupt journal tails truncated on open",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "dlq_journal_corrupt_records",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &[],
+        help: "Records skipped on open because their checksum failed",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "dlq_oldest_entry_age_seconds",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &["queue"],
+        help: "Seconds since the oldest entry of each queue was pushed",
+        owner: OWNER,
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use mainstay_clock::catalogue::{SampleRule, check_exposition};
+    use prometheus_client::registry::Registry;
+
+    use super::METRICS;
+    use crate::metrics::RedrivenLabels;
+    use crate::{Dlq, DlqMetrics, ErrorClass, NewEntry};
+
+    /// A real queue with one entry writes the size, push, journal and oldest-age families; the
+    /// families of rarer events (eviction, rejection, expiry, redrive) get one series through
+    /// the label types the queue uses.
+    #[tokio::test]
+    async fn the_catalogue_matches_the_exposition() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::default();
+        let metrics = DlqMetrics::register(&mut registry);
+        let dlq = Dlq::builder(dir.path())
+            .metrics(metrics.clone())
+            .open()
+            .await
+            .unwrap();
+        dlq.push(NewEntry::inline(
+            "catalogue",
+            "key",
+            b"payload".to_vec(),
+            ErrorClass::Transient,
+            "failed",
+        ))
+        .await
+        .unwrap();
+        let queue = DlqMetrics::queue("catalogue");
+        metrics.evictions.get_or_create(&queue).inc();
+        metrics.rejected.get_or_create(&queue).inc();
+        metrics.expired.get_or_create(&queue).inc();
+        metrics
+            .redriven
+            .get_or_create(&RedrivenLabels {
+                queue: "catalogue".to_owned(),
+                outcome: "success",
+            })
+            .inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert_eq!(
+            check_exposition(METRICS, &text, SampleRule::Required),
+            Ok(()),
+            "{text}"
+        );
+    }
+}

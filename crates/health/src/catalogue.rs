@@ -1,0 +1,60 @@
+//! The catalogue of the metric families this crate registers (see [`METRICS`]).
+
+use mainstay_clock::catalogue::{MetricFamily, MetricKind};
+
+const OWNER: &str = "mainstay-health";
+
+/// Every metric family [`HealthMetrics::register`](crate::HealthMetrics::register) registers, as
+/// the exposition shows it. A test compares it with a real exposition.
+pub const METRICS: &[MetricFamily] = &[
+    MetricFamily {
+        name: "dependency_health",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &["dependency"],
+        help: "Health of each dependency check: 1 healthy, 0.5 degraded, 0 unhealthy",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "health_check_duration_seconds",
+        kind: MetricKind::Histogram,
+        unit: None,
+        labels: &["dependency"],
+        help: "Duration of each dependency check run",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "health_check_failures",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &["dependency"],
+        help: "Dependency check runs that ended unhealthy, timeouts and panics included",
+        owner: OWNER,
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mainstay_clock::catalogue::{SampleRule, check_exposition};
+    use prometheus_client::registry::Registry;
+
+    use super::METRICS;
+    use crate::{HealthMetrics, Status};
+
+    /// One unhealthy run is what a check's task records, and it writes every family.
+    #[test]
+    fn the_catalogue_matches_the_exposition() {
+        let mut registry = Registry::default();
+        let metrics = HealthMetrics::register(&mut registry);
+        metrics.record("catalogue", Status::Unhealthy, Duration::from_millis(3));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert_eq!(
+            check_exposition(METRICS, &text, SampleRule::Required),
+            Ok(()),
+            "{text}"
+        );
+    }
+}
