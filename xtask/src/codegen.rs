@@ -5,8 +5,9 @@
 //!   from the configuration types.
 //! - `docs/metrics.md`: every metric family, rendered from the JSON that
 //!   `mainstay-api metrics catalogue` prints from the crates' catalogues.
-//! - `deploy/prometheus/rules/slo.yml`: the SLO recording rules and burn-rate alerts, from
-//!   `deploy/slo.toml`, the catalogue and the OpenAPI document (`crate::slo`, decision 0098).
+//! - `deploy/prometheus/rules/slo.yml` and `deploy/grafana/dashboards/slo.json`: the SLO recording
+//!   rules, burn-rate alerts and dashboard, from `deploy/slo.toml`, the catalogue and the OpenAPI
+//!   document (`crate::slo`, decision 0098).
 //! - `docs/decisions/README.md`: the index of decisions with a status each, read from their files.
 //!
 //! With `--check` nothing is written; a stale or missing file fails with the command that fixes it.
@@ -34,6 +35,12 @@ pub(crate) fn run(check: bool) -> Result<()> {
     let catalogue = api_output(&api_bin, &["metrics", "catalogue"])?;
     files.push((METRICS_DOC, metrics_doc(&catalogue)?));
     files.push((crate::slo::SLO_RULES, slo_rules(&catalogue, &files[0].1)?));
+    files.push((
+        crate::slo::SLO_DASHBOARD,
+        crate::slo::dashboard(&std::fs::read_to_string(
+            workspace_root().join(crate::slo::SLO_TOML),
+        )?)?,
+    ));
     files.push((
         DECISIONS_INDEX,
         decisions_index(&workspace_root().join("docs/decisions"))?,
