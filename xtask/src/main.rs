@@ -1,7 +1,7 @@
 //! mainstay's automation, run as `cargo xtask <command>`.
 //!
 //! - `ci`: every check CI runs, in order, each timed, with one summary at the end.
-//! - `codegen [--check]`: writes (or checks) the generated files under `docs/`.
+//! - `codegen [--check]`: writes (or checks) the generated files under `docs/` and `deploy/`.
 //! - `deps`: fails when a crate gains a dependency edge that `ARCHITECTURE.md` forbids.
 //! - `bench [NAME ...]`: runs the named benchmarks (all when none is named).
 //! - `soak storage --minutes N`: runs the record store's model-based fault test on fresh seeds.
@@ -33,7 +33,7 @@ struct Cli {
 enum Task {
     /// Run every check and test that CI runs.
     Ci,
-    /// Write the generated files (OpenAPI document, configuration reference).
+    /// Write the generated files (OpenAPI document, configuration and metrics references, SLO rules and dashboard).
     Codegen {
         /// Fail when a generated file is stale instead of writing it.
         #[arg(long)]
