@@ -315,7 +315,7 @@ pub(crate) fn rules(
                     }
                 )),
                 quote(&format!(
-                    "{{{{ $labels.{label} }}}} of {{{{ $labels.job }}}} spends the error budget of its {} objective ({}% of {what} over {window}) {{{{ $value | printf \"%.1f\" }}}} times as fast as the objective allows (fires at {}; guard: over {} requests/s in the last hour).",
+                    "{{{{ $labels.{label} }}}} of {{{{ $labels.job }}}} spends the error budget of its {} objective ({}% of {what} over {window}) {{{{ $value | printf \"%.1f\" }}}} times as fast as the objective allows (fires at {}; guard: more than {} request/s over the last hour).",
                     slo.kind,
                     number(slo.objective),
                     windows_text.join(" or "),
