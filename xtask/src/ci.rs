@@ -86,6 +86,7 @@ pub(crate) fn run() -> Result<()> {
         run_command(cargo().args(["test", "--workspace", "--doc", "--locked"]))
     });
     step("codegen --check", &mut || crate::codegen::run(true));
+    step("promtool", &mut promtool);
     step("dependency rules", &mut crate::deps::run);
 
     eprintln!(
@@ -156,6 +157,86 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+}
+
+/// `promtool check rules` on `deploy/prometheus/rules/*.yml`, `promtool test rules` on
+/// `deploy/prometheus/tests/*.yml`, and the check that every alert has a test where it fires and
+/// one where it stays silent (decision 0098). Installs Debian's `prometheus` package (for
+/// `promtool`, without recommends, and stops a daemon its install started) when running as root.
+pub(crate) fn promtool() -> Result<()> {
+    const INSTALL: &str = "apt-get install -y --no-install-recommends prometheus";
+    if find_on_path("promtool").is_none() {
+        if !is_root() {
+            bail!("promtool is missing; install it with: sudo apt-get update && sudo {INSTALL}");
+        }
+        eprintln!("promtool is missing; installing Debian's prometheus package: {INSTALL}");
+        run_command(Command::new("apt-get").arg("update"))?;
+        run_command(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "prometheus"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        // The package's maintainer script may start the daemon where an init system runs;
+        // only promtool is wanted here.
+        let init = std::path::Path::new("/etc/init.d/prometheus");
+        if init.is_file()
+            && Command::new(init)
+                .arg("status")
+                .output()
+                .is_ok_and(|output| output.status.success())
+        {
+            run_command(Command::new(init).arg("stop"))?;
+        }
+    }
+    let root = crate::workspace_root();
+    let rules = crate::slo::yaml_files(&root.join("deploy/prometheus/rules"))?;
+    let tests = crate::slo::yaml_files(&root.join("deploy/prometheus/tests"))?;
+    if rules.is_empty() || tests.is_empty() {
+        bail!("no rule files or no test files under deploy/prometheus");
+    }
+    let started = Instant::now();
+    run_command(
+        Command::new("promtool")
+            .args(["check", "rules"])
+            .args(&rules),
+    )?;
+    run_command(
+        Command::new("promtool")
+            .args(["test", "rules"])
+            .args(&tests),
+    )?;
+    // Grafana runs nowhere here: every dashboard panel's expression (template variables replaced
+    // by `.*`) goes into a throw-away rules file that promtool parses.
+    let scratch = std::env::temp_dir().join(format!("mainstay-promtool-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let panels = scratch.join("dashboards.yml");
+    std::fs::write(
+        &panels,
+        crate::slo::dashboard_rules(&root.join("deploy/grafana/dashboards"))?,
+    )?;
+    let checked = run_command(
+        Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(&panels),
+    );
+    std::fs::remove_dir_all(&scratch)?;
+    checked?;
+    let alerts = crate::slo::alert_names(&root.join("deploy/prometheus/rules"))?;
+    let mut texts = Vec::new();
+    for test in &tests {
+        let text = std::fs::read_to_string(test)
+            .with_context(|| format!("could not read {}", test.display()))?;
+        texts.push((test.display().to_string(), text));
+    }
+    crate::slo::check_alert_coverage(&alerts, &texts)?;
+    eprintln!(
+        "promtool: {} rule file(s), {} test file(s), {} alert(s) tested firing and silent in {:.1}s",
+        rules.len(),
+        tests.len(),
+        alerts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The loom models of the circuit breaker's state word (`crates/resilience/tests/loom.rs`): built

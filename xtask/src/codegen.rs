@@ -5,9 +5,13 @@
 //!   from the configuration types.
 //! - `docs/metrics.md`: every metric family, rendered from the JSON that
 //!   `mainstay-api metrics catalogue` prints from the crates' catalogues.
+//! - `deploy/prometheus/rules/slo.yml` and `deploy/grafana/dashboards/slo.json`: the SLO recording
+//!   rules, burn-rate alerts and dashboard, from `deploy/slo.toml`, the catalogue and the OpenAPI
+//!   document (`crate::slo`, decision 0098).
 //! - `docs/decisions/README.md`: the index of decisions with a status each, read from their files.
 //!
 //! With `--check` nothing is written; a stale or missing file fails with the command that fixes it.
+//! Either way an alert of `deploy/prometheus/rules/*.yml` without `docs/runbooks/<alert>.md` fails.
 
 use std::process::Command;
 
@@ -30,6 +34,13 @@ pub(crate) fn run(check: bool) -> Result<()> {
     }
     let catalogue = api_output(&api_bin, &["metrics", "catalogue"])?;
     files.push((METRICS_DOC, metrics_doc(&catalogue)?));
+    files.push((crate::slo::SLO_RULES, slo_rules(&catalogue, &files[0].1)?));
+    files.push((
+        crate::slo::SLO_DASHBOARD,
+        crate::slo::dashboard(&std::fs::read_to_string(
+            workspace_root().join(crate::slo::SLO_TOML),
+        )?)?,
+    ));
     files.push((
         DECISIONS_INDEX,
         decisions_index(&workspace_root().join("docs/decisions"))?,
@@ -51,6 +62,7 @@ pub(crate) fn run(check: bool) -> Result<()> {
             eprintln!("xtask codegen: wrote {path}");
         }
     }
+    crate::slo::check_runbooks(&workspace_root())?;
     if !stale.is_empty() {
         bail!(
             "generated files are stale: {}; run `cargo xtask codegen` and commit the result",
@@ -58,6 +70,20 @@ pub(crate) fn run(check: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `deploy/prometheus/rules/slo.yml` from `deploy/slo.toml` (see [`crate::slo`]).
+fn slo_rules(catalogue: &str, openapi: &str) -> Result<String> {
+    let root = workspace_root();
+    let declaration = std::fs::read_to_string(root.join(crate::slo::SLO_TOML))
+        .with_context(|| format!("could not read {}", crate::slo::SLO_TOML))?;
+    let manifest: toml::Value = std::fs::read_to_string(root.join("Cargo.toml"))?
+        .parse()
+        .context("the workspace manifest is not TOML")?;
+    let repository = manifest["workspace"]["package"]["repository"]
+        .as_str()
+        .context("the workspace manifest has no workspace.package.repository")?;
+    crate::slo::rules(&declaration, catalogue, openapi, repository)
 }
 
 /// What `mainstay-api ARGS` prints, which must succeed.

@@ -1,11 +1,12 @@
 //! mainstay's automation, run as `cargo xtask <command>`.
 //!
 //! - `ci`: every check CI runs, in order, each timed, with one summary at the end.
-//! - `codegen [--check]`: writes (or checks) the generated files under `docs/`.
+//! - `codegen [--check]`: writes (or checks) the generated files under `docs/` and `deploy/`.
 //! - `deps`: fails when a crate gains a dependency edge that `ARCHITECTURE.md` forbids.
 //! - `bench [NAME ...]`: runs the named benchmarks (all when none is named).
 //! - `soak storage --minutes N`: runs the record store's model-based fault test on fresh seeds.
 //! - `release`: checks that every library crate is ready to publish.
+//! - `promtool`: checks and unit-tests the Prometheus rules with `promtool` (decision 0098).
 //! - `schemathesis`: fuzzes the built `mainstay-api` against its OpenAPI document (decision 0091).
 
 mod ci;
@@ -13,6 +14,7 @@ mod codegen;
 mod deps;
 mod release;
 mod schemathesis;
+mod slo;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +33,7 @@ struct Cli {
 enum Task {
     /// Run every check and test that CI runs.
     Ci,
-    /// Write the generated files (OpenAPI document, configuration reference).
+    /// Write the generated files (OpenAPI document, configuration and metrics references, SLO rules and dashboard).
     Codegen {
         /// Fail when a generated file is stale instead of writing it.
         #[arg(long)]
@@ -46,6 +48,8 @@ enum Task {
     },
     /// Check that every library crate is ready to publish.
     Release,
+    /// Check `deploy/prometheus/rules/*.yml` and run their unit tests with promtool.
+    Promtool,
     /// Build `mainstay-api` and fuzz `/v1` and `/admin` against the OpenAPI document.
     Schemathesis,
     /// Run a randomized test on fresh seeds for a while: `storage` (the record store's model test).
@@ -66,6 +70,7 @@ fn main() {
         Task::Deps => deps::run(),
         Task::Bench { names } => bench(&names),
         Task::Release => release::run(),
+        Task::Promtool => ci::promtool(),
         Task::Schemathesis => ci::build_api().and_then(|bin| schemathesis::run(&bin)),
         Task::Soak { name, minutes } => soak(&name, minutes),
     };

@@ -42,8 +42,24 @@ pub fn service_catalogue() -> Vec<MetricFamily> {
     .concat()
 }
 
+/// The bucket edges of a histogram family, when the crate that registers it exports them
+/// (`cargo xtask codegen` refuses an SLO latency threshold that is not one of them); `null` for
+/// another histogram and for other types.
+fn buckets(family: &MetricFamily) -> Option<serde_json::Value> {
+    if family.kind != MetricKind::Histogram {
+        return None;
+    }
+    Some(match family.name {
+        "http_request_duration_seconds" => {
+            serde_json::json!(mainstay_telemetry::http::DURATION_BUCKETS)
+        }
+        _ => serde_json::Value::Null,
+    })
+}
+
 /// The service's catalogue as pretty JSON, newline-terminated: `{"families": [{"name", "type",
-/// "unit", "labels", "help", "crate", "sample_name"}]}`. `name` is the family of the `# TYPE`
+/// "unit", "labels", "help", "crate", "sample_name"}]}`, and `"buckets"`:
+/// a histogram's edges, else `null`. `name` is the family of the `# TYPE`
 /// line; `sample_name` is what a query names (`_total` added for counters).
 #[must_use]
 pub fn json() -> String {
@@ -58,6 +74,7 @@ pub fn json() -> String {
                 "help": family.help,
                 "crate": family.owner,
                 "sample_name": family.sample_name(),
+                "buckets": buckets(family),
             })
         })
         .collect();
@@ -83,5 +100,14 @@ mod tests {
         assert_eq!(families.len(), catalogue.len());
         assert_eq!(families[0]["name"], "http_requests");
         assert_eq!(families[0]["sample_name"], "http_requests_total");
+        assert!(families[0]["buckets"].is_null());
+        let duration = families
+            .iter()
+            .find(|family| family["name"] == "http_request_duration_seconds")
+            .unwrap();
+        assert_eq!(
+            duration["buckets"],
+            serde_json::json!(mainstay_telemetry::http::DURATION_BUCKETS)
+        );
     }
 }
