@@ -67,6 +67,14 @@ impl HealthMetrics {
         metrics
     }
 
+    /// Gives a registered check its zero `health_check_failures_total` series, so that the family
+    /// is exported, and `increase()` sees the first failure, from the check's registration on.
+    pub(crate) fn declare(&self, dependency: &str) {
+        let _ = self.failures.get_or_create(&DependencyLabels {
+            dependency: dependency.to_owned(),
+        });
+    }
+
     pub(crate) fn record(&self, dependency: &str, status: Status, latency: Duration) {
         let labels = DependencyLabels {
             dependency: dependency.to_owned(),

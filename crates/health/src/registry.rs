@@ -252,6 +252,9 @@ impl HealthRegistry {
     fn insert(&self, check: Arc<dyn Check>) {
         let config = &self.inner.config;
         let name: Arc<str> = Arc::from(check.name());
+        if let Some(metrics) = &self.inner.metrics {
+            metrics.declare(&name);
+        }
         let overrides = config.checks.get(&*name);
         let timeout = overrides
             .and_then(|overrides| overrides.timeout)
