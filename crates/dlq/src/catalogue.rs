@@ -19,7 +19,7 @@ pub const METRICS: &[MetricFamily] = &[
         name: "dlq_pushed",
         kind: MetricKind::Counter,
         unit: None,
-        labels: &["queue", "error_class"],
+        labels: &["queue", "error_type"],
         help: "Entries pushed, per queue and error class",
         owner: OWNER,
     },
@@ -58,7 +58,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "dlq_journal_bytes",
         kind: MetricKind::Gauge,
-        unit: None,
+        unit: Some("bytes"),
         labels: &[],
         help: "Size of the journal file in bytes",
         owner: OWNER,
@@ -90,7 +90,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "dlq_oldest_entry_age_seconds",
         kind: MetricKind::Gauge,
-        unit: None,
+        unit: Some("seconds"),
         labels: &["queue"],
         help: "Seconds since the oldest entry of each queue was pushed",
         owner: OWNER,

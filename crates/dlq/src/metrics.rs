@@ -10,7 +10,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct QueueLabels {
@@ -20,7 +20,7 @@ pub(crate) struct QueueLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct PushedLabels {
     pub(crate) queue: String,
-    pub(crate) error_class: &'static str,
+    pub(crate) error_type: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -61,7 +61,7 @@ type Sources = Arc<Mutex<Vec<Weak<dyn OldestAges>>>>;
 /// | family | labels |
 /// |---|---|
 /// | `dlq_size` | `queue` |
-/// | `dlq_pushed_total` | `queue`, `error_class` |
+/// | `dlq_pushed_total` | `queue`, `error_type` (the entry's error class) |
 /// | `dlq_evictions_total` | `queue` |
 /// | `dlq_rejected_total` | `queue` |
 /// | `dlq_expired_total` | `queue` |
@@ -131,9 +131,10 @@ impl DlqMetrics {
             "Redrive attempts, per queue and outcome",
             Described(metrics.redriven.clone()),
         );
-        registry.register(
-            "dlq_journal_bytes",
+        registry.register_with_unit(
+            "dlq_journal",
             "Size of the journal file in bytes",
+            Unit::Bytes,
             metrics.journal_bytes.clone(),
         );
         registry.register(
@@ -223,9 +224,9 @@ impl Collector for OldestAgeCollector {
             .filter_map(Weak::upgrade)
             .collect();
         let mut metric = encoder.encode_descriptor(
-            "dlq_oldest_entry_age_seconds",
+            "dlq_oldest_entry_age",
             "Seconds since the oldest entry of each queue was pushed",
-            None,
+            Some(&Unit::Seconds),
             MetricType::Gauge,
         )?;
         for source in sources {

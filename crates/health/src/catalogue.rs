@@ -18,7 +18,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "health_check_duration_seconds",
         kind: MetricKind::Histogram,
-        unit: None,
+        unit: Some("seconds"),
         labels: &["dependency"],
         help: "Duration of each dependency check run",
         owner: OWNER,

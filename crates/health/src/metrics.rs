@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::check::Status;
 
@@ -54,9 +54,10 @@ impl HealthMetrics {
             "Health of each dependency check: 1 healthy, 0.5 degraded, 0 unhealthy",
             metrics.health.clone(),
         );
-        registry.register(
-            "health_check_duration_seconds",
+        registry.register_with_unit(
+            "health_check_duration",
             "Duration of each dependency check run",
+            Unit::Seconds,
             metrics.duration.clone(),
         );
         registry.register(
