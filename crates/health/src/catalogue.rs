@@ -31,6 +31,30 @@ pub const METRICS: &[MetricFamily] = &[
         help: "Dependency check runs that ended unhealthy, timeouts and panics included",
         owner: OWNER,
     },
+    MetricFamily {
+        name: "health_disk_free_ratio",
+        kind: MetricKind::Gauge,
+        unit: Some("ratio"),
+        labels: &[],
+        help: "Free space of the disk check's file system, available to unprivileged users over its size",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "health_memory_used_ratio",
+        kind: MetricKind::Gauge,
+        unit: Some("ratio"),
+        labels: &["scope"],
+        help: "Memory in use over the memory check's limit: system memory over its total, the process's resident memory over its limit",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "health_ready",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &[],
+        help: "1 while the readiness probe answers 200: started, not shutting down and no critical check unhealthy",
+        owner: OWNER,
+    },
 ];
 
 #[cfg(test)]
