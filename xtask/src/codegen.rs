@@ -142,7 +142,10 @@ pub(crate) fn metrics_doc(catalogue_json: &str) -> Result<String> {
          \x20 `bulkhead`, `operation` (a retried operation), `dependency` (a health check, the name\n\
          \x20 the seeds asked for), `endpoint` (a route template, the seeds' name), `method`,\n\
          \x20 `status_code`, `outcome` (how an attempt ended), `error_type` (the class of an error),\n\
-         \x20 `state`, `from` and `to` (states), `policy`, `decision`, `backend`, `reason`.\n\
+         \x20 `state`, `from` and `to` (states), `scope`, `policy`, `decision`, `backend`, `reason`.\n\
+         - A 0/1 gauge says what is true when it is 1 (`health_ready`, `storage_fenced`,\n\
+         \x20 `circuit_breaker_state_active`); a ratio is 0 to 1, not a percentage; a gauge with no\n\
+         \x20 reading yet is NaN, which matches no alert threshold.\n\
          - Label values are bounded: route templates, instance names and fixed words, never a raw\n\
          \x20 path, key, user or tenant.\n\
          - Latency histograms have a bucket edge at every threshold an alert or SLO uses (0.01,\n\

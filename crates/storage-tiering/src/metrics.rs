@@ -28,7 +28,7 @@ type Histograms = Family<StoreLabels, Histogram, fn() -> Histogram>;
 
 /// The buckets of the latency histograms, in seconds: 50 µs to 10 s, with an edge at every
 /// latency an alert or SLO uses (0.01, 0.1, 0.15 and 0.5 s; `docs/decisions/0097`).
-pub const LATENCY_BUCKETS: [f64; 19] = [
+pub(crate) const LATENCY_BUCKETS: [f64; 19] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15,
     0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
