@@ -1,7 +1,7 @@
 //! The metric catalogue (`mainstay-api metrics catalogue`) against a real scrape of the service.
 
 use mainstay_clock::catalogue::{SampleRule, check_exposition, parse_exposition};
-use mainstay_tests::metrics::scrape;
+use mainstay_tests::metrics::{sample, scrape};
 use mainstay_tests::{Api, sha256_hex};
 
 /// Every family of a scrape is catalogued with its type, unit, help and (where it has series)
@@ -57,5 +57,60 @@ async fn the_catalogue_is_what_the_service_exports() -> anyhow::Result<()> {
             "`{name}` has no series"
         );
     }
+    Ok(())
+}
+
+/// The gauges the alerts of issue 16 read move with what they report in the running service:
+/// forcing a breaker open through the admin API makes `circuit_breaker_state_active` 1 for
+/// `forced_open` and 0 for the other states; `health_ready` is 1 while readiness answers 200;
+/// the upload backlog's bound is exported beside the backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_gauges_follow_the_service_state() -> anyhow::Result<()> {
+    const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+    let api = Api::builder()
+        .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
+        .start()?;
+    let client = reqwest::Client::new();
+    let active = |text: &str, state: &str| {
+        sample(
+            text,
+            "circuit_breaker_state_active",
+            &[("breaker", "storage-uploads"), ("state", state)],
+        )
+    };
+    let states = ["closed", "open", "half_open", "disabled", "forced_open"];
+
+    let ready = client.get(api.url("/health/ready")).send().await?;
+    assert_eq!(ready.status(), 200);
+    let text = scrape(&client, &api).await?;
+    for state in states {
+        let expected = if state == "closed" { 1.0 } else { 0.0 };
+        assert_eq!(active(&text, state), Some(expected), "{state}\n{text}");
+    }
+    assert_eq!(sample(&text, "health_ready", &[]), Some(1.0), "{text}");
+    assert!(
+        sample(&text, "storage_backlog_limit_bytes", &[]).is_some_and(|limit| limit > 0.0),
+        "{text}"
+    );
+
+    let forced = client
+        .post(api.url("/admin/circuit-breakers/storage-uploads/force-open"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?;
+    assert_eq!(forced.status(), 200);
+    let text = scrape(&client, &api).await?;
+    for state in states {
+        let expected = if state == "forced_open" { 1.0 } else { 0.0 };
+        assert_eq!(active(&text, state), Some(expected), "{state}\n{text}");
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "circuit_breaker_state",
+            &[("breaker", "storage-uploads")]
+        ),
+        Some(4.0)
+    );
     Ok(())
 }
