@@ -20,7 +20,7 @@ pub const METRICS: &[MetricFamily] = &[
         kind: MetricKind::Counter,
         unit: None,
         labels: &["error_type"],
-        help: "Redis calls of the rate limiter that failed, by kind",
+        help: "Redis calls of the rate limiter that failed, by error type",
         owner: OWNER,
     },
     MetricFamily {

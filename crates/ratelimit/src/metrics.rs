@@ -63,7 +63,7 @@ impl RateLimitMetrics {
         );
         registry.register(
             "ratelimit_backend_errors",
-            "Redis calls of the rate limiter that failed, by kind",
+            "Redis calls of the rate limiter that failed, by error type",
             metrics.backend_errors.clone(),
         );
         registry.register(
