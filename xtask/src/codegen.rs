@@ -154,8 +154,28 @@ pub(crate) fn metrics_doc(catalogue_json: &str) -> Result<String> {
          fails when it is stale (docs/decisions/0096-metric-catalogue.md).\n\n\
          Names are the ones a query uses: a counter's samples end in `_total`; a histogram's samples\n\
          are `NAME_bucket` (with the label `le`), `NAME_sum` and `NAME_count`. The unit is the\n\
-         exposition's `# UNIT` line (— when it has none). A labelled family has no samples, and no\n\
-         `# HELP` line, until its first series exists.\n",
+         exposition's `# UNIT` line (— when it has none). Every family is exported from start-up:\n\
+         a labelled family has its known series at zero (a breaker's, a check's, a configured\n\
+         queue's) or, before any label value exists, its `# HELP` and `# TYPE` lines alone.\n\n\
+         ## Naming and labels\n\n\
+         The rule every crate follows (docs/decisions/0097-metric-naming-and-start-up-series.md):\n\n\
+         - Names are `snake_case`, start with the owning area (`http_`, `circuit_breaker_`,\n\
+         \x20 `storage_`, `dlq_`, `ratelimit_`, `health_`, `process_`) and end with their base unit\n\
+         \x20 (`_seconds`, `_bytes`, `_ratio`), then `_total` for a counter\n\
+         \x20 (`storage_orphan_deleted_bytes_total`). A family with a unit is registered with it, so\n\
+         \x20 the exposition has its `# UNIT` line. A 0/1 gauge has no unit.\n\
+         - Label names are the same wherever they mean the same thing: `breaker`, `queue`, `store`,\n\
+         \x20 `bulkhead`, `operation` (a retried operation), `dependency` (a health check, the name\n\
+         \x20 the seeds asked for), `endpoint` (a route template, the seeds' name), `method`,\n\
+         \x20 `status_code`, `outcome` (how an attempt ended), `error_type` (the class of an error),\n\
+         \x20 `state`, `from` and `to` (states), `scope`, `policy`, `decision`, `backend`, `reason`.\n\
+         - A 0/1 gauge says what is true when it is 1 (`health_ready`, `storage_fenced`,\n\
+         \x20 `circuit_breaker_state_active`); a ratio is 0 to 1, not a percentage; a gauge with no\n\
+         \x20 reading yet is NaN, which matches no alert threshold.\n\
+         - Label values are bounded: route templates, instance names and fixed words, never a raw\n\
+         \x20 path, key, user or tenant.\n\
+         - Latency histograms have a bucket edge at every threshold an alert or SLO uses (0.01,\n\
+         \x20 0.1, 0.15 and 0.5 s).\n",
     );
     for (owner, rows) in crates {
         out.push_str(&format!(

@@ -19,7 +19,7 @@ pub const METRICS: &[MetricFamily] = &[
         name: "dlq_pushed",
         kind: MetricKind::Counter,
         unit: None,
-        labels: &["queue", "error_class"],
+        labels: &["queue", "error_type"],
         help: "Entries pushed, per queue and error class",
         owner: OWNER,
     },
@@ -58,7 +58,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "dlq_journal_bytes",
         kind: MetricKind::Gauge,
-        unit: None,
+        unit: Some("bytes"),
         labels: &[],
         help: "Size of the journal file in bytes",
         owner: OWNER,
@@ -90,7 +90,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "dlq_oldest_entry_age_seconds",
         kind: MetricKind::Gauge,
-        unit: None,
+        unit: Some("seconds"),
         labels: &["queue"],
         help: "Seconds since the oldest entry of each queue was pushed",
         owner: OWNER,
@@ -104,7 +104,40 @@ mod tests {
 
     use super::METRICS;
     use crate::metrics::RedrivenLabels;
-    use crate::{Dlq, DlqMetrics, ErrorClass, NewEntry};
+    use crate::{Dlq, DlqConfig, DlqMetrics, ErrorClass, NewEntry, QueueConfig};
+
+    /// Every family is in the exposition as soon as the DLQ is open, before any dead letter, and
+    /// a configured queue has its zero series (decision 0097).
+    #[tokio::test]
+    async fn every_family_is_exported_from_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::default();
+        let metrics = DlqMetrics::register(&mut registry);
+        let mut config = DlqConfig::default();
+        config
+            .queues
+            .insert("segments".to_owned(), QueueConfig::default());
+        let _dlq = Dlq::builder(dir.path())
+            .config(config)
+            .metrics(metrics)
+            .open()
+            .await
+            .unwrap();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert_eq!(
+            check_exposition(METRICS, &text, SampleRule::Optional),
+            Ok(()),
+            "{text}"
+        );
+        for series in [
+            "dlq_size{queue=\"segments\"} 0",
+            "dlq_rejected_total{queue=\"segments\"} 0",
+            "dlq_redriven_total{queue=\"segments\",outcome=\"failed\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} in\n{text}");
+        }
+    }
 
     /// A real queue with one entry writes the size, push, journal and oldest-age families; the
     /// families of rarer events (eviction, rejection, expiry, redrive) get one series through

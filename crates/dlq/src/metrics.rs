@@ -5,12 +5,12 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct QueueLabels {
@@ -20,13 +20,33 @@ pub(crate) struct QueueLabels {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct PushedLabels {
     pub(crate) queue: String,
-    pub(crate) error_class: &'static str,
+    pub(crate) error_type: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct RedrivenLabels {
     pub(crate) queue: String,
     pub(crate) outcome: &'static str,
+}
+
+/// A metric whose descriptor is written even when it has no series: prometheus-client leaves out
+/// a [`Family`] without series altogether, so a queue family would appear only with the first
+/// dead letter (decision 0097).
+#[derive(Debug)]
+struct Described<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Described<M> {
+    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// Something that can report the age of its oldest entry per queue at scrape time.
@@ -41,7 +61,7 @@ type Sources = Arc<Mutex<Vec<Weak<dyn OldestAges>>>>;
 /// | family | labels |
 /// |---|---|
 /// | `dlq_size` | `queue` |
-/// | `dlq_pushed_total` | `queue`, `error_class` |
+/// | `dlq_pushed_total` | `queue`, `error_type` (the entry's error class) |
 /// | `dlq_evictions_total` | `queue` |
 /// | `dlq_rejected_total` | `queue` |
 /// | `dlq_expired_total` | `queue` |
@@ -51,6 +71,9 @@ type Sources = Arc<Mutex<Vec<Weak<dyn OldestAges>>>>;
 /// | `dlq_journal_truncations_total` | |
 /// | `dlq_journal_corrupt_records_total` | |
 /// | `dlq_oldest_entry_age_seconds` | `queue` (computed at scrape time) |
+///
+/// Every family is exported from registration on; a configured or recovered queue has zero
+/// series in the families labelled by queue (and both redrive outcomes) from the open on.
 #[derive(Clone)]
 pub struct DlqMetrics {
     pub(crate) size: Family<QueueLabels, Gauge>,
@@ -78,35 +101,40 @@ impl DlqMetrics {
     #[must_use]
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::unregistered();
-        registry.register("dlq_size", "Entries held, per queue", metrics.size.clone());
+        registry.register(
+            "dlq_size",
+            "Entries held, per queue",
+            Described(metrics.size.clone()),
+        );
         registry.register(
             "dlq_pushed",
             "Entries pushed, per queue and error class",
-            metrics.pushed.clone(),
+            Described(metrics.pushed.clone()),
         );
         registry.register(
             "dlq_evictions",
             "Entries evicted because a queue or the dlq was full",
-            metrics.evictions.clone(),
+            Described(metrics.evictions.clone()),
         );
         registry.register(
             "dlq_rejected",
             "Pushes refused because a reject queue or the dlq was full",
-            metrics.rejected.clone(),
+            Described(metrics.rejected.clone()),
         );
         registry.register(
             "dlq_expired",
             "Entries removed by TTL cleanup",
-            metrics.expired.clone(),
+            Described(metrics.expired.clone()),
         );
         registry.register(
             "dlq_redriven",
             "Redrive attempts, per queue and outcome",
-            metrics.redriven.clone(),
+            Described(metrics.redriven.clone()),
         );
-        registry.register(
-            "dlq_journal_bytes",
+        registry.register_with_unit(
+            "dlq_journal",
             "Size of the journal file in bytes",
+            Unit::Bytes,
             metrics.journal_bytes.clone(),
         );
         registry.register(
@@ -154,6 +182,22 @@ impl DlqMetrics {
         sources.push(source);
     }
 
+    /// Gives a known queue (configured, or recovered from the journal) its zero series in every
+    /// family labelled by queue alone, and its redrive outcomes.
+    pub(crate) fn declare_queue(&self, queue: &str) {
+        let labels = Self::queue(queue);
+        let _ = self.size.get_or_create(&labels);
+        let _ = self.evictions.get_or_create(&labels);
+        let _ = self.rejected.get_or_create(&labels);
+        let _ = self.expired.get_or_create(&labels);
+        for outcome in ["succeeded", "failed"] {
+            let _ = self.redriven.get_or_create(&RedrivenLabels {
+                queue: queue.to_owned(),
+                outcome,
+            });
+        }
+    }
+
     pub(crate) fn queue(queue: &str) -> QueueLabels {
         QueueLabels {
             queue: queue.to_owned(),
@@ -180,9 +224,9 @@ impl Collector for OldestAgeCollector {
             .filter_map(Weak::upgrade)
             .collect();
         let mut metric = encoder.encode_descriptor(
-            "dlq_oldest_entry_age_seconds",
+            "dlq_oldest_entry_age",
             "Seconds since the oldest entry of each queue was pushed",
-            None,
+            Some(&Unit::Seconds),
             MetricType::Gauge,
         )?;
         for source in sources {

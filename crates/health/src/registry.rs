@@ -118,15 +118,20 @@ impl HealthRegistryBuilder {
             }),
         };
         let mut builtins: Vec<Arc<dyn Check>> = Vec::new();
+        let metrics = registry.inner.metrics.as_ref();
         if registry.inner.config.disk.enabled {
-            builtins.push(Arc::new(DiskSpaceCheck::new(
-                registry.inner.config.disk.clone(),
-            )));
+            let mut disk = DiskSpaceCheck::new(registry.inner.config.disk.clone());
+            if let Some(metrics) = metrics {
+                disk = disk.with_free_ratio(metrics.disk_free_ratio());
+            }
+            builtins.push(Arc::new(disk));
         }
         if registry.inner.config.memory.enabled {
-            builtins.push(Arc::new(MemoryCheck::new(
-                registry.inner.config.memory.clone(),
-            )));
+            let mut memory = MemoryCheck::new(registry.inner.config.memory.clone());
+            if let Some(metrics) = metrics {
+                memory = memory.with_used_ratio(metrics.memory_used_ratio());
+            }
+            builtins.push(Arc::new(memory));
         }
         for check in builtins {
             registry.insert(check);
@@ -252,6 +257,9 @@ impl HealthRegistry {
     fn insert(&self, check: Arc<dyn Check>) {
         let config = &self.inner.config;
         let name: Arc<str> = Arc::from(check.name());
+        if let Some(metrics) = &self.inner.metrics {
+            metrics.declare(&name);
+        }
         let overrides = config.checks.get(&*name);
         let timeout = overrides
             .and_then(|overrides| overrides.timeout)
@@ -320,6 +328,9 @@ impl HealthRegistry {
     /// process drain instead of killing it. Idempotent.
     pub fn begin_shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+        if let Some(metrics) = &self.inner.metrics {
+            metrics.set_ready(false);
+        }
         if let Some(refresher) = self.inner.refresher.lock().take() {
             refresher.abort();
         }
@@ -528,6 +539,13 @@ async fn run_all(inner: &Inner) -> Snapshot {
         })
         .max()
         .unwrap_or(Status::Healthy);
+    if let Some(metrics) = &inner.metrics {
+        metrics.set_ready(
+            inner.started.load(Ordering::SeqCst)
+                && !inner.shutting_down.load(Ordering::SeqCst)
+                && status != Status::Unhealthy,
+        );
+    }
     let mut public = BTreeMap::new();
     let mut admin = BTreeMap::new();
     for ran in results {

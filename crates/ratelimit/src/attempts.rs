@@ -149,7 +149,9 @@ impl EventLimit {
                 limiter
                     .metrics()
                     .backend_errors
-                    .get_or_create(&ErrorLabels { kind: "timeout" })
+                    .get_or_create(&ErrorLabels {
+                        error_type: "timeout",
+                    })
                     .inc();
                 self.locally(key, Backend::Fallback)
             }

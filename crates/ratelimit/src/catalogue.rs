@@ -19,8 +19,8 @@ pub const METRICS: &[MetricFamily] = &[
         name: "ratelimit_backend_errors",
         kind: MetricKind::Counter,
         unit: None,
-        labels: &["kind"],
-        help: "Redis calls of the rate limiter that failed, by kind",
+        labels: &["error_type"],
+        help: "Redis calls of the rate limiter that failed, by error type",
         owner: OWNER,
     },
     MetricFamily {
@@ -42,7 +42,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "ratelimit_redis_duration_seconds",
         kind: MetricKind::Histogram,
-        unit: None,
+        unit: Some("seconds"),
         labels: &[],
         help: "Duration of the rate limiter's Redis decisions, pool checkout included",
         owner: OWNER,
@@ -90,7 +90,9 @@ mod tests {
             .inc();
         metrics
             .backend_errors
-            .get_or_create(&ErrorLabels { kind: "timeout" })
+            .get_or_create(&ErrorLabels {
+                error_type: "timeout",
+            })
             .inc();
         metrics
             .fallback_switches

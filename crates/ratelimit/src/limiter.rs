@@ -473,8 +473,10 @@ impl RateLimiterBuilder {
         metrics.fallback_active.set(0);
         // Zero series for the error kinds and switches, so that dashboards see them before the
         // first failure.
-        for kind in ["timeout", "connection", "script"] {
-            let _ = metrics.backend_errors.get_or_create(&ErrorLabels { kind });
+        for error_type in ["timeout", "connection", "script"] {
+            let _ = metrics
+                .backend_errors
+                .get_or_create(&ErrorLabels { error_type });
         }
         for to in ["fallback", "redis"] {
             let _ = metrics
@@ -970,7 +972,9 @@ impl RateLimiter {
                 inner
                     .metrics
                     .backend_errors
-                    .get_or_create(&ErrorLabels { kind: "timeout" })
+                    .get_or_create(&ErrorLabels {
+                        error_type: "timeout",
+                    })
                     .inc();
                 tracing::debug!(
                     timeout = ?inner.config.redis_timeout,
@@ -1000,7 +1004,9 @@ impl RateLimiter {
         self.inner
             .metrics
             .backend_errors
-            .get_or_create(&ErrorLabels { kind: error.kind() })
+            .get_or_create(&ErrorLabels {
+                error_type: error.kind(),
+            })
             .inc();
         tracing::debug!(%error, "rate-limit decision on redis failed; the fallback decides");
     }

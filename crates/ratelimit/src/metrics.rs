@@ -17,7 +17,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 /// Labels of `ratelimit_decisions_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,7 +30,7 @@ pub(crate) struct DecisionLabels {
 /// Labels of `ratelimit_backend_errors_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ErrorLabels {
-    pub(crate) kind: &'static str,
+    pub(crate) error_type: &'static str,
 }
 
 /// Labels of `ratelimit_fallback_switches_total`.
@@ -63,7 +63,7 @@ impl RateLimitMetrics {
         );
         registry.register(
             "ratelimit_backend_errors",
-            "Redis calls of the rate limiter that failed, by kind",
+            "Redis calls of the rate limiter that failed, by error type",
             metrics.backend_errors.clone(),
         );
         registry.register(
@@ -76,9 +76,10 @@ impl RateLimitMetrics {
             "Switches between Redis and the fallback, by the side switched to",
             metrics.fallback_switches.clone(),
         );
-        registry.register(
-            "ratelimit_redis_duration_seconds",
+        registry.register_with_unit(
+            "ratelimit_redis_duration",
             "Duration of the rate limiter's Redis decisions, pool checkout included",
+            Unit::Seconds,
             metrics.redis_duration.clone(),
         );
         registry.register(

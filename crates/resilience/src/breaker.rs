@@ -31,7 +31,9 @@ use tokio::sync::broadcast;
 
 use crate::classify::Classify;
 use crate::config::{BreakerConfig, ConfigError, TripPolicy};
-use crate::metrics::{BreakerLabels, CallCount, CallLabels, ResilienceMetrics, TransitionLabels};
+use crate::metrics::{
+    BreakerLabels, CallCount, CallLabels, ResilienceMetrics, StateLabels, TransitionLabels,
+};
 use crate::nanos;
 use crate::sync::{AtomicU8, AtomicU32, AtomicU64, Mutex, Ordering};
 use crate::window::Window;
@@ -53,6 +55,15 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// Every state, in the order of their gauge values.
+    pub const ALL: [Self; 5] = [
+        Self::Closed,
+        Self::Open,
+        Self::HalfOpen,
+        Self::Disabled,
+        Self::ForcedOpen,
+    ];
+
     /// The state's name as used in metrics labels and JSON (`half_open`, ...).
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -338,6 +349,9 @@ pub(crate) struct Instruments {
     /// `None` for keyed-set members: a per-key state has no bounded label, and an aggregate state
     /// has no meaning.
     state: Option<Gauge>,
+    /// `circuit_breaker_state_active`, one gauge per state of [`BreakerState::ALL`]; `None` when
+    /// `state` is.
+    state_active: Option<[Gauge; 5]>,
     transitions: Family<TransitionLabels, Counter>,
     pub(crate) events: broadcast::Sender<TransitionEvent>,
 }
@@ -364,6 +378,35 @@ impl Instruments {
         if let Some(gauge) = &state {
             gauge.set(BreakerState::Closed.gauge_value());
         }
+        let state_active = with_state_gauge.then(|| {
+            BreakerState::ALL.map(|each| {
+                let gauge = metrics
+                    .breaker_state_active
+                    .get_or_create(&StateLabels {
+                        breaker: name.to_owned(),
+                        state: each.as_str(),
+                    })
+                    .clone();
+                gauge.set(i64::from(each == BreakerState::Closed));
+                gauge
+            })
+        });
+        // The usual transitions exist from the start, at zero, so that `increase()` sees the
+        // first one (docs/decisions/0097).
+        for (from, to) in [
+            (BreakerState::Closed, BreakerState::Open),
+            (BreakerState::Open, BreakerState::HalfOpen),
+            (BreakerState::HalfOpen, BreakerState::Open),
+            (BreakerState::HalfOpen, BreakerState::Closed),
+        ] {
+            let _ = metrics
+                .breaker_transitions
+                .get_or_create(&TransitionLabels {
+                    breaker: name.to_owned(),
+                    from: from.as_str(),
+                    to: to.as_str(),
+                });
+        }
         Self {
             name: Arc::from(name),
             successes: call("success"),
@@ -371,6 +414,7 @@ impl Instruments {
             rejected: call("rejected"),
             slow: call("slow"),
             state,
+            state_active,
             transitions: metrics.breaker_transitions.clone(),
             events: broadcast::channel(64).0,
         }
@@ -1155,6 +1199,11 @@ impl Shared {
         let instruments = &self.instruments;
         if let Some(gauge) = &instruments.state {
             gauge.set(to.gauge_value());
+        }
+        if let Some(gauges) = &instruments.state_active {
+            for (each, gauge) in BreakerState::ALL.iter().zip(gauges) {
+                gauge.set(i64::from(*each == to));
+            }
         }
         instruments
             .transitions

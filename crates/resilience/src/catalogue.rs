@@ -16,6 +16,14 @@ pub const METRICS: &[MetricFamily] = &[
         owner: OWNER,
     },
     MetricFamily {
+        name: "circuit_breaker_state_active",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &["breaker", "state"],
+        help: "1 for the state a circuit breaker is in, 0 for the other states",
+        owner: OWNER,
+    },
+    MetricFamily {
         name: "circuit_breaker_transitions",
         kind: MetricKind::Counter,
         unit: None,
@@ -82,7 +90,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "bulkhead_wait_seconds",
         kind: MetricKind::Histogram,
-        unit: None,
+        unit: Some("seconds"),
         labels: &["bulkhead"],
         help: "Time a caller waited for a bulkhead slot, until it got one or gave up",
         owner: OWNER,
@@ -97,8 +105,24 @@ mod tests {
     use super::METRICS;
     use crate::ResilienceMetrics;
     use crate::metrics::{
-        AttemptLabels, BreakerLabels, BulkheadLabels, CallLabels, OperationLabels, TransitionLabels,
+        AttemptLabels, BreakerLabels, BulkheadLabels, CallLabels, OperationLabels, StateLabels,
+        TransitionLabels,
     };
+
+    /// Every family is in the exposition from registration on, before any breaker, retry or
+    /// bulkhead exists (docs/decisions/0097).
+    #[test]
+    fn every_family_is_exported_from_registration() {
+        let mut registry = Registry::default();
+        let _metrics = ResilienceMetrics::register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert_eq!(
+            check_exposition(METRICS, &text, SampleRule::Optional),
+            Ok(()),
+            "{text}"
+        );
+    }
 
     /// Every family gets one series through the label types the crate's instances use, so that
     /// the exposition shows every family's label names.
@@ -110,6 +134,13 @@ mod tests {
         metrics
             .breaker_state
             .get_or_create(&BreakerLabels { breaker: breaker() })
+            .set(1);
+        metrics
+            .breaker_state_active
+            .get_or_create(&StateLabels {
+                breaker: breaker(),
+                state: "open",
+            })
             .set(1);
         metrics
             .breaker_transitions

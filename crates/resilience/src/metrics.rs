@@ -3,6 +3,7 @@
 //! | family | labels |
 //! |---|---|
 //! | `circuit_breaker_state` (gauge: 0 closed, 1 open, 2 half-open, 3 disabled, 4 forced open) | `breaker` |
+//! | `circuit_breaker_state_active` (gauge: 1 for the breaker's state, 0 for the others) | `breaker`, `state` |
 //! | `circuit_breaker_transitions_total` | `breaker`, `from`, `to` |
 //! | `circuit_breaker_calls_total` | `breaker`, `outcome` (`success`, `failure`, `rejected`, `slow`) |
 //! | `retry_attempts_total` | `operation`, `outcome` (`success`, `transient`, `failure`, `ignored`, `timeout`) |
@@ -12,22 +13,48 @@
 //! | `bulkhead_waiting` (gauge: callers queued for a slot) | `bulkhead` |
 //! | `bulkhead_max_concurrent` (gauge: the slots) | `bulkhead` |
 //! | `bulkhead_wait_seconds` (histogram: time from asking to getting a slot or giving up) | `bulkhead` |
+//!
+//! Every family is exported from registration on (`docs/decisions/0097`): a breaker gives its
+//! state, state-active, call and usual transition series their zero values when it is built, and
+//! the retry and bulkhead families write their `# HELP` and `# TYPE` lines even before the first
+//! retry or bulkhead exists.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{Atomic, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
+
+/// A metric whose descriptor is written even when it has no series: prometheus-client leaves out
+/// a [`Family`] without series altogether, so a family would appear only with its first event.
+#[derive(Debug)]
+struct Described<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Described<M> {
+    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
 
 /// The handles to this crate's metric families. Cheap to clone; hand a clone to every breaker,
 /// retry and bulkhead so that each family exists once per registry.
 #[derive(Debug, Clone)]
 pub struct ResilienceMetrics {
     pub(crate) breaker_state: Family<BreakerLabels, Gauge>,
+    pub(crate) breaker_state_active: Family<StateLabels, Gauge>,
     pub(crate) breaker_transitions: Family<TransitionLabels, Counter>,
     pub(crate) breaker_calls: Family<CallLabels, Counter<u64, CallCount>>,
     pub(crate) retry_attempts: Family<AttemptLabels, Counter>,
@@ -121,52 +148,58 @@ impl ResilienceMetrics {
         registry.register(
             "circuit_breaker_state",
             "Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 disabled, 4 forced open",
-            metrics.breaker_state.clone(),
+            Described(metrics.breaker_state.clone()),
+        );
+        registry.register(
+            "circuit_breaker_state_active",
+            "1 for the state a circuit breaker is in, 0 for the other states",
+            Described(metrics.breaker_state_active.clone()),
         );
         registry.register(
             "circuit_breaker_transitions",
             "Circuit breaker state transitions",
-            metrics.breaker_transitions.clone(),
+            Described(metrics.breaker_transitions.clone()),
         );
         registry.register(
             "circuit_breaker_calls",
             "Calls through a circuit breaker by outcome",
-            metrics.breaker_calls.clone(),
+            Described(metrics.breaker_calls.clone()),
         );
         registry.register(
             "retry_attempts",
             "Attempts made by a retrying operation by outcome",
-            metrics.retry_attempts.clone(),
+            Described(metrics.retry_attempts.clone()),
         );
         registry.register(
             "retry_budget_exhausted",
             "Retries refused because the retry budget was exhausted",
-            metrics.retry_budget_exhausted.clone(),
+            Described(metrics.retry_budget_exhausted.clone()),
         );
         registry.register(
             "bulkhead_rejections",
             "Calls rejected by a full bulkhead",
-            metrics.bulkhead_rejections.clone(),
+            Described(metrics.bulkhead_rejections.clone()),
         );
         registry.register(
             "bulkhead_in_flight",
             "Calls holding a bulkhead slot",
-            metrics.bulkhead_in_flight.clone(),
+            Described(metrics.bulkhead_in_flight.clone()),
         );
         registry.register(
             "bulkhead_waiting",
             "Callers waiting for a bulkhead slot",
-            metrics.bulkhead_waiting.clone(),
+            Described(metrics.bulkhead_waiting.clone()),
         );
         registry.register(
             "bulkhead_max_concurrent",
             "Slots of a bulkhead: calls allowed at once",
-            metrics.bulkhead_max_concurrent.clone(),
+            Described(metrics.bulkhead_max_concurrent.clone()),
         );
-        registry.register(
-            "bulkhead_wait_seconds",
+        registry.register_with_unit(
+            "bulkhead_wait",
             "Time a caller waited for a bulkhead slot, until it got one or gave up",
-            metrics.bulkhead_wait_seconds.clone(),
+            Unit::Seconds,
+            Described(metrics.bulkhead_wait_seconds.clone()),
         );
         metrics
     }
@@ -177,6 +210,7 @@ impl ResilienceMetrics {
     pub fn unregistered() -> Self {
         Self {
             breaker_state: Family::default(),
+            breaker_state_active: Family::default(),
             breaker_transitions: Family::default(),
             breaker_calls: Family::default(),
             retry_attempts: Family::default(),
@@ -194,6 +228,14 @@ impl ResilienceMetrics {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct BreakerLabels {
     pub(crate) breaker: String,
+}
+
+/// Labels of `circuit_breaker_state_active`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StateLabels {
+    pub(crate) breaker: String,
+    /// [`BreakerState::as_str`](crate::BreakerState::as_str).
+    pub(crate) state: &'static str,
 }
 
 /// Labels of `circuit_breaker_transitions_total`.

@@ -18,7 +18,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "storage_insert_duration_seconds",
         kind: MetricKind::Histogram,
-        unit: None,
+        unit: Some("seconds"),
         labels: &["store"],
         help: "Write latency up to acknowledgement",
         owner: OWNER,
@@ -26,7 +26,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "storage_wal_bytes",
         kind: MetricKind::Counter,
-        unit: None,
+        unit: Some("bytes"),
         labels: &["store"],
         help: "Bytes written to the WAL",
         owner: OWNER,
@@ -42,7 +42,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "storage_wal_disk_bytes",
         kind: MetricKind::Gauge,
-        unit: None,
+        unit: Some("bytes"),
         labels: &["store"],
         help: "Bytes of WAL files on disk",
         owner: OWNER,
@@ -58,7 +58,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "storage_memtable_bytes",
         kind: MetricKind::Gauge,
-        unit: None,
+        unit: Some("bytes"),
         labels: &["store"],
         help: "Bytes in memtables",
         owner: OWNER,
@@ -82,7 +82,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "storage_upload_duration_seconds",
         kind: MetricKind::Histogram,
-        unit: None,
+        unit: Some("seconds"),
         labels: &["store"],
         help: "Segment upload latency",
         owner: OWNER,
@@ -90,7 +90,7 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "storage_upload_bytes",
         kind: MetricKind::Counter,
-        unit: None,
+        unit: Some("bytes"),
         labels: &["store"],
         help: "Bytes uploaded",
         owner: OWNER,
@@ -99,7 +99,7 @@ pub const METRICS: &[MetricFamily] = &[
         name: "storage_object_store_errors",
         kind: MetricKind::Counter,
         unit: None,
-        labels: &["store", "class"],
+        labels: &["store", "error_type"],
         help: "Object store errors by class",
         owner: OWNER,
     },
@@ -130,9 +130,17 @@ pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "storage_backlog_bytes",
         kind: MetricKind::Gauge,
-        unit: None,
+        unit: Some("bytes"),
         labels: &["store"],
         help: "Bytes not yet uploaded",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "storage_backlog_limit_bytes",
+        kind: MetricKind::Gauge,
+        unit: Some("bytes"),
+        labels: &["store"],
+        help: "Bytes not yet uploaded past which writes to object-store collections are refused",
         owner: OWNER,
     },
     MetricFamily {
@@ -152,9 +160,9 @@ pub const METRICS: &[MetricFamily] = &[
         owner: OWNER,
     },
     MetricFamily {
-        name: "storage_orphan_bytes_deleted",
+        name: "storage_orphan_deleted_bytes",
         kind: MetricKind::Counter,
-        unit: None,
+        unit: Some("bytes"),
         labels: &["store"],
         help: "Bytes of the unreferenced objects deleted by orphan collection",
         owner: OWNER,

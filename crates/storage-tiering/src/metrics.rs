@@ -4,8 +4,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabels {
@@ -21,13 +21,20 @@ struct OutcomeLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabels {
     store: String,
-    class: &'static str,
+    error_type: &'static str,
 }
 
 type Histograms = Family<StoreLabels, Histogram, fn() -> Histogram>;
 
+/// The buckets of the latency histograms, in seconds: 50 µs to 10 s, with an edge at every
+/// latency an alert or SLO uses (0.01, 0.1, 0.15 and 0.5 s; `docs/decisions/0097`).
+pub(crate) const LATENCY_BUCKETS: [f64; 19] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15,
+    0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
 fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 /// The store's metric families. Register once per registry with [`StorageMetrics::register`] and
@@ -46,12 +53,13 @@ fn latency_histogram() -> Histogram {
 /// | `storage_upload_attempts_total` | `store`, `outcome` | `success`, `transient`, `permanent`, `rejected`, `budget_exhausted` |
 /// | `storage_upload_duration_seconds` | `store` | one segment upload |
 /// | `storage_upload_bytes_total` | `store` | bytes uploaded |
-/// | `storage_object_store_errors_total` | `store`, `class` | `transient`, `permanent`, `not_found`, `already_exists` |
+/// | `storage_object_store_errors_total` | `store`, `error_type` | `transient`, `permanent`, `not_found`, `already_exists` |
 /// | `storage_cache_hits_total`, `storage_cache_misses_total` | `store` | block cache of `s3_only` reads |
 /// | `storage_compactions_total` | `store`, `outcome` | `success`, `failure` |
 /// | `storage_backlog_bytes` | `store` | bytes not yet uploaded (backpressure input) |
+/// | `storage_backlog_limit_bytes` | `store` | `upload.max_backlog_bytes`: writes to object-store collections are refused past it |
 /// | `storage_dead_lettered_segments_total` | `store` | segments pinned and sent to the DLQ |
-/// | `storage_orphan_objects_deleted_total`, `storage_orphan_bytes_deleted_total` | `store` | objects no manifest referenced, deleted by orphan collection, and their bytes |
+/// | `storage_orphan_objects_deleted_total`, `storage_orphan_deleted_bytes_total` | `store` | objects no manifest referenced, deleted by orphan collection, and their bytes |
 /// | `storage_orphan_collections_total` | `store`, `outcome` | orphan collection passes: `success`, `failure` (a listing, manifest read or delete failed), `skipped` (breaker not closed, fenced, closed) |
 /// | `storage_wal_failed` | `store` | 1 once a WAL write or fsync failed and the WAL refuses writes until the store is reopened, else 0 |
 /// | `storage_fenced` | `store` | 1 once another writer claimed the object-store prefix and this store refuses writes, else 0 |
@@ -77,6 +85,7 @@ pub struct StorageMetrics {
     cache_misses: Family<StoreLabels, Counter>,
     compactions: Family<OutcomeLabels, Counter>,
     backlog_bytes: Family<StoreLabels, Gauge>,
+    backlog_limit_bytes: Family<StoreLabels, Gauge>,
     dead_lettered: Family<StoreLabels, Counter>,
     orphan_objects: Family<StoreLabels, Counter>,
     orphan_bytes: Family<StoreLabels, Counter>,
@@ -95,14 +104,16 @@ impl StorageMetrics {
             "Records acknowledged",
             metrics.inserts.clone(),
         );
-        registry.register(
-            "storage_insert_duration_seconds",
+        registry.register_with_unit(
+            "storage_insert_duration",
             "Write latency up to acknowledgement",
+            Unit::Seconds,
             metrics.insert_duration.clone(),
         );
-        registry.register(
-            "storage_wal_bytes",
+        registry.register_with_unit(
+            "storage_wal",
             "Bytes written to the WAL",
+            Unit::Bytes,
             metrics.wal_bytes.clone(),
         );
         registry.register(
@@ -110,9 +121,10 @@ impl StorageMetrics {
             "WAL fsyncs",
             metrics.wal_fsyncs.clone(),
         );
-        registry.register(
-            "storage_wal_disk_bytes",
+        registry.register_with_unit(
+            "storage_wal_disk",
             "Bytes of WAL files on disk",
+            Unit::Bytes,
             metrics.wal_disk_bytes.clone(),
         );
         registry.register(
@@ -120,9 +132,10 @@ impl StorageMetrics {
             "WAL files on disk",
             metrics.wal_files.clone(),
         );
-        registry.register(
-            "storage_memtable_bytes",
+        registry.register_with_unit(
+            "storage_memtable",
             "Bytes in memtables",
+            Unit::Bytes,
             metrics.memtable_bytes.clone(),
         );
         registry.register(
@@ -135,14 +148,16 @@ impl StorageMetrics {
             "Segment upload attempts by outcome",
             metrics.upload_attempts.clone(),
         );
-        registry.register(
-            "storage_upload_duration_seconds",
+        registry.register_with_unit(
+            "storage_upload_duration",
             "Segment upload latency",
+            Unit::Seconds,
             metrics.upload_duration.clone(),
         );
-        registry.register(
-            "storage_upload_bytes",
+        registry.register_with_unit(
+            "storage_upload",
             "Bytes uploaded",
+            Unit::Bytes,
             metrics.upload_bytes.clone(),
         );
         registry.register(
@@ -165,10 +180,17 @@ impl StorageMetrics {
             "Compactions by outcome",
             metrics.compactions.clone(),
         );
-        registry.register(
-            "storage_backlog_bytes",
+        registry.register_with_unit(
+            "storage_backlog",
             "Bytes not yet uploaded",
+            Unit::Bytes,
             metrics.backlog_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "storage_backlog_limit",
+            "Bytes not yet uploaded past which writes to object-store collections are refused",
+            Unit::Bytes,
+            metrics.backlog_limit_bytes.clone(),
         );
         registry.register(
             "storage_dead_lettered_segments",
@@ -180,9 +202,10 @@ impl StorageMetrics {
             "Unreferenced objects deleted by orphan collection",
             metrics.orphan_objects.clone(),
         );
-        registry.register(
-            "storage_orphan_bytes_deleted",
+        registry.register_with_unit(
+            "storage_orphan_deleted",
             "Bytes of the unreferenced objects deleted by orphan collection",
+            Unit::Bytes,
             metrics.orphan_bytes.clone(),
         );
         registry.register(
@@ -228,6 +251,7 @@ impl StorageMetrics {
             cache_misses: Family::default(),
             compactions: Family::default(),
             backlog_bytes: Family::default(),
+            backlog_limit_bytes: Family::default(),
             dead_lettered: Family::default(),
             orphan_objects: Family::default(),
             orphan_bytes: Family::default(),
@@ -254,7 +278,7 @@ impl StorageMetrics {
             self.object_store_errors
                 .get_or_create(&ClassLabels {
                     store: store.to_owned(),
-                    class,
+                    error_type: class,
                 })
                 .clone()
         };
@@ -283,6 +307,7 @@ impl StorageMetrics {
             compactions_success: outcome(&self.compactions, "success"),
             compactions_failure: outcome(&self.compactions, "failure"),
             backlog_bytes: self.backlog_bytes.get_or_create(&labels).clone(),
+            backlog_limit_bytes: self.backlog_limit_bytes.get_or_create(&labels).clone(),
             dead_lettered: self.dead_lettered.get_or_create(&labels).clone(),
             orphan_objects: self.orphan_objects.get_or_create(&labels).clone(),
             orphan_bytes: self.orphan_bytes.get_or_create(&labels).clone(),
@@ -323,6 +348,7 @@ pub(crate) struct Instruments {
     pub(crate) compactions_success: Counter,
     pub(crate) compactions_failure: Counter,
     pub(crate) backlog_bytes: Gauge,
+    pub(crate) backlog_limit_bytes: Gauge,
     pub(crate) dead_lettered: Counter,
     pub(crate) orphan_objects: Counter,
     pub(crate) orphan_bytes: Counter,

@@ -73,6 +73,22 @@ pub const METRICS: &[MetricFamily] = &[
         owner: OWNER,
     },
     MetricFamily {
+        name: "process_max_fds",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &[],
+        help: "Maximum number of open file descriptors",
+        owner: OWNER,
+    },
+    MetricFamily {
+        name: "process_threads",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &[],
+        help: "Number of OS threads in the process",
+        owner: OWNER,
+    },
+    MetricFamily {
         name: "process_start_time_seconds",
         kind: MetricKind::Gauge,
         unit: Some("seconds"),

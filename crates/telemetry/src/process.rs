@@ -6,6 +6,8 @@
 //! | `process_virtual_memory_bytes` | gauge | virtual memory size |
 //! | `process_cpu_seconds_total` | counter | user + system CPU time |
 //! | `process_open_fds` | gauge | open file descriptors |
+//! | `process_max_fds` | gauge | the soft limit on open file descriptors (`RLIMIT_NOFILE`) |
+//! | `process_threads` | gauge | threads of the process |
 //! | `process_start_time_seconds` | gauge | start time, seconds since the Unix epoch |
 //!
 //! The names follow the Prometheus client conventions, so standard dashboards work. On a system
@@ -47,6 +49,8 @@ struct ProcessStats {
     virtual_bytes: Option<u64>,
     cpu_seconds: Option<f64>,
     open_fds: Option<u64>,
+    max_fds: Option<u64>,
+    threads: Option<u64>,
     start_time_seconds: Option<f64>,
 }
 
@@ -70,6 +74,9 @@ impl ProcessStats {
         stats.open_fds = std::fs::read_dir("/proc/self/fd")
             .ok()
             .map(|entries| entries.count() as u64);
+        stats.max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|text| parse_max_fds(&text));
         stats
     }
 }
@@ -102,8 +109,18 @@ fn parse_stat(
         virtual_bytes: field(23),
         cpu_seconds,
         open_fds: None,
+        max_fds: None,
+        threads: field(20),
         start_time_seconds,
     }
+}
+
+/// The soft limit of the `Max open files` line of `/proc/self/limits`, `None` when unlimited.
+fn parse_max_fds(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
 }
 
 /// The `btime` line of `/proc/stat`: boot time in seconds since the Unix epoch.
@@ -163,6 +180,24 @@ impl Collector for ProcessCollector {
                 fds as f64,
             )?;
         }
+        if let Some(fds) = stats.max_fds {
+            gauge(
+                &mut encoder,
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                None,
+                fds as f64,
+            )?;
+        }
+        if let Some(threads) = stats.threads {
+            gauge(
+                &mut encoder,
+                "process_threads",
+                "Number of OS threads in the process",
+                None,
+                threads as f64,
+            )?;
+        }
         if let Some(seconds) = stats.start_time_seconds {
             gauge(
                 &mut encoder,
@@ -178,7 +213,22 @@ impl Collector for ProcessCollector {
 
 #[cfg(test)]
 mod tests {
-    use super::{ProcessStats, parse_boot_time, parse_stat};
+    use super::{ProcessStats, parse_boot_time, parse_max_fds, parse_stat};
+
+    #[test]
+    fn the_soft_open_files_limit_is_read_and_unlimited_is_none() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             63504                63504                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_max_fds(limits), Some(1024));
+        assert_eq!(
+            parse_max_fds(
+                "Max open files            unlimited            unlimited            files\n"
+            ),
+            None
+        );
+        assert_eq!(parse_max_fds("Max processes 1 1 processes\n"), None);
+    }
 
     #[test]
     fn stat_fields_are_counted_after_the_last_parenthesis() {
@@ -193,6 +243,8 @@ mod tests {
                 virtual_bytes: Some(104_857_600),
                 cpu_seconds: Some(3.0),
                 open_fds: None,
+                max_fds: None,
+                threads: Some(8),
                 start_time_seconds: Some(1_700_000_123.45),
             }
         );

@@ -353,6 +353,10 @@ impl DlqBuilder {
             state.last_id = state.last_id.max(entry.id.ulid());
             state.insert(Arc::new(entry));
         }
+        // Configured and recovered queues have their series from the start (decision 0097).
+        for queue in self.config.queues.keys().chain(state.queues.keys()) {
+            metrics.declare_queue(queue);
+        }
         for (queue, queue_state) in &state.queues {
             metrics
                 .size

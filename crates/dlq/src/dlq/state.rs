@@ -230,7 +230,7 @@ impl Shared {
             .pushed
             .get_or_create(&PushedLabels {
                 queue: entry.queue.clone(),
-                error_class: entry.error_class.as_str(),
+                error_type: entry.error_class.as_str(),
             })
             .inc();
         let queue = entry.queue.clone();

@@ -232,7 +232,7 @@ async fn every_metric_family_is_exposed_once() {
     types.dedup();
     assert_eq!(types.len(), all, "a family is declared twice:\n{text}");
     assert!(
-        text.contains("dlq_pushed_total{queue=\"orders\",error_class=\"transient\"} 1"),
+        text.contains("dlq_pushed_total{queue=\"orders\",error_type=\"transient\"} 1"),
         "{text}"
     );
     assert!(

@@ -4,8 +4,10 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use async_trait::async_trait;
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::{percent_of, round2};
 use crate::check::{Check, CheckOutcome, Criticality, Status};
@@ -62,6 +64,8 @@ impl DiskReader for StatvfsReader {
 pub struct DiskSpaceCheck {
     config: DiskConfig,
     reader: Arc<dyn DiskReader>,
+    /// `health_disk_free_ratio`, for the registry's built-in check.
+    free_ratio: Option<Gauge<f64, AtomicU64>>,
 }
 
 impl DiskSpaceCheck {
@@ -74,7 +78,23 @@ impl DiskSpaceCheck {
     /// A check of `config.path` with readings from `reader`.
     #[must_use]
     pub fn with_reader(config: DiskConfig, reader: Arc<dyn DiskReader>) -> Self {
-        Self { config, reader }
+        Self {
+            config,
+            reader,
+            free_ratio: None,
+        }
+    }
+
+    /// Reports each reading's free ratio into `gauge` (NaN when the reading fails).
+    pub(crate) fn with_free_ratio(mut self, gauge: Gauge<f64, AtomicU64>) -> Self {
+        self.free_ratio = Some(gauge);
+        self
+    }
+
+    fn report_ratio(&self, ratio: f64) {
+        if let Some(gauge) = &self.free_ratio {
+            let _ = gauge.set(ratio);
+        }
     }
 }
 
@@ -96,22 +116,26 @@ impl Check for DiskSpaceCheck {
         let reading = match tokio::task::spawn_blocking(move || reader.read(&path)).await {
             Ok(Ok(reading)) => reading,
             Ok(Err(error)) => {
+                self.report_ratio(f64::NAN);
                 return CheckOutcome::unhealthy(format!(
                     "cannot read free space of {shown_path}: {error}"
                 ))
                 .with_detail("path", shown_path);
             }
             Err(error) => {
+                self.report_ratio(f64::NAN);
                 return CheckOutcome::unhealthy(format!("disk reader failed: {error}"))
                     .with_detail("path", shown_path);
             }
         };
         let Some(free_percent) = percent_of(reading.available_bytes, reading.total_bytes) else {
+            self.report_ratio(f64::NAN);
             return CheckOutcome::unhealthy(format!(
                 "file system of {shown_path} reports a size of 0"
             ))
             .with_detail("path", shown_path);
         };
+        self.report_ratio(free_percent / 100.0);
         let free_percent = round2(free_percent);
         let config = &self.config;
         let (status, message, reason) = if free_percent < config.unhealthy_below_free_percent {

@@ -3,8 +3,10 @@
 use std::fmt;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use async_trait::async_trait;
+use prometheus_client::metrics::gauge::Gauge;
 
 use super::{percent_of, round2};
 use crate::check::{Check, CheckOutcome, Criticality, Status};
@@ -109,6 +111,9 @@ fn cgroup_limit() -> Option<u64> {
 pub struct MemoryCheck {
     config: MemoryConfig,
     reader: Arc<dyn MemoryReader>,
+    /// The `system` and `process` series of `health_memory_used_ratio`, for the registry's
+    /// built-in check.
+    used_ratio: Option<[Gauge<f64, AtomicU64>; 2]>,
 }
 
 impl MemoryCheck {
@@ -121,7 +126,25 @@ impl MemoryCheck {
     /// A check with readings from `reader`.
     #[must_use]
     pub fn with_reader(config: MemoryConfig, reader: Arc<dyn MemoryReader>) -> Self {
-        Self { config, reader }
+        Self {
+            config,
+            reader,
+            used_ratio: None,
+        }
+    }
+
+    /// Reports each reading's used ratios into `gauges` (`system`, `process`; NaN when the
+    /// reading fails).
+    pub(crate) fn with_used_ratio(mut self, gauges: [Gauge<f64, AtomicU64>; 2]) -> Self {
+        self.used_ratio = Some(gauges);
+        self
+    }
+
+    fn report_ratios(&self, system: f64, process: f64) {
+        if let Some([system_gauge, process_gauge]) = &self.used_ratio {
+            let _ = system_gauge.set(system);
+            let _ = process_gauge.set(process);
+        }
     }
 
     fn judge(&self, what: &str, used_percent: f64) -> (Status, Option<String>) {
@@ -159,14 +182,19 @@ impl Check for MemoryCheck {
         let reading = match tokio::task::spawn_blocking(move || reader.read()).await {
             Ok(Ok(reading)) => reading,
             Ok(Err(error)) => {
+                self.report_ratios(f64::NAN, f64::NAN);
                 return CheckOutcome::unhealthy(format!("cannot read memory figures: {error}"));
             }
-            Err(error) => return CheckOutcome::unhealthy(format!("memory reader failed: {error}")),
+            Err(error) => {
+                self.report_ratios(f64::NAN, f64::NAN);
+                return CheckOutcome::unhealthy(format!("memory reader failed: {error}"));
+            }
         };
         let total = reading.system_total_bytes;
         let Some(system_percent) =
             percent_of(total.saturating_sub(reading.system_available_bytes), total)
         else {
+            self.report_ratios(f64::NAN, f64::NAN);
             return CheckOutcome::unhealthy("the system reports 0 bytes of memory");
         };
         let limit = reading
@@ -174,6 +202,7 @@ impl Check for MemoryCheck {
             .filter(|limit| *limit > 0)
             .map_or(total, |limit| limit.min(total));
         let process_percent = percent_of(reading.process_resident_bytes, limit).unwrap_or(0.0);
+        self.report_ratios(system_percent / 100.0, process_percent / 100.0);
         let (system_percent, process_percent) = (round2(system_percent), round2(process_percent));
         let (system_status, system_message) = self.judge("system memory", system_percent);
         let (process_status, process_message) = self.judge("process memory", process_percent);

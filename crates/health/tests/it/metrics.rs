@@ -38,7 +38,10 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
         [
             "dependency_health",
             "health_check_duration_seconds",
-            "health_check_failures"
+            "health_check_failures",
+            "health_disk_free_ratio",
+            "health_memory_used_ratio",
+            "health_ready"
         ]
     );
     samples
@@ -101,8 +104,9 @@ async fn metrics_follow_each_run_and_are_registered_once() {
     assert!(
         (value(r#"health_check_failures_total{dependency="queue"}"#) - 1.0).abs() < f64::EPSILON
     );
-    assert!(!samples.contains_key(r#"health_check_failures_total{dependency="store"}"#));
-    assert!(!samples.contains_key(r#"health_check_failures_total{dependency="redis"}"#));
+    // Every registered check has its failure series from registration on, zero until it fails.
+    assert!(value(r#"health_check_failures_total{dependency="store"}"#).abs() < f64::EPSILON);
+    assert!(value(r#"health_check_failures_total{dependency="redis"}"#).abs() < f64::EPSILON);
     assert!(
         (value(r#"health_check_duration_seconds_count{dependency="redis"}"#) - 1.0).abs()
             < f64::EPSILON
@@ -130,4 +134,100 @@ async fn metrics_follow_each_run_and_are_registered_once() {
         (samples[r#"health_check_duration_seconds_count{dependency="redis"}"#] - 2.0).abs()
             < f64::EPSILON
     );
+}
+
+/// `health_ready` is what the readiness probe answers: 0 before start-up completes, 1 once the
+/// checks pass, 0 while a critical check is unhealthy, 1 again after it recovers, 0 from the
+/// beginning of shutdown.
+#[tokio::test]
+async fn the_ready_gauge_follows_the_readiness_probe() {
+    let clock = ManualClock::new();
+    let mut prometheus = Registry::default();
+    let metrics = HealthMetrics::register(&mut prometheus);
+    let registry = HealthRegistry::builder(config(), "1.2.3")
+        .clock(Arc::new(clock.clone()))
+        .metrics(metrics)
+        .build()
+        .expect("valid config");
+    let redis = TestCheck::healthy("redis", &clock);
+    registry.register(Arc::new(redis.clone())).expect("unique");
+    let ready = || scrape(&prometheus)["health_ready"];
+
+    assert!(
+        ready().abs() < f64::EPSILON,
+        "exported, at 0, before start-up"
+    );
+    registry.mark_started();
+    assert_eq!(registry.readiness(View::Public).await.status_code, 200);
+    assert!((ready() - 1.0).abs() < f64::EPSILON);
+
+    redis.set_mode(Mode::Return(CheckOutcome::unhealthy("down")));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(registry.readiness(View::Public).await.status_code, 503);
+    assert!(ready().abs() < f64::EPSILON);
+
+    redis.set_mode(Mode::Return(CheckOutcome::healthy()));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(registry.readiness(View::Public).await.status_code, 200);
+    assert!((ready() - 1.0).abs() < f64::EPSILON);
+
+    registry.begin_shutdown();
+    assert_eq!(registry.readiness(View::Public).await.status_code, 503);
+    assert!(ready().abs() < f64::EPSILON);
+}
+
+/// The built-in `disk` and `memory` checks export the ratios they judge: NaN before their first
+/// run, then the figures of the run (the report's percentages, unrounded).
+#[tokio::test]
+async fn the_builtin_checks_export_their_ratios() {
+    let clock = ManualClock::new();
+    let mut prometheus = Registry::default();
+    let metrics = HealthMetrics::register(&mut prometheus);
+    let mut enabled = config();
+    enabled.disk.enabled = true;
+    enabled.disk.path = std::env::temp_dir();
+    enabled.memory.enabled = true;
+    let registry = HealthRegistry::builder(enabled, "1.2.3")
+        .clock(Arc::new(clock.clone()))
+        .metrics(metrics)
+        .build()
+        .expect("valid config");
+    let series = [
+        "health_disk_free_ratio",
+        r#"health_memory_used_ratio{scope="system"}"#,
+        r#"health_memory_used_ratio{scope="process"}"#,
+    ];
+    let before = scrape(&prometheus);
+    for name in series {
+        assert!(
+            before[name].is_nan(),
+            "{name} before the first run: {before:?}"
+        );
+    }
+
+    registry.mark_started();
+    let report = registry.readiness(View::Admin).await.report;
+    let percent = |check: &str, detail: &str| -> f64 {
+        report.checks[check]
+            .details
+            .as_ref()
+            .expect("admin details")[detail]
+            .as_f64()
+            .expect("a number")
+    };
+    let after = scrape(&prometheus);
+    for (name, check, detail) in [
+        (series[0], "disk", "free_percent"),
+        (series[1], "memory", "system_used_percent"),
+        (series[2], "memory", "process_used_percent"),
+    ] {
+        let ratio = after[name];
+        assert!(ratio > 0.0 && ratio <= 1.0, "{name} = {ratio}");
+        // The report rounds to two decimals of a percent.
+        assert!(
+            (ratio * 100.0 - percent(check, detail)).abs() <= 0.005 + 1e-9,
+            "{name} = {ratio}, {detail} = {}",
+            percent(check, detail)
+        );
+    }
 }

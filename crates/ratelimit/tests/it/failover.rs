@@ -172,7 +172,7 @@ async fn redis_killed_under_load_falls_back_then_returns_after_one_probe() {
         "{text}"
     );
     assert!(
-        text.contains(r#"ratelimit_backend_errors_total{kind="connection"}"#),
+        text.contains(r#"ratelimit_backend_errors_total{error_type="connection"}"#),
         "{text}"
     );
     assert!(

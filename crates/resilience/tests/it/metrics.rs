@@ -68,6 +68,7 @@ async fn every_family_appears_once_with_bounded_labels() {
             "bulkhead_waiting",
             "circuit_breaker_calls",
             "circuit_breaker_state",
+            "circuit_breaker_state_active",
             "circuit_breaker_transitions",
             "retry_attempts",
             "retry_budget_exhausted",
@@ -111,6 +112,13 @@ async fn every_family_appears_once_with_bounded_labels() {
         0.0,
     );
     check(r#"bulkhead_rejections_total{bulkhead="db"}"#, 0.0);
+    // The usual transitions are there at zero before they first happen.
+    check(
+        r#"circuit_breaker_transitions_total{breaker="object-store",from="half_open",to="open"}"#,
+        0.0,
+    );
+    check_gauge(&registry, "object-store", 3.0);
+    check_gauge(&registry, "ratelimit-redis", 1.0);
 
     // Half-open and forced open have their gauge values too.
     clock.advance(Duration::from_secs(30));
@@ -123,9 +131,28 @@ async fn every_family_appears_once_with_bounded_labels() {
     check_gauge(&registry, "ratelimit-redis", 0.0);
 }
 
+/// `circuit_breaker_state` is `value`, and `circuit_breaker_state_active` is 1 for that state
+/// only.
 fn check_gauge(registry: &Registry, breaker: &str, value: f64) {
+    let text = exposition(registry);
     let series = format!(r#"circuit_breaker_state{{breaker="{breaker}"}}"#);
-    assert_eq!(sample(&exposition(registry), &series), Some(value));
+    assert_eq!(sample(&text, &series), Some(value));
+    for (state, state_value) in [
+        ("closed", 0.0),
+        ("open", 1.0),
+        ("half_open", 2.0),
+        ("disabled", 3.0),
+        ("forced_open", 4.0),
+    ] {
+        let series =
+            format!(r#"circuit_breaker_state_active{{breaker="{breaker}",state="{state}"}}"#);
+        let active = if (state_value - value).abs() < f64::EPSILON {
+            1.0
+        } else {
+            0.0
+        };
+        assert_eq!(sample(&text, &series), Some(active), "{series}\n{text}");
+    }
 }
 
 /// Rejections are counted per thread (no shared cache line while an open breaker rejects every

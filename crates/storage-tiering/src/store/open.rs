@@ -59,6 +59,9 @@ impl Store {
             .metrics
             .unwrap_or_else(StorageMetrics::unregistered)
             .instruments(&builder.name);
+        instruments
+            .backlog_limit_bytes
+            .set(i64::try_from(config.upload.max_backlog_bytes).unwrap_or(i64::MAX));
         let clock = builder.clock.unwrap_or_else(|| TokioClock::new().shared());
         let mut report = RecoveryReport::default();
 

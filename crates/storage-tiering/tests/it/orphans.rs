@@ -246,7 +246,7 @@ async fn orphans_left_by_a_crash_are_collected_after_the_grace_period() {
     assert_eq!(after, expected, "every other object stays");
     assert_eq!(metric(&registry, "storage_orphan_objects_deleted_total"), 5);
     assert_eq!(
-        metric(&registry, "storage_orphan_bytes_deleted_total"),
+        metric(&registry, "storage_orphan_deleted_bytes_total"),
         orphans.iter().map(|(_, size)| size).sum::<u64>()
     );
     for i in 0..40 {
@@ -507,7 +507,7 @@ async fn orphans_present_at_open_are_collected_in_the_background() {
         "by the pass after open, not the hourly one"
     );
     assert_eq!(
-        metric(&registry, "storage_orphan_bytes_deleted_total"),
+        metric(&registry, "storage_orphan_deleted_bytes_total"),
         size
     );
     assert_eq!(objects(&*inner, "b/segments/c").await, committed);

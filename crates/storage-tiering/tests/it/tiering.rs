@@ -480,9 +480,28 @@ async fn metric_families_register_once_beside_the_breaker_and_dlq_families() {
         "storage_compactions",
         "circuit_breaker_state",
         "dlq_journal_fsyncs",
+        "storage_backlog_limit_bytes",
     ] {
         assert!(unique.contains(name), "{name} missing from {unique:?}");
     }
+    // The backlog bound is exported beside the backlog, so an alert can compare the two.
+    let limit = config(dir.path()).upload.max_backlog_bytes;
+    assert!(
+        text.contains(&format!(
+            "storage_backlog_limit_bytes{{store=\"storage\"}} {limit}\n"
+        )),
+        "{text}"
+    );
+    // The insert latency histogram has an edge at every latency an alert or SLO uses.
+    for edge in ["0.01", "0.1", "0.15", "0.5"] {
+        let bucket =
+            format!("storage_insert_duration_seconds_bucket{{le=\"{edge}\",store=\"storage\"}}");
+        assert!(text.contains(&bucket), "{bucket} missing from\n{text}");
+    }
+    assert!(
+        text.contains("# UNIT storage_orphan_deleted_bytes bytes\n"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

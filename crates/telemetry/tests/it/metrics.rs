@@ -171,6 +171,11 @@ async fn families_and_labels_use_route_templates_and_unmatched() {
             "missing bucket {series}"
         );
     }
+    // An edge at every latency an alert or SLO uses (docs/decisions/0097).
+    for edge in ["0.01", "0.1", "0.15", "0.5"] {
+        let series = format!("http_request_duration_seconds_bucket{{le=\"{edge}\",{labels}}}");
+        assert!(exposition.samples.contains_key(&series), "missing {series}");
+    }
     assert_eq!(
         exposition.value(&format!(
             "http_request_duration_seconds_bucket{{le=\"+Inf\",{labels}}}"

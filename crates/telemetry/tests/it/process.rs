@@ -19,6 +19,9 @@ fn process_families_hold_live_values() {
     assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
     assert!(value("process_cpu_seconds_total") >= 0.0);
     assert!(value("process_open_fds") >= 3.0);
+    assert!(value("process_max_fds") >= value("process_open_fds"));
+    // The test harness runs this test on a thread of its own, beside the main thread.
+    assert!(value("process_threads") >= 2.0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
@@ -45,4 +48,25 @@ fn process_families_hold_live_values() {
         .parse()
         .expect("number");
     assert!(after > before, "{after} > {before}");
+
+    // A thread started now is counted at the next scrape.
+    let threads = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix("process_threads "))
+            .expect("threads")
+            .parse()
+            .expect("number")
+    };
+    let (started, stop) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    let before = threads(&again);
+    let thread = std::thread::spawn(move || {
+        started.0.send(()).expect("test waits");
+        let _ = stop.1.recv();
+    });
+    started.1.recv().expect("thread started");
+    let mut third = String::new();
+    prometheus_client::encoding::text::encode(&mut third, &registry).expect("encodes");
+    assert!(threads(&third) > before, "{third}");
+    drop(stop.0);
+    thread.join().expect("no panic");
 }
