@@ -47,7 +47,8 @@ fn sim_config() -> DlqConfig {
 async fn open(sim: &Arc<SimFs>) -> Result<Dlq, mainstay_dlq::OpenError> {
     Dlq::builder(DIR)
         .config(sim_config())
-        .file_system(Arc::clone(sim) as Arc<dyn mainstay_journal::fs::FileSystem>)
+        // A view for this process: threads the previous one left behind cannot touch the disk.
+        .file_system(Arc::new(sim.process()) as Arc<dyn mainstay_journal::fs::FileSystem>)
         .open()
         .await
 }

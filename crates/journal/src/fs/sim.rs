@@ -52,6 +52,9 @@ pub enum SyncFailure {
 #[derive(Clone)]
 pub struct SimFs {
     sim: Arc<Mutex<Sim>>,
+    /// For a view made by [`SimFs::process`]: the process (epoch) it belongs to. Its calls fail
+    /// once that process died, as a dead process's threads cannot touch the disk.
+    process: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -140,6 +143,20 @@ impl SimFs {
                 rng: seed ^ 0x9E37_79B9_7F4A_7C15,
                 ops: 0,
             })),
+            process: None,
+        }
+    }
+
+    /// A view of this file system for the process running now: once that process dies (a
+    /// crash, a power cut or [`crash_after`](Self::crash_after) and a restart), every call made
+    /// through the view fails, as for a stale handle. Give each simulated process its own view,
+    /// so that a thread the dead process left behind (a group-commit leader, a compaction on a
+    /// blocking thread) cannot create or delete files in the file system of the next boot.
+    #[must_use]
+    pub fn process(&self) -> Self {
+        Self {
+            sim: Arc::clone(&self.sim),
+            process: Some(self.sim.lock().epoch),
         }
     }
 
@@ -462,7 +479,7 @@ impl Sim {
 impl FileSystem for SimFs {
     fn create_dir(&self, path: &Path) -> io::Result<()> {
         let mut sim = self.sim.lock();
-        sim.op(None)?;
+        sim.op(self.process)?;
         let (parent, name) = sim.parent(path)?;
         if sim.entries_mut(parent)?.contains_key(&name) {
             return Err(io::Error::new(
@@ -480,7 +497,7 @@ impl FileSystem for SimFs {
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<OsString>> {
         let mut sim = self.sim.lock();
-        sim.op(None)?;
+        sim.op(self.process)?;
         let node = sim.resolve(path)?;
         match sim.nodes.get(&node) {
             Some(Node::Dir { entries, .. }) => Ok(entries.keys().cloned().collect()),
@@ -493,7 +510,7 @@ impl FileSystem for SimFs {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let mut sim = self.sim.lock();
-        sim.op(None)?;
+        sim.op(self.process)?;
         let node = sim.resolve(path)?;
         match sim.nodes.get(&node) {
             Some(Node::File { data, .. }) => Ok(data.clone()),
@@ -506,7 +523,7 @@ impl FileSystem for SimFs {
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn FileHandle>> {
         let mut sim = self.sim.lock();
-        sim.op(None)?;
+        sim.op(self.process)?;
         let (parent, name) = sim.parent(path)?;
         let existing = sim.entries_mut(parent)?.get(&name).copied();
         let node = match (existing, mode) {
@@ -554,7 +571,7 @@ impl FileSystem for SimFs {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut sim = self.sim.lock();
-        sim.op(None)?;
+        sim.op(self.process)?;
         let (from_dir, from_name) = sim.parent(from)?;
         let (to_dir, to_name) = sim.parent(to)?;
         let node = *sim
@@ -576,7 +593,7 @@ impl FileSystem for SimFs {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut sim = self.sim.lock();
-        sim.op(None)?;
+        sim.op(self.process)?;
         let (parent, name) = sim.parent(path)?;
         let node = *sim
             .entries_mut(parent)?
@@ -594,7 +611,7 @@ impl FileSystem for SimFs {
 
     fn sync_dir(&self, path: &Path, site: SyncSite) -> io::Result<()> {
         let mut sim = self.sim.lock();
-        sim.op(None)?;
+        sim.op(self.process)?;
         let node = sim.resolve(path)?;
         if !matches!(sim.nodes.get(&node), Some(Node::Dir { .. })) {
             return Err(io::Error::new(
@@ -626,7 +643,7 @@ impl FileSystem for SimFs {
 
     fn try_lock(&self, path: &Path) -> io::Result<Option<Box<dyn HeldLock>>> {
         let mut sim = self.sim.lock();
-        sim.op(None)?;
+        sim.op(self.process)?;
         let (parent, name) = sim.parent(path)?;
         let node = match sim.entries_mut(parent)?.get(&name).copied() {
             Some(node) => node,
@@ -765,6 +782,25 @@ mod tests {
 
     fn path(text: &str) -> &Path {
         Path::new(text)
+    }
+
+    #[test]
+    fn a_dead_process_view_cannot_touch_the_next_boot() {
+        let sim = SimFs::new(1);
+        let first = sim.process();
+        first.open(path("/a"), OpenMode::CreateNew).unwrap();
+        sim.power_cut();
+        // A thread the dead process left behind: every path call fails, nothing is created.
+        assert!(first.open(path("/b"), OpenMode::CreateNew).is_err());
+        assert!(first.read_dir(path("/")).is_err());
+        let second = sim.process();
+        assert!(second.read_dir(path("/")).unwrap().is_empty());
+        second.open(path("/b"), OpenMode::CreateNew).unwrap();
+        sim.crash();
+        assert!(second.remove_file(path("/b")).is_err());
+        assert_eq!(sim.process().read_dir(path("/")).unwrap(), ["b"]);
+        // The unbound file system stays usable across boots, as before.
+        assert!(sim.open(path("/c"), OpenMode::CreateNew).is_ok());
     }
 
     #[test]

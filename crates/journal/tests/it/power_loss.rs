@@ -161,7 +161,8 @@ impl Run {
     }
 
     fn open(&self, recovery: RecoveryMode) -> Result<(Journal, Replay), OpenError> {
-        let fs: Arc<dyn FileSystem> = Arc::new(self.sim.clone());
+        // A view for this process: threads the previous one left behind cannot touch the disk.
+        let fs: Arc<dyn FileSystem> = Arc::new(self.sim.process());
         let config = JournalConfig {
             recovery,
             ..self.config.clone()

@@ -38,7 +38,8 @@ fn sim_config(dir: &Path) -> StoreConfig {
 
 async fn open(sim: &Arc<SimFs>, dir: &Path) -> Result<Store, String> {
     Store::builder(sim_config(dir))
-        .file_system(Arc::clone(sim) as Arc<dyn FileSystem>)
+        // A view for this process: threads the previous one left behind cannot touch the disk.
+        .file_system(Arc::new(sim.process()) as Arc<dyn FileSystem>)
         .open()
         .await
         .map(|(store, _)| store)
