@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 use mainstay_ratelimit::{EventLimit, IdentityHasher, InProcessLimiter, LimitSpec, RateLimiter};
 
-use crate::config::{AuthConfig, ConfigError, Plan, Tier};
+use crate::config::{AuthConfig, ConfigError, Plan, Tier, from_ratelimit};
 use crate::problem::Problem;
 
 /// The event name of failed authentications in the rate limiter (on Redis, the field
@@ -106,12 +106,7 @@ impl Authenticator {
                 Some((hash, (entry.organisation.clone(), entry.tier, entry.plan)))
             })
             .collect();
-        let invalid = |error: mainstay_ratelimit::ConfigError| {
-            ConfigError::Invalid(format!(
-                "key `{}`: `{}` is not allowed; {}",
-                error.key, error.value, error.allowed
-            ))
-        };
+        let invalid = |error: mainstay_ratelimit::ConfigError| from_ratelimit(&error);
         let failures = limiter
             .event_limit(
                 AUTH_FAILURE_EVENT,

@@ -496,7 +496,7 @@ impl Config {
         self.auth
             .failure_limit
             .validate("auth.failure_limit")
-            .map_err(|error| invalid_value(&error.key, &error.value, &error.allowed))?;
+            .map_err(|error| from_ratelimit(&error))?;
         if let Some(url) = &self.redis.url
             && !(url.starts_with("redis://") || url.starts_with("rediss://"))
         {
@@ -525,7 +525,7 @@ impl Config {
         // start-up refuses, with one message format: the dotted key, the value, what is allowed.
         self.ratelimit
             .validate_with_redis(self.redis.url.as_deref())
-            .map_err(|error| invalid_value(&error.key, &error.value, &error.allowed))?;
+            .map_err(|error| from_ratelimit(&error))?;
         self.storage.validate().map_err(|error| {
             invalid_value(
                 &format!("storage.{}", error.key),
@@ -551,6 +551,11 @@ impl Config {
 /// least 1024`.
 fn invalid_value(key: &str, value: &str, allowed: &str) -> ConfigError {
     ConfigError::Invalid(format!("key `{key}`: `{value}` is not allowed; {allowed}"))
+}
+
+/// A `mainstay-ratelimit` configuration error in the application's one message format.
+pub(crate) fn from_ratelimit(error: &mainstay_ratelimit::ConfigError) -> ConfigError {
+    invalid_value(&error.key, &error.value, &error.allowed)
 }
 
 impl Config {

@@ -10,7 +10,6 @@
 //! an outage must neither lift it nor deny everything.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 
@@ -127,15 +126,7 @@ impl EventLimit {
             Ok(Ok(reply)) => {
                 permit.success();
                 self.count(reply.allowed, Backend::Redis);
-                Decision {
-                    allowed: reply.allowed,
-                    policy: Some(inner.info.clone()),
-                    remaining: reply.remaining,
-                    reset_after: Duration::from_micros(reply.reset_us),
-                    retry_after: Duration::from_micros(reply.retry_us),
-                    backend: Backend::Redis,
-                    redis_time_micros: Some(reply.now_us),
-                }
+                Decision::of_reply(&reply, inner.info.clone())
             }
             Ok(Err(error)) => {
                 permit.failure();
@@ -165,15 +156,7 @@ impl EventLimit {
         let now = local_now(inner.limiter.clock().now());
         let step = inner.local.consume(key, now);
         self.count(step.allowed, backend);
-        Decision {
-            allowed: step.allowed,
-            policy: Some(inner.info.clone()),
-            remaining: step.remaining,
-            reset_after: Duration::from_nanos(step.reset),
-            retry_after: Duration::from_nanos(step.retry),
-            backend,
-            redis_time_micros: None,
-        }
+        Decision::of_step(step, inner.info.clone(), backend)
     }
 
     fn count(&self, allowed: bool, backend: Backend) {

@@ -19,7 +19,7 @@ use crate::identity::{CallerIdentity, ClientNetwork, IdentityHasher, Pseudonym};
 use crate::local::{InProcessLimiter, local_now};
 use crate::metrics::{DecisionLabels, ErrorLabels, RateLimitMetrics, SwitchLabels};
 use crate::proxy::TrustedProxies;
-use crate::redis::{RedisBackend, RedisCallError, RedisTarget};
+use crate::redis::{RedisBackend, RedisCallError, RedisTarget, ScriptReply};
 
 /// The name of the circuit breaker around Redis (its `breaker` metric label).
 pub const BREAKER_NAME: &str = "ratelimit-redis";
@@ -123,6 +123,32 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The decision of an in-process store's step (times in nanoseconds) under `policy`.
+    pub(crate) fn of_step(step: Step, policy: PolicyInfo, backend: Backend) -> Self {
+        Self {
+            allowed: step.allowed,
+            policy: Some(policy),
+            remaining: step.remaining,
+            reset_after: Duration::from_nanos(step.reset),
+            retry_after: Duration::from_nanos(step.retry),
+            backend,
+            redis_time_micros: None,
+        }
+    }
+
+    /// The decision of a Redis script reply under `policy`, the limit that speaks.
+    pub(crate) fn of_reply(reply: &ScriptReply, policy: PolicyInfo) -> Self {
+        Self {
+            allowed: reply.allowed,
+            policy: Some(policy),
+            remaining: reply.remaining,
+            reset_after: Duration::from_micros(reply.reset_us),
+            retry_after: Duration::from_micros(reply.retry_us),
+            backend: Backend::Redis,
+            redis_time_micros: Some(reply.now_us),
+        }
+    }
+
     fn unlimited(backend: Backend) -> Self {
         Self {
             allowed: true,
@@ -923,15 +949,7 @@ impl RateLimiter {
             Ok((Ok(reply), keys)) => {
                 permit.success();
                 let policy = &inner.policies[resolved.limits[reply.index].0];
-                let decision = Decision {
-                    allowed: reply.allowed,
-                    policy: Some(policy.info.clone()),
-                    remaining: reply.remaining,
-                    reset_after: Duration::from_micros(reply.reset_us),
-                    retry_after: Duration::from_micros(reply.retry_us),
-                    backend: Backend::Redis,
-                    redis_time_micros: Some(reply.now_us),
-                };
+                let decision = Decision::of_reply(&reply, policy.info.clone());
                 if !reply.allowed
                     && let Some(cache) = &inner.cache
                     && let Some(key) = keys.get(reply.index)
@@ -1311,15 +1329,7 @@ impl RateLimiter {
         let step = steps[chosen];
         let policy = &policies[resolved.limits[chosen].0];
         policy.count(&self.inner.metrics, step.allowed, backend);
-        Decision {
-            allowed: step.allowed,
-            policy: Some(store(resolved.limits[chosen].0).1.clone()),
-            remaining: step.remaining,
-            reset_after: Duration::from_nanos(step.reset),
-            retry_after: Duration::from_nanos(step.retry),
-            backend,
-            redis_time_micros: None,
-        }
+        Decision::of_step(step, store(resolved.limits[chosen].0).1.clone(), backend)
     }
 
     /// The Redis keys of a request's limits: `PREFIX:{TAG}:KIND:NAME[:PRINCIPAL]`, every key with
