@@ -9,6 +9,7 @@
 //! - `promtool`: checks and unit-tests the Prometheus rules with `promtool` (decision 0098).
 //! - `schemathesis`: fuzzes the built `mainstay-api` against its OpenAPI document (decision 0091).
 
+mod alerts;
 mod ci;
 mod codegen;
 mod deps;
