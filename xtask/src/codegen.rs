@@ -33,7 +33,6 @@ pub(crate) fn run(check: bool) -> Result<()> {
         files.push((path, api_output(&api_bin, args)?));
     }
     let catalogue = api_output(&api_bin, &["metrics", "catalogue"])?;
-    files.push((METRICS_DOC, metrics_doc(&catalogue)?));
     files.push((crate::slo::SLO_RULES, slo_rules(&catalogue, &files[0].1)?));
     files.push((
         crate::slo::SLO_DASHBOARD,
@@ -45,6 +44,14 @@ pub(crate) fn run(check: bool) -> Result<()> {
         DECISIONS_INDEX,
         decisions_index(&workspace_root().join("docs/decisions"))?,
     ));
+    // Every rule file and dashboard, as generated now (or on disk when not generated), checked
+    // against the catalogue; the metrics reference lists who uses each family.
+    let usage = crate::lint::check(
+        &catalogue,
+        &outputs(&files, RULES_DIR, "yml")?,
+        &outputs(&files, DASHBOARDS_DIR, "json")?,
+    )?;
+    files.push((METRICS_DOC, metrics_doc(&catalogue, &usage)?));
     let mut stale = Vec::new();
     for (path, fresh) in files {
         let target = workspace_root().join(path);
@@ -70,6 +77,44 @@ pub(crate) fn run(check: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The Prometheus rule files and the Grafana dashboards, under the workspace root.
+const RULES_DIR: &str = "deploy/prometheus/rules";
+const DASHBOARDS_DIR: &str = "deploy/grafana/dashboards";
+
+/// The `*.EXT` files of `dir`: the generated text for those among `files`, else the text on disk.
+fn outputs(files: &[(&str, String)], dir: &str, ext: &str) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = files
+        .iter()
+        .filter(|(path, _)| {
+            let path = std::path::Path::new(path);
+            path.parent() == Some(std::path::Path::new(dir))
+                && path.extension().is_some_and(|found| found == ext)
+        })
+        .map(|(path, text)| ((*path).to_owned(), text.clone()))
+        .collect();
+    let on_disk = workspace_root().join(dir);
+    if on_disk.is_dir() {
+        for entry in std::fs::read_dir(&on_disk)
+            .with_context(|| format!("could not list {dir}"))?
+        {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+                continue;
+            };
+            let relative = format!("{dir}/{name}");
+            if path.extension().is_some_and(|found| found == ext)
+                && !out.iter().any(|(known, _)| *known == relative)
+            {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("could not read {relative}"))?;
+                out.push((relative, text));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// `deploy/prometheus/rules/slo.yml` from `deploy/slo.toml` (see [`crate::slo`]).
@@ -107,7 +152,7 @@ pub(crate) const METRICS_DOC: &str = "docs/metrics.md";
 
 /// Renders `docs/metrics.md` from the JSON of `mainstay-api metrics catalogue`: one table per
 /// crate, in the order the catalogue lists them, each family under the name a query uses.
-pub(crate) fn metrics_doc(catalogue_json: &str) -> Result<String> {
+pub(crate) fn metrics_doc(catalogue_json: &str, usage: &crate::lint::Usage) -> Result<String> {
     let document: serde_json::Value =
         serde_json::from_str(catalogue_json).context("the metric catalogue is not JSON")?;
     let families = document["families"]
@@ -135,10 +180,25 @@ pub(crate) fn metrics_doc(catalogue_json: &str) -> Result<String> {
         } else {
             labels.join(", ")
         };
+        let name = text(family, "name")?;
+        let used = |map: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>| {
+            map.get(&name).map_or_else(
+                || "—".to_owned(),
+                |users| {
+                    users
+                        .iter()
+                        .map(|user| user.replace('|', "\\|"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            )
+        };
         let row = format!(
-            "| `{}` | {kind} | {unit} | {labels} | {} |\n",
+            "| `{}` | {kind} | {unit} | {labels} | {} | {} | {} |\n",
             text(family, "sample_name")?,
-            text(family, "help")?
+            text(family, "help")?,
+            used(&usage.alerts),
+            used(&usage.panels)
         );
         match crates.iter_mut().find(|(name, _)| *name == owner) {
             Some((_, rows)) => rows.push(row),
@@ -157,6 +217,10 @@ pub(crate) fn metrics_doc(catalogue_json: &str) -> Result<String> {
          exposition's `# UNIT` line (— when it has none). Every family is exported from start-up:\n\
          a labelled family has its known series at zero (a breaker's, a check's, a configured\n\
          queue's) or, before any label value exists, its `# HELP` and `# TYPE` lines alone.\n\n\
+         The alerts and panels columns list who reads a family, through recording rules too: the\n\
+         alerts of `deploy/prometheus/rules/` and the panels of `deploy/grafana/dashboards/`\n\
+         (dashboard › panel). `cargo xtask codegen` fails when a rule or panel names a metric or a\n\
+         label this catalogue lacks (docs/decisions/0101-offline-rule-check.md).\n\n\
          ## Naming and labels\n\n\
          The rule every crate follows (docs/decisions/0097-metric-naming-and-start-up-series.md):\n\n\
          - Names are `snake_case`, start with the owning area (`http_`, `circuit_breaker_`,\n\
@@ -179,7 +243,7 @@ pub(crate) fn metrics_doc(catalogue_json: &str) -> Result<String> {
     );
     for (owner, rows) in crates {
         out.push_str(&format!(
-            "\n## {owner}\n\n| metric | type | unit | labels | help |\n|---|---|---|---|---|\n"
+            "\n## {owner}\n\n| metric | type | unit | labels | help | alerts | panels |\n|---|---|---|---|---|---|---|\n"
         ));
         for row in rows {
             out.push_str(&row);
@@ -284,22 +348,30 @@ mod tests {
             {"name": "wait_seconds", "sample_name": "wait_seconds", "type": "histogram",
              "unit": "seconds", "labels": [], "help": "Wait", "crate": "b"}
         ]}"#;
-        let doc = metrics_doc(catalogue).unwrap();
+        let mut usage = crate::lint::Usage::default();
+        usage
+            .alerts
+            .insert("jobs".to_owned(), ["JobsFailing".to_owned()].into());
+        usage.panels.insert(
+            "jobs".to_owned(),
+            ["jobs › Runs".to_owned(), "overview › Jobs".to_owned()].into(),
+        );
+        let doc = metrics_doc(catalogue, &usage).unwrap();
         assert!(
             doc.contains(
-                "## a\n\n| metric | type | unit | labels | help |\n|---|---|---|---|---|\n\
-                 | `jobs_total` | counter | — | `queue`, `outcome` | Jobs \\| runs |\n"
+                "## a\n\n| metric | type | unit | labels | help | alerts | panels |\n|---|---|---|---|---|---|---|\n\
+                 | `jobs_total` | counter | — | `queue`, `outcome` | Jobs \\| runs | JobsFailing | jobs › Runs, overview › Jobs |\n"
             ),
             "{doc}"
         );
         assert!(
             doc.ends_with(
-                "## b\n\n| metric | type | unit | labels | help |\n|---|---|---|---|---|\n\
-                 | `wait_seconds` | histogram | seconds | — | Wait |\n"
+                "## b\n\n| metric | type | unit | labels | help | alerts | panels |\n|---|---|---|---|---|---|---|\n\
+                 | `wait_seconds` | histogram | seconds | — | Wait | — | — |\n"
             ),
             "{doc}"
         );
-        assert!(metrics_doc("{}").is_err());
+        assert!(metrics_doc("{}", &usage).is_err());
     }
 
     #[test]

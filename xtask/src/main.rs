@@ -12,7 +12,9 @@
 mod alerts;
 mod ci;
 mod codegen;
+mod deploy;
 mod deps;
+mod lint;
 mod release;
 mod schemathesis;
 mod slo;
