@@ -119,8 +119,8 @@ pub(crate) fn run() -> Result<()> {
     }
 }
 
-/// Makes sure the tools the tests need are on the machine: installs Debian's `redis-server` when
-/// running as root, otherwise stops at once with the exact command to run.
+/// Makes sure the tools the tests need are on the machine: installs Debian's `redis-server` and
+/// `prometheus` when running as root, otherwise stops at once with the exact command to run.
 fn ensure_tools() -> Result<()> {
     let nextest = cargo().args(["nextest", "--version"]).output();
     if !nextest.is_ok_and(|output| output.status.success()) {
@@ -141,7 +141,8 @@ fn ensure_tools() -> Result<()> {
             );
         }
     }
-    Ok(())
+    // The end-to-end test with a real Prometheus and `promtool check metrics` need it.
+    ensure_prometheus()
 }
 
 fn find_on_path(binary: &str) -> Option<PathBuf> {
@@ -164,30 +165,7 @@ fn is_root() -> bool {
 /// one where it stays silent (decision 0098). Installs Debian's `prometheus` package (for
 /// `promtool`, without recommends, and stops a daemon its install started) when running as root.
 pub(crate) fn promtool() -> Result<()> {
-    const INSTALL: &str = "apt-get install -y --no-install-recommends prometheus";
-    if find_on_path("promtool").is_none() {
-        if !is_root() {
-            bail!("promtool is missing; install it with: sudo apt-get update && sudo {INSTALL}");
-        }
-        eprintln!("promtool is missing; installing Debian's prometheus package: {INSTALL}");
-        run_command(Command::new("apt-get").arg("update"))?;
-        run_command(
-            Command::new("apt-get")
-                .args(["install", "-y", "--no-install-recommends", "prometheus"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-        // The package's maintainer script may start the daemon where an init system runs;
-        // only promtool is wanted here.
-        let init = std::path::Path::new("/etc/init.d/prometheus");
-        if init.is_file()
-            && Command::new(init)
-                .arg("status")
-                .output()
-                .is_ok_and(|output| output.status.success())
-        {
-            run_command(Command::new(init).arg("stop"))?;
-        }
-    }
+    ensure_prometheus()?;
     let root = crate::workspace_root();
     let rules = crate::slo::yaml_files(&root.join("deploy/prometheus/rules"))?;
     let tests = crate::slo::yaml_files(&root.join("deploy/prometheus/tests"))?;
@@ -206,19 +184,40 @@ pub(crate) fn promtool() -> Result<()> {
             .args(&tests),
     )?;
     // Grafana runs nowhere here: every dashboard panel's expression (template variables replaced
-    // by `.*`) goes into a throw-away rules file that promtool parses.
+    // by `.*`) goes into a throw-away rules file that promtool parses; the deploy wiring's
+    // Prometheus configuration is checked in a copy promtool can read (decision 0102).
     let scratch = std::env::temp_dir().join(format!("mainstay-promtool-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
-    let panels = scratch.join("dashboards.yml");
-    std::fs::write(
-        &panels,
-        crate::slo::dashboard_rules(&root.join("deploy/grafana/dashboards"))?,
-    )?;
-    let checked = run_command(
-        Command::new("promtool")
-            .args(["check", "rules"])
-            .arg(&panels),
-    );
+    let checked = (|| -> Result<()> {
+        let panels = scratch.join("dashboards.yml");
+        std::fs::write(
+            &panels,
+            crate::slo::dashboard_rules(&root.join("deploy/grafana/dashboards"))?,
+        )?;
+        run_command(
+            Command::new("promtool")
+                .args(["check", "rules"])
+                .arg(&panels),
+        )?;
+        let names: Vec<String> = rules
+            .iter()
+            .filter_map(|path| Some(path.file_name()?.to_str()?.to_owned()))
+            .collect();
+        let config = root.join(crate::deploy::PROMETHEUS_CONFIG);
+        let text = std::fs::read_to_string(&config)
+            .with_context(|| format!("could not read {}", config.display()))?;
+        let copy = scratch.join("prometheus.yml");
+        std::fs::write(
+            &copy,
+            crate::deploy::prometheus_config(&text, &names, &root.join("deploy/prometheus/rules"))?,
+        )?;
+        run_command(
+            Command::new("promtool")
+                .args(["check", "config"])
+                .arg(&copy),
+        )?;
+        crate::deploy::grafana_provisioning(&root.join("deploy/grafana/provisioning"))
+    })();
     std::fs::remove_dir_all(&scratch)?;
     checked?;
     let alerts = crate::slo::alert_names(&root.join("deploy/prometheus/rules"))?;
@@ -230,12 +229,43 @@ pub(crate) fn promtool() -> Result<()> {
     }
     crate::slo::check_alert_coverage(&alerts, &texts)?;
     eprintln!(
-        "promtool: {} rule file(s), {} test file(s), {} alert(s) tested firing and silent in {:.1}s",
+        "promtool: {} rule file(s), {} test file(s), {} alert(s) tested firing and silent, the Prometheus configuration and Grafana provisioning in {:.1}s",
         rules.len(),
         tests.len(),
         alerts.len(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Installs Debian's `prometheus` package (for `promtool`, and the server the end-to-end test
+/// runs; without recommends) when running as root and it is missing, and stops a daemon its
+/// install started; otherwise fails with the command to run.
+fn ensure_prometheus() -> Result<()> {
+    const INSTALL: &str = "apt-get install -y --no-install-recommends prometheus";
+    if find_on_path("promtool").is_none() || find_on_path("prometheus").is_none() {
+        if !is_root() {
+            bail!("promtool or prometheus is missing; install them with: sudo apt-get update && sudo {INSTALL}");
+        }
+        eprintln!("promtool or prometheus is missing; installing Debian's prometheus package: {INSTALL}");
+        run_command(Command::new("apt-get").arg("update"))?;
+        run_command(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "prometheus"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        // The package's maintainer script may start the daemon where an init system runs;
+        // the tests start their own servers.
+        let init = std::path::Path::new("/etc/init.d/prometheus");
+        if init.is_file()
+            && Command::new(init)
+                .arg("status")
+                .output()
+                .is_ok_and(|output| output.status.success())
+        {
+            run_command(Command::new(init).arg("stop"))?;
+        }
+    }
     Ok(())
 }
 
