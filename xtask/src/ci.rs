@@ -205,14 +205,15 @@ pub(crate) fn promtool() -> Result<()> {
             .args(["test", "rules"])
             .args(&tests),
     )?;
-    // Grafana runs nowhere here: every dashboard panel's expression (template variables replaced
-    // by `.*`) goes into a throw-away rules file that promtool parses.
+    // Grafana runs nowhere here: every dashboard panel's expression (rows' panels included,
+    // template variables replaced by `5m` or `.*`) goes into a throw-away rules file that
+    // promtool parses.
     let scratch = std::env::temp_dir().join(format!("mainstay-promtool-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let panels = scratch.join("dashboards.yml");
     std::fs::write(
         &panels,
-        crate::slo::dashboard_rules(&root.join("deploy/grafana/dashboards"))?,
+        crate::dashboards::dashboard_rules(&root.join("deploy/grafana/dashboards"))?,
     )?;
     let checked = run_command(
         Command::new("promtool")
