@@ -1,6 +1,6 @@
 //! The Grafana dashboards of `mainstay-api` (issue 16, point 2; decision 0100): `cargo xtask
 //! codegen` writes `deploy/grafana/dashboards/<area>.json` for each [`Area`] from the panel table
-//! below and the alerts of [`crate::alerts::ALERTS`], and checks every dashboard JSON of that
+//! of `areas.rs` and the alerts of [`crate::alerts::ALERTS`], and checks every dashboard JSON of that
 //! directory (the SLO dashboard of `crate::slo` included) structurally, since no Grafana runs here.
 //!
 //! - The builder ([`Board`], [`Row`], [`Panel`], [`render`]): a templated Prometheus datasource
@@ -18,10 +18,15 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
 use crate::alerts::{Alert, Area};
+
+mod areas;
+mod promql;
+
+pub(crate) use promql::inject_filter;
 
 /// The dashboards' directory, under the workspace root.
 pub(crate) const DASHBOARDS: &str = "deploy/grafana/dashboards";
@@ -117,22 +122,23 @@ pub(crate) fn render(board: &Board) -> Result<String> {
                 }
                 None => json!([{"color": "green", "value": null}]),
             };
-            let mut refs = 0_u8;
             let mut targets = Vec::new();
-            for (expr, legend) in &panel.targets {
-                ensure!(
-                    refs < 26,
-                    "panel `{}` of {}: more than 26 targets",
-                    panel.title,
-                    board.uid
-                );
+            for (at, (expr, legend)) in panel.targets.iter().enumerate() {
+                let reference = u8::try_from(at)
+                    .ok()
+                    .filter(|at| *at < 26)
+                    .with_context(|| {
+                        format!(
+                            "panel `{}` of {}: more than 26 targets",
+                            panel.title, board.uid
+                        )
+                    })?;
                 targets.push(json!({
                     "datasource": datasource,
                     "expr": expr,
                     "legendFormat": legend,
-                    "refId": char::from(b'A' + refs).to_string(),
+                    "refId": char::from(b'A' + reference).to_string(),
                 }));
-                refs += 1;
             }
             let mut defaults = json!({
                 "unit": panel.unit,
@@ -219,909 +225,6 @@ pub(crate) fn render(board: &Board) -> Result<String> {
     Ok(text)
 }
 
-/// One panel of an area dashboard, as declared in the table: its expressions name no `job` or
-/// `instance`; [`generate`] adds the filter to every selector.
-struct Spec {
-    kind: Kind,
-    title: &'static str,
-    unit: &'static str,
-    description: &'static str,
-    /// (expression, legend).
-    queries: &'static [(&'static str, &'static str)],
-}
-
-const fn graph(
-    title: &'static str,
-    unit: &'static str,
-    description: &'static str,
-    queries: &'static [(&'static str, &'static str)],
-) -> Spec {
-    Spec {
-        kind: Kind::Timeseries,
-        title,
-        unit,
-        description,
-        queries,
-    }
-}
-
-const fn stat(
-    title: &'static str,
-    unit: &'static str,
-    description: &'static str,
-    queries: &'static [(&'static str, &'static str)],
-) -> Spec {
-    Spec {
-        kind: Kind::Stat,
-        title,
-        unit,
-        description,
-        queries,
-    }
-}
-
-/// An area dashboard: title, description, rows of (title, panel width, panels).
-type Layout = (
-    &'static str,
-    &'static str,
-    &'static [(&'static str, u64, &'static [Spec])],
-);
-
-const OVERVIEW: Layout = (
-    "mainstay-api overview",
-    "Is the service up and answering: the headline RED numbers, each health check, and the process's CPU, memory, file descriptors, threads and disk.",
-    &[
-        (
-            "requests (RED)",
-            6,
-            &[
-                stat(
-                    "request rate",
-                    "reqps",
-                    "HTTP requests answered per second, all routes and instances.",
-                    &[(
-                        "sum(rate(http_requests_total[$__rate_interval]))",
-                        "requests/s",
-                    )],
-                ),
-                stat(
-                    "5xx ratio",
-                    "percentunit",
-                    "Share of answered requests with a 5xx status, all routes.",
-                    &[(
-                        "sum(rate(http_requests_total{status_code=~\"5..\"}[$__rate_interval])) / sum(rate(http_requests_total[$__rate_interval]))",
-                        "5xx",
-                    )],
-                ),
-                stat(
-                    "p99 latency",
-                    "s",
-                    "99th percentile of the time to response headers, all routes (histogram estimate).",
-                    &[(
-                        "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[$__rate_interval])))",
-                        "p99",
-                    )],
-                ),
-                stat(
-                    "errors/s",
-                    "ops",
-                    "Requests answered with an error per second (http_errors_total), all types.",
-                    &[("sum(rate(http_errors_total[$__rate_interval]))", "errors/s")],
-                ),
-            ],
-        ),
-        (
-            "health checks",
-            12,
-            &[
-                graph(
-                    "dependency health by check",
-                    "none",
-                    "Worst result of each dependency check across the selected instances: 1 healthy, 0.5 degraded, 0 unhealthy.",
-                    &[("min by (dependency) (dependency_health)", "{{dependency}}")],
-                ),
-                graph(
-                    "ready",
-                    "none",
-                    "1 while an instance's readiness probe answers 200 (started, not shutting down, no critical check unhealthy).",
-                    &[("max by (instance) (health_ready)", "{{instance}}")],
-                ),
-                graph(
-                    "check duration p95 by check",
-                    "s",
-                    "95th percentile of each dependency check's run time.",
-                    &[(
-                        "histogram_quantile(0.95, sum by (dependency, le) (rate(health_check_duration_seconds_bucket[$__rate_interval])))",
-                        "{{dependency}}",
-                    )],
-                ),
-                graph(
-                    "check failures by check",
-                    "ops",
-                    "Check runs per second that ended unhealthy, timeouts and panics included.",
-                    &[(
-                        "sum by (dependency) (rate(health_check_failures_total[$__rate_interval]))",
-                        "{{dependency}}",
-                    )],
-                ),
-            ],
-        ),
-        (
-            "process",
-            8,
-            &[
-                graph(
-                    "CPU",
-                    "percentunit",
-                    "CPU time used per second of wall time (rate of process_cpu_seconds_total): 100% is one core busy.",
-                    &[(
-                        "sum by (instance) (rate(process_cpu_seconds_total[$__rate_interval]))",
-                        "{{instance}}",
-                    )],
-                ),
-                graph(
-                    "resident memory",
-                    "bytes",
-                    "Resident set size of each process.",
-                    &[(
-                        "max by (instance) (process_resident_memory_bytes)",
-                        "{{instance}}",
-                    )],
-                ),
-                graph(
-                    "memory used ratio",
-                    "percentunit",
-                    "Memory in use over the memory check's limit: scope system is system memory over its total, process the resident memory over its limit.",
-                    &[(
-                        "max by (instance, scope) (health_memory_used_ratio)",
-                        "{{instance}} {{scope}}",
-                    )],
-                ),
-                graph(
-                    "file descriptors used (open / max)",
-                    "percentunit",
-                    "Open file descriptors over the process's limit.",
-                    &[(
-                        "max by (instance) (process_open_fds / process_max_fds)",
-                        "{{instance}}",
-                    )],
-                ),
-                graph(
-                    "open file descriptors",
-                    "none",
-                    "Open file descriptors and the process's limit.",
-                    &[
-                        ("max by (instance) (process_open_fds)", "{{instance}} open"),
-                        ("max by (instance) (process_max_fds)", "{{instance}} max"),
-                    ],
-                ),
-                graph(
-                    "threads",
-                    "none",
-                    "OS threads of each process.",
-                    &[("max by (instance) (process_threads)", "{{instance}}")],
-                ),
-                graph(
-                    "disk free ratio",
-                    "percentunit",
-                    "Free space of the disk check's file system available to unprivileged users, over its size.",
-                    &[("min by (instance) (health_disk_free_ratio)", "{{instance}}")],
-                ),
-                graph(
-                    "uptime",
-                    "s",
-                    "Time since each process started.",
-                    &[(
-                        "time() - max by (instance) (process_start_time_seconds)",
-                        "{{instance}}",
-                    )],
-                ),
-            ],
-        ),
-    ],
-);
-
-const HTTP: Layout = (
-    "mainstay-api HTTP",
-    "RED per route template (`endpoint`): traffic, latency percentiles and errors by type, and requests in flight.",
-    &[
-        (
-            "traffic",
-            8,
-            &[
-                graph(
-                    "requests by route",
-                    "reqps",
-                    "Answered requests per second by route template.",
-                    &[(
-                        "sum by (endpoint) (rate(http_requests_total[$__rate_interval]))",
-                        "{{endpoint}}",
-                    )],
-                ),
-                graph(
-                    "requests by status code",
-                    "reqps",
-                    "Answered requests per second by status code, all routes.",
-                    &[(
-                        "sum by (status_code) (rate(http_requests_total[$__rate_interval]))",
-                        "{{status_code}}",
-                    )],
-                ),
-                graph(
-                    "in flight",
-                    "none",
-                    "Requests being handled now, per instance.",
-                    &[(
-                        "max by (instance) (http_requests_in_flight)",
-                        "{{instance}}",
-                    )],
-                ),
-            ],
-        ),
-        (
-            "latency",
-            12,
-            &[
-                graph(
-                    "p50, p95, p99: all routes",
-                    "s",
-                    "Percentiles of the time to response headers over all routes (histogram estimates; bucket edges at 0.01, 0.1, 0.15 and 0.5 s among others).",
-                    &[
-                        (
-                            "histogram_quantile(0.5, sum by (le) (rate(http_request_duration_seconds_bucket[$__rate_interval])))",
-                            "p50",
-                        ),
-                        (
-                            "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket[$__rate_interval])))",
-                            "p95",
-                        ),
-                        (
-                            "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[$__rate_interval])))",
-                            "p99",
-                        ),
-                    ],
-                ),
-                graph(
-                    "p99 by route",
-                    "s",
-                    "99th percentile of the time to response headers per route template.",
-                    &[(
-                        "histogram_quantile(0.99, sum by (endpoint, le) (rate(http_request_duration_seconds_bucket[$__rate_interval])))",
-                        "{{endpoint}}",
-                    )],
-                ),
-                graph(
-                    "p95 by route",
-                    "s",
-                    "95th percentile of the time to response headers per route template.",
-                    &[(
-                        "histogram_quantile(0.95, sum by (endpoint, le) (rate(http_request_duration_seconds_bucket[$__rate_interval])))",
-                        "{{endpoint}}",
-                    )],
-                ),
-                graph(
-                    "p50 by route",
-                    "s",
-                    "Median time to response headers per route template.",
-                    &[(
-                        "histogram_quantile(0.5, sum by (endpoint, le) (rate(http_request_duration_seconds_bucket[$__rate_interval])))",
-                        "{{endpoint}}",
-                    )],
-                ),
-            ],
-        ),
-        (
-            "errors",
-            8,
-            &[
-                graph(
-                    "errors by route and type",
-                    "ops",
-                    "Requests answered with an error per second, by route template and error type.",
-                    &[(
-                        "sum by (endpoint, error_type) (rate(http_errors_total[$__rate_interval]))",
-                        "{{endpoint}} {{error_type}}",
-                    )],
-                ),
-                graph(
-                    "error ratio by route",
-                    "percentunit",
-                    "Share of a route's answered requests counted in http_errors_total.",
-                    &[(
-                        "sum by (endpoint) (rate(http_errors_total[$__rate_interval])) / sum by (endpoint) (rate(http_requests_total[$__rate_interval]))",
-                        "{{endpoint}}",
-                    )],
-                ),
-                graph(
-                    "5xx ratio by route",
-                    "percentunit",
-                    "Share of a route's answered requests with a 5xx status.",
-                    &[(
-                        "sum by (endpoint) (rate(http_requests_total{status_code=~\"5..\"}[$__rate_interval])) / sum by (endpoint) (rate(http_requests_total[$__rate_interval]))",
-                        "{{endpoint}}",
-                    )],
-                ),
-            ],
-        ),
-    ],
-);
-
-const RESILIENCE: Layout = (
-    "mainstay-api resilience",
-    "Circuit breakers (states, transitions, calls by outcome), retries and their budget, bulkhead saturation.",
-    &[
-        (
-            "circuit breakers",
-            8,
-            &[
-                graph(
-                    "instances per breaker state",
-                    "none",
-                    "How many selected instances have each breaker in each state (circuit_breaker_state_active is 1 for the current state).",
-                    &[(
-                        "sum by (breaker, state) (circuit_breaker_state_active) > 0",
-                        "{{breaker}} {{state}}",
-                    )],
-                ),
-                graph(
-                    "transitions",
-                    "ops",
-                    "Breaker state transitions per second, by breaker and from/to state.",
-                    &[(
-                        "sum by (breaker, from, to) (rate(circuit_breaker_transitions_total[$__rate_interval]))",
-                        "{{breaker}} {{from}} → {{to}}",
-                    )],
-                ),
-                graph(
-                    "calls by outcome",
-                    "ops",
-                    "Calls through each breaker per second, by outcome.",
-                    &[(
-                        "sum by (breaker, outcome) (rate(circuit_breaker_calls_total[$__rate_interval]))",
-                        "{{breaker}} {{outcome}}",
-                    )],
-                ),
-            ],
-        ),
-        (
-            "retries",
-            12,
-            &[
-                graph(
-                    "retry attempts by outcome",
-                    "ops",
-                    "Attempts of each retrying operation per second, by outcome.",
-                    &[(
-                        "sum by (operation, outcome) (rate(retry_attempts_total[$__rate_interval]))",
-                        "{{operation}} {{outcome}}",
-                    )],
-                ),
-                graph(
-                    "retry budget exhausted",
-                    "ops",
-                    "Retries refused per second because the retry budget was spent.",
-                    &[(
-                        "sum by (operation) (rate(retry_budget_exhausted_total[$__rate_interval]))",
-                        "{{operation}}",
-                    )],
-                ),
-            ],
-        ),
-        (
-            "bulkheads",
-            6,
-            &[
-                graph(
-                    "saturation (in flight / max concurrent)",
-                    "percentunit",
-                    "Slots in use over slots, the fullest instance per bulkhead: at 100% new callers wait or are rejected.",
-                    &[(
-                        "max by (bulkhead) (bulkhead_in_flight / bulkhead_max_concurrent)",
-                        "{{bulkhead}}",
-                    )],
-                ),
-                graph(
-                    "waiting",
-                    "none",
-                    "Callers waiting for a slot, per bulkhead.",
-                    &[("sum by (bulkhead) (bulkhead_waiting)", "{{bulkhead}}")],
-                ),
-                graph(
-                    "rejections",
-                    "ops",
-                    "Calls rejected per second by a full bulkhead.",
-                    &[(
-                        "sum by (bulkhead) (rate(bulkhead_rejections_total[$__rate_interval]))",
-                        "{{bulkhead}}",
-                    )],
-                ),
-                graph(
-                    "wait time p99",
-                    "s",
-                    "99th percentile of the time a caller waited for a slot, until it got one or gave up.",
-                    &[(
-                        "histogram_quantile(0.99, sum by (bulkhead, le) (rate(bulkhead_wait_seconds_bucket[$__rate_interval])))",
-                        "{{bulkhead}}",
-                    )],
-                ),
-            ],
-        ),
-    ],
-);
-
-const RATELIMIT: Layout = (
-    "mainstay-api rate limits",
-    "Rate-limit decisions, the Redis backend (latency, errors) and its in-process fallback, the local over-limit cache, and failed authentications.",
-    &[
-        (
-            "decisions",
-            8,
-            &[
-                graph(
-                    "decisions by policy and decision",
-                    "ops",
-                    "Rate-limit decisions per second, by the policy that decided and the decision.",
-                    &[(
-                        "sum by (policy, decision) (rate(ratelimit_decisions_total[$__rate_interval]))",
-                        "{{policy}} {{decision}}",
-                    )],
-                ),
-                graph(
-                    "decisions by backend",
-                    "ops",
-                    "Rate-limit decisions per second, by the backend that made them.",
-                    &[(
-                        "sum by (backend) (rate(ratelimit_decisions_total[$__rate_interval]))",
-                        "{{backend}}",
-                    )],
-                ),
-                graph(
-                    "local cache hits",
-                    "ops",
-                    "Requests denied per second by the local over-limit cache, without a Redis round trip.",
-                    &[(
-                        "sum by (instance) (rate(ratelimit_local_cache_hits_total[$__rate_interval]))",
-                        "{{instance}}",
-                    )],
-                ),
-                graph(
-                    "local keys",
-                    "none",
-                    "Keys held by the in-process limit stores.",
-                    &[("max by (instance) (ratelimit_local_keys)", "{{instance}}")],
-                ),
-            ],
-        ),
-        (
-            "Redis and fallback",
-            6,
-            &[
-                graph(
-                    "fallback active",
-                    "none",
-                    "1 while an instance decides rate limits without Redis (its circuit breaker is not closed).",
-                    &[(
-                        "max by (instance) (ratelimit_fallback_active)",
-                        "{{instance}}",
-                    )],
-                ),
-                graph(
-                    "fallback switches",
-                    "ops",
-                    "Switches between Redis and the fallback per second, by the side switched to.",
-                    &[(
-                        "sum by (to) (rate(ratelimit_fallback_switches_total[$__rate_interval]))",
-                        "to {{to}}",
-                    )],
-                ),
-                graph(
-                    "Redis latency",
-                    "s",
-                    "Percentiles of the duration of a Redis decision, pool checkout included.",
-                    &[
-                        (
-                            "histogram_quantile(0.5, sum by (le) (rate(ratelimit_redis_duration_seconds_bucket[$__rate_interval])))",
-                            "p50",
-                        ),
-                        (
-                            "histogram_quantile(0.99, sum by (le) (rate(ratelimit_redis_duration_seconds_bucket[$__rate_interval])))",
-                            "p99",
-                        ),
-                    ],
-                ),
-                graph(
-                    "backend errors by type",
-                    "ops",
-                    "Failed Redis calls of the rate limiter per second, by error type.",
-                    &[(
-                        "sum by (error_type) (rate(ratelimit_backend_errors_total[$__rate_interval]))",
-                        "{{error_type}}",
-                    )],
-                ),
-            ],
-        ),
-        (
-            "authentication",
-            12,
-            &[graph(
-                "auth failures by reason and outcome",
-                "ops",
-                "Failed authentications of /v1 callers per second, by reason and outcome (rejected: 401, throttled: 429).",
-                &[(
-                    "sum by (reason, outcome) (rate(auth_failures_total[$__rate_interval]))",
-                    "{{reason}} {{outcome}}",
-                )],
-            )],
-        ),
-    ],
-);
-
-const STORAGE: Layout = (
-    "mainstay-api storage",
-    "The tiered record store per `store`: writes and the WAL, uploads and their backlog, the object store, compaction, the block cache, orphan collection, and the states that refuse writes.",
-    &[
-        (
-            "writes and WAL",
-            8,
-            &[
-                graph(
-                    "inserts",
-                    "ops",
-                    "Records acknowledged per second.",
-                    &[(
-                        "sum by (store) (rate(storage_inserts_total[$__rate_interval]))",
-                        "{{store}}",
-                    )],
-                ),
-                graph(
-                    "insert latency",
-                    "s",
-                    "Percentiles of the write latency up to acknowledgement.",
-                    &[
-                        (
-                            "histogram_quantile(0.5, sum by (store, le) (rate(storage_insert_duration_seconds_bucket[$__rate_interval])))",
-                            "{{store}} p50",
-                        ),
-                        (
-                            "histogram_quantile(0.95, sum by (store, le) (rate(storage_insert_duration_seconds_bucket[$__rate_interval])))",
-                            "{{store}} p95",
-                        ),
-                        (
-                            "histogram_quantile(0.99, sum by (store, le) (rate(storage_insert_duration_seconds_bucket[$__rate_interval])))",
-                            "{{store}} p99",
-                        ),
-                    ],
-                ),
-                graph(
-                    "WAL bytes written",
-                    "Bps",
-                    "Bytes written to the WAL per second.",
-                    &[(
-                        "sum by (store) (rate(storage_wal_bytes_total[$__rate_interval]))",
-                        "{{store}}",
-                    )],
-                ),
-                graph(
-                    "WAL fsyncs",
-                    "ops",
-                    "WAL fsyncs per second.",
-                    &[(
-                        "sum by (store) (rate(storage_wal_fsyncs_total[$__rate_interval]))",
-                        "{{store}}",
-                    )],
-                ),
-                graph(
-                    "WAL and memtables in bytes",
-                    "bytes",
-                    "Bytes of WAL files on disk and bytes held in memtables.",
-                    &[
-                        (
-                            "sum by (store) (storage_wal_disk_bytes)",
-                            "{{store}} WAL on disk",
-                        ),
-                        (
-                            "sum by (store) (storage_memtable_bytes)",
-                            "{{store}} memtables",
-                        ),
-                    ],
-                ),
-                graph(
-                    "WAL files",
-                    "none",
-                    "WAL files on disk.",
-                    &[("sum by (store) (storage_wal_files)", "{{store}}")],
-                ),
-            ],
-        ),
-        (
-            "uploads and object store",
-            8,
-            &[
-                graph(
-                    "upload queue",
-                    "none",
-                    "Segments waiting for upload.",
-                    &[("sum by (store) (storage_upload_queue_depth)", "{{store}}")],
-                ),
-                graph(
-                    "backlog and its limit",
-                    "bytes",
-                    "Bytes not yet uploaded per instance, and the bound past which writes to object-store collections are refused.",
-                    &[
-                        (
-                            "max by (instance, store) (storage_backlog_bytes)",
-                            "{{instance}} {{store}} backlog",
-                        ),
-                        (
-                            "max by (instance, store) (storage_backlog_limit_bytes)",
-                            "{{instance}} {{store}} limit",
-                        ),
-                    ],
-                ),
-                graph(
-                    "backlog over its limit",
-                    "percentunit",
-                    "Backlog bytes over the limit, the fullest instance per store: at 100% writes are refused.",
-                    &[(
-                        "max by (store) (storage_backlog_bytes / storage_backlog_limit_bytes)",
-                        "{{store}}",
-                    )],
-                ),
-                graph(
-                    "upload attempts by outcome",
-                    "ops",
-                    "Segment upload attempts per second, by outcome.",
-                    &[(
-                        "sum by (store, outcome) (rate(storage_upload_attempts_total[$__rate_interval]))",
-                        "{{store}} {{outcome}}",
-                    )],
-                ),
-                graph(
-                    "upload latency",
-                    "s",
-                    "Percentiles of the segment upload latency.",
-                    &[
-                        (
-                            "histogram_quantile(0.5, sum by (store, le) (rate(storage_upload_duration_seconds_bucket[$__rate_interval])))",
-                            "{{store}} p50",
-                        ),
-                        (
-                            "histogram_quantile(0.99, sum by (store, le) (rate(storage_upload_duration_seconds_bucket[$__rate_interval])))",
-                            "{{store}} p99",
-                        ),
-                    ],
-                ),
-                graph(
-                    "upload throughput",
-                    "Bps",
-                    "Bytes uploaded per second.",
-                    &[(
-                        "sum by (store) (rate(storage_upload_bytes_total[$__rate_interval]))",
-                        "{{store}}",
-                    )],
-                ),
-                graph(
-                    "object-store errors by class",
-                    "ops",
-                    "Object store errors per second, by error class.",
-                    &[(
-                        "sum by (store, error_type) (rate(storage_object_store_errors_total[$__rate_interval]))",
-                        "{{store}} {{error_type}}",
-                    )],
-                ),
-                graph(
-                    "dead-lettered segments",
-                    "ops",
-                    "Segments sent to the dead-letter queue per second.",
-                    &[(
-                        "sum by (store) (rate(storage_dead_lettered_segments_total[$__rate_interval]))",
-                        "{{store}}",
-                    )],
-                ),
-            ],
-        ),
-        (
-            "compaction, cache and orphans",
-            6,
-            &[
-                graph(
-                    "compactions by outcome",
-                    "ops",
-                    "Compactions per second, by outcome.",
-                    &[(
-                        "sum by (store, outcome) (rate(storage_compactions_total[$__rate_interval]))",
-                        "{{store}} {{outcome}}",
-                    )],
-                ),
-                graph(
-                    "cache hit ratio",
-                    "percentunit",
-                    "Block cache hits over lookups (hits and misses).",
-                    &[(
-                        "sum by (store) (rate(storage_cache_hits_total[$__rate_interval])) / (sum by (store) (rate(storage_cache_hits_total[$__rate_interval])) + sum by (store) (rate(storage_cache_misses_total[$__rate_interval])))",
-                        "{{store}}",
-                    )],
-                ),
-                graph(
-                    "orphan collection passes",
-                    "ops",
-                    "Orphan collection passes per second, by outcome.",
-                    &[(
-                        "sum by (store, outcome) (rate(storage_orphan_collections_total[$__rate_interval]))",
-                        "{{store}} {{outcome}}",
-                    )],
-                ),
-                graph(
-                    "orphans deleted",
-                    "Bps",
-                    "Bytes of unreferenced objects deleted by orphan collection per second.",
-                    &[(
-                        "sum by (store) (rate(storage_orphan_deleted_bytes_total[$__rate_interval]))",
-                        "{{store}}",
-                    )],
-                ),
-                graph(
-                    "orphan objects deleted",
-                    "ops",
-                    "Unreferenced objects deleted by orphan collection per second.",
-                    &[(
-                        "sum by (store) (rate(storage_orphan_objects_deleted_total[$__rate_interval]))",
-                        "{{store}}",
-                    )],
-                ),
-            ],
-        ),
-        (
-            "states that refuse writes",
-            8,
-            &[
-                graph(
-                    "WAL failed",
-                    "none",
-                    "1 when the WAL refuses writes after a failed write or fsync.",
-                    &[(
-                        "max by (instance, store) (storage_wal_failed)",
-                        "{{instance}} {{store}}",
-                    )],
-                ),
-                graph(
-                    "fenced",
-                    "none",
-                    "1 when another writer claimed the object-store prefix and writes are refused.",
-                    &[(
-                        "max by (instance, store) (storage_fenced)",
-                        "{{instance}} {{store}}",
-                    )],
-                ),
-                graph(
-                    "WAL damage",
-                    "none",
-                    "Damaged WAL stretches skipped at open and not yet acknowledged.",
-                    &[(
-                        "max by (instance, store) (storage_wal_damage)",
-                        "{{instance}} {{store}}",
-                    )],
-                ),
-            ],
-        ),
-    ],
-);
-
-const DLQ: Layout = (
-    "mainstay-api dead-letter queue",
-    "The dead-letter queue per `queue`: size, oldest entry, what enters and leaves it, redrives, and its journal.",
-    &[
-        (
-            "queues",
-            8,
-            &[
-                graph(
-                    "size by queue",
-                    "none",
-                    "Entries held per queue.",
-                    &[("sum by (queue) (dlq_size)", "{{queue}}")],
-                ),
-                graph(
-                    "oldest entry age",
-                    "s",
-                    "Time since the oldest entry of each queue was pushed.",
-                    &[("max by (queue) (dlq_oldest_entry_age_seconds)", "{{queue}}")],
-                ),
-                graph(
-                    "pushed by queue and error class",
-                    "ops",
-                    "Entries pushed per second, by queue and error class.",
-                    &[(
-                        "sum by (queue, error_type) (rate(dlq_pushed_total[$__rate_interval]))",
-                        "{{queue}} {{error_type}}",
-                    )],
-                ),
-                graph(
-                    "evicted, rejected, expired",
-                    "ops",
-                    "Entries evicted (a full queue or dlq), pushes rejected (a full reject queue or dlq) and entries expired by TTL cleanup, per second.",
-                    &[
-                        (
-                            "sum by (queue) (rate(dlq_evictions_total[$__rate_interval]))",
-                            "{{queue}} evicted",
-                        ),
-                        (
-                            "sum by (queue) (rate(dlq_rejected_total[$__rate_interval]))",
-                            "{{queue}} rejected",
-                        ),
-                        (
-                            "sum by (queue) (rate(dlq_expired_total[$__rate_interval]))",
-                            "{{queue}} expired",
-                        ),
-                    ],
-                ),
-                graph(
-                    "redrive outcomes",
-                    "ops",
-                    "Redrive attempts per second, by queue and outcome.",
-                    &[(
-                        "sum by (queue, outcome) (rate(dlq_redriven_total[$__rate_interval]))",
-                        "{{queue}} {{outcome}}",
-                    )],
-                ),
-            ],
-        ),
-        (
-            "journal",
-            6,
-            &[
-                graph(
-                    "journal size",
-                    "bytes",
-                    "Size of the journal file.",
-                    &[("max by (instance) (dlq_journal_bytes)", "{{instance}}")],
-                ),
-                graph(
-                    "journal fsyncs",
-                    "ops",
-                    "fdatasync calls on the journal per second.",
-                    &[(
-                        "sum by (instance) (rate(dlq_journal_fsyncs_total[$__rate_interval]))",
-                        "{{instance}}",
-                    )],
-                ),
-                graph(
-                    "journal failed",
-                    "none",
-                    "1 when the journal refuses writes after a failed write or fsync.",
-                    &[("max by (instance) (dlq_journal_failed)", "{{instance}}")],
-                ),
-                graph(
-                    "truncations and corrupt records since start",
-                    "none",
-                    "Torn or corrupt journal tails truncated and records skipped for a failed checksum when the journal was opened.",
-                    &[
-                        (
-                            "max by (instance) (dlq_journal_truncations_total)",
-                            "{{instance}} truncations",
-                        ),
-                        (
-                            "max by (instance) (dlq_journal_corrupt_records_total)",
-                            "{{instance}} corrupt records",
-                        ),
-                    ],
-                ),
-            ],
-        ),
-    ],
-);
-
-fn layout(area: Area) -> &'static Layout {
-    match area {
-        Area::Overview => &OVERVIEW,
-        Area::Http => &HTTP,
-        Area::Resilience => &RESILIENCE,
-        Area::Ratelimit => &RATELIMIT,
-        Area::Storage => &STORAGE,
-        Area::Dlq => &DLQ,
-    }
-}
-
 /// The file of an area's dashboard, under the workspace root.
 pub(crate) fn path(area: Area) -> &'static str {
     match area {
@@ -1144,7 +247,7 @@ pub(crate) fn generate(
     let known = sample_names(catalogue_json)?;
     let mut files = Vec::new();
     for area in Area::ALL {
-        let (title, description, rows) = layout(area);
+        let (title, description, rows) = areas::layout(area);
         let mut board_rows = Vec::new();
         let own: Vec<&Alert> = alerts.iter().filter(|alert| alert.area == area).collect();
         if !own.is_empty() {
@@ -1294,200 +397,6 @@ fn templates_as_words(text: &str) -> String {
     out
 }
 
-/// PromQL keywords that are not metric names.
-const KEYWORDS: &[&str] = &[
-    "and", "or", "unless", "bool", "offset", "inf", "nan", "atan2",
-];
-
-/// Aggregation operators, which may be followed by `by (...)` before their parenthesis.
-const AGGREGATIONS: &[&str] = &[
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "group",
-    "stddev",
-    "stdvar",
-    "count",
-    "count_values",
-    "bottomk",
-    "topk",
-    "quantile",
-    "limitk",
-    "limit_ratio",
-];
-
-/// Keywords followed by a parenthesised list of label names.
-const LABEL_LISTS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
-
-/// Adds [`FILTER`] to every vector selector of a PromQL expression (`up` becomes
-/// `up{job=~"$job",instance=~"$instance"}`, `{a="b"}` gets it after its matchers), calling
-/// `seen` with each selector's metric name (empty for a bare `{...}`) and its matchers as
-/// written (empty without braces). A small lexer, not a
-/// parser: strings, comments, ranges and label lists are copied as they are; an identifier is a
-/// selector unless it is a keyword, an aggregation, or a function (followed by `(`). Fails on
-/// unbalanced brackets or an unterminated string, which the caller takes as "not safe to filter".
-pub(crate) fn inject_filter(expr: &str, mut seen: impl FnMut(&str, &str)) -> Result<String> {
-    let with_filter = |inner: &str| {
-        let inner = inner.trim();
-        if inner.is_empty() || inner.ends_with(',') {
-            format!("{{{inner}{FILTER}}}")
-        } else {
-            format!("{{{inner},{FILTER}}}")
-        }
-    };
-    let bytes = expr.as_bytes();
-    let mut out = String::with_capacity(expr.len() + 64);
-    let mut at = 0;
-    let mut depth = 0_u32;
-    while at < bytes.len() {
-        match bytes[at] {
-            b'"' | b'\'' | b'`' => {
-                let end = string_end(expr, at)?;
-                out.push_str(&expr[at..end]);
-                at = end;
-            }
-            b'#' => {
-                let end = expr[at..].find('\n').map_or(expr.len(), |n| at + n);
-                out.push_str(&expr[at..end]);
-                at = end;
-            }
-            b'[' => {
-                let end = group_end(expr, at)?;
-                out.push_str(&expr[at..end]);
-                at = end;
-            }
-            b'{' => {
-                let end = group_end(expr, at)?;
-                seen("", &expr[at + 1..end - 1]);
-                out.push_str(&with_filter(&expr[at + 1..end - 1]));
-                at = end;
-            }
-            b'(' => {
-                depth += 1;
-                out.push('(');
-                at += 1;
-            }
-            b')' => {
-                ensure!(depth > 0, "`{expr}`: an unmatched `)`");
-                depth -= 1;
-                out.push(')');
-                at += 1;
-            }
-            b'}' | b']' => {
-                bail!("`{expr}`: an unmatched `{}`", char::from(bytes[at]));
-            }
-            b'0'..=b'9' | b'.' => {
-                let end = expr[at..]
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
-                    .map_or(expr.len(), |n| at + n);
-                out.push_str(&expr[at..end]);
-                at = end;
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' || c == b':' => {
-                let end = expr[at..]
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-                    .map_or(expr.len(), |n| at + n);
-                let ident = &expr[at..end];
-                let lower = ident.to_ascii_lowercase();
-                let next_at = expr[end..]
-                    .find(|c: char| !c.is_whitespace())
-                    .map_or(expr.len(), |n| end + n);
-                let next = bytes.get(next_at).copied();
-                if LABEL_LISTS.contains(&lower.as_str()) {
-                    let stop = if next == Some(b'(') {
-                        group_end(expr, next_at)?
-                    } else {
-                        end
-                    };
-                    out.push_str(&expr[at..stop]);
-                    at = stop;
-                } else if next == Some(b'(')
-                    || KEYWORDS.contains(&lower.as_str())
-                    || AGGREGATIONS.contains(&lower.as_str())
-                {
-                    out.push_str(ident);
-                    at = end;
-                } else if next == Some(b'{') {
-                    let close = group_end(expr, next_at)?;
-                    seen(ident, &expr[next_at + 1..close - 1]);
-                    out.push_str(ident);
-                    out.push_str(&with_filter(&expr[next_at + 1..close - 1]));
-                    at = close;
-                } else {
-                    seen(ident, "");
-                    out.push_str(ident);
-                    out.push_str(&with_filter(""));
-                    at = end;
-                }
-            }
-            _ => {
-                let c = expr[at..].chars().next().unwrap_or(' ');
-                out.push(c);
-                at += c.len_utf8();
-            }
-        }
-    }
-    ensure!(depth == 0, "`{expr}`: an unclosed `(`");
-    Ok(out)
-}
-
-/// The index after the string literal that starts at `at`.
-fn string_end(expr: &str, at: usize) -> Result<usize> {
-    let bytes = expr.as_bytes();
-    let quote = bytes[at];
-    let mut index = at + 1;
-    while index < bytes.len() {
-        if bytes[index] == b'\\' && quote != b'`' {
-            index += 2;
-            continue;
-        }
-        if bytes[index] == quote {
-            return Ok(index + 1);
-        }
-        index += 1;
-    }
-    bail!("`{expr}`: an unterminated string")
-}
-
-/// The index after the bracket that closes the one at `at` (`{`, `[` or `(`), strings skipped.
-fn group_end(expr: &str, at: usize) -> Result<usize> {
-    let bytes = expr.as_bytes();
-    let open = bytes[at];
-    let close = match open {
-        b'{' => b'}',
-        b'[' => b']',
-        _ => b')',
-    };
-    let mut depth = 0;
-    let mut index = at;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'"' | b'\'' | b'`' => {
-                index = string_end(expr, index)?;
-                continue;
-            }
-            c if c == open => depth += 1,
-            c if c == close => {
-                depth -= 1;
-                if depth == 0 {
-                    return Ok(index + 1);
-                }
-            }
-            _ => {}
-        }
-        index += 1;
-    }
-    bail!("`{expr}`: an unclosed `{}`", char::from(open))
-}
-
 /// The panels of a dashboard, rows' nested panels included, depth first.
 fn all_panels(document: &Value) -> Vec<&Value> {
     let mut out = Vec::new();
@@ -1568,15 +477,15 @@ pub(crate) fn check(dashboards: &[(String, String)]) -> Result<()> {
             if panel["datasource"]["uid"] != DATASOURCE {
                 problem(format!("{name}: its datasource is not `{DATASOURCE}`"));
             }
-            if !panel["fieldConfig"]["defaults"]["unit"]
+            if panel["fieldConfig"]["defaults"]["unit"]
                 .as_str()
-                .is_some_and(|unit| !unit.is_empty())
+                .is_none_or(str::is_empty)
             {
                 problem(format!("{name}: no unit (fieldConfig.defaults.unit)"));
             }
-            if !panel["description"]
+            if panel["description"]
                 .as_str()
-                .is_some_and(|text| !text.trim().is_empty())
+                .is_none_or(|text| text.trim().is_empty())
             {
                 problem(format!("{name}: no description"));
             }
@@ -1598,9 +507,9 @@ pub(crate) fn check(dashboards: &[(String, String)]) -> Result<()> {
                         "{name}: the datasource of target {reference} is not `{DATASOURCE}`"
                     ));
                 }
-                if !target["expr"]
+                if target["expr"]
                     .as_str()
-                    .is_some_and(|expr| !expr.trim().is_empty())
+                    .is_none_or(|expr| expr.trim().is_empty())
                 {
                     problem(format!("{name}: target {reference} has no expr"));
                 }
@@ -1678,6 +587,14 @@ pub(crate) fn dashboard_rules(dir: &Path) -> Result<String> {
             "  - name: {}\n    rules:\n",
             json!(file.display().to_string())
         );
+        // Record names unique across the file: promtool's lint reports a name recorded twice.
+        let stem: String = file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
         for panel in all_panels(&document) {
             for target in panel["targets"].as_array().cloned().unwrap_or_default() {
                 let Some(expr) = target["expr"].as_str() else {
@@ -1687,7 +604,7 @@ pub(crate) fn dashboard_rules(dir: &Path) -> Result<String> {
                     .with_context(|| format!("{}: panel {}", file.display(), panel["id"]))?;
                 let _ = write!(
                     out,
-                    "      - record: dashboard:panel_{}_{}\n        expr: {}\n",
+                    "      - record: dashboard:{stem}_panel_{}_{}\n        expr: {}\n",
                     panel["id"],
                     target["refId"].as_str().unwrap_or("A"),
                     json!(expr)
@@ -1873,7 +790,8 @@ mod tests {
     #[test]
     fn the_structural_check_names_each_broken_rule() {
         assert_eq!(problems(&[good("a"), good("b")]), "");
-        let cases: &[(&str, fn(&mut Value))] = &[
+        type Case = (&'static str, fn(&mut Value));
+        let cases: &[Case] = &[
             ("d0.json: no uid", |d| d["uid"] = json!("")),
             ("d0.json: no datasource variable", |d| {
                 d["templating"]["list"][0]["type"] = json!("custom");
@@ -1892,9 +810,11 @@ mod tests {
             ),
             ("d0.json: panel 1 `p`: id 1 is used twice", |d| {
                 // A collapsed row holds its panels inside: ids count there too.
-                let nested = d["panels"][1].clone();
+                let mut nested = d["panels"][1].clone();
+                nested["id"] = json!(1);
                 d["panels"][0]["panels"] = json!([nested]);
-                d["panels"][1]["id"] = json!(1);
+                d["panels"][0]["collapsed"] = json!(true);
+                d["panels"].as_array_mut().unwrap().truncate(1);
             }),
             ("d0.json: panel `p` has no numeric id", |d| {
                 d["panels"][1]["id"] = json!("2");
@@ -2101,11 +1021,11 @@ mod tests {
         let rules = rules.unwrap();
         assert!(
             rules.contains(
-                "      - record: dashboard:panel_2_A\n        expr: \"rate(x{job=~\\\".*\\\",instance=~\\\".*\\\"}[5m])\"\n"
+                "      - record: dashboard:a_panel_2_A\n        expr: \"rate(x{job=~\\\".*\\\",instance=~\\\".*\\\"}[5m])\"\n"
             ),
             "{rules}"
         );
-        assert!(rules.contains("dashboard:panel_2_B"), "{rules}");
+        assert!(rules.contains("dashboard:a_panel_2_B"), "{rules}");
         assert!(refused.is_err());
     }
 }
