@@ -183,8 +183,9 @@ pub(crate) fn promtool() -> Result<()> {
             .args(["test", "rules"])
             .args(&tests),
     )?;
-    // Grafana runs nowhere here: every dashboard panel's expression (template variables replaced
-    // by `.*`) goes into a throw-away rules file that promtool parses; the deploy wiring's
+    // Grafana runs nowhere here: every dashboard panel's expression (rows' panels included,
+    // template variables replaced by `5m` or `.*`) goes into a throw-away rules file that
+    // promtool parses; the deploy wiring's
     // Prometheus configuration is checked in a copy promtool can read (decision 0102).
     let scratch = std::env::temp_dir().join(format!("mainstay-promtool-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
@@ -192,7 +193,7 @@ pub(crate) fn promtool() -> Result<()> {
         let panels = scratch.join("dashboards.yml");
         std::fs::write(
             &panels,
-            crate::slo::dashboard_rules(&root.join("deploy/grafana/dashboards"))?,
+            crate::dashboards::dashboard_rules(&root.join("deploy/grafana/dashboards"))?,
         )?;
         run_command(
             Command::new("promtool")

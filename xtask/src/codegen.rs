@@ -8,10 +8,13 @@
 //! - `deploy/prometheus/rules/slo.yml` and `deploy/grafana/dashboards/slo.json`: the SLO recording
 //!   rules, burn-rate alerts and dashboard, from `deploy/slo.toml`, the catalogue and the OpenAPI
 //!   document (`crate::slo`, decision 0098).
+//! - `deploy/grafana/dashboards/{overview,http,resilience,ratelimit,storage,dlq}.json`: the area
+//!   dashboards with every alert of `crate::alerts` plotted (`crate::dashboards`, decision 0100).
 //! - `docs/decisions/README.md`: the index of decisions with a status each, read from their files.
 //!
 //! With `--check` nothing is written; a stale or missing file fails with the command that fixes it.
-//! Either way an alert of `deploy/prometheus/rules/*.yml` without `docs/runbooks/<alert>.md` fails.
+//! Either way an alert of `deploy/prometheus/rules/*.yml` without `docs/runbooks/<alert>.md` fails,
+//! and so does a dashboard of `deploy/grafana/dashboards/` that fails the structural check.
 
 use std::process::Command;
 
@@ -40,10 +43,15 @@ pub(crate) fn run(check: bool) -> Result<()> {
             workspace_root().join(crate::slo::SLO_TOML),
         )?)?,
     ));
+    files.extend(crate::dashboards::generate(
+        crate::alerts::ALERTS,
+        &catalogue,
+    )?);
     files.push((
         DECISIONS_INDEX,
         decisions_index(&workspace_root().join("docs/decisions"))?,
     ));
+    crate::dashboards::check_files(&workspace_root(), &files)?;
     // Every rule file and dashboard, as generated now (or on disk when not generated), checked
     // against the catalogue; the metrics reference lists who uses each family.
     let usage = crate::lint::check(

@@ -9,9 +9,13 @@
 //! - `promtool`: checks and unit-tests the Prometheus rules with `promtool` (decision 0098).
 //! - `schemathesis`: fuzzes the built `mainstay-api` against its OpenAPI document (decision 0091).
 
+// The alert table is filled in parallel with its readers: until the rules writer lands,
+// `Alert::description` and `Severity::Critical` have no reader in this build.
+#[allow(dead_code)]
 mod alerts;
 mod ci;
 mod codegen;
+mod dashboards;
 mod deploy;
 mod deps;
 mod lint;
@@ -36,7 +40,7 @@ struct Cli {
 enum Task {
     /// Run every check and test that CI runs.
     Ci,
-    /// Write the generated files (OpenAPI document, configuration and metrics references, SLO rules and dashboard).
+    /// Write the generated files (OpenAPI document, configuration and metrics references, SLO rules, dashboards).
     Codegen {
         /// Fail when a generated file is stale instead of writing it.
         #[arg(long)]

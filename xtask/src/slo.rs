@@ -332,61 +332,27 @@ pub(crate) fn rules(
 }
 
 /// The SLO dashboard (Grafana JSON) for the declaration; [`rules`] validates the declaration.
+/// Laid out by the shared builder of `crate::dashboards`.
 pub(crate) fn dashboard(declaration: &str) -> Result<String> {
-    use serde_json::json;
+    use crate::dashboards::{Board, Kind, Panel, Row};
 
     let declaration: Declaration =
         toml::from_str(declaration).with_context(|| format!("{SLO_TOML} is not valid"))?;
     let label = declaration.route_label.as_str();
     let window = format!("{}d", declaration.window_days);
-    let datasource = json!({"type": "prometheus", "uid": "${datasource}"});
-    let mut panels = Vec::new();
-    let mut id = 0;
-    let mut y = 0;
-    let mut panel = |title: String,
-                     description: String,
-                     unit: &str,
-                     targets: Vec<(String, String)>,
-                     threshold: Option<f64>,
-                     x: u64,
-                     y: u64| {
-        id += 1;
-        let steps = match threshold {
-            Some(value) => {
-                json!([{"color": "green", "value": null}, {"color": "red", "value": value}])
-            }
-            None => json!([{"color": "green", "value": null}]),
-        };
-        let targets: Vec<serde_json::Value> = targets
-            .into_iter()
-            .enumerate()
-            .map(|(at, (expr, legend))| {
-                json!({
-                    "datasource": datasource,
-                    "expr": expr,
-                    "legendFormat": legend,
-                    "refId": char::from(b'A' + u8::try_from(at).unwrap_or(25)).to_string(),
-                })
-            })
-            .collect();
-        json!({
-            "id": id,
-            "type": "timeseries",
-            "title": title,
-            "description": description,
-            "datasource": datasource,
-            "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
-            "fieldConfig": {
-                "defaults": {
-                    "unit": unit,
-                    "thresholds": {"mode": "absolute", "steps": steps},
-                    "custom": {"thresholdsStyle": {"mode": if threshold.is_some() { "line" } else { "off" }}},
-                },
-                "overrides": [],
-            },
-            "targets": targets,
-        })
+    let panel = |title: String,
+                 description: String,
+                 unit: &str,
+                 targets: Vec<(String, String)>,
+                 threshold: Option<f64>| Panel {
+        kind: Kind::Timeseries,
+        title,
+        description,
+        unit: unit.to_owned(),
+        targets,
+        threshold,
     };
+    let mut rows = Vec::new();
     for (kind, objective, what) in [
         (
             "availability",
@@ -411,66 +377,44 @@ pub(crate) fn dashboard(declaration: &str) -> Result<String> {
                 format!("{{{{{label}}}}} {w}"),
             )
         };
-        panels.push(json!({
-            "id": 0,
-            "type": "row",
-            "title": format!("{kind}: {}% of {what} over {window} (default objective; see deploy/slo.toml)", number(objective)),
-            "collapsed": false,
-            "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
-            "panels": [],
-        }));
-        y += 1;
-        panels.push(panel(
-            format!("{kind}: error budget remaining ({window})"),
-            format!("1 at the start of a clean {window} window, 0 when the {kind} error budget is spent, negative beyond (slo:error_budget_remaining:ratio)."),
-            "percentunit",
-            vec![(format!("slo:error_budget_remaining:ratio{own}"), format!("{{{{{label}}}}}"))],
-            None,
-            0,
-            y,
-        ));
-        panels.push(panel(
-            format!("{kind}: SLI over {window}"),
-            format!("The share of {what} over {window}, request-weighted across instances."),
-            "percentunit",
-            vec![(
-                format!("1 - slo:sli_error:ratio_rate{window}{own}"),
-                format!("{{{{{label}}}}}"),
-            )],
-            None,
-            12,
-            y,
-        ));
-        y += 8;
-        panels.push(panel(
-            format!("{kind}: burn rate, page windows"),
-            "Error ratio divided by the error budget (1 spends it exactly over the window). Pages at 14.4 over 1h and 5m, or 6 over 6h and 30m.".to_owned(),
-            "none",
-            vec![burn("1h"), burn("5m"), burn("6h"), burn("30m")],
-            Some(14.4),
-            0,
-            y,
-        ));
-        panels.push(panel(
-            format!("{kind}: burn rate, ticket windows"),
-            "Error ratio divided by the error budget. Tickets at 3 over 1d and 2h, or 1 over 3d and 6h.".to_owned(),
-            "none",
-            vec![burn("1d"), burn("2h"), burn("3d"), burn("6h")],
-            Some(3.0),
-            12,
-            y,
-        ));
-        y += 8;
+        rows.push(Row {
+            title: format!("{kind}: {}% of {what} over {window} (default objective; see deploy/slo.toml)", number(objective)),
+            width: 12,
+            panels: vec![
+                panel(
+                    format!("{kind}: error budget remaining ({window})"),
+                    format!("1 at the start of a clean {window} window, 0 when the {kind} error budget is spent, negative beyond (slo:error_budget_remaining:ratio)."),
+                    "percentunit",
+                    vec![(format!("slo:error_budget_remaining:ratio{own}"), format!("{{{{{label}}}}}"))],
+                    None,
+                ),
+                panel(
+                    format!("{kind}: SLI over {window}"),
+                    format!("The share of {what} over {window}, request-weighted across instances."),
+                    "percentunit",
+                    vec![(
+                        format!("1 - slo:sli_error:ratio_rate{window}{own}"),
+                        format!("{{{{{label}}}}}"),
+                    )],
+                    None,
+                ),
+                panel(
+                    format!("{kind}: burn rate, page windows"),
+                    "Error ratio divided by the error budget (1 spends it exactly over the window). Pages at 14.4 over 1h and 5m, or 6 over 6h and 30m.".to_owned(),
+                    "none",
+                    vec![burn("1h"), burn("5m"), burn("6h"), burn("30m")],
+                    Some(14.4),
+                ),
+                panel(
+                    format!("{kind}: burn rate, ticket windows"),
+                    "Error ratio divided by the error budget. Tickets at 3 over 1d and 2h, or 1 over 3d and 6h.".to_owned(),
+                    "none",
+                    vec![burn("1d"), burn("2h"), burn("3d"), burn("6h")],
+                    Some(3.0),
+                ),
+            ],
+        });
     }
-    panels.push(json!({
-        "id": 0,
-        "type": "row",
-        "title": "per instance (raw counters)",
-        "collapsed": false,
-        "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
-        "panels": [],
-    }));
-    y += 1;
     let routes: Vec<String> = declaration
         .routes
         .iter()
@@ -478,119 +422,42 @@ pub(crate) fn dashboard(declaration: &str) -> Result<String> {
         .collect();
     let routes = routes.join("|");
     let selector = format!("job=~\"$job\",instance=~\"$instance\",{label}=~\"{routes}\"");
-    panels.push(panel(
-        "5xx ratio by instance (5m)".to_owned(),
-        "The availability SLI's bad share per instance over 5 minutes, for the SLO routes.".to_owned(),
-        "percentunit",
-        vec![(
-            format!("sum by (instance) (rate(http_requests_total{{{selector},status_code=~\"5..\"}}[5m])) / sum by (instance) (rate(http_requests_total{{{selector}}}[5m]))"),
-            "{{instance}}".to_owned(),
-        )],
-        None,
-        0,
-        y,
-    ));
-    panels.push(panel(
-        format!("share over {} by instance (5m)", duration(declaration.latency.threshold_seconds)),
-        "The latency SLI's bad share per instance over 5 minutes, for the SLO routes.".to_owned(),
-        "percentunit",
-        vec![(
-            format!("1 - sum by (instance) (rate(http_request_duration_seconds_bucket{{{selector},le=\"{}\"}}[5m])) / sum by (instance) (rate(http_request_duration_seconds_count{{{selector}}}[5m]))", le(declaration.latency.threshold_seconds)),
-            "{{instance}}".to_owned(),
-        )],
-        None,
-        12,
-        y,
-    ));
-    // Rows take ids after the panels so that every id is unique.
-    let mut next = id;
-    for item in &mut panels {
-        if item["id"] == 0 {
-            next += 1;
-            item["id"] = json!(next);
-        }
-    }
-    let variable = |name: &str, query: &str| {
-        json!({
-            "name": name,
-            "label": name,
-            "type": "query",
-            "datasource": datasource,
-            "query": {"query": query, "refId": name},
-            "definition": query,
-            "includeAll": true,
-            "multi": true,
-            "refresh": 2,
-            "sort": 1,
-            "current": {},
-        })
-    };
-    let document = json!({
-        "title": "mainstay-api SLOs",
-        "uid": "mainstay-slo",
-        "description": format!("Generated by `cargo xtask codegen` from {SLO_TOML}: do not edit (decision 0098)."),
-        "tags": ["mainstay", "slo"],
-        "editable": false,
-        "schemaVersion": 39,
-        "version": 1,
-        "refresh": "1m",
-        "time": {"from": "now-7d", "to": "now"},
-        "timezone": "utc",
-        "templating": {"list": [
-            {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus", "current": {}},
-            variable("job", "label_values(http_requests_total, job)"),
-            variable("instance", "label_values(http_requests_total{job=~\"$job\"}, instance)"),
-        ]},
-        "panels": panels,
+    rows.push(Row {
+        title: "per instance (raw counters)".to_owned(),
+        width: 12,
+        panels: vec![
+            panel(
+                "5xx ratio by instance (5m)".to_owned(),
+                "The availability SLI's bad share per instance over 5 minutes, for the SLO routes.".to_owned(),
+                "percentunit",
+                vec![(
+                    format!("sum by (instance) (rate(http_requests_total{{{selector},status_code=~\"5..\"}}[5m])) / sum by (instance) (rate(http_requests_total{{{selector}}}[5m]))"),
+                    "{{instance}}".to_owned(),
+                )],
+                None,
+            ),
+            panel(
+                format!("share over {} by instance (5m)", duration(declaration.latency.threshold_seconds)),
+                "The latency SLI's bad share per instance over 5 minutes, for the SLO routes.".to_owned(),
+                "percentunit",
+                vec![(
+                    format!("1 - sum by (instance) (rate(http_request_duration_seconds_bucket{{{selector},le=\"{}\"}}[5m])) / sum by (instance) (rate(http_request_duration_seconds_count{{{selector}}}[5m]))", le(declaration.latency.threshold_seconds)),
+                    "{{instance}}".to_owned(),
+                )],
+                None,
+            ),
+        ],
     });
-    let mut text =
-        serde_json::to_string_pretty(&document).context("could not encode the dashboard")?;
-    text.push('\n');
-    Ok(text)
-}
-
-/// A rules file with one recording rule per panel expression of the dashboards in `dir`
-/// (`$job`-style variables replaced by `.*`), for `promtool check rules` to parse.
-pub(crate) fn dashboard_rules(dir: &Path) -> Result<String> {
-    let mut out = String::from("groups:\n");
-    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("could not list {}", dir.display()))?
-        .filter_map(|entry| Some(entry.ok()?.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-        .collect();
-    files.sort();
-    for file in files {
-        let document: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(&file)
-                .with_context(|| format!("could not read {}", file.display()))?,
-        )
-        .with_context(|| format!("{} is not JSON", file.display()))?;
-        let _ = write!(
-            out,
-            "  - name: {}\n    rules:\n",
-            quote(&file.display().to_string())
-        );
-        let panels = document["panels"].as_array().cloned().unwrap_or_default();
-        for panel in panels {
-            for target in panel["targets"].as_array().cloned().unwrap_or_default() {
-                let Some(expr) = target["expr"].as_str() else {
-                    continue;
-                };
-                let mut expr = expr.to_owned();
-                for variable in ["$job", "$instance"] {
-                    expr = expr.replace(variable, ".*");
-                }
-                let _ = write!(
-                    out,
-                    "      - record: dashboard:panel_{}_{}\n        expr: {}\n",
-                    panel["id"],
-                    target["refId"].as_str().unwrap_or("A"),
-                    quote(&expr)
-                );
-            }
-        }
-    }
-    Ok(out)
+    crate::dashboards::render(&Board {
+        uid: "mainstay-slo".to_owned(),
+        title: "mainstay-api SLOs".to_owned(),
+        description: format!(
+            "Generated by `cargo xtask codegen` from {SLO_TOML}: do not edit (decision 0098)."
+        ),
+        tag: "slo".to_owned(),
+        from: "now-7d",
+        rows,
+    })
 }
 
 /// The static labels of an SLO's recording rules.
