@@ -103,10 +103,12 @@ struct Series {
     labels: BTreeSet<String>,
 }
 
-/// A recording rule's output: labels (the union over its definitions) and the families it reads.
+/// One definition of a recording rule (a name may be recorded by several rules, told apart by
+/// their static labels): its output labels, static labels and the families it reads.
 #[derive(Debug, Clone)]
 struct Record {
     labels: Labels,
+    statics: BTreeMap<String, String>,
     families: BTreeSet<String>,
 }
 
@@ -131,7 +133,7 @@ struct Rule {
 /// The checker's state while it walks expressions.
 struct Checker {
     series: BTreeMap<String, Series>,
-    records: BTreeMap<String, Record>,
+    records: BTreeMap<String, Vec<Record>>,
     errors: Vec<String>,
 }
 
@@ -380,12 +382,14 @@ impl Checker {
                 for name in rule.labels.keys() {
                     labels = labels.union(&Labels::Known(BTreeSet::from([name.clone()])));
                 }
-                let entry = self.records.entry(record.to_owned()).or_insert(Record {
-                    labels: Labels::none(),
-                    families: BTreeSet::new(),
-                });
-                entry.labels = entry.labels.union(&labels);
-                entry.families.extend(families);
+                self.records
+                    .entry(record.to_owned())
+                    .or_default()
+                    .push(Record {
+                        labels,
+                        statics: rule.labels.clone(),
+                        families,
+                    });
                 *done.entry(record.to_owned()).or_default() += 1;
             }
             if still.len() == before {
@@ -442,9 +446,31 @@ impl Checker {
         let labels = if let Some(series) = self.series.get(&name) {
             families.insert(series.family.clone());
             Labels::Known(series.labels.clone())
-        } else if let Some(record) = self.records.get(&name) {
-            families.extend(record.families.iter().cloned());
-            record.labels.clone()
+        } else if let Some(definitions) = self.records.get(&name) {
+            // The definitions this selector can match: an equality matcher on a static label
+            // leaves out the definitions with another value (`{slo="latency"}`).
+            let matching: Vec<&Record> = definitions
+                .iter()
+                .filter(|definition| {
+                    selector.matchers.matchers.iter().all(|matcher| {
+                        !matches!(matcher.op, MatchOp::Equal)
+                            || definition
+                                .statics
+                                .get(&matcher.name)
+                                .is_none_or(|value| *value == matcher.value)
+                    })
+                })
+                .collect();
+            let mut labels = Labels::none();
+            for definition in if matching.is_empty() {
+                definitions.iter().collect()
+            } else {
+                matching
+            } {
+                families.extend(definition.families.iter().cloned());
+                labels = labels.union(&definition.labels);
+            }
+            labels
         } else if let Some((_, labels)) = BUILTIN.iter().find(|(builtin, _)| *builtin == name) {
             match labels {
                 Some(labels) => Labels::Known(
@@ -886,6 +912,22 @@ mod tests {
             &[],
         ));
         assert!(text.contains("`job:requests:rate5m` has no label `endpoint`"), "{text}");
+    }
+
+    #[test]
+    fn a_static_label_matcher_picks_the_definitions_of_a_shared_record() {
+        let usage = check(
+            CATALOGUE,
+            &rules(
+                "      - record: slo:errors:ratio\n        expr: 'sum by (job) (rate(http_requests_total[5m]))'\n        labels:\n          slo: availability\n\
+                 \x20     - record: slo:errors:ratio\n        expr: 'sum by (job) (rate(http_request_duration_seconds_count[5m]))'\n        labels:\n          slo: latency\n\
+                 \x20     - alert: Latency\n        expr: 'slo:errors:ratio{slo=\"latency\"} > 1'\n",
+            ),
+            &[],
+        )
+        .expect("passes");
+        assert!(usage.alerts["http_request_duration_seconds"].contains("Latency"));
+        assert!(!usage.alerts.contains_key("http_requests"), "{:?}", usage.alerts);
     }
 
     #[test]
