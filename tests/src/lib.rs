@@ -8,6 +8,7 @@ pub mod load;
 pub mod metrics;
 pub mod otlp;
 pub mod process;
+pub mod prometheus;
 pub mod redis;
 
 pub use process::{Api, ApiBuilder, api_bin};

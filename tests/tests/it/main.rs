@@ -8,6 +8,7 @@ mod http;
 mod metrics_catalogue;
 mod observability;
 mod outage;
+mod prometheus;
 mod ratelimit;
 mod records;
 mod shutdown;
