@@ -272,12 +272,13 @@ impl Remote {
         }
     }
 
-    /// Runs one object-store call; a failure is classified with the HTTP status of the call's
-    /// last response and counted.
+    /// Runs one object-store call, counted in `storage_object_store_requests_total`; a failure
+    /// is classified with the HTTP status of the call's last response and counted by class.
     pub(crate) async fn call<T>(
         &self,
         call: impl Future<Output = object_store::Result<T>>,
     ) -> Result<T, RemoteError> {
+        self.instruments.object_store_requests.inc();
         let (result, status) = observe(call).await;
         result.map_err(|error| self.count(&error, status))
     }
