@@ -8,10 +8,14 @@
 //! - `deploy/prometheus/rules/slo.yml` and `deploy/grafana/dashboards/slo.json`: the SLO recording
 //!   rules, burn-rate alerts and dashboard, from `deploy/slo.toml`, the catalogue and the OpenAPI
 //!   document (`crate::slo`, decision 0098).
+//! - `deploy/prometheus/rules/{alerts,recording}.yml` and the time-scaled copy of both,
+//!   `tests/fixtures/prometheus/rules-scaled.yml`: the symptom alerts and recording rules
+//!   (`crate::alerts`, decision 0099).
 //! - `docs/decisions/README.md`: the index of decisions with a status each, read from their files.
 //!
 //! With `--check` nothing is written; a stale or missing file fails with the command that fixes it.
-//! Either way an alert of `deploy/prometheus/rules/*.yml` without `docs/runbooks/<alert>.md` fails.
+//! Either way an alert of `deploy/prometheus/rules/*.yml` without `docs/runbooks/<alert>.md`, a
+//! runbook without a section of the template, or a `runbook_url` anchor without its heading fails.
 
 use std::process::Command;
 
@@ -35,6 +39,12 @@ pub(crate) fn run(check: bool) -> Result<()> {
     let catalogue = api_output(&api_bin, &["metrics", "catalogue"])?;
     files.push((METRICS_DOC, metrics_doc(&catalogue)?));
     files.push((crate::slo::SLO_RULES, slo_rules(&catalogue, &files[0].1)?));
+    files.push((crate::alerts::ALERT_RULES, crate::alerts::rules(&repository()?)));
+    files.push((crate::alerts::RECORDING_RULES, crate::alerts::recording()));
+    files.push((
+        crate::alerts::SCALED_RULES,
+        crate::alerts::scaled(crate::alerts::SCALE),
+    ));
     files.push((
         crate::slo::SLO_DASHBOARD,
         crate::slo::dashboard(&std::fs::read_to_string(
@@ -62,7 +72,7 @@ pub(crate) fn run(check: bool) -> Result<()> {
             eprintln!("xtask codegen: wrote {path}");
         }
     }
-    crate::slo::check_runbooks(&workspace_root())?;
+    crate::alerts::check_runbooks(&workspace_root())?;
     if !stale.is_empty() {
         bail!(
             "generated files are stale: {}; run `cargo xtask codegen` and commit the result",
@@ -77,13 +87,18 @@ fn slo_rules(catalogue: &str, openapi: &str) -> Result<String> {
     let root = workspace_root();
     let declaration = std::fs::read_to_string(root.join(crate::slo::SLO_TOML))
         .with_context(|| format!("could not read {}", crate::slo::SLO_TOML))?;
-    let manifest: toml::Value = std::fs::read_to_string(root.join("Cargo.toml"))?
+    crate::slo::rules(&declaration, catalogue, openapi, &repository()?)
+}
+
+/// `workspace.package.repository`: the base of every `runbook_url`.
+fn repository() -> Result<String> {
+    let manifest: toml::Value = std::fs::read_to_string(workspace_root().join("Cargo.toml"))?
         .parse()
         .context("the workspace manifest is not TOML")?;
-    let repository = manifest["workspace"]["package"]["repository"]
+    manifest["workspace"]["package"]["repository"]
         .as_str()
-        .context("the workspace manifest has no workspace.package.repository")?;
-    crate::slo::rules(&declaration, catalogue, openapi, repository)
+        .map(str::to_owned)
+        .context("the workspace manifest has no workspace.package.repository")
 }
 
 /// What `mainstay-api ARGS` prints, which must succeed.
