@@ -90,7 +90,8 @@ pub(crate) struct Alert {
     /// How long the condition must hold (`"5m"`), or `"0s"`.
     pub(crate) for_: &'static str,
     /// The Grafana unit of `expr` (`s`, `percentunit`, `bytes`, `none`).
-    #[allow(dead_code)] // Read by the dashboard generator, which plots each alert's expression.
+    #[allow(dead_code)]
+    // Read by the dashboard generator, which plots each alert's expression.
     pub(crate) unit: &'static str,
     /// One line; may use `{{ $labels.NAME }}`.
     pub(crate) summary: &'static str,
@@ -475,7 +476,10 @@ fn recording_groups(factor: u32) -> String {
         if rules.is_empty() {
             continue;
         }
-        out.push_str(&format!("  - name: recording-{}\n    rules:\n", area.slug()));
+        out.push_str(&format!(
+            "  - name: recording-{}\n    rules:\n",
+            area.slug()
+        ));
         for rule in rules {
             out.push_str(&format!(
                 "      - record: {}\n        expr: |-\n          {}\n",
@@ -536,7 +540,7 @@ pub(crate) fn scale_expr(expr: &str, factor: u32) -> String {
         };
         let inside = &rest[..close];
         let scaled = match inside.split_once(':') {
-            Some((range, step)) if step.is_empty() => {
+            Some((range, "")) => {
                 format!("{}:", scale_duration(range, factor, MIN_RANGE_SECONDS))
             }
             Some((range, step)) => format!(
@@ -646,7 +650,9 @@ fn runbook_problems(
     // Each runbook path, with the anchors the rules link to.
     let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for name in alerts {
-        wanted.entry(format!("docs/runbooks/{name}.md")).or_default();
+        wanted
+            .entry(format!("docs/runbooks/{name}.md"))
+            .or_default();
     }
     for text in texts {
         for line in text.lines() {
@@ -679,12 +685,18 @@ fn runbook_problems(
             .map(|line| line.trim_start_matches('#').trim())
             .collect();
         for section in RUNBOOK_SECTIONS {
-            if !text.lines().any(|line| line.trim_end() == format!("## {section}")) {
+            if !text
+                .lines()
+                .any(|line| line.trim_end() == format!("## {section}"))
+            {
                 problems.push(format!("{path} lacks the section `## {section}`"));
             }
         }
         for anchor in anchors {
-            if !headings.iter().any(|heading| github_anchor(heading) == anchor) {
+            if !headings
+                .iter()
+                .any(|heading| github_anchor(heading) == anchor)
+            {
                 problems.push(format!("{path} has no heading for the anchor `#{anchor}`"));
             }
         }
@@ -704,4 +716,115 @@ fn github_anchor(heading: &str) -> String {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        ALERTS, RECORDING, github_anchor, recording, rules, runbook_problems, scale_duration,
+        scale_expr, scaled,
+    };
+
+    #[test]
+    fn durations_scale_down_rounded_up_with_a_floor() {
+        assert_eq!(scale_duration("5m", 60, 4), "5s");
+        assert_eq!(scale_duration("1h30m", 60, 4), "90s");
+        assert_eq!(scale_duration("90s", 60, 1), "2s");
+        assert_eq!(scale_duration("1m", 60, 4), "4s");
+        assert_eq!(scale_duration("1m", 60, 1), "1s");
+        assert_eq!(scale_duration("0s", 60, 1), "0s");
+        assert_eq!(scale_duration("5m", 1, 4), "5m");
+        assert_eq!(scale_duration("later", 60, 1), "later");
+    }
+
+    #[test]
+    fn every_range_and_subquery_of_an_expression_scales() {
+        assert_eq!(
+            scale_expr(
+                "sum(rate(a_total{code=~\"5..\"}[5m])) / min_over_time(deriv(b[10m])[15m:1m]) + max_over_time(c[1h:])",
+                60
+            ),
+            "sum(rate(a_total{code=~\"5..\"}[5s])) / min_over_time(deriv(b[10s])[15s:1s]) + max_over_time(c[60s:])"
+        );
+        assert_eq!(scale_expr("up == 1", 60), "up == 1");
+    }
+
+    #[test]
+    fn the_scaled_copy_has_every_rule_with_short_windows_and_for() {
+        let text = scaled(60);
+        for alert in ALERTS {
+            assert!(
+                text.contains(&format!("- alert: {}\n", alert.name)),
+                "{}",
+                alert.name
+            );
+        }
+        for rule in RECORDING {
+            assert!(text.contains(&format!("- record: {}\n", rule.record)));
+        }
+        // The end-to-end test waits for these two with a 1 s evaluation interval.
+        assert!(text.contains("- alert: CircuitBreakerOpen\n        expr: |-\n          max by (job, instance, breaker) (circuit_breaker_state_active{state=~\"open|forced_open\"}) > 0\n        for: 1s\n"), "{text}");
+        assert!(text.contains("- alert: RateLimitFallbackActive\n        expr: |-\n          max by (job, instance) (ratelimit_fallback_active) > 0\n        for: 2s\n"));
+        assert!(text.contains("[15s:1s]"));
+        for long in ["[5m]", "[10m]", "for: 5m", "for: 10m", "for: 30m"] {
+            assert!(!text.contains(long), "{long} left in the scaled copy");
+        }
+        // Production rules keep their windows.
+        assert!(recording().contains("rate(http_requests_total[5m])"));
+    }
+
+    #[test]
+    fn each_alert_has_its_severity_runbook_and_live_value() {
+        let text = rules("https://example.com/r/");
+        for alert in ALERTS {
+            assert!(text.contains(&format!(
+                "runbook_url: \"https://example.com/r/blob/main/docs/runbooks/{}.md\"",
+                alert.name
+            )));
+            assert!(alert.description.contains("{{ $value"), "{}", alert.name);
+            assert_eq!(
+                ALERTS
+                    .iter()
+                    .filter(|other| other.name == alert.name)
+                    .count(),
+                1
+            );
+        }
+        assert!(text.contains("  - name: alerts-storage\n"));
+        assert!(text.contains("severity: critical\n") && text.contains("severity: warning\n"));
+        // A guarded ratio is compared as a whole: `and` binds looser than `>`.
+        assert!(text.contains("(job_endpoint:http_requests_5xx:rate5m / job_endpoint:http_requests:rate5m and on (job, endpoint) job_endpoint:http_requests:rate5m > 1) > 0.01\n"));
+        assert!(text.contains("job_endpoint:http_request_duration_seconds:p99_5m > 0.15\n"));
+    }
+
+    #[test]
+    fn runbooks_need_their_file_every_section_and_linked_headings() {
+        let complete = "# Runbook: A\n\n## Meaning\nx\n## Impact\n## Diagnosis\n### Step 2: the queue!\n## Action\n## Verification\n";
+        let no_action = complete.replace("## Action\n", "");
+        let rules = vec![
+            "        runbook_url: \"https://x/r/blob/main/docs/runbooks/A.md#step-2-the-queue\"\n"
+                .to_owned(),
+            "        runbook_url: \"https://x/r/blob/main/docs/runbooks/B.md#missing-heading\"\n"
+                .to_owned(),
+        ];
+        let alerts = vec!["A".to_owned(), "B".to_owned(), "C".to_owned()];
+        let problems = runbook_problems(&alerts, &rules, |path| match path {
+            "docs/runbooks/A.md" => Some(complete.to_owned()),
+            "docs/runbooks/B.md" => Some(no_action.clone()),
+            _ => None,
+        });
+        assert_eq!(
+            problems,
+            [
+                "docs/runbooks/B.md lacks the section `## Action`",
+                "docs/runbooks/B.md has no heading for the anchor `#missing-heading`",
+                "docs/runbooks/C.md is missing",
+            ]
+        );
+        assert_eq!(github_anchor("Step 2: the queue!"), "step-2-the-queue");
+        assert_eq!(
+            github_anchor("What `dlq_size` means"),
+            "what-dlq_size-means"
+        );
+    }
 }

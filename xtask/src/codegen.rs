@@ -39,7 +39,10 @@ pub(crate) fn run(check: bool) -> Result<()> {
     let catalogue = api_output(&api_bin, &["metrics", "catalogue"])?;
     files.push((METRICS_DOC, metrics_doc(&catalogue)?));
     files.push((crate::slo::SLO_RULES, slo_rules(&catalogue, &files[0].1)?));
-    files.push((crate::alerts::ALERT_RULES, crate::alerts::rules(&repository()?)));
+    files.push((
+        crate::alerts::ALERT_RULES,
+        crate::alerts::rules(&repository()?),
+    ));
     files.push((crate::alerts::RECORDING_RULES, crate::alerts::recording()));
     files.push((
         crate::alerts::SCALED_RULES,
