@@ -142,7 +142,9 @@ impl HealthMetrics {
         let labels = DependencyLabels {
             dependency: dependency.to_owned(),
         };
-        self.critical.get_or_create(&labels).set(i64::from(critical));
+        self.critical
+            .get_or_create(&labels)
+            .set(i64::from(critical));
         let _ = self.health.get_or_create(&labels).set(f64::NAN);
         let _ = self.duration.get_or_create(&labels);
         let _ = self.failures.get_or_create(&labels);
