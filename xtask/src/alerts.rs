@@ -392,6 +392,206 @@ pub(crate) const ALERTS: &[Alert] = &[
     },
 ];
 
+/// Fails naming every metric or label in an alert's or a recording rule's expression that the
+/// catalogue printed by `mainstay-api metrics catalogue` lacks. Allowed besides the catalogue's
+/// sample names (`NAME_total` for a counter, `NAME_bucket`, `NAME_sum` and `NAME_count` for a
+/// histogram) and their labels: the names of [`RECORDING`], Prometheus's own `up`, and the labels
+/// `job` and `instance` (every target has them) and `le` (a histogram's buckets).
+pub(crate) fn check_catalogue(catalogue_json: &str) -> Result<()> {
+    let document: serde_json::Value =
+        serde_json::from_str(catalogue_json).context("the metric catalogue is not JSON")?;
+    let families = document["families"]
+        .as_array()
+        .context("the metric catalogue has no `families` array")?;
+    // Sample name -> its labels (`None`: a recording rule, whose labels are its grouping's).
+    let mut series: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
+    let mut every_label: Vec<String> = ["job", "instance", "le"].map(str::to_owned).to_vec();
+    for family in families {
+        let text = |key: &str| {
+            family[key]
+                .as_str()
+                .with_context(|| format!("a catalogued family has no `{key}`: {family}"))
+        };
+        let labels: Vec<String> = family["labels"]
+            .as_array()
+            .context("a catalogued family has no `labels`")?
+            .iter()
+            .filter_map(|label| label.as_str().map(str::to_owned))
+            .collect();
+        every_label.extend(labels.iter().cloned());
+        if text("type")? == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                let mut own = labels.clone();
+                if suffix == "_bucket" {
+                    own.push("le".to_owned());
+                }
+                series.insert(format!("{}{suffix}", text("name")?), Some(own));
+            }
+        } else {
+            series.insert(text("sample_name")?.to_owned(), Some(labels));
+        }
+    }
+    series.insert("up".to_owned(), Some(Vec::new()));
+    for rule in RECORDING {
+        series.insert(rule.record.to_owned(), None);
+    }
+    let mut problems = Vec::new();
+    let named = RECORDING
+        .iter()
+        .map(|rule| (rule.record, rule.expr))
+        .chain(ALERTS.iter().map(|alert| (alert.name, alert.expr)));
+    for (name, expr) in named {
+        for problem in unknown_names(expr, &series, &every_label) {
+            problems.push(format!("{name}: {problem}"));
+        }
+    }
+    ensure!(
+        problems.is_empty(),
+        "alerts and recording rules name what the metric catalogue lacks: {}; see docs/metrics.md for the names",
+        problems.join("; ")
+    );
+    Ok(())
+}
+
+/// The metric and label names of a PromQL expression that `series` (sample name -> labels,
+/// `None` for any label of `every_label`) and `every_label` lack.
+fn unknown_names(
+    expr: &str,
+    series: &BTreeMap<String, Option<Vec<String>>>,
+    every_label: &[String],
+) -> Vec<String> {
+    const AGGREGATIONS: [&str; 12] = [
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "group",
+    ];
+    const GROUPING: [&str; 6] = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    const KEYWORDS: [&str; 5] = ["and", "or", "unless", "bool", "offset"];
+    let chars: Vec<char> = expr.chars().collect();
+    let next_visible = |from: usize| chars[from..].iter().find(|c| !c.is_whitespace()).copied();
+    let known_label = |label: &str, metric: Option<&str>| match metric
+        .and_then(|metric| series.get(metric))
+        .cloned()
+        .flatten()
+    {
+        Some(labels) => {
+            labels.iter().any(|known| known == label) || label == "job" || label == "instance"
+        }
+        None => every_label.iter().any(|known| known == label),
+    };
+    let mut problems = Vec::new();
+    let mut metric: Option<String> = None;
+    let mut at = 0;
+    while at < chars.len() {
+        let c = chars[at];
+        if c == '"' || c == '\'' {
+            at += 1;
+            while at < chars.len() && chars[at] != c {
+                at += if chars[at] == '\\' { 2 } else { 1 };
+            }
+            at += 1;
+        } else if c == '[' {
+            while at < chars.len() && chars[at] != ']' {
+                at += 1;
+            }
+        } else if c == '{' {
+            // Label matchers: NAME OP "VALUE", separated by commas.
+            at += 1;
+            while at < chars.len() && chars[at] != '}' {
+                let start = at;
+                while at < chars.len() && (chars[at].is_alphanumeric() || chars[at] == '_') {
+                    at += 1;
+                }
+                let label: String = chars[start..at].iter().collect();
+                if !label.is_empty() && !known_label(&label, metric.as_deref()) {
+                    problems.push(format!(
+                        "label `{label}` of `{}`",
+                        metric.as_deref().unwrap_or("a selector")
+                    ));
+                }
+                while at < chars.len() && !matches!(chars[at], '"' | '\'' | '}') {
+                    at += 1;
+                }
+                if at < chars.len() && chars[at] != '}' {
+                    let quote = chars[at];
+                    at += 1;
+                    while at < chars.len() && chars[at] != quote {
+                        at += if chars[at] == '\\' { 2 } else { 1 };
+                    }
+                    at += 1;
+                }
+                while at < chars.len() && (chars[at] == ',' || chars[at].is_whitespace()) {
+                    at += 1;
+                }
+            }
+            metric = None;
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = at;
+            while at < chars.len()
+                && (chars[at].is_alphanumeric() || matches!(chars[at], '_' | ':'))
+            {
+                at += 1;
+            }
+            let word: String = chars[start..at].iter().collect();
+            let next = next_visible(at);
+            if GROUPING.contains(&word.as_str()) {
+                if next == Some('(') {
+                    let open = at + chars[at..].iter().position(|c| *c == '(').unwrap_or(0);
+                    let close = chars[open..]
+                        .iter()
+                        .position(|c| *c == ')')
+                        .map_or(chars.len(), |offset| open + offset);
+                    let list: String = chars[open + 1..close].iter().collect();
+                    for label in list
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|label| !label.is_empty())
+                    {
+                        if !known_label(label, None) {
+                            problems.push(format!("label `{label}` in `{word} (...)`"));
+                        }
+                    }
+                    at = close;
+                }
+            } else if KEYWORDS.contains(&word.as_str())
+                || AGGREGATIONS.contains(&word.as_str())
+                || next == Some('(')
+            {
+                // An operator, an aggregation or a function.
+            } else if series.contains_key(&word) {
+                metric = Some(word);
+            } else {
+                problems.push(format!("metric `{word}`"));
+                metric = None;
+            }
+            continue;
+        } else if c.is_ascii_digit() {
+            while at < chars.len() && (chars[at].is_ascii_alphanumeric() || chars[at] == '.') {
+                at += 1;
+            }
+            continue;
+        }
+        at += 1;
+    }
+    problems
+}
+
 /// The template of a runbook: its `## ` sections, in order.
 pub(crate) const RUNBOOK_SECTIONS: [&str; 5] =
     ["Meaning", "Impact", "Diagnosis", "Action", "Verification"];
@@ -720,9 +920,11 @@ fn github_anchor(heading: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::{
-        ALERTS, RECORDING, github_anchor, recording, rules, runbook_problems, scale_duration,
-        scale_expr, scaled,
+        ALERTS, RECORDING, check_catalogue, github_anchor, recording, rules, runbook_problems,
+        scale_duration, scale_expr, scaled, unknown_names,
     };
 
     #[test]
@@ -825,6 +1027,40 @@ mod tests {
         assert_eq!(
             github_anchor("What `dlq_size` means"),
             "what-dlq_size-means"
+        );
+    }
+
+    #[test]
+    fn expressions_may_name_only_catalogued_metrics_and_labels() {
+        let series: BTreeMap<String, Option<Vec<String>>> = [
+            ("a_total", Some(vec!["store".to_owned()])),
+            ("b_bucket", Some(vec!["le".to_owned()])),
+            ("job:a:rate5m", None),
+        ]
+        .into_iter()
+        .map(|(name, labels)| (name.to_owned(), labels))
+        .collect();
+        let labels = ["job", "instance", "le", "store"].map(str::to_owned);
+        let clean = "sum by (job, store) (rate(a_total{store=~\"x|y\",job=\"j\"}[5m])) / on (job) group_left job:a:rate5m and histogram_quantile(0.99, sum by (le) (rate(b_bucket[5m]))) > 0.5";
+        assert_eq!(unknown_names(clean, &series, &labels), Vec::<String>::new());
+        assert_eq!(
+            unknown_names(
+                "max by (queue) (a_totl{store=\"s\"}) and b_bucket{store=\"s\"}",
+                &series,
+                &labels
+            ),
+            [
+                "label `queue` in `by (...)`",
+                "metric `a_totl`",
+                "label `store` of `b_bucket`"
+            ]
+        );
+        let error = check_catalogue(r#"{"families": []}"#).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("CircuitBreakerOpen: metric `circuit_breaker_state_active`"),
+            "{error}"
         );
     }
 }

@@ -15,7 +15,9 @@
 //!
 //! With `--check` nothing is written; a stale or missing file fails with the command that fixes it.
 //! Either way an alert of `deploy/prometheus/rules/*.yml` without `docs/runbooks/<alert>.md`, a
-//! runbook without a section of the template, or a `runbook_url` anchor without its heading fails.
+//! runbook without a section of the template, or a `runbook_url` anchor without its heading fails,
+//! and so does an alert or recording rule of `crate::alerts` that names a metric or label the
+//! catalogue lacks.
 
 use std::process::Command;
 
@@ -37,6 +39,7 @@ pub(crate) fn run(check: bool) -> Result<()> {
         files.push((path, api_output(&api_bin, args)?));
     }
     let catalogue = api_output(&api_bin, &["metrics", "catalogue"])?;
+    crate::alerts::check_catalogue(&catalogue)?;
     files.push((METRICS_DOC, metrics_doc(&catalogue)?));
     files.push((crate::slo::SLO_RULES, slo_rules(&catalogue, &files[0].1)?));
     files.push((
