@@ -121,18 +121,12 @@ impl Prometheus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = server.child.try_wait()? {
-                bail!(
-                    "prometheus exited {status} at start: {}",
-                    server.log()
-                );
+                bail!("prometheus exited {status} at start: {}", server.log());
             }
             let ready = std::net::TcpStream::connect(&server.addr).is_ok_and(|mut stream| {
                 use std::io::{Read as _, Write as _};
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-                let request = format!(
-                    "GET /-/ready HTTP/1.0\r\nHost: {}\r\n\r\n",
-                    server.addr
-                );
+                let request = format!("GET /-/ready HTTP/1.0\r\nHost: {}\r\n\r\n", server.addr);
                 let mut answer = String::new();
                 stream.write_all(request.as_bytes()).is_ok()
                     && stream.read_to_string(&mut answer).is_ok()

@@ -246,9 +246,13 @@ fn ensure_prometheus() -> Result<()> {
     const INSTALL: &str = "apt-get install -y --no-install-recommends prometheus";
     if find_on_path("promtool").is_none() || find_on_path("prometheus").is_none() {
         if !is_root() {
-            bail!("promtool or prometheus is missing; install them with: sudo apt-get update && sudo {INSTALL}");
+            bail!(
+                "promtool or prometheus is missing; install them with: sudo apt-get update && sudo {INSTALL}"
+            );
         }
-        eprintln!("promtool or prometheus is missing; installing Debian's prometheus package: {INSTALL}");
+        eprintln!(
+            "promtool or prometheus is missing; installing Debian's prometheus package: {INSTALL}"
+        );
         run_command(Command::new("apt-get").arg("update"))?;
         run_command(
             Command::new("apt-get")

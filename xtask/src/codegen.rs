@@ -10,11 +10,16 @@
 //!   document (`crate::slo`, decision 0098).
 //! - `deploy/grafana/dashboards/{overview,http,resilience,ratelimit,storage,dlq}.json`: the area
 //!   dashboards with every alert of `crate::alerts` plotted (`crate::dashboards`, decision 0100).
+//! - `deploy/prometheus/rules/{alerts,recording}.yml` and the time-scaled copy of both,
+//!   `tests/fixtures/prometheus/rules-scaled.yml`: the symptom alerts and recording rules
+//!   (`crate::alerts`, decision 0099).
 //! - `docs/decisions/README.md`: the index of decisions with a status each, read from their files.
 //!
 //! With `--check` nothing is written; a stale or missing file fails with the command that fixes it.
-//! Either way an alert of `deploy/prometheus/rules/*.yml` without `docs/runbooks/<alert>.md` fails,
-//! and so does a dashboard of `deploy/grafana/dashboards/` that fails the structural check.
+//! Either way it fails on an alert of `deploy/prometheus/rules/*.yml` without
+//! `docs/runbooks/<alert>.md`, a runbook without a section of the template, a `runbook_url` anchor
+//! without its heading, a dashboard that fails the structural check, and a rule or panel that
+//! names a metric or label the catalogue lacks (`crate::lint`, decision 0101).
 
 use std::process::Command;
 
@@ -37,6 +42,15 @@ pub(crate) fn run(check: bool) -> Result<()> {
     }
     let catalogue = api_output(&api_bin, &["metrics", "catalogue"])?;
     files.push((crate::slo::SLO_RULES, slo_rules(&catalogue, &files[0].1)?));
+    files.push((
+        crate::alerts::ALERT_RULES,
+        crate::alerts::rules(&repository()?),
+    ));
+    files.push((crate::alerts::RECORDING_RULES, crate::alerts::recording()));
+    files.push((
+        crate::alerts::SCALED_RULES,
+        crate::alerts::scaled(crate::alerts::SCALE),
+    ));
     files.push((
         crate::slo::SLO_DASHBOARD,
         crate::slo::dashboard(&std::fs::read_to_string(
@@ -77,7 +91,7 @@ pub(crate) fn run(check: bool) -> Result<()> {
             eprintln!("xtask codegen: wrote {path}");
         }
     }
-    crate::slo::check_runbooks(&workspace_root())?;
+    crate::alerts::check_runbooks(&workspace_root())?;
     if !stale.is_empty() {
         bail!(
             "generated files are stale: {}; run `cargo xtask codegen` and commit the result",
@@ -104,9 +118,7 @@ fn outputs(files: &[(&str, String)], dir: &str, ext: &str) -> Result<Vec<(String
         .collect();
     let on_disk = workspace_root().join(dir);
     if on_disk.is_dir() {
-        for entry in std::fs::read_dir(&on_disk)
-            .with_context(|| format!("could not list {dir}"))?
-        {
+        for entry in std::fs::read_dir(&on_disk).with_context(|| format!("could not list {dir}"))? {
             let path = entry?.path();
             let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
                 continue;
@@ -130,13 +142,18 @@ fn slo_rules(catalogue: &str, openapi: &str) -> Result<String> {
     let root = workspace_root();
     let declaration = std::fs::read_to_string(root.join(crate::slo::SLO_TOML))
         .with_context(|| format!("could not read {}", crate::slo::SLO_TOML))?;
-    let manifest: toml::Value = std::fs::read_to_string(root.join("Cargo.toml"))?
+    crate::slo::rules(&declaration, catalogue, openapi, &repository()?)
+}
+
+/// `workspace.package.repository`: the base of every `runbook_url`.
+fn repository() -> Result<String> {
+    let manifest: toml::Value = std::fs::read_to_string(workspace_root().join("Cargo.toml"))?
         .parse()
         .context("the workspace manifest is not TOML")?;
-    let repository = manifest["workspace"]["package"]["repository"]
+    manifest["workspace"]["package"]["repository"]
         .as_str()
-        .context("the workspace manifest has no workspace.package.repository")?;
-    crate::slo::rules(&declaration, catalogue, openapi, repository)
+        .map(str::to_owned)
+        .context("the workspace manifest has no workspace.package.repository")
 }
 
 /// What `mainstay-api ARGS` prints, which must succeed.
@@ -189,18 +206,19 @@ pub(crate) fn metrics_doc(catalogue_json: &str, usage: &crate::lint::Usage) -> R
             labels.join(", ")
         };
         let name = text(family, "name")?;
-        let used = |map: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>| {
-            map.get(&name).map_or_else(
-                || "—".to_owned(),
-                |users| {
-                    users
-                        .iter()
-                        .map(|user| user.replace('|', "\\|"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
-            )
-        };
+        let used =
+            |map: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>| {
+                map.get(&name).map_or_else(
+                    || "—".to_owned(),
+                    |users| {
+                        users
+                            .iter()
+                            .map(|user| user.replace('|', "\\|"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                )
+            };
         let row = format!(
             "| `{}` | {kind} | {unit} | {labels} | {} | {} | {} |\n",
             text(family, "sample_name")?,

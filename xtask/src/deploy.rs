@@ -40,8 +40,8 @@ const ACTIONS: &[&str] = &[
 /// (their names under `rules/`) and returns the copy for `promtool check config`: Kubernetes jobs
 /// removed, rule files made absolute under `rules_dir`.
 pub(crate) fn prometheus_config(text: &str, rules: &[String], rules_dir: &Path) -> Result<String> {
-    let mut config: Value = serde_norway::from_str(text)
-        .with_context(|| format!("{PROMETHEUS_CONFIG} is not YAML"))?;
+    let mut config: Value =
+        serde_norway::from_str(text).with_context(|| format!("{PROMETHEUS_CONFIG} is not YAML"))?;
     let listed: Vec<String> = config["rule_files"]
         .as_sequence()
         .with_context(|| format!("{PROMETHEUS_CONFIG} has no rule_files"))?
@@ -68,10 +68,13 @@ pub(crate) fn prometheus_config(text: &str, rules: &[String], rules_dir: &Path) 
     let mut kept = Vec::new();
     for job in jobs.drain(..) {
         let name = job["job_name"].as_str().unwrap_or_default().to_owned();
-        let relabel = job["relabel_configs"].as_sequence().cloned().unwrap_or_default();
-        let sets_job = relabel.iter().any(|rule| {
-            rule["target_label"] == "job" && rule["replacement"].as_str() == Some(JOB)
-        });
+        let relabel = job["relabel_configs"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
+        let sets_job = relabel
+            .iter()
+            .any(|rule| rule["target_label"] == "job" && rule["replacement"].as_str() == Some(JOB));
         ensure!(
             name == JOB || sets_job,
             "{PROMETHEUS_CONFIG}: job `{name}` neither is named {JOB} nor relabels `job` to it; every rule and dashboard selects job=\"{JOB}\""
@@ -115,9 +118,9 @@ fn kubernetes_job(name: &str, relabel: &[Value]) -> Result<()> {
         "action",
     ];
     for rule in relabel {
-        let mapping = rule
-            .as_mapping()
-            .with_context(|| format!("{PROMETHEUS_CONFIG}: job `{name}`: a relabel rule is not a mapping"))?;
+        let mapping = rule.as_mapping().with_context(|| {
+            format!("{PROMETHEUS_CONFIG}: job `{name}`: a relabel rule is not a mapping")
+        })?;
         for key in mapping.keys() {
             let key = key.as_str().unwrap_or_default();
             ensure!(
@@ -140,13 +143,11 @@ fn kubernetes_job(name: &str, relabel: &[Value]) -> Result<()> {
     let keeps_app = relabel.iter().any(|rule| {
         rule["action"] == "keep"
             && rule["regex"].as_str() == Some(JOB)
-            && rule["source_labels"]
-                .as_sequence()
-                .is_some_and(|labels| {
-                    labels
-                        .iter()
-                        .any(|label| label == "__meta_kubernetes_pod_label_app_kubernetes_io_name")
-                })
+            && rule["source_labels"].as_sequence().is_some_and(|labels| {
+                labels
+                    .iter()
+                    .any(|label| label == "__meta_kubernetes_pod_label_app_kubernetes_io_name")
+            })
     });
     ensure!(
         keeps_app,
@@ -179,7 +180,9 @@ pub(crate) fn grafana_provisioning(dir: &Path) -> Result<()> {
         .and_then(|list| list.iter().find(|source| source["type"] == "prometheus"))
         .context("grafana datasources: no datasource of type prometheus")?;
     ensure!(
-        prometheus["url"].as_str().is_some_and(|url| url.starts_with("http")),
+        prometheus["url"]
+            .as_str()
+            .is_some_and(|url| url.starts_with("http")),
         "grafana datasources: the prometheus datasource has no http(s) url"
     );
     let dashboards = read(dir.join("dashboards/mainstay.yml"))?;
@@ -210,12 +213,11 @@ mod tests {
     use super::prometheus_config;
 
     fn config(jobs: &str) -> String {
-        format!(
-            "rule_files:\n  - rules/alerts.yml\n  - rules/slo.yml\nscrape_configs:\n{jobs}"
-        )
+        format!("rule_files:\n  - rules/alerts.yml\n  - rules/slo.yml\nscrape_configs:\n{jobs}")
     }
 
-    const STATIC: &str = "  - job_name: mainstay-api\n    static_configs:\n      - targets: ['api:8080']\n";
+    const STATIC: &str =
+        "  - job_name: mainstay-api\n    static_configs:\n      - targets: ['api:8080']\n";
     const PODS: &str = "  - job_name: pods\n    kubernetes_sd_configs:\n      - role: pod\n    relabel_configs:\n      - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_name]\n        action: keep\n        regex: mainstay-api\n      - source_labels: [__meta_kubernetes_pod_name]\n        target_label: instance\n      - target_label: job\n        replacement: mainstay-api\n";
 
     fn rules() -> Vec<String> {
@@ -230,7 +232,10 @@ mod tests {
             std::path::Path::new("/repo/deploy/prometheus/rules"),
         )
         .unwrap();
-        assert!(copy.contains("/repo/deploy/prometheus/rules/slo.yml"), "{copy}");
+        assert!(
+            copy.contains("/repo/deploy/prometheus/rules/slo.yml"),
+            "{copy}"
+        );
         assert!(!copy.contains("kubernetes_sd_configs"), "{copy}");
         assert!(copy.contains("api:8080"), "{copy}");
     }
@@ -241,7 +246,10 @@ mod tests {
         let error = prometheus_config(&config(STATIC), &["recording.yml".to_owned()], dir)
             .unwrap_err()
             .to_string();
-        assert!(error.contains("does not load rules/recording.yml"), "{error}");
+        assert!(
+            error.contains("does not load rules/recording.yml"),
+            "{error}"
+        );
         let error = prometheus_config(&config(STATIC), &["alerts.yml".to_owned()], dir)
             .unwrap_err()
             .to_string();
@@ -264,12 +272,18 @@ mod tests {
     fn a_kubernetes_job_must_keep_the_app_and_set_instance() {
         let dir = std::path::Path::new("/r");
         for (broken, expected) in [
-            (PODS.replace("regex: mainstay-api", "regex: other"), "does not keep only pods"),
+            (
+                PODS.replace("regex: mainstay-api", "regex: other"),
+                "does not keep only pods",
+            ),
             (
                 PODS.replace("target_label: instance", "target_label: pod"),
                 "does not set `instance`",
             ),
-            (PODS.replace("action: keep", "action: kept"), "unknown relabel action"),
+            (
+                PODS.replace("action: keep", "action: kept"),
+                "unknown relabel action",
+            ),
         ] {
             let error = prometheus_config(&config(&format!("{STATIC}{broken}")), &rules(), dir)
                 .unwrap_err()

@@ -342,19 +342,18 @@ impl Checker {
             .collect();
         let mut pending: Vec<&Rule> = records;
         let mut done: BTreeMap<String, usize> = BTreeMap::new();
-        let totals: BTreeMap<&str, usize> =
-            defined
-                .iter()
-                .map(|name| {
-                    (
-                        *name,
-                        rules
-                            .iter()
-                            .filter(|rule| rule.record.as_deref() == Some(*name))
-                            .count(),
-                    )
-                })
-                .collect();
+        let totals: BTreeMap<&str, usize> = defined
+            .iter()
+            .map(|name| {
+                (
+                    *name,
+                    rules
+                        .iter()
+                        .filter(|rule| rule.record.as_deref() == Some(*name))
+                        .count(),
+                )
+            })
+            .collect();
         while !pending.is_empty() {
             let before = pending.len();
             let mut still = Vec::new();
@@ -544,7 +543,8 @@ impl Checker {
                     self.walk(where_, param, families);
                 }
                 let op = aggregate.op.to_string();
-                let keeps_labels = matches!(op.as_str(), "topk" | "bottomk" | "limitk" | "limit_ratio");
+                let keeps_labels =
+                    matches!(op.as_str(), "topk" | "bottomk" | "limitk" | "limit_ratio");
                 match &aggregate.modifier {
                     Some(LabelModifier::Include(by)) => {
                         self.require(where_, &format!("`{op} by` names"), &by.labels, &input);
@@ -555,7 +555,12 @@ impl Checker {
                         }
                     }
                     Some(LabelModifier::Exclude(without)) => {
-                        self.require(where_, &format!("`{op} without` names"), &without.labels, &input);
+                        self.require(
+                            where_,
+                            &format!("`{op} without` names"),
+                            &without.labels,
+                            &input,
+                        );
                         match input.labels {
                             Labels::Known(set) if !keeps_labels => Out::vector(Labels::Known(
                                 set.into_iter()
@@ -594,7 +599,8 @@ impl Checker {
                     match &modifier.card {
                         VectorMatchCardinality::ManyToOne(include) => {
                             self.require(where_, "`group_left` copies", &include.labels, &right);
-                            result = result.union(&Labels::Known(include.labels.iter().cloned().collect()));
+                            result = result
+                                .union(&Labels::Known(include.labels.iter().cloned().collect()));
                         }
                         VectorMatchCardinality::OneToMany(include) => {
                             self.require(where_, "`group_right` copies", &include.labels, &left);
@@ -627,7 +633,12 @@ impl Checker {
                         let Some(input) = args.get(1).cloned() else {
                             return Out::vector(Labels::Any);
                         };
-                        self.require(where_, "`histogram_quantile` reads", &["le".to_owned()], &input);
+                        self.require(
+                            where_,
+                            "`histogram_quantile` reads",
+                            &["le".to_owned()],
+                            &input,
+                        );
                         match input.labels {
                             Labels::Known(mut set) => {
                                 set.remove("le");
@@ -794,7 +805,10 @@ mod tests {
     ]}"#;
 
     fn rules(body: &str) -> Vec<(String, String)> {
-        vec![("rules.yml".to_owned(), format!("groups:\n  - name: g\n    rules:\n{body}"))]
+        vec![(
+            "rules.yml".to_owned(),
+            format!("groups:\n  - name: g\n    rules:\n{body}"),
+        )]
     }
 
     fn alert(expr: &str) -> Vec<(String, String)> {
@@ -911,7 +925,10 @@ mod tests {
             ),
             &[],
         ));
-        assert!(text.contains("`job:requests:rate5m` has no label `endpoint`"), "{text}");
+        assert!(
+            text.contains("`job:requests:rate5m` has no label `endpoint`"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -927,7 +944,11 @@ mod tests {
         )
         .expect("passes");
         assert!(usage.alerts["http_request_duration_seconds"].contains("Latency"));
-        assert!(!usage.alerts.contains_key("http_requests"), "{:?}", usage.alerts);
+        assert!(
+            !usage.alerts.contains_key("http_requests"),
+            "{:?}",
+            usage.alerts
+        );
     }
 
     #[test]
@@ -965,8 +986,14 @@ mod tests {
                 "label_values(http_requests_total, pod)",
             ),
         ));
-        assert!(text.contains("panel `Traffic`: `sum by` names `route`"), "{text}");
-        assert!(text.contains("variable `instance`: `label_values` lists `pod`"), "{text}");
+        assert!(
+            text.contains("panel `Traffic`: `sum by` names `route`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("variable `instance`: `label_values` lists `pod`"),
+            "{text}"
+        );
     }
 
     #[test]

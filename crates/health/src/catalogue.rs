@@ -55,6 +55,14 @@ pub const METRICS: &[MetricFamily] = &[
         help: "1 while the readiness probe answers 200: started, not shutting down and no critical check unhealthy",
         owner: OWNER,
     },
+    MetricFamily {
+        name: "health_check_critical",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &["dependency"],
+        help: "1 when a dependency check is critical (its failure fails the readiness probe), 0 when it is not",
+        owner: OWNER,
+    },
 ];
 
 #[cfg(test)]
@@ -67,11 +75,12 @@ mod tests {
     use super::METRICS;
     use crate::{HealthMetrics, Status};
 
-    /// One unhealthy run is what a check's task records, and it writes every family.
+    /// A registered check with one unhealthy run writes every family.
     #[test]
     fn the_catalogue_matches_the_exposition() {
         let mut registry = Registry::default();
         let metrics = HealthMetrics::register(&mut registry);
+        metrics.declare("catalogue", true);
         metrics.record("catalogue", Status::Unhealthy, Duration::from_millis(3));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();

@@ -39,6 +39,7 @@ struct DependencyLabels {
 /// | `health_disk_free_ratio` | gauge | none | free space of the built-in `disk` check's file system (available to unprivileged users / size), NaN until it first reads it |
 /// | `health_memory_used_ratio` | gauge | `scope` (`system`, `process`) | the built-in `memory` check's figures: system memory in use / total, and the process's resident memory / its limit; NaN until it first reads them |
 /// | `health_ready` | gauge | none | 1 while the readiness probe answers 200 (started, not shutting down, no critical check unhealthy at the last run), else 0 |
+/// | `health_check_critical` | gauge | `dependency` | 1 when the check is critical (its failure makes the readiness probe fail), 0 when it is not; set at registration |
 ///
 /// Cloning is cheap; every clone updates the same series.
 #[derive(Debug, Clone)]
@@ -49,6 +50,7 @@ pub struct HealthMetrics {
     ready: Gauge,
     disk_free_ratio: Gauge<f64, AtomicU64>,
     memory_used_ratio: Family<ScopeLabels, Gauge<f64, AtomicU64>>,
+    critical: Family<DependencyLabels, Gauge>,
 }
 
 impl HealthMetrics {
@@ -63,6 +65,7 @@ impl HealthMetrics {
             ready: Gauge::default(),
             disk_free_ratio: Gauge::default(),
             memory_used_ratio: Family::default(),
+            critical: Family::default(),
         };
         // Not measured yet: NaN matches no alert threshold.
         let _ = metrics.disk_free_ratio.set(f64::NAN);
@@ -105,6 +108,11 @@ impl HealthMetrics {
             "1 while the readiness probe answers 200: started, not shutting down and no critical check unhealthy",
             metrics.ready.clone(),
         );
+        registry.register(
+            "health_check_critical",
+            "1 when a dependency check is critical (its failure fails the readiness probe), 0 when it is not",
+            metrics.critical.clone(),
+        );
         metrics
     }
 
@@ -128,11 +136,15 @@ impl HealthMetrics {
     /// Gives a registered check its series from its registration on, so that every family is
     /// exported and `increase()` sees the first failure: `dependency_health` NaN (not run yet:
     /// neither healthy nor unhealthy, so no alert threshold matches it), an empty duration
-    /// histogram and zero failures.
-    pub(crate) fn declare(&self, dependency: &str) {
+    /// histogram, zero failures, and `health_check_critical` (the "critical dependency down"
+    /// alert joins it with `dependency_health`).
+    pub(crate) fn declare(&self, dependency: &str, critical: bool) {
         let labels = DependencyLabels {
             dependency: dependency.to_owned(),
         };
+        self.critical
+            .get_or_create(&labels)
+            .set(i64::from(critical));
         let _ = self.health.get_or_create(&labels).set(f64::NAN);
         let _ = self.duration.get_or_create(&labels);
         let _ = self.failures.get_or_create(&labels);

@@ -257,9 +257,6 @@ impl HealthRegistry {
     fn insert(&self, check: Arc<dyn Check>) {
         let config = &self.inner.config;
         let name: Arc<str> = Arc::from(check.name());
-        if let Some(metrics) = &self.inner.metrics {
-            metrics.declare(&name);
-        }
         let overrides = config.checks.get(&*name);
         let timeout = overrides
             .and_then(|overrides| overrides.timeout)
@@ -268,6 +265,9 @@ impl HealthRegistry {
         let critical = overrides
             .and_then(|overrides| overrides.critical)
             .unwrap_or_else(|| check.criticality().is_critical());
+        if let Some(metrics) = &self.inner.metrics {
+            metrics.declare(&name, critical);
+        }
         self.inner.checks.write().push(Entry {
             name,
             check,

@@ -104,6 +104,14 @@ pub const METRICS: &[MetricFamily] = &[
         owner: OWNER,
     },
     MetricFamily {
+        name: "storage_object_store_requests",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &["store"],
+        help: "Object store calls made, failed ones included",
+        owner: OWNER,
+    },
+    MetricFamily {
         name: "storage_cache_hits",
         kind: MetricKind::Counter,
         unit: None,

@@ -54,6 +54,7 @@ fn latency_histogram() -> Histogram {
 /// | `storage_upload_duration_seconds` | `store` | one segment upload |
 /// | `storage_upload_bytes_total` | `store` | bytes uploaded |
 /// | `storage_object_store_errors_total` | `store`, `error_type` | `transient`, `permanent`, `not_found`, `already_exists` |
+/// | `storage_object_store_requests_total` | `store` | object-store calls made, failed ones included (the denominator of the failure ratio) |
 /// | `storage_cache_hits_total`, `storage_cache_misses_total` | `store` | block cache of `s3_only` reads |
 /// | `storage_compactions_total` | `store`, `outcome` | `success`, `failure` |
 /// | `storage_backlog_bytes` | `store` | bytes not yet uploaded (backpressure input) |
@@ -81,6 +82,7 @@ pub struct StorageMetrics {
     upload_duration: Histograms,
     upload_bytes: Family<StoreLabels, Counter>,
     object_store_errors: Family<ClassLabels, Counter>,
+    object_store_requests: Family<StoreLabels, Counter>,
     cache_hits: Family<StoreLabels, Counter>,
     cache_misses: Family<StoreLabels, Counter>,
     compactions: Family<OutcomeLabels, Counter>,
@@ -166,6 +168,11 @@ impl StorageMetrics {
             metrics.object_store_errors.clone(),
         );
         registry.register(
+            "storage_object_store_requests",
+            "Object store calls made, failed ones included",
+            metrics.object_store_requests.clone(),
+        );
+        registry.register(
             "storage_cache_hits",
             "Block cache hits",
             metrics.cache_hits.clone(),
@@ -247,6 +254,7 @@ impl StorageMetrics {
             upload_duration: Family::new_with_constructor(latency_histogram),
             upload_bytes: Family::default(),
             object_store_errors: Family::default(),
+            object_store_requests: Family::default(),
             cache_hits: Family::default(),
             cache_misses: Family::default(),
             compactions: Family::default(),
@@ -302,6 +310,7 @@ impl StorageMetrics {
             errors_permanent: class("permanent"),
             errors_not_found: class("not_found"),
             errors_already_exists: class("already_exists"),
+            object_store_requests: self.object_store_requests.get_or_create(&labels).clone(),
             cache_hits: self.cache_hits.get_or_create(&labels).clone(),
             cache_misses: self.cache_misses.get_or_create(&labels).clone(),
             compactions_success: outcome(&self.compactions, "success"),
@@ -343,6 +352,7 @@ pub(crate) struct Instruments {
     pub(crate) errors_permanent: Counter,
     pub(crate) errors_not_found: Counter,
     pub(crate) errors_already_exists: Counter,
+    pub(crate) object_store_requests: Counter,
     pub(crate) cache_hits: Counter,
     pub(crate) cache_misses: Counter,
     pub(crate) compactions_success: Counter,

@@ -329,8 +329,10 @@ impl Shared {
         let limit = self.config.upload.attempt_timeout;
         let mut stream = remote.store.list(Some(prefix));
         let mut out = Vec::new();
+        // One listing is one request, however many items it streams.
+        remote.count_request();
         loop {
-            let page = remote.call(async { stream.next().await.transpose() });
+            let page = remote.call_within(async { stream.next().await.transpose() });
             match tokio::time::timeout(limit, page).await {
                 Err(_) => return Err(RemoteError::timeout()),
                 Ok(Ok(None)) => return Ok(out),

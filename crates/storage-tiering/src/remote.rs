@@ -272,14 +272,31 @@ impl Remote {
         }
     }
 
-    /// Runs one object-store call; a failure is classified with the HTTP status of the call's
-    /// last response and counted.
+    /// Runs one object-store call, counted in `storage_object_store_requests_total`; a failure
+    /// is classified with the HTTP status of the call's last response and counted by class.
     pub(crate) async fn call<T>(
+        &self,
+        call: impl Future<Output = object_store::Result<T>>,
+    ) -> Result<T, RemoteError> {
+        self.instruments.object_store_requests.inc();
+        self.call_within(call).await
+    }
+
+    /// Runs one step of a call already counted with [`call`](Self::call)'s counter (the next
+    /// item of a listing that [`count_request`](Self::count_request) counted once); a failure
+    /// is classified and counted like [`call`](Self::call)'s.
+    pub(crate) async fn call_within<T>(
         &self,
         call: impl Future<Output = object_store::Result<T>>,
     ) -> Result<T, RemoteError> {
         let (result, status) = observe(call).await;
         result.map_err(|error| self.count(&error, status))
+    }
+
+    /// Counts one object-store call in `storage_object_store_requests_total` whose steps run
+    /// through [`call_within`](Self::call_within).
+    pub(crate) fn count_request(&self) {
+        self.instruments.object_store_requests.inc();
     }
 
     fn count(&self, error: &object_store::Error, status: Option<u16>) -> RemoteError {

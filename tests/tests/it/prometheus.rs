@@ -164,7 +164,10 @@ async fn breaker_and_fallback_alerts_fire_and_clear_in_a_real_prometheus() -> an
     tokio::time::sleep(Duration::from_secs(3)).await;
     for name in ["CircuitBreakerOpen", "RateLimitFallbackActive"] {
         let alerts = prometheus.alerts(&client, name).await?;
-        assert!(alerts.is_empty(), "{name} is active while all is well: {alerts:?}");
+        assert!(
+            alerts.is_empty(),
+            "{name} is active while all is well: {alerts:?}"
+        );
     }
 
     // A breaker forced open through the admin API: pending, then firing; reset: cleared.
@@ -188,9 +191,19 @@ async fn breaker_and_fallback_alerts_fire_and_clear_in_a_real_prometheus() -> an
             .is_some_and(|url| url.ends_with("docs/runbooks/CircuitBreakerOpen.md")),
         "{alert}"
     );
-    admin_post(&client, &api, "/admin/circuit-breakers/ratelimit-redis/reset").await?;
+    admin_post(
+        &client,
+        &api,
+        "/admin/circuit-breakers/ratelimit-redis/reset",
+    )
+    .await?;
     prometheus
-        .wait_alerts(&client, "CircuitBreakerOpen", ALERT_TIMEOUT, <[Value]>::is_empty)
+        .wait_alerts(
+            &client,
+            "CircuitBreakerOpen",
+            ALERT_TIMEOUT,
+            <[Value]>::is_empty,
+        )
         .await?;
 
     // Redis killed: requests keep being answered from the fallback, the fallback alert goes
@@ -203,9 +216,12 @@ async fn breaker_and_fallback_alerts_fire_and_clear_in_a_real_prometheus() -> an
         assert_eq!(status, 200, "no request fails because Redis is down");
     }
     let alerts = prometheus
-        .wait_alerts(&client, "RateLimitFallbackActive", ALERT_TIMEOUT, |alerts| {
-            !alerts.is_empty()
-        })
+        .wait_alerts(
+            &client,
+            "RateLimitFallbackActive",
+            ALERT_TIMEOUT,
+            |alerts| !alerts.is_empty(),
+        )
         .await?;
     assert!(
         states(&alerts)
@@ -214,17 +230,17 @@ async fn breaker_and_fallback_alerts_fire_and_clear_in_a_real_prometheus() -> an
         "{alerts:?}"
     );
     let alerts = prometheus
-        .wait_alerts(&client, "RateLimitFallbackActive", ALERT_TIMEOUT, |alerts| {
-            alerts.iter().any(|alert| alert["state"] == "firing")
-        })
+        .wait_alerts(
+            &client,
+            "RateLimitFallbackActive",
+            ALERT_TIMEOUT,
+            |alerts| alerts.iter().any(|alert| alert["state"] == "firing"),
+        )
         .await?;
     assert_eq!(alerts[0]["labels"]["severity"], "warning", "{alerts:?}");
     let deadline = tokio::time::Instant::now() + ALERT_TIMEOUT;
     while kubelet.probes() < probes_before_outage + FAILURE_THRESHOLD + 1 {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the prober stalled"
-        );
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the prober stalled");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     redis.restart()?;
@@ -237,7 +253,12 @@ async fn breaker_and_fallback_alerts_fire_and_clear_in_a_real_prometheus() -> an
         )
         .await?;
     prometheus
-        .wait_alerts(&client, "CircuitBreakerOpen", ALERT_TIMEOUT, <[Value]>::is_empty)
+        .wait_alerts(
+            &client,
+            "CircuitBreakerOpen",
+            ALERT_TIMEOUT,
+            <[Value]>::is_empty,
+        )
         .await?;
 
     // Redis is not a critical dependency: the pod stayed in rotation throughout.
@@ -257,7 +278,12 @@ async fn a_real_scrape_passes_promtool_check_metrics() -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     // Traffic, a limit decision, an error and a breaker transition, so that labelled families
     // have series and not only their HELP and TYPE lines.
-    for path in ["/v1/whoami", "/v1/whoami", "/v1/no-such-route", "/health/ready"] {
+    for path in [
+        "/v1/whoami",
+        "/v1/whoami",
+        "/v1/no-such-route",
+        "/health/ready",
+    ] {
         client.get(api.url(path)).send().await?;
     }
     admin_post(
@@ -267,10 +293,7 @@ async fn a_real_scrape_passes_promtool_check_metrics() -> anyhow::Result<()> {
     )
     .await?;
     let exposition = scrape(&client, &api).await?;
-    assert!(
-        exposition.contains("http_requests_total{"),
-        "{exposition}"
-    );
+    assert!(exposition.contains("http_requests_total{"), "{exposition}");
     let printed = check_metrics(&exposition)?;
     assert!(
         printed.trim().is_empty(),

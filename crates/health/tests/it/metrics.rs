@@ -41,7 +41,8 @@ fn parse(text: &str) -> BTreeMap<String, f64> {
             "health_check_failures",
             "health_disk_free_ratio",
             "health_memory_used_ratio",
-            "health_ready"
+            "health_ready",
+            "health_check_critical"
         ]
     );
     samples
@@ -101,6 +102,10 @@ async fn metrics_follow_each_run_and_are_registered_once() {
     assert!((value(r#"dependency_health{dependency="redis"}"#) - 1.0).abs() < f64::EPSILON);
     assert!((value(r#"dependency_health{dependency="store"}"#) - 0.5).abs() < f64::EPSILON);
     assert!(value(r#"dependency_health{dependency="queue"}"#).abs() < f64::EPSILON);
+    // Which checks are critical, from registration on: the "critical dependency down" alert
+    // joins this with `dependency_health`.
+    assert!((value(r#"health_check_critical{dependency="queue"}"#) - 1.0).abs() < f64::EPSILON);
+    assert!(value(r#"health_check_critical{dependency="store"}"#).abs() < f64::EPSILON);
     assert!(
         (value(r#"health_check_failures_total{dependency="queue"}"#) - 1.0).abs() < f64::EPSILON
     );

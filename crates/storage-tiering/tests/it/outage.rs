@@ -363,3 +363,66 @@ async fn a_shared_dlq_given_to_the_builder_holds_the_dead_lettered_segment() {
     assert_eq!((report.succeeded, report.failed), (1, 0));
     store.close(Duration::from_secs(1)).await.unwrap();
 }
+
+/// The sum of the samples of `family` whose line contains `needle`.
+fn samples(registry: &Registry, family: &str, needle: &str) -> u64 {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{family}{{")) && line.contains(needle))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Every object-store call counts in `storage_object_store_requests_total`, failed ones too, so
+/// that the failure ratio the `ObjectStoreFailures` alert watches is errors over requests.
+#[tokio::test(start_paused = true)]
+async fn object_store_requests_count_every_call_failed_ones_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = FaultStore::new(Arc::new(InMemory::new()));
+    let mut registry = Registry::default();
+    let metrics = StorageMetrics::register(&mut registry);
+    let (store, _) = Store::builder(outage_config(dir.path()))
+        .metrics(metrics)
+        .object_store(fault.clone(), "p")
+        .open()
+        .await
+        .unwrap();
+    store
+        .create_collection("c", Policy::MemoryS3)
+        .await
+        .unwrap();
+    let requests = || samples(&registry, "storage_object_store_requests_total", "");
+    let failures = || {
+        samples(
+            &registry,
+            "storage_object_store_errors_total",
+            "error_type=\"transient\"",
+        )
+    };
+    for i in 0..40 {
+        store.put("c", &format!("k{i:05}"), value(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    store.wait_uploaded(Duration::from_secs(60)).await.unwrap();
+    let healthy = requests();
+    assert!(healthy >= 2, "uploads and a manifest commit: {healthy}");
+    assert_eq!(failures(), 0);
+
+    fault.set(Mode::Unavailable);
+    for i in 40..60 {
+        store.put("c", &format!("k{i:05}"), value(i)).await.unwrap();
+    }
+    store.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let failed = failures();
+    assert!(failed >= 1, "the outage failed calls");
+    assert!(
+        requests() >= healthy + failed,
+        "every failed call is a request: {} requests, {healthy} before the outage, {failed} failed",
+        requests()
+    );
+    fault.set(Mode::Healthy);
+    store.wait_uploaded(Duration::from_secs(900)).await.unwrap();
+    store.close(Duration::from_secs(10)).await.unwrap();
+}
