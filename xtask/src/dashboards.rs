@@ -711,9 +711,15 @@ mod tests {
             format!("label_replace(up{{{f}}}, \"dst\", \"$1 x{{y}}\", \"src\", \"(.*)\")")
         );
         assert_eq!(
-            filtered("sum without (le) (max_over_time(x:y[5m:1m])) or vector(0)"),
-            format!("sum without (le) (max_over_time(x:y{{{f}}}[5m:1m])) or vector(0)")
+            filtered("sum without (le) (max_over_time(up[5m:1m])) or vector(0)"),
+            format!("sum without (le) (max_over_time(up{{{f}}}[5m:1m])) or vector(0)")
         );
+        // A recording rule keeps the labels its level names: only those are filtered on.
+        assert_eq!(
+            filtered("job_endpoint:x:rate5m{endpoint=\"/v1\"} > 1 and instance:y:ratio"),
+            "job_endpoint:x:rate5m{endpoint=\"/v1\",job=~\"$job\"} > 1 and instance:y:ratio{instance=~\"$instance\"}"
+        );
+        assert_eq!(filtered("store:z:ratio"), "store:z:ratio{}");
         assert_eq!(
             filtered("absent(dlq_size{ }) == 1"),
             format!("absent(dlq_size{{{f}}}) == 1")

@@ -37,6 +37,25 @@ const LABEL_LISTS: &[&str] = &[
     "group_right",
 ];
 
+/// The filter for a selector of `name`: [`FILTER`], except for a recording rule named
+/// `level:metric:operations`, whose level lists the labels it keeps (`job_endpoint`): only the
+/// `job` and `instance` matchers of labels it has (a matcher on a label a series lacks would
+/// hide it as soon as one instance is chosen).
+fn filter_for(name: &str) -> String {
+    let Some((level, _)) = name.split_once(':') else {
+        return FILTER.to_owned();
+    };
+    let kept: Vec<&str> = level.split('_').collect();
+    FILTER
+        .split(',')
+        .filter(|matcher| {
+            let label = matcher.split("=~").next().unwrap_or_default();
+            kept.contains(&label)
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Adds [`FILTER`] to every vector selector of a PromQL expression (`up` becomes
 /// `up{job=~"$job",instance=~"$instance"}`, `{a="b"}` gets it after its matchers), calling
 /// `seen` with each selector's metric name (empty for a bare `{...}`) and its matchers as
@@ -45,12 +64,15 @@ const LABEL_LISTS: &[&str] = &[
 /// selector unless it is a keyword, an aggregation, or a function (followed by `(`). Fails on
 /// unbalanced brackets or an unterminated string, which the caller takes as "not safe to filter".
 pub(crate) fn inject_filter(expr: &str, mut seen: impl FnMut(&str, &str)) -> Result<String> {
-    let with_filter = |inner: &str| {
+    let with_filter = |name: &str, inner: &str| {
+        let filter = filter_for(name);
         let inner = inner.trim();
-        if inner.is_empty() || inner.ends_with(',') {
-            format!("{{{inner}{FILTER}}}")
+        if filter.is_empty() {
+            format!("{{{inner}}}")
+        } else if inner.is_empty() || inner.ends_with(',') {
+            format!("{{{inner}{filter}}}")
         } else {
-            format!("{{{inner},{FILTER}}}")
+            format!("{{{inner},{filter}}}")
         }
     };
     let bytes = expr.as_bytes();
@@ -77,7 +99,7 @@ pub(crate) fn inject_filter(expr: &str, mut seen: impl FnMut(&str, &str)) -> Res
             b'{' => {
                 let end = group_end(expr, at)?;
                 seen("", &expr[at + 1..end - 1]);
-                out.push_str(&with_filter(&expr[at + 1..end - 1]));
+                out.push_str(&with_filter("", &expr[at + 1..end - 1]));
                 at = end;
             }
             b'(' => {
@@ -129,12 +151,12 @@ pub(crate) fn inject_filter(expr: &str, mut seen: impl FnMut(&str, &str)) -> Res
                     let close = group_end(expr, next_at)?;
                     seen(ident, &expr[next_at + 1..close - 1]);
                     out.push_str(ident);
-                    out.push_str(&with_filter(&expr[next_at + 1..close - 1]));
+                    out.push_str(&with_filter(ident, &expr[next_at + 1..close - 1]));
                     at = close;
                 } else {
                     seen(ident, "");
                     out.push_str(ident);
-                    out.push_str(&with_filter(""));
+                    out.push_str(&with_filter(ident, ""));
                     at = end;
                 }
             }
