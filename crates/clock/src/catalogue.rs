@@ -16,6 +16,7 @@
 //!     labels: &["queue"],
 //!     help: "Jobs run",
 //!     owner: "example",
+//!     buckets: None,
 //! }];
 //! let exposition = "# HELP jobs Jobs run.\n# TYPE jobs counter\njobs_total{queue=\"a\"} 1\n# EOF\n";
 //! assert_eq!(check_exposition(METRICS, exposition, SampleRule::Required), Ok(()));
@@ -28,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// One metric family as it appears in the exposition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MetricFamily {
     /// The family name of the `# TYPE` line: with the unit suffix when the family has one, without
     /// the `_total` a counter's samples carry.
@@ -44,6 +45,9 @@ pub struct MetricFamily {
     pub help: &'static str,
     /// The crate that registers the family (`mainstay-resilience`, `mainstay-api`).
     pub owner: &'static str,
+    /// A histogram's bucket edges (the finite `le` values, ascending); `None` for other types.
+    /// Alert and SLO thresholds must be among them: between edges a count is a guess.
+    pub buckets: Option<&'static [f64]>,
 }
 
 impl MetricFamily {
@@ -106,7 +110,7 @@ pub enum SampleRule {
 }
 
 /// One family read from an exposition.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExposedFamily {
     /// The `# TYPE` word.
     pub kind: String,
@@ -116,6 +120,8 @@ pub struct ExposedFamily {
     pub help: String,
     /// Each distinct set of label names among the family's samples, `le` left out.
     pub label_sets: BTreeSet<Vec<String>>,
+    /// The distinct finite `le` values of a histogram's bucket samples, ascending.
+    pub buckets: Vec<f64>,
 }
 
 /// Reads the families of an OpenMetrics text exposition: every `# HELP`, `# TYPE` and `# UNIT`
@@ -150,9 +156,30 @@ pub fn parse_exposition(text: &str) -> BTreeMap<String, ExposedFamily> {
         let labels = sample_label_names(line);
         if let Some(family) = families.get_mut(name) {
             family.label_sets.insert(labels);
+            if let Some(edge) = bucket_edge(line)
+                && !family.buckets.contains(&edge)
+            {
+                family.buckets.push(edge);
+                family.buckets.sort_by(f64::total_cmp);
+            }
         }
     }
     families
+}
+
+/// The finite `le` value of a bucket sample line (`x_bucket{le="0.1"} 3`), `None` for `+Inf` and
+/// other lines.
+fn bucket_edge(line: &str) -> Option<f64> {
+    let (name, _) = line.split_once('{')?;
+    if !name.ends_with("_bucket") {
+        return None;
+    }
+    let at = line.find("le=\"")?;
+    let rest = &line[at + 4..];
+    rest[..rest.find('"')?]
+        .parse::<f64>()
+        .ok()
+        .filter(|edge| edge.is_finite())
 }
 
 /// The label names of one sample line, `le` left out; quoted values may hold `,`, `}` and `\"`.
@@ -236,6 +263,26 @@ pub fn check_exposition(
                 family.name, family.help, help
             ));
         }
+        match (family.kind, family.buckets) {
+            (MetricKind::Histogram, None) => mismatches.push(format!(
+                "`{}` is a histogram catalogued without its bucket edges",
+                family.name
+            )),
+            (MetricKind::Histogram, Some(edges))
+                if !found.buckets.is_empty() && found.buckets != edges =>
+            {
+                mismatches.push(format!(
+                    "`{}` is catalogued with buckets {edges:?} but exposed with {:?}",
+                    family.name, found.buckets
+                ));
+            }
+            (MetricKind::Histogram, Some(_)) => {}
+            (_, Some(_)) => mismatches.push(format!(
+                "`{}` is a {} catalogued with bucket edges",
+                family.name, family.kind
+            )),
+            (_, None) => {}
+        }
         let labels: Vec<String> = family.labels.iter().map(|&name| name.to_owned()).collect();
         if found.label_sets.is_empty() {
             if samples == SampleRule::Required {
@@ -275,6 +322,40 @@ mod tests {
     }
 
     #[test]
+    fn bucket_edges_are_compared_with_the_exposed_le_values() {
+        const EDGES: &[f64] = &[0.01, 0.1];
+        let catalogue = |buckets| {
+            [MetricFamily {
+                name: "wait_seconds",
+                kind: MetricKind::Histogram,
+                unit: Some("seconds"),
+                labels: &[],
+                help: "Wait",
+                owner: "test",
+                buckets,
+            }]
+        };
+        let exposition = "# HELP wait_seconds Wait.\n# TYPE wait_seconds histogram\n# UNIT wait_seconds seconds\n\
+                          wait_seconds_sum 0.2\nwait_seconds_count 2\n\
+                          wait_seconds_bucket{le=\"0.01\"} 1\nwait_seconds_bucket{le=\"0.1\"} 2\n\
+                          wait_seconds_bucket{le=\"+Inf\"} 2\n# EOF\n";
+        assert_eq!(
+            check_exposition(&catalogue(Some(EDGES)), exposition, SampleRule::Required),
+            Ok(())
+        );
+        let mismatches = check_exposition(
+            &catalogue(Some(&[0.01, 0.15])),
+            exposition,
+            SampleRule::Required,
+        )
+        .unwrap_err();
+        assert_eq!(
+            mismatches,
+            ["`wait_seconds` is catalogued with buckets [0.01, 0.15] but exposed with [0.01, 0.1]"]
+        );
+    }
+
+    #[test]
     fn every_mismatch_is_reported() {
         const CATALOGUE: &[MetricFamily] = &[
             MetricFamily {
@@ -284,6 +365,7 @@ mod tests {
                 labels: &["route"],
                 help: "Latency",
                 owner: "test",
+                buckets: None,
             },
             MetricFamily {
                 name: "missing",
@@ -292,6 +374,7 @@ mod tests {
                 labels: &[],
                 help: "Never exposed",
                 owner: "test",
+                buckets: None,
             },
         ];
         let exposition = "# HELP latency_seconds Latency.\n# TYPE latency_seconds gauge\n\
@@ -303,6 +386,7 @@ mod tests {
             vec![
                 "`latency_seconds` is catalogued as a histogram but exposed as a gauge",
                 "`latency_seconds` is catalogued with unit Some(\"seconds\") but exposed with unit None",
+                "`latency_seconds` is a histogram catalogued without its bucket edges",
                 "`latency_seconds` is catalogued with labels [\"route\"] but exposed with {[\"route\", \"method\"]}",
                 "`missing` is catalogued but not exposed",
                 "`extra` is exposed but not catalogued",
