@@ -15,6 +15,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "1 when the dead-letter queue's journal refuses writes after a failed write or fsync",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "auth_failures",
@@ -23,6 +24,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["reason", "outcome"],
         help: "Failed authentications of /v1 callers, by reason (unknown_key, malformed_key) and outcome (rejected: 401, throttled: 429)",
         owner: OWNER,
+        buckets: None,
     },
 ];
 
@@ -42,24 +44,9 @@ pub fn service_catalogue() -> Vec<MetricFamily> {
     .concat()
 }
 
-/// The bucket edges of a histogram family, when the crate that registers it exports them
-/// (`cargo xtask codegen` refuses an SLO latency threshold that is not one of them); `null` for
-/// another histogram and for other types.
-fn buckets(family: &MetricFamily) -> Option<serde_json::Value> {
-    if family.kind != MetricKind::Histogram {
-        return None;
-    }
-    Some(match family.name {
-        "http_request_duration_seconds" => {
-            serde_json::json!(mainstay_telemetry::http::DURATION_BUCKETS)
-        }
-        _ => serde_json::Value::Null,
-    })
-}
-
 /// The service's catalogue as pretty JSON, newline-terminated: `{"families": [{"name", "type",
 /// "unit", "labels", "help", "crate", "sample_name"}]}`, and `"buckets"`:
-/// a histogram's edges, else `null`. `name` is the family of the `# TYPE`
+/// a histogram's edges (`null` for other types). `name` is the family of the `# TYPE`
 /// line; `sample_name` is what a query names (`_total` added for counters).
 #[must_use]
 pub fn json() -> String {
@@ -74,7 +61,7 @@ pub fn json() -> String {
                 "help": family.help,
                 "crate": family.owner,
                 "sample_name": family.sample_name(),
-                "buckets": buckets(family),
+                "buckets": family.buckets,
             })
         })
         .collect();

@@ -14,6 +14,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["queue"],
         help: "Entries held, per queue",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "dlq_pushed",
@@ -22,6 +23,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["queue", "error_type"],
         help: "Entries pushed, per queue and error class",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "dlq_evictions",
@@ -30,6 +32,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["queue"],
         help: "Entries evicted because a queue or the dlq was full",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "dlq_rejected",
@@ -38,6 +41,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["queue"],
         help: "Pushes refused because a reject queue or the dlq was full",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "dlq_expired",
@@ -46,6 +50,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["queue"],
         help: "Entries removed by TTL cleanup",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "dlq_redriven",
@@ -54,6 +59,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["queue", "outcome"],
         help: "Redrive attempts, per queue and outcome",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "dlq_journal_bytes",
@@ -62,6 +68,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Size of the journal file in bytes",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "dlq_journal_fsyncs",
@@ -70,6 +77,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "fdatasync calls on the journal",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "dlq_journal_truncations",
@@ -78,6 +86,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Torn or corrupt journal tails truncated on open",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "dlq_journal_corrupt_records",
@@ -86,6 +95,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Records skipped on open because their checksum failed",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "dlq_oldest_entry_age_seconds",
@@ -94,6 +104,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["queue"],
         help: "Seconds since the oldest entry of each queue was pushed",
         owner: OWNER,
+        buckets: None,
     },
 ];
 

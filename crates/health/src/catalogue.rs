@@ -14,6 +14,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["dependency"],
         help: "Health of each dependency check: 1 healthy, 0.5 degraded, 0 unhealthy",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "health_check_duration_seconds",
@@ -22,6 +23,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["dependency"],
         help: "Duration of each dependency check run",
         owner: OWNER,
+        buckets: Some(&crate::metrics::DURATION_BUCKETS),
     },
     MetricFamily {
         name: "health_check_failures",
@@ -30,6 +32,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["dependency"],
         help: "Dependency check runs that ended unhealthy, timeouts and panics included",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "health_disk_free_ratio",
@@ -38,6 +41,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Free space of the disk check's file system, available to unprivileged users over its size",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "health_memory_used_ratio",
@@ -46,6 +50,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["scope"],
         help: "Memory in use over the memory check's limit: system memory over its total, the process's resident memory over its limit",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "health_ready",
@@ -54,6 +59,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "1 while the readiness probe answers 200: started, not shutting down and no critical check unhealthy",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "health_check_critical",
@@ -62,6 +68,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["dependency"],
         help: "1 when a dependency check is critical (its failure fails the readiness probe), 0 when it is not",
         owner: OWNER,
+        buckets: None,
     },
 ];
 

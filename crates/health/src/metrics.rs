@@ -13,7 +13,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::check::Status;
 
 /// Buckets of `health_check_duration_seconds`: 1 ms to 10 s, around the 2 s default timeout.
-const DURATION_BUCKETS: [f64; 13] = [
+pub(crate) const DURATION_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 

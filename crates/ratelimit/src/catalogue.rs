@@ -14,6 +14,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["policy", "decision", "backend"],
         help: "Rate-limit decisions by the policy that decided, the decision and the backend",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "ratelimit_backend_errors",
@@ -22,6 +23,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["error_type"],
         help: "Redis calls of the rate limiter that failed, by error type",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "ratelimit_fallback_active",
@@ -30,6 +32,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "1 while rate limits are decided without Redis (its circuit breaker is not closed)",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "ratelimit_fallback_switches",
@@ -38,6 +41,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["to"],
         help: "Switches between Redis and the fallback, by the side switched to",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "ratelimit_redis_duration_seconds",
@@ -46,6 +50,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Duration of the rate limiter's Redis decisions, pool checkout included",
         owner: OWNER,
+        buckets: Some(&crate::metrics::REDIS_BUCKETS),
     },
     MetricFamily {
         name: "ratelimit_local_cache_hits",
@@ -54,6 +59,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Requests denied by the local over-limit cache without a Redis round trip",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "ratelimit_local_keys",
@@ -62,6 +68,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Keys held by the in-process limit stores",
         owner: OWNER,
+        buckets: None,
     },
 ];
 

@@ -52,6 +52,12 @@ pub struct RateLimitMetrics {
     pub(crate) local_keys: Gauge,
 }
 
+/// The buckets of `ratelimit_redis_duration_seconds`, in seconds: 25 µs (a local round trip) to
+/// 100 ms.
+pub(crate) const REDIS_BUCKETS: [f64; 12] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.02, 0.05, 0.1,
+];
+
 impl RateLimitMetrics {
     /// Registers the families into `registry` and returns their handles. Call it once per registry.
     pub fn register(registry: &mut Registry) -> Self {
@@ -98,16 +104,12 @@ impl RateLimitMetrics {
     /// Handles registered nowhere: what a limiter counts into when no metrics are given.
     #[must_use]
     pub fn unregistered() -> Self {
-        let buckets = [
-            0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.02,
-            0.05, 0.1,
-        ];
         Self {
             decisions: Family::default(),
             backend_errors: Family::default(),
             fallback_active: Gauge::default(),
             fallback_switches: Family::default(),
-            redis_duration: Histogram::new(buckets),
+            redis_duration: Histogram::new(REDIS_BUCKETS),
             local_cache_hits: Counter::default(),
             local_keys: Gauge::default(),
         }

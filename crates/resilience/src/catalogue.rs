@@ -14,6 +14,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["breaker"],
         help: "Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 disabled, 4 forced open",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "circuit_breaker_state_active",
@@ -22,6 +23,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["breaker", "state"],
         help: "1 for the state a circuit breaker is in, 0 for the other states",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "circuit_breaker_transitions",
@@ -30,6 +32,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["breaker", "from", "to"],
         help: "Circuit breaker state transitions",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "circuit_breaker_calls",
@@ -38,6 +41,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["breaker", "outcome"],
         help: "Calls through a circuit breaker by outcome",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "retry_attempts",
@@ -46,6 +50,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["operation", "outcome"],
         help: "Attempts made by a retrying operation by outcome",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "retry_budget_exhausted",
@@ -54,6 +59,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["operation"],
         help: "Retries refused because the retry budget was exhausted",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "bulkhead_rejections",
@@ -62,6 +68,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["bulkhead"],
         help: "Calls rejected by a full bulkhead",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "bulkhead_in_flight",
@@ -70,6 +77,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["bulkhead"],
         help: "Calls holding a bulkhead slot",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "bulkhead_waiting",
@@ -78,6 +86,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["bulkhead"],
         help: "Callers waiting for a bulkhead slot",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "bulkhead_max_concurrent",
@@ -86,6 +95,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["bulkhead"],
         help: "Slots of a bulkhead: calls allowed at once",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "bulkhead_wait_seconds",
@@ -94,6 +104,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["bulkhead"],
         help: "Time a caller waited for a bulkhead slot, until it got one or gave up",
         owner: OWNER,
+        buckets: Some(&crate::metrics::WAIT_BUCKETS),
     },
 ];
 

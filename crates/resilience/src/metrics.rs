@@ -133,7 +133,7 @@ impl Atomic<u64> for CallCount {
 
 /// The buckets of `bulkhead_wait_seconds`, in seconds: from an immediate slot to the longest waits
 /// worth queueing for.
-const WAIT_BUCKETS: [f64; 12] = [
+pub(crate) const WAIT_BUCKETS: [f64; 12] = [
     0.0, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 

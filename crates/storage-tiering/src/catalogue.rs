@@ -14,6 +14,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Records acknowledged",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_insert_duration_seconds",
@@ -22,6 +23,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Write latency up to acknowledgement",
         owner: OWNER,
+        buckets: Some(&crate::metrics::LATENCY_BUCKETS),
     },
     MetricFamily {
         name: "storage_wal_bytes",
@@ -30,6 +32,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Bytes written to the WAL",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_wal_fsyncs",
@@ -38,6 +41,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "WAL fsyncs",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_wal_disk_bytes",
@@ -46,6 +50,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Bytes of WAL files on disk",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_wal_files",
@@ -54,6 +59,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "WAL files on disk",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_memtable_bytes",
@@ -62,6 +68,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Bytes in memtables",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_upload_queue_depth",
@@ -70,6 +77,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Segments waiting for upload",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_upload_attempts",
@@ -78,6 +86,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store", "outcome"],
         help: "Segment upload attempts by outcome",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_upload_duration_seconds",
@@ -86,6 +95,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Segment upload latency",
         owner: OWNER,
+        buckets: Some(&crate::metrics::LATENCY_BUCKETS),
     },
     MetricFamily {
         name: "storage_upload_bytes",
@@ -94,6 +104,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Bytes uploaded",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_object_store_errors",
@@ -102,6 +113,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store", "error_type"],
         help: "Object store errors by class",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_object_store_requests",
@@ -110,6 +122,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Object store calls made, failed ones included",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_cache_hits",
@@ -118,6 +131,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Block cache hits",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_cache_misses",
@@ -126,6 +140,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Block cache misses",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_compactions",
@@ -134,6 +149,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store", "outcome"],
         help: "Compactions by outcome",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_backlog_bytes",
@@ -142,6 +158,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Bytes not yet uploaded",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_backlog_limit_bytes",
@@ -150,6 +167,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Bytes not yet uploaded past which writes to object-store collections are refused",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_dead_lettered_segments",
@@ -158,6 +176,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Segments sent to the DLQ",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_orphan_objects_deleted",
@@ -166,6 +185,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Unreferenced objects deleted by orphan collection",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_orphan_deleted_bytes",
@@ -174,6 +194,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Bytes of the unreferenced objects deleted by orphan collection",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_orphan_collections",
@@ -182,6 +203,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store", "outcome"],
         help: "Orphan collection passes by outcome",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_wal_failed",
@@ -190,6 +212,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "1 when the WAL refuses writes after a failed write or fsync",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_fenced",
@@ -198,6 +221,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "1 when another writer claimed the object-store prefix and writes are refused",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "storage_wal_damage",
@@ -206,6 +230,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["store"],
         help: "Damaged WAL stretches skipped at open and not yet acknowledged",
         owner: OWNER,
+        buckets: None,
     },
 ];
 

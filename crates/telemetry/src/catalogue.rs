@@ -15,6 +15,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["method", "endpoint", "status_code"],
         help: "HTTP requests answered, by method, route template and status code",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "http_request_duration_seconds",
@@ -23,6 +24,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["method", "endpoint"],
         help: "Time from receiving an HTTP request to its response headers",
         owner: OWNER,
+        buckets: Some(&crate::http::DURATION_BUCKETS),
     },
     MetricFamily {
         name: "http_requests_in_flight",
@@ -31,6 +33,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "HTTP requests being handled now",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "http_errors",
@@ -39,6 +42,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &["method", "endpoint", "error_type"],
         help: "HTTP requests answered with an error, by method, route template and error type",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "process_resident_memory_bytes",
@@ -47,6 +51,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Resident memory size in bytes",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "process_virtual_memory_bytes",
@@ -55,6 +60,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Virtual memory size in bytes",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "process_cpu_seconds",
@@ -63,6 +69,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Total user and system CPU time spent in seconds",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "process_open_fds",
@@ -71,6 +78,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Number of open file descriptors",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "process_max_fds",
@@ -79,6 +87,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Maximum number of open file descriptors",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "process_threads",
@@ -87,6 +96,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Number of OS threads in the process",
         owner: OWNER,
+        buckets: None,
     },
     MetricFamily {
         name: "process_start_time_seconds",
@@ -95,6 +105,7 @@ pub const METRICS: &[MetricFamily] = &[
         labels: &[],
         help: "Start time of the process since the Unix epoch in seconds",
         owner: OWNER,
+        buckets: None,
     },
 ];
 
