@@ -265,7 +265,10 @@ pub(crate) fn metrics_doc(catalogue_json: &str, usage: &crate::lint::Usage) -> R
          - Label values are bounded: route templates, instance names and fixed words, never a raw\n\
          \x20 path, key, user or tenant.\n\
          - Latency histograms have a bucket edge at every threshold an alert or SLO uses (0.01,\n\
-         \x20 0.1, 0.15 and 0.5 s).\n",
+         \x20 0.1, 0.15 and 0.5 s): each catalogue declares its histograms' edges (printed by\n\
+         \x20 `mainstay-api metrics catalogue`, held to the exposed `le` values by the crate's\n\
+         \x20 tests), and `cargo xtask codegen` refuses a quantile threshold or an `le` matcher\n\
+         \x20 that is not one.\n",
     );
     for (owner, rows) in crates {
         out.push_str(&format!(

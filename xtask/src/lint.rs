@@ -79,6 +79,10 @@ impl Labels {
 struct Out {
     labels: Labels,
     scalar: bool,
+    /// The histogram family whose buckets these series are (`rate(x_bucket[5m])`).
+    bucket_of: Option<String>,
+    /// The histogram family these series are a quantile of (`histogram_quantile(0.99, ...)`).
+    quantile_of: Option<String>,
 }
 
 impl Out {
@@ -86,13 +90,21 @@ impl Out {
         Out {
             labels: Labels::none(),
             scalar: true,
+            bucket_of: None,
+            quantile_of: None,
         }
     }
     fn vector(labels: Labels) -> Self {
         Out {
             labels,
             scalar: false,
+            bucket_of: None,
+            quantile_of: None,
         }
+    }
+    /// The same series with other labels.
+    fn with_labels(self, labels: Labels) -> Self {
+        Out { labels, ..self }
     }
 }
 
@@ -101,6 +113,8 @@ impl Out {
 struct Series {
     family: String,
     labels: BTreeSet<String>,
+    /// The family's bucket edges, for a histogram's `_bucket` series.
+    buckets: Option<Vec<f64>>,
 }
 
 /// One definition of a recording rule (a name may be recorded by several rules, told apart by
@@ -110,6 +124,7 @@ struct Record {
     labels: Labels,
     statics: BTreeMap<String, String>,
     families: BTreeSet<String>,
+    quantile_of: Option<String>,
 }
 
 /// Who uses each family: `alert NAME` and `DASHBOARD › panel title` entries.
@@ -220,7 +235,11 @@ fn catalogue_series(catalogue_json: &str) -> Result<BTreeMap<String, Series>> {
         let entry = |labels: BTreeSet<String>| Series {
             family: name.to_owned(),
             labels,
+            buckets: None,
         };
+        let edges: Option<Vec<f64>> = family["buckets"]
+            .as_array()
+            .map(|edges| edges.iter().filter_map(serde_json::Value::as_f64).collect());
         match kind {
             "counter" => {
                 series.insert(format!("{name}_total"), entry(labels.clone()));
@@ -228,7 +247,13 @@ fn catalogue_series(catalogue_json: &str) -> Result<BTreeMap<String, Series>> {
             "histogram" => {
                 let mut bucket = labels.clone();
                 bucket.insert("le".to_owned());
-                series.insert(format!("{name}_bucket"), entry(bucket));
+                series.insert(
+                    format!("{name}_bucket"),
+                    Series {
+                        buckets: edges.clone(),
+                        ..entry(bucket)
+                    },
+                );
                 series.insert(format!("{name}_sum"), entry(labels.clone()));
                 series.insert(format!("{name}_count"), entry(labels.clone()));
             }
@@ -373,9 +398,9 @@ impl Checker {
                     continue;
                 }
                 let where_ = format!("{}: record `{record}`", rule.file);
-                let (labels, families) = match self.expression(&where_, &rule.expr) {
-                    Some((out, families)) => (out.labels, families),
-                    None => (Labels::Any, BTreeSet::new()),
+                let (labels, quantile_of, families) = match self.expression(&where_, &rule.expr) {
+                    Some((out, families)) => (out.labels, out.quantile_of, families),
+                    None => (Labels::Any, None, BTreeSet::new()),
                 };
                 let mut labels = labels;
                 for name in rule.labels.keys() {
@@ -388,6 +413,7 @@ impl Checker {
                         labels,
                         statics: rule.labels.clone(),
                         families,
+                        quantile_of,
                     });
                 *done.entry(record.to_owned()).or_default() += 1;
             }
@@ -427,7 +453,7 @@ impl Checker {
         where_: &str,
         selector: &VectorSelector,
         families: &mut BTreeSet<String>,
-    ) -> Labels {
+    ) -> Out {
         let name = selector.name.clone().or_else(|| {
             selector
                 .matchers
@@ -440,11 +466,28 @@ impl Checker {
             self.errors.push(format!(
                 "{where_}: a selector without a metric name ({selector}) cannot be checked"
             ));
-            return Labels::Any;
+            return Out::vector(Labels::Any);
         };
-        let labels = if let Some(series) = self.series.get(&name) {
+        let mut out = Out::vector(Labels::Any);
+        let labels = if let Some(series) = self.series.get(&name).cloned() {
             families.insert(series.family.clone());
-            Labels::Known(series.labels.clone())
+            if let Some(edges) = &series.buckets {
+                out.bucket_of = Some(series.family.clone());
+                for matcher in &selector.matchers.matchers {
+                    if matcher.name == "le"
+                        && matches!(matcher.op, MatchOp::Equal)
+                        && !is_edge(&matcher.value, edges)
+                    {
+                        self.errors.push(format!(
+                            "{where_}: `{name}{{le=\"{}\"}}` is not a bucket of `{}` (edges: {}): between edges a count is a guess",
+                            matcher.value,
+                            series.family,
+                            describe_edges(edges)
+                        ));
+                    }
+                }
+            }
+            Labels::Known(series.labels)
         } else if let Some(definitions) = self.records.get(&name) {
             // The definitions this selector can match: an equality matcher on a static label
             // leaves out the definitions with another value (`{slo="latency"}`).
@@ -461,11 +504,19 @@ impl Checker {
                 })
                 .collect();
             let mut labels = Labels::none();
-            for definition in if matching.is_empty() {
+            let chosen: Vec<&Record> = if matching.is_empty() {
                 definitions.iter().collect()
             } else {
                 matching
-            } {
+            };
+            if let Some(first) = chosen.first()
+                && chosen
+                    .iter()
+                    .all(|definition| definition.quantile_of == first.quantile_of)
+            {
+                out.quantile_of.clone_from(&first.quantile_of);
+            }
+            for definition in chosen {
                 families.extend(definition.families.iter().cloned());
                 labels = labels.union(&definition.labels);
             }
@@ -491,7 +542,7 @@ impl Checker {
             self.errors.push(format!(
                 "{where_}: `{name}` is neither a catalogued series nor a recording rule{hint}"
             ));
-            return Labels::Any;
+            return out;
         };
         let matchers = selector
             .matchers
@@ -507,7 +558,34 @@ impl Checker {
                 ));
             }
         }
-        labels
+        out.with_labels(labels)
+    }
+
+    /// When `series` is a quantile of a histogram and `other` a number it is compared with, the
+    /// number must be one of the histogram's bucket edges: `histogram_quantile` interpolates
+    /// between edges, so a threshold between two edges is crossed at a guessed latency.
+    fn threshold(&mut self, where_: &str, series: &Out, other: &Expr) {
+        let mut other = other;
+        while let Expr::Paren(inner) = other {
+            other = &inner.expr;
+        }
+        let (Some(family), Expr::NumberLiteral(number)) = (&series.quantile_of, other) else {
+            return;
+        };
+        let Some(edges) = self
+            .series
+            .get(&format!("{family}_bucket"))
+            .and_then(|series| series.buckets.clone())
+        else {
+            return;
+        };
+        if !is_edge(&number.val.to_string(), &edges) {
+            self.errors.push(format!(
+                "{where_}: the threshold {} on a quantile of `{family}` is not one of its bucket edges ({}); add the edge to the histogram or choose one",
+                number.val,
+                describe_edges(&edges)
+            ));
+        }
     }
 
     /// Checks that each of `wanted` is a label of `have`.
@@ -527,12 +605,8 @@ impl Checker {
 
     fn walk(&mut self, where_: &str, expr: &Expr, families: &mut BTreeSet<String>) -> Out {
         match expr {
-            Expr::VectorSelector(selector) => {
-                Out::vector(self.selector(where_, selector, families))
-            }
-            Expr::MatrixSelector(matrix) => {
-                Out::vector(self.selector(where_, &matrix.vs, families))
-            }
+            Expr::VectorSelector(selector) => self.selector(where_, selector, families),
+            Expr::MatrixSelector(matrix) => self.selector(where_, &matrix.vs, families),
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Out::scalar(),
             Expr::Paren(inner) => self.walk(where_, &inner.expr, families),
             Expr::Unary(inner) => self.walk(where_, &inner.expr, families),
@@ -545,13 +619,16 @@ impl Checker {
                 let op = aggregate.op.to_string();
                 let keeps_labels =
                     matches!(op.as_str(), "topk" | "bottomk" | "limitk" | "limit_ratio");
-                match &aggregate.modifier {
+                // Summed buckets are still buckets, the largest quantile still a quantile.
+                let keeps_kind = keeps_labels
+                    || matches!(op.as_str(), "sum" | "max" | "min" | "avg" | "quantile");
+                let labels = match &aggregate.modifier {
                     Some(LabelModifier::Include(by)) => {
                         self.require(where_, &format!("`{op} by` names"), &by.labels, &input);
                         if keeps_labels {
-                            input
+                            input.labels.clone()
                         } else {
-                            Out::vector(Labels::Known(by.labels.iter().cloned().collect()))
+                            Labels::Known(by.labels.iter().cloned().collect())
                         }
                     }
                     Some(LabelModifier::Exclude(without)) => {
@@ -561,27 +638,41 @@ impl Checker {
                             &without.labels,
                             &input,
                         );
-                        match input.labels {
-                            Labels::Known(set) if !keeps_labels => Out::vector(Labels::Known(
-                                set.into_iter()
+                        match &input.labels {
+                            Labels::Known(set) if !keeps_labels => Labels::Known(
+                                set.iter()
                                     .filter(|label| !without.labels.contains(label))
+                                    .cloned()
                                     .collect(),
-                            )),
-                            labels => Out::vector(labels),
+                            ),
+                            labels => labels.clone(),
                         }
                     }
-                    None if keeps_labels => input,
-                    None => Out::vector(Labels::none()),
+                    None if keeps_labels => input.labels.clone(),
+                    None => Labels::none(),
+                };
+                if keeps_kind {
+                    input.with_labels(labels)
+                } else {
+                    Out::vector(labels)
                 }
             }
             Expr::Binary(binary) => {
                 let left = self.walk(where_, &binary.lhs, families);
                 let right = self.walk(where_, &binary.rhs, families);
-                if left.scalar {
-                    return right;
+                let comparison = binary.op.is_comparison_operator();
+                if comparison {
+                    self.threshold(where_, &left, &binary.rhs);
+                    self.threshold(where_, &right, &binary.lhs);
                 }
-                if right.scalar {
-                    return left;
+                if left.scalar || right.scalar {
+                    let vector = if left.scalar { right } else { left };
+                    // A filter keeps what the series are; arithmetic changes their unit.
+                    return if comparison {
+                        vector
+                    } else {
+                        Out::vector(vector.labels)
+                    };
                 }
                 let mut result = left.labels.clone();
                 if let Some(modifier) = &binary.modifier {
@@ -611,10 +702,15 @@ impl Checker {
                         VectorMatchCardinality::ManyToMany | VectorMatchCardinality::OneToOne => {}
                     }
                 }
-                if binary.op.to_string() == "or" {
+                let op = binary.op.to_string();
+                if op == "or" {
                     result = result.union(&right.labels);
                 }
-                Out::vector(result)
+                if comparison || op == "and" || op == "unless" {
+                    left.with_labels(result)
+                } else {
+                    Out::vector(result)
+                }
             }
             Expr::Call(call) => {
                 let args: Vec<Out> = call
@@ -639,13 +735,15 @@ impl Checker {
                             &["le".to_owned()],
                             &input,
                         );
-                        match input.labels {
+                        let mut out = match input.labels {
                             Labels::Known(mut set) => {
                                 set.remove("le");
                                 Out::vector(Labels::Known(set))
                             }
                             Labels::Any => Out::vector(Labels::Any),
-                        }
+                        };
+                        out.quantile_of = input.bucket_of;
+                        out
                     }
                     "label_replace" | "label_join" => {
                         let input = first.unwrap_or_else(|| Out::vector(Labels::Any));
@@ -765,6 +863,24 @@ impl Checker {
     }
 }
 
+/// Whether `value` (an `le` value or a threshold) is one of `edges` or `+Inf`.
+fn is_edge(value: &str, edges: &[f64]) -> bool {
+    value == "+Inf"
+        || value.parse::<f64>().is_ok_and(|value| {
+            edges
+                .iter()
+                .any(|edge| (edge - value).abs() <= 1e-9 * edge.abs().max(1.0))
+        })
+}
+
+fn describe_edges(edges: &[f64]) -> String {
+    edges
+        .iter()
+        .map(f64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The metric names of every selector in an expression.
 fn selector_names(expr: &Expr) -> Vec<String> {
     let mut names = Vec::new();
@@ -799,7 +915,7 @@ mod tests {
 
     const CATALOGUE: &str = r#"{"families": [
         {"name": "http_requests", "type": "counter", "labels": ["method", "endpoint", "status_code"]},
-        {"name": "http_request_duration_seconds", "type": "histogram", "labels": ["method", "endpoint"]},
+        {"name": "http_request_duration_seconds", "type": "histogram", "labels": ["method", "endpoint"], "buckets": [0.01, 0.1, 0.15, 0.5]},
         {"name": "circuit_breaker_state_active", "type": "gauge", "labels": ["breaker", "state"]},
         {"name": "dependency_health", "type": "gauge", "labels": ["dependency"]}
     ]}"#;
@@ -929,6 +1045,48 @@ mod tests {
             text.contains("`job:requests:rate5m` has no label `endpoint`"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn latency_thresholds_and_le_matchers_must_be_bucket_edges() {
+        let quantile = "histogram_quantile(0.99, sum by (job, le) (rate(http_request_duration_seconds_bucket[5m])))";
+        for passing in [
+            format!("{quantile} > 0.1"),
+            format!("0.5 < max by (job) ({quantile})"),
+            // Arithmetic changes the unit: not compared with the edges.
+            format!("{quantile} * 1000 > 150"),
+            "rate(http_request_duration_seconds_bucket{le=\"+Inf\"}[5m]) - rate(http_request_duration_seconds_bucket{le=\"0.1\"}[5m]) > 0.15".to_owned(),
+        ] {
+            check(CATALOGUE, &alert(&passing), &[]).unwrap_or_else(|error| panic!("{passing}: {error}"));
+        }
+        let text = error(check(
+            CATALOGUE,
+            &alert(&format!("({quantile}) > 0.2")),
+            &[],
+        ));
+        assert!(
+            text.contains("the threshold 0.2 on a quantile of `http_request_duration_seconds`"),
+            "{text}"
+        );
+        let text = error(check(
+            CATALOGUE,
+            &alert("rate(http_request_duration_seconds_bucket{le=\"0.2\"}[5m]) > 1"),
+            &[],
+        ));
+        assert!(
+            text.contains("`http_request_duration_seconds_bucket{le=\"0.2\"}` is not a bucket"),
+            "{text}"
+        );
+        // Through a recording rule too.
+        let text = error(check(
+            CATALOGUE,
+            &rules(&format!(
+                "      - record: job:http_request_duration_seconds:p99_5m\n        expr: '{quantile}'\n\
+                 \x20     - alert: A\n        expr: 'job:http_request_duration_seconds:p99_5m > 0.25'\n"
+            )),
+            &[],
+        ));
+        assert!(text.contains("the threshold 0.25"), "{text}");
     }
 
     #[test]
