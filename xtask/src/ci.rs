@@ -87,6 +87,7 @@ pub(crate) fn run() -> Result<()> {
     });
     step("codegen --check", &mut || crate::codegen::run(true));
     step("promtool", &mut promtool);
+    step("deploy checks", &mut crate::deploy::check);
     step("dependency rules", &mut crate::deps::run);
 
     eprintln!(

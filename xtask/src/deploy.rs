@@ -9,6 +9,9 @@
 //!   relabel actions) and left out of the copy promtool reads.
 //! - the Grafana provisioning files under `deploy/grafana/provisioning/` declare a Prometheus
 //!   datasource and a file provider that refuses UI edits.
+//!
+//! And, by `cargo xtask deploy-check` (decision 0106), `deploy/compose/compose.yaml`: health
+//! checks, health-gated start order, pinned images, mounted files.
 
 use std::path::{Path, PathBuf};
 
@@ -208,9 +211,155 @@ pub(crate) fn grafana_provisioning(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask deploy-check`: the structural checks of the deploy files that need no tool.
+pub(crate) fn check() -> Result<()> {
+    let root = crate::workspace_root();
+    let started = std::time::Instant::now();
+    let path = root.join(COMPOSE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("could not read {COMPOSE}"))?;
+    compose(&text, path.parent().unwrap_or(&root))?;
+    eprintln!(
+        "deploy-check: {COMPOSE} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The compose file, under the workspace root.
+pub(crate) const COMPOSE: &str = "deploy/compose/compose.yaml";
+
+/// The key by which a service without a health check says why it has none.
+const NO_HEALTHCHECK: &str = "x-mainstay-no-healthcheck";
+
+/// Checks a compose file (its text, and the directory its relative paths start from), returning
+/// every problem: each service has an exec-form health check or says why not (`NO_HEALTHCHECK`);
+/// each dependency waits for `service_healthy` (or, for a one-shot job with `restart: "no"`,
+/// `service_completed_successfully`) of a service that exists and has a health check; each image
+/// is pinned to a tag other than `latest` or a digest; each bind-mounted file or directory and
+/// each build context and Dockerfile exist; each named volume is declared.
+pub(crate) fn compose(text: &str, dir: &Path) -> Result<()> {
+    let document: Value =
+        serde_norway::from_str(text).with_context(|| format!("{COMPOSE} is not YAML"))?;
+    let services = document["services"]
+        .as_mapping()
+        .with_context(|| format!("{COMPOSE} has no services"))?;
+    let declared_volumes: Vec<String> = document["volumes"]
+        .as_mapping()
+        .map(|volumes| {
+            volumes
+                .keys()
+                .filter_map(|key| key.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    for (name, service) in services {
+        let name = name.as_str().unwrap_or_default();
+        let has_check = service["healthcheck"]["test"]
+            .as_sequence()
+            .is_some_and(|test| {
+                test.first()
+                    .is_some_and(|first| first == "CMD" || first == "CMD-SHELL")
+            });
+        let reason = service[NO_HEALTHCHECK].as_str().unwrap_or_default().trim();
+        match (has_check, reason.is_empty()) {
+            (true, false) => problems.push(format!(
+                "service `{name}` has a health check and says why it has none"
+            )),
+            (false, true) => problems.push(format!(
+                "service `{name}` has no exec-form health check (`test: [\"CMD\", ...]`) and no `{NO_HEALTHCHECK}` reason"
+            )),
+            _ => {}
+        }
+        if service["healthcheck"]["disable"].as_bool() == Some(true) {
+            problems.push(format!("service `{name}` disables its health check"));
+        }
+        if let Some(depends) = service.get("depends_on") {
+            let Some(depends) = depends.as_mapping() else {
+                problems.push(format!(
+                    "service `{name}`: depends_on must be the long form with a condition per dependency"
+                ));
+                continue;
+            };
+            for (target, rule) in depends {
+                let target = target.as_str().unwrap_or_default();
+                let condition = rule["condition"].as_str().unwrap_or("service_started");
+                let Some(other) = services.get(target) else {
+                    problems.push(format!(
+                        "service `{name}` depends on `{target}`, which does not exist"
+                    ));
+                    continue;
+                };
+                let other_checked = other["healthcheck"]["test"].as_sequence().is_some();
+                let one_shot = other["restart"].as_str() == Some("no");
+                match condition {
+                    "service_healthy" if other_checked => {}
+                    "service_healthy" => problems.push(format!(
+                        "service `{name}` waits for `{target}` to be healthy, but `{target}` has no health check"
+                    )),
+                    "service_completed_successfully" if one_shot => {}
+                    other => problems.push(format!(
+                        "service `{name}` waits for `{target}` with `{other}`; use service_healthy (or service_completed_successfully for a one-shot job with restart: \"no\")"
+                    )),
+                }
+            }
+        }
+        let image = service["image"].as_str().unwrap_or_default();
+        if image.is_empty() {
+            problems.push(format!("service `{name}` names no image"));
+        } else {
+            let last = image.rsplit('/').next().unwrap_or(image);
+            let pinned = image.contains("@sha256:")
+                || last
+                    .split_once(':')
+                    .is_some_and(|(_, tag)| !tag.is_empty() && tag != "latest");
+            if !pinned {
+                problems.push(format!(
+                    "service `{name}`: image `{image}` is not pinned to a tag or digest"
+                ));
+            }
+        }
+        if let Some(build) = service.get("build") {
+            let context = dir.join(build["context"].as_str().unwrap_or("."));
+            let dockerfile = context.join(build["dockerfile"].as_str().unwrap_or("Dockerfile"));
+            if !dockerfile.is_file() {
+                problems.push(format!(
+                    "service `{name}`: its Dockerfile {} does not exist",
+                    dockerfile.display()
+                ));
+            }
+        }
+        for volume in service["volumes"].as_sequence().into_iter().flatten() {
+            let Some(short) = volume.as_str() else {
+                problems.push(format!("service `{name}`: use the short volume syntax"));
+                continue;
+            };
+            let source = short.split(':').next().unwrap_or_default();
+            if source.starts_with('.') || source.starts_with('/') {
+                if !dir.join(source).exists() {
+                    problems.push(format!(
+                        "service `{name}` mounts {source}, which does not exist"
+                    ));
+                }
+            } else if !declared_volumes.iter().any(|declared| declared == source) {
+                problems.push(format!(
+                    "service `{name}` mounts the volume `{source}`, which is not declared"
+                ));
+            }
+        }
+    }
+    ensure!(
+        problems.is_empty(),
+        "{COMPOSE}:\n  {}",
+        problems.join("\n  ")
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::prometheus_config;
+    use super::{compose, prometheus_config};
 
     fn config(jobs: &str) -> String {
         format!("rule_files:\n  - rules/alerts.yml\n  - rules/slo.yml\nscrape_configs:\n{jobs}")
@@ -288,6 +437,75 @@ mod tests {
             let error = prometheus_config(&config(&format!("{STATIC}{broken}")), &rules(), dir)
                 .unwrap_err()
                 .to_string();
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+
+    const COMPOSE_OK: &str = "services:\n  api:\n    image: api:local\n    volumes:\n      - data:/data\n      - ./conf:/conf:ro\n    healthcheck:\n      test: [\"CMD\", \"api\", \"probe\", \"ready\"]\n    depends_on:\n      redis:\n        condition: service_healthy\n      init:\n        condition: service_completed_successfully\n  redis:\n    image: redis:7.2.5-alpine\n    healthcheck:\n      test: [\"CMD\", \"redis-cli\", \"ping\"]\n  init:\n    image: mc:1.0\n    restart: \"no\"\n    x-mainstay-no-healthcheck: one-shot\nvolumes:\n  data:\n";
+
+    fn compose_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("conf")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_sound_compose_file_passes() {
+        let dir = compose_dir();
+        compose(COMPOSE_OK, dir.path()).unwrap();
+    }
+
+    #[test]
+    fn each_compose_rule_fails_on_its_own_breakage() {
+        let dir = compose_dir();
+        for (broken, expected) in [
+            (
+                COMPOSE_OK.replace(
+                    "    healthcheck:\n      test: [\"CMD\", \"redis-cli\", \"ping\"]\n",
+                    "",
+                ),
+                "`redis` has no exec-form health check",
+            ),
+            (
+                COMPOSE_OK.replace(
+                    "redis:\n        condition: service_healthy",
+                    "redis:\n        condition: service_started",
+                ),
+                "waits for `redis` with `service_started`",
+            ),
+            (
+                COMPOSE_OK.replace("    restart: \"no\"\n", ""),
+                "waits for `init` with `service_completed_successfully`",
+            ),
+            (
+                COMPOSE_OK.replace("redis:7.2.5-alpine", "redis"),
+                "`redis` is not pinned",
+            ),
+            (
+                COMPOSE_OK.replace("redis:7.2.5-alpine", "redis:latest"),
+                "`redis:latest` is not pinned",
+            ),
+            (
+                COMPOSE_OK.replace("./conf:/conf", "./missing:/conf"),
+                "mounts ./missing, which does not exist",
+            ),
+            (
+                COMPOSE_OK.replace("- data:/data", "- cache:/data"),
+                "the volume `cache`, which is not declared",
+            ),
+            (
+                COMPOSE_OK.replace("    x-mainstay-no-healthcheck: one-shot\n", ""),
+                "`init` has no exec-form health check",
+            ),
+            (
+                COMPOSE_OK.replace(
+                    "      init:\n        condition",
+                    "      nothing:\n        condition",
+                ),
+                "depends on `nothing`, which does not exist",
+            ),
+        ] {
+            let error = compose(&broken, dir.path()).unwrap_err().to_string();
             assert!(error.contains(expected), "{expected}: {error}");
         }
     }

@@ -6,6 +6,7 @@
 //! - `bench [NAME ...]`: runs the named benchmarks (all when none is named).
 //! - `soak storage --minutes N`: runs the record store's model-based fault test on fresh seeds.
 //! - `release`: checks that every library crate is ready to publish.
+//! - `deploy-check`: checks the deploy files structurally (compose; decision 0106).
 //! - `promtool`: checks and unit-tests the Prometheus rules with `promtool` (decision 0098).
 //! - `schemathesis`: fuzzes the built `mainstay-api` against its OpenAPI document (decision 0091).
 
@@ -54,6 +55,8 @@ enum Task {
     Release,
     /// Check `deploy/prometheus/rules/*.yml` and run their unit tests with promtool.
     Promtool,
+    /// Check the deploy files structurally: `deploy/compose/compose.yaml`.
+    DeployCheck,
     /// Build `mainstay-api` and fuzz `/v1` and `/admin` against the OpenAPI document.
     Schemathesis,
     /// Run a randomized test on fresh seeds for a while: `storage` (the record store's model test).
@@ -75,6 +78,7 @@ fn main() {
         Task::Bench { names } => bench(&names),
         Task::Release => release::run(),
         Task::Promtool => ci::promtool(),
+        Task::DeployCheck => deploy::check(),
         Task::Schemathesis => ci::build_api().and_then(|bin| schemathesis::run(&bin)),
         Task::Soak { name, minutes } => soak(&name, minutes),
     };
