@@ -13,6 +13,8 @@
 //! - `deploy/prometheus/rules/{alerts,recording}.yml` and the time-scaled copy of both,
 //!   `tests/fixtures/prometheus/rules-scaled.yml`: the symptom alerts and recording rules
 //!   (`crate::alerts`, decision 0099).
+//! - `deploy/k8s/base/prometheusrule.yaml`: the PrometheusRule carrying every group of the rule
+//!   files, for the Prometheus Operator (`crate::deploy`, decision 0107).
 //! - `docs/decisions/README.md`: the index of decisions with a status each, read from their files.
 //!
 //! With `--check` nothing is written; a stale or missing file fails with the command that fixes it.
@@ -74,6 +76,11 @@ pub(crate) fn run(check: bool) -> Result<()> {
         &outputs(&files, DASHBOARDS_DIR, "json")?,
     )?;
     files.push((METRICS_DOC, metrics_doc(&catalogue, &usage)?));
+    let rules = outputs(&files, RULES_DIR, "yml")?;
+    files.push((
+        crate::deploy::PROMETHEUS_RULE,
+        crate::deploy::prometheus_rule(&rules)?,
+    ));
     let mut stale = Vec::new();
     for (path, fresh) in files {
         let target = workspace_root().join(path);

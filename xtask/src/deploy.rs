@@ -219,11 +219,293 @@ pub(crate) fn check() -> Result<()> {
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("could not read {COMPOSE}"))?;
     compose(&text, path.parent().unwrap_or(&root))?;
+    let manifests = kubernetes(&root.join(K8S))?;
     eprintln!(
-        "deploy-check: {COMPOSE} in {:.1}s",
+        "deploy-check: {COMPOSE} and {} Kubernetes manifests in {:.1}s",
+        manifests,
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The Kubernetes manifests, under the workspace root: `base/`, and one directory per mode.
+const K8S: &str = "deploy/k8s";
+
+/// The kustomizations `K8S` holds.
+const KUSTOMIZATIONS: &[&str] = &["base", "writer", "stateless"];
+
+/// The Kubernetes version the core kinds are validated against, and the `kubernetes-validate`
+/// release (PyPI) that bundles its schemas.
+const KUBERNETES_VERSION: &str = "1.31.0";
+const KUBERNETES_VALIDATE: &str = "1.31.0";
+
+/// The schemas kept in the repository for the custom resources, by `apiVersion` group and kind.
+const CUSTOM_SCHEMAS: &[(&str, &str)] = &[
+    ("ServiceMonitor", "schemas/servicemonitor.json"),
+    ("PrometheusRule", "schemas/prometheusrule.json"),
+];
+
+/// Checks the manifests under `dir` (`deploy/k8s`): each kustomization lists files that exist and
+/// every manifest of its directory; core kinds validate in strict mode against the schemas of
+/// `KUBERNETES_VERSION`; custom resources against the schemas of `CUSTOM_SCHEMAS`; the workloads
+/// follow the rules of [`workload`]. Returns how many manifests were checked.
+fn kubernetes(dir: &Path) -> Result<usize> {
+    let mut core = Vec::new();
+    let mut custom: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut problems = Vec::new();
+    let mut shutdown_timeout = None;
+    let mut workloads = Vec::new();
+    for name in KUSTOMIZATIONS {
+        let kustomization = dir.join(name).join("kustomization.yaml");
+        let text = std::fs::read_to_string(&kustomization)
+            .with_context(|| format!("could not read {}", kustomization.display()))?;
+        let document: Value = serde_norway::from_str(&text)
+            .with_context(|| format!("{} is not YAML", kustomization.display()))?;
+        let listed: Vec<String> = document["resources"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.as_str().map(str::to_owned))
+            .collect();
+        for entry in &listed {
+            let target = dir.join(name).join(entry);
+            if !(target.is_file() || target.join("kustomization.yaml").is_file()) {
+                problems.push(format!(
+                    "{K8S}/{name}/kustomization.yaml lists {entry}, which does not exist"
+                ));
+            }
+        }
+        for file in std::fs::read_dir(dir.join(name))? {
+            let path = file?.path();
+            let Some(file_name) = path.file_name().and_then(|name| name.to_str()) else {
+                continue;
+            };
+            if !file_name.ends_with(".yaml") || file_name == "kustomization.yaml" {
+                continue;
+            }
+            if !listed.iter().any(|entry| entry == file_name) {
+                problems.push(format!(
+                    "{K8S}/{name}/{file_name} is not listed in its kustomization.yaml"
+                ));
+            }
+            let text = std::fs::read_to_string(&path)?;
+            let manifest: Value = serde_norway::from_str(&text)
+                .with_context(|| format!("{} is not YAML", path.display()))?;
+            let kind = manifest["kind"].as_str().unwrap_or_default().to_owned();
+            match CUSTOM_SCHEMAS
+                .iter()
+                .find(|(custom_kind, _)| *custom_kind == kind)
+            {
+                Some((_, schema)) => custom.push((path.clone(), dir.join(schema))),
+                None if manifest["apiVersion"]
+                    .as_str()
+                    .is_some_and(|api| api.contains('.') && !api.contains("k8s.io")) =>
+                {
+                    problems.push(format!(
+                        "{}: the custom resource {kind} has no schema in {K8S}/schemas",
+                        path.display()
+                    ));
+                }
+                None => core.push(path.clone()),
+            }
+            if kind == "ConfigMap" {
+                shutdown_timeout = shutdown_timeout.or(config_shutdown_timeout(&manifest));
+            }
+            if matches!(kind.as_str(), "Deployment" | "StatefulSet") {
+                workloads.push((path.display().to_string(), manifest));
+            }
+        }
+    }
+    for (path, manifest) in &workloads {
+        problems.extend(
+            workload(manifest, shutdown_timeout)
+                .into_iter()
+                .map(|problem| format!("{path}: {problem}")),
+        );
+    }
+    ensure!(problems.is_empty(), "{}", problems.join("\n"));
+    let validate = crate::venv::tool(
+        "kubernetes-validate",
+        KUBERNETES_VALIDATE,
+        "kubernetes-validate",
+    )?;
+    let output = std::process::Command::new(&validate)
+        .args(["--strict", "--quiet", "-k", KUBERNETES_VERSION])
+        .args(&core)
+        .output()
+        .context("could not run kubernetes-validate")?;
+    ensure!(
+        output.status.success(),
+        "kubernetes-validate --strict -k {KUBERNETES_VERSION} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The custom resources: jsonschema and PyYAML come with kubernetes-validate.
+    let python = validate.with_file_name("python");
+    let mut arguments = Vec::new();
+    for (manifest, schema) in &custom {
+        arguments.push(manifest.clone());
+        arguments.push(schema.clone());
+    }
+    let output = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(CUSTOM_CHECK)
+        .args(&arguments)
+        .output()
+        .context("could not run the custom resource check")?;
+    ensure!(
+        output.status.success(),
+        "custom resources do not match their schemas:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(core.len() + custom.len())
+}
+
+/// Validates `MANIFEST SCHEMA` pairs (its arguments) with jsonschema's Draft 7 validator, printing
+/// every error; exits 1 when there is one.
+const CUSTOM_CHECK: &str = r#"import json, sys, yaml, jsonschema
+bad = 0
+pairs = sys.argv[1:]
+for manifest, schema in zip(pairs[0::2], pairs[1::2]):
+    validator = jsonschema.Draft7Validator(json.load(open(schema)))
+    for error in validator.iter_errors(yaml.safe_load(open(manifest))):
+        bad += 1
+        print(f"{manifest}: {'/'.join(map(str, error.absolute_path))}: {error.message}")
+sys.exit(1 if bad else 0)
+"#;
+
+/// `shutdown.timeout` of the `mainstay.toml` a ConfigMap carries, in seconds.
+fn config_shutdown_timeout(config_map: &Value) -> Option<u64> {
+    let text = config_map["data"]["mainstay.toml"].as_str()?;
+    let config: toml::Value = text.parse().ok()?;
+    let timeout = config.get("shutdown")?.get("timeout")?.as_str()?;
+    timeout.strip_suffix('s')?.parse().ok()
+}
+
+/// The rules every workload of `deploy/k8s` follows (what a reviewer would otherwise check by
+/// hand): the pod runs as a non-root uid with the RuntimeDefault seccomp profile and no service
+/// account token; each container has a read-only root file system, no privilege escalation, all
+/// capabilities dropped, resource requests and a memory limit, and startup, readiness and
+/// liveness probes on `/health/startup`, `/health/ready` and `/health/live`; the grace period is
+/// longer than `shutdown.timeout`; a StatefulSet (the writer) has exactly one replica.
+fn workload(manifest: &Value, shutdown_timeout: Option<u64>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let pod = &manifest["spec"]["template"]["spec"];
+    let mut require = |ok: bool, what: &str| {
+        if !ok {
+            problems.push(what.to_owned());
+        }
+    };
+    require(
+        pod["securityContext"]["runAsNonRoot"].as_bool() == Some(true),
+        "the pod must set runAsNonRoot: true",
+    );
+    require(
+        pod["securityContext"]["runAsUser"]
+            .as_u64()
+            .is_some_and(|uid| uid > 0),
+        "the pod must run as a numeric non-root runAsUser",
+    );
+    require(
+        pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault",
+        "the pod must use the RuntimeDefault seccomp profile",
+    );
+    require(
+        pod["automountServiceAccountToken"].as_bool() == Some(false),
+        "the pod must not mount a service account token",
+    );
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
+    if let Some(timeout) = shutdown_timeout {
+        require(
+            grace > timeout,
+            &format!(
+                "terminationGracePeriodSeconds ({grace}) must exceed shutdown.timeout ({timeout}s)"
+            ),
+        );
+    } else {
+        require(
+            false,
+            "no ConfigMap sets shutdown.timeout to compare the grace period with",
+        );
+    }
+    if manifest["kind"] == "StatefulSet" {
+        require(
+            manifest["spec"]["replicas"].as_u64() == Some(1),
+            "the writer StatefulSet must have exactly one replica (one writer per prefix)",
+        );
+    }
+    for container in pod["containers"].as_sequence().into_iter().flatten() {
+        let security = &container["securityContext"];
+        require(
+            security["readOnlyRootFilesystem"].as_bool() == Some(true),
+            "each container must have a read-only root file system",
+        );
+        require(
+            security["allowPrivilegeEscalation"].as_bool() == Some(false),
+            "each container must set allowPrivilegeEscalation: false",
+        );
+        require(
+            security["capabilities"]["drop"]
+                .as_sequence()
+                .is_some_and(|drop| drop.iter().any(|cap| cap == "ALL")),
+            "each container must drop ALL capabilities",
+        );
+        require(
+            container["resources"]["requests"].is_mapping()
+                && container["resources"]["limits"]["memory"].is_string(),
+            "each container must request resources and limit memory",
+        );
+        for (probe, path) in [
+            ("startupProbe", "/health/startup"),
+            ("readinessProbe", "/health/ready"),
+            ("livenessProbe", "/health/live"),
+        ] {
+            require(
+                container[probe]["httpGet"]["path"] == path,
+                &format!("each container needs a {probe} on {path}"),
+            );
+        }
+    }
+    problems
+}
+
+/// The PrometheusRule that ships the generated rules to a Prometheus Operator, under the root.
+pub(crate) const PROMETHEUS_RULE: &str = "deploy/k8s/base/prometheusrule.yaml";
+
+/// The PrometheusRule carrying every group of the rule files (`(path, text)`, in order), so that
+/// the rules shipped to Kubernetes are the generated ones (`codegen --check` keeps it current).
+pub(crate) fn prometheus_rule(rule_files: &[(String, String)]) -> Result<String> {
+    let mut groups = Vec::new();
+    for (path, text) in rule_files {
+        let file: Value =
+            serde_norway::from_str(text).with_context(|| format!("{path} is not YAML"))?;
+        groups.extend(
+            file["groups"]
+                .as_sequence()
+                .with_context(|| format!("{path} has no groups"))?
+                .iter()
+                .cloned(),
+        );
+    }
+    let mut document = serde_norway::Mapping::new();
+    document.insert("apiVersion".into(), "monitoring.coreos.com/v1".into());
+    document.insert("kind".into(), "PrometheusRule".into());
+    let mut metadata = serde_norway::Mapping::new();
+    metadata.insert("name".into(), "mainstay-api".into());
+    let mut labels = serde_norway::Mapping::new();
+    labels.insert("app.kubernetes.io/name".into(), "mainstay-api".into());
+    metadata.insert("labels".into(), Value::Mapping(labels));
+    document.insert("metadata".into(), Value::Mapping(metadata));
+    let mut spec = serde_norway::Mapping::new();
+    spec.insert("groups".into(), Value::Sequence(groups));
+    document.insert("spec".into(), Value::Mapping(spec));
+    let body = serde_norway::to_string(&Value::Mapping(document))
+        .context("could not write the PrometheusRule")?;
+    Ok(format!(
+        "# Generated by `cargo xtask codegen` from deploy/prometheus/rules/*.yml: do not edit\n\
+         # (decision 0107). `cargo xtask codegen --check` fails when it differs from the rules.\n{body}"
+    ))
 }
 
 /// The compose file, under the workspace root.
@@ -359,7 +641,7 @@ pub(crate) fn compose(text: &str, dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{compose, prometheus_config};
+    use super::{compose, config_shutdown_timeout, prometheus_config, workload};
 
     fn config(jobs: &str) -> String {
         format!("rule_files:\n  - rules/alerts.yml\n  - rules/slo.yml\nscrape_configs:\n{jobs}")
@@ -507,6 +789,66 @@ mod tests {
         ] {
             let error = compose(&broken, dir.path()).unwrap_err().to_string();
             assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+
+    const WRITER: &str = include_str!("../../deploy/k8s/writer/statefulset.yaml");
+    const STATELESS: &str = include_str!("../../deploy/k8s/stateless/deployment.yaml");
+    const CONFIG: &str = include_str!("../../deploy/k8s/base/configmap.yaml");
+
+    fn problems(text: &str) -> Vec<String> {
+        let config: serde_norway::Value = serde_norway::from_str(CONFIG).unwrap();
+        let timeout = config_shutdown_timeout(&config);
+        assert_eq!(timeout, Some(25));
+        workload(&serde_norway::from_str(text).unwrap(), timeout)
+    }
+
+    #[test]
+    fn the_shipped_workloads_follow_every_rule() {
+        assert_eq!(problems(WRITER), Vec::<String>::new());
+        assert_eq!(problems(STATELESS), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_workload_rule_fails_on_its_own_breakage() {
+        for (from, to, expected) in [
+            ("runAsNonRoot: true", "runAsNonRoot: false", "runAsNonRoot"),
+            ("type: RuntimeDefault", "type: Unconfined", "seccomp"),
+            (
+                "      automountServiceAccountToken: false\n",
+                "",
+                "service account token",
+            ),
+            (
+                "terminationGracePeriodSeconds: 45",
+                "terminationGracePeriodSeconds: 25",
+                "must exceed shutdown.timeout",
+            ),
+            ("  replicas: 1\n", "  replicas: 2\n", "exactly one replica"),
+            (
+                "readOnlyRootFilesystem: true",
+                "readOnlyRootFilesystem: false",
+                "read-only root",
+            ),
+            (
+                "allowPrivilegeEscalation: false",
+                "allowPrivilegeEscalation: true",
+                "allowPrivilegeEscalation",
+            ),
+            ("drop: [ALL]", "drop: [NET_RAW]", "drop ALL"),
+            ("              memory: 512Mi\n", "", "limit memory"),
+            (
+                "path: /health/ready",
+                "path: /health/live",
+                "readinessProbe on /health/ready",
+            ),
+        ] {
+            assert!(WRITER.contains(from), "{from}");
+            let found = problems(&WRITER.replacen(from, to, 1));
+            assert!(
+                found.iter().any(|problem| problem.contains(expected)),
+                "{expected}: {found:?}"
+            );
         }
     }
 }

@@ -6,7 +6,7 @@
 //! - `bench [NAME ...]`: runs the named benchmarks (all when none is named).
 //! - `soak storage --minutes N`: runs the record store's model-based fault test on fresh seeds.
 //! - `release`: checks that every library crate is ready to publish.
-//! - `deploy-check`: checks the deploy files structurally (compose; decision 0106).
+//! - `deploy-check`: checks the compose file and the Kubernetes manifests (decisions 0106, 0107).
 //! - `promtool`: checks and unit-tests the Prometheus rules with `promtool` (decision 0098).
 //! - `schemathesis`: fuzzes the built `mainstay-api` against its OpenAPI document (decision 0091).
 
@@ -20,6 +20,7 @@ mod lint;
 mod release;
 mod schemathesis;
 mod slo;
+mod venv;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,7 +56,7 @@ enum Task {
     Release,
     /// Check `deploy/prometheus/rules/*.yml` and run their unit tests with promtool.
     Promtool,
-    /// Check the deploy files structurally: `deploy/compose/compose.yaml`.
+    /// Check the deploy files: compose structurally, Kubernetes manifests against their schemas.
     DeployCheck,
     /// Build `mainstay-api` and fuzz `/v1` and `/admin` against the OpenAPI document.
     Schemathesis,
