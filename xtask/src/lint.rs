@@ -154,10 +154,22 @@ struct Checker {
 
 /// Checks the rule files and dashboards (each `(path, text)`) against the catalogue JSON printed by
 /// `mainstay-api metrics catalogue`; fails listing every problem, or returns who uses what.
+#[cfg(test)]
 pub(crate) fn check(
     catalogue_json: &str,
     rule_files: &[(String, String)],
     dashboards: &[(String, String)],
+) -> Result<Usage> {
+    check_with(catalogue_json, rule_files, dashboards, &[])
+}
+
+/// [`check`], and also standalone queries (`(who, expr)`: an Argo Rollouts analysis), which
+/// `docs/metrics.md` lists among the panels.
+pub(crate) fn check_with(
+    catalogue_json: &str,
+    rule_files: &[(String, String)],
+    dashboards: &[(String, String)],
+    queries: &[(String, String)],
 ) -> Result<Usage> {
     let mut checker = Checker {
         series: catalogue_series(catalogue_json)?,
@@ -202,6 +214,13 @@ pub(crate) fn check(
     }
     for (path, text) in dashboards {
         checker.dashboard(path, text, &mut usage)?;
+    }
+    for (who, expr) in queries {
+        if let Some((_, families)) = checker.expression(who, expr) {
+            for family in families {
+                usage.panels.entry(family).or_default().insert(who.clone());
+            }
+        }
     }
     if !checker.errors.is_empty() {
         bail!(
@@ -1087,6 +1106,34 @@ mod tests {
             &[],
         ));
         assert!(text.contains("the threshold 0.25"), "{text}");
+    }
+
+    #[test]
+    fn standalone_queries_are_checked_and_listed() {
+        let usage = super::check_with(
+            CATALOGUE,
+            &[],
+            &[],
+            &[(
+                "rollout analysis › errors".to_owned(),
+                "sum by (job) (rate(http_requests_total[5m])) > 1".to_owned(),
+            )],
+        )
+        .expect("passes");
+        assert!(usage.panels["http_requests"].contains("rollout analysis › errors"));
+        let text = error(super::check_with(
+            CATALOGUE,
+            &[],
+            &[],
+            &[(
+                "rollout analysis › errors".to_owned(),
+                "sum by (pod) (rate(http_requests_total[5m]))".to_owned(),
+            )],
+        ));
+        assert!(
+            text.contains("rollout analysis › errors: `sum by` names `pod`"),
+            "{text}"
+        );
     }
 
     #[test]
