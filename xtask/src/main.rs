@@ -56,7 +56,7 @@ enum Task {
     Release,
     /// Check `deploy/prometheus/rules/*.yml` and run their unit tests with promtool.
     Promtool,
-    /// Check the deploy files: compose structurally, Kubernetes manifests against their schemas.
+    /// Check the deploy files: compose structurally, Kubernetes manifests against their schemas, checkov.
     DeployCheck,
     /// Build `mainstay-api` and fuzz `/v1` and `/admin` against the OpenAPI document.
     Schemathesis,
