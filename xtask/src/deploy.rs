@@ -302,7 +302,7 @@ fn kubernetes(dir: &Path) -> Result<usize> {
     let mut core = Vec::new();
     let mut custom: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut problems = Vec::new();
-    let mut shutdown_timeout = None;
+    let mut settings: Option<Settings> = None;
     let mut workloads = Vec::new();
     for name in KUSTOMIZATIONS {
         let kustomization = dir.join(name).join("kustomization.yaml");
@@ -358,7 +358,7 @@ fn kubernetes(dir: &Path) -> Result<usize> {
                 None => core.push(path.clone()),
             }
             if kind == "ConfigMap" {
-                shutdown_timeout = shutdown_timeout.or(config_shutdown_timeout(&manifest));
+                settings = settings.or(Settings::of(&manifest));
             }
             if matches!(kind.as_str(), "Deployment" | "StatefulSet") {
                 workloads.push((path.display().to_string(), manifest));
@@ -367,7 +367,7 @@ fn kubernetes(dir: &Path) -> Result<usize> {
     }
     for (path, manifest) in &workloads {
         problems.extend(
-            workload(manifest, shutdown_timeout)
+            workload(manifest, settings)
                 .into_iter()
                 .map(|problem| format!("{path}: {problem}")),
         );
@@ -424,12 +424,32 @@ for manifest, schema in zip(pairs[0::2], pairs[1::2]):
 sys.exit(1 if bad else 0)
 "#;
 
-/// `shutdown.timeout` of the `mainstay.toml` a ConfigMap carries, in seconds.
-fn config_shutdown_timeout(config_map: &Value) -> Option<u64> {
-    let text = config_map["data"]["mainstay.toml"].as_str()?;
-    let config: toml::Value = text.parse().ok()?;
-    let timeout = config.get("shutdown")?.get("timeout")?.as_str()?;
-    timeout.strip_suffix('s')?.parse().ok()
+/// The settings of the `mainstay.toml` a ConfigMap carries that the manifests must agree with,
+/// in whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settings {
+    shutdown_timeout: u64,
+    check_timeout: u64,
+}
+
+impl Settings {
+    fn of(config_map: &Value) -> Option<Self> {
+        let text = config_map["data"]["mainstay.toml"].as_str()?;
+        let config: toml::Value = text.parse().ok()?;
+        let seconds = |section: &str, key: &str| -> Option<u64> {
+            config
+                .get(section)?
+                .get(key)?
+                .as_str()?
+                .strip_suffix('s')?
+                .parse()
+                .ok()
+        };
+        Some(Self {
+            shutdown_timeout: seconds("shutdown", "timeout")?,
+            check_timeout: seconds("health", "default_timeout")?,
+        })
+    }
 }
 
 /// The rules every workload of `deploy/k8s` follows (what a reviewer would otherwise check by
@@ -438,7 +458,7 @@ fn config_shutdown_timeout(config_map: &Value) -> Option<u64> {
 /// capabilities dropped, resource requests and a memory limit, and startup, readiness and
 /// liveness probes on `/health/startup`, `/health/ready` and `/health/live`; the grace period is
 /// longer than `shutdown.timeout`; a StatefulSet (the writer) has exactly one replica.
-fn workload(manifest: &Value, shutdown_timeout: Option<u64>) -> Vec<String> {
+fn workload(manifest: &Value, settings: Option<Settings>) -> Vec<String> {
     let mut problems = Vec::new();
     let pod = &manifest["spec"]["template"]["spec"];
     let mut require = |ok: bool, what: &str| {
@@ -465,19 +485,19 @@ fn workload(manifest: &Value, shutdown_timeout: Option<u64>) -> Vec<String> {
         "the pod must not mount a service account token",
     );
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
-    if let Some(timeout) = shutdown_timeout {
-        require(
-            grace > timeout,
-            &format!(
-                "terminationGracePeriodSeconds ({grace}) must exceed shutdown.timeout ({timeout}s)"
-            ),
-        );
-    } else {
-        require(
-            false,
-            "no ConfigMap sets shutdown.timeout to compare the grace period with",
-        );
-    }
+    let Some(settings) = settings else {
+        return vec![
+            "no ConfigMap sets shutdown.timeout and health.default_timeout to compare with"
+                .to_owned(),
+        ];
+    };
+    require(
+        grace > settings.shutdown_timeout,
+        &format!(
+            "terminationGracePeriodSeconds ({grace}) must exceed shutdown.timeout ({}s)",
+            settings.shutdown_timeout
+        ),
+    );
     if manifest["kind"] == "StatefulSet" {
         require(
             manifest["spec"]["replicas"].as_u64() == Some(1),
@@ -513,6 +533,16 @@ fn workload(manifest: &Value, shutdown_timeout: Option<u64>) -> Vec<String> {
             require(
                 container[probe]["httpGet"]["path"] == path,
                 &format!("each container needs a {probe} on {path}"),
+            );
+            // A check may take health.default_timeout; the probe must outwait it, or a slow
+            // dependency turns into a failed probe rather than an unhealthy answer.
+            let timeout = container[probe]["timeoutSeconds"].as_u64().unwrap_or(1);
+            require(
+                timeout > settings.check_timeout,
+                &format!(
+                    "{probe}.timeoutSeconds ({timeout}) must exceed health.default_timeout ({}s)",
+                    settings.check_timeout
+                ),
             );
         }
     }
@@ -715,7 +745,7 @@ pub(crate) fn compose(text: &str, dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{compose, config_shutdown_timeout, prometheus_config, workload};
+    use super::{Settings, compose, prometheus_config, workload};
 
     fn config(jobs: &str) -> String {
         format!("rule_files:\n  - rules/alerts.yml\n  - rules/slo.yml\nscrape_configs:\n{jobs}")
@@ -872,9 +902,15 @@ mod tests {
 
     fn problems(text: &str) -> Vec<String> {
         let config: serde_norway::Value = serde_norway::from_str(CONFIG).unwrap();
-        let timeout = config_shutdown_timeout(&config);
-        assert_eq!(timeout, Some(25));
-        workload(&serde_norway::from_str(text).unwrap(), timeout)
+        let settings = Settings::of(&config);
+        assert_eq!(
+            settings,
+            Some(Settings {
+                shutdown_timeout: 25,
+                check_timeout: 2
+            })
+        );
+        workload(&serde_norway::from_str(text).unwrap(), settings)
     }
 
     #[test]
@@ -915,6 +951,11 @@ mod tests {
                 "path: /health/ready",
                 "path: /health/live",
                 "readinessProbe on /health/ready",
+            ),
+            (
+                "      timeoutSeconds: 3\n            failureThreshold: 60",
+                "      timeoutSeconds: 2\n            failureThreshold: 60",
+                "startupProbe.timeoutSeconds (2) must exceed",
             ),
         ] {
             assert!(WRITER.contains(from), "{from}");
