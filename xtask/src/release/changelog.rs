@@ -123,7 +123,10 @@ mod tests {
         );
         assert_eq!(unreleased(&text).unwrap(), "### Fixed\n\n- a bug.");
         let missing = unreleased("# Changelog\n\n## [0.1.0]\n").unwrap_err();
-        assert!(missing.to_string().contains("no `## [Unreleased]`"), "{missing}");
+        assert!(
+            missing.to_string().contains("no `## [Unreleased]`"),
+            "{missing}"
+        );
     }
 
     #[test]
@@ -135,10 +138,19 @@ mod tests {
             ("### Security\n\n- a hole.", Some(Level::Patch)),
             ("### Changed\n\n- faster.", Some(Level::Patch)),
             ("Some words outside a heading.", Some(Level::Patch)),
-            ("### Fixed\n\n- a bug.\n\n### Added\n\n- `new`.", Some(Level::Minor)),
+            (
+                "### Fixed\n\n- a bug.\n\n### Added\n\n- `new`.",
+                Some(Level::Minor),
+            ),
             ("### Deprecated\n\n- `old`.", Some(Level::Minor)),
-            ("### Changed\n\n- **BREAKING**: `run` takes a `Config`.", Some(Level::Breaking)),
-            ("### Added\n\n- `x`.\n\n### Removed\n\n- `y`.", Some(Level::Breaking)),
+            (
+                "### Changed\n\n- **BREAKING**: `run` takes a `Config`.",
+                Some(Level::Breaking),
+            ),
+            (
+                "### Added\n\n- `x`.\n\n### Removed\n\n- `y`.",
+                Some(Level::Breaking),
+            ),
             ("### Breaking\n\n- `y` is async.", Some(Level::Breaking)),
             // An empty breaking heading asks for nothing.
             ("### Removed\n\n### Fixed\n\n- a bug.", Some(Level::Patch)),

@@ -29,7 +29,11 @@ pub(crate) fn set_package_version(text: &str, version: &str) -> Result<String> {
 
 /// The manifest with every requirement on `dependency` that names a version set to `version`, and
 /// whether anything changed. Entries that inherit (`workspace = true`) or name only a path stay.
-pub(crate) fn set_requirement(text: &str, dependency: &str, version: &str) -> Result<(String, bool)> {
+pub(crate) fn set_requirement(
+    text: &str,
+    dependency: &str,
+    version: &str,
+) -> Result<(String, bool)> {
     let mut document: DocumentMut = text.parse().context("Cargo.toml is not valid TOML")?;
     let mut changed = false;
     let mut update = |table: &mut dyn TableLike| {
@@ -41,8 +45,13 @@ pub(crate) fn set_requirement(text: &str, dependency: &str, version: &str) -> Re
                 }
                 continue;
             }
-            let Some(entry) = entry.as_table_like_mut() else { continue };
-            let package = entry.get("package").and_then(Item::as_str).unwrap_or(key.get());
+            let Some(entry) = entry.as_table_like_mut() else {
+                continue;
+            };
+            let package = entry
+                .get("package")
+                .and_then(Item::as_str)
+                .unwrap_or(key.get());
             if package != dependency {
                 continue;
             }
@@ -54,7 +63,12 @@ pub(crate) fn set_requirement(text: &str, dependency: &str, version: &str) -> Re
             }
         }
     };
-    const KINDS: [&str; 4] = ["dependencies", "dev-dependencies", "dev_dependencies", "build-dependencies"];
+    const KINDS: [&str; 4] = [
+        "dependencies",
+        "dev-dependencies",
+        "dev_dependencies",
+        "build-dependencies",
+    ];
     for kind in KINDS {
         if let Some(table) = document.get_mut(kind).and_then(Item::as_table_like_mut) {
             update(table);
@@ -70,7 +84,9 @@ pub(crate) fn set_requirement(text: &str, dependency: &str, version: &str) -> Re
     }
     if let Some(targets) = document.get_mut("target").and_then(Item::as_table_like_mut) {
         for (_, target) in targets.iter_mut() {
-            let Some(target) = target.as_table_like_mut() else { continue };
+            let Some(target) = target.as_table_like_mut() else {
+                continue;
+            };
             for kind in KINDS {
                 if let Some(table) = target.get_mut(kind).and_then(Item::as_table_like_mut) {
                     update(table);

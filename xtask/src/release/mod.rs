@@ -64,7 +64,10 @@ enum Subcommand {
 }
 
 pub(crate) fn run(args: Args) -> Result<()> {
-    let repo = Repo { root: workspace_root(), target_dir: None };
+    let repo = Repo {
+        root: workspace_root(),
+        target_dir: None,
+    };
     match args.command {
         Some(Subcommand::Plan { json }) => print_plan(&repo, json),
         None if args.dry_run => {
@@ -83,7 +86,9 @@ pub(crate) fn run(args: Args) -> Result<()> {
         }
         None => {
             print_plan(&repo, false)?;
-            eprintln!("xtask release: this is the plan; `--dry-run` packages, `--execute` commits and tags");
+            eprintln!(
+                "xtask release: this is the plan; `--dry-run` packages, `--execute` commits and tags"
+            );
             Ok(())
         }
     }
@@ -170,7 +175,12 @@ impl Repo {
 
     /// The target directory cargo uses for this workspace.
     fn target_directory(&self) -> Result<PathBuf> {
-        Ok(self.metadata().no_deps().exec()?.target_directory.into_std_path_buf())
+        Ok(self
+            .metadata()
+            .no_deps()
+            .exec()?
+            .target_directory
+            .into_std_path_buf())
     }
 }
 
@@ -180,8 +190,10 @@ fn readiness(repo: &Repo, crates: &[Crate]) -> Result<()> {
     let mut problems = Vec::new();
     for krate in crates {
         let name = &krate.name;
-        let Some(package) =
-            metadata.workspace_packages().into_iter().find(|package| package.name.as_str() == name)
+        let Some(package) = metadata
+            .workspace_packages()
+            .into_iter()
+            .find(|package| package.name.as_str() == name)
         else {
             continue;
         };
@@ -197,7 +209,10 @@ fn readiness(repo: &Repo, crates: &[Crate]) -> Result<()> {
             }
         }
         let dir = repo.root.join(&krate.dir);
-        for file in ["README.md", "CHANGELOG.md"].into_iter().chain(LICENSE_FILES) {
+        for file in ["README.md", "CHANGELOG.md"]
+            .into_iter()
+            .chain(LICENSE_FILES)
+        {
             if !dir.join(file).is_file() {
                 problems.push(format!("{name}: {file} is missing"));
             }
@@ -217,9 +232,16 @@ fn crate_files(path: &Path) -> Result<BTreeSet<String>> {
         .output()
         .with_context(|| format!("could not run tar -tzf {}", path.display()))?;
     if !output.status.success() {
-        bail!("tar -tzf {} failed: {}", path.display(), String::from_utf8_lossy(&output.stderr).trim());
+        bail!(
+            "tar -tzf {} failed: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
     }
-    Ok(String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect())
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
 }
 
 /// `--dry-run`: packages every crate, checks the licence files in each package, writes the SBOMs;
@@ -261,11 +283,20 @@ fn dry_run(repo: &Repo, out: Option<&Path>, verify: bool, binaries: &[&str]) -> 
             .filter(|file| !files.contains(&format!("{stem}/{file}")))
             .collect();
         if !missing.is_empty() {
-            problems.push(format!("{}: the package lacks {}", krate.name, missing.join(", ")));
+            problems.push(format!(
+                "{}: the package lacks {}",
+                krate.name,
+                missing.join(", ")
+            ));
         }
         let copy = out.join(format!("{stem}.crate"));
-        std::fs::copy(&packaged, &copy)
-            .with_context(|| format!("could not copy {} to {}", packaged.display(), copy.display()))?;
+        std::fs::copy(&packaged, &copy).with_context(|| {
+            format!(
+                "could not copy {} to {}",
+                packaged.display(),
+                copy.display()
+            )
+        })?;
         let size = std::fs::metadata(&copy).map(|file| file.len()).unwrap_or(0);
         summary.push_str(&format!(
             "  {stem}.crate: {} files, {:.1} KiB, licences {}\n",
@@ -275,7 +306,10 @@ fn dry_run(repo: &Repo, out: Option<&Path>, verify: bool, binaries: &[&str]) -> 
         ));
     }
     if !problems.is_empty() {
-        bail!("packages without their licence files:\n  {}", problems.join("\n  "));
+        bail!(
+            "packages without their licence files:\n  {}",
+            problems.join("\n  ")
+        );
     }
     let libraries: Vec<String> = crates.iter().map(|krate| krate.name.clone()).collect();
     let binaries: Vec<String> = binaries.iter().map(|name| (*name).to_owned()).collect();
@@ -288,19 +322,34 @@ fn dry_run(repo: &Repo, out: Option<&Path>, verify: bool, binaries: &[&str]) -> 
             .unwrap_or(0);
         summary.push_str(&format!(
             "  {}: CycloneDX 1.5, {components} components\n",
-            path.file_name().map(|name| name.to_string_lossy()).unwrap_or_default()
+            path.file_name()
+                .map(|name| name.to_string_lossy())
+                .unwrap_or_default()
         ));
     }
     let releases: Vec<String> = crates
         .iter()
-        .filter_map(|krate| krate.release.version().map(|version| format!("{} {version}", krate.name)))
+        .filter_map(|krate| {
+            krate
+                .release
+                .version()
+                .map(|version| format!("{} {version}", krate.name))
+        })
         .collect();
     summary.push_str(&format!(
         "  {} packaged ({}), artifacts in {}\n  would release: {}\n",
         crates.len(),
-        if verify { "verified by building each" } else { "not verified" },
+        if verify {
+            "verified by building each"
+        } else {
+            "not verified"
+        },
         out.display(),
-        if releases.is_empty() { "nothing".to_owned() } else { releases.join(", ") },
+        if releases.is_empty() {
+            "nothing".to_owned()
+        } else {
+            releases.join(", ")
+        },
     ));
     Ok(summary)
 }
@@ -325,10 +374,15 @@ fn execute(repo: &Repo, date: &str) -> Result<String> {
         })
         .collect();
     if !undocumented.is_empty() {
-        bail!("write the changes down before releasing:\n  {}", undocumented.join("\n  "));
+        bail!(
+            "write the changes down before releasing:\n  {}",
+            undocumented.join("\n  ")
+        );
     }
-    let releases: Vec<&Crate> =
-        crates.iter().filter(|krate| krate.release.version().is_some()).collect();
+    let releases: Vec<&Crate> = crates
+        .iter()
+        .filter(|krate| krate.release.version().is_some())
+        .collect();
     if releases.is_empty() {
         return Ok("xtask release: nothing to release\n".to_owned());
     }
@@ -343,7 +397,9 @@ fn execute(repo: &Repo, date: &str) -> Result<String> {
     );
     let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
     for krate in &releases {
-        let Some(version) = krate.release.version() else { continue };
+        let Some(version) = krate.release.version() else {
+            continue;
+        };
         let version = version.to_string();
         let dir = repo.root.join(&krate.dir);
         let changelog_path = dir.join("CHANGELOG.md");
@@ -405,20 +461,36 @@ fn execute(repo: &Repo, date: &str) -> Result<String> {
         .collect();
     let message = format!("release: {}", released.join(", "));
     let mut add = vec!["add", "--"];
-    let paths: Vec<String> = touched.iter().map(|path| path.to_string_lossy().into_owned()).collect();
+    let paths: Vec<String> = touched
+        .iter()
+        .map(|path| path.to_string_lossy().into_owned())
+        .collect();
     add.extend(paths.iter().map(String::as_str));
     repo.git(&add)?;
     repo.git(&["commit", "--quiet", "-m", &message])?;
     let mut tags = Vec::new();
     for krate in &releases {
-        let Some(version) = krate.release.version() else { continue };
+        let Some(version) = krate.release.version() else {
+            continue;
+        };
         let tag = krate.tag(version);
-        repo.git(&["tag", "-a", &tag, "-m", &format!("{} {version}", krate.name)])?;
+        repo.git(&[
+            "tag",
+            "-a",
+            &tag,
+            "-m",
+            &format!("{} {version}", krate.name),
+        ])?;
         tags.push(tag);
     }
 
-    let mut summary = format!("\nxtask release --execute: committed `{message}`, tagged {}\n", tags.join(", "));
-    summary.push_str("Check the commit (git show), then push it and the tags, and publish in this order:\n");
+    let mut summary = format!(
+        "\nxtask release --execute: committed `{message}`, tagged {}\n",
+        tags.join(", ")
+    );
+    summary.push_str(
+        "Check the commit (git show), then push it and the tags, and publish in this order:\n",
+    );
     summary.push_str(&format!("  git push origin HEAD {}\n", tags.join(" ")));
     for krate in &releases {
         summary.push_str(&format!("  cargo publish -p {}\n", krate.name));
@@ -453,11 +525,16 @@ fn civil_date(days: u64) -> String {
     let z = days + 719_468;
     let era = z / 146_097;
     let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + u64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}")
 }

@@ -29,7 +29,9 @@ impl Release {
     pub(crate) fn version(&self) -> Option<&Version> {
         match self {
             Self::Nothing => None,
-            Self::First(version) | Self::AsIs(version) | Self::Bump { version, .. } => Some(version),
+            Self::First(version) | Self::AsIs(version) | Self::Bump { version, .. } => {
+                Some(version)
+            }
         }
     }
 
@@ -73,7 +75,10 @@ pub(crate) fn next_release(
     let dependency = dependency_moves.then_some(Level::Patch);
     Ok(match changes.max(undocumented).max(dependency) {
         None => Release::Nothing,
-        Some(level) => Release::Bump { level, version: bump(current, level) },
+        Some(level) => Release::Bump {
+            level,
+            version: bump(current, level),
+        },
     })
 }
 
@@ -114,7 +119,10 @@ impl Crate {
                 if self.changes.is_some() {
                     why.push("changelog".to_owned());
                 } else if self.commits_since_tag > 0 {
-                    why.push(format!("{} commits, changelog empty", self.commits_since_tag));
+                    why.push(format!(
+                        "{} commits, changelog empty",
+                        self.commits_since_tag
+                    ));
                 }
                 if !self.moved_dependencies.is_empty() {
                     why.push(format!("needs {}", self.moved_dependencies.join(", ")));
@@ -160,9 +168,10 @@ pub(crate) fn plan(repo: &Repo) -> Result<Vec<Crate>> {
             .manifest_path
             .parent()
             .context("a manifest path without a directory")?;
-        let dir = manifest_dir
-            .strip_prefix(&repo.root)
-            .map_or_else(|_| manifest_dir.as_std_path().to_path_buf(), |dir| dir.as_std_path().to_path_buf());
+        let dir = manifest_dir.strip_prefix(&repo.root).map_or_else(
+            |_| manifest_dir.as_std_path().to_path_buf(),
+            |dir| dir.as_std_path().to_path_buf(),
+        );
         let changelog_path = manifest_dir.join("CHANGELOG.md");
         let text = std::fs::read_to_string(&changelog_path)
             .with_context(|| format!("{name}: could not read {changelog_path}"))?;
@@ -173,13 +182,19 @@ pub(crate) fn plan(repo: &Repo) -> Result<Vec<Crate>> {
         let commits_since_tag = match &last_tag {
             Some(version) => {
                 let range = format!("{name}-v{version}..HEAD");
-                let count = repo.git(&["rev-list", "--count", &range, "--", &dir.to_string_lossy()])?;
-                count.trim().parse().with_context(|| format!("git rev-list said `{count}`"))?
+                let count =
+                    repo.git(&["rev-list", "--count", &range, "--", &dir.to_string_lossy()])?;
+                count
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("git rev-list said `{count}`"))?
             }
             None => 0,
         };
-        let crate_dependencies: Vec<String> =
-            dependencies[name].iter().map(|name| (*name).to_owned()).collect();
+        let crate_dependencies: Vec<String> = dependencies[name]
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect();
         let moved_dependencies: Vec<String> = crates
             .iter()
             .filter(|earlier| earlier.release.moves_requirements())
@@ -198,7 +213,12 @@ pub(crate) fn plan(repo: &Repo) -> Result<Vec<Crate>> {
             members
                 .iter()
                 .filter(|member| member.name.as_str() != name)
-                .filter(|member| member.dependencies.iter().any(|dependency| dependency.name == name))
+                .filter(|member| {
+                    member
+                        .dependencies
+                        .iter()
+                        .any(|dependency| dependency.name == name)
+                })
                 .map(|member| member.name.to_string())
                 .collect()
         } else {
@@ -232,7 +252,9 @@ fn last_tag(repo: &Repo, name: &str) -> Result<Option<Version>> {
 }
 
 /// The crates in an order where each comes after the crates it depends on; ties alphabetical.
-fn dependency_order<'a>(dependencies: &BTreeMap<&'a str, BTreeSet<&'a str>>) -> Result<Vec<&'a str>> {
+fn dependency_order<'a>(
+    dependencies: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+) -> Result<Vec<&'a str>> {
     let mut order: Vec<&str> = Vec::new();
     let mut left: BTreeMap<&str, &BTreeSet<&str>> =
         dependencies.iter().map(|(name, on)| (*name, on)).collect();
@@ -244,7 +266,10 @@ fn dependency_order<'a>(dependencies: &BTreeMap<&'a str, BTreeSet<&'a str>>) -> 
             .collect();
         if ready.is_empty() {
             let cycle: Vec<&str> = left.keys().copied().collect();
-            bail!("the crates {} depend on each other in a cycle", cycle.join(", "));
+            bail!(
+                "the crates {} depend on each other in a cycle",
+                cycle.join(", ")
+            );
         }
         for name in ready {
             left.remove(name);
@@ -268,14 +293,25 @@ pub(crate) fn table(crates: &[Crate]) -> String {
         rows.push([
             krate.name.clone(),
             krate.current.to_string(),
-            krate.last_tag.as_ref().map_or_else(|| "none".to_owned(), |version| krate.tag(version)),
-            krate.release.version().map_or_else(|| "-".to_owned(), ToString::to_string),
+            krate
+                .last_tag
+                .as_ref()
+                .map_or_else(|| "none".to_owned(), |version| krate.tag(version)),
+            krate
+                .release
+                .version()
+                .map_or_else(|| "-".to_owned(), ToString::to_string),
             krate.reason(),
-            if krate.dependents.is_empty() { "-".to_owned() } else { krate.dependents.join(", ") },
+            if krate.dependents.is_empty() {
+                "-".to_owned()
+            } else {
+                krate.dependents.join(", ")
+            },
         ]);
     }
-    let widths: Vec<usize> =
-        (0..6).map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..6)
+        .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in &rows {
         let mut line = String::new();
@@ -338,20 +374,53 @@ mod tests {
     fn next_release_reads_tag_changes_commits_and_dependencies() {
         let current = v("0.2.0");
         let tag = Some(&current);
-        let bumped = |level, version: &str| Release::Bump { level, version: v(version) };
+        let bumped = |level, version: &str| Release::Bump {
+            level,
+            version: v(version),
+        };
         for (last_tag, changes, commits, dependency, expected) in [
             // No tag: the first release, of the version as it is, whatever the changelog says.
-            (None, Some(Level::Breaking), 4, true, Release::First(v("0.2.0"))),
+            (
+                None,
+                Some(Level::Breaking),
+                4,
+                true,
+                Release::First(v("0.2.0")),
+            ),
             (None, None, 0, false, Release::First(v("0.2.0"))),
             // Tagged, nothing since.
             (tag, None, 0, false, Release::Nothing),
-            (tag, Some(Level::Breaking), 1, false, bumped(Level::Breaking, "0.3.0")),
-            (tag, Some(Level::Minor), 1, false, bumped(Level::Minor, "0.2.1")),
-            (tag, Some(Level::Patch), 0, false, bumped(Level::Patch, "0.2.1")),
+            (
+                tag,
+                Some(Level::Breaking),
+                1,
+                false,
+                bumped(Level::Breaking, "0.3.0"),
+            ),
+            (
+                tag,
+                Some(Level::Minor),
+                1,
+                false,
+                bumped(Level::Minor, "0.2.1"),
+            ),
+            (
+                tag,
+                Some(Level::Patch),
+                0,
+                false,
+                bumped(Level::Patch, "0.2.1"),
+            ),
             // Commits without a changelog entry, or only a dependency's new version: a patch.
             (tag, None, 3, false, bumped(Level::Patch, "0.2.1")),
             (tag, None, 0, true, bumped(Level::Patch, "0.2.1")),
-            (tag, Some(Level::Breaking), 0, true, bumped(Level::Breaking, "0.3.0")),
+            (
+                tag,
+                Some(Level::Breaking),
+                0,
+                true,
+                bumped(Level::Breaking, "0.3.0"),
+            ),
             // Raised by hand above the last tag: as it is.
             (Some(&v("0.1.4")), None, 0, false, Release::AsIs(v("0.2.0"))),
         ] {
@@ -362,7 +431,12 @@ mod tests {
             );
         }
         let newer = next_release(&current, Some(&v("0.3.0")), None, 0, false).unwrap_err();
-        assert!(newer.to_string().contains("newer than the version in Cargo.toml"), "{newer}");
+        assert!(
+            newer
+                .to_string()
+                .contains("newer than the version in Cargo.toml"),
+            "{newer}"
+        );
         let one = v("1.2.3");
         assert_eq!(
             next_release(&one, Some(&one), Some(Level::Minor), 1, false).unwrap(),
@@ -382,7 +456,14 @@ mod tests {
         .collect();
         assert_eq!(dependency_order(&graph).unwrap(), ["a", "c", "b", "app"]);
         let cycle: BTreeMap<&str, BTreeSet<&str>> =
-            [("a", BTreeSet::from(["b"])), ("b", BTreeSet::from(["a"]))].into_iter().collect();
-        assert!(dependency_order(&cycle).unwrap_err().to_string().contains("cycle"));
+            [("a", BTreeSet::from(["b"])), ("b", BTreeSet::from(["a"]))]
+                .into_iter()
+                .collect();
+        assert!(
+            dependency_order(&cycle)
+                .unwrap_err()
+                .to_string()
+                .contains("cycle")
+        );
     }
 }

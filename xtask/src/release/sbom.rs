@@ -40,7 +40,11 @@ pub(crate) fn lock_checksums(lock: &str) -> Result<BTreeMap<(String, String), St
 }
 
 /// A CycloneDX component for one package.
-fn component(package: &Package, kind: &str, checksums: &BTreeMap<(String, String), String>) -> Value {
+fn component(
+    package: &Package,
+    kind: &str,
+    checksums: &BTreeMap<(String, String), String>,
+) -> Value {
     let mut component = json!({
         "type": kind,
         "bom-ref": purl(package),
@@ -72,18 +76,30 @@ pub(crate) fn bom(
     kind: &str,
     checksums: &BTreeMap<(String, String), String>,
 ) -> Result<Value> {
-    let resolve = metadata.resolve.as_ref().context("cargo metadata gave no resolve")?;
-    let nodes: BTreeMap<&PackageId, _> = resolve.nodes.iter().map(|node| (&node.id, node)).collect();
-    let packages: BTreeMap<&PackageId, &Package> =
-        metadata.packages.iter().map(|package| (&package.id, package)).collect();
+    let resolve = metadata
+        .resolve
+        .as_ref()
+        .context("cargo metadata gave no resolve")?;
+    let nodes: BTreeMap<&PackageId, _> =
+        resolve.nodes.iter().map(|node| (&node.id, node)).collect();
+    let packages: BTreeMap<&PackageId, &Package> = metadata
+        .packages
+        .iter()
+        .map(|package| (&package.id, package))
+        .collect();
     let package = |id: &PackageId| {
-        packages.get(id).copied().with_context(|| format!("cargo metadata has no package {id}"))
+        packages
+            .get(id)
+            .copied()
+            .with_context(|| format!("cargo metadata has no package {id}"))
     };
     let mut reached: BTreeSet<&PackageId> = BTreeSet::from([root]);
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut queue = VecDeque::from([root]);
     while let Some(id) = queue.pop_front() {
-        let node = nodes.get(id).with_context(|| format!("the resolve has no node {id}"))?;
+        let node = nodes
+            .get(id)
+            .with_context(|| format!("the resolve has no node {id}"))?;
         let from = purl(package(id)?);
         let on = edges.entry(from).or_default();
         for dependency in &node.deps {
@@ -126,7 +142,12 @@ pub(crate) fn bom(
 
 /// Writes `<name>-<version>.cdx.json` into `out` for each library crate in `libraries` and each
 /// binary package in `binaries`; returns the files written.
-pub(crate) fn write(repo: &Repo, libraries: &[String], binaries: &[String], out: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn write(
+    repo: &Repo,
+    libraries: &[String],
+    binaries: &[String],
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).with_context(|| format!("could not create {}", out.display()))?;
     let lock = std::fs::read_to_string(repo.root.join("Cargo.lock")).unwrap_or_default();
     let checksums = lock_checksums(&lock)?;
@@ -152,7 +173,10 @@ pub(crate) fn write(repo: &Repo, libraries: &[String], binaries: &[String], out:
     }
     if !binaries.is_empty() {
         let host = repo.host()?;
-        let as_built = repo.metadata().other_options(vec!["--filter-platform".to_owned(), host]).exec()?;
+        let as_built = repo
+            .metadata()
+            .other_options(vec!["--filter-platform".to_owned(), host])
+            .exec()?;
         for name in binaries {
             write_bom(&as_built, name, "application")?;
         }
@@ -182,7 +206,10 @@ checksum = "0123abcd"
         let checksums = lock_checksums(lock).unwrap();
         assert_eq!(
             checksums,
-            BTreeMap::from([(("serde".to_owned(), "1.0.229".to_owned()), "0123abcd".to_owned())])
+            BTreeMap::from([(
+                ("serde".to_owned(), "1.0.229".to_owned()),
+                "0123abcd".to_owned()
+            )])
         );
     }
 }

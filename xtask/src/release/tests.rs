@@ -25,7 +25,11 @@ fn library(root: &Path, name: &str, dependencies: &str) {
              readme = \"README.md\"\nkeywords = [\"fixture\"]\n\n[dependencies]\n{dependencies}"
         ),
     );
-    write(root, &format!("{name}/src/lib.rs"), "//! A fixture.\n\npub fn one() -> u32 {\n    1\n}\n");
+    write(
+        root,
+        &format!("{name}/src/lib.rs"),
+        "//! A fixture.\n\npub fn one() -> u32 {\n    1\n}\n",
+    );
     write(root, &format!("{name}/README.md"), &format!("# {name}\n"));
     write(
         root,
@@ -57,10 +61,21 @@ fn fixture() -> (tempfile::TempDir, Repo) {
         "[package]\nname = \"app\"\nversion.workspace = true\nedition.workspace = true\n\
          publish = false\n\n[dependencies]\nb = { workspace = true }\n",
     );
-    write(root, "app/src/main.rs", "fn main() {\n    println!(\"{}\", b::one());\n}\n");
+    write(
+        root,
+        "app/src/main.rs",
+        "fn main() {\n    println!(\"{}\", b::one());\n}\n",
+    );
     write(root, ".gitignore", "/target\n");
-    let repo = Repo { root: root.to_path_buf(), target_dir: Some(root.join("target")) };
-    let status = repo.cargo().args(["generate-lockfile", "--offline", "--quiet"]).status().unwrap();
+    let repo = Repo {
+        root: root.to_path_buf(),
+        target_dir: Some(root.join("target")),
+    };
+    let status = repo
+        .cargo()
+        .args(["generate-lockfile", "--offline", "--quiet"])
+        .status()
+        .unwrap();
     assert!(status.success());
     for args in [
         &["init", "--quiet"][..],
@@ -75,13 +90,18 @@ fn fixture() -> (tempfile::TempDir, Repo) {
     ] {
         repo.git(args).unwrap();
     }
-    write(root, "a/src/lib.rs", "//! A fixture.\n\npub fn one() -> u64 {\n    1\n}\n");
+    write(
+        root,
+        "a/src/lib.rs",
+        "//! A fixture.\n\npub fn one() -> u64 {\n    1\n}\n",
+    );
     let changelog = read(root, "a/CHANGELOG.md").replace(
         "## [Unreleased]\n",
         "## [Unreleased]\n\n### Changed\n\n- BREAKING: `one` returns a `u64`.\n",
     );
     write(root, "a/CHANGELOG.md", &changelog);
-    repo.git(&["commit", "--quiet", "-am", "a: widen one"]).unwrap();
+    repo.git(&["commit", "--quiet", "-am", "a: widen one"])
+        .unwrap();
     (dir, repo)
 }
 
@@ -95,7 +115,11 @@ fn plan_bumps_the_breaking_crate_and_patches_its_dependent() {
     let (_dir, repo) = fixture();
     let crates = plan::plan(&repo).unwrap();
     let names: Vec<&str> = crates.iter().map(|krate| krate.name.as_str()).collect();
-    assert_eq!(names, ["a", "b"], "dependency order, without the unpublished app");
+    assert_eq!(
+        names,
+        ["a", "b"],
+        "dependency order, without the unpublished app"
+    );
     assert_eq!(release_of(&crates, "a").as_deref(), Some("0.2.0"));
     assert_eq!(crates[0].dependents, ["b"]);
     assert_eq!(crates[1].dependents, ["app"]);
@@ -107,7 +131,19 @@ fn plan_bumps_the_breaking_crate_and_patches_its_dependent() {
     assert_eq!(json[0]["last_tag"], "a-v0.1.0");
     let table = plan::table(&crates);
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(row, ["a", "0.1.0", "a-v0.1.0", "0.2.0", "breaking", "(changelog)", "b"], "{table}");
+    assert_eq!(
+        row,
+        [
+            "a",
+            "0.1.0",
+            "a-v0.1.0",
+            "0.2.0",
+            "breaking",
+            "(changelog)",
+            "b"
+        ],
+        "{table}"
+    );
 }
 
 #[test]
@@ -133,9 +169,15 @@ fn dry_run_packages_with_licences_and_writes_sboms() {
     let summary = dry_run(&repo, Some(&out), true, &["app"]).unwrap();
     assert!(summary.contains("a-0.1.0.crate: "), "{summary}");
     assert!(summary.contains("licences ok"), "{summary}");
-    assert!(summary.contains("would release: a 0.2.0, b 0.1.1"), "{summary}");
+    assert!(
+        summary.contains("would release: a 0.2.0, b 0.1.1"),
+        "{summary}"
+    );
     let files = crate_files(&out.join("b-0.1.0.crate")).unwrap();
-    assert!(files.contains("b-0.1.0/LICENSE-MIT") && files.contains("b-0.1.0/LICENSE-APACHE"), "{files:?}");
+    assert!(
+        files.contains("b-0.1.0/LICENSE-MIT") && files.contains("b-0.1.0/LICENSE-APACHE"),
+        "{files:?}"
+    );
 
     let bom = |name: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
@@ -144,13 +186,18 @@ fn dry_run_packages_with_licences_and_writes_sboms() {
     assert_eq!(b["bomFormat"], "CycloneDX");
     assert_eq!(b["specVersion"], "1.5");
     assert_eq!(b["metadata"]["component"]["purl"], "pkg:cargo/b@0.1.0");
-    assert_eq!(b["metadata"]["component"]["licenses"][0]["expression"], "MIT OR Apache-2.0");
+    assert_eq!(
+        b["metadata"]["component"]["licenses"][0]["expression"],
+        "MIT OR Apache-2.0"
+    );
     assert_eq!(b["components"].as_array().unwrap().len(), 1);
     assert_eq!(b["components"][0]["purl"], "pkg:cargo/a@0.1.0");
     assert_eq!(b["components"][0]["type"], "library");
     let graph = b["dependencies"].as_array().unwrap();
     assert!(
-        graph.contains(&serde_json::json!({ "ref": "pkg:cargo/b@0.1.0", "dependsOn": ["pkg:cargo/a@0.1.0"] })),
+        graph.contains(
+            &serde_json::json!({ "ref": "pkg:cargo/b@0.1.0", "dependsOn": ["pkg:cargo/a@0.1.0"] })
+        ),
         "{graph:?}"
     );
     let app = bom("app-0.1.0.cdx.json");
@@ -162,7 +209,12 @@ fn dry_run_packages_with_licences_and_writes_sboms() {
         .map(|component| component["name"].as_str().unwrap())
         .collect();
     assert_eq!(components, ["a", "b"]);
-    assert!(bom("a-0.1.0.cdx.json")["components"].as_array().unwrap().is_empty());
+    assert!(
+        bom("a-0.1.0.cdx.json")["components"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     // A dry run changes nothing.
     assert!(repo.git(&["status", "--porcelain"]).unwrap().is_empty());
 }
@@ -189,31 +241,65 @@ fn execute_moves_changelogs_bumps_versions_commits_and_tags() {
     assert!(read(root, "a/Cargo.toml").contains("\nversion = \"0.2.0\"\n"));
     assert!(read(root, "b/Cargo.toml").contains("\nversion = \"0.1.1\"\n"));
     let workspace = read(root, "Cargo.toml");
-    assert!(workspace.contains("# Ours.\na = { path = \"a\", version = \"0.2.0\" }\n"), "{workspace}");
-    assert!(workspace.contains("b = { path = \"b\", version = \"0.1.1\" }\n"), "{workspace}");
+    assert!(
+        workspace.contains("# Ours.\na = { path = \"a\", version = \"0.2.0\" }\n"),
+        "{workspace}"
+    );
+    assert!(
+        workspace.contains("b = { path = \"b\", version = \"0.1.1\" }\n"),
+        "{workspace}"
+    );
     assert!(read(root, "Cargo.lock").contains("name = \"a\"\nversion = \"0.2.0\""));
 
-    assert_eq!(repo.git(&["log", "-1", "--format=%s"]).unwrap().trim(), "release: a 0.2.0, b 0.1.1");
-    assert_eq!(repo.git(&["tag", "--points-at", "HEAD"]).unwrap(), "a-v0.2.0\nb-v0.1.1\n");
-    assert_eq!(repo.git(&["describe", "--exact-match", "a-v0.2.0"]).unwrap().trim(), "a-v0.2.0");
-    assert!(repo.git(&["status", "--porcelain"]).unwrap().is_empty(), "everything committed");
-    assert!(summary.contains("  cargo publish -p a\n  cargo publish -p b\n"), "{summary}");
+    assert_eq!(
+        repo.git(&["log", "-1", "--format=%s"]).unwrap().trim(),
+        "release: a 0.2.0, b 0.1.1"
+    );
+    assert_eq!(
+        repo.git(&["tag", "--points-at", "HEAD"]).unwrap(),
+        "a-v0.2.0\nb-v0.1.1\n"
+    );
+    assert_eq!(
+        repo.git(&["describe", "--exact-match", "a-v0.2.0"])
+            .unwrap()
+            .trim(),
+        "a-v0.2.0"
+    );
+    assert!(
+        repo.git(&["status", "--porcelain"]).unwrap().is_empty(),
+        "everything committed"
+    );
+    assert!(
+        summary.contains("  cargo publish -p a\n  cargo publish -p b\n"),
+        "{summary}"
+    );
 
     // Released: the next plan has nothing to do, and a second run says so.
     let crates = plan::plan(&repo).unwrap();
     assert_eq!(release_of(&crates, "a"), None);
     assert_eq!(release_of(&crates, "b"), None);
-    assert_eq!(execute(&repo, "2026-12-06").unwrap(), "xtask release: nothing to release\n");
+    assert_eq!(
+        execute(&repo, "2026-12-06").unwrap(),
+        "xtask release: nothing to release\n"
+    );
 }
 
 #[test]
 fn execute_refuses_commits_the_changelog_does_not_mention() {
     let (_dir, repo) = fixture();
-    write(&repo.root, "b/src/lib.rs", "//! A fixture.\n\npub fn one() -> u32 {\n    2\n}\n");
-    repo.git(&["commit", "--quiet", "-am", "b: quietly change one"]).unwrap();
+    write(
+        &repo.root,
+        "b/src/lib.rs",
+        "//! A fixture.\n\npub fn one() -> u32 {\n    2\n}\n",
+    );
+    repo.git(&["commit", "--quiet", "-am", "b: quietly change one"])
+        .unwrap();
     let error = execute(&repo, "2026-12-05").unwrap_err().to_string();
     assert!(error.contains("b: 1 commits since its last tag"), "{error}");
-    assert!(repo.git(&["status", "--porcelain"]).unwrap().is_empty(), "nothing written");
+    assert!(
+        repo.git(&["status", "--porcelain"]).unwrap().is_empty(),
+        "nothing written"
+    );
 }
 
 #[test]
