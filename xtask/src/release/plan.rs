@@ -285,6 +285,7 @@ pub(crate) fn table(crates: &[Crate]) -> String {
         "crate".to_owned(),
         "current".to_owned(),
         "last tag".to_owned(),
+        "changelog".to_owned(),
         "release".to_owned(),
         "why".to_owned(),
         "dependents to update".to_owned(),
@@ -297,6 +298,7 @@ pub(crate) fn table(crates: &[Crate]) -> String {
                 .last_tag
                 .as_ref()
                 .map_or_else(|| "none".to_owned(), |version| krate.tag(version)),
+            krate.changes.map_or("empty", Level::name).to_owned(),
             krate
                 .release
                 .version()
@@ -309,7 +311,7 @@ pub(crate) fn table(crates: &[Crate]) -> String {
             },
         ]);
     }
-    let widths: Vec<usize> = (0..6)
+    let widths: Vec<usize> = (0..7)
         .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

@@ -39,6 +39,13 @@ pub(crate) fn lock_checksums(lock: &str) -> Result<BTreeMap<(String, String), St
         .collect())
 }
 
+/// The `license` of a manifest as an SPDX expression: old manifests write `MIT/Apache-2.0` (or
+/// `Apache-2.0 / MIT`) where SPDX says `MIT OR Apache-2.0`.
+fn spdx_expression(license: &str) -> String {
+    let spaced = license.replace('/', " OR ");
+    spaced.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// A CycloneDX component for one package.
 fn component(
     package: &Package,
@@ -53,8 +60,7 @@ fn component(
         "purl": purl(package),
     });
     let licenses = match (&package.license, &package.license_file) {
-        // Old manifests write `MIT/Apache-2.0`; SPDX says `MIT OR Apache-2.0`.
-        (Some(license), _) => json!([{ "expression": license.replace('/', " OR ") }]),
+        (Some(license), _) => json!([{ "expression": spdx_expression(license) }]),
         (None, Some(file)) => json!([{ "license": { "name": format!("see {file}") } }]),
         (None, None) => Value::Null,
     };
@@ -187,6 +193,16 @@ pub(crate) fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_licence_separators_become_spdx_or() {
+        assert_eq!(spdx_expression("MIT/Apache-2.0"), "MIT OR Apache-2.0");
+        assert_eq!(spdx_expression("Apache-2.0 / MIT"), "Apache-2.0 OR MIT");
+        assert_eq!(
+            spdx_expression("(MIT OR Apache-2.0) AND Unicode-3.0"),
+            "(MIT OR Apache-2.0) AND Unicode-3.0"
+        );
+    }
 
     #[test]
     fn lock_checksums_come_from_registry_packages_only() {

@@ -137,6 +137,7 @@ fn plan_bumps_the_breaking_crate_and_patches_its_dependent() {
             "a",
             "0.1.0",
             "a-v0.1.0",
+            "breaking",
             "0.2.0",
             "breaking",
             "(changelog)",
