@@ -7,6 +7,7 @@
 //! - `soak storage --minutes N`: runs the record store's model-based fault test on fresh seeds.
 //! - `release`: checks that every library crate is ready to publish.
 //! - `deploy-check`: checks the compose file and the Kubernetes manifests (decisions 0106, 0107).
+//! - `release plan|--dry-run|--execute`: plans, checks and cuts releases of the library crates (decision 0104).
 //! - `promtool`: checks and unit-tests the Prometheus rules with `promtool` (decision 0098).
 //! - `schemathesis`: fuzzes the built `mainstay-api` against its OpenAPI document (decision 0091).
 
@@ -52,8 +53,8 @@ enum Task {
         /// Names of the benchmarks to run.
         names: Vec<String>,
     },
-    /// Check that every library crate is ready to publish.
-    Release,
+    /// Plan (`plan`), check (`--dry-run`) or cut (`--execute`) releases of the library crates.
+    Release(release::Args),
     /// Check `deploy/prometheus/rules/*.yml` and run their unit tests with promtool.
     Promtool,
     /// Check the deploy files: compose structurally, Kubernetes manifests against their schemas, checkov.
@@ -77,7 +78,7 @@ fn main() {
         Task::Codegen { check } => codegen::run(check),
         Task::Deps => deps::run(),
         Task::Bench { names } => bench(&names),
-        Task::Release => release::run(),
+        Task::Release(args) => release::run(args),
         Task::Promtool => ci::promtool(),
         Task::DeployCheck => deploy::check(),
         Task::Schemathesis => ci::build_api().and_then(|bin| schemathesis::run(&bin)),
