@@ -1378,6 +1378,12 @@ pub fn reference() -> String {
          and `MAINSTAY_` variables win over them. An invalid value stops the\n\
          service with exit code 2 and a message naming the key (or variable), the value and what is allowed.\n\
          `mainstay-api config print` shows the effective value of every key and where it came from.\n\n\
+         Two modes (docs/operations/stateless.md): with `storage.enabled = true` (the default) the\n\
+         service runs the record store and serves every route; with `storage.enabled = false` it runs\n\
+         stateless, without the records API (`/v1/collections...`), the dead-letter queue and the\n\
+         store's admin routes, which answer 404 of type `.../storage-disabled`. The other\n\
+         `storage.*` keys and the `dlq.*` keys matter only with storage on; stateless, they are\n\
+         validated (so that one file serves both modes) and ignored.\n\n\
          | key | type | default | environment | description |\n|---|---|---|---|---|\n",
     );
     for (key, kind, description) in KEY_DOCS {
