@@ -42,24 +42,60 @@ pub struct AppState {
     pub admin_token: Option<AdminToken>,
     /// Authentication of `/v1` callers.
     pub authenticator: Authenticator,
-    /// The record store of the data API.
-    pub store: Store,
-    /// Batches answered recently, by idempotency key.
-    pub idempotency: Arc<routes::collections::IdempotencyKeys>,
+    /// The record store and what goes with it; `None` in the stateless mode
+    /// (`storage.enabled = false`).
+    pub storage: Option<Storage>,
     /// The health checks and probes.
     pub health: HealthRegistry,
     /// Every circuit breaker of the process, for the admin API.
     pub breakers: BreakerRegistry,
+    /// Fenced and failed-WAL answers, their log lines and gauges.
+    pub faults: Arc<crate::faults::Faults>,
+}
+
+/// The record store with its dead-letter queue and the state of the routes that write to it.
+///
+/// A handler of the records API takes it as an extractor; without a store (the stateless mode)
+/// the extractor answers 404 problem+json of type `.../storage-disabled`, though those routes are
+/// not mounted then in the first place.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// The record store of the data API.
+    pub store: Store,
     /// The dead-letter queue.
     pub dlq: Dlq,
+    /// Batches answered recently, by idempotency key.
+    pub idempotency: Arc<routes::collections::IdempotencyKeys>,
     /// The store's last LSN when it opened: records it holds with a higher one were written by
     /// this instance, which a handover never overwrites.
     pub takeover_lsn: u64,
     /// Record writes hold it shared; a handover batch holds it alone, so that no client write
     /// lands between the check of an id and its replay.
     pub write_gate: Arc<tokio::sync::RwLock<()>>,
-    /// Fenced and failed-WAL answers, their log lines and gauges.
-    pub faults: Arc<crate::faults::Faults>,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Storage {
+    type Rejection = crate::problem::Problem;
+
+    async fn from_request_parts(
+        _parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        state.storage.clone().ok_or_else(storage_disabled)
+    }
+}
+
+/// The problem a stateless instance answers for what needs the record store: 404 of type
+/// `.../storage-disabled` (4xx: the resource does not exist on this instance, and retrying the
+/// same instance will not change that).
+#[must_use]
+pub fn storage_disabled() -> crate::problem::Problem {
+    crate::problem::Problem::typed(
+        StatusCode::NOT_FOUND,
+        "storage-disabled",
+        "Storage is disabled",
+        "this instance runs without the record store (`storage.enabled = false`, the stateless mode): the records API, the dead-letter queue and the store's admin routes are not served here; send this request to an instance with storage",
+    )
 }
 
 /// The assembled application.
@@ -73,14 +109,12 @@ pub struct App {
     pub health: HealthRegistry,
     /// Every circuit breaker of the process.
     pub breakers: BreakerRegistry,
-    /// The dead-letter queue; components register their redrive handlers on it.
-    pub dlq: Dlq,
     /// The rate limiter of the `/v1` routes.
     pub limiter: RateLimiter,
-    /// The record store of the data API.
-    pub store: Store,
+    /// The record store and its dead-letter queue; `None` in the stateless mode.
+    pub storage: Option<Storage>,
     /// The periodic TTL cleanup of the dead-letter queue; stops when dropped.
-    pub dlq_cleanup: CleanupTask,
+    pub dlq_cleanup: Option<CleanupTask>,
     /// Feeds the `dlq` and `circuit-breakers` threshold checks; stops when dropped.
     pub health_feeder: AbortOnDrop,
 }
@@ -125,6 +159,18 @@ pub enum BuildError {
 /// A health override names a check that does not exist, `redis.url` cannot make a pool, or the
 /// dead-letter queue cannot be opened.
 pub async fn build(config: Config) -> Result<App, BuildError> {
+    if config.storage.enabled {
+        tracing::info!(
+            mode = "stateful",
+            data_dir = %config.storage.data_dir.display(),
+            "mode: stateful (storage.enabled = true): record store, records API and dead-letter queue on"
+        );
+    } else {
+        tracing::info!(
+            mode = "stateless",
+            "mode: stateless (storage.enabled = false): no record store, records API or dead-letter queue; the storage.* and dlq.* keys are ignored"
+        );
+    }
     let mut registry = Registry::default();
     let http_metrics = HttpMetrics::register(&mut registry);
     mainstay_telemetry::process::register_process_collector(&mut registry);
@@ -141,35 +187,35 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         &mut registry,
         limiter.uses_redis().then(|| limiter.clone()),
     )?;
-    let dlq = Dlq::builder(config.storage.data_dir.join("dlq"))
-        .config(config.dlq.clone())
-        .metrics(DlqMetrics::register(&mut registry))
-        .open()
+    let (storage, dlq_cleanup) = if config.storage.enabled {
+        let (storage, dlq_cleanup) = open_storage(
+            &config,
+            &mut registry,
+            &resilience_metrics,
+            &health,
+            &breakers,
+        )
         .await?;
-    let dlq_cleanup = dlq.spawn_cleanup();
-    let store = open_store(&config, &mut registry, &resilience_metrics, &dlq).await?;
-    // Nothing has written since the open: this is where this instance took over.
-    let takeover_lsn = store.last_lsn();
-    breakers
-        .register(store.breaker())
-        .map_err(|error| ConfigError::Invalid(error.to_string()))?;
-    let checks: [Arc<dyn mainstay_health::Check>; 4] = [
-        Arc::new(ObjectStoreCheck::new(&store)),
-        Arc::new(WalCheck::new(&store)),
-        Arc::new(WriterCheck::new(&store)),
-        Arc::new(crate::faults::DlqJournalCheck::new(dlq.clone())),
-    ];
-    for check in checks {
-        health
-            .register(check)
-            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
-    }
-    let health_feeder = feed_threshold_checks(&config, &health, &dlq, &breakers)?;
+        (Some(storage), Some(dlq_cleanup))
+    } else {
+        (None, None)
+    };
+    let health_feeder = feed_threshold_checks(
+        &config,
+        &health,
+        storage.as_ref().map(|storage| &storage.dlq),
+        &breakers,
+    )?;
     // Only now is every check registered, so `health.checks.<name>` may name any of them.
     health
         .validate_check_names()
         .map_err(|error| ConfigError::Invalid(format!("key `health.{}`: {error}", error.key())))?;
-    let faults = Arc::new(crate::faults::Faults::register(&mut registry));
+    // The `dlq_journal_failed` gauge belongs to the DLQ: without one it is not registered.
+    let faults = Arc::new(if storage.is_some() {
+        crate::faults::Faults::register(&mut registry)
+    } else {
+        crate::faults::Faults::default()
+    });
     let authenticator = Authenticator::new(&config.auth, &limiter, &mut registry)?;
 
     let state = AppState {
@@ -177,11 +223,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         admin_token: config.admin.token.as_deref().map(AdminToken::new),
         health: health.clone(),
         breakers: breakers.clone(),
-        dlq: dlq.clone(),
-        store: store.clone(),
-        idempotency: Arc::default(),
-        takeover_lsn,
-        write_gate: Arc::default(),
+        storage: storage.clone(),
         faults,
         registry: Arc::new(registry),
         config: Arc::new(config),
@@ -193,7 +235,16 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         .merge(routes::openapi::routes());
     // Authentication runs first (the outer layer), so the limiter sees the caller.
     let limit_layer = rate_limit_layer(limiter.clone());
-    let v1 = routes::v1::routes().merge(routes::collections::routes());
+    // Without a store its routes are not served; their paths answer one clear problem instead of
+    // a bare 404 (decision 0105).
+    let with_storage = state.storage.is_some();
+    let v1 = if with_storage {
+        routes::v1::routes().merge(routes::collections::routes())
+    } else {
+        routes::v1::routes()
+            .storage_disabled("/collections")
+            .storage_disabled("/collections/{*rest}")
+    };
     routes = routes.nest("/v1", v1, |router| {
         router
             .route_layer(limit_layer)
@@ -206,11 +257,20 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         let admin = routes::admin::routes()
             .merge(routes::health::admin_routes())
             .merge(routes::breakers::routes())
-            .merge(routes::dlq::routes())
-            .merge(routes::collections::admin_routes())
-            .merge(routes::handover::routes())
-            .merge(routes::wal_damage::routes())
             .merge(routes::runtime_config::routes());
+        let admin = if with_storage {
+            admin
+                .merge(routes::dlq::routes())
+                .merge(routes::collections::admin_routes())
+                .merge(routes::handover::routes())
+                .merge(routes::wal_damage::routes())
+        } else {
+            admin
+                .storage_disabled("/dlq")
+                .storage_disabled("/dlq/{*rest}")
+                .storage_disabled("/collections/{*rest}")
+                .storage_disabled("/store/{*rest}")
+        };
         routes = routes.nest("/admin", admin, |router| {
             router.route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
@@ -251,12 +311,54 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         served,
         health,
         breakers,
-        dlq,
+        storage,
         dlq_cleanup,
         limiter,
-        store,
         health_feeder,
     })
+}
+
+/// Opens the dead-letter queue and the record store in `storage.data_dir`, registers their
+/// metrics, the store's breaker and their health checks (`object-store`, `storage-wal`,
+/// `storage-writer`, `dlq-journal`), and starts the queue's TTL cleanup.
+async fn open_storage(
+    config: &Config,
+    registry: &mut Registry,
+    resilience_metrics: &ResilienceMetrics,
+    health: &HealthRegistry,
+    breakers: &BreakerRegistry,
+) -> Result<(Storage, CleanupTask), BuildError> {
+    let dlq = Dlq::builder(config.storage.data_dir.join("dlq"))
+        .config(config.dlq.clone())
+        .metrics(DlqMetrics::register(registry))
+        .open()
+        .await?;
+    let dlq_cleanup = dlq.spawn_cleanup();
+    let store = open_store(config, registry, resilience_metrics, &dlq).await?;
+    // Nothing has written since the open: this is where this instance took over.
+    let takeover_lsn = store.last_lsn();
+    breakers
+        .register(store.breaker())
+        .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+    let checks: [Arc<dyn mainstay_health::Check>; 4] = [
+        Arc::new(ObjectStoreCheck::new(&store)),
+        Arc::new(WalCheck::new(&store)),
+        Arc::new(WriterCheck::new(&store)),
+        Arc::new(crate::faults::DlqJournalCheck::new(dlq.clone())),
+    ];
+    for check in checks {
+        health
+            .register(check)
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+    }
+    let storage = Storage {
+        store,
+        dlq,
+        idempotency: Arc::default(),
+        takeover_lsn,
+        write_gate: Arc::default(),
+    };
+    Ok((storage, dlq_cleanup))
 }
 
 /// Opens the record store in `storage.data_dir`, with its failed segments in the app's dead-letter
@@ -291,24 +393,34 @@ async fn open_store(
 }
 
 /// Registers the threshold checks other components feed, and the task that feeds them every cache
-/// interval: `dlq` (percent of `dlq.total_capacity` in use: degraded from 80, unhealthy at 100) and
-/// `circuit-breakers` (breakers not closed: degraded from 1). Both are non-critical.
+/// interval: `dlq` (percent of `dlq.total_capacity` in use: degraded from 80, unhealthy at 100;
+/// only with a dead-letter queue) and `circuit-breakers` (breakers not closed: degraded from 1).
+/// Both are non-critical.
 fn feed_threshold_checks(
     config: &Config,
     health: &HealthRegistry,
-    dlq: &Dlq,
+    dlq: Option<&Dlq>,
     breakers: &BreakerRegistry,
 ) -> Result<AbortOnDrop, ConfigError> {
     let invalid = |error: &dyn std::fmt::Display| ConfigError::Invalid(error.to_string());
-    let dlq_fill = ThresholdCheck::new(
-        "dlq",
-        Criticality::NonCritical,
-        Thresholds {
-            degraded_at: Some(80.0),
-            unhealthy_at: Some(100.0),
-        },
-    )
-    .map_err(|error| invalid(&error))?;
+    let dlq_fill = match dlq {
+        Some(dlq) => {
+            let check = ThresholdCheck::new(
+                "dlq",
+                Criticality::NonCritical,
+                Thresholds {
+                    degraded_at: Some(80.0),
+                    unhealthy_at: Some(100.0),
+                },
+            )
+            .map_err(|error| invalid(&error))?;
+            health
+                .register(Arc::new(check.clone()))
+                .map_err(|error| invalid(&error))?;
+            Some((check, dlq.clone()))
+        }
+        None => None,
+    };
     let not_closed = ThresholdCheck::new(
         "circuit-breakers",
         Criticality::NonCritical,
@@ -319,20 +431,19 @@ fn feed_threshold_checks(
     )
     .map_err(|error| invalid(&error))?;
     health
-        .register(Arc::new(dlq_fill.clone()))
-        .map_err(|error| invalid(&error))?;
-    health
         .register(Arc::new(not_closed.clone()))
         .map_err(|error| invalid(&error))?;
     let capacity = config.dlq.total_capacity.max(1) as f64;
-    let (dlq, breakers) = (dlq.clone(), breakers.clone());
+    let breakers = breakers.clone();
     let interval = config.health.cache_interval;
     Ok(AbortOnDrop(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            dlq_fill.set(dlq.len() as f64 * 100.0 / capacity);
+            if let Some((check, dlq)) = &dlq_fill {
+                check.set(dlq.len() as f64 * 100.0 / capacity);
+            }
             let open = breakers
                 .snapshots()
                 .iter()
@@ -403,9 +514,18 @@ fn health_registry(
 ) -> Result<HealthRegistry, ConfigError> {
     let invalid = |error: &dyn std::fmt::Display| ConfigError::Invalid(error.to_string());
     let mut health_config = config.health.clone();
-    // The `disk` check watches the disk the WAL is on unless told otherwise.
-    if health_config.disk.path == std::path::Path::new(".") {
-        health_config.disk.path = config.storage.data_dir.clone();
+    if config.storage.enabled {
+        // The `disk` check watches the disk the WAL is on unless told otherwise.
+        if health_config.disk.path == std::path::Path::new(".") {
+            health_config.disk.path = config.storage.data_dir.clone();
+        }
+    } else {
+        // Stateless: `.` stays the working directory (there is no WAL), and overrides of the
+        // checks only a store registers are ignored like the other storage keys, so that one
+        // file serves both modes.
+        health_config
+            .checks
+            .retain(|name, _| !crate::config::STORAGE_CHECKS.contains(&name.as_str()));
     }
     // Redis is critical only when the rate limiter may not fall back without it.
     if redis.is_some() && config.ratelimit.fallback == FallbackMode::Deny {

@@ -44,6 +44,27 @@ pub fn service_catalogue() -> Vec<MetricFamily> {
     .concat()
 }
 
+/// The families only the record store and its dead-letter queue register: every family of
+/// `mainstay-storage-tiering` and `mainstay-dlq`, and the API's `dlq_journal_failed`. The
+/// stateless mode (`storage.enabled = false`) registers none of them, so its scrape has neither
+/// their series nor their `# HELP` lines.
+#[must_use]
+pub fn needs_storage(family: &MetricFamily) -> bool {
+    family.owner == "mainstay-storage-tiering"
+        || family.owner == "mainstay-dlq"
+        || family.name == "dlq_journal_failed"
+}
+
+/// The families the service exports in the stateless mode: [`service_catalogue`] less those
+/// that [`needs_storage`].
+#[must_use]
+pub fn stateless_catalogue() -> Vec<MetricFamily> {
+    service_catalogue()
+        .into_iter()
+        .filter(|family| !needs_storage(family))
+        .collect()
+}
+
 /// The service's catalogue as pretty JSON, newline-terminated: `{"families": [{"name", "type",
 /// "unit", "labels", "help", "crate", "sample_name"}]}`, and `"buckets"`:
 /// a histogram's edges (`null` for other types). `name` is the family of the `# TYPE`

@@ -164,7 +164,7 @@ fn serve(file: Option<&std::path::Path>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (dlq, store) = (app.dlq.clone(), app.store.clone());
+        let storage = app.storage.clone();
         let outcome = crate::server::serve(app, &config).await;
         // Storage and the dead-letter queue flush after the last request drained: the memtable is
         // flushed, uploads get half of what is left of the budget (the DLQ and telemetry the
@@ -176,19 +176,22 @@ fn serve(file: Option<&std::path::Path>) -> ExitCode {
         // Whatever hangs, the process ends one second past the budget: every step below is
         // bounded by what is left of it, and this watchdog ends the process if one is not.
         shutdown_watchdog(deadline + std::time::Duration::from_secs(1));
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if let Err(error) = store.close(left / 2).await {
-            tracing::error!(error = %error, "the record store did not close cleanly; the WAL keeps every write");
-        }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match tokio::time::timeout(left, dlq.close()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::error!(error = %error, "the dead-letter queue did not close cleanly");
+        // Stateless (`storage.enabled = false`): there is no store or queue to flush.
+        if let Some(crate::app::Storage { store, dlq, .. }) = storage {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if let Err(error) = store.close(left / 2).await {
+                tracing::error!(error = %error, "the record store did not close cleanly; the WAL keeps every write");
             }
-            Err(_) => tracing::error!(
-                "the dead-letter queue did not close within the shutdown budget; its journal keeps every acknowledged entry"
-            ),
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match tokio::time::timeout(left, dlq.close()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(error = %error, "the dead-letter queue did not close cleanly");
+                }
+                Err(_) => tracing::error!(
+                    "the dead-letter queue did not close within the shutdown budget; its journal keeps every acknowledged entry"
+                ),
+            }
         }
         let code = match &outcome {
             Ok(stopped) if stopped.exit == crate::server::Exit::Drained => ExitCode::SUCCESS,

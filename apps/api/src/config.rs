@@ -46,9 +46,10 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Rate limits of the `/v1` routes.
     pub ratelimit: RateLimitConfig,
-    /// The record store: WAL, memory tier, object-store tier.
+    /// The record store: WAL, memory tier, object-store tier; `storage.enabled = false` runs the
+    /// service without it (the stateless mode).
     pub storage: StoreConfig,
-    /// The dead-letter queue, kept under `storage.data_dir/dlq`.
+    /// The dead-letter queue, kept under `storage.data_dir/dlq` (none in the stateless mode).
     pub dlq: DlqConfig,
     /// Logs, traces and metrics.
     pub telemetry: TelemetryConfig,
@@ -393,11 +394,22 @@ fn name_otel_source(error: ConfigError, figment: &Figment) -> ConfigError {
     }
 }
 
+/// The health checks only the record store and its dead-letter queue register: absent in the
+/// stateless mode (`storage.enabled = false`), where overrides naming them are ignored.
+pub const STORAGE_CHECKS: &[&str] = &[
+    "dlq",
+    "dlq-journal",
+    "object-store",
+    "storage-wal",
+    "storage-writer",
+];
+
 impl Config {
-    /// The names of the health checks the service registers with this configuration, which
-    /// `health.checks.<name>` may override: always `circuit-breakers`, `disk`, `dlq`,
-    /// `dlq-journal`, `memory`, `object-store`, `storage-wal` and `storage-writer`; `redis` when
-    /// `redis.url` is set.
+    /// The names of the health checks `health.checks.<name>` may override: always
+    /// `circuit-breakers`, `disk`, `dlq`, `dlq-journal`, `memory`, `object-store`, `storage-wal`
+    /// and `storage-writer` (the [`STORAGE_CHECKS`] are registered only with `storage.enabled`,
+    /// but are accepted in both modes so that one file serves both); `redis` when `redis.url` is
+    /// set.
     #[must_use]
     pub fn registrable_checks(&self) -> Vec<&'static str> {
         let mut names = vec![
@@ -917,7 +929,7 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "health.checks",
         "table of `{ timeout, critical }` by check name",
-        "Per-check overrides, e.g. `[health.checks.redis] critical = true`. Checks: `circuit-breakers`, `disk`, `dlq`, `dlq-journal`, `memory`, `object-store`, `storage-wal`, `storage-writer`, and `redis` when `redis.url` is set; another name is refused (exit 2).",
+        "Per-check overrides, e.g. `[health.checks.redis] critical = true`. Checks: `circuit-breakers`, `disk`, `dlq`, `dlq-journal`, `memory`, `object-store`, `storage-wal`, `storage-writer`, and `redis` when `redis.url` is set; another name is refused (exit 2). With `storage.enabled = false` the store's checks (`dlq`, `dlq-journal`, `object-store`, `storage-wal`, `storage-writer`) are not registered and their overrides are ignored.",
     ),
     (
         "health.default_timeout",
@@ -933,7 +945,7 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "health.disk.path",
         "path",
-        "A path on the file system the `disk` check watches; `.` (the default) means `storage.data_dir`, where the WAL is.",
+        "A path on the file system the `disk` check watches; `.` (the default) means `storage.data_dir`, where the WAL is (with `storage.enabled = false`, the working directory).",
     ),
     (
         "health.disk.unhealthy_below_free_percent",
@@ -1280,7 +1292,12 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "storage.data_dir",
         "path",
-        "Directory for everything kept on disk (the dead-letter queue under `dlq/`).",
+        "Directory for everything kept on disk (the dead-letter queue under `dlq/`, the admin overrides in `admin-config.toml`). With `storage.enabled = false` it need not exist: only the admin API's runtime configuration is persisted there, when it is writable.",
+    ),
+    (
+        "storage.enabled",
+        "bool",
+        "Run the record store. `false` is the stateless mode (docs/operations/stateless.md): no WAL, object store, dead-letter queue or records API (`/v1/collections...`, `/admin/dlq...`, `/admin/collections/...`, `/admin/store/...` answer 404 of type `.../storage-disabled`), no storage health checks or metrics; the other `storage.*` and `dlq.*` keys are still validated but ignored. Limits, health, telemetry, auth and the admin API stay.",
     ),
     (
         "telemetry.log_filter",
@@ -1361,6 +1378,12 @@ pub fn reference() -> String {
          and `MAINSTAY_` variables win over them. An invalid value stops the\n\
          service with exit code 2 and a message naming the key (or variable), the value and what is allowed.\n\
          `mainstay-api config print` shows the effective value of every key and where it came from.\n\n\
+         Two modes (docs/operations/stateless.md): with `storage.enabled = true` (the default) the\n\
+         service runs the record store and serves every route; with `storage.enabled = false` it runs\n\
+         stateless, without the records API (`/v1/collections...`), the dead-letter queue and the\n\
+         store's admin routes, which answer 404 of type `.../storage-disabled`. The other\n\
+         `storage.*` keys and the `dlq.*` keys matter only with storage on; stateless, they are\n\
+         validated (so that one file serves both modes) and ignored.\n\n\
          | key | type | default | environment | description |\n|---|---|---|---|---|\n",
     );
     for (key, kind, description) in KEY_DOCS {

@@ -92,6 +92,10 @@ impl ConfigError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// Whether the embedding application runs a store at all. The store itself never reads it:
+    /// an application that sees `false` does not open one (`mainstay-api`'s stateless mode).
+    /// Default `true`.
+    pub enabled: bool,
     /// The data directory (WAL, local segments, DLQ, lock file). Default `./data`.
     pub data_dir: PathBuf,
     /// `file:///path`, `memory://` or `s3://bucket/prefix` (endpoint, region and credentials from
@@ -131,6 +135,7 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             data_dir: PathBuf::from("./data"),
             object_store_url: None,
             wal_segment_bytes: 64 * 1024 * 1024,

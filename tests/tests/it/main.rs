@@ -12,5 +12,6 @@ mod prometheus;
 mod ratelimit;
 mod records;
 mod shutdown;
+mod stateless;
 mod store_faults;
 mod wal_damage;

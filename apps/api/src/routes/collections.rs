@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Routes;
-use crate::app::AppState;
+use crate::app::{AppState, Storage};
 use crate::auth::Caller;
 use crate::problem::{Path, Problem, Query};
 
@@ -81,8 +81,8 @@ pub fn admin_routes() -> Routes {
         (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The compaction failed; nothing was lost", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn compact(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.store.compact(&id).await {
+pub async fn compact(storage: Storage, Path(id): Path<String>) -> Response {
+    match storage.store.compact(&id).await {
         Ok(merged) => {
             tracing::info!(collection = %id, merged, "admin: compaction finished");
             Json(serde_json::json!({ "merged_segments": merged })).into_response()
@@ -313,7 +313,7 @@ pub struct CollectionView {
         (status = 422, description = "Invalid name or policy", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
-    State(state): State<AppState>,
+    storage: Storage,
     Extension(caller): Extension<Caller>,
     crate::problem::Json(new): crate::problem::Json<NewCollection>,
 ) -> Response {
@@ -321,7 +321,7 @@ pub async fn create(
         Ok(name) => name,
         Err(problem) => return problem.into_response(),
     };
-    match state.store.create_collection(&name, new.policy).await {
+    match storage.store.create_collection(&name, new.policy).await {
         Ok(()) => (
             StatusCode::CREATED,
             Json(CollectionView {
@@ -344,12 +344,9 @@ pub async fn create(
 /// The caller's organisation's collections.
 #[utoipa::path(get, path = "/v1/collections", tag = "v1", security(("api_key" = []), ()),
     responses((status = 200, description = "`{collections: [...]}`", body = Object)))]
-pub async fn list_collections(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-) -> Response {
+pub async fn list_collections(storage: Storage, Extension(caller): Extension<Caller>) -> Response {
     let prefix = format!("{}-", tag(&caller.organisation));
-    let collections: Vec<CollectionView> = state
+    let collections: Vec<CollectionView> = storage
         .store
         .collections()
         .into_iter()
@@ -372,11 +369,8 @@ pub async fn list_collections(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn drop_collection(
-    State(state): State<AppState>,
-    OrgCollection(name): OrgCollection,
-) -> Response {
-    match state.store.drop_collection(&name).await {
+pub async fn drop_collection(storage: Storage, OrgCollection(name): OrgCollection) -> Response {
+    match storage.store.drop_collection(&name).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) | Err(CollectionError::Unknown(_)) => {
             status_problem(StatusCode::NOT_FOUND, "no such collection")
@@ -397,13 +391,14 @@ pub async fn drop_collection(
         (status = 503, description = "Not acknowledged, retry after `Retry-After`: the local backlog is full, the WAL refuses writes, or this instance is fenced by another writer (`type` ends in `/fenced`: retry on another instance)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn put_record(
+    storage: Storage,
     State(state): State<AppState>,
     OrgCollection(name): OrgCollection,
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let _shared = state.write_gate.read().await;
-    match state.store.put(&name, &id, body).await {
+    let _shared = storage.write_gate.read().await;
+    match storage.store.put(&name, &id, body).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => write_error(&state, error),
     }
@@ -418,11 +413,11 @@ pub async fn put_record(
         (status = 503, description = "The record needs the object store, which is unavailable (`degraded`, `unavailable_sources`, `partial_results`)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_record(
-    State(state): State<AppState>,
+    storage: Storage,
     OrgCollection(name): OrgCollection,
     Path((_, id)): Path<(String, String)>,
 ) -> Response {
-    match state.store.get(&name, &id).await {
+    match storage.store.get(&name, &id).await {
         Ok(Some(value)) => {
             let mut response = value.into_response();
             response.headers_mut().insert(
@@ -445,12 +440,13 @@ pub async fn get_record(
         (status = 503, description = "Not acknowledged, retry after `Retry-After`: the local backlog is full, the WAL refuses writes, or this instance is fenced by another writer (`type` ends in `/fenced`: retry on another instance)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_record(
+    storage: Storage,
     State(state): State<AppState>,
     OrgCollection(name): OrgCollection,
     Path((_, id)): Path<(String, String)>,
 ) -> Response {
-    let _shared = state.write_gate.read().await;
-    match state.store.delete(&name, &id).await {
+    let _shared = storage.write_gate.read().await;
+    match storage.store.delete(&name, &id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(error) => write_error(&state, error),
     }
@@ -541,6 +537,7 @@ impl IdempotencyKeys {
         (status = 503, description = "Not acknowledged, retry after `Retry-After`: the local backlog is full, the WAL refuses writes, or this instance is fenced by another writer (`type` ends in `/fenced`: retry on another instance)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn put_batch(
+    storage: Storage,
     State(state): State<AppState>,
     OrgCollection(name): OrgCollection,
     headers: axum::http::HeaderMap,
@@ -563,7 +560,7 @@ pub async fn put_batch(
         }
     };
     if let Some((key, digest)) = &idempotency
-        && let Some((seen, written)) = state.idempotency.lookup(key)
+        && let Some((seen, written)) = storage.idempotency.lookup(key)
     {
         if &seen != digest {
             return Problem::typed(
@@ -593,11 +590,11 @@ pub async fn put_batch(
         }
     }
     let written = records.len();
-    let _shared = state.write_gate.read().await;
-    match state.store.put_batch(&name, records).await {
+    let _shared = storage.write_gate.read().await;
+    match storage.store.put_batch(&name, records).await {
         Ok(()) => {
             if let Some((key, digest)) = idempotency {
-                state.idempotency.remember(key, digest, written);
+                storage.idempotency.remember(key, digest, written);
             }
             Json(serde_json::json!({ "written": written })).into_response()
         }
@@ -650,7 +647,7 @@ impl utoipa::ToSchema for RawBytes {}
         (status = 422, description = "Invalid prefix, cursor or page size", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_records(
-    State(state): State<AppState>,
+    storage: Storage,
     OrgCollection(name): OrgCollection,
     Query(query): Query<RecordsQuery>,
 ) -> Response {
@@ -664,7 +661,7 @@ pub async fn list_records(
             .map(mainstay_storage_tiering::encode_cursor),
         limit: query.limit,
     };
-    match state.store.list(&name, &list).await {
+    match storage.store.list(&name, &list).await {
         Ok(page) => {
             let records: Vec<BatchRecord> = page
                 .records

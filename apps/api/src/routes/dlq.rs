@@ -10,7 +10,6 @@
 //! - `GET /admin/dlq/export?queue=`: the queue as the `dlq.json` document operators keep.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,7 +17,7 @@ use mainstay_dlq::{EntryId, ErrorClass, Filter, RedriveError};
 use serde::Deserialize;
 
 use super::Routes;
-use crate::app::AppState;
+use crate::app::Storage;
 use crate::problem::{Path, Problem, Query};
 
 /// The DLQ routes, relative to `/admin`.
@@ -173,7 +172,7 @@ fn not_an_id(id: &str) -> Response {
         (status = 422, description = "Unknown class or invalid cursor", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>) -> Response {
+pub async fn list(storage: Storage, Query(query): Query<ListQuery>) -> Response {
     if query
         .limit
         .is_some_and(|limit| limit == 0 || limit > MAX_PAGE)
@@ -199,7 +198,7 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>)
         error_class,
         ..Filter::default()
     };
-    match state
+    match storage
         .dlq
         .list(&filter, query.cursor.as_deref(), query.limit.unwrap_or(0))
     {
@@ -220,11 +219,11 @@ pub async fn list(State(state): State<AppState>, Query(query): Query<ListQuery>)
         (status = 404, description = "No such entry", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not an entry id", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn entry(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn entry(storage: Storage, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<EntryId>() else {
         return not_an_id(&id);
     };
-    match state.dlq.get(id) {
+    match storage.dlq.get(id) {
         Some(entry) => Json(entry.view()).into_response(),
         None => Problem::new(StatusCode::NOT_FOUND, format!("no dead-letter entry {id}"))
             .into_response(),
@@ -240,7 +239,7 @@ pub async fn entry(State(state): State<AppState>, Path(id): Path<String>) -> Res
         (status = 422, description = "The filter could not be read", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn retry(
-    State(state): State<AppState>,
+    storage: Storage,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -262,7 +261,7 @@ pub async fn retry(
         Ok(filter) => filter,
         Err(detail) => return unprocessable(detail),
     };
-    match state.dlq.redrive(&filter).await {
+    match storage.dlq.redrive(&filter).await {
         Ok(report) => {
             tracing::info!(
                 succeeded = report.succeeded,
@@ -285,11 +284,11 @@ pub async fn retry(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such entry", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn delete(storage: Storage, Path(id): Path<String>) -> Response {
     let Ok(id) = id.parse::<EntryId>() else {
         return not_an_id(&id);
     };
-    match state.dlq.delete(id).await {
+    match storage.dlq.delete(id).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => Problem::new(StatusCode::NOT_FOUND, format!("no dead-letter entry {id}"))
             .into_response(),
@@ -300,8 +299,8 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Re
 /// Deletes every entry of a queue.
 #[utoipa::path(delete, path = "/admin/dlq", tag = "admin", security(("admin_token" = [])), params(QueueQuery),
     responses((status = 200, description = "`{purged: N}`", body = Object)))]
-pub async fn purge(State(state): State<AppState>, Query(query): Query<QueueQuery>) -> Response {
-    match state.dlq.purge(&query.queue).await {
+pub async fn purge(storage: Storage, Query(query): Query<QueueQuery>) -> Response {
+    match storage.dlq.purge(&query.queue).await {
         Ok(purged) => Json(serde_json::json!({ "purged": purged })).into_response(),
         Err(error) => internal(&error),
     }
@@ -310,8 +309,8 @@ pub async fn purge(State(state): State<AppState>, Query(query): Query<QueueQuery
 /// The queue as a `dlq.json` document, for backups and runbooks.
 #[utoipa::path(get, path = "/admin/dlq/export", tag = "admin", security(("admin_token" = [])), params(QueueQuery),
     responses((status = 200, description = "The export document", body = Object)))]
-pub async fn export(State(state): State<AppState>, Query(query): Query<QueueQuery>) -> Response {
-    match state.dlq.export(&query.queue) {
+pub async fn export(storage: Storage, Query(query): Query<QueueQuery>) -> Response {
+    match storage.dlq.export(&query.queue) {
         Ok(json) => {
             let mut response = json.into_response();
             response.headers_mut().insert(

@@ -22,7 +22,7 @@ use mainstay_storage_tiering::{
 use serde::{Deserialize, Serialize};
 
 use super::Routes;
-use crate::app::AppState;
+use crate::app::{AppState, Storage};
 use crate::problem::Problem;
 
 /// Skipped ids listed per collection in the answer at most (the count is always complete).
@@ -97,6 +97,7 @@ fn source_problem(error: &HandoverError) -> Response {
         (status = 503, description = "A record could not be read or written here (fenced, WAL failed, object store down); nothing was moved: run it again", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn handover(
+    storage: Storage,
     State(state): State<AppState>,
     crate::problem::Json(request): crate::problem::Json<HandoverRequest>,
 ) -> Response {
@@ -129,7 +130,7 @@ pub async fn handover(
         .into_response();
     }
     // The work runs on its own task: a request that times out does not cut it short.
-    let task = tokio::spawn(run(state, data_dir));
+    let task = tokio::spawn(run(state, storage, data_dir));
     match task.await {
         Ok(response) => response,
         Err(error) => Problem::new(
@@ -140,7 +141,7 @@ pub async fn handover(
     }
 }
 
-async fn run(state: AppState, data_dir: PathBuf) -> Response {
+async fn run(state: AppState, storage: Storage, data_dir: PathBuf) -> Response {
     let opened = {
         let data_dir = data_dir.clone();
         tokio::task::spawn_blocking(move || HandoverSource::open(&data_dir)).await
@@ -172,10 +173,10 @@ async fn run(state: AppState, data_dir: PathBuf) -> Response {
             let accepted = {
                 // Client writes wait meanwhile, so that none lands between a check and its
                 // replay.
-                let _exclusive = state.write_gate.write().await;
-                state
+                let _exclusive = storage.write_gate.write().await;
+                storage
                     .store
-                    .accept_handover(&chunk, state.takeover_lsn)
+                    .accept_handover(&chunk, storage.takeover_lsn)
                     .await
             };
             match accepted {

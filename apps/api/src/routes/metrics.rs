@@ -20,7 +20,9 @@ pub fn routes() -> Routes {
 #[utoipa::path(get, path = "/metrics", tag = "observability",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    state.faults.update_gauges(&state.store, &state.dlq);
+    if let Some(storage) = &state.storage {
+        state.faults.update_gauges(&storage.store, &storage.dlq);
+    }
     let mut text = String::with_capacity(16 * 1024);
     if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &state.registry) {
         tracing::error!(error = %error, "could not encode metrics");

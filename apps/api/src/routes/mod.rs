@@ -17,9 +17,25 @@ pub mod v1;
 pub mod wal_damage;
 
 use axum::Router;
-use axum::routing::MethodRouter;
+use axum::routing::{MethodRouter, any};
 
 use crate::app::AppState;
+
+/// The path prefixes of the routes served only with a record store (`storage.enabled = true`);
+/// a stateless instance answers them 404 of type `.../storage-disabled`. The OpenAPI document
+/// marks the operations under them `x-mainstay-mode: stateful`.
+pub const STORAGE_PATHS: &[&str] = &[
+    "/v1/collections",
+    "/admin/dlq",
+    "/admin/collections/",
+    "/admin/store/",
+];
+
+/// Whether `path` (a route template) is served only with a record store.
+#[must_use]
+pub fn needs_storage(path: &str) -> bool {
+    STORAGE_PATHS.iter().any(|prefix| path.starts_with(prefix))
+}
 
 /// An axum router that records the method and path of every route it serves.
 #[derive(Debug)]
@@ -54,6 +70,16 @@ impl Routes {
     ) -> Self {
         self.served.push((method, path.to_owned()));
         self.router = self.router.route(path, handler);
+        self
+    }
+
+    /// Answers every method on `path` with the `.../storage-disabled` problem, without recording
+    /// it as served: the stateless mode's answer for the paths of the routes it leaves out.
+    #[must_use]
+    pub fn storage_disabled(mut self, path: &str) -> Self {
+        self.router = self
+            .router
+            .route(path, any(|| async { crate::app::storage_disabled() }));
         self
     }
 

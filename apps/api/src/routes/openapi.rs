@@ -9,7 +9,7 @@ use super::Routes;
 /// The API's OpenAPI document.
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "mainstay-api", description = "The mainstay reference API", license(name = "MIT OR Apache-2.0")),
+    info(title = "mainstay-api", description = "The mainstay reference API.\n\nTwo modes (docs/operations/stateless.md): with `storage.enabled = true` (the default) every operation here is served; with `storage.enabled = false` (the stateless mode, an API gateway that scales horizontally) the operations marked `x-mainstay-mode: stateful` (the records API under `/v1/collections`, and `/admin/dlq`, `/admin/collections/...`, `/admin/store/...`) are not served and answer 404 problem+json of type `.../storage-disabled`, as do the `compaction` and `dlq` sections of `/admin/config/{section}`. Operations marked `x-mainstay-mode: all` are served in both modes.", license(name = "MIT OR Apache-2.0")),
     paths(
         super::health::live,
         super::health::ready,
@@ -46,7 +46,7 @@ use super::Routes;
         super::dlq::export,
     ),
     components(schemas(crate::problem::Problem, crate::auth::Caller)),
-    modifiers(&SecuritySchemes, &CommonProblems),
+    modifiers(&SecuritySchemes, &CommonProblems, &Modes),
 )]
 pub struct ApiDoc;
 
@@ -158,6 +158,61 @@ impl Modify for CommonProblems {
             .flatten()
             {
                 Self::add(operation, path);
+            }
+        }
+    }
+}
+
+/// Marks every operation with the modes that serve it: `x-mainstay-mode: stateful` for those
+/// served only with a record store ([`super::STORAGE_PATHS`]), with a sentence in the description
+/// and the 404 a stateless instance answers; `x-mainstay-mode: all` for the others.
+#[derive(Debug)]
+struct Modes;
+
+/// The sentence added to the description of an operation served only with a record store.
+const STATEFUL_ONLY: &str = "Served only with `storage.enabled = true`; a stateless instance (`storage.enabled = false`) answers 404 problem+json of type `.../storage-disabled`.";
+
+impl Modify for Modes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::extensions::ExtensionsBuilder;
+        for (path, item) in &mut openapi.paths.paths {
+            let stateful = super::needs_storage(path);
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let mode = if stateful { "stateful" } else { "all" };
+                let extensions = ExtensionsBuilder::new()
+                    .add("x-mainstay-mode", serde_json::Value::from(mode))
+                    .build();
+                match &mut operation.extensions {
+                    Some(existing) => existing.merge(extensions),
+                    None => operation.extensions = Some(extensions),
+                }
+                if !stateful {
+                    continue;
+                }
+                operation.description = Some(match operation.description.take() {
+                    Some(description) if !description.is_empty() => {
+                        format!("{description}\n\n{STATEFUL_ONLY}")
+                    }
+                    _ => STATEFUL_ONLY.to_owned(),
+                });
+                operation
+                    .responses
+                    .responses
+                    .entry("404".to_owned())
+                    .or_insert_with(|| {
+                        CommonProblems::problem(
+                            "A stateless instance (`storage.enabled = false`) does not serve this operation (`.../storage-disabled`)",
+                        )
+                    });
             }
         }
     }

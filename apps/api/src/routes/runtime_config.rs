@@ -8,6 +8,11 @@
 //! never evict or expire) and `circuit_breaker` (the configured breakers by name:
 //! `storage-uploads` is `storage.upload.breaker`, `ratelimit-redis` is `ratelimit.breaker`; keys
 //! not given keep their values, and the breakers keep their state).
+//!
+//! Without a record store (the stateless mode) `compaction` and `dlq` answer 404 of type
+//! `.../storage-disabled` and `circuit_breaker` holds `ratelimit-redis` only; a POST still
+//! persists into `storage.data_dir`, and answers 503 (nothing changed) when that directory is not
+//! writable: stateless deployments change their configuration file instead.
 
 use std::io::Write as _;
 use std::path::Path as FsPath;
@@ -39,7 +44,10 @@ const SECTIONS: &[(&str, &str)] = &[
 
 /// The breakers the `circuit_breaker` section adjusts, with their configuration keys.
 fn configurable_breakers(state: &AppState) -> Vec<(CircuitBreaker, &'static str)> {
-    let mut breakers = vec![(state.store.breaker().clone(), "storage.upload.breaker")];
+    let mut breakers = Vec::new();
+    if let Some(storage) = &state.storage {
+        breakers.push((storage.store.breaker().clone(), "storage.upload.breaker"));
+    }
     // The rate limiter's breaker is reached through the registry: the state holds no limiter.
     if let Ok(limiter) = state.breakers.get(mainstay_ratelimit::BREAKER_NAME) {
         breakers.push((limiter, "ratelimit.breaker"));
@@ -90,16 +98,18 @@ fn unknown(section: &str) -> Response {
     params(("section" = String, Path, description = "`compaction`, `dlq` or `circuit_breaker`", pattern = "^(compaction|dlq|circuit_breaker)$")),
     responses(
         (status = 200, description = "The settings in force", body = Object),
-        (status = 404, description = "No such section", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such section; on a stateless instance (`storage.enabled = false`) also `compaction` and `dlq` (type `.../storage-disabled`)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn read(State(state): State<AppState>, Path(section): Path<String>) -> Response {
-    match section.as_str() {
-        "compaction" => Json(state.store.compaction_config()).into_response(),
-        "dlq" => {
-            let (defaults, queues) = state.dlq.queue_policies();
+    let storage = state.storage.as_ref();
+    match (section.as_str(), storage) {
+        ("compaction" | "dlq", None) => crate::app::storage_disabled().into_response(),
+        ("compaction", Some(storage)) => Json(storage.store.compaction_config()).into_response(),
+        ("dlq", Some(storage)) => {
+            let (defaults, queues) = storage.dlq.queue_policies();
             Json(DlqPolicies { defaults, queues }).into_response()
         }
-        "circuit_breaker" => Json(breaker_configs(&state)).into_response(),
+        ("circuit_breaker", _) => Json(breaker_configs(&state)).into_response(),
         _ => unknown(&section),
     }
 }
@@ -110,7 +120,7 @@ pub async fn read(State(state): State<AppState>, Path(section): Path<String>) ->
     request_body(content = Object, description = "The whole section, as `GET` returns it; for `circuit_breaker`, any of the breakers with any of their keys (the others keep their values)"),
     responses(
         (status = 200, description = "Applied and persisted; the settings in force", body = Object),
-        (status = 404, description = "No such section", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such section; on a stateless instance (`storage.enabled = false`) also `compaction` and `dlq` (type `.../storage-disabled`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A value is not allowed (the key is named); nothing changed", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Could not be persisted; nothing changed", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -123,25 +133,31 @@ pub async fn write(
         return unknown(&section);
     };
     let data_dir = state.config.storage.data_dir.clone();
+    if section == "circuit_breaker" {
+        return write_breakers(&state, &body).await;
+    }
+    // The other sections belong to the record store and its dead-letter queue.
+    let Some(storage) = state.storage.as_ref() else {
+        return crate::app::storage_disabled().into_response();
+    };
     match section.as_str() {
         "compaction" => {
             let compaction: CompactionConfig = match serde_json::from_slice(&body) {
                 Ok(compaction) => compaction,
                 Err(error) => return unreadable(key, &error),
             };
-            let previous = state.store.compaction_config();
-            if let Err(error) = state.store.set_compaction_config(compaction.clone()) {
+            let previous = storage.store.compaction_config();
+            if let Err(error) = storage.store.set_compaction_config(compaction.clone()) {
                 return invalid(&format!("storage.{}", error.key), &error);
             }
             let persisted = persist_blocking(data_dir, vec![(*key, to_toml(&compaction))]).await;
             if let Err(detail) = persisted {
-                let _ = state.store.set_compaction_config(previous);
+                let _ = storage.store.set_compaction_config(previous);
                 return not_persisted(&detail);
             }
             tracing::warn!(section = %section, "admin: runtime configuration changed and persisted");
-            Json(state.store.compaction_config()).into_response()
+            Json(storage.store.compaction_config()).into_response()
         }
-        "circuit_breaker" => write_breakers(&state, &body).await,
         _ => {
             let policies: DlqPolicies = match serde_json::from_slice(&body) {
                 Ok(policies) => policies,
@@ -160,8 +176,8 @@ pub async fn write(
                 )
                 .into_response();
             }
-            let (previous_defaults, previous_queues) = state.dlq.queue_policies();
-            if let Err(error) = state
+            let (previous_defaults, previous_queues) = storage.dlq.queue_policies();
+            if let Err(error) = storage
                 .dlq
                 .set_queue_policies(policies.defaults.clone(), &policies.queues)
             {
@@ -176,13 +192,13 @@ pub async fn write(
             )
             .await;
             if let Err(detail) = persisted {
-                let _ = state
+                let _ = storage
                     .dlq
                     .set_queue_policies(previous_defaults, &previous_queues);
                 return not_persisted(&detail);
             }
             tracing::warn!(section = %section, "admin: runtime configuration changed and persisted");
-            let (defaults, queues) = state.dlq.queue_policies();
+            let (defaults, queues) = storage.dlq.queue_policies();
             Json(DlqPolicies { defaults, queues }).into_response()
         }
     }

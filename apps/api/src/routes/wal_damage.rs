@@ -5,13 +5,12 @@
 //! above 0. The runbook is `docs/runbooks/storage-wal-damaged.md`.
 
 use axum::Json;
-use axum::extract::State;
 use axum::routing::{get, post};
 use mainstay_storage_tiering::WalDamage;
 use serde::Serialize;
 
 use super::Routes;
-use crate::app::AppState;
+use crate::app::Storage;
 
 /// The routes, relative to `/admin`.
 pub fn routes() -> Routes {
@@ -67,9 +66,9 @@ pub struct Acknowledged {
 /// Lists the damaged WAL stretches skipped at open that are not acknowledged yet.
 #[utoipa::path(get, path = "/admin/store/wal-damage", tag = "admin", security(("admin_token" = [])),
     responses((status = 200, description = "The unacknowledged damage (empty when none)", body = WalDamageList)))]
-pub async fn list(State(state): State<AppState>) -> Json<WalDamageList> {
+pub async fn list(storage: Storage) -> Json<WalDamageList> {
     Json(WalDamageList {
-        damage: state
+        damage: storage
             .store
             .wal_damage()
             .iter()
@@ -82,8 +81,8 @@ pub async fn list(State(state): State<AppState>) -> Json<WalDamageList> {
 /// `storage-wal` check turns healthy again and `storage_wal_damage` drops to 0.
 #[utoipa::path(post, path = "/admin/store/wal-damage/acknowledge", tag = "admin", security(("admin_token" = [])),
     responses((status = 200, description = "The damage is acknowledged", body = Acknowledged)))]
-pub async fn acknowledge(State(state): State<AppState>) -> Json<Acknowledged> {
+pub async fn acknowledge(storage: Storage) -> Json<Acknowledged> {
     Json(Acknowledged {
-        acknowledged: state.store.acknowledge_wal_damage(),
+        acknowledged: storage.store.acknowledge_wal_damage(),
     })
 }

@@ -90,6 +90,66 @@ async fn every_served_route_is_in_the_openapi_document() {
     }
 }
 
+/// Issue 17, point 1: a stateless build serves no route that needs the store, the stateful build
+/// serves every one the document marks `stateful`, and the document marks each operation with
+/// the modes that serve it.
+#[tokio::test]
+async fn the_openapi_document_says_which_routes_each_mode_serves() {
+    use mainstay_api::routes::needs_storage;
+    let (config, _dir) = every_route_config();
+    let mut stateless_config = config.clone();
+    stateless_config.storage.enabled = false;
+    stateless_config.storage.data_dir = "/proc/mainstay-no-such-dir".into();
+    let stateful = mainstay_api::app::build(config).await.expect("valid");
+    let stateless = mainstay_api::app::build(stateless_config)
+        .await
+        .expect("a stateless build needs no data directory");
+    assert!(stateless.storage.is_none() && stateless.dlq_cleanup.is_none());
+    let served_stateless: BTreeSet<(&str, &str)> = stateless
+        .served
+        .iter()
+        .map(|(method, path)| (*method, path.as_str()))
+        .collect();
+    for (method, path) in &stateful.served {
+        assert_eq!(
+            served_stateless.contains(&(*method, path.as_str())),
+            !needs_storage(path),
+            "{method} {path}"
+        );
+    }
+    let doc = serde_json::to_value(ApiDoc::openapi()).expect("json");
+    let mut stateful_operations = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("an item") {
+            let mode = operation["x-mainstay-mode"].as_str();
+            let expected = if needs_storage(path) {
+                "stateful"
+            } else {
+                "all"
+            };
+            assert_eq!(mode, Some(expected), "{method} {path}");
+            if expected == "stateful" {
+                stateful_operations += 1;
+                assert!(
+                    stateful
+                        .served
+                        .iter()
+                        .any(|(m, p)| m == method && p == path),
+                    "{method} {path} is marked stateful but not served with storage"
+                );
+                assert!(
+                    operation["description"]
+                        .as_str()
+                        .is_some_and(|text| text.contains("storage.enabled = true")),
+                    "{method} {path}"
+                );
+                assert!(operation["responses"]["404"].is_object(), "{method} {path}");
+            }
+        }
+    }
+    assert!(stateful_operations >= 15, "{stateful_operations}");
+}
+
 #[test]
 fn the_configuration_reference_documents_exactly_the_keys_the_types_have() {
     let keys: BTreeSet<String> = config::flatten(&Config::default()).into_keys().collect();
@@ -247,6 +307,7 @@ mod admin_dlq {
         let (mut config, _dir) = every_route_config();
         config.dlq.redrive_rate_per_second = 0;
         let app = mainstay_api::app::build(config).await.expect("valid");
+        let dlq = app.storage.as_ref().expect("storage is on").dlq.clone();
         let mut ids = Vec::new();
         for index in 0..6 {
             let entry = NewEntry::inline(
@@ -256,18 +317,17 @@ mod admin_dlq {
                 ErrorClass::Exhausted,
                 "gave up",
             );
-            ids.push(app.dlq.push(entry).await.expect("pushed").to_string());
+            ids.push(dlq.push(entry).await.expect("pushed").to_string());
         }
-        app.dlq
-            .push(NewEntry::inline(
-                "emails",
-                "mail-1",
-                b"hello".to_vec(),
-                ErrorClass::Permanent,
-                "bounced",
-            ))
-            .await
-            .expect("pushed");
+        dlq.push(NewEntry::inline(
+            "emails",
+            "mail-1",
+            b"hello".to_vec(),
+            ErrorClass::Permanent,
+            "bounced",
+        ))
+        .await
+        .expect("pushed");
 
         // Paged listing in id order, filtered by queue and class.
         let (status, first) =
@@ -309,11 +369,11 @@ mod admin_dlq {
         )
         .await;
         assert_eq!(status, StatusCode::CONFLICT, "{problem}");
-        assert_eq!(app.dlq.len(), 7);
+        assert_eq!(dlq.len(), 7);
 
         // With the owning component's handler: really redriven, failures stay.
         let handler = Arc::new(Flaky::default());
-        app.dlq.register_handler("orders", handler.clone());
+        dlq.register_handler("orders", handler.clone());
         let (status, report) = call(
             &app.router,
             "POST",
@@ -327,7 +387,7 @@ mod admin_dlq {
             (Some(3), Some(3))
         );
         assert_eq!(handler.delivered.load(Ordering::SeqCst), 3);
-        assert_eq!(app.dlq.len(), 4);
+        assert_eq!(dlq.len(), 4);
 
         // Export, delete one, purge a queue.
         let (status, export) =
@@ -343,7 +403,7 @@ mod admin_dlq {
         let (status, purged) = call(&app.router, "DELETE", "/admin/dlq?queue=orders", None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(purged["purged"], 3);
-        assert!(app.dlq.is_empty());
+        assert!(dlq.is_empty());
     }
 }
 
