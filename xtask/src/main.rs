@@ -8,6 +8,8 @@
 //! - `release`: checks that every library crate is ready to publish.
 //! - `promtool`: checks and unit-tests the Prometheus rules with `promtool` (decision 0098).
 //! - `schemathesis`: fuzzes the built `mainstay-api` against its OpenAPI document (decision 0091).
+//! - `docker-lint`: lints `deploy/docker/Dockerfile` with hadolint and the image's rules (decision 0103).
+//! - `image-check`: the release binary's size and start-up time, as the image would run it (decision 0103).
 
 mod alerts;
 mod ci;
@@ -15,6 +17,8 @@ mod codegen;
 mod dashboards;
 mod deploy;
 mod deps;
+mod docker;
+mod image_check;
 mod lint;
 mod release;
 mod schemathesis;
@@ -56,6 +60,10 @@ enum Task {
     Promtool,
     /// Build `mainstay-api` and fuzz `/v1` and `/admin` against the OpenAPI document.
     Schemathesis,
+    /// Lint `deploy/docker/Dockerfile`: hadolint with no finding allowed, and the image's rules.
+    DockerLint,
+    /// Build the release binary; report its size and median start-up time to `/health/startup`.
+    ImageCheck,
     /// Run a randomized test on fresh seeds for a while: `storage` (the record store's model test).
     Soak {
         /// What to soak: `storage`.
@@ -76,6 +84,8 @@ fn main() {
         Task::Release => release::run(),
         Task::Promtool => ci::promtool(),
         Task::Schemathesis => ci::build_api().and_then(|bin| schemathesis::run(&bin)),
+        Task::DockerLint => docker::lint(),
+        Task::ImageCheck => image_check::run(),
         Task::Soak { name, minutes } => soak(&name, minutes),
     };
     if let Err(error) = result {
