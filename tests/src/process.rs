@@ -81,6 +81,7 @@ pub struct ApiBuilder {
     args: Vec<String>,
     user: Option<u32>,
     dir: Option<PathBuf>,
+    bin: Option<PathBuf>,
 }
 
 impl ApiBuilder {
@@ -120,6 +121,14 @@ impl ApiBuilder {
         self
     }
 
+    /// Runs this copy of the binary instead of [`api_bin`] (for another user, who may not reach
+    /// the target directory).
+    #[must_use]
+    pub fn binary(mut self, path: &Path) -> Self {
+        self.bin = Some(path.to_path_buf());
+        self
+    }
+
     /// Runs the binary in this directory (where `./data` and the `--config` file go) instead of a
     /// fresh temporary one.
     #[must_use]
@@ -129,6 +138,10 @@ impl ApiBuilder {
     }
 
     fn command(&self, dir: &Path) -> Result<Command> {
+        let bin = match &self.bin {
+            Some(path) => path.clone(),
+            None => api_bin()?,
+        };
         let mut command = match self.user {
             Some(id) => {
                 let mut command = Command::new("setpriv");
@@ -137,10 +150,10 @@ impl ApiBuilder {
                     .arg(format!("--regid={id}"))
                     .arg("--clear-groups")
                     .arg("--")
-                    .arg(api_bin()?);
+                    .arg(bin);
                 command
             }
-            None => Command::new(api_bin()?),
+            None => Command::new(bin),
         };
         command.current_dir(dir).env_clear();
         for key in ["PATH", "HOME"] {
@@ -265,6 +278,7 @@ impl Api {
             args: Vec::new(),
             user: None,
             dir: None,
+            bin: None,
         }
     }
 

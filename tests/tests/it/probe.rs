@@ -28,7 +28,11 @@ fn every_probe_of_a_running_instance_exits_0() -> anyhow::Result<()> {
         .env("MAINSTAY_SERVER__ADDR", api.addr())
         .args(&["probe", "ready"])
         .run()?;
-    assert_eq!(status.code(), Some(0), "probe ready from server.addr: {stderr}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "probe ready from server.addr: {stderr}"
+    );
     Ok(())
 }
 
@@ -62,8 +66,9 @@ fn a_dead_address_exits_1_at_once() -> anyhow::Result<()> {
     let (code, stderr, elapsed) = probe(&["probe", "ready", "--addr", &addr])?;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("GET http://{addr}/health/ready: could not connect"))
-            && stderr.contains("refused"),
+        stderr.contains(&format!(
+            "GET http://{addr}/health/ready: could not connect"
+        )) && stderr.contains("refused"),
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -85,7 +90,9 @@ fn a_peer_that_never_answers_exits_1_after_the_timeout() -> anyhow::Result<()> {
     let (code, stderr, elapsed) = probe(&["probe", "live", "--addr", &addr])?;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("GET http://{addr}/health/live: no answer within 2s")),
+        stderr.contains(&format!(
+            "GET http://{addr}/health/live: no answer within 2s"
+        )),
         "{stderr}"
     );
     assert!(

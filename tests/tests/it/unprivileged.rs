@@ -4,10 +4,13 @@
 //! No container engine runs here, so the test reproduces the image's constraints on the host:
 //! util-linux's `setpriv` drops to uid and gid 65532 without supplementary groups, the working
 //! directory and `HOME` belong to root and are not writable, and `storage.data_dir` is a
-//! directory that uid owns. It needs root to change users; CI and the development machine run as
-//! root, so anything else fails with what to do.
+//! directory that uid owns. The host's world-writable directories (`/tmp`, ...) stay writable to
+//! it, so the test checks afterwards that it left nothing there. It needs root to change users;
+//! CI and the development machine run as root, so anything else fails with what to do.
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use mainstay_tests::Api;
 use serde_json::json;
@@ -16,8 +19,7 @@ use serde_json::json;
 const IMAGE_UID: u32 = 65532;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_image_user_serves_and_writes_with_only_the_data_dir_writable() -> anyhow::Result<()>
-{
+async fn the_image_user_serves_and_writes_with_only_the_data_dir_writable() -> anyhow::Result<()> {
     anyhow::ensure!(
         rustix::process::geteuid().is_root(),
         "this test runs the binary as uid {IMAGE_UID} through setpriv and must run as root (CI does); run it with sudo"
@@ -31,9 +33,17 @@ async fn the_image_user_serves_and_writes_with_only_the_data_dir_writable() -> a
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))?;
     let cwd = root.path().join("app");
     std::fs::create_dir(&cwd)?;
+    // As in the image, the binary sits root-owned in a directory that uid can read (a link to the
+    // built one, or a copy): the target directory may be under /root, which that uid cannot enter.
+    let bin = root.path().join("mainstay-api");
+    let built = mainstay_tests::api_bin()?;
+    if std::fs::hard_link(&built, &bin).is_err() {
+        std::fs::copy(&built, &bin)?;
+    }
 
-    let api = Api::builder()
+    let mut api = Api::builder()
         .as_user(IMAGE_UID)
+        .binary(&bin)
         .current_dir(&cwd)
         .env("HOME", &cwd.to_string_lossy())
         .env("MAINSTAY_STORAGE__DATA_DIR", &data.to_string_lossy())
@@ -75,9 +85,49 @@ async fn the_image_user_serves_and_writes_with_only_the_data_dir_writable() -> a
     assert_eq!(got.status(), 200);
     assert_eq!(got.text().await?, "first order");
 
-    // Nothing was written outside the data directory (the working directory stays empty), and
-    // the data directory holds what the service wrote there.
+    // A clean shutdown as that user too: the store and the DLQ flush into the data directory.
+    api.terminate()?;
+    let status = api.wait_exit(Duration::from_secs(30))?;
+    assert!(status.success(), "exit: {status}");
+
+    // On the host uid 65532 may also write the world-writable directories, which a read-only
+    // root file system would not offer: it wrote nothing there, nor in its working directory,
+    // and the data directory holds what it wrote.
+    let outside: Vec<PathBuf> = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]
+        .iter()
+        .flat_map(|dir| owned_by(Path::new(dir), IMAGE_UID, &data))
+        .collect();
+    assert_eq!(
+        outside,
+        Vec::<PathBuf>::new(),
+        "written outside {}",
+        data.display()
+    );
     assert_eq!(std::fs::read_dir(&cwd)?.count(), 0, "the working directory");
     assert!(std::fs::read_dir(&data)?.count() > 0, "the data directory");
     Ok(())
+}
+
+/// Every path under `dir` (not following links, skipping `except`) owned by `uid`.
+fn owned_by(dir: &Path, uid: u32, except: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.map_while(Result::ok) {
+        let path = entry.path();
+        if path == except {
+            continue;
+        }
+        let Ok(metadata) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if metadata.uid() == uid {
+            found.push(path.clone());
+        }
+        if metadata.is_dir() {
+            found.extend(owned_by(&path, uid, except));
+        }
+    }
+    found
 }
