@@ -79,6 +79,9 @@ pub struct ApiBuilder {
     env: Vec<(String, String)>,
     config: Option<String>,
     args: Vec<String>,
+    user: Option<u32>,
+    dir: Option<PathBuf>,
+    bin: Option<PathBuf>,
 }
 
 impl ApiBuilder {
@@ -110,8 +113,48 @@ impl ApiBuilder {
         self
     }
 
+    /// Runs the binary as this user and group id, without supplementary groups, through
+    /// util-linux's `setpriv` (the harness must run as root).
+    #[must_use]
+    pub fn as_user(mut self, id: u32) -> Self {
+        self.user = Some(id);
+        self
+    }
+
+    /// Runs this copy of the binary instead of [`api_bin`] (for another user, who may not reach
+    /// the target directory).
+    #[must_use]
+    pub fn binary(mut self, path: &Path) -> Self {
+        self.bin = Some(path.to_path_buf());
+        self
+    }
+
+    /// Runs the binary in this directory (where `./data` and the `--config` file go) instead of a
+    /// fresh temporary one.
+    #[must_use]
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
     fn command(&self, dir: &Path) -> Result<Command> {
-        let mut command = Command::new(api_bin()?);
+        let bin = match &self.bin {
+            Some(path) => path.clone(),
+            None => api_bin()?,
+        };
+        let mut command = match self.user {
+            Some(id) => {
+                let mut command = Command::new("setpriv");
+                command
+                    .arg(format!("--reuid={id}"))
+                    .arg(format!("--regid={id}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(bin);
+                command
+            }
+            None => Command::new(bin),
+        };
         command.current_dir(dir).env_clear();
         for key in ["PATH", "HOME"] {
             if let Some(value) = std::env::var_os(key) {
@@ -136,8 +179,8 @@ impl ApiBuilder {
 
     /// Runs a one-shot command (`config print`) to completion: exit status, stdout, stderr.
     pub fn run(&self) -> Result<(ExitStatus, String, String)> {
-        let dir = tempfile::tempdir()?;
-        let output = self.command(dir.path())?.output()?;
+        let (dir, _temporary) = self.directory()?;
+        let output = self.command(&dir)?.output()?;
         Ok((
             output.status,
             String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -145,11 +188,23 @@ impl ApiBuilder {
         ))
     }
 
+    /// The directory to run in: the one [`ApiBuilder::current_dir`] named, or a fresh temporary
+    /// one (kept alive by the second value).
+    fn directory(&self) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+        match &self.dir {
+            Some(dir) => Ok((dir.clone(), None)),
+            None => {
+                let temporary = tempfile::tempdir()?;
+                Ok((temporary.path().to_path_buf(), Some(temporary)))
+            }
+        }
+    }
+
     /// Starts the service and waits until it listens.
     pub fn start(self) -> Result<Api> {
-        let dir = tempfile::tempdir()?;
+        let (dir, temporary) = self.directory()?;
         let mut child = self
-            .command(dir.path())?
+            .command(&dir)?
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -188,7 +243,7 @@ impl ApiBuilder {
             child,
             lines,
             addr: String::new(),
-            _dir: dir,
+            _dir: temporary,
         };
         let listening = api.wait_for_log(Duration::from_secs(30), |line| {
             line["msg"]
@@ -209,7 +264,7 @@ pub struct Api {
     child: Child,
     lines: Arc<Lines>,
     addr: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Api {
@@ -221,6 +276,9 @@ impl Api {
             env: Vec::new(),
             config: None,
             args: Vec::new(),
+            user: None,
+            dir: None,
+            bin: None,
         }
     }
 

@@ -88,6 +88,7 @@ pub(crate) fn run() -> Result<()> {
     step("codegen --check", &mut || crate::codegen::run(true));
     step("promtool", &mut promtool);
     step("deploy checks", &mut crate::deploy::check);
+    step("docker-lint", &mut crate::docker::lint);
     step("dependency rules", &mut crate::deps::run);
 
     eprintln!(
@@ -314,7 +315,7 @@ fn loom_models() -> Result<()> {
 }
 
 /// The workspace's target directory, as cargo resolves it (`CARGO_TARGET_DIR`, config, default).
-fn target_directory() -> Result<PathBuf> {
+pub(crate) fn target_directory() -> Result<PathBuf> {
     let output = cargo()
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .output()

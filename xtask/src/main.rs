@@ -10,6 +10,8 @@
 //! - `release plan|--dry-run|--execute`: plans, checks and cuts releases of the library crates (decision 0104).
 //! - `promtool`: checks and unit-tests the Prometheus rules with `promtool` (decision 0098).
 //! - `schemathesis`: fuzzes the built `mainstay-api` against its OpenAPI document (decision 0091).
+//! - `docker-lint`: lints `deploy/docker/Dockerfile` with hadolint and the image's rules (decision 0103).
+//! - `image-check`: the release binary's size and start-up time, as the image would run it (decision 0103).
 
 mod alerts;
 mod ci;
@@ -17,6 +19,8 @@ mod codegen;
 mod dashboards;
 mod deploy;
 mod deps;
+mod docker;
+mod image_check;
 mod lint;
 mod release;
 mod schemathesis;
@@ -61,6 +65,10 @@ enum Task {
     DeployCheck,
     /// Build `mainstay-api` and fuzz `/v1` and `/admin` against the OpenAPI document.
     Schemathesis,
+    /// Lint `deploy/docker/Dockerfile`: hadolint with no finding allowed, and the image's rules.
+    DockerLint,
+    /// Build the release binary; report its size and median start-up time to `/health/startup`.
+    ImageCheck,
     /// Run a randomized test on fresh seeds for a while: `storage` (the record store's model test).
     Soak {
         /// What to soak: `storage`.
@@ -82,6 +90,8 @@ fn main() {
         Task::Promtool => ci::promtool(),
         Task::DeployCheck => deploy::check(),
         Task::Schemathesis => ci::build_api().and_then(|bin| schemathesis::run(&bin)),
+        Task::DockerLint => docker::lint(),
+        Task::ImageCheck => image_check::run(),
         Task::Soak { name, minutes } => soak(&name, minutes),
     };
     if let Err(error) = result {

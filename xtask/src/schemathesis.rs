@@ -33,57 +33,9 @@ const EXCLUDED: &str = r"^(GET /admin/drill/delay|POST /admin/circuit-breakers/\
 const API_KEY: &str = "schemathesis-api-key-0123456789";
 const ADMIN_TOKEN: &str = "schemathesis-admin-token-0123456789";
 
-/// The virtual environment's directory.
-fn venv_dir() -> Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set")?;
-    Ok(PathBuf::from(home)
-        .join(".cache/mainstay")
-        .join(format!("schemathesis-{VERSION}")))
-}
-
-/// The `st` of the pinned virtual environment, made when missing.
+/// The `st` of the pinned virtual environment (`crate::venv`), made when missing.
 pub(crate) fn ensure() -> Result<PathBuf> {
-    let venv = venv_dir()?;
-    let st = venv.join("bin/st");
-    let installed = Command::new(&st)
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| {
-            output.status.success()
-                && String::from_utf8_lossy(&output.stdout).contains(&format!("version {VERSION}"))
-        });
-    if installed {
-        return Ok(st);
-    }
-    let shown = venv.display();
-    let manual = format!(
-        "python3 -m venv {shown} && {shown}/bin/pip install schemathesis=={VERSION} (Debian needs `apt-get install -y python3-venv` first)"
-    );
-    eprintln!("schemathesis {VERSION} is missing; installing it into {shown}");
-    if let Some(parent) = venv.parent()
-        && std::fs::create_dir_all(parent).is_err()
-    {
-        bail!("could not create {}; run: {manual}", parent.display());
-    }
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status();
-    if !made.is_ok_and(|status| status.success()) {
-        bail!("could not create the virtual environment; run: {manual}");
-    }
-    let pip = Command::new(venv.join("bin/pip"))
-        .args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            &format!("schemathesis=={VERSION}"),
-        ])
-        .status();
-    if !pip.is_ok_and(|status| status.success()) {
-        bail!("could not install schemathesis {VERSION}; run: {manual}");
-    }
-    Ok(st)
+    crate::venv::tool("schemathesis", VERSION, "st")
 }
 
 /// A running `mainstay-api` with its scratch directory; killed and removed when dropped.

@@ -15,13 +15,12 @@ pub(crate) fn tool(package: &str, version: &str, bin: &str) -> Result<PathBuf> {
         .join(".cache/mainstay")
         .join(format!("{package}-{version}"));
     let path = venv.join("bin").join(bin);
-    let marker = venv.join(".installed");
-    if path.is_file() && marker.is_file() {
+    if path.is_file() && installed(&venv, package, version) {
         return Ok(path);
     }
     let shown = venv.display();
     let manual = format!(
-        "python3 -m venv {shown} && {shown}/bin/pip install {package}=={version} && touch {shown}/.installed (Debian needs `apt-get install -y python3-venv` first)"
+        "python3 -m venv {shown} && {shown}/bin/pip install {package}=={version} (Debian needs `apt-get install -y python3-venv` first)"
     );
     eprintln!("{package} {version} is missing; installing it into {shown}");
     std::fs::create_dir_all(&venv)
@@ -41,9 +40,25 @@ pub(crate) fn tool(package: &str, version: &str, bin: &str) -> Result<PathBuf> {
             &format!("{package}=={version}"),
         ])
         .status();
-    if !pip.is_ok_and(|status| status.success()) || !path.is_file() {
+    if !pip.is_ok_and(|status| status.success())
+        || !path.is_file()
+        || !installed(&venv, package, version)
+    {
         bail!("could not install {package} {version}; run: {manual}");
     }
-    std::fs::write(&marker, format!("{package}=={version}\n"))?;
     Ok(path)
+}
+
+/// Whether the environment holds `package` at `version`: pip's record of it,
+/// `lib/python*/site-packages/<name>-<version>.dist-info` (the name with `-` as `_`, lowercase).
+fn installed(venv: &std::path::Path, package: &str, version: &str) -> bool {
+    let record = format!(
+        "{}-{version}.dist-info",
+        package.replace('-', "_").to_lowercase()
+    );
+    std::fs::read_dir(venv.join("lib")).is_ok_and(|pythons| {
+        pythons
+            .filter_map(Result::ok)
+            .any(|python| python.path().join("site-packages").join(&record).is_dir())
+    })
 }

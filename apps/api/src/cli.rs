@@ -1,4 +1,4 @@
-//! The command line: `mainstay-api [--config PATH] [serve | config print | config reference | openapi | metrics catalogue]`.
+//! The command line: `mainstay-api [--config PATH] [serve | config print | config check | config reference | openapi | metrics catalogue | probe live|ready|startup [--addr ADDR]]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +62,17 @@ pub enum Command {
     /// Inspect the metrics the service exports.
     #[command(subcommand)]
     Metrics(MetricsCommand),
+    /// Ask a running instance's health route: exit 0 on a 2xx within 2 s, 1 otherwise (a container
+    /// health check that needs no shell or curl).
+    Probe {
+        /// Which route: `live` (`/health/live`), `ready` (`/health/ready`), `startup` (`/health/startup`).
+        #[arg(value_enum)]
+        probe: crate::probe::Probe,
+        /// The address to ask (default: the configured `server.addr`; a wildcard bind address such
+        /// as `0.0.0.0` is asked on loopback).
+        #[arg(long, value_name = "ADDR")]
+        addr: Option<std::net::SocketAddr>,
+    },
 }
 
 /// `metrics` subcommands.
@@ -114,6 +125,48 @@ pub fn main() -> ExitCode {
             Err(error) => config_failure(&error),
         },
         Command::Serve => serve(cli.config.as_deref()),
+        Command::Probe { probe, addr } => run_probe(cli.config.as_deref(), probe, addr),
+    }
+}
+
+/// `probe`: exit 0 when the route answers 2xx within [`crate::probe::TIMEOUT`], 1 with one line
+/// on stderr otherwise, 2 when there is no address to ask (the configuration does not load, or
+/// its `server.addr` has port 0).
+fn run_probe(
+    file: Option<&std::path::Path>,
+    probe: crate::probe::Probe,
+    addr: Option<std::net::SocketAddr>,
+) -> ExitCode {
+    let bind = match addr {
+        Some(addr) => addr,
+        None => match config::load(file) {
+            Ok((config, _)) => config.server.addr,
+            Err(error) => return config_failure(&error),
+        },
+    };
+    if bind.port() == 0 {
+        eprintln!(
+            "mainstay-api: probe: {bind} has port 0, which the service replaces by a free port at start; pass --addr with the port it listens on"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let target = crate::probe::target(bind);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mainstay-api: probe: could not start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::probe::run(target, probe, crate::probe::TIMEOUT)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mainstay-api: probe: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

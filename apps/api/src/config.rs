@@ -1377,7 +1377,9 @@ pub fn reference() -> String {
          named in the table (`OTEL_EXPORTER_OTLP_ENDPOINT`, ...) sit just above the defaults: the file\n\
          and `MAINSTAY_` variables win over them. An invalid value stops the\n\
          service with exit code 2 and a message naming the key (or variable), the value and what is allowed.\n\
-         `mainstay-api config print` shows the effective value of every key and where it came from.\n\n\
+         `mainstay-api config print` shows the effective value of every key and where it came from.\n\
+         `mainstay-api probe live|ready|startup` (the container health check) reads `server.addr` the\n\
+         same way and asks a wildcard bind address (`0.0.0.0`, `[::]`) on loopback; `--addr` overrides it.\n\n\
          Two modes (docs/operations/stateless.md): with `storage.enabled = true` (the default) the\n\
          service runs the record store and serves every route; with `storage.enabled = false` it runs\n\
          stateless, without the records API (`/v1/collections...`), the dead-letter queue and the\n\

@@ -10,6 +10,7 @@ pub mod catalogue;
 pub mod cli;
 pub mod config;
 pub mod faults;
+pub mod probe;
 pub mod problem;
 pub mod routes;
 pub mod server;
