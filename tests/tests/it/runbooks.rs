@@ -298,7 +298,11 @@ fn run_runbook(name: &str) -> Result<()> {
 /// The runbooks with tested blocks; [`every_tested_runbook_has_a_case`] keeps this list complete.
 const CASES: &[&str] = &[
     "scenario-breaker-stuck.md",
+    "scenario-corrupt-data.md",
+    "scenario-crash-loop.md",
+    "scenario-disk-full.md",
     "scenario-dlq-growing.md",
+    "scenario-object-store-outage.md",
     "scenario-redis-down.md",
     "scenario-rotate-secrets.md",
 ];
@@ -325,6 +329,26 @@ fn the_block_parser_finds_tagged_blocks_only() -> Result<()> {
 #[test]
 fn breaker_stuck() -> Result<()> {
     run_runbook("scenario-breaker-stuck.md")
+}
+
+#[test]
+fn corrupt_data() -> Result<()> {
+    run_runbook("scenario-corrupt-data.md")
+}
+
+#[test]
+fn crash_loop() -> Result<()> {
+    run_runbook("scenario-crash-loop.md")
+}
+
+#[test]
+fn disk_full() -> Result<()> {
+    run_runbook("scenario-disk-full.md")
+}
+
+#[test]
+fn object_store_outage() -> Result<()> {
+    run_runbook("scenario-object-store-outage.md")
 }
 
 #[test]
