@@ -49,7 +49,8 @@ fn blocks(markdown: &str) -> Result<Vec<Block>> {
         match &mut current {
             None => {
                 if trimmed.starts_with("```") {
-                    let info: Vec<&str> = trimmed.trim_start_matches('`').split_whitespace().collect();
+                    let info: Vec<&str> =
+                        trimmed.trim_start_matches('`').split_whitespace().collect();
                     if info.contains(&"runbook-test") {
                         ensure!(
                             info.first() == Some(&"sh"),
@@ -190,15 +191,24 @@ fn run_runbook(name: &str) -> Result<()> {
     let blocks = runbooks
         .get(name)
         .with_context(|| format!("{name} has no `sh runbook-test` block"))?;
-    let needs_redis = blocks
-        .iter()
-        .any(|block| block.script.lines().any(|line| line.trim() == "# needs: redis"));
+    let needs_redis = blocks.iter().any(|block| {
+        block
+            .script
+            .lines()
+            .any(|line| line.trim() == "# needs: redis")
+    });
     let redis = needs_redis.then(RedisServer::start).transpose()?;
     let port = free_port()?;
     let mut env = BTreeMap::from([
-        ("MAINSTAY_SERVER__ADDR".to_owned(), format!("127.0.0.1:{port}")),
+        (
+            "MAINSTAY_SERVER__ADDR".to_owned(),
+            format!("127.0.0.1:{port}"),
+        ),
         ("MAINSTAY_ADMIN__TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
-        ("MAINSTAY_RATELIMIT__SECRET".to_owned(), LIMITER_SECRET.to_owned()),
+        (
+            "MAINSTAY_RATELIMIT__SECRET".to_owned(),
+            LIMITER_SECRET.to_owned(),
+        ),
     ]);
     if let Some(redis) = &redis {
         env.insert("MAINSTAY_REDIS__URL".to_owned(), redis.url());
@@ -223,7 +233,14 @@ fn run_runbook(name: &str) -> Result<()> {
     for block in blocks {
         let mut command = Command::new("bash");
         command
-            .args(["--noprofile", "--norc", "-euxo", "pipefail", "-c", &block.script])
+            .args([
+                "--noprofile",
+                "--norc",
+                "-euxo",
+                "pipefail",
+                "-c",
+                &block.script,
+            ])
             .current_dir(work.path())
             .env_clear()
             .env("PATH", &path)
@@ -284,11 +301,9 @@ fn run_runbook(name: &str) -> Result<()> {
                 block.line,
                 log()
             ),
-            Some(status) if !status.success() => bail!(
-                "{name}, block of line {}: {status}\n{}",
-                block.line,
-                log()
-            ),
+            Some(status) if !status.success() => {
+                bail!("{name}, block of line {}: {status}\n{}", block.line, log())
+            }
             Some(_) => {}
         }
     }
@@ -310,13 +325,17 @@ const CASES: &[&str] = &[
 #[test]
 fn every_tested_runbook_has_a_case() -> Result<()> {
     let found: Vec<String> = tested_runbooks()?.into_keys().collect();
-    assert_eq!(found, CASES, "add a #[test] below for every runbook with a tested block");
+    assert_eq!(
+        found, CASES,
+        "add a #[test] below for every runbook with a tested block"
+    );
     Ok(())
 }
 
 #[test]
 fn the_block_parser_finds_tagged_blocks_only() -> Result<()> {
-    let text = "```sh\necho no\n```\n```sh runbook-test\n# needs: redis\ntrue\n```\n```promql\nup\n```\n";
+    let text =
+        "```sh\necho no\n```\n```sh runbook-test\n# needs: redis\ntrue\n```\n```promql\nup\n```\n";
     let found = blocks(text)?;
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].line, 4);
