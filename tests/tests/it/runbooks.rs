@@ -9,8 +9,8 @@
 //!   `MAINSTAY_RATELIMIT__SECRET` the instance runs with as `LIMITER_SECRET`, and `REDIS_URL` when a
 //!   line `# needs: redis` in one of the runbook's blocks asks for a private `redis-server`;
 //! - on `PATH`: `mainstay-restart [VAR=value...]` (stops the instance and starts it again on the same
-//!   port and data directory with those variables added or replaced), `redis-kill` and
-//!   `redis-start` (with `# needs: redis`), and the `mainstay-api` binary under test.
+//!   port and data directory with those variables added or replaced), `redis-kill`,
+//!   `redis-start`, `redis-freeze` and `redis-thaw` (with `# needs: redis`), and the `mainstay-api` binary under test.
 //!
 //! The helpers are shell scripts that hand a request file to this test and wait for its answer, so
 //! the test owns every process it starts.
@@ -136,7 +136,9 @@ echo "{name}: no answer within 30 s" >&2; exit 1
     };
     helper("mainstay-restart", "restart")?;
     helper("redis-kill", "redis-kill")?;
-    helper("redis-start", "redis-start")
+    helper("redis-start", "redis-start")?;
+    helper("redis-freeze", "redis-freeze")?;
+    helper("redis-thaw", "redis-thaw")
 }
 
 /// The instance under a runbook and what its helpers act on.
@@ -180,6 +182,8 @@ impl Fixture {
                 .as_mut()
                 .context("no `# needs: redis`")?
                 .restart(),
+            Some("redis-freeze") => self.redis.as_ref().context("no `# needs: redis`")?.freeze(),
+            Some("redis-thaw") => self.redis.as_ref().context("no `# needs: redis`")?.thaw(),
             other => bail!("unknown helper request {other:?}"),
         }
     }
