@@ -12,6 +12,7 @@ mod probe;
 mod prometheus;
 mod ratelimit;
 mod records;
+mod runbooks;
 mod shutdown;
 mod stateless;
 mod store_faults;
