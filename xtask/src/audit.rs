@@ -129,8 +129,13 @@ fn prepare_database(source: &Path, cache: &Path) -> Result<PathBuf> {
             .with_context(|| format!("could not create {}", db_root.display()))?;
         if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
             let _ = std::fs::remove_file(&link);
+            #[cfg(unix)]
             std::os::unix::fs::symlink(&target, &link)
                 .with_context(|| format!("could not link {}", link.display()))?;
+            #[cfg(not(unix))]
+            bail!(
+                "a directory in {DB_ENV} needs symbolic links (Unix); give a .tar.gz of it instead"
+            );
         }
         return Ok(db_root);
     }
