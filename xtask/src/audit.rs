@@ -60,7 +60,7 @@ pub(crate) fn run() -> Result<()> {
     }
 
     // cargo-deny reads `db-path` from its configuration only: a copy of `deny.toml` naming the
-    // unpacked snapshot goes beside it in the cache.
+    // unpacked snapshot, one per run (two checkouts may share the cache with different files).
     let mut document: toml_edit::DocumentMut = config
         .parse()
         .with_context(|| format!("{} is not TOML", config_path.display()))?;
@@ -68,12 +68,11 @@ pub(crate) fn run() -> Result<()> {
         bail!("the cache path {} is not UTF-8", db_root.display());
     };
     document["advisories"]["db-path"] = toml_edit::value(path);
-    let generated = db_root.join("deny.toml");
+    let deny = cargo_deny()?;
+    let generated = std::env::temp_dir().join(format!("mainstay-deny-{}.toml", std::process::id()));
     std::fs::write(&generated, document.to_string())
         .with_context(|| format!("could not write {}", generated.display()))?;
-
-    let deny = cargo_deny()?;
-    run_command(
+    let checked = run_command(
         Command::new(&deny)
             .current_dir(&root)
             // `--frozen`: `--locked` and `--offline`, which also keeps cargo-deny from fetching
@@ -81,8 +80,11 @@ pub(crate) fn run() -> Result<()> {
             .args(["--frozen", "--config"])
             .arg(&generated)
             .args(["check", "advisories", "licenses", "bans", "sources"]),
+    );
+    let _ = std::fs::remove_file(&generated);
+    checked.context(
+        "cargo deny failed, see its diagnostics above (an advisory fails the audit unless deny.toml accepts it with a reason)",
     )
-    .context("cargo deny found a problem (an advisory not accepted in deny.toml with a reason fails the audit)")
 }
 
 /// Where the database is to be read from: `MAINSTAY_ADVISORY_DB` or the default snapshot.
@@ -193,13 +195,23 @@ fn prepare_database(source: &Path, cache: &Path) -> Result<PathBuf> {
         let _ = std::fs::remove_dir_all(&scratch);
         return Err(error);
     }
-    let _ = std::fs::remove_dir_all(&db_root);
-    std::fs::rename(&scratch, &db_root).with_context(|| {
-        format!(
-            "could not move the unpacked database to {}",
-            db_root.display()
-        )
-    })?;
+    // A leftover without the database is junk; a complete one may be another run's, which won
+    // the race to unpack the same archive: keep it and drop this copy.
+    if db_root.exists() && !db_root.join(DB_DIR_NAME).is_dir() {
+        let _ = std::fs::remove_dir_all(&db_root);
+    }
+    if let Err(error) = std::fs::rename(&scratch, &db_root) {
+        let _ = std::fs::remove_dir_all(&scratch);
+        if !db_root.join(DB_DIR_NAME).is_dir() {
+            return Err(error).with_context(|| {
+                format!(
+                    "could not move the unpacked database to {}",
+                    db_root.display()
+                )
+            });
+        }
+    }
+    validate_database(&db_root.join(DB_DIR_NAME))?;
     Ok(db_root)
 }
 
@@ -363,7 +375,11 @@ fn cargo_deny() -> Result<PathBuf> {
         "cargo-deny {CARGO_DENY_VERSION} is missing; installing it (several minutes): {manual}"
     );
     let scratch = std::env::temp_dir().join(format!("mainstay-cargo-deny-{}", std::process::id()));
+    std::fs::create_dir_all(&install_root)
+        .with_context(|| format!("could not create {}; run: {manual}", install_root.display()))?;
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        // Outside the workspace, so that none of its cargo configuration applies to the tool.
+        .current_dir(&install_root)
         .args([
             "install",
             "cargo-deny",
