@@ -90,6 +90,7 @@ pub(crate) fn run() -> Result<()> {
     step("deploy checks", &mut crate::deploy::check);
     step("docker-lint", &mut crate::docker::lint);
     step("dependency rules", &mut crate::deps::run);
+    step("audit", &mut crate::audit::run);
 
     eprintln!(
         "\n==> xtask ci summary ({:.1}s in all)",

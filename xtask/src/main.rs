@@ -12,8 +12,10 @@
 //! - `schemathesis`: fuzzes the built `mainstay-api` against its OpenAPI document (decision 0091).
 //! - `docker-lint`: lints `deploy/docker/Dockerfile` with hadolint and the image's rules (decision 0103).
 //! - `image-check`: the release binary's size and start-up time, as the image would run it (decision 0103).
+//! - `audit`: cargo-deny's advisories (against an offline RustSec snapshot), licences, bans and sources (decision 0109).
 
 mod alerts;
+mod audit;
 mod ci;
 mod codegen;
 mod dashboards;
@@ -69,6 +71,8 @@ enum Task {
     DockerLint,
     /// Build the release binary; report its size and median start-up time to `/health/startup`.
     ImageCheck,
+    /// Check the dependencies with cargo-deny, offline: advisories (RustSec snapshot), licences, bans, sources.
+    Audit,
     /// Run a randomized test on fresh seeds for a while: `storage` (the record store's model test).
     Soak {
         /// What to soak: `storage`.
@@ -92,6 +96,7 @@ fn main() {
         Task::Schemathesis => ci::build_api().and_then(|bin| schemathesis::run(&bin)),
         Task::DockerLint => docker::lint(),
         Task::ImageCheck => image_check::run(),
+        Task::Audit => audit::run(),
         Task::Soak { name, minutes } => soak(&name, minutes),
     };
     if let Err(error) = result {
