@@ -41,8 +41,8 @@ pub(crate) fn run() -> Result<()> {
         .with_context(|| format!("could not read {}", config_path.display()))?;
     check_reasons(&config).with_context(|| format!("{} is refused", config_path.display()))?;
 
-    let source = database_source(&root)?;
     let cache = cache_root()?.join("advisory-db");
+    let source = database_source(&root, &cache)?;
     let db_root = prepare_database(&source, &cache)?;
     let database = db_root.join(DB_DIR_NAME);
     let advisories = count_advisories(&database)?;
@@ -88,7 +88,7 @@ pub(crate) fn run() -> Result<()> {
 }
 
 /// Where the database is to be read from: `MAINSTAY_ADVISORY_DB` or the default snapshot.
-fn database_source(root: &Path) -> Result<PathBuf> {
+fn database_source(root: &Path, cache: &Path) -> Result<PathBuf> {
     if let Some(value) = std::env::var_os(DB_ENV).filter(|value| !value.is_empty()) {
         let path = PathBuf::from(value);
         if !path.exists() {
@@ -100,14 +100,39 @@ fn database_source(root: &Path) -> Result<PathBuf> {
         return Ok(path);
     }
     let path = root.join(DEFAULT_SNAPSHOT);
-    if !path.exists() {
-        bail!(
-            "no advisory database: {} does not exist; set {DB_ENV} to a clone of https://github.com/RustSec/advisory-db (with its .git: `git clone --depth 1 https://github.com/RustSec/advisory-db`) or a .tar.gz of one",
-            path.display()
-        );
+    // A copy of the last snapshot read from the default place, for a checkout that is not beside
+    // `shared/` (a CI clone elsewhere on the same machine): still a real snapshot, validated and
+    // reported with its commit and age like any other, never an empty pass.
+    let kept = cache.join(KEPT_SNAPSHOT);
+    if path.is_file() {
+        if std::fs::metadata(&kept).map(|meta| meta.len()).ok()
+            != std::fs::metadata(&path).map(|meta| meta.len()).ok()
+        {
+            std::fs::create_dir_all(cache)
+                .with_context(|| format!("could not create {}", cache.display()))?;
+            let scratch = cache.join(format!("{KEPT_SNAPSHOT}.{}", std::process::id()));
+            std::fs::copy(&path, &scratch)
+                .with_context(|| format!("could not copy {}", path.display()))?;
+            std::fs::rename(&scratch, &kept)?;
+        }
+        return Ok(path);
     }
-    Ok(path)
+    if kept.is_file() {
+        eprintln!(
+            "audit: {} does not exist; using the copy of the last snapshot read from there, {}",
+            path.display(),
+            kept.display()
+        );
+        return Ok(kept);
+    }
+    bail!(
+        "no advisory database: {} does not exist; set {DB_ENV} to a clone of https://github.com/RustSec/advisory-db (with its .git: `git clone --depth 1 https://github.com/RustSec/advisory-db`) or a .tar.gz of one",
+        path.display()
+    )
 }
+
+/// The copy of the default snapshot kept in the cache.
+const KEPT_SNAPSHOT: &str = "last-default-snapshot.tar.gz";
 
 fn cache_root() -> Result<PathBuf> {
     let home = std::env::var_os("HOME").context("HOME is not set")?;
@@ -489,9 +514,19 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let missing = temp.path().join("nowhere.tar.gz");
         assert!(refused(&missing, &temp.path().join("cache")).contains("could not read"));
-        // The default location, beside a workspace root that has none.
-        let error = database_source(temp.path()).map(|_| ()).unwrap_err();
+        // The default location, beside a workspace root that has none, and no kept copy.
+        let cache = temp.path().join("cache");
+        let error = database_source(temp.path(), &cache)
+            .map(|_| ())
+            .unwrap_err();
         assert!(format!("{error:#}").contains("does not exist"));
+        // A kept copy of a snapshot read before is used, and said so.
+        std::fs::create_dir_all(&cache).unwrap();
+        std::fs::write(cache.join(super::KEPT_SNAPSHOT), b"kept").unwrap();
+        assert_eq!(
+            database_source(temp.path(), &cache).unwrap(),
+            cache.join(super::KEPT_SNAPSHOT)
+        );
     }
 
     #[test]
