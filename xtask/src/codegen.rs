@@ -70,14 +70,14 @@ pub(crate) fn run(check: bool) -> Result<()> {
     crate::dashboards::check_files(&workspace_root(), &files)?;
     // Every rule file and dashboard, as generated now (or on disk when not generated), checked
     // against the catalogue; the metrics reference lists who uses each family.
+    let rules = outputs(&files, RULES_DIR, "yml")?;
     let usage = crate::lint::check_with(
         &catalogue,
-        &outputs(&files, RULES_DIR, "yml")?,
+        &rules,
         &outputs(&files, DASHBOARDS_DIR, "json")?,
         &crate::deploy::analysis_queries(&workspace_root())?,
     )?;
     files.push((METRICS_DOC, metrics_doc(&catalogue, &usage)?));
-    let rules = outputs(&files, RULES_DIR, "yml")?;
     files.push((
         crate::deploy::PROMETHEUS_RULE,
         crate::deploy::prometheus_rule(&rules)?,
