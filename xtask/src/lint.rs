@@ -379,41 +379,41 @@ impl Checker {
     /// Computes every recording rule's output, in dependency order: a rule waits for the records
     /// it reads; a rule whose records never resolve is reported.
     fn resolve_records(&mut self, rules: &[Rule]) {
-        let records: Vec<&Rule> = rules.iter().filter(|rule| rule.record.is_some()).collect();
-        let defined: BTreeSet<&str> = records
+        // How many rules record each name, and the recorded names each rule reads (parsed once;
+        // an expression that does not parse waits for nothing and is reported when checked).
+        let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
+        for rule in rules {
+            if let Some(record) = rule.record.as_deref() {
+                *totals.entry(record).or_default() += 1;
+            }
+        }
+        let mut pending: Vec<(&Rule, Vec<String>)> = rules
             .iter()
-            .filter_map(|rule| rule.record.as_deref())
-            .collect();
-        let mut pending: Vec<&Rule> = records;
-        let mut done: BTreeMap<String, usize> = BTreeMap::new();
-        let totals: BTreeMap<&str, usize> = defined
-            .iter()
-            .map(|name| {
-                (
-                    *name,
-                    rules
-                        .iter()
-                        .filter(|rule| rule.record.as_deref() == Some(*name))
-                        .count(),
-                )
+            .filter_map(|rule| {
+                let record = rule.record.as_deref()?;
+                let reads = parser::parse(&rule.expr)
+                    .map(|expr| {
+                        selector_names(&expr)
+                            .into_iter()
+                            .filter(|name| name != record && totals.contains_key(name.as_str()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some((rule, reads))
             })
             .collect();
+        let mut done: BTreeMap<String, usize> = BTreeMap::new();
         while !pending.is_empty() {
             let before = pending.len();
             let mut still = Vec::new();
-            for rule in pending {
+            for (rule, reads) in pending {
                 let record = rule.record.as_deref().unwrap_or_default();
-                let waits = match parser::parse(&rule.expr) {
-                    Ok(expr) => selector_names(&expr).into_iter().any(|name| {
-                        defined.contains(name.as_str())
-                            && name != record
-                            && done.get(&name).copied().unwrap_or(0)
-                                < totals.get(name.as_str()).copied().unwrap_or(0)
-                    }),
-                    Err(_) => false,
-                };
+                let waits = reads.iter().any(|name| {
+                    done.get(name).copied().unwrap_or(0)
+                        < totals.get(name.as_str()).copied().unwrap_or(0)
+                });
                 if waits {
-                    still.push(rule);
+                    still.push((rule, reads));
                     continue;
                 }
                 let where_ = format!("{}: record `{record}`", rule.file);
@@ -437,7 +437,7 @@ impl Checker {
                 *done.entry(record.to_owned()).or_default() += 1;
             }
             if still.len() == before {
-                for rule in &still {
+                for (rule, _) in &still {
                     self.errors.push(format!(
                         "{}: record `{}` reads recording rules that depend on it in a cycle",
                         rule.file,
