@@ -136,10 +136,10 @@ pub(crate) struct Usage {
 
 /// One rule of a rules file.
 #[derive(Debug)]
-struct Rule {
+pub(crate) struct Rule {
     file: String,
     record: Option<String>,
-    alert: Option<String>,
+    pub(crate) alert: Option<String>,
     expr: String,
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
@@ -285,7 +285,7 @@ fn catalogue_series(catalogue_json: &str) -> Result<BTreeMap<String, Series>> {
 }
 
 /// The rules of one rules file.
-fn parse_rules(path: &str, text: &str) -> Result<Vec<Rule>> {
+pub(crate) fn parse_rules(path: &str, text: &str) -> Result<Vec<Rule>> {
     #[derive(serde::Deserialize)]
     struct File {
         groups: Vec<Group>,

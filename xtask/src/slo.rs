@@ -509,17 +509,14 @@ fn duration(seconds: f64) -> String {
     }
 }
 
-/// The alert names of the rule files in `dir` (`- alert: NAME` lines), sorted, deduplicated.
+/// The alert names of the rule files in `dir` (read as rule files, `crate::lint::parse_rules`), sorted, deduplicated.
 pub(crate) fn alert_names(dir: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
     for file in yaml_files(dir)? {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("could not read {}", file.display()))?;
-        for line in text.lines() {
-            if let Some(name) = line.trim_start().strip_prefix("- alert:") {
-                names.push(name.trim().trim_matches('"').to_owned());
-            }
-        }
+        let rules = crate::lint::parse_rules(&file.display().to_string(), &text)?;
+        names.extend(rules.into_iter().filter_map(|rule| rule.alert));
     }
     names.sort();
     names.dedup();
