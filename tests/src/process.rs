@@ -92,6 +92,16 @@ impl ApiBuilder {
         self
     }
 
+    /// Uses the Redis at `url` for rate limits (`redis.url`), with the shared limiter secret
+    /// every test instance on it uses (`ratelimit.secret`, required with `redis.url`).
+    #[must_use]
+    pub fn redis(self, url: &str) -> Self {
+        self.env("MAINSTAY_REDIS__URL", url).env(
+            "MAINSTAY_RATELIMIT__SECRET",
+            "a-shared-secret-for-the-tests",
+        )
+    }
+
     /// Leaves `server.addr` at its default instead of an ephemeral port.
     #[must_use]
     pub fn default_addr(mut self) -> Self {

@@ -167,11 +167,7 @@ async fn instances_sharing_redis_count_failures_together() -> anyhow::Result<()>
     let start = || {
         Api::builder()
             .config_toml(&config(10, ""))
-            .env("MAINSTAY_REDIS__URL", &redis.url())
-            .env(
-                "MAINSTAY_RATELIMIT__SECRET",
-                "a-shared-secret-for-the-tests",
-            )
+            .redis(&redis.url())
             .start()
     };
     let (first, second) = (start()?, start()?);

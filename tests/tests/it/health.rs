@@ -13,11 +13,7 @@ const CHECK_TIMEOUT_MS: u64 = 300;
 /// a 200 ms cache interval and a 300 ms check timeout.
 fn with_redis(redis: &RedisServer) -> ApiBuilder {
     Api::builder()
-        .env("MAINSTAY_REDIS__URL", &redis.url())
-        .env(
-            "MAINSTAY_RATELIMIT__SECRET",
-            "a-shared-secret-for-the-tests",
-        )
+        .redis(&redis.url())
         .env("MAINSTAY_RATELIMIT__REDIS_TIMEOUT", "100ms")
         .env("MAINSTAY_RATELIMIT__BREAKER__OPEN_DURATION", "200ms")
         .env("MAINSTAY_HEALTH__CACHE_INTERVAL", "200ms")

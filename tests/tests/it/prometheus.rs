@@ -27,11 +27,7 @@ fn rules() -> std::path::PathBuf {
 
 fn with_redis(redis: &RedisServer) -> ApiBuilder {
     Api::builder()
-        .env("MAINSTAY_REDIS__URL", &redis.url())
-        .env(
-            "MAINSTAY_RATELIMIT__SECRET",
-            "a-shared-secret-for-the-tests",
-        )
+        .redis(&redis.url())
         .env("MAINSTAY_RATELIMIT__REDIS_TIMEOUT", "200ms")
         .env("MAINSTAY_RATELIMIT__BREAKER__OPEN_DURATION", "300ms")
         .env("MAINSTAY_HEALTH__CACHE_INTERVAL", "200ms")

@@ -70,11 +70,7 @@ async fn with_redis_down_v1_keeps_answering_from_the_fallback_and_the_breaker_is
 -> anyhow::Result<()> {
     let mut redis = RedisServer::start()?;
     let api = Api::builder()
-        .env("MAINSTAY_REDIS__URL", &redis.url())
-        .env(
-            "MAINSTAY_RATELIMIT__SECRET",
-            "a-shared-secret-for-the-tests",
-        )
+        .redis(&redis.url())
         .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
         .start()?;
     let client = reqwest::Client::new();
@@ -314,11 +310,7 @@ async fn an_idle_instance_recovers_readiness_and_its_breaker_without_a_request()
 -> anyhow::Result<()> {
     let mut redis = RedisServer::start()?;
     let api = Api::builder()
-        .env("MAINSTAY_REDIS__URL", &redis.url())
-        .env(
-            "MAINSTAY_RATELIMIT__SECRET",
-            "a-shared-secret-for-the-tests",
-        )
+        .redis(&redis.url())
         .env("MAINSTAY_RATELIMIT__BREAKER__OPEN_DURATION", "300ms")
         .env("MAINSTAY_HEALTH__CACHE_INTERVAL", "200ms")
         .env("MAINSTAY_HEALTH__DEFAULT_TIMEOUT", "500ms")
@@ -480,15 +472,11 @@ async fn on_a_redis_cluster_limits_hold_and_the_redis_check_reports_the_cluster_
 -> anyhow::Result<()> {
     let cluster = ClusterMasters::start()?;
     let api = Api::builder()
-        .env("MAINSTAY_REDIS__URL", &cluster.url(0))
+        .redis(&cluster.url(0))
         .env("MAINSTAY_REDIS__CLUSTER", "true")
         .env(
             "MAINSTAY_REDIS__CLUSTER_SEEDS",
             &format!("[\"{}\"]", cluster.url(1)),
-        )
-        .env(
-            "MAINSTAY_RATELIMIT__SECRET",
-            "a-shared-secret-for-the-tests",
         )
         .env("MAINSTAY_RATELIMIT__REDIS_TIMEOUT", "1s")
         .env("MAINSTAY_RATELIMIT__REDIS_RESPONSE_TIMEOUT", "2s")
