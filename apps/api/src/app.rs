@@ -123,6 +123,13 @@ pub struct App {
 #[derive(Debug)]
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
+impl AbortOnDrop {
+    /// Spawns `task` on the runtime; it ends when the handle is dropped.
+    pub fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        Self(tokio::spawn(task))
+    }
+}
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
@@ -217,6 +224,10 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         crate::faults::Faults::default()
     });
     let authenticator = Authenticator::new(&config.auth, &limiter, &mut registry)?;
+    // Backups are of the store: without one the `backup_*` families are not registered.
+    let _backup_status = storage
+        .is_some()
+        .then(|| crate::backup_status::BackupStatusMetrics::register(&mut registry));
 
     let state = AppState {
         authenticator,

@@ -26,6 +26,42 @@ pub const METRICS: &[MetricFamily] = &[
         owner: OWNER,
         buckets: None,
     },
+    MetricFamily {
+        name: "backup_last_success_timestamp_seconds",
+        kind: MetricKind::Gauge,
+        unit: Some("seconds"),
+        labels: &[],
+        help: "Unix time when the newest verification that restored a backup of `backup.url` and found it good finished",
+        owner: OWNER,
+        buckets: None,
+    },
+    MetricFamily {
+        name: "backup_last_verification_timestamp_seconds",
+        kind: MetricKind::Gauge,
+        unit: Some("seconds"),
+        labels: &[],
+        help: "Unix time when the newest verification of a backup of `backup.url` finished, whatever it found",
+        owner: OWNER,
+        buckets: None,
+    },
+    MetricFamily {
+        name: "backup_verification_outcome",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &["outcome"],
+        help: "1 for the outcome of the newest backup verification (ok, damaged, too_old), or missing (none recorded) or unreadable (the root or the record could not be read); 0 for the others",
+        owner: OWNER,
+        buckets: None,
+    },
+    MetricFamily {
+        name: "backup_newest_timestamp_seconds",
+        kind: MetricKind::Gauge,
+        unit: Some("seconds"),
+        labels: &[],
+        help: "Unix time of the consistent point of the newest complete backup under `backup.url`",
+        owner: OWNER,
+        buckets: None,
+    },
 ];
 
 /// Every family the service exports, crate by crate in the order `app::build` registers them,
@@ -45,7 +81,7 @@ pub fn service_catalogue() -> Vec<MetricFamily> {
 }
 
 /// The families only the record store and its dead-letter queue register: every family of
-/// `mainstay-storage-tiering` and `mainstay-dlq`, and the API's `dlq_journal_failed`. The
+/// `mainstay-storage-tiering` and `mainstay-dlq`, and the API's `dlq_journal_failed` and `backup_*`. The
 /// stateless mode (`storage.enabled = false`) registers none of them, so its scrape has neither
 /// their series nor their `# HELP` lines.
 #[must_use]
@@ -53,6 +89,7 @@ pub fn needs_storage(family: &MetricFamily) -> bool {
     family.owner == "mainstay-storage-tiering"
         || family.owner == "mainstay-dlq"
         || family.name == "dlq_journal_failed"
+        || family.name.starts_with("backup_")
 }
 
 /// The families the service exports in the stateless mode: [`service_catalogue`] less those

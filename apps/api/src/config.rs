@@ -53,6 +53,29 @@ pub struct Config {
     pub dlq: DlqConfig,
     /// Logs, traces and metrics.
     pub telemetry: TelemetryConfig,
+    /// Where backups are kept and how their verification is watched.
+    pub backup: BackupConfig,
+}
+
+/// Backups: the default destination, and the verification status exported as metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// The backup root: a directory, `file:///dir` or `s3://bucket/prefix`. Unset: no default
+    /// destination, and no `backup_*` series.
+    pub url: Option<String>,
+    /// How often the service reads the root's verification record and newest backup.
+    #[serde(with = "humantime_serde")]
+    pub status_interval: Duration,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            status_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The Redis server.
@@ -89,6 +112,7 @@ impl Default for Config {
             storage: StoreConfig::default(),
             dlq: DlqConfig::default(),
             telemetry,
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -515,6 +539,7 @@ impl Config {
             return invalid("redis.url", url, "use a URL like `redis://127.0.0.1:6379`");
         }
         self.validate_redis_cluster_and_tls()?;
+        self.validate_backup()?;
         self.health.validate().map_err(|error| {
             invalid_value(
                 &format!("health.{}", error.key()),
@@ -574,6 +599,32 @@ impl Config {
     /// `redis.cluster`, `redis.cluster_seeds` and `redis.tls_ca_file`: seeds are URLs of the
     /// same scheme as `redis.url` (a cluster is TLS or not throughout) and need `redis.cluster`;
     /// the CA file is a readable PEM certificate and goes with `rediss://`.
+    /// `backup.url` names a directory or an object store, and `backup.status_interval` is
+    /// positive.
+    fn validate_backup(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.backup.url {
+            let scheme_ok = ["file://", "s3://", "memory://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+                || Path::new(url).is_absolute();
+            if !scheme_ok || url.trim().is_empty() {
+                return Err(invalid_value(
+                    "backup.url",
+                    url,
+                    "use an absolute directory, `file:///dir` or `s3://bucket/prefix`",
+                ));
+            }
+        }
+        if self.backup.status_interval.is_zero() {
+            return Err(invalid_value(
+                "backup.status_interval",
+                "0s",
+                "use a positive duration such as `60s`",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_redis_cluster_and_tls(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, value: &dyn std::fmt::Display, allowed: &str| {
             Err(ConfigError::Invalid(format!(
@@ -850,6 +901,16 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "auth.failure_limit",
         "table `{ requests, period, burst }`",
         "Failed authentications (unknown or malformed API keys) allowed per client network (`ratelimit.ipv4_prefix_len`/`ipv6_prefix_len`, after `ratelimit.trusted_proxies`) before such requests are answered 429 with `Retry-After`; counted on Redis when `redis.url` is set, in process otherwise and during a Redis outage. A valid key always passes. Default 10 per minute.",
+    ),
+    (
+        "backup.status_interval",
+        "duration",
+        "How often the service reads the backup root's verification record and newest backup for the `backup_*` metrics.",
+    ),
+    (
+        "backup.url",
+        "URL or unset",
+        "The backup root (a directory, `file:///dir` or `s3://bucket/prefix`): the default destination of `POST /admin/backups` and `backup create`, and the root whose verification the `backup_*` metrics report. Unset: no default, no `backup_*` series.",
     ),
     (
         "dlq.cleanup_interval",
