@@ -362,6 +362,12 @@ fn kubernetes(dir: &Path) -> Result<usize> {
             }
             if matches!(kind.as_str(), "Deployment" | "StatefulSet") {
                 workloads.push((path.display().to_string(), manifest));
+            } else if kind == "CronJob" {
+                problems.extend(
+                    cron_job(&manifest)
+                        .into_iter()
+                        .map(|problem| format!("{}: {problem}", path.display())),
+                );
             }
         }
     }
@@ -504,27 +510,9 @@ fn workload(manifest: &Value, settings: Option<Settings>) -> Vec<String> {
             "the writer StatefulSet must have exactly one replica (one writer per prefix)",
         );
     }
+    let mut container_problems = Vec::new();
     for container in pod["containers"].as_sequence().into_iter().flatten() {
-        let security = &container["securityContext"];
-        require(
-            security["readOnlyRootFilesystem"].as_bool() == Some(true),
-            "each container must have a read-only root file system",
-        );
-        require(
-            security["allowPrivilegeEscalation"].as_bool() == Some(false),
-            "each container must set allowPrivilegeEscalation: false",
-        );
-        require(
-            security["capabilities"]["drop"]
-                .as_sequence()
-                .is_some_and(|drop| drop.iter().any(|cap| cap == "ALL")),
-            "each container must drop ALL capabilities",
-        );
-        require(
-            container["resources"]["requests"].is_mapping()
-                && container["resources"]["limits"]["memory"].is_string(),
-            "each container must request resources and limit memory",
-        );
+        container_problems.extend(container_rules(container));
         for (probe, path) in [
             ("startupProbe", "/health/startup"),
             ("readinessProbe", "/health/ready"),
@@ -546,6 +534,98 @@ fn workload(manifest: &Value, settings: Option<Settings>) -> Vec<String> {
             );
         }
     }
+    problems.extend(container_problems);
+    problems
+}
+
+/// The rules every CronJob of `deploy/k8s` follows (the backup jobs, decision 0115): the pod
+/// rules of [`workload`] (non-root, RuntimeDefault seccomp, no service account token) and its
+/// container rules but the probes (a job is not a server), plus what keeps a job from piling up
+/// or running forever: `concurrencyPolicy: Forbid`, a `startingDeadlineSeconds`, an
+/// `activeDeadlineSeconds` and a `backoffLimit`, and `restartPolicy: Never` (a failed attempt is
+/// a new pod with its own logs, counted by the backoff limit).
+fn cron_job(manifest: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let spec = &manifest["spec"];
+    let job = &spec["jobTemplate"]["spec"];
+    let pod = &job["template"]["spec"];
+    let mut require = |ok: bool, what: &str| {
+        if !ok {
+            problems.push(what.to_owned());
+        }
+    };
+    require(
+        spec["concurrencyPolicy"] == "Forbid",
+        "a CronJob must set concurrencyPolicy: Forbid",
+    );
+    require(
+        spec["startingDeadlineSeconds"].as_u64().is_some(),
+        "a CronJob must set startingDeadlineSeconds",
+    );
+    require(
+        job["activeDeadlineSeconds"].as_u64().is_some(),
+        "a CronJob's job must set activeDeadlineSeconds",
+    );
+    require(
+        job["backoffLimit"].as_u64().is_some(),
+        "a CronJob's job must set backoffLimit",
+    );
+    require(
+        pod["restartPolicy"] == "Never",
+        "a CronJob's pod must set restartPolicy: Never",
+    );
+    require(
+        pod["securityContext"]["runAsNonRoot"].as_bool() == Some(true),
+        "the pod must set runAsNonRoot: true",
+    );
+    require(
+        pod["securityContext"]["runAsUser"]
+            .as_u64()
+            .is_some_and(|uid| uid > 0),
+        "the pod must run as a numeric non-root runAsUser",
+    );
+    require(
+        pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault",
+        "the pod must use the RuntimeDefault seccomp profile",
+    );
+    require(
+        pod["automountServiceAccountToken"].as_bool() == Some(false),
+        "the pod must not mount a service account token",
+    );
+    for container in pod["containers"].as_sequence().into_iter().flatten() {
+        problems.extend(container_rules(container));
+    }
+    problems
+}
+
+/// The security and resource rules of one container (probes apart).
+fn container_rules(container: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut require = |ok: bool, what: &str| {
+        if !ok {
+            problems.push(what.to_owned());
+        }
+    };
+    let security = &container["securityContext"];
+    require(
+        security["readOnlyRootFilesystem"].as_bool() == Some(true),
+        "each container must have a read-only root file system",
+    );
+    require(
+        security["allowPrivilegeEscalation"].as_bool() == Some(false),
+        "each container must set allowPrivilegeEscalation: false",
+    );
+    require(
+        security["capabilities"]["drop"]
+            .as_sequence()
+            .is_some_and(|drop| drop.iter().any(|cap| cap == "ALL")),
+        "each container must drop ALL capabilities",
+    );
+    require(
+        container["resources"]["requests"].is_mapping()
+            && container["resources"]["limits"]["memory"].is_string(),
+        "each container must request resources and limit memory",
+    );
     problems
 }
 
@@ -745,7 +825,7 @@ pub(crate) fn compose(text: &str, dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Settings, compose, prometheus_config, workload};
+    use super::{Settings, compose, cron_job, prometheus_config, workload};
 
     fn config(jobs: &str) -> String {
         format!("rule_files:\n  - rules/alerts.yml\n  - rules/slo.yml\nscrape_configs:\n{jobs}")
@@ -911,6 +991,67 @@ mod tests {
             })
         );
         workload(&serde_norway::from_str(text).unwrap(), settings)
+    }
+
+    const BACKUP_JOB: &str = include_str!("../../deploy/k8s/writer/cronjob-backup.yaml");
+    const VERIFY_JOB: &str = include_str!("../../deploy/k8s/writer/cronjob-backup-verify.yaml");
+
+    fn job_problems(text: &str) -> Vec<String> {
+        cron_job(&serde_norway::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn the_shipped_cron_jobs_follow_every_rule() {
+        assert_eq!(job_problems(BACKUP_JOB), Vec::<String>::new());
+        assert_eq!(job_problems(VERIFY_JOB), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_cron_job_rule_fails_on_its_own_breakage() {
+        for (from, to, expected) in [
+            (
+                "concurrencyPolicy: Forbid",
+                "concurrencyPolicy: Allow",
+                "Forbid",
+            ),
+            (
+                "  startingDeadlineSeconds: 600\n",
+                "",
+                "startingDeadlineSeconds",
+            ),
+            (
+                "      activeDeadlineSeconds: 1800\n",
+                "",
+                "activeDeadlineSeconds",
+            ),
+            ("      backoffLimit: 2\n", "", "backoffLimit"),
+            (
+                "restartPolicy: Never",
+                "restartPolicy: OnFailure",
+                "restartPolicy",
+            ),
+            ("runAsNonRoot: true", "runAsNonRoot: false", "runAsNonRoot"),
+            ("type: RuntimeDefault", "type: Unconfined", "seccomp"),
+            (
+                "automountServiceAccountToken: false",
+                "automountServiceAccountToken: true",
+                "service account token",
+            ),
+            (
+                "readOnlyRootFilesystem: true",
+                "readOnlyRootFilesystem: false",
+                "read-only root",
+            ),
+            ("drop: [ALL]", "drop: [NET_RAW]", "drop ALL"),
+            ("                  memory: 64Mi\n", "", "limit memory"),
+        ] {
+            assert!(BACKUP_JOB.contains(from), "{from}");
+            let found = job_problems(&BACKUP_JOB.replacen(from, to, 1));
+            assert!(
+                found.iter().any(|problem| problem.contains(expected)),
+                "{expected}: {found:?}"
+            );
+        }
     }
 
     #[test]
