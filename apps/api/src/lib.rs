@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod backup_client;
 pub mod backup_status;
 pub mod catalogue;
 pub mod cli;
