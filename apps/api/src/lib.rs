@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod backup_client;
+pub mod backup_schedule;
 pub mod backup_status;
 pub mod catalogue;
 pub mod cli;
