@@ -67,17 +67,6 @@ impl Store {
             collections: Vec::new(),
         };
 
-        // The WAL records beyond each collection's segments, up to the point.
-        let tail: Vec<WalRecord> = {
-            let wal = shared.wal.clone();
-            let range = captured.tail_from..=captured.lsn;
-            blocking(move || wal.read_range(range))
-                .await
-                .map_err(|e| BackupError::Source {
-                    path: "wal".to_owned(),
-                    reason: e.to_string(),
-                })?
-        };
         let segments_max: BTreeMap<&str, (u64, u64)> = captured
             .collections
             .iter()
@@ -86,20 +75,12 @@ impl Store {
                 (c.name.as_str(), (c.incarnation, max))
             })
             .collect();
-        let tail: Vec<WalRecord> =
-            tail.into_iter()
-                .filter(|r| {
-                    r.lsn <= captured.lsn
-                        && segments_max.get(r.collection.as_str()).is_some_and(
-                            |(incarnation, max)| *incarnation == r.incarnation && r.lsn > *max,
-                        )
-                })
-                .collect();
-
-        let mut counts = BackupCounts::default();
+        // The segments first, each one's records counted; which ids are live per collection.
+        let mut live: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
+        let mut listed: BTreeMap<String, Vec<CatalogSegment>> = BTreeMap::new();
         for (collection, segments) in &captured.collections {
-            let mut live: BTreeMap<String, bool> = BTreeMap::new();
-            let mut listed = Vec::new();
+            let live = live.entry(collection.name.clone()).or_default();
+            let listed = listed.entry(collection.name.clone()).or_default();
             for segment in segments {
                 let bytes = read_segment(shared, collection, segment).await?;
                 let decoded = {
@@ -121,6 +102,33 @@ impl Store {
                     max_lsn: segment.meta.max_lsn,
                 });
             }
+        }
+
+        // Then the WAL records beyond each collection's segments, up to the point (the lease
+        // has kept them; writes after the point are in the WAL too and are left out).
+        let tail: Vec<WalRecord> = {
+            let wal = shared.wal.clone();
+            let range = captured.tail_from..=captured.lsn;
+            blocking(move || wal.read_range(range))
+                .await
+                .map_err(|e| BackupError::Source {
+                    path: "wal".to_owned(),
+                    reason: e.to_string(),
+                })?
+        };
+        let tail: Vec<WalRecord> =
+            tail.into_iter()
+                .filter(|r| {
+                    r.lsn <= captured.lsn
+                        && segments_max.get(r.collection.as_str()).is_some_and(
+                            |(incarnation, max)| *incarnation == r.incarnation && r.lsn > *max,
+                        )
+                })
+                .collect();
+
+        let mut counts = BackupCounts::default();
+        for (collection, _) in &captured.collections {
+            let live = live.entry(collection.name.clone()).or_default();
             for record in tail.iter().filter(|r| r.collection == collection.name) {
                 for (id, value) in &record.entries {
                     live.insert(id.clone(), value.is_some());
@@ -136,7 +144,7 @@ impl Store {
                 segments_max_lsn: segments_max
                     .get(collection.name.as_str())
                     .map_or(0, |(_, max)| *max),
-                segments: listed,
+                segments: listed.remove(&collection.name).unwrap_or_default(),
                 records,
             });
         }

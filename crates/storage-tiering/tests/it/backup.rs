@@ -174,8 +174,11 @@ async fn a_backup_under_concurrent_writes_and_compaction_holds_exactly_the_ackno
     store.flush().await.unwrap();
     write_some(&store, &mut history, "b", 60).await;
 
-    // A writer keeps writing (and flushing) while the backup and a compaction run.
+    // A writer keeps writing (and flushing) while the backup and compactions run; the
+    // destination holds the backup's first segment until the writer has done two more rounds,
+    // so that writes after the consistent point are in the WAL before the backup reads it.
     let stop = Arc::new(AtomicBool::new(false));
+    let (rounds_tx, mut rounds) = tokio::sync::mpsc::unbounded_channel();
     let writer = {
         let (store, stop, mut history) = (store.clone(), Arc::clone(&stop), history.clone());
         tokio::spawn(async move {
@@ -183,19 +186,32 @@ async fn a_backup_under_concurrent_writes_and_compaction_holds_exactly_the_ackno
             while !stop.load(Ordering::SeqCst) || round < 3 {
                 write_some(&store, &mut history, &format!("w{round}-"), 20).await;
                 round += 1;
+                let _ = rounds_tx.send(round);
             }
             history
         })
     };
-    let root = dir.path().join("backups");
-    let target = BackupTarget::parse(root.to_str().unwrap()).unwrap();
-    let (manifest, mem, tiered) = tokio::join!(
-        store.backup(&target),
-        store.compact("mem"),
-        store.compact("tiered")
-    );
+    let (target, destination) = held_destination(dir.path());
+    let backup = {
+        let (store, target) = (store.clone(), target.clone());
+        tokio::spawn(async move { store.backup(&target).await })
+    };
+    let compactions = {
+        let store = store.clone();
+        tokio::spawn(async move { (store.compact("mem").await, store.compact("tiered").await) })
+    };
+    while destination.segment_puts.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    while rounds.try_recv().is_ok() {}
+    for _ in 0..2 {
+        rounds.recv().await.expect("the writer goes on");
+    }
+    destination.release_segment_puts();
+    let manifest = backup.await.unwrap();
     stop.store(true, Ordering::SeqCst);
     let manifest = manifest.expect("the backup is written");
+    let (mem, tiered) = compactions.await.unwrap();
     mem.expect("compacted");
     tiered.expect("compacted");
     let history = writer.await.unwrap();
@@ -236,19 +252,7 @@ async fn a_compaction_during_the_copy_deletes_nothing_the_backup_still_copies() 
     assert!(inputs.len() >= 2, "segments to compact: {inputs:?}");
 
     // The destination holds the backup's first segment put until the compactions are done.
-    let destination = FaultStore::new(Arc::new(
-        object_store::local::LocalFileSystem::new_with_prefix({
-            std::fs::create_dir_all(dir.path().join("backups")).unwrap();
-            dir.path().join("backups")
-        })
-        .unwrap(),
-    ));
-    destination.hold_segment_puts.store(true, Ordering::SeqCst);
-    let target = BackupTarget::with_object_store(
-        "held",
-        Arc::clone(&destination) as Arc<dyn ObjectStore>,
-        "",
-    );
+    let (target, destination) = held_destination(dir.path());
     let backup = {
         let (store, target) = (store.clone(), target.clone());
         tokio::spawn(async move { store.backup(&target).await })
@@ -279,6 +283,22 @@ async fn a_compaction_during_the_copy_deletes_nothing_the_backup_still_copies() 
         expected
     );
     store.close(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A destination in `dir/backups` whose segment puts wait until released.
+fn held_destination(dir: &Path) -> (BackupTarget, Arc<FaultStore>) {
+    let root = dir.join("backups");
+    std::fs::create_dir_all(&root).unwrap();
+    let destination = FaultStore::new(Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(root).unwrap(),
+    ));
+    destination.hold_segment_puts.store(true, Ordering::SeqCst);
+    let target = BackupTarget::with_object_store(
+        "held",
+        Arc::clone(&destination) as Arc<dyn ObjectStore>,
+        "",
+    );
+    (target, destination)
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
