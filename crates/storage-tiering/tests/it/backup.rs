@@ -480,8 +480,10 @@ async fn restore_refuses_a_non_empty_directory_and_a_point_outside_the_window() 
         "{refused:?}"
     );
 
-    let mut options = RestoreOptions::default();
-    options.at = Some(RestorePoint::Time(SystemTime::UNIX_EPOCH));
+    let mut options = RestoreOptions {
+        at: Some(RestorePoint::Time(SystemTime::UNIX_EPOCH)),
+        ..RestoreOptions::default()
+    };
     let refused = restore(&root, &dir.path().join("new"), &options).await;
     match refused {
         Err(RestoreError::OutsideWindow { window, .. }) => {
