@@ -268,7 +268,8 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         let admin = routes::admin::routes()
             .merge(routes::health::admin_routes())
             .merge(routes::breakers::routes())
-            .merge(routes::runtime_config::routes());
+            .merge(routes::runtime_config::routes())
+            .merge(routes::backups::routes());
         let admin = if with_storage {
             admin
                 .merge(routes::dlq::routes())

@@ -1,4 +1,4 @@
-//! The command line: `mainstay-api [--config PATH] [serve | config print | config check | config reference | openapi | metrics catalogue | probe live|ready|startup [--addr ADDR]]`.
+//! The command line: `mainstay-api [--config PATH] [serve | config print | config check | config reference | openapi | metrics catalogue | probe live|ready|startup [--addr ADDR] | backup create|verify|restore]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +73,9 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         addr: Option<std::net::SocketAddr>,
     },
+    /// Create, verify and restore backups (docs/operations/backup.md).
+    #[command(subcommand)]
+    Backup(crate::backup::BackupCommand),
 }
 
 /// `metrics` subcommands.
@@ -126,6 +129,7 @@ pub fn main() -> ExitCode {
         },
         Command::Serve => serve(cli.config.as_deref()),
         Command::Probe { probe, addr } => run_probe(cli.config.as_deref(), probe, addr),
+        Command::Backup(command) => crate::backup::run(cli.config.as_deref(), command),
     }
 }
 

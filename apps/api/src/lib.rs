@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod backup_client;
 pub mod backup_schedule;
 pub mod backup_status;

@@ -77,7 +77,10 @@ pub use config::{
     ConfigError, DlqConfig, JournalRecovery, MAX_PAYLOAD_LIMIT, OverflowPolicy, QueueConfig,
     SyncMode, valid_queue_name,
 };
-pub use dlq::{CleanupTask, Dlq, DlqBuilder};
+pub use dlq::{
+    BACKUP_PAYLOADS_DIR, BACKUP_SNAPSHOT_FILE, BackupError, CleanupTask, Dlq, DlqBackup,
+    DlqBuilder, restore_backup,
+};
 pub use entry::{
     Entry, EntryId, EntryView, ErrorClass, InlinePayload, InvalidEntryId, MAX_KEY_BYTES,
     MAX_MESSAGE_BYTES, MAX_PATH_BYTES, NewEntry, Payload, PayloadView, PinnedFile, SCHEMA_VERSION,

@@ -175,10 +175,12 @@ impl Shared {
         let mut files = Vec::new();
         for segment in ordered {
             if std::mem::take(&mut segment.state.lock().has_local_file) {
-                files.push(segment.local_path.clone());
+                files.push((segment.meta.id.clone(), segment.local_path.clone()));
             }
             self.cache.lock().forget(&segment.meta.id);
         }
+        // A running backup's lease keeps its inputs until it has copied them.
+        let files = self.leases.files_to_delete(files);
         blocking(move || {
             for file in files {
                 let _ = std::fs::remove_file(file);
@@ -190,8 +192,14 @@ impl Shared {
         {
             let paths: Vec<_> = inputs
                 .iter()
-                .map(|s| remote.segment_path(&collection.name, &s.meta.id))
+                .map(|s| {
+                    (
+                        s.meta.id.clone(),
+                        remote.segment_path(&collection.name, &s.meta.id),
+                    )
+                })
                 .collect();
+            let leases = Arc::clone(&self.leases);
             let remote = Arc::clone(remote);
             let grace = self.compaction.read().grace_period;
             // Readers of an older manifest may still fetch the inputs for a while; orphan
@@ -202,7 +210,7 @@ impl Shared {
             let retiring = Arc::clone(&self.retiring);
             tokio::spawn(async move {
                 tokio::time::sleep(grace).await;
-                for path in paths {
+                for path in leases.objects_to_delete(paths) {
                     if let Err(error) = remote.delete(&path).await {
                         tracing::warn!(%error, "could not delete a compacted segment object");
                     }

@@ -52,6 +52,7 @@
 //!
 //! Rust 1.95.
 
+mod backup;
 mod cache;
 mod catalogue;
 mod collection;
@@ -71,6 +72,11 @@ mod store;
 mod upload;
 mod wal;
 
+pub use backup::{
+    BackupCounts, BackupError, BackupFile, BackupManifest, BackupTarget, ConsistentPoint, FileKind,
+    LAST_VERIFICATION_FILE, Problem, RestoreError, RestoreOptions, RestorePoint, RestoreReport,
+    Verification, VerifyOptions, VerifyReport, restore, verify, verify_and_record,
+};
 pub use catalogue::METRICS;
 pub use config::{
     CompactionConfig, Compression, ConfigError, Limits, Policy, StoreConfig, UploadConfig,

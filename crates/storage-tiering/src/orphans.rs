@@ -255,6 +255,7 @@ impl Shared {
                     keep.extend(entry.segments.iter().map(|s| s.id.clone()));
                 }
                 keep.extend(self.retiring.lock().iter().cloned());
+                keep.extend(self.leases.leased_segments());
             }
             let now = self.wall_now();
             // An object of a newer epoch is a newer writer's, whatever our manifest says.

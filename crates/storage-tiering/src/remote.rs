@@ -310,6 +310,11 @@ impl Remote {
         error
     }
 
+    /// The prefix this store owns.
+    pub(crate) fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
     pub(crate) fn segment_path(&self, collection: &str, id: &str) -> Path {
         join(&self.prefix, &format!("segments/{collection}/{id}.seg"))
     }

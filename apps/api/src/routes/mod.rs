@@ -5,6 +5,7 @@
 //! without being documented.
 
 pub mod admin;
+pub mod backups;
 pub mod breakers;
 pub mod collections;
 pub mod dlq;

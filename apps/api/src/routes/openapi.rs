@@ -35,6 +35,7 @@ use super::Routes;
         super::runtime_config::read,
         super::runtime_config::write,
         super::admin::delay,
+        super::backups::create,
         super::breakers::list,
         super::breakers::reset,
         super::breakers::force_open,

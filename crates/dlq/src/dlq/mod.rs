@@ -11,12 +11,16 @@
 //! `redrive` (handlers and redrive) and `ttl` (expiry); this file holds the handle's queries and
 //! settings.
 
+mod backup;
 mod commit;
 mod open;
 mod redrive;
 mod state;
 mod ttl;
 
+pub use self::backup::{
+    BACKUP_PAYLOADS_DIR, BACKUP_SNAPSHOT_FILE, BackupError, DlqBackup, restore_backup,
+};
 pub use self::ttl::CleanupTask;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

@@ -196,6 +196,11 @@ impl Shared {
             .chain(unpublished)
             .min();
         let covered = lowest.map_or(last, |lowest| last.min(lowest.saturating_sub(1)));
+        // Read after the collections: a backup's lease taken meanwhile is seen here.
+        let covered = self
+            .leases
+            .wal_floor()
+            .map_or(covered, |floor| covered.min(floor.saturating_sub(1)));
         let wal = self.wal.clone();
         if let Err(error) = blocking(move || wal.trim(covered)).await {
             tracing::warn!(%error, "could not delete covered wal files");

@@ -214,6 +214,9 @@ pub(crate) struct Shared {
     pub(crate) retiring: Arc<Mutex<HashSet<String>>>,
     /// Serialises orphan collection passes.
     pub(crate) orphan_lock: tokio::sync::Mutex<()>,
+    /// Retention leases of running backups: compaction, orphan collection and WAL trimming keep
+    /// what they hold.
+    pub(crate) leases: Arc<crate::backup::Leases>,
 }
 
 /// A durable record store with a WAL, a memory tier and an object-storage tier. Cheap to clone.
@@ -703,6 +706,13 @@ struct ListRange<'a> {
 }
 
 impl Shared {
+    /// Runs `capture` with the last published LSN while no write is published: every memtable
+    /// holds exactly the writes up to that LSN (a backup's consistent point).
+    pub(crate) fn with_writes_paused<T>(&self, capture: impl FnOnce(u64) -> T) -> T {
+        let _unpublished = self.unpublished.lock();
+        capture(self.published_lsn.load(Ordering::Acquire))
+    }
+
     pub(crate) fn collection(&self, name: &str) -> Option<Arc<Collection>> {
         self.collections.read().get(name).cloned()
     }

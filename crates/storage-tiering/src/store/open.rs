@@ -176,6 +176,7 @@ impl Store {
             clock_origin,
             retiring: Arc::new(Mutex::new(HashSet::new())),
             orphan_lock: tokio::sync::Mutex::new(()),
+            leases: Arc::default(),
         });
         shared.persist_catalog().await.map_err(|e| match e {
             CollectionError::Io { path, source } => OpenError::Io { path, source },

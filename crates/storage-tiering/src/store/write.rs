@@ -71,7 +71,7 @@ impl Store {
         self.write(collection, vec![(id.to_owned(), None)]).await
     }
 
-    pub(super) async fn write(
+    pub(crate) async fn write(
         &self,
         name: &str,
         entries: Vec<(String, Option<Bytes>)>,

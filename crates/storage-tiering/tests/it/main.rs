@@ -3,6 +3,7 @@
 //! for real sockets (with scripted error answers), and SIGKILLed child processes for crash
 //! safety.
 
+mod backup;
 mod catalog;
 mod common;
 mod crash;
