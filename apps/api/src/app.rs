@@ -117,6 +117,9 @@ pub struct App {
     pub dlq_cleanup: Option<CleanupTask>,
     /// Feeds the `dlq` and `circuit-breakers` threshold checks; stops when dropped.
     pub health_feeder: AbortOnDrop,
+    /// Reads the backup root's status for the `backup_*` metrics (with `backup.url` and a
+    /// store); stops when dropped.
+    pub backup_status: Option<AbortOnDrop>,
 }
 
 /// A background task that ends when its owner is dropped.
@@ -225,9 +228,18 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
     });
     let authenticator = Authenticator::new(&config.auth, &limiter, &mut registry)?;
     // Backups are of the store: without one the `backup_*` families are not registered.
-    let _backup_status = storage
+    let backup_status_metrics = storage
         .is_some()
         .then(|| crate::backup_status::BackupStatusMetrics::register(&mut registry));
+    let backup_status = match (&backup_status_metrics, &config.backup.url) {
+        (Some(metrics), Some(url)) => Some(crate::backup_status::spawn(
+            url.clone(),
+            config.backup.status_interval,
+            metrics.clone(),
+            std::sync::Arc::new(|url| Box::pin(crate::backup_status::read_root(url))),
+        )),
+        _ => None,
+    };
 
     let state = AppState {
         authenticator,
@@ -327,6 +339,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         dlq_cleanup,
         limiter,
         health_feeder,
+        backup_status,
     })
 }
 

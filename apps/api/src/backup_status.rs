@@ -126,7 +126,45 @@ impl BackupStatusMetrics {
     }
 }
 
-/// Reads the backup root; the caller's `read` does the I/O (see `crate::backup`).
+/// Reads the backup root at `url` once: the outcome is `unreadable` when the root or a record
+/// cannot be read, `missing` when no verification is recorded yet.
+pub async fn read_root(url: String) -> Observation {
+    let status = match mainstay_storage_tiering::BackupTarget::parse(&url) {
+        Ok(root) => mainstay_storage_tiering::backup_status(&root).await,
+        Err(error) => Err(error.to_string()),
+    };
+    match status {
+        Err(reason) => {
+            tracing::warn!(url = %url, reason = %reason, "backup status: the backup root could not be read");
+            Observation {
+                outcome: "unreadable",
+                ..Observation::default()
+            }
+        }
+        Ok(status) => Observation {
+            outcome: status
+                .last_verification
+                .as_ref()
+                .map_or("missing", |record| {
+                    OUTCOMES
+                        .into_iter()
+                        .find(|outcome| *outcome == record.outcome)
+                        .unwrap_or("unreadable")
+                }),
+            last_verification_at: status
+                .last_verification
+                .as_ref()
+                .map(|record| record.checked_at as f64),
+            last_success_at: status
+                .last_success
+                .as_ref()
+                .map(|record| record.checked_at as f64),
+            newest_backup_at: status.newest_backup.map(|(_, at)| at as f64),
+        },
+    }
+}
+
+/// Reads the backup root; [`read_root`] in the service, a fake in tests.
 pub type ReadRoot =
     Arc<dyn Fn(String) -> futures::future::BoxFuture<'static, Observation> + Send + Sync + 'static>;
 

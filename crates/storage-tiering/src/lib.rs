@@ -73,9 +73,10 @@ mod upload;
 mod wal;
 
 pub use backup::{
-    BackupCounts, BackupError, BackupFile, BackupManifest, BackupTarget, ConsistentPoint, FileKind,
-    LAST_VERIFICATION_FILE, Problem, RestoreError, RestoreOptions, RestorePoint, RestoreReport,
-    Verification, VerifyOptions, VerifyReport, restore, verify, verify_and_record,
+    BackupCounts, BackupError, BackupFile, BackupManifest, BackupStatus, BackupTarget,
+    ConsistentPoint, FileKind, LAST_SUCCESS_FILE, LAST_VERIFICATION_FILE, Problem,
+    RecordedVerification, RestoreError, RestoreOptions, RestorePoint, RestoreReport, Verification,
+    VerifyOptions, VerifyReport, restore, status as backup_status, verify, verify_and_record,
 };
 pub use catalogue::METRICS;
 pub use config::{

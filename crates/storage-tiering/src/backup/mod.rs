@@ -23,6 +23,7 @@ mod lease;
 mod location;
 mod manifest;
 mod restore;
+mod status;
 mod tail;
 
 pub(crate) use self::lease::Leases;
@@ -32,11 +33,16 @@ pub use self::restore::{
     Problem, RestoreOptions, RestorePoint, RestoreReport, Verification, VerifyOptions,
     VerifyReport, restore, verify, verify_and_record,
 };
+pub use self::status::{BackupStatus, RecordedVerification, status};
 
 use std::path::PathBuf;
 
 /// The file in a backup root where [`verify_and_record`] keeps its newest report.
 pub const LAST_VERIFICATION_FILE: &str = "last-verification.json";
+
+/// The file in a backup root where [`verify_and_record`] keeps its newest report whose outcome
+/// was `ok`.
+pub const LAST_SUCCESS_FILE: &str = "last-success.json";
 
 /// Why a backup could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@ use super::create::Staging;
 use super::manifest::{
     BackupCatalog, BackupManifest, CATALOG_FILE, FileKind, MANIFEST_FILE, TAIL_FILE, sha256,
 };
-use super::{BackupTarget, LAST_VERIFICATION_FILE, RestoreError, tail};
+use super::{BackupTarget, LAST_SUCCESS_FILE, LAST_VERIFICATION_FILE, RestoreError, tail};
 use crate::config::StoreConfig;
 use crate::error::WriteError;
 use crate::store::{DLQ_QUEUE, ListQuery, Store};
@@ -378,12 +378,21 @@ pub async fn verify_and_record(
     };
     let mut json = serde_json::to_vec_pretty(&report).unwrap_or_default();
     json.push(b'\n');
-    root.put(LAST_VERIFICATION_FILE, Bytes::from(json))
-        .await
-        .map_err(|e| RestoreError::Io {
-            path: format!("{}/{LAST_VERIFICATION_FILE}", root.url()),
-            reason: e.to_string(),
-        })?;
+    // The newest good one too, so that monitoring keeps the last success across failed runs
+    // (decision 0115); it is written first, so the two never disagree on the newest success.
+    let names: &[&str] = if report.outcome == Verification::Ok {
+        &[LAST_SUCCESS_FILE, LAST_VERIFICATION_FILE]
+    } else {
+        &[LAST_VERIFICATION_FILE]
+    };
+    for name in names {
+        root.put(name, Bytes::from(json.clone()))
+            .await
+            .map_err(|e| RestoreError::Io {
+                path: format!("{}/{name}", root.url()),
+                reason: e.to_string(),
+            })?;
+    }
     Ok(report)
 }
 
