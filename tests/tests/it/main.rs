@@ -1,6 +1,7 @@
 //! End-to-end tests against the built `mainstay-api` binary.
 
 mod auth;
+mod backup;
 mod backup_status;
 mod config;
 mod dlq_damage;
