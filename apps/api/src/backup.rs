@@ -33,16 +33,24 @@ pub const EXIT_BACKUP_TOO_OLD: u8 = 3;
 pub enum BackupCommand {
     /// Back up a stopped instance's store, DLQ and runtime settings to `<URL>/<backup id>/`.
     Create {
-        /// The backup root: a directory, `file:///dir` or `s3://bucket/prefix`.
+        /// The backup root: a directory, `file:///dir` or `s3://bucket/prefix` (default:
+        /// `backup.url`).
         #[arg(long, value_name = "URL")]
-        to: String,
+        to: Option<String>,
+        /// Ask the running instance at HOST:PORT for an online backup (`POST /admin/backups`
+        /// with `admin.token`) instead of opening a stopped instance's data directory.
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: Option<String>,
+        /// With --addr: how long to wait for the instance's answer.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30m")]
+        timeout: Duration,
     },
     /// Verify a backup by restoring it into a temporary directory: exit 0 ok, 1 damaged,
     /// 3 older than --max-age.
     Verify {
-        /// A backup, or a root (then its newest complete backup).
+        /// A backup, or a root (then its newest complete backup); default: `backup.url`.
         #[arg(value_name = "URL")]
-        url: String,
+        url: Option<String>,
         /// A backup whose consistent point is older than this is too old (exit 3), e.g. `26h`.
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         max_age: Option<Duration>,
@@ -55,9 +63,10 @@ pub enum BackupCommand {
     },
     /// Rebuild a data directory from a backup.
     Restore {
-        /// A backup, or a root (then its newest complete backup, or the one --at chooses).
+        /// A backup, or a root (then its newest complete backup, or the one --at chooses);
+        /// default: `backup.url`.
         #[arg(value_name = "URL")]
-        url: String,
+        url: Option<String>,
         /// The data directory to rebuild; it must be empty or missing.
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
@@ -66,6 +75,38 @@ pub enum BackupCommand {
         #[arg(long, value_name = "TIME|LSN")]
         at: Option<String>,
     },
+    /// Run the backup timetable until stopped: an online backup of the instance at --addr at
+    /// start and every --every, a recorded verification at start and every --verify-every.
+    Schedule {
+        /// The running instance to back up (HOST:PORT).
+        #[arg(long, value_name = "HOST:PORT")]
+        addr: String,
+        /// The backup root (default: `backup.url`).
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
+        /// Time between backups.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "1h")]
+        every: Duration,
+        /// Time between verifications.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "24h")]
+        verify_every: Duration,
+        /// A verified backup older than this is `too_old`.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "2h")]
+        max_age: Duration,
+    },
+}
+
+/// `url`, or the configured `backup.url`, or a refusal naming both.
+fn root_or_configured(file: Option<&Path>, url: Option<String>) -> Result<String, ExitCode> {
+    if let Some(url) = url {
+        return Ok(url);
+    }
+    match config::load(file) {
+        Ok((config, _)) => config.backup.url.ok_or_else(|| {
+            refuse("no backup location: give one, or set `backup.url` (MAINSTAY_BACKUP__URL)")
+        }),
+        Err(error) => Err(refuse(error)),
+    }
 }
 
 /// Runs a `backup` subcommand.
@@ -82,17 +123,140 @@ pub fn run(file: Option<&Path>, command: BackupCommand) -> ExitCode {
         }
     };
     match command {
-        BackupCommand::Create { to } => runtime.block_on(create(file, &to)),
+        BackupCommand::Create { to, addr, timeout } => {
+            if let Some(addr) = addr {
+                return runtime.block_on(create_online(file, &addr, to.as_deref(), timeout));
+            }
+            match root_or_configured(file, to) {
+                Ok(to) => runtime.block_on(create(file, &to)),
+                Err(code) => code,
+            }
+        }
         BackupCommand::Verify {
             url,
             max_age,
             json,
             record,
-        } => runtime.block_on(verify(&url, max_age, json, record)),
-        BackupCommand::Restore { url, data_dir, at } => {
-            runtime.block_on(restore(file, &url, &data_dir, at.as_deref()))
+        } => match root_or_configured(file, url) {
+            Ok(url) => runtime.block_on(verify(&url, max_age, json, record)),
+            Err(code) => code,
+        },
+        BackupCommand::Restore { url, data_dir, at } => match root_or_configured(file, url) {
+            Ok(url) => runtime.block_on(restore(file, &url, &data_dir, at.as_deref())),
+            Err(code) => code,
+        },
+        BackupCommand::Schedule {
+            addr,
+            to,
+            every,
+            verify_every,
+            max_age,
+        } => match root_or_configured(file, to) {
+            Ok(to) => runtime.block_on(schedule(file, addr, to, every, verify_every, max_age)),
+            Err(code) => code,
+        },
+    }
+}
+
+/// The admin token of the configuration (`admin.token`, usually `MAINSTAY_ADMIN__TOKEN`).
+fn admin_token(file: Option<&Path>) -> Result<Option<String>, ExitCode> {
+    config::load(file)
+        .map(|(config, _)| config.admin.token)
+        .map_err(refuse)
+}
+
+/// The one line `backup create` prints, from `POST /admin/backups`'s answer.
+fn created_line(answer: &serde_json::Value) -> String {
+    format!(
+        "backup {} written to {}: lsn={} files={} bytes={} records={} dlq_entries={}",
+        answer["id"].as_str().unwrap_or("?"),
+        answer["location"].as_str().unwrap_or("?"),
+        answer["consistent_lsn"],
+        answer["files"],
+        answer["bytes"],
+        answer["records"],
+        answer["dlq_entries"],
+    )
+}
+
+async fn create_online(
+    file: Option<&Path>,
+    addr: &str,
+    to: Option<&str>,
+    timeout: Duration,
+) -> ExitCode {
+    let token = match admin_token(file) {
+        Ok(token) => token,
+        Err(code) => return code,
+    };
+    match crate::backup_client::request_backup(addr, token.as_deref(), to, timeout).await {
+        Ok(answer) => {
+            println!("{}", created_line(&answer));
+            ExitCode::SUCCESS
+        }
+        Err(
+            error @ (crate::backup_client::ClientError::Address { .. }
+            | crate::backup_client::ClientError::NoToken),
+        ) => refuse(error),
+        Err(error) => {
+            eprintln!("mainstay-api: backup: {error}");
+            ExitCode::FAILURE
         }
     }
+}
+
+async fn schedule(
+    file: Option<&Path>,
+    addr: String,
+    to: String,
+    every: Duration,
+    verify_every: Duration,
+    max_age: Duration,
+) -> ExitCode {
+    let config = match config::load(file) {
+        Ok((config, _)) => config,
+        Err(error) => return refuse(error),
+    };
+    let token = config.admin.token.clone();
+    if token.is_none() {
+        return refuse(crate::backup_client::ClientError::NoToken);
+    }
+    let location = match BackupTarget::parse(&to) {
+        Ok(location) => location,
+        Err(error) => return refuse(error),
+    };
+    // JSON lines on stdout like the service's, so its log pipeline reads the timetable too.
+    let _telemetry = match mainstay_telemetry::init(&config.telemetry) {
+        Ok(guard) => guard,
+        Err(error) => return refuse(format!("telemetry: {error}")),
+    };
+    let backup = || {
+        let (addr, token, to) = (addr.clone(), token.clone(), to.clone());
+        async move {
+            crate::backup_client::request_backup(
+                &addr,
+                token.as_deref(),
+                Some(&to),
+                Duration::from_secs(1800),
+            )
+            .await
+            .map(|answer| created_line(&answer))
+            .map_err(|error| error.to_string())
+        }
+    };
+    let verify = || {
+        let location = location.clone();
+        async move {
+            let options = VerifyOptions::max_age(Some(max_age));
+            match mainstay_storage_tiering::verify_and_record(&location, &options).await {
+                Ok(report) if report.outcome == Verification::Ok => Ok(report.summary()),
+                Ok(report) => Err(report.summary()),
+                Err(error) => Err(error.to_string()),
+            }
+        }
+    };
+    crate::backup_schedule::run(every, verify_every, backup, verify).await;
+    ExitCode::SUCCESS
 }
 
 fn refuse(message: impl std::fmt::Display) -> ExitCode {

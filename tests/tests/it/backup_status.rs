@@ -58,7 +58,10 @@ async fn verification_outcomes_and_the_newest_backup_reach_the_metrics() -> Resu
     })
     .await?;
     ensure!(outcome(&text, "ok") == Some(0.0));
-    ensure!(text.contains("backup_last_success_timestamp_seconds NaN"), "{text}");
+    ensure!(
+        text.contains("backup_last_success_timestamp_seconds NaN"),
+        "{text}"
+    );
 
     // A backup, then a verification that finds it good.
     let created = client
@@ -75,9 +78,12 @@ async fn verification_outcomes_and_the_newest_backup_reach_the_metrics() -> Resu
     ensure!(verify(scratch.path(), &root)?.success());
     let text = until(&client, &api, "ok", |text| outcome(text, "ok") == Some(1.0)).await?;
     let newest = sample(&text, "backup_newest_timestamp_seconds", &[]);
-    ensure!(newest == Some(consistent_at), "{newest:?} {consistent_at}\n{text}");
-    let success = sample(&text, "backup_last_success_timestamp_seconds", &[])
-        .context("no last success")?;
+    ensure!(
+        newest == Some(consistent_at),
+        "{newest:?} {consistent_at}\n{text}"
+    );
+    let success =
+        sample(&text, "backup_last_success_timestamp_seconds", &[]).context("no last success")?;
     ensure!(success >= consistent_at, "{text}");
     ensure!(sample(&text, "backup_last_verification_timestamp_seconds", &[]) == Some(success));
 
@@ -85,7 +91,9 @@ async fn verification_outcomes_and_the_newest_backup_reach_the_metrics() -> Resu
     let id = created["id"].as_str().context("no id")?;
     let segment = walk(&root.join(id))
         .into_iter()
-        .find(|path| path.extension().is_some_and(|ext| ext == "seg") || path.ends_with("wal-tail.bin"))
+        .find(|path| {
+            path.extension().is_some_and(|ext| ext == "seg") || path.ends_with("wal-tail.bin")
+        })
         .context("no segment or WAL tail in the backup")?;
     let mut bytes = std::fs::read(&segment)?;
     let middle = bytes.len() / 2;

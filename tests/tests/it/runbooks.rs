@@ -323,6 +323,7 @@ const CASES: &[&str] = &[
     "scenario-dlq-growing.md",
     "scenario-object-store-outage.md",
     "scenario-redis-down.md",
+    "scenario-restore-from-backup.md",
     "scenario-rotate-secrets.md",
 ];
 
@@ -382,6 +383,11 @@ fn dlq_growing() -> Result<()> {
 #[test]
 fn redis_down() -> Result<()> {
     run_runbook("scenario-redis-down.md")
+}
+
+#[test]
+fn restore_from_backup() -> Result<()> {
+    run_runbook("scenario-restore-from-backup.md")
 }
 
 #[test]

@@ -26,9 +26,10 @@ pub fn routes() -> Routes {
 pub struct BackupRequest {
     /// The backup root: a directory path on this host, `file:///dir` or `s3://bucket/prefix`.
     /// The backup goes to `<to>/<backup id>/`. Refused inside the live data directory or the
-    /// store's own object-store prefix.
+    /// store's own object-store prefix. Default: `backup.url`.
+    #[serde(default)]
     #[schema(min_length = 1, max_length = 4096)]
-    pub to: String,
+    pub to: Option<String>,
 }
 
 /// A backup written.
@@ -58,7 +59,7 @@ pub struct BackupCreated {
     responses(
         (status = 201, description = "The backup is complete (its backup.json written)", body = BackupCreated),
         (status = 400, description = "The body is not a backup request", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The destination is not usable, or inside the live data directory or object-store prefix", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The destination is not usable, inside the live data directory or object-store prefix, or missing with no `backup.url`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Storage is disabled, or the store is fenced or closed", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "Reading the store or writing the destination failed; no complete backup was written", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
@@ -69,7 +70,9 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Response {
         Err(error) => {
             return Problem::new(
                 StatusCode::BAD_REQUEST,
-                format!("the body must be {{\"to\": \"<url>\"}}: {error}"),
+                format!(
+                    "the body must be {{\"to\": \"<url>\"}} or {{}} (then `backup.url`): {error}"
+                ),
             )
             .into_response();
         }
@@ -86,7 +89,14 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Response {
         .storage
         .data_dir
         .join(crate::config::ADMIN_OVERRIDES_FILE);
-    let target = match BackupTarget::parse(&request.to) {
+    let Some(to) = request.to.or_else(|| state.config.backup.url.clone()) else {
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no destination: give {\"to\": \"<url>\"}, or set `backup.url`",
+        )
+        .into_response();
+    };
+    let target = match BackupTarget::parse(&to) {
         Ok(target) => target.settings_file(settings),
         Err(error) => {
             return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
@@ -96,7 +106,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Response {
     match storage.store.backup(&target).await {
         Ok(manifest) => {
             let created = BackupCreated {
-                location: format!("{}/{}", request.to.trim_end_matches('/'), manifest.id),
+                location: format!("{}/{}", to.trim_end_matches('/'), manifest.id),
                 id: manifest.id.clone(),
                 consistent_lsn: manifest.consistent_point.lsn,
                 consistent_at: manifest.consistent_point.unix_time,
