@@ -5,6 +5,7 @@ mod backup;
 mod backup_status;
 mod config;
 mod dlq_damage;
+mod drill;
 mod health;
 mod http;
 mod metrics_catalogue;
