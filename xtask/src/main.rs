@@ -54,7 +54,7 @@ enum Task {
     },
     /// Check the dependency rules between the workspace crates.
     Deps,
-    /// Run benchmarks: `http`, `breaker`, `dlq`, `health`, `journal`, `probes`, `ratelimit`, `storage` (all when none is named).
+    /// Run benchmarks: `http`, `breaker`, `dlq`, `health`, `journal`, `probes`, `ratelimit`, `storage`, `restore` (all when none is named).
     Bench {
         /// Names of the benchmarks to run.
         names: Vec<String>,
@@ -152,6 +152,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("probes", "mainstay-tests", "probes"),
     ("ratelimit", "mainstay-ratelimit", "limits"),
     ("storage", "mainstay-storage-tiering", "inserts"),
+    ("restore", "mainstay-storage-tiering", "restore"),
 ];
 
 fn bench(names: &[String]) -> Result<()> {
