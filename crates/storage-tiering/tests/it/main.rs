@@ -12,6 +12,7 @@ mod handover;
 #[cfg(feature = "health")]
 mod health;
 mod http_status;
+mod keyring;
 mod model;
 mod offline;
 mod orphans;
