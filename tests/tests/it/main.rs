@@ -3,6 +3,7 @@
 mod auth;
 mod config;
 mod dlq_damage;
+mod encryption;
 mod health;
 mod http;
 mod metrics_catalogue;

@@ -66,6 +66,13 @@ impl KeyringMetrics {
         Self::default()
     }
 
+    /// Creates every series of a keyring labelled `keyring` at zero, so that a scrape shows them
+    /// before its first call, or while the application runs without one (decision 0097). A
+    /// keyring opened with these metrics does the same.
+    pub fn start_up_series(&self, keyring: &str) {
+        let _instruments = self.instruments(keyring);
+    }
+
     /// Creates every series of the keyring `name`, at zero, and keeps their handles so that
     /// counting allocates nothing.
     pub(crate) fn instruments(&self, name: &str) -> Instruments {
