@@ -84,7 +84,7 @@ impl KeyringMetrics {
                     .get_or_create(&OperationLabels {
                         keyring: name.to_owned(),
                         operation,
-                        outcome: *outcome,
+                        outcome,
                     })
                     .clone();
                 operations.push(((operation, *outcome), counter));
@@ -97,7 +97,7 @@ impl KeyringMetrics {
                     .lookups
                     .get_or_create(&LookupLabels {
                         keyring: name.to_owned(),
-                        outcome: *outcome,
+                        outcome,
                     })
                     .clone();
                 (*outcome, counter)
