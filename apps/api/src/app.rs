@@ -24,6 +24,7 @@ use mainstay_ratelimit::layer::RateLimitLayer;
 use mainstay_ratelimit::{CallerIdentity, FallbackMode, RateLimitMetrics, RateLimiter};
 use mainstay_resilience::{BreakerRegistry, BreakerState, ResilienceMetrics};
 use mainstay_storage_tiering::health::{ObjectStoreCheck, WalCheck, WriterCheck};
+use mainstay_storage_tiering::keyring::{Keyring, KeyringMetrics, KeyringOpenError};
 use mainstay_storage_tiering::{StorageMetrics, Store};
 
 use crate::auth::{Authenticator, Caller};
@@ -51,6 +52,9 @@ pub struct AppState {
     pub breakers: BreakerRegistry,
     /// Fenced and failed-WAL answers, their log lines and gauges.
     pub faults: Arc<crate::faults::Faults>,
+    /// The keyring that seals record values, with `storage.encryption` on; `None` otherwise.
+    /// Erasing an organisation calls its `destroy`.
+    pub keyring: Option<Keyring>,
 }
 
 /// The record store with its dead-letter queue and the state of the routes that write to it.
@@ -113,6 +117,8 @@ pub struct App {
     pub limiter: RateLimiter,
     /// The record store and its dead-letter queue; `None` in the stateless mode.
     pub storage: Option<Storage>,
+    /// The keyring of `storage.encryption`, as [`AppState::keyring`].
+    pub keyring: Option<Keyring>,
     /// The periodic TTL cleanup of the dead-letter queue; stops when dropped.
     pub dlq_cleanup: Option<CleanupTask>,
     /// Feeds the `dlq` and `circuit-breakers` threshold checks; stops when dropped.
@@ -151,6 +157,10 @@ pub enum BuildError {
     /// The record store could not be opened (locked, corrupt, object store unreadable or fenced).
     #[error("could not open the record store: {0}")]
     Store(#[from] mainstay_storage_tiering::OpenError),
+    /// The keyring of `storage.encryption` could not be opened: its check object is damaged, or
+    /// the key store is unavailable (a wrong master key is a [`BuildError::Config`]).
+    #[error("could not open the keyring: {0}")]
+    Keyring(KeyringOpenError),
     /// The data directory could not be prepared.
     #[error("could not prepare the data directory {path}: {source}")]
     DataDir {
@@ -197,7 +207,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         &mut registry,
         limiter.uses_redis().then(|| limiter.clone()),
     )?;
-    let (storage, dlq_cleanup) = if config.storage.enabled {
+    let (storage, dlq_cleanup, keyring) = if config.storage.enabled {
         let (storage, dlq_cleanup) = open_storage(
             &config,
             &mut registry,
@@ -206,9 +216,10 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
             &breakers,
         )
         .await?;
-        (Some(storage), Some(dlq_cleanup))
+        let keyring = open_keyring(&config, &mut registry).await?;
+        (Some(storage), Some(dlq_cleanup), keyring)
     } else {
-        (None, None)
+        (None, None, None)
     };
     let health_feeder = feed_threshold_checks(
         &config,
@@ -248,6 +259,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         breakers: breakers.clone(),
         storage: storage.clone(),
         faults,
+        keyring: keyring.clone(),
         registry: Arc::new(registry),
         config: Arc::new(config),
     };
@@ -336,6 +348,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         health,
         breakers,
         storage,
+        keyring,
         dlq_cleanup,
         limiter,
         health_feeder,
@@ -406,6 +419,16 @@ async fn open_store(
         })?;
         store_config.object_store_url = Some(format!("file://{}", objects.display()));
     }
+    if store_config.encryption {
+        // Sealed values are bigger than what callers send by the seal's overhead; the routes
+        // check the configured limits against the plaintext.
+        let overhead = mainstay_storage_tiering::keyring::SEAL_OVERHEAD;
+        let limits = &mut store_config.limits;
+        limits.max_value_bytes = limits.max_value_bytes.saturating_add(overhead);
+        limits.max_batch_bytes = limits
+            .max_batch_bytes
+            .saturating_add(overhead.saturating_mul(limits.max_batch_records));
+    }
     let (store, recovery) = Store::builder(store_config)
         .name("storage")
         .metrics(StorageMetrics::register(registry))
@@ -415,6 +438,57 @@ async fn open_store(
         .await?;
     tracing::info!(recovery = ?recovery, "record store open");
     Ok(store)
+}
+
+/// Registers the keyring's metric families (with the store, whether or not encryption is on) and,
+/// with `storage.encryption`, opens the keyring on `storage.keys_url` (default: `_keys` under the
+/// store's object store) and checks the master key against it.
+async fn open_keyring(
+    config: &Config,
+    registry: &mut Registry,
+) -> Result<Option<Keyring>, BuildError> {
+    let metrics = KeyringMetrics::register(registry);
+    metrics.start_up_series("storage");
+    if !config.storage.encryption {
+        return Ok(None);
+    }
+    let master_key = config.storage.master_key.clone().ok_or_else(|| {
+        ConfigError::Invalid(
+            "key `storage.master_key`: required when `storage.encryption` is on".into(),
+        )
+    })?;
+    let url = match (&config.storage.keys_url, &config.storage.object_store_url) {
+        (Some(url), _) => url.clone(),
+        (None, Some(url)) => format!("{}/_keys", url.trim_end_matches('/')),
+        (None, None) => {
+            let objects = config.storage.data_dir.join("objects");
+            let objects =
+                std::fs::canonicalize(&objects).map_err(|source| BuildError::DataDir {
+                    path: objects.clone(),
+                    source,
+                })?;
+            format!("file://{}/_keys", objects.display())
+        }
+    };
+    let opened = match Keyring::builder_from_url(&url, master_key) {
+        Ok(builder) => builder.name("storage").metrics(metrics).open().await,
+        Err(error) => Err(error),
+    };
+    match opened {
+        Ok(keyring) => {
+            tracing::info!(keys = %crate::config::mask_url(&url), "keyring open: record values are sealed");
+            Ok(Some(keyring))
+        }
+        Err(error @ (KeyringOpenError::WrongMasterKey { .. } | KeyringOpenError::Url { .. })) => {
+            let key = if matches!(error, KeyringOpenError::Url { .. }) {
+                "storage.keys_url"
+            } else {
+                "storage.master_key"
+            };
+            Err(ConfigError::Invalid(format!("key `{key}`: {error}")).into())
+        }
+        Err(error) => Err(BuildError::Keyring(error)),
+    }
 }
 
 /// Registers the threshold checks other components feed, and the task that feeds them every cache

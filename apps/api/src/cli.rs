@@ -33,6 +33,10 @@ fn damaged_data(error: &crate::app::BuildError) -> bool {
         ) => true,
         crate::app::BuildError::Store(OpenError::Dlq(error))
         | crate::app::BuildError::Dlq(error) => dlq_damaged(error),
+        crate::app::BuildError::Keyring(error) => matches!(
+            error,
+            mainstay_storage_tiering::keyring::KeyringOpenError::DamagedCheck { .. }
+        ),
         _ => false,
     }
 }

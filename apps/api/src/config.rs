@@ -312,7 +312,15 @@ impl ConfigError {
                     .find_value(&key)
                     .ok()
                     .and_then(|value| serde_json::to_string(&value).ok())
-                    .map(|value| format!(" = {value}"))
+                    .map(|value| {
+                        // A malformed secret is named, never shown.
+                        let leaf = key.rsplit('.').next().unwrap_or_default();
+                        if is_secret_key(leaf) {
+                            " = [REDACTED]".to_owned()
+                        } else {
+                            format!(" = {value}")
+                        }
+                    })
                     .unwrap_or_default();
                 let allowed = KEY_DOCS
                     .iter()
@@ -699,9 +707,9 @@ impl Config {
 
 /// Key names whose values are never shown.
 /// Keys shown as `[REDACTED]` besides those whose name holds a secret by the logs' patterns
-/// (`*token*`, `*secret*`, `*password*`, ...): hashes of API keys, and header lists (an OTLP
-/// collector's `Authorization`).
-const SECRET_KEYS: &[&str] = &["key_sha256", "headers", "otlp_headers"];
+/// (`*token*`, `*secret*`, `*password*`, ...): hashes of API keys, header lists (an OTLP
+/// collector's `Authorization`), and the storage master key.
+const SECRET_KEYS: &[&str] = &["key_sha256", "headers", "otlp_headers", "master_key"];
 
 /// Secret tables whose entry names are shown (which headers are sent), values masked.
 const NAMES_SHOWN: &[&str] = &["headers", "otlp_headers"];
@@ -1271,6 +1279,21 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "A collection's memtable is frozen into a segment past this size.",
     ),
     (
+        "storage.encryption",
+        "boolean",
+        "Seal every record value with its organisation's data key (XChaCha20-Poly1305; ids and collection names stay plain). Needs `storage.master_key`. Values written before it was on stay readable (docs/operations/encryption.md).",
+    ),
+    (
+        "storage.master_key",
+        "string (secret): 64 hex digits or base64 of 32 bytes",
+        "The key that wraps the per-organisation data keys; required with `storage.encryption` (exit 2 without it, or when it is not the key the key store was set up with). Make one with `openssl rand -hex 32`; keep it in a secret, not in the file.",
+    ),
+    (
+        "storage.keys_url",
+        "URL",
+        "Where the wrapped data keys and the erasure ledger live: `file:///path`, `memory://` or `s3://bucket/prefix`; keep it out of backups. Unset: `_keys` under the object store of `storage.object_store_url`.",
+    ),
+    (
         "storage.object_store_url",
         "URL",
         "`file:///path`, `memory://` or `s3://bucket/prefix` (endpoint, region and credentials from `AWS_*`); unset means `data_dir/objects` on the local file system.",
@@ -1525,6 +1548,11 @@ mod secret_tests {
         config.redis.url = Some("redis://:redis-hunter2@127.0.0.1:6379".into());
         config.storage.object_store_url = Some("s3://AKIA:s3-hunter2@bucket/p".into());
         config.telemetry.otlp_endpoint = Some("https://otlp:otlp-hunter2@collector:4318".into());
+        config.storage.master_key = Some(
+            "a1a2a3a4a5a6a7a8a9aaabacadaeafa0b1b2b3b4b5b6b7b8b9babbbcbdbebfb0"
+                .parse()
+                .expect("key"),
+        );
         let keys = flatten(&config);
         let dump = serde_json::to_string(&keys).expect("json");
         for secret in [
@@ -1532,10 +1560,12 @@ mod secret_tests {
             "redis-hunter2",
             "s3-hunter2",
             "otlp-hunter2",
+            "a1a2a3a4a5a6a7a8",
         ] {
             assert!(!dump.contains(secret), "{secret} shown in {dump}");
         }
         assert_eq!(keys["admin.token"], json!("[REDACTED]"));
+        assert_eq!(keys["storage.master_key"], json!("[REDACTED]"));
         assert_eq!(
             keys["redis.url"],
             json!("redis://[REDACTED]@127.0.0.1:6379")

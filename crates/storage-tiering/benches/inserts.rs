@@ -1,5 +1,7 @@
 //! Insert throughput of a `memory_s3` collection uploading to the in-process S3 server, beside the
-//! disk's bare group-commit floor and object_store's raw put rate to the same server, in one run.
+//! disk's bare group-commit floor and object_store's raw put rate to the same server, and the cost
+//! of sealing values with the keyring (`storage.encryption`: inserts with and without it), in one
+//! run.
 //!
 //! `cargo bench -p mainstay-storage-tiering --bench inserts` prints a table; figures are compared
 //! as ratios (see the crate README).
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt as _;
+use mainstay_storage_tiering::keyring::{Keyring, MasterKey};
 use mainstay_storage_tiering::{Policy, Store, StoreConfig};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
@@ -19,6 +22,8 @@ mod s3_server;
 const VALUE: usize = 1024;
 const WRITERS: usize = 64;
 const RECORDS: usize = 120_000;
+/// Records of each side of the encryption comparison.
+const SEALED_RECORDS: usize = 60_000;
 
 /// One write of many framed records, then one fdatasync: the best the disk can do.
 fn floor(dir: &std::path::Path) -> f64 {
@@ -63,20 +68,36 @@ fn grouped_floor(dir: &std::path::Path) -> f64 {
     rate
 }
 
-/// Concurrent writers of 1 KiB values; returns acknowledged records/s and sorted latencies.
-async fn insert(store: &Store, collection: &'static str, records: usize) -> (f64, Vec<Duration>) {
+/// Concurrent writers of 1 KiB values, each sealed first when a keyring is given (as the API
+/// does with `storage.encryption`); returns acknowledged records/s and sorted latencies.
+async fn insert(
+    store: &Store,
+    keyring: Option<&Keyring>,
+    collection: &'static str,
+    records: usize,
+) -> (f64, Vec<Duration>) {
     let value = Bytes::from(vec![42u8; VALUE]);
     let started = Instant::now();
     let tasks: Vec<_> = (0..WRITERS)
         .map(|writer| {
             let store = store.clone();
             let value = value.clone();
+            let keyring = keyring.cloned();
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(records / WRITERS);
                 for n in 0..records / WRITERS {
                     let id = format!("w{writer:02}-{n:07}");
                     let at = Instant::now();
-                    store.put(collection, &id, value.clone()).await.unwrap();
+                    let stored = match &keyring {
+                        Some(keyring) => Bytes::from(
+                            keyring
+                                .seal("bench-org", collection, &id, &value)
+                                .await
+                                .unwrap(),
+                        ),
+                        None => value.clone(),
+                    };
+                    store.put(collection, &id, stored).await.unwrap();
                     latencies.push(at.elapsed());
                 }
                 latencies
@@ -162,7 +183,7 @@ fn main() {
             eprintln!("inserting");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let (local_rate, local_latencies) = insert(&store, "local", RECORDS).await;
+        let (local_rate, local_latencies) = insert(&store, None, "local", RECORDS).await;
         let fsyncs = counter(&registry, "storage_wal_fsyncs_total");
         // `BENCH_MEMORY_ONLY=1` stops here, so that a profile of the run shows the WAL path alone.
         if std::env::var_os("BENCH_MEMORY_ONLY").is_some() {
@@ -170,13 +191,31 @@ fn main() {
                 local_rate / grouped, percentile(&local_latencies, 99), RECORDS as f64 / fsyncs);
             return;
         }
-        let (rate, latencies) = insert(&store, "bench", RECORDS).await;
+        // Encryption's cost: the same inserts into `memory` collections, plain then sealed.
+        let keyring = Keyring::builder(std::sync::Arc::new(object_store::memory::InMemory::new()), MasterKey::generate())
+            .open()
+            .await
+            .unwrap();
+        store.create_collection("plain", Policy::Memory).await.unwrap();
+        store.create_collection("sealed", Policy::Memory).await.unwrap();
+        let (plain_rate, plain_latencies) = insert(&store, None, "plain", SEALED_RECORDS).await;
+        let (sealed_rate, sealed_latencies) = insert(&store, Some(&keyring), "sealed", SEALED_RECORDS).await;
+        // The seal alone, on one thread: the CPU cost per value.
+        let value = vec![42u8; VALUE];
+        let seals = 50_000;
+        let started = Instant::now();
+        for n in 0..seals {
+            let sealed = keyring.seal("bench-org", "sealed", &n.to_string(), &value).await.unwrap();
+            std::hint::black_box(sealed);
+        }
+        let seal_rate = seals as f64 / started.elapsed().as_secs_f64();
+        let (rate, latencies) = insert(&store, None, "bench", RECORDS).await;
         store.flush().await.unwrap();
         store.wait_uploaded(Duration::from_secs(300)).await.unwrap();
 
         // Upload throughput: build a backlog with the breaker forced open, then time the drain.
         store.breaker().force_open();
-        let _ = insert(&store, "drain", RECORDS).await;
+        let _ = insert(&store, None, "drain", RECORDS).await;
         store.flush().await.unwrap();
         let backlog = store.backlog_bytes();
         let started = Instant::now();
@@ -201,6 +240,12 @@ fn main() {
         println!("{:<56} {:>12.2}", "  ratio to the group-commit floor", rate / grouped);
         println!("{:<56} {:>12.3}", "  p50 / p99 latency (ms)", percentile(&latencies, 50));
         println!("{:<56} {:>12.3}", "", percentile(&latencies, 99));
+        println!("{:<56} {:>12.0}", format!("memory, plain ({SEALED_RECORDS}): inserts/s"), plain_rate);
+        println!("{:<56} {:>12.0}", format!("memory, sealed by the keyring ({SEALED_RECORDS}): inserts/s"), sealed_rate);
+        println!("{:<56} {:>12.3}", "  ratio sealed / plain", sealed_rate / plain_rate);
+        println!("{:<56} {:>12.3}", "  p99 latency plain / sealed (ms)", percentile(&plain_latencies, 99));
+        println!("{:<56} {:>12.3}", "", percentile(&sealed_latencies, 99));
+        println!("{:<56} {:>12.0}", format!("seal of {VALUE} B on one thread (seals/s)"), seal_rate);
         println!("{:<56} {:>12.1}", "raw object_store put rate (MiB/s)", raw / 1_048_576.0);
         println!("{:<56} {:>12.1}", "upload drain of a backlog (MiB/s)", drained / 1_048_576.0);
         println!("{:<56} {:>12.2}", "  ratio to raw put rate", drained / raw);

@@ -4,8 +4,9 @@ use mainstay_clock::catalogue::{MetricFamily, MetricKind};
 
 const OWNER: &str = "mainstay-storage-tiering";
 
-/// Every metric family [`StorageMetrics::register`](crate::StorageMetrics::register) registers, as
-/// the exposition shows it. A test compares it with a real exposition.
+/// Every metric family [`StorageMetrics::register`](crate::StorageMetrics::register) and
+/// [`KeyringMetrics::register`](crate::keyring::KeyringMetrics::register) register, as the
+/// exposition shows it. A test compares it with a real exposition.
 pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "storage_inserts",
@@ -232,6 +233,24 @@ pub const METRICS: &[MetricFamily] = &[
         owner: OWNER,
         buckets: None,
     },
+    MetricFamily {
+        name: "keyring_operations",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &["keyring", "operation", "outcome"],
+        help: "Keyring seal, open, destroy and reinstate calls by outcome",
+        owner: OWNER,
+        buckets: None,
+    },
+    MetricFamily {
+        name: "keyring_key_lookups",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &["keyring", "outcome"],
+        help: "Data key lookups by outcome",
+        owner: OWNER,
+        buckets: None,
+    },
 ];
 
 #[cfg(test)]
@@ -249,6 +268,8 @@ mod tests {
         let mut registry = Registry::default();
         let metrics = StorageMetrics::register(&mut registry);
         let _instruments = metrics.instruments("catalogue");
+        let keyring = crate::keyring::KeyringMetrics::register(&mut registry);
+        let _keyring_instruments = keyring.instruments("catalogue");
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert_eq!(

@@ -130,6 +130,15 @@ pub struct StoreConfig {
     pub upload: UploadConfig,
     /// Compaction.
     pub compaction: CompactionConfig,
+    /// Whether the embedding application seals values with the [`keyring`](crate::keyring)
+    /// (per-organisation data keys wrapped by `master_key`). The store itself never reads it: it
+    /// stores what it is given. Default `false`.
+    pub encryption: bool,
+    /// The key that wraps the data keys; required with `encryption`. Never shown.
+    pub master_key: Option<crate::keyring::MasterKey>,
+    /// Where the wrapped data keys and the erasure ledger live (`file://`, `memory://` or
+    /// `s3://`); keep it out of backups. Default none: `<object_store_url>/_keys`.
+    pub keys_url: Option<String>,
 }
 
 impl Default for StoreConfig {
@@ -149,6 +158,9 @@ impl Default for StoreConfig {
             limits: Limits::default(),
             upload: UploadConfig::default(),
             compaction: CompactionConfig::default(),
+            encryption: false,
+            master_key: None,
+            keys_url: None,
         }
     }
 }
@@ -292,6 +304,24 @@ impl StoreConfig {
     ///
     /// [`ConfigError`] naming the key, the value and what is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.encryption && self.master_key.is_none() {
+            return Err(ConfigError::new(
+                "master_key",
+                "(none)",
+                "a 32-byte key as 64 hex digits or base64 is required when `encryption` is on; make one with `openssl rand -hex 32`",
+            ));
+        }
+        if let Some(url) = &self.keys_url
+            && !["file://", "memory://", "s3://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(ConfigError::new(
+                "keys_url",
+                url,
+                "a `file://`, `memory://` or `s3://` URL",
+            ));
+        }
         if self.wal_segment_bytes < 4096 {
             return Err(ConfigError::new(
                 "wal_segment_bytes",

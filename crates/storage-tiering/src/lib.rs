@@ -9,7 +9,9 @@
 //! referenced from a DLQ entry whose redrive uploads it. Objects a crash leaves unreferenced are
 //! deleted once older than a grace period ([`Store::collect_orphans`]). A writer fenced by a newer
 //! one refuses writes; once it is stopped, [`HandoverSource`] and [`Store::accept_handover`] give
-//! its acknowledged but never uploaded records to the current writer.
+//! its acknowledged but never uploaded records to the current writer. The [`keyring`] seals
+//! values with per-organisation data keys whose destruction makes an organisation's values
+//! unreadable everywhere.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -45,7 +47,7 @@
 //!
 //! # Metrics
 //!
-//! See [`StorageMetrics`]. The upload breaker reports through `mainstay-resilience`
+//! See [`StorageMetrics`] and, for encryption at rest, [`keyring::KeyringMetrics`]. The upload breaker reports through `mainstay-resilience`
 //! (`circuit_breaker_state{breaker="<name>-uploads"}`) and the upload DLQ through `mainstay-dlq`.
 //!
 //! # MSRV
@@ -63,6 +65,7 @@ mod handover;
 #[cfg(feature = "health")]
 pub mod health;
 mod http_status;
+pub mod keyring;
 mod metrics;
 mod names;
 mod orphans;

@@ -6,6 +6,7 @@ mod backup_status;
 mod config;
 mod dlq_damage;
 mod drill;
+mod encryption;
 mod health;
 mod http;
 mod metrics_catalogue;

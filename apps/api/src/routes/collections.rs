@@ -10,6 +10,13 @@
 //! with 503 and `Retry-After`, never dropped. With the object store unavailable, a listing answers
 //! what memory and the cache hold with `degraded: true`; a single read that needs the store is a
 //! 503 problem with the same fields, never a false 404.
+//!
+//! With `storage.encryption` on, every value is sealed with the organisation's data key before it
+//! reaches the store (bound to the store's collection name and the record id) and opened on the
+//! way out; ids and collection names stay plain. A value of an erased organisation answers 403 of
+//! type `.../organisation-erased`; one that does not authenticate answers 500 of type
+//! `.../damaged-record` naming the collection and id, counted in
+//! `keyring_operations_total{operation="open",outcome="damaged"}`.
 
 use axum::Extension;
 use axum::Json;
@@ -19,6 +26,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine as _;
+use mainstay_storage_tiering::keyring::KeyringError;
 use mainstay_storage_tiering::{
     CollectionError, ListQuery, Policy, ReadError, WalError, WriteError,
 };
@@ -194,6 +202,89 @@ fn write_error(state: &AppState, error: WriteError) -> Response {
             .into_response()
         }
     }
+}
+
+/// The answer to a keyring failure on record `id` of the store's collection `name`.
+fn keyring_error(error: &KeyringError, name: &str, id: &str) -> Response {
+    // The caller's name of the collection: the store's less the organisation tag.
+    let collection = name.split_once('-').map_or(name, |(_, rest)| rest);
+    match error {
+        KeyringError::Erased => Problem::typed(
+            StatusCode::FORBIDDEN,
+            "organisation-erased",
+            "organisation erased",
+            "this organisation was erased: its data key was destroyed, so its records can be neither read nor written",
+        )
+        .into_response(),
+        KeyringError::Unavailable(_) => {
+            tracing::warn!(error = %error, "keyring unavailable");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the key store is unavailable: {error}; retry"),
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+            .into_response()
+        }
+        _ => {
+            tracing::error!(error = %error, collection, id, "record value does not open");
+            Problem::typed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "damaged-record",
+                "damaged record",
+                format!(
+                    "record {id:?} of collection {collection:?} cannot be decrypted ({error}); it is never served corrupt"
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// The value to store for record `id`: sealed with the organisation's data key when encryption
+/// is on (after the size check against the configured limit, so that the seal's overhead never
+/// refuses a value within it), as given otherwise.
+async fn seal(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    id: &str,
+    value: Bytes,
+) -> Result<Bytes, Response> {
+    let Some(keyring) = &state.keyring else {
+        return Ok(value);
+    };
+    let limit = state.config.storage.limits.max_value_bytes;
+    if value.len() > limit {
+        return Err(write_error(
+            state,
+            WriteError::ValueTooLarge {
+                size: value.len(),
+                limit,
+            },
+        ));
+    }
+    keyring
+        .seal(&caller.organisation, name, id, &value)
+        .await
+        .map(Bytes::from)
+        .map_err(|error| keyring_error(&error, name, id))
+}
+
+/// A stored value as the caller wrote it: opened when it is sealed.
+async fn open(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    id: &str,
+    stored: Bytes,
+) -> Result<Bytes, Response> {
+    let Some(keyring) = &state.keyring else {
+        return Ok(stored);
+    };
+    keyring
+        .open(&caller.organisation, name, id, &stored)
+        .await
+        .map_err(|error| keyring_error(&error, name, id))
 }
 
 /// The degraded fields, on a 503 read as on a degraded listing.
@@ -385,6 +476,7 @@ pub async fn drop_collection(storage: Storage, OrgCollection(name): OrgCollectio
     request_body(content = RawBytes, content_type = "application/octet-stream", description = "The value, at most `storage.limits.max_value_bytes` (1 MiB by default)"),
     responses(
         (status = 204, description = "Acknowledged (fsync'd to the WAL)"),
+        (status = 403, description = "The organisation was erased (`type` ends in `/organisation-erased`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Value over the limit", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid id", body = Problem, content_type = "application/problem+json"),
@@ -393,10 +485,15 @@ pub async fn drop_collection(storage: Storage, OrgCollection(name): OrgCollectio
 pub async fn put_record(
     storage: Storage,
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     OrgCollection(name): OrgCollection,
     Path((_, id)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
+    let body = match seal(&state, &caller, &name, &id, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let _shared = storage.write_gate.read().await;
     match storage.store.put(&name, &id, body).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -409,16 +506,24 @@ pub async fn put_record(
     params(("collection" = String, Path, description = "The collection, `[a-z0-9][a-z0-9_-]{0,50}`", pattern = r"^[a-z0-9][a-z0-9_-]{0,50}$", min_length = 1, max_length = 51), ("id" = String, Path, description = "The record id: 1-512 characters of `A-Z a-z 0-9 - _ . ~`, not `.` or `..`", pattern = r"^(?:[A-Za-z0-9_~-]|\.[A-Za-z0-9_~-]|\.\.[A-Za-z0-9._~-])[A-Za-z0-9._~-]*$", min_length = 1, max_length = 512)),
     responses(
         (status = 200, description = "The value", content_type = "application/octet-stream", body = RawBytes),
+        (status = 403, description = "The organisation was erased (`type` ends in `/organisation-erased`)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "With `storage.encryption`, a stored value that does not authenticate (`type` ends in `/damaged-record`, naming the collection and id)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such record or collection", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The record needs the object store, which is unavailable (`degraded`, `unavailable_sources`, `partial_results`)", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_record(
     storage: Storage,
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     OrgCollection(name): OrgCollection,
     Path((_, id)): Path<(String, String)>,
 ) -> Response {
     match storage.store.get(&name, &id).await {
         Ok(Some(value)) => {
+            let value = match open(&state, &caller, &name, &id, value).await {
+                Ok(value) => value,
+                Err(response) => return response,
+            };
             let mut response = value.into_response();
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -530,6 +635,7 @@ impl IdempotencyKeys {
     request_body = Batch,
     responses(
         (status = 200, description = "`{written: N}`, acknowledged (`replayed: true` for a retried key)", body = Object),
+        (status = 403, description = "The organisation was erased (`type` ends in `/organisation-erased`)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The `Idempotency-Key` was used for another batch (`type` ends in `/idempotency-key-reused`); nothing was written", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "A value over `storage.limits.max_value_bytes`, or the batch's values over `storage.limits.max_batch_bytes`", body = Problem, content_type = "application/problem+json"),
@@ -539,6 +645,7 @@ impl IdempotencyKeys {
 pub async fn put_batch(
     storage: Storage,
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     OrgCollection(name): OrgCollection,
     headers: axum::http::HeaderMap,
     body: Bytes,
@@ -590,6 +697,22 @@ pub async fn put_batch(
         }
     }
     let written = records.len();
+    if state.keyring.is_some() {
+        // The batch bound applies to what the caller sent, as without encryption.
+        let bytes: usize = records.iter().map(|(_, value)| value.len()).sum();
+        let limit = state.config.storage.limits.max_batch_bytes;
+        if bytes > limit {
+            return write_error(&state, WriteError::BatchTooLarge { bytes, limit });
+        }
+        let mut sealed = Vec::with_capacity(records.len());
+        for (id, value) in records {
+            match seal(&state, &caller, &name, &id, value).await {
+                Ok(value) => sealed.push((id, value)),
+                Err(response) => return response,
+            }
+        }
+        records = sealed;
+    }
     let _shared = storage.write_gate.read().await;
     match storage.store.put_batch(&name, records).await {
         Ok(()) => {
@@ -643,11 +766,15 @@ impl utoipa::ToSchema for RawBytes {}
     params(("collection" = String, Path, description = "The collection, `[a-z0-9][a-z0-9_-]{0,50}`", pattern = r"^[a-z0-9][a-z0-9_-]{0,50}$", min_length = 1, max_length = 51), RecordsQuery),
     responses(
         (status = 200, description = "`{records: [{id, value_base64}], next_cursor, degraded, unavailable_sources, partial_results}`", body = Object),
+        (status = 403, description = "The organisation was erased (`type` ends in `/organisation-erased`)", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "With `storage.encryption`, a stored value that does not authenticate (`type` ends in `/damaged-record`, naming the collection and id)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such collection", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid prefix, cursor or page size", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_records(
     storage: Storage,
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     OrgCollection(name): OrgCollection,
     Query(query): Query<RecordsQuery>,
 ) -> Response {
@@ -663,14 +790,18 @@ pub async fn list_records(
     };
     match storage.store.list(&name, &list).await {
         Ok(page) => {
-            let records: Vec<BatchRecord> = page
-                .records
-                .iter()
-                .map(|record| BatchRecord {
+            let mut records = Vec::with_capacity(page.records.len());
+            for record in &page.records {
+                let value =
+                    match open(&state, &caller, &name, &record.id, record.value.clone()).await {
+                        Ok(value) => value,
+                        Err(response) => return response,
+                    };
+                records.push(BatchRecord {
                     id: record.id.clone(),
-                    value_base64: base64::engine::general_purpose::STANDARD.encode(&record.value),
-                })
-                .collect();
+                    value_base64: base64::engine::general_purpose::STANDARD.encode(&value),
+                });
+            }
             Json(serde_json::json!({
                 "records": records,
                 "next_cursor": page

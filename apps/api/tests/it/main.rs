@@ -7,6 +7,8 @@ use mainstay_api::config::{self, Config};
 use mainstay_api::routes::openapi::ApiDoc;
 use utoipa::OpenApi;
 
+mod encryption;
+
 const TOKEN: &str = "a-token-long-enough-for-validation";
 
 /// Sends a request with the admin token through the router; the status and the JSON body.

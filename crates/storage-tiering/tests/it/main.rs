@@ -13,6 +13,7 @@ mod handover;
 #[cfg(feature = "health")]
 mod health;
 mod http_status;
+mod keyring;
 mod model;
 mod offline;
 mod orphans;
