@@ -51,6 +51,8 @@ pub struct AppState {
     pub breakers: BreakerRegistry,
     /// Fenced and failed-WAL answers, their log lines and gauges.
     pub faults: Arc<crate::faults::Faults>,
+    /// The erasures of organisations and their ledger; `None` in the stateless mode.
+    pub erasures: Option<crate::erasure::Erasures>,
 }
 
 /// The record store with its dead-letter queue and the state of the routes that write to it.
@@ -117,11 +119,21 @@ pub struct App {
     pub dlq_cleanup: Option<CleanupTask>,
     /// Feeds the `dlq` and `circuit-breakers` threshold checks; stops when dropped.
     pub health_feeder: AbortOnDrop,
+    /// Finishes unfinished erasures before their deadline; stops when dropped.
+    pub erasure_task: Option<AbortOnDrop>,
 }
 
 /// A background task that ends when its owner is dropped.
 #[derive(Debug)]
 pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    /// Owns `task`: it is aborted when this is dropped.
+    #[must_use]
+    pub fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        Self(task)
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -217,6 +229,15 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         crate::faults::Faults::default()
     });
     let authenticator = Authenticator::new(&config.auth, &limiter, &mut registry)?;
+    let erasures = match &storage {
+        Some(_) => {
+            let erasures = open_erasures(&config, &mut registry).await?;
+            // The keys of erased organisations are refused from the first request on.
+            authenticator.block_keys(erasures.blocked_keys());
+            Some(erasures)
+        }
+        None => None,
+    };
 
     let state = AppState {
         authenticator,
@@ -225,6 +246,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         breakers: breakers.clone(),
         storage: storage.clone(),
         faults,
+        erasures: erasures.clone(),
         registry: Arc::new(registry),
         config: Arc::new(config),
     };
@@ -264,12 +286,14 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
                 .merge(routes::collections::admin_routes())
                 .merge(routes::handover::routes())
                 .merge(routes::wal_damage::routes())
+                .merge(routes::organisations::routes())
         } else {
             admin
                 .storage_disabled("/dlq")
                 .storage_disabled("/dlq/{*rest}")
                 .storage_disabled("/collections/{*rest}")
                 .storage_disabled("/store/{*rest}")
+                .storage_disabled("/organisations/{*rest}")
         };
         routes = routes.nest("/admin", admin, |router| {
             router.route_layer(axum::middleware::from_fn_with_state(
@@ -306,7 +330,14 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
                 .layer(TraceLayer::new())
                 .layer(axum::middleware::from_fn(crate::problem::problem_layer)),
         );
+    let erasure_task = match (&erasures, &storage) {
+        (Some(erasures), Some(storage)) => {
+            Some(erasures.spawn(storage.clone(), ERASURE_PURGE_TIMEOUT))
+        }
+        _ => None,
+    };
     Ok(App {
+        erasure_task,
         router,
         served,
         health,
@@ -316,6 +347,38 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         limiter,
         health_feeder,
     })
+}
+
+/// How long a background erasure waits for uploads before it tries again later.
+const ERASURE_PURGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Opens the erasure ledger (`storage.data_dir/erasure` and `_erasure/ledger/` in the object
+/// store) and registers the erasure metrics.
+async fn open_erasures(
+    config: &Config,
+    registry: &mut Registry,
+) -> Result<crate::erasure::Erasures, BuildError> {
+    let local = config.storage.data_dir.join("erasure");
+    let url = match &config.storage.object_store_url {
+        Some(url) => url.clone(),
+        None => {
+            let objects = config.storage.data_dir.join("objects");
+            let objects =
+                std::fs::canonicalize(&objects).map_err(|source| BuildError::DataDir {
+                    path: objects.clone(),
+                    source,
+                })?;
+            format!("file://{}", objects.display())
+        }
+    };
+    let ledger = crate::erasure::ErasureLedger::open(&local, Some(&url))
+        .await
+        .map_err(|error| ConfigError::Invalid(format!("the erasure ledger: {error}")))?;
+    Ok(crate::erasure::Erasures::new(
+        ledger,
+        config.erasure.clone(),
+        crate::erasure::ErasureMetrics::register(registry),
+    ))
 }
 
 /// Opens the dead-letter queue and the record store in `storage.data_dir`, registers their

@@ -6,7 +6,7 @@ use mainstay_clock::catalogue::{MetricFamily, MetricKind};
 
 const OWNER: &str = "mainstay-api";
 
-/// The families the API registers itself (`crate::faults`, `crate::auth`).
+/// The families the API registers itself (`crate::faults`, `crate::auth`, `crate::erasure`).
 pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "dlq_journal_failed",
@@ -23,6 +23,33 @@ pub const METRICS: &[MetricFamily] = &[
         unit: None,
         labels: &["reason", "outcome"],
         help: "Failed authentications of /v1 callers, by reason (unknown_key, malformed_key) and outcome (rejected: 401, throttled: 429)",
+        owner: OWNER,
+        buckets: None,
+    },
+    MetricFamily {
+        name: "organisation_erasures_requested",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &[],
+        help: "Erasures of organisations requested (DELETE /admin/organisations/{org})",
+        owner: OWNER,
+        buckets: None,
+    },
+    MetricFamily {
+        name: "organisation_erasures_completed",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &[],
+        help: "Erasures of organisations physically complete in every tier",
+        owner: OWNER,
+        buckets: None,
+    },
+    MetricFamily {
+        name: "organisation_erasures_pending",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &[],
+        help: "Erasures of organisations recorded but not yet physically complete",
         owner: OWNER,
         buckets: None,
     },
@@ -53,6 +80,7 @@ pub fn needs_storage(family: &MetricFamily) -> bool {
     family.owner == "mainstay-storage-tiering"
         || family.owner == "mainstay-dlq"
         || family.name == "dlq_journal_failed"
+        || family.name.starts_with("organisation_erasures_")
 }
 
 /// The families the service exports in the stateless mode: [`service_catalogue`] less those

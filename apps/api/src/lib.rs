@@ -9,6 +9,7 @@ pub mod auth;
 pub mod catalogue;
 pub mod cli;
 pub mod config;
+pub mod erasure;
 pub mod faults;
 pub mod probe;
 pub mod problem;

@@ -16,5 +16,6 @@ mod runbooks;
 mod shutdown;
 mod stateless;
 mod store_faults;
+mod tenants;
 mod unprivileged;
 mod wal_damage;

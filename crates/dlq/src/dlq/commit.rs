@@ -157,8 +157,14 @@ impl Shared {
         let fs = Arc::clone(&self.fs);
         let path = self.dir.join(SNAPSHOT_FILE);
         let trim_journal = journal.clone();
+        // An explicit compaction also closes the active journal segment, so that the trim
+        // leaves no byte of a deleted entry on disk (an erasure relies on it).
+        let roll = when == Compaction::Now;
         let trimmed = tokio::task::spawn_blocking(move || {
             write_atomic(&*fs, &path, &snapshot).map_err(journal_error)?;
+            if roll {
+                trim_journal.roll().map_err(journal_error)?;
+            }
             trim_journal.trim(covered).map_err(journal_error)
         })
         .await
