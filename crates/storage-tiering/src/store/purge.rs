@@ -58,11 +58,12 @@ impl Store {
         let shared = &self.shared;
         // 1. Close the WAL file the dropped records are in; later writes go to a new one.
         let wal = shared.wal.clone();
-        let rolled = blocking(move || wal.roll()).await;
-        if let Err(error) = rolled {
-            report
+        let mut files_before = shared.wal.file_count();
+        match blocking(move || wal.roll()).await {
+            Ok(rolled) => files_before += usize::from(rolled),
+            Err(error) => report
                 .remaining
-                .push(format!("wal: could not roll: {error}"));
+                .push(format!("wal: could not roll: {error}")),
         }
         let roll_point = shared.wal.synced_lsn();
         // 2. Everything written before the roll into durable segments (uploaded, for the
@@ -97,9 +98,9 @@ impl Store {
             }
         }
         // 3. The covered WAL files.
-        let before = shared.wal.file_count();
         shared.trim_wal().await;
-        report.trimmed_wal_files = before.saturating_sub(shared.wal.file_count());
+        // Counted from before the roll: flushes and upload commits trim too.
+        report.trimmed_wal_files = files_before.saturating_sub(shared.wal.file_count());
         if shared.wal_covered() < roll_point && report.remaining.is_empty() {
             report.remaining.push(
                 "wal: a file holding records written before the purge is not covered yet"
