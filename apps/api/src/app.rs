@@ -55,6 +55,8 @@ pub struct AppState {
     /// The keyring that seals record values, with `storage.encryption` on; `None` otherwise.
     /// Erasing an organisation calls its `destroy`.
     pub keyring: Option<Keyring>,
+    /// The erasures of organisations and their ledger; `None` in the stateless mode.
+    pub erasures: Option<crate::erasure::Erasures>,
 }
 
 /// The record store with its dead-letter queue and the state of the routes that write to it.
@@ -126,6 +128,8 @@ pub struct App {
     /// Reads the backup root's status for the `backup_*` metrics (with `backup.url` and a
     /// store); stops when dropped.
     pub backup_status: Option<AbortOnDrop>,
+    /// Finishes unfinished erasures before their deadline; stops when dropped.
+    pub erasure_task: Option<AbortOnDrop>,
 }
 
 /// A background task that ends when its owner is dropped.
@@ -136,6 +140,12 @@ impl AbortOnDrop {
     /// Spawns `task` on the runtime; it ends when the handle is dropped.
     pub fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
         Self(tokio::spawn(task))
+    }
+
+    /// Owns `task`: it is aborted when this is dropped.
+    #[must_use]
+    pub fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        Self(task)
     }
 }
 
@@ -251,6 +261,15 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         )),
         _ => None,
     };
+    let erasures = match &storage {
+        Some(_) => {
+            let erasures = open_erasures(&config, &mut registry).await?;
+            // The keys of erased organisations are refused from the first request on.
+            authenticator.block_keys(erasures.blocked_keys());
+            Some(erasures)
+        }
+        None => None,
+    };
 
     let state = AppState {
         authenticator,
@@ -260,6 +279,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         storage: storage.clone(),
         faults,
         keyring: keyring.clone(),
+        erasures: erasures.clone(),
         registry: Arc::new(registry),
         config: Arc::new(config),
     };
@@ -300,12 +320,14 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
                 .merge(routes::collections::admin_routes())
                 .merge(routes::handover::routes())
                 .merge(routes::wal_damage::routes())
+                .merge(routes::organisations::routes())
         } else {
             admin
                 .storage_disabled("/dlq")
                 .storage_disabled("/dlq/{*rest}")
                 .storage_disabled("/collections/{*rest}")
                 .storage_disabled("/store/{*rest}")
+                .storage_disabled("/organisations/{*rest}")
         };
         routes = routes.nest("/admin", admin, |router| {
             router.route_layer(axum::middleware::from_fn_with_state(
@@ -342,7 +364,14 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
                 .layer(TraceLayer::new())
                 .layer(axum::middleware::from_fn(crate::problem::problem_layer)),
         );
+    let erasure_task = match (&erasures, &storage) {
+        (Some(erasures), Some(storage)) => {
+            Some(erasures.spawn(storage.clone(), ERASURE_PURGE_TIMEOUT))
+        }
+        _ => None,
+    };
     Ok(App {
+        erasure_task,
         router,
         served,
         health,
@@ -354,6 +383,38 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
         health_feeder,
         backup_status,
     })
+}
+
+/// How long a background erasure waits for uploads before it tries again later.
+const ERASURE_PURGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Opens the erasure ledger (`storage.data_dir/erasure` and `_erasure/ledger/` in the object
+/// store) and registers the erasure metrics.
+async fn open_erasures(
+    config: &Config,
+    registry: &mut Registry,
+) -> Result<crate::erasure::Erasures, BuildError> {
+    let local = config.storage.data_dir.join("erasure");
+    let url = match &config.storage.object_store_url {
+        Some(url) => url.clone(),
+        None => {
+            let objects = config.storage.data_dir.join("objects");
+            let objects =
+                std::fs::canonicalize(&objects).map_err(|source| BuildError::DataDir {
+                    path: objects.clone(),
+                    source,
+                })?;
+            format!("file://{}", objects.display())
+        }
+    };
+    let ledger = crate::erasure::ErasureLedger::open(&local, Some(&url))
+        .await
+        .map_err(|error| ConfigError::Invalid(format!("the erasure ledger: {error}")))?;
+    Ok(crate::erasure::Erasures::new(
+        ledger,
+        config.erasure.clone(),
+        crate::erasure::ErasureMetrics::register(registry),
+    ))
 }
 
 /// Opens the dead-letter queue and the record store in `storage.data_dir`, registers their

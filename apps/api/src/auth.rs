@@ -83,6 +83,9 @@ pub struct Authenticator {
     /// One warn line per throttled network per minute.
     warned: Arc<InProcessLimiter>,
     failure_counts: Family<FailureLabels, Counter>,
+    /// SHA-256 digests of the keys of erased organisations: answered 403 `.../organisation-erased`
+    /// (see [`crate::erasure`]).
+    erased_keys: Arc<parking_lot::RwLock<std::collections::HashSet<[u8; 32]>>>,
 }
 
 impl Authenticator {
@@ -133,7 +136,28 @@ impl Authenticator {
             failures,
             warned: Arc::new(warned),
             failure_counts,
+            erased_keys: Arc::default(),
         })
+    }
+
+    /// The SHA-256 digests of the configured keys of `organisation`.
+    #[must_use]
+    pub fn key_hashes_of(&self, organisation: &str) -> Vec<[u8; 32]> {
+        let mut hashes: Vec<[u8; 32]> = self
+            .keys
+            .iter()
+            .filter(|(_, (owner, _, _))| owner == organisation)
+            .map(|(hash, _)| *hash)
+            .collect();
+        hashes.sort_unstable();
+        hashes
+    }
+
+    /// Refuses these keys (SHA-256 digests) from now on with 403 `.../organisation-erased`: the
+    /// keys of an erased organisation. A key configured later for the organisation (a
+    /// re-issued key) has another digest and is accepted.
+    pub fn block_keys(&self, hashes: impl IntoIterator<Item = [u8; 32]>) {
+        self.erased_keys.write().extend(hashes);
     }
 
     /// The pseudonym of a client address (what `client.address` of a server span holds: the raw
@@ -163,6 +187,9 @@ impl Authenticator {
                 let Some((organisation, tier, plan)) = self.keys.get(&hash) else {
                     return Err(AuthError::UnknownKey);
                 };
+                if self.erased_keys.read().contains(&hash) {
+                    return Err(AuthError::OrganisationErased);
+                }
                 Ok(Caller {
                     organisation: organisation.clone(),
                     tier: *tier,
@@ -197,8 +224,11 @@ impl Authenticator {
         let reason = match error {
             AuthError::UnknownKey => "unknown_key",
             AuthError::MalformedKey => "malformed_key",
-            // Not an attempt at a key: nothing to count.
-            AuthError::KeyRequired => return error.into_response(),
+            // Not an attempt at a key (or a valid key of an erased organisation): nothing to
+            // count.
+            AuthError::KeyRequired | AuthError::OrganisationErased => {
+                return error.into_response();
+            }
         };
         let forwarded = headers
             .get_all("x-forwarded-for")
@@ -284,10 +314,25 @@ pub enum AuthError {
         "the credentials are malformed: send `Authorization: Bearer KEY` or `X-Api-Key: KEY` with a key of visible ASCII characters"
     )]
     MalformedKey,
+    /// The key belongs to an organisation that was erased; an operator removes it or issues a
+    /// new one.
+    #[error(
+        "the organisation of this API key was erased; the key stays refused until an operator removes it or issues a new key"
+    )]
+    OrganisationErased,
 }
 
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
+        if self == Self::OrganisationErased {
+            return Problem::typed(
+                StatusCode::FORBIDDEN,
+                "organisation-erased",
+                "organisation erased",
+                self.to_string(),
+            )
+            .into_response();
+        }
         Problem::new(StatusCode::UNAUTHORIZED, self.to_string())
             .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
             .into_response()

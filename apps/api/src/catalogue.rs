@@ -6,7 +6,8 @@ use mainstay_clock::catalogue::{MetricFamily, MetricKind};
 
 const OWNER: &str = "mainstay-api";
 
-/// The families the API registers itself (`crate::faults`, `crate::auth`).
+/// The families the API registers itself (`crate::faults`, `crate::auth`, `crate::backup_status`,
+/// `crate::erasure`).
 pub const METRICS: &[MetricFamily] = &[
     MetricFamily {
         name: "dlq_journal_failed",
@@ -62,6 +63,33 @@ pub const METRICS: &[MetricFamily] = &[
         owner: OWNER,
         buckets: None,
     },
+    MetricFamily {
+        name: "organisation_erasures_requested",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &[],
+        help: "Erasures of organisations requested (DELETE /admin/organisations/{org})",
+        owner: OWNER,
+        buckets: None,
+    },
+    MetricFamily {
+        name: "organisation_erasures_completed",
+        kind: MetricKind::Counter,
+        unit: None,
+        labels: &[],
+        help: "Erasures of organisations physically complete in every tier",
+        owner: OWNER,
+        buckets: None,
+    },
+    MetricFamily {
+        name: "organisation_erasures_pending",
+        kind: MetricKind::Gauge,
+        unit: None,
+        labels: &[],
+        help: "Erasures of organisations recorded but not yet physically complete",
+        owner: OWNER,
+        buckets: None,
+    },
 ];
 
 /// Every family the service exports, crate by crate in the order `app::build` registers them,
@@ -90,6 +118,7 @@ pub fn needs_storage(family: &MetricFamily) -> bool {
         || family.owner == "mainstay-dlq"
         || family.name == "dlq_journal_failed"
         || family.name.starts_with("backup_")
+        || family.name.starts_with("organisation_erasures_")
 }
 
 /// The families the service exports in the stateless mode: [`service_catalogue`] less those

@@ -55,6 +55,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Where backups are kept and how their verification is watched.
     pub backup: BackupConfig,
+    /// Erasure of organisations (`DELETE /admin/organisations/{org}`).
+    pub erasure: ErasureConfig,
 }
 
 /// Backups: the default destination, and the verification status exported as metrics.
@@ -74,6 +76,29 @@ impl Default for BackupConfig {
         Self {
             url: None,
             status_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Erasure of organisations: how long the physical purge may take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ErasureConfig {
+    /// Time from an erasure request to its physical completion in every tier; the background
+    /// task retries a purge that could not finish until then (and logs an error past it).
+    #[serde(with = "humantime_serde")]
+    pub deadline: Duration,
+    /// Time between two attempts of the background task at an unfinished purge; shorter than
+    /// `deadline`.
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+}
+
+impl Default for ErasureConfig {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(24 * 60 * 60),
+            retry_interval: Duration::from_secs(60),
         }
     }
 }
@@ -113,6 +138,7 @@ impl Default for Config {
             dlq: DlqConfig::default(),
             telemetry,
             backup: BackupConfig::default(),
+            erasure: ErasureConfig::default(),
         }
     }
 }
@@ -491,6 +517,22 @@ impl Config {
                 "admin.token",
                 &"[REDACTED]",
                 "use a token of at least 16 characters",
+            );
+        }
+        if self.erasure.deadline.is_zero() {
+            return invalid(
+                "erasure.deadline",
+                &"0s",
+                "use a positive duration such as `24h`",
+            );
+        }
+        if self.erasure.retry_interval.is_zero()
+            || self.erasure.retry_interval >= self.erasure.deadline
+        {
+            return invalid(
+                "erasure.retry_interval",
+                &humantime::format_duration(self.erasure.retry_interval),
+                "use a positive duration shorter than `erasure.deadline`, such as `1m`",
             );
         }
         if self.shutdown.timeout.is_zero() {
@@ -984,6 +1026,16 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
         "dlq.total_capacity",
         "integer",
         "Entries of all queues together.",
+    ),
+    (
+        "erasure.deadline",
+        "duration",
+        "Time from `DELETE /admin/organisations/{org}` to the physical completion of the erasure in every tier (WAL, local segments, object store, DLQ); the background task retries until then and logs an error past it. Default `24h`.",
+    ),
+    (
+        "erasure.retry_interval",
+        "duration",
+        "Time between two attempts of the background task at an unfinished erasure; shorter than `erasure.deadline`. Default `1m`.",
     ),
     (
         "health.background_refresh",

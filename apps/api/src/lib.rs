@@ -13,6 +13,7 @@ pub mod backup_status;
 pub mod catalogue;
 pub mod cli;
 pub mod config;
+pub mod erasure;
 pub mod faults;
 pub mod probe;
 pub mod problem;

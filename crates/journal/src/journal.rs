@@ -466,6 +466,71 @@ impl Journal {
         Ok(doomed.len())
     }
 
+    /// Closes the active segment and starts a new one, so that the next [`trim`](Self::trim)
+    /// may delete every entry written so far once they are covered (an erasure that must leave
+    /// no byte of them on disk). Returns whether a segment was closed: an active segment that
+    /// holds no entry is kept. Entries appended but not yet durable go to the new segment.
+    /// Blocking: it waits for a sync in flight.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Failed`] once a write or sync failed, or when the new segment cannot be
+    /// created (the journal is poisoned then, as after a failed rotation).
+    pub fn roll(&self) -> Result<bool, WriteError> {
+        let (file, next_seq, durable) = {
+            let mut state = self.inner.state.lock();
+            loop {
+                if let Health::Poisoning(reason) | Health::Failed(reason) = &state.health {
+                    return Err(WriteError::Failed {
+                        reason: reason.clone(),
+                    });
+                }
+                if !state.leading {
+                    break;
+                }
+                self.inner.changed.wait(&mut state);
+            }
+            let Some(active) = state.segments.last() else {
+                return Ok(false);
+            };
+            if active.end <= HEADER_LEN as u64 {
+                return Ok(false);
+            }
+            let next_seq = active.seq + 1;
+            // The leader role keeps every sync out until the new segment is in place.
+            state.leading = true;
+            (state.active.take(), next_seq, state.durable_lsn)
+        };
+        drop(file);
+        let path = segment::path(&self.inner.dir, next_seq);
+        match segment::create(
+            &*self.inner.fs,
+            &path,
+            durable + 1,
+            self.inner.config.preallocate_bytes,
+            OpenMode::CreateNew,
+        ) {
+            Ok((new, allocated)) => {
+                let mut state = self.inner.state.lock();
+                state.active = Some(new);
+                state.segments.push(SegmentInfo {
+                    seq: next_seq,
+                    path,
+                    last_lsn: durable,
+                    end: HEADER_LEN as u64,
+                    allocated,
+                });
+                self.inner.resign(&mut state);
+                Ok(true)
+            }
+            Err(error) => {
+                let reason = format!("journal rotation failed: {error}");
+                self.inner.poison(reason.clone());
+                Err(WriteError::Failed { reason })
+            }
+        }
+    }
+
     /// The journal's directory.
     #[must_use]
     pub fn dir(&self) -> &Path {

@@ -37,7 +37,9 @@ fn config(dir: &Path) -> StoreConfig {
 fn size_of(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in walk(dir) {
-        total += std::fs::metadata(&entry).map(|meta| meta.len()).unwrap_or(0);
+        total += std::fs::metadata(&entry)
+            .map(|meta| meta.len())
+            .unwrap_or(0);
     }
     total
 }
@@ -79,14 +81,18 @@ fn rate(bytes: u64, took: Duration) -> f64 {
 async fn main() {
     let target = mib() * 1024 * 1024;
     let records = (target as usize) / VALUE;
-    let scratch = tempfile::tempdir_in(std::env::var("MAINSTAY_BENCH_DIR").unwrap_or_else(|_| {
-        std::env::temp_dir().display().to_string()
-    }))
+    let scratch = tempfile::tempdir_in(
+        std::env::var("MAINSTAY_BENCH_DIR")
+            .unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+    )
     .unwrap();
     let dir = scratch.path();
     let (store, _) = Store::open(config(dir)).await.unwrap();
     // Half in a memory collection, half in a memory_s3 one uploading to a local object store.
-    store.create_collection("hot", Policy::Memory).await.unwrap();
+    store
+        .create_collection("hot", Policy::Memory)
+        .await
+        .unwrap();
     store
         .create_collection("tiered", Policy::MemoryS3)
         .await
@@ -139,7 +145,13 @@ async fn main() {
     let (reopened, _) = Store::open(restored_config).await.unwrap();
     let open_took = started.elapsed();
     let page = reopened
-        .list("hot", &ListQuery { limit: Some(10), ..ListQuery::default() })
+        .list(
+            "hot",
+            &ListQuery {
+                limit: Some(10),
+                ..ListQuery::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!(page.records.len(), 10);

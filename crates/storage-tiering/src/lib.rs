@@ -100,6 +100,21 @@ pub use names::{
 };
 pub use orphans::OrphanReport;
 pub use store::{
-    CollectionInfo, DLQ_QUEUE, ListQuery, Page, Record, RecoveryReport, Store, StoreBuilder,
+    CollectionInfo, DLQ_QUEUE, ListQuery, Page, PurgeReport, Record, RecoveryReport, Store,
+    StoreBuilder,
 };
 pub use wal::{WalDamage, WalRecovery};
+
+/// Opens the object store an `object_store_url` names (`file:///dir`, `memory://`,
+/// `s3://bucket/prefix`, with the S3 settings from the standard `AWS_*` variables) as the store
+/// does, and returns it with the prefix the URL names: for a caller that keeps objects of its own
+/// beside the store's (an erasure ledger), outside `<prefix>/segments` and `<prefix>/manifest`.
+///
+/// # Errors
+///
+/// [`OpenError::ObjectStoreUrl`] for a URL that names no usable store.
+pub fn open_object_store(
+    url: &str,
+) -> Result<(std::sync::Arc<dyn object_store::ObjectStore>, String), OpenError> {
+    remote::open_url(url)
+}

@@ -322,7 +322,7 @@ impl Shared {
 
     /// Every object under `prefix`, or the first error (each page within the attempt timeout,
     /// classified and counted like every object-store call).
-    async fn list_objects(
+    pub(crate) async fn list_objects(
         &self,
         remote: &Remote,
         prefix: &Path,

@@ -20,5 +20,6 @@ mod runbooks;
 mod shutdown;
 mod stateless;
 mod store_faults;
+mod tenants;
 mod unprivileged;
 mod wal_damage;

@@ -321,6 +321,7 @@ const CASES: &[&str] = &[
     "scenario-crash-loop.md",
     "scenario-disk-full.md",
     "scenario-dlq-growing.md",
+    "scenario-erase-tenant.md",
     "scenario-object-store-outage.md",
     "scenario-redis-down.md",
     "scenario-restore-from-backup.md",
@@ -378,6 +379,11 @@ fn object_store_outage() -> Result<()> {
 #[test]
 fn dlq_growing() -> Result<()> {
     run_runbook("scenario-dlq-growing.md")
+}
+
+#[test]
+fn erase_tenant() -> Result<()> {
+    run_runbook("scenario-erase-tenant.md")
 }
 
 #[test]

@@ -102,7 +102,9 @@ pub async fn compact(storage: Storage, Path(id): Path<String>) -> Response {
     }
 }
 
-fn tag(organisation: &str) -> String {
+/// The organisation's tag: the first 12 hex digits of its SHA-256, which every store name of
+/// its collections starts with (then `-`).
+pub(crate) fn tag(organisation: &str) -> String {
     hex::encode(&Sha256::digest(organisation.as_bytes())[..6])
 }
 
@@ -607,6 +609,16 @@ const IDEMPOTENCY_KEYS: usize = 10_000;
 impl IdempotencyKeys {
     fn lookup(&self, key: &str) -> Option<([u8; 32], usize)> {
         self.answered.lock().by_key.get(key).copied()
+    }
+
+    /// Forgets every answer of the collections whose store name starts with `prefix` (an
+    /// erased organisation's tag and `-`); returns how many.
+    pub(crate) fn forget_prefix(&self, prefix: &str) -> usize {
+        let mut answered = self.answered.lock();
+        let before = answered.by_key.len();
+        answered.by_key.retain(|key, _| !key.starts_with(prefix));
+        answered.order.retain(|key| !key.starts_with(prefix));
+        before - answered.by_key.len()
     }
 
     fn remember(&self, key: String, digest: [u8; 32], written: usize) {

@@ -13,6 +13,7 @@ pub mod handover;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod organisations;
 pub mod runtime_config;
 pub mod v1;
 pub mod wal_damage;
@@ -30,6 +31,7 @@ pub const STORAGE_PATHS: &[&str] = &[
     "/admin/dlq",
     "/admin/collections/",
     "/admin/store/",
+    "/admin/organisations/",
 ];
 
 /// Whether `path` (a route template) is served only with a record store.

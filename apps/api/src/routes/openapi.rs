@@ -45,6 +45,9 @@ use super::Routes;
         super::dlq::delete,
         super::dlq::purge,
         super::dlq::export,
+        super::organisations::export,
+        super::organisations::erase,
+        super::organisations::erasure_status,
     ),
     components(schemas(crate::problem::Problem, crate::auth::Caller)),
     modifiers(&SecuritySchemes, &CommonProblems, &Modes),
@@ -104,6 +107,10 @@ impl CommonProblems {
             statuses.push((
                 "429",
                 "Over the rate limit, or too many failed authentications from this client; retry after `Retry-After`",
+            ));
+            statuses.push((
+                "403",
+                "The key's organisation was erased (`type` ends in `/organisation-erased`); an operator removes the key or issues a new one",
             ));
         }
         if path.starts_with("/admin/") {

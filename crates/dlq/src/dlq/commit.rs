@@ -20,6 +20,9 @@ use super::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Compaction {
     Now,
+    /// Now, and the active journal segment closed first, so that the trim leaves no byte of a
+    /// deleted entry on disk ([`Dlq::compact`](super::Dlq::compact), which an erasure relies on).
+    NowRolled,
     IfDue,
 }
 
@@ -157,8 +160,12 @@ impl Shared {
         let fs = Arc::clone(&self.fs);
         let path = self.dir.join(SNAPSHOT_FILE);
         let trim_journal = journal.clone();
+        let roll = when == Compaction::NowRolled;
         let trimmed = tokio::task::spawn_blocking(move || {
             write_atomic(&*fs, &path, &snapshot).map_err(journal_error)?;
+            if roll {
+                trim_journal.roll().map_err(journal_error)?;
+            }
             trim_journal.trim(covered).map_err(journal_error)
         })
         .await

@@ -591,7 +591,8 @@ impl Dlq {
     }
 
     /// Compacts the journal into a snapshot now (it also happens past `compact_after_bytes`
-    /// and at [`Dlq::close`]).
+    /// and at [`Dlq::close`]). The active journal segment is closed first, so that no byte of
+    /// a deleted entry stays in the journal's files (an erasure relies on it).
     ///
     /// # Errors
     ///
@@ -599,7 +600,7 @@ impl Dlq {
     pub async fn compact(&self) -> Result<(), WriteError> {
         let _serial = self.shared.serial().await;
         self.shared.state.lock().writable()?;
-        self.shared.compact(commit::Compaction::Now).await
+        self.shared.compact(commit::Compaction::NowRolled).await
     }
 
     /// Compacts and flushes, refuses further writes and releases the directory lock. Later

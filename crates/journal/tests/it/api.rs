@@ -80,6 +80,36 @@ fn trimming_deletes_covered_segments_and_lsns_keep_growing() {
 }
 
 #[test]
+fn rolling_lets_a_trim_delete_every_entry_written_so_far() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("journal");
+    let (journal, _) = Journal::open(&dir, JournalConfig::default()).unwrap();
+    write_blocking(&journal, 1, 20);
+    let last = journal.durable_lsn();
+    // Without a roll the active segment holds every entry, and a trim keeps it.
+    assert_eq!(journal.trim(last).unwrap(), 0);
+    assert!(journal.roll().unwrap(), "a segment with entries is closed");
+    assert!(!journal.roll().unwrap(), "an empty active segment is kept");
+    assert_eq!(journal.trim(last).unwrap(), 1);
+    assert_eq!(segment_files(&dir).len(), 1);
+    let marker = payload(7);
+    for file in segment_files(&dir) {
+        let bytes = std::fs::read(file).unwrap();
+        assert!(
+            !bytes
+                .windows(marker.len())
+                .any(|window| window == marker.as_slice()),
+            "no entry written before the roll is left on disk"
+        );
+    }
+    // Writing goes on in the new segment, with the LSNs going on.
+    assert_eq!(write_blocking(&journal, 21, 1), [Lsn::new(21)]);
+    drop(journal);
+    let (_, replay) = Journal::open(&dir, JournalConfig::default()).unwrap();
+    assert_eq!(payloads(&replay), vec![payload(21)]);
+}
+
+#[test]
 fn a_partial_trim_keeps_segments_holding_uncovered_entries() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("journal");

@@ -185,6 +185,15 @@ impl Shared {
             // Closed: the directory may belong to another store now.
             return;
         }
+        let covered = self.wal_covered();
+        let wal = self.wal.clone();
+        if let Err(error) = blocking(move || wal.trim(covered)).await {
+            tracing::warn!(%error, "could not delete covered wal files");
+        }
+    }
+
+    /// The highest LSN below which every WAL record is covered by a durable segment.
+    pub(crate) fn wal_covered(&self) -> u64 {
         let last = self.wal.last_lsn();
         // Unpublished writes first: a write leaves that queue only once it is in a memtable.
         let unpublished = self.unpublished.lock().front().map(|w| w.lsn);
@@ -196,14 +205,10 @@ impl Shared {
             .chain(unpublished)
             .min();
         let covered = lowest.map_or(last, |lowest| last.min(lowest.saturating_sub(1)));
-        // Read after the collections: a backup's lease taken meanwhile is seen here.
-        let covered = self
-            .leases
+        // Read after the collections: a backup's lease taken meanwhile is seen here, and a
+        // purge waits for the backup that holds the files it would delete.
+        self.leases
             .wal_floor()
-            .map_or(covered, |floor| covered.min(floor.saturating_sub(1)));
-        let wal = self.wal.clone();
-        if let Err(error) = blocking(move || wal.trim(covered)).await {
-            tracing::warn!(%error, "could not delete covered wal files");
-        }
+            .map_or(covered, |floor| covered.min(floor.saturating_sub(1)))
     }
 }

@@ -8,6 +8,7 @@ mod catalog;
 mod flush;
 mod manifest;
 mod open;
+mod purge;
 mod read;
 mod recovery;
 mod tasks;
@@ -15,6 +16,7 @@ mod tasks;
 mod tests;
 mod write;
 
+pub use self::purge::PurgeReport;
 pub(crate) use self::recovery::rebuild_entries;
 use self::{manifest::*, recovery::*, tasks::*, write::*};
 

@@ -464,6 +464,14 @@ impl Wal {
         })
     }
 
+    /// Closes the active WAL file and starts a new one, so that a trim may delete every record
+    /// written so far (blocking). Returns whether a file was closed.
+    pub(crate) fn roll(&self) -> Result<bool, WalError> {
+        let rolled = self.inner.journal.roll().map_err(write_error);
+        self.update_metrics();
+        rolled
+    }
+
     /// Refuses later writes and releases the journal's directory lock (at the store's close).
     pub(crate) fn close(&self) {
         if self.inner.journal.failure().is_none() {

@@ -19,6 +19,7 @@ mod offline;
 mod orphans;
 mod outage;
 mod power_loss;
+mod purge;
 mod records;
 mod s3;
 mod s3_server;

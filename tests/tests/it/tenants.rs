@@ -1,0 +1,425 @@
+//! Tenant export and provable erasure through the binary (issue 18, points 5 and 6).
+//!
+//! The erasure test writes a unique marker as record ids and values of one organisation (in
+//! memory and object-store collections, some flushed and uploaded, some only in the WAL, an
+//! idempotent batch, a dead-letter entry), erases it with `?purge=now`, and scans every byte
+//! under the data directory (the default `file://` object store is inside it) for the marker.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use mainstay_tests::{Api, ApiBuilder, sha256_hex};
+use serde_json::Value;
+use sha2::Digest as _;
+
+const ADMIN_TOKEN: &str = "admin-token-for-tenant-tests-0123456789";
+const ACME_KEY: &str = "acme-key-for-tenant-tests";
+const OTHER_KEY: &str = "other-key-for-tenant-tests";
+/// What the erased organisation writes: in ids and values, nowhere else.
+const MARKER: &str = "zq7MARKERx9k2erase";
+const KEEP: &str = "kept-by-the-other-organisation";
+
+fn service(data_dir: &Path) -> ApiBuilder {
+    let config = format!(
+        "[[auth.api_keys]]\nkey_sha256 = \"{}\"\norganisation = \"acme\"\n\
+         [[auth.api_keys]]\nkey_sha256 = \"{}\"\norganisation = \"other\"\n",
+        sha256_hex(ACME_KEY),
+        sha256_hex(OTHER_KEY)
+    );
+    Api::builder()
+        .config_toml(&config)
+        .env("MAINSTAY_STORAGE__DATA_DIR", &data_dir.to_string_lossy())
+        .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
+        .env("MAINSTAY_RATELIMIT__ENABLED", "false")
+        .env("MAINSTAY_AUTH__ALLOW_ANONYMOUS", "false")
+        .env("MAINSTAY_STORAGE__MEMTABLE_BYTES", "4096")
+}
+
+async fn create(client: &reqwest::Client, api: &Api, key: &str, name: &str, policy: &str) {
+    let response = client
+        .post(api.url("/v1/collections"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"name": name, "policy": policy}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+}
+
+async fn put_batch(
+    client: &reqwest::Client,
+    api: &Api,
+    key: &str,
+    collection: &str,
+    records: &[(String, String)],
+    idempotency_key: Option<&str>,
+) {
+    let body: Vec<Value> = records
+        .iter()
+        .map(|(id, value)| {
+            serde_json::json!({
+                "id": id,
+                "value_base64": base64::engine::general_purpose::STANDARD.encode(value),
+            })
+        })
+        .collect();
+    let mut request = client
+        .post(api.url(&format!("/v1/collections/{collection}/records")))
+        .bearer_auth(key)
+        .json(&serde_json::json!({ "records": body }));
+    if let Some(idempotency_key) = idempotency_key {
+        request = request.header("idempotency-key", idempotency_key);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+/// Every file under `dir` that holds `needle`, with the number of hits.
+fn scan(dir: &Path, needle: &[u8]) -> Vec<(PathBuf, usize)> {
+    let mut hits = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                let count = bytes
+                    .windows(needle.len())
+                    .filter(|window| *window == needle)
+                    .count();
+                if count > 0 {
+                    hits.push((path, count));
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// Whether a segment object of the collection `name` (store name) is in the object store.
+fn uploaded(data_dir: &Path, name: &str) -> bool {
+    std::fs::read_dir(data_dir.join("objects/segments").join(name))
+        .map(|entries| entries.flatten().next().is_some())
+        .unwrap_or(false)
+}
+
+async fn status_and_body(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn assert_erased_key_refused(client: &reqwest::Client, api: &Api) {
+    let response = client
+        .get(api.url("/v1/collections"))
+        .bearer_auth(ACME_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let (_, problem) = status_and_body(response).await;
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|kind| kind.ends_with("/organisation-erased")),
+        "{problem}"
+    );
+    assert_eq!(problem["title"], "organisation erased");
+}
+
+async fn assert_other_intact(client: &reqwest::Client, api: &Api) {
+    for n in 0..30 {
+        let response = client
+            .get(api.url(&format!("/v1/collections/orders/records/keep-{n:03}")))
+            .bearer_auth(OTHER_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "record keep-{n:03}");
+        assert_eq!(
+            response.bytes().await.unwrap().as_ref(),
+            format!("{KEEP} {n:03} {}", "o".repeat(200)).as_bytes()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_organisation_leaves_no_byte_in_any_tier_and_its_keys_get_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let tag = &sha256_hex("acme")[..12];
+    // A dead-letter entry of one of the organisation's collections, as a failed delivery of
+    // its records would leave it.
+    {
+        let dlq = mainstay_dlq::Dlq::open(data_dir.join("dlq"), mainstay_dlq::DlqConfig::default())
+            .await
+            .unwrap();
+        dlq.push(mainstay_dlq::NewEntry::inline(
+            "deliveries",
+            format!("{tag}-orders/{MARKER}-dlq"),
+            format!("payload {MARKER}").into_bytes(),
+            mainstay_dlq::ErrorClass::Permanent,
+            "delivery failed",
+        ))
+        .await
+        .unwrap();
+        dlq.close().await.unwrap();
+    }
+    let api = service(&data_dir).start().unwrap();
+    let client = reqwest::Client::new();
+    create(&client, &api, ACME_KEY, "orders", "memory_s3").await;
+    create(&client, &api, ACME_KEY, "notes", "memory").await;
+    create(&client, &api, OTHER_KEY, "orders", "memory_s3").await;
+    let value = |n: usize| format!("{MARKER} value {n:03} {}", "v".repeat(200));
+    // Over the 4 KiB memtable: flushed into segments, the object-store ones uploaded.
+    let flushed: Vec<(String, String)> = (0..40)
+        .map(|n| (format!("{MARKER}-{n:03}"), value(n)))
+        .collect();
+    put_batch(&client, &api, ACME_KEY, "orders", &flushed, Some("batch-1")).await;
+    put_batch(&client, &api, ACME_KEY, "notes", &flushed, None).await;
+    let kept: Vec<(String, String)> = (0..30)
+        .map(|n| {
+            (
+                format!("keep-{n:03}"),
+                format!("{KEEP} {n:03} {}", "o".repeat(200)),
+            )
+        })
+        .collect();
+    put_batch(&client, &api, OTHER_KEY, "orders", &kept, None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !uploaded(&data_dir, &format!("{tag}-orders")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flushed segment was never uploaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A few more, under the memtable bound: only in the WAL and memory.
+    let recent: Vec<(String, String)> = (100..103)
+        .map(|n| (format!("{MARKER}-{n:03}"), value(n)))
+        .collect();
+    put_batch(&client, &api, ACME_KEY, "orders", &recent, Some("batch-2")).await;
+    put_batch(&client, &api, ACME_KEY, "notes", &recent, None).await;
+    let before = scan(&data_dir, MARKER.as_bytes());
+    assert!(
+        before
+            .iter()
+            .any(|(path, _)| path.starts_with(data_dir.join("objects"))),
+        "the scan finds the marker in the object store before the erasure: {before:?}"
+    );
+    assert!(
+        before
+            .iter()
+            .any(|(path, _)| path.starts_with(data_dir.join("wal"))),
+        "and in the WAL: {before:?}"
+    );
+
+    let response = client
+        .delete(api.url("/admin/organisations/acme?purge=now"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let (status, record) = status_and_body(response).await;
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(record["state"], "complete", "{record}");
+    assert_eq!(record["org_hash"], sha256_hex("acme"));
+    let hits = scan(&data_dir, MARKER.as_bytes());
+    assert!(hits.is_empty(), "the marker is left in {hits:?}");
+    assert_erased_key_refused(&client, &api).await;
+    assert_other_intact(&client, &api).await;
+    assert!(
+        api.lines()
+            .iter()
+            .any(|line| line.contains("erasure requested"))
+    );
+    assert!(
+        api.lines()
+            .iter()
+            .any(|line| line.contains("erasure complete"))
+    );
+
+    // A restart: still erased, still refused, nothing replayed from the WAL.
+    drop(api);
+    let api = service(&data_dir).start().unwrap();
+    let hits = scan(&data_dir, MARKER.as_bytes());
+    assert!(
+        hits.is_empty(),
+        "the marker is back after a restart in {hits:?}"
+    );
+    assert_erased_key_refused(&client, &api).await;
+    assert_other_intact(&client, &api).await;
+    let response = client
+        .get(api.url("/admin/organisations/acme/erasure"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let (status, record) = status_and_body(response).await;
+    assert_eq!(status, 200);
+    assert_eq!(record["state"], "complete");
+    let response = client
+        .get(api.url("/admin/organisations/never-erased/erasure"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let listed: Value = client
+        .get(api.url("/admin/dlq?queue=deliveries"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["entries"], serde_json::json!([]), "{listed}");
+}
+
+/// The lines of an export, parsed, and its raw text.
+async fn export(client: &reqwest::Client, api: &Api, cursor: Option<&str>) -> (Vec<Value>, String) {
+    let mut url = api.url("/admin/organisations/acme/export");
+    if let Some(cursor) = cursor {
+        url = format!("{url}?cursor={cursor}");
+    }
+    let response = client
+        .get(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let text = response.text().await.unwrap();
+    let lines = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    (lines, text)
+}
+
+/// Checks the summary's checksum over every byte before it; returns the summary.
+fn summary(lines: &[Value], text: &str) -> Value {
+    let last = lines.last().unwrap().clone();
+    assert_eq!(last["type"], "summary");
+    let body_end = text
+        .trim_end_matches('\n')
+        .rfind('\n')
+        .map_or(0, |at| at + 1);
+    assert_eq!(
+        last["sha256"],
+        hex::encode(sha2::Sha256::digest(&text.as_bytes()[..body_end]))
+    );
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_streams_every_record_once_with_a_checksum_and_resumes_from_a_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let api = service(&data_dir)
+        .env("MAINSTAY_STORAGE__MEMTABLE_BYTES", "1048576")
+        .start()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let collections = ["alpha", "beta", "gamma"];
+    let mut expected = Vec::new();
+    for (index, name) in collections.iter().enumerate() {
+        let policy = if index == 1 { "memory" } else { "memory_s3" };
+        create(&client, &api, ACME_KEY, name, policy).await;
+        for batch in 0..3 {
+            let records: Vec<(String, String)> = (0..400)
+                .map(|n| {
+                    let id = format!("r{:05}", batch * 400 + n);
+                    (id.clone(), format!("{name}/{id}"))
+                })
+                .collect();
+            expected.extend(records.iter().map(|(id, _)| (name.to_string(), id.clone())));
+            put_batch(&client, &api, ACME_KEY, name, &records, None).await;
+        }
+    }
+    create(&client, &api, OTHER_KEY, "alpha", "memory").await;
+    put_batch(
+        &client,
+        &api,
+        OTHER_KEY,
+        "alpha",
+        &[("x".into(), "not acme".into())],
+        None,
+    )
+    .await;
+
+    let (lines, text) = export(&client, &api, None).await;
+    let last = summary(&lines, &text);
+    assert_eq!(last["collections"], 3);
+    assert_eq!(last["records"], 3600);
+    assert_eq!(last["complete"], true);
+    assert!(last["resumed_from"].is_null());
+    let records: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["type"] == "record")
+        .collect();
+    let exported: Vec<(String, String)> = records
+        .iter()
+        .map(|line| {
+            let value = base64::engine::general_purpose::STANDARD
+                .decode(line["value_b64"].as_str().unwrap())
+                .unwrap();
+            let collection = line["collection"].as_str().unwrap().to_owned();
+            let id = line["id"].as_str().unwrap().to_owned();
+            assert_eq!(value, format!("{collection}/{id}").into_bytes());
+            (collection, id)
+        })
+        .collect();
+    assert_eq!(exported, expected);
+    let headers: Vec<&Value> = lines.iter().filter(|l| l["type"] == "collection").collect();
+    assert_eq!(headers.len(), 3);
+    assert_eq!(headers[1]["policy"], "memory");
+
+    // The connection is lost after record 1,700: the rest, exactly once.
+    let cut = 1700;
+    let cursor = records[cut]["cursor"].as_str().unwrap();
+    let (resumed, text) = export(&client, &api, Some(cursor)).await;
+    let last = summary(&resumed, &text);
+    assert_eq!(last["resumed_from"], cursor);
+    assert_eq!(last["records"], 3600 - (cut as u64 + 1));
+    assert_eq!(
+        last["collections"], 1,
+        "only the collection not started yet has a header"
+    );
+    let rest: Vec<(String, String)> = resumed
+        .iter()
+        .filter(|line| line["type"] == "record")
+        .map(|line| {
+            (
+                line["collection"].as_str().unwrap().to_owned(),
+                line["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut whole = exported[..=cut].to_vec();
+    whole.extend(rest);
+    assert_eq!(
+        whole, expected,
+        "the first part and the resumed part are the whole, once"
+    );
+
+    // A cursor this service did not hand out is refused.
+    let response = client
+        .get(api.url("/admin/organisations/acme/export?cursor=bm90LWEtY3Vyc29y"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+}
