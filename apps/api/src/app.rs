@@ -263,7 +263,7 @@ pub async fn build(config: Config) -> Result<App, BuildError> {
     };
     let erasures = match &storage {
         Some(_) => {
-            let erasures = open_erasures(&config, &mut registry).await?;
+            let erasures = open_erasures(&config, &mut registry, keyring.clone()).await?;
             // The keys of erased organisations are refused from the first request on.
             authenticator.block_keys(erasures.blocked_keys());
             Some(erasures)
@@ -393,6 +393,7 @@ const ERASURE_PURGE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 async fn open_erasures(
     config: &Config,
     registry: &mut Registry,
+    keyring: Option<Keyring>,
 ) -> Result<crate::erasure::Erasures, BuildError> {
     let local = config.storage.data_dir.join("erasure");
     let url = match &config.storage.object_store_url {
@@ -414,7 +415,8 @@ async fn open_erasures(
         ledger,
         config.erasure.clone(),
         crate::erasure::ErasureMetrics::register(registry),
-    ))
+    )
+    .with_keyring(keyring))
 }
 
 /// Opens the dead-letter queue and the record store in `storage.data_dir`, registers their

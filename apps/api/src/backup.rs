@@ -418,18 +418,36 @@ async fn restore(file: Option<&Path>, url: &str, data_dir: &Path, at: Option<&st
         .object_store_url
         .clone()
         .unwrap_or_else(|| format!("file://{}", data_dir.join("objects").display()));
+    // Erased organisations are never restored: their tags come from the erasure ledger in the
+    // object store the restored service will use (decision 0112). Its local half is read into a
+    // scratch directory, so that the target stays empty for the restore's own check.
+    let scratch =
+        std::env::temp_dir().join(format!("mainstay-restore-ledger-{}", std::process::id()));
+    let ledger = crate::erasure::ErasureLedger::open(&scratch, Some(&object_store)).await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let erased = match ledger {
+        Ok(ledger) => crate::erasure::erased_collection_prefixes(&ledger),
+        Err(error) => {
+            eprintln!(
+                "mainstay-api: backup: could not read the erasure ledger of {object_store}: {error}; nothing was restored"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let mut options = RestoreOptions::new(Some(object_store));
     options.at = at;
+    options.exclude_collection_prefixes = erased.into_iter().map(|tag| format!("{tag}-")).collect();
     match mainstay_storage_tiering::restore(&location, &data_dir, &options).await {
         Ok(report) => {
             println!(
-                "backup {} restored into {}: lsn={} collections={} records={} dlq_entries={}",
+                "backup {} restored into {}: lsn={} collections={} records={} dlq_entries={} excluded_collections={}",
                 report.backup_id,
                 data_dir.display(),
                 report.restored_lsn,
                 report.collections,
                 report.records,
-                report.dlq_entries
+                report.dlq_entries,
+                report.excluded_collections.len(),
             );
             ExitCode::SUCCESS
         }

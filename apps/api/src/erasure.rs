@@ -38,6 +38,7 @@ pub const LEDGER_PREFIX: &str = "_erasure/ledger";
 /// The tiers an erasure clears, in the order it clears them.
 pub const TIERS: &[&str] = &[
     "ledger",
+    "keys",
     "memory",
     "dlq",
     "idempotency_cache",
@@ -438,6 +439,8 @@ pub struct Erasures {
     metrics: ErasureMetrics,
     running: Arc<tokio::sync::Mutex<()>>,
     wake: Arc<tokio::sync::Notify>,
+    /// The keyring of `storage.encryption`: an erasure destroys the organisation's data key.
+    keyring: Option<mainstay_storage_tiering::keyring::Keyring>,
 }
 
 impl Erasures {
@@ -450,9 +453,21 @@ impl Erasures {
             metrics,
             running: Arc::default(),
             wake: Arc::default(),
+            keyring: None,
         };
         erasures.update_pending();
         erasures
+    }
+
+    /// Destroys each erased organisation's data key in `keyring` (the step `keys`; without a
+    /// keyring there is no key and the step is done at once).
+    #[must_use]
+    pub fn with_keyring(
+        mut self,
+        keyring: Option<mainstay_storage_tiering::keyring::Keyring>,
+    ) -> Self {
+        self.keyring = keyring;
+        self
     }
 
     /// The SHA-256 digests of every key the ledger blocks.
@@ -538,6 +553,21 @@ impl Erasures {
         }
         let prefix = format!("{}-", record.collection_tag());
         record.remaining.clear();
+        // The data key first: from here on no copy of a sealed value opens, wherever it is
+        // (a backup, a lagging replica of the object store), before any byte is purged.
+        let keys_done = match &self.keyring {
+            None => true,
+            Some(keyring) => match keyring.destroy_hashed(&record.org_hash).await {
+                Ok(()) => true,
+                Err(error) => {
+                    record
+                        .remaining
+                        .push(format!("keys: could not destroy the data key: {error}"));
+                    false
+                }
+            },
+        };
+        record.set("keys", keys_done);
         // Memory (and the catalog): every collection of the organisation.
         let mut dropped_all = true;
         for info in storage.store.collections() {

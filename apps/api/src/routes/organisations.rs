@@ -132,6 +132,7 @@ pub struct ExportProgress {
     ))]
 pub async fn export(
     storage: Storage,
+    State(state): State<AppState>,
     Path(org): Path<String>,
     Query(query): Query<ExportQuery>,
 ) -> Response {
@@ -163,6 +164,10 @@ pub async fn export(
         EXPORT_PAGE_SIZE,
         sender,
         Arc::default(),
+        state.keyring.clone().map(|keyring| Opener {
+            keyring,
+            organisation: org.clone(),
+        }),
     ));
     let stream = futures::stream::poll_fn(move |context| {
         receiver
@@ -193,8 +198,19 @@ impl Lines {
     }
 }
 
+/// Opens sealed values for an export (with `storage.encryption`): the keyring and the
+/// organisation whose data key opens them.
+#[derive(Debug, Clone)]
+pub struct Opener {
+    /// The keyring.
+    pub keyring: mainstay_storage_tiering::keyring::Keyring,
+    /// The organisation exported.
+    pub organisation: String,
+}
+
 /// Produces the export of the organisation tagged `tag` into `sender`, a page of at most
-/// `page_size` records at a time; stops when the receiver is dropped.
+/// `page_size` records at a time, values opened by `opener` when they are sealed; stops when the
+/// receiver is dropped.
 pub async fn produce(
     storage: Storage,
     tag: String,
@@ -202,7 +218,9 @@ pub async fn produce(
     page_size: usize,
     sender: mpsc::Sender<Bytes>,
     progress: Arc<ExportProgress>,
+    opener: Option<Opener>,
 ) {
+    let mut unreadable = 0u64;
     let prefix = format!("{tag}-");
     let mut lines = Lines {
         sender,
@@ -289,13 +307,34 @@ pub async fn produce(
                     d: None,
                 }
                 .encode();
-                let line = serde_json::json!({
-                    "type": "record",
-                    "collection": name,
-                    "id": record.id,
-                    "value_b64": base64::engine::general_purpose::STANDARD.encode(&record.value),
-                    "cursor": position,
-                });
+                let value = match &opener {
+                    None => Ok(record.value.clone()),
+                    Some(opener) => opener
+                        .keyring
+                        .open(&opener.organisation, &internal, &record.id, &record.value)
+                        .await
+                        .map_err(|error| error.to_string()),
+                };
+                let line = match value {
+                    Ok(value) => serde_json::json!({
+                        "type": "record",
+                        "collection": name,
+                        "id": record.id,
+                        "value_b64": base64::engine::general_purpose::STANDARD.encode(&value),
+                        "cursor": position,
+                    }),
+                    // A value that does not open is named, never exported sealed or skipped.
+                    Err(error) => {
+                        unreadable += 1;
+                        serde_json::json!({
+                            "type": "record",
+                            "collection": name,
+                            "id": record.id,
+                            "error": error,
+                            "cursor": position,
+                        })
+                    }
+                };
                 if !lines.send(&line).await {
                     return;
                 }
@@ -345,9 +384,14 @@ pub async fn produce(
         "records": counts[1],
         "dlq_entries": counts[2],
         "sha256": digest,
-        "complete": !unavailable,
+        "complete": !unavailable && unreadable == 0,
         "resumed_from": resumed_from,
     });
+    if unreadable > 0
+        && let Some(object) = summary.as_object_mut()
+    {
+        object.insert("unreadable_records".into(), serde_json::json!(unreadable));
+    }
     if unavailable && let Some(object) = summary.as_object_mut() {
         object.insert(
             "unavailable_sources".into(),
@@ -505,6 +549,7 @@ mod tests {
             10,
             sender,
             Arc::clone(&progress),
+            None,
         ));
         let first = receiver.recv().await.unwrap();
         let first: serde_json::Value = serde_json::from_slice(&first).unwrap();

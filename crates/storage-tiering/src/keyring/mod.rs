@@ -516,7 +516,17 @@ impl Keyring {
     ///
     /// [`KeyringError::Unavailable`]: call again; the erasure is complete only on `Ok`.
     pub async fn destroy(&self, organisation: &str) -> Result<(), KeyringError> {
-        let org_hash = organisation_hash(organisation);
+        self.destroy_hashed(&organisation_hash(organisation)).await
+    }
+
+    /// [`Keyring::destroy`] by the organisation's [`organisation_hash`], for callers that keep
+    /// only the hash (an erasure ledger never holds the name).
+    ///
+    /// # Errors
+    ///
+    /// [`KeyringError::Unavailable`]: call again; the erasure is complete only on `Ok`.
+    pub async fn destroy_hashed(&self, org_hash: &str) -> Result<(), KeyringError> {
+        let org_hash = org_hash.to_owned();
         let result = async {
             let tombstone = serde_json::json!({
                 "erased_at_unix": std::time::SystemTime::now()
