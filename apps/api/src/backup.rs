@@ -423,10 +423,22 @@ async fn restore(file: Option<&Path>, url: &str, data_dir: &Path, at: Option<&st
     // scratch directory, so that the target stays empty for the restore's own check.
     let scratch =
         std::env::temp_dir().join(format!("mainstay-restore-ledger-{}", std::process::id()));
-    let ledger = crate::erasure::ErasureLedger::open(&scratch, Some(&object_store)).await;
+    // A local object store that does not exist yet holds no ledger; opening it would create it
+    // (inside the target, in the embedded default).
+    let absent = object_store
+        .strip_prefix("file://")
+        .is_some_and(|dir| !Path::new(dir).exists());
+    let ledger = if absent {
+        Ok(None)
+    } else {
+        crate::erasure::ErasureLedger::open(&scratch, Some(&object_store))
+            .await
+            .map(Some)
+    };
     let _ = std::fs::remove_dir_all(&scratch);
     let erased = match ledger {
-        Ok(ledger) => crate::erasure::erased_collection_prefixes(&ledger),
+        Ok(None) => Vec::new(),
+        Ok(Some(ledger)) => crate::erasure::erased_collection_prefixes(&ledger),
         Err(error) => {
             eprintln!(
                 "mainstay-api: backup: could not read the erasure ledger of {object_store}: {error}; nothing was restored"

@@ -423,3 +423,157 @@ async fn an_export_streams_every_record_once_with_a_checksum_and_resumes_from_a_
         .unwrap();
     assert_eq!(response.status(), 422);
 }
+
+/// The proof of issue 18, point 6, across backups: with `storage.encryption` on (and no
+/// compression, the default), a backup taken before the erasure holds no readable value of the
+/// erased organisation (values are sealed with its data key, which the erasure destroyed); a
+/// restore with the erasure ledger carried over (as the disaster-recovery procedure does)
+/// leaves its collections out, so not even its record ids come back; and a restore without the
+/// ledger brings back only sealed values that answer 403 `organisation-erased`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_before_an_erasure_restores_nothing_readable_of_the_organisation() {
+    const ID_MARKER: &str = "idQ4markerZ7";
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let backups = dir.path().join("backups");
+    let keys_url = format!("file://{}", dir.path().join("keys").display());
+    let master_key = "7".repeat(64);
+    let encrypted = |data_dir: &Path| {
+        service(data_dir)
+            .env("MAINSTAY_STORAGE__ENCRYPTION", "true")
+            .env("MAINSTAY_STORAGE__MASTER_KEY", &master_key)
+            .env("MAINSTAY_STORAGE__KEYS_URL", &keys_url)
+    };
+    let api = encrypted(&data_dir).start().unwrap();
+    let client = reqwest::Client::new();
+    create(&client, &api, ACME_KEY, "orders", "memory_s3").await;
+    create(&client, &api, ACME_KEY, "notes", "memory").await;
+    create(&client, &api, OTHER_KEY, "orders", "memory_s3").await;
+    let records: Vec<(String, String)> = (0..40)
+        .map(|n| {
+            (
+                format!("{ID_MARKER}-{n:03}"),
+                format!("{MARKER} {n:03} {}", "v".repeat(200)),
+            )
+        })
+        .collect();
+    put_batch(&client, &api, ACME_KEY, "orders", &records, None).await;
+    put_batch(&client, &api, ACME_KEY, "notes", &records, None).await;
+    let kept: Vec<(String, String)> = (0..30)
+        .map(|n| {
+            (
+                format!("keep-{n:03}"),
+                format!("{KEEP} {n:03} {}", "o".repeat(200)),
+            )
+        })
+        .collect();
+    put_batch(&client, &api, OTHER_KEY, "orders", &kept, None).await;
+    // Sealed from the start: the marker is nowhere in plain text, though the ids are.
+    assert!(scan(&data_dir, MARKER.as_bytes()).is_empty());
+    assert!(!scan(&data_dir, ID_MARKER.as_bytes()).is_empty());
+
+    let backup = client
+        .post(api.url("/admin/backups"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "to": backups.display().to_string() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(backup.status(), 201, "{}", backup.text().await.unwrap());
+    let response = client
+        .delete(api.url("/admin/organisations/acme?purge=now"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let (status, record) = status_and_body(response).await;
+    assert_eq!(status, 200, "{record}");
+    assert!(
+        record["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|step| step["tier"] == "keys" && step["done"] == true),
+        "{record}"
+    );
+    for marker in [MARKER, ID_MARKER] {
+        let hits = scan(&data_dir, marker.as_bytes());
+        assert!(hits.is_empty(), "{marker} is left in {hits:?}");
+    }
+    // The backup still holds the records, sealed: no value in plain text (ids are not sealed).
+    assert!(scan(&backups, MARKER.as_bytes()).is_empty());
+    drop(api);
+
+    let restore = |target: &Path| {
+        let (status, stdout, stderr) = encrypted(target)
+            .args(&[
+                "backup",
+                "restore",
+                &backups.display().to_string(),
+                "--data-dir",
+                &target.display().to_string(),
+            ])
+            .run()
+            .unwrap();
+        assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+        stdout
+    };
+
+    // With the ledger carried over to the new object store: the organisation is left out.
+    let carried = dir.path().join("carried");
+    let ledger = data_dir.join("objects/_erasure/ledger");
+    let copy = carried.join("objects/_erasure/ledger");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&ledger).unwrap().flatten() {
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    // The ledger's scratch copy lives outside the target, which must look empty but for it.
+    std::fs::rename(carried.join("objects"), dir.path().join("carried-objects")).unwrap();
+    let carried_objects = dir.path().join("carried-objects");
+    let stdout = {
+        let (status, stdout, stderr) = encrypted(&carried)
+            .env(
+                "MAINSTAY_STORAGE__OBJECT_STORE_URL",
+                &format!("file://{}", carried_objects.display()),
+            )
+            .args(&[
+                "backup",
+                "restore",
+                &backups.display().to_string(),
+                "--data-dir",
+                &carried.display().to_string(),
+            ])
+            .run()
+            .unwrap();
+        assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+        stdout
+    };
+    assert!(stdout.contains("excluded_collections=2"), "{stdout}");
+    for place in [&carried, &carried_objects] {
+        for marker in [MARKER, ID_MARKER] {
+            let hits = scan(place, marker.as_bytes());
+            assert!(hits.is_empty(), "{marker} restored into {hits:?}");
+        }
+    }
+
+    // Without the ledger: the records come back sealed, and do not open.
+    let bare = dir.path().join("bare");
+    restore(&bare);
+    assert!(scan(&bare, MARKER.as_bytes()).is_empty());
+    let api = encrypted(&bare).start().unwrap();
+    let response = client
+        .get(api.url(&format!("/v1/collections/orders/records/{ID_MARKER}-001")))
+        .bearer_auth(ACME_KEY)
+        .send()
+        .await
+        .unwrap();
+    let (status, problem) = status_and_body(response).await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|kind| kind.ends_with("/organisation-erased")),
+        "{problem}"
+    );
+    assert_other_intact(&client, &api).await;
+}
