@@ -102,6 +102,9 @@ fn start(api_bin: &Path) -> Result<Instance> {
     command
         .env("MAINSTAY_SERVER__ADDR", "127.0.0.1:0")
         .env("MAINSTAY_STORAGE__DATA_DIR", dir.join("data"))
+        // `POST /admin/backups` with `{}` backs up to `backup.url`: set, so that every request
+        // the document allows is one the service can serve.
+        .env("MAINSTAY_BACKUP__URL", dir.join("backups"))
         .env("MAINSTAY_RATELIMIT__ENABLED", "false")
         .env("MAINSTAY_ADMIN__TOKEN", ADMIN_TOKEN)
         .env("MAINSTAY_SHUTDOWN__DRAIN_DELAY", "100ms")

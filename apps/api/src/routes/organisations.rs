@@ -77,21 +77,55 @@ pub struct ExportCursor {
 }
 
 impl ExportCursor {
-    /// The opaque form: URL-safe base64 of its JSON.
+    /// The text form, readable and checked by a pattern in the OpenAPI document, so that every
+    /// cursor the document allows is a position: `c.<collection>` (after its header),
+    /// `c.<collection>.<record id>` (after that record), `d.<entry id>` (after that dead-letter
+    /// entry) or `d.` (before the first). Collection names hold no `.`, so the first two dots
+    /// split it.
     #[must_use]
     pub fn encode(&self) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(serde_json::to_vec(self).unwrap_or_default())
+        match (&self.c, &self.a, &self.d) {
+            (Some(c), None, _) => format!("c.{c}"),
+            (Some(c), Some(a), _) => format!("c.{c}.{a}"),
+            (None, _, Some(d)) => format!("d.{d}"),
+            (None, _, None) => "d.".to_owned(),
+        }
     }
 
-    /// Reads the opaque form; `None` for anything this service did not hand out.
+    /// Reads the text form; `None` for anything else.
     #[must_use]
     pub fn decode(text: &str) -> Option<Self> {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text)
-            .ok()?;
-        let cursor: Self = serde_json::from_slice(&bytes).ok()?;
-        (cursor.c.is_some() || cursor.d.is_some()).then_some(cursor)
+        if let Some(rest) = text.strip_prefix("c.") {
+            let (c, a) = match rest.split_once('.') {
+                Some((c, a)) => (c, Some(a)),
+                None => (rest, None),
+            };
+            let name_ok = !c.is_empty()
+                && c.len() <= 51
+                && c.bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && c.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            let id_ok = a.is_none_or(|a| {
+                !a.is_empty()
+                    && a.len() <= 512
+                    && a.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b))
+            });
+            return (name_ok && id_ok).then(|| Self {
+                c: Some(c.to_owned()),
+                a: a.map(str::to_owned),
+                d: None,
+            });
+        }
+        let d = text.strip_prefix("d.")?;
+        (d.len() <= 64 && d.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| Self {
+            c: None,
+            a: None,
+            d: Some(d.to_owned()),
+        })
     }
 }
 
@@ -100,7 +134,10 @@ impl ExportCursor {
 #[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// The `cursor` of the last line received: the export resumes after it.
-    #[param(max_length = 4096)]
+    #[param(
+        max_length = 4096,
+        pattern = r"^(c\.[a-z0-9][a-z0-9_-]{0,50}(\.[A-Za-z0-9._~-]{1,512})?|d\.[A-Za-z0-9]{0,64})$"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -524,6 +561,48 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::{ExportProgress, produce};
+
+    #[test]
+    fn a_cursor_reads_back_as_itself_and_text_of_another_form_is_refused() {
+        use super::ExportCursor;
+        let cursors = [
+            ExportCursor {
+                c: Some("orders".into()),
+                a: None,
+                d: None,
+            },
+            ExportCursor {
+                c: Some("orders".into()),
+                a: Some("a.b~c-1".into()),
+                d: None,
+            },
+            ExportCursor {
+                c: None,
+                a: None,
+                d: Some("01M92A4VE9PCXPGWRADXYWXRR7".into()),
+            },
+            ExportCursor {
+                c: None,
+                a: None,
+                d: Some(String::new()),
+            },
+        ];
+        for cursor in cursors {
+            assert_eq!(ExportCursor::decode(&cursor.encode()), Some(cursor));
+        }
+        for text in [
+            "",
+            "x.orders",
+            "c.",
+            "c.Orders",
+            "c.orders.",
+            "c.orders.a/b",
+            "d.a-b",
+            "0000",
+        ] {
+            assert_eq!(ExportCursor::decode(text), None, "{text}");
+        }
+    }
 
     #[tokio::test]
     async fn an_export_reads_the_store_a_page_at_a_time_while_the_client_reads() {
