@@ -72,6 +72,15 @@ pub(crate) fn run() -> Result<()> {
     let generated = std::env::temp_dir().join(format!("mainstay-deny-{}.toml", std::process::id()));
     std::fs::write(&generated, document.to_string())
         .with_context(|| format!("could not write {}", generated.display()))?;
+    // cargo-deny's `cargo metadata` needs every package of the lock file, other platforms'
+    // included, and `--frozen` forbids downloading them: fetch them first (from the registry
+    // cache when it has them; a fresh machine's cache has only this platform's).
+    run_command(
+        crate::cargo()
+            .current_dir(&root)
+            .args(["fetch", "--locked"]),
+    )
+    .context("cargo fetch --locked, for cargo-deny's offline metadata")?;
     let checked = run_command(
         Command::new(&deny)
             .current_dir(&root)

@@ -28,7 +28,7 @@ pub struct BackupRequest {
     /// The backup goes to `<to>/<backup id>/`. Refused inside the live data directory or the
     /// store's own object-store prefix. Default: `backup.url`.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 4096)]
+    #[schema(min_length = 1, max_length = 255)]
     pub to: Option<String>,
 }
 
@@ -65,7 +65,17 @@ pub struct BackupCreated {
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(State(state): State<AppState>, body: Bytes) -> Response {
-    let request: BackupRequest = match serde_json::from_slice(&body) {
+    // An object only: serde would also build the struct from a JSON array.
+    let object = serde_json::from_slice::<serde_json::Value>(&body)
+        .map_err(|error| error.to_string())
+        .and_then(|value| {
+            if value.is_object() {
+                serde_json::from_value::<BackupRequest>(value).map_err(|error| error.to_string())
+            } else {
+                Err("not a JSON object".to_owned())
+            }
+        });
+    let request: BackupRequest = match object {
         Ok(request) => request,
         Err(error) => {
             return Problem::new(
