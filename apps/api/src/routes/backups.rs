@@ -28,7 +28,7 @@ pub struct BackupRequest {
     /// The backup goes to `<to>/<backup id>/`. Refused inside the live data directory or the
     /// store's own object-store prefix. Default: `backup.url`.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f]+$")]
     pub to: Option<String>,
 }
 
@@ -106,6 +106,13 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Response {
         )
         .into_response();
     };
+    if to.is_empty() || to.len() > 255 || to.chars().any(char::is_control) {
+        return Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`to` must be 1 to 255 bytes without control characters",
+        )
+        .into_response();
+    }
     let target = match BackupTarget::parse(&to) {
         Ok(target) => target.settings_file(settings),
         Err(error) => {
