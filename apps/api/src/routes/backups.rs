@@ -28,7 +28,7 @@ pub struct BackupRequest {
     /// The backup goes to `<to>/<backup id>/`. Refused inside the live data directory or the
     /// store's own object-store prefix. Default: `backup.url`.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1f\x7f]+$")]
+    #[schema(min_length = 1, max_length = 63, pattern = r"^[^\x00-\x1f\x7f]+$")]
     pub to: Option<String>,
 }
 
@@ -106,10 +106,13 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Response {
         )
         .into_response();
     };
-    if to.is_empty() || to.len() > 255 || to.chars().any(char::is_control) {
+    // As the schema says: 1 to 63 characters (a path component stays under the 255 bytes of a
+    // file name whatever their encoding), none of U+0000-U+001F or U+007F.
+    let count = to.chars().count();
+    if count == 0 || count > 63 || to.chars().any(|c| c <= '\u{1f}' || c == '\u{7f}') {
         return Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "`to` must be 1 to 255 bytes without control characters",
+            "`to` must be 1 to 63 characters without control characters",
         )
         .into_response();
     }
