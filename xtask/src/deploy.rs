@@ -465,31 +465,13 @@ impl Settings {
 /// liveness probes on `/health/startup`, `/health/ready` and `/health/live`; the grace period is
 /// longer than `shutdown.timeout`; a StatefulSet (the writer) has exactly one replica.
 fn workload(manifest: &Value, settings: Option<Settings>) -> Vec<String> {
-    let mut problems = Vec::new();
     let pod = &manifest["spec"]["template"]["spec"];
+    let mut problems = pod_rules(pod);
     let mut require = |ok: bool, what: &str| {
         if !ok {
             problems.push(what.to_owned());
         }
     };
-    require(
-        pod["securityContext"]["runAsNonRoot"].as_bool() == Some(true),
-        "the pod must set runAsNonRoot: true",
-    );
-    require(
-        pod["securityContext"]["runAsUser"]
-            .as_u64()
-            .is_some_and(|uid| uid > 0),
-        "the pod must run as a numeric non-root runAsUser",
-    );
-    require(
-        pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault",
-        "the pod must use the RuntimeDefault seccomp profile",
-    );
-    require(
-        pod["automountServiceAccountToken"].as_bool() == Some(false),
-        "the pod must not mount a service account token",
-    );
     let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
     let Some(settings) = settings else {
         return vec![
@@ -574,6 +556,21 @@ fn cron_job(manifest: &Value) -> Vec<String> {
         pod["restartPolicy"] == "Never",
         "a CronJob's pod must set restartPolicy: Never",
     );
+    problems.extend(pod_rules(pod));
+    for container in pod["containers"].as_sequence().into_iter().flatten() {
+        problems.extend(container_rules(container));
+    }
+    problems
+}
+
+/// The security rules of a pod: non-root, RuntimeDefault seccomp, no service account token.
+fn pod_rules(pod: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut require = |ok: bool, what: &str| {
+        if !ok {
+            problems.push(what.to_owned());
+        }
+    };
     require(
         pod["securityContext"]["runAsNonRoot"].as_bool() == Some(true),
         "the pod must set runAsNonRoot: true",
@@ -592,9 +589,6 @@ fn cron_job(manifest: &Value) -> Vec<String> {
         pod["automountServiceAccountToken"].as_bool() == Some(false),
         "the pod must not mount a service account token",
     );
-    for container in pod["containers"].as_sequence().into_iter().flatten() {
-        problems.extend(container_rules(container));
-    }
     problems
 }
 
