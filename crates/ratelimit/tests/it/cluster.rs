@@ -250,7 +250,14 @@ async fn a_killed_master_under_load_answers_no_5xx_and_decisions_return_to_redis
         half_open_successes: 1,
         ..BreakerConfig::consecutive(3, Duration::from_millis(300))
     };
-    let limiter = on_cluster(config, &cluster, 0);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = mainstay_ratelimit::RateLimitMetrics::register(&mut registry);
+    let limiter = RateLimiter::builder(config)
+        .redis_url(cluster.url(0))
+        .redis_cluster([cluster.url(2), cluster.url(4)])
+        .metrics(&metrics)
+        .build()
+        .unwrap();
     until_on_redis(&limiter).await;
     let app = crate::http::app(limiter.clone());
 
@@ -282,64 +289,55 @@ async fn a_killed_master_under_load_answers_no_5xx_and_decisions_return_to_redis
         .iter()
         .find(|node| node.master_id.as_deref() == Some(victim.id.as_str()))
         .expect("the master's replica");
-    let (victim_index, replica_index) = (
-        cluster.index_of(victim.port),
-        cluster.index_of(replica.port),
-    );
-    let survivor = (0..6)
-        .find(|index| *index != victim_index && *index != replica_index)
-        .unwrap();
+    let victim_index = cluster.index_of(victim.port);
+    let live: Vec<usize> = (0..6).filter(|index| *index != victim_index).collect();
     cluster.nodes[victim_index].kill();
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(20);
-    // Before the failover the killed master's callers are decided by the fallback.
+    // Before the failover the killed master's callers are decided by the fallback. The failover
+    // is over when every live node says `cluster_state:ok` and knows the replica as a master: a
+    // node that lags still answers CLUSTERDOWN or MOVED to the dead master, which no client can
+    // help.
     let mut fell_back = 0;
     let failed_over = loop {
-        for index in 0..48 {
-            let decision = limiter
-                .check(&LimitRequest {
-                    caller: None,
-                    client: Some(client(index)),
-                    route: None,
-                })
-                .await;
-            fell_back += usize::from(decision.backend == Backend::Fallback);
-        }
-        let promoted = cluster
-            .topology(survivor)
-            .iter()
-            .any(|node| node.port == replica.port && node.master && !node.failed);
-        if promoted && state(&cluster.nodes[survivor]) == "ok" {
+        fell_back += round(&limiter).await.len();
+        if failover_seen_by_all(&cluster, &live, replica.port) {
             break Instant::now();
         }
-        assert!(Instant::now() < deadline, "no failover within 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "no failover within 20 s: {}",
+            cluster_view(&cluster, &live)
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
 
     // Within 5 s of the failover every caller (a third of them on the killed master's slots) is
-    // decided on Redis again.
+    // decided on Redis again. Should the cluster leave `ok` meanwhile (on a starved machine a node
+    // may miss the 1 s node timeout and be failed over in turn), the 5 s count from its return.
     assert!(
         fell_back > 0,
         "the killed master made no decision fall back"
     );
+    let mut settled = failed_over;
     let back = loop {
-        let mut all_on_redis = true;
-        for index in 0..48 {
-            let decision = limiter
-                .check(&LimitRequest {
-                    caller: None,
-                    client: Some(client(index)),
-                    route: None,
-                })
-                .await;
-            all_on_redis &= decision.backend == Backend::Redis;
+        let off_redis = round(&limiter).await;
+        if off_redis.is_empty() {
+            break settled.elapsed();
         }
-        if all_on_redis {
-            break failed_over.elapsed();
+        if !failover_seen_by_all(&cluster, &live, replica.port) {
+            settled = Instant::now();
         }
         assert!(
-            failed_over.elapsed() < Duration::from_secs(5),
-            "decisions not back on redis 5 s after the failover"
+            settled.elapsed() < Duration::from_secs(5)
+                && Instant::now() < deadline + Duration::from_secs(10),
+            "decisions not back on redis 5 s after the failover: {} of 48 callers off redis ({:?}), \
+             breaker {:?}; cluster: {}; metrics: {}",
+            off_redis.len(),
+            off_redis.iter().take(6).collect::<Vec<_>>(),
+            limiter.breaker().state(),
+            cluster_view(&cluster, &live),
+            backend_metrics(&registry)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -366,6 +364,69 @@ async fn a_killed_master_under_load_answers_no_5xx_and_decisions_return_to_redis
         "failover {:?} after the kill, decisions on redis {back:?} after the failover",
         failed_over - killed
     );
+}
+
+/// One decision for each of the 48 callers; returns the callers (and backends) not decided on
+/// Redis.
+async fn round(limiter: &RateLimiter) -> Vec<(usize, Backend)> {
+    let mut off = Vec::new();
+    for index in 0..48 {
+        let decision = limiter
+            .check(&LimitRequest {
+                caller: None,
+                client: Some(client(index)),
+                route: None,
+            })
+            .await;
+        if decision.backend != Backend::Redis {
+            off.push((index, decision.backend));
+        }
+    }
+    off
+}
+
+/// Whether every node of `live` says `cluster_state:ok` and sees the node on `port` as a master.
+fn failover_seen_by_all(cluster: &RedisCluster, live: &[usize], port: u16) -> bool {
+    live.iter().all(|index| {
+        state(&cluster.nodes[*index]) == "ok"
+            && cluster
+                .topology(*index)
+                .iter()
+                .any(|node| node.port == port && node.master && !node.failed)
+    })
+}
+
+/// Each live node's `cluster_state` and the masters it sees, for a failure message.
+fn cluster_view(cluster: &RedisCluster, live: &[usize]) -> String {
+    live.iter()
+        .map(|index| {
+            let masters: Vec<String> = cluster
+                .topology(*index)
+                .iter()
+                .filter(|node| node.master)
+                .map(|node| format!("{}{}", node.port, if node.failed { "(fail)" } else { "" }))
+                .collect();
+            format!(
+                "node {index}: {} masters {}",
+                state(&cluster.nodes[*index]),
+                masters.join(",")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The backend error and fallback switch counters, for a failure message.
+fn backend_metrics(registry: &prometheus_client::registry::Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .filter(|line| {
+            !line.starts_with('#')
+                && (line.contains("backend_errors") || line.contains("fallback_switches"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
