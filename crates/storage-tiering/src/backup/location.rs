@@ -245,21 +245,40 @@ impl BackupTarget {
 
     /// The ids of the complete backups (with a `backup.json`) under this root, oldest first.
     pub(crate) async fn complete_backups(&self) -> Result<Vec<String>, String> {
+        let mut ids = Vec::new();
+        for id in self.backup_dirs().await? {
+            if self.child(&id).is_backup().await? {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The id of the newest complete backup under this root: the directories are looked at newest
+    /// first (ids sort by their time), so a status read asks for one `backup.json` in the common
+    /// case rather than one per backup kept.
+    pub(crate) async fn newest_complete_backup(&self) -> Result<Option<String>, String> {
+        for id in self.backup_dirs().await?.into_iter().rev() {
+            if self.child(&id).is_backup().await? {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The names of the directories right under this root, sorted (oldest backup first).
+    async fn backup_dirs(&self) -> Result<Vec<String>, String> {
         let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
         let listing = self
             .store
             .list_with_delimiter(prefix.as_ref())
             .await
             .map_err(|e| e.to_string())?;
-        let mut ids = Vec::new();
-        for dir in listing.common_prefixes {
-            let Some(id) = dir.filename().map(str::to_owned) else {
-                continue;
-            };
-            if self.child(&id).is_backup().await? {
-                ids.push(id);
-            }
-        }
+        let mut ids: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|dir| dir.filename().map(str::to_owned))
+            .collect();
         ids.sort();
         Ok(ids)
     }

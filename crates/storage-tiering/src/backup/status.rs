@@ -49,7 +49,7 @@ pub async fn status(root: &BackupTarget) -> Result<BackupStatus, String> {
     };
     let last_verification = record(LAST_VERIFICATION_FILE).await?;
     let last_success = record(LAST_SUCCESS_FILE).await?;
-    let newest_backup = match root.complete_backups().await?.last() {
+    let newest_backup = match root.newest_complete_backup().await?.as_deref() {
         None => None,
         Some(id) => {
             let bytes = root

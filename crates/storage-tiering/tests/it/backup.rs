@@ -12,9 +12,10 @@ use bytes::Bytes;
 use mainstay_dlq::{ErrorClass, NewEntry, PinnedFile};
 use mainstay_storage_tiering::{
     BackupError, BackupTarget, ListQuery, Policy, RestoreError, RestoreOptions, RestorePoint,
-    Store, StoreConfig, Verification, VerifyOptions, restore, verify, verify_and_record,
+    Store, StoreConfig, Verification, VerifyOptions, backup_status, restore, verify,
+    verify_and_record,
 };
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::common::{FaultStore, config};
 use crate::s3_server::S3Server;
@@ -464,6 +465,42 @@ async fn an_old_backup_is_too_old_and_the_report_is_recorded_in_the_root() {
         verify(&root, &fresh).await.unwrap().outcome,
         Verification::Ok
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_names_the_newest_complete_backup_and_reads_one_manifest_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mut history = History::default();
+    let destination = FaultStore::new(Arc::new(object_store::memory::InMemory::new()));
+    let root = BackupTarget::with_object_store(
+        "memory",
+        Arc::clone(&destination) as Arc<dyn ObjectStore>,
+        "backups",
+    );
+    let mut ids = Vec::new();
+    for round in 0..4 {
+        write_some(&store, &mut history, &format!("r{round}"), 5).await;
+        ids.push(store.backup(&root).await.unwrap().id);
+    }
+    // A newer backup that never finished: no `backup.json`.
+    destination
+        .put(
+            &object_store::path::Path::from("backups/99999999T999999Z-unfinished/catalog.json"),
+            Bytes::from_static(b"{}").into(),
+        )
+        .await
+        .unwrap();
+    destination.backup_manifest_heads.store(0, Ordering::SeqCst);
+    let status = backup_status(&root).await.unwrap();
+    assert_eq!(
+        status.newest_backup.as_ref().map(|(id, _)| id),
+        ids.last(),
+        "{status:?}"
+    );
+    // The unfinished one and the newest complete one; not the three older backups.
+    assert_eq!(destination.backup_manifest_heads.load(Ordering::SeqCst), 2);
+    store.close(Duration::from_secs(10)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,6 +147,8 @@ pub(crate) struct FaultStore {
     /// Segment puts wait (in flight) while this is set, until it is cleared and `resume` told.
     pub(crate) hold_segment_puts: AtomicBool,
     pub(crate) resume: tokio::sync::Notify,
+    /// `HEAD`s of a backup's `backup.json`.
+    pub(crate) backup_manifest_heads: AtomicU64,
 }
 
 impl FaultStore {
@@ -164,6 +166,7 @@ impl FaultStore {
             ambiguous_manifest_puts: AtomicU64::new(0),
             hold_segment_puts: AtomicBool::new(false),
             resume: tokio::sync::Notify::new(),
+            backup_manifest_heads: AtomicU64::new(0),
         })
     }
 
@@ -311,6 +314,9 @@ impl ObjectStore for FaultStore {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         self.gate().pass().await;
+        if options.head && location.as_ref().ends_with("backup.json") {
+            self.backup_manifest_heads.fetch_add(1, Ordering::SeqCst);
+        }
         if let Some(error) = self.fault(location, false) {
             return Err(error);
         }
