@@ -43,7 +43,7 @@ impl fmt::Display for ErrorChain<'_> {
     }
 }
 
-/// The patterns every [`Redactor`] applies, whatever the configured list says: any name holding
+/// The patterns every redactor applies, whatever the configured list says: any name holding
 /// `token`, `secret`, `password`, `passwd`, `api_key` or `apikey`, and the header names
 /// `authorization`, `cookie` and `set-cookie` (as whole names or last dot-separated segments).
 pub const BUILT_IN_REDACT_PATTERNS: &[&str] = &[
