@@ -2,7 +2,8 @@
 //! streams what the service can read (collections on local disk) and ends with a summary
 //! `"complete": false` that names the unavailable source and the cursor to resume from, never a
 //! silently truncated export; once the store is back, the export resumed from that cursor
-//! delivers the rest, so every record and dead-letter entry arrives exactly once across the two.
+//! delivers the rest, so every record and dead-letter entry arrives exactly once across the two,
+//! and an export resumed after a dead-letter entry delivers only the entries after it.
 //!
 //! The organisation's object-store collections are cold: written by a first run that uploaded
 //! them on its way out, and served by a second run that has no local copy of them (committed
@@ -272,6 +273,30 @@ async fn an_export_during_an_object_store_outage_is_incomplete_and_resumes_exact
             format!("{tag}-beta/failed-1"),
             format!("{tag}-gamma/failed-2")
         ]
+    );
+
+    // Resumed after the first dead-letter entry: only the entries after it.
+    let first_entry = second_part
+        .iter()
+        .find(|line| line["type"] == "dlq_entry")
+        .expect("a dead-letter entry in the resumed export");
+    let cursor = first_entry["cursor"].as_str().unwrap();
+    let (rest, summary) = export(&client, &service, Some(cursor)).await;
+    assert_eq!(summary["complete"], true, "{summary}");
+    let rest_entries = named(&rest, "dlq_entry", "key");
+    assert_eq!(
+        rest.len(),
+        rest_entries.len(),
+        "only dead-letter entries: {rest:?}"
+    );
+    let first_key = first_entry["key"].as_str().unwrap();
+    assert_eq!(
+        rest_entries,
+        entries
+            .iter()
+            .filter(|key| key.as_str() != first_key)
+            .cloned()
+            .collect::<Vec<_>>()
     );
     stop(service)?;
     Ok(())
