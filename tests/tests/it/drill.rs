@@ -91,6 +91,7 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
         );
         put_batch(&client, &api, name, 0..BEFORE).await?;
     }
+    let backup_requested_at = unix_now();
     let backup = client
         .post(api.url("/admin/backups"))
         .bearer_auth(ADMIN_TOKEN)
@@ -102,6 +103,13 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
     let consistent_at = backup["consistent_at"]
         .as_f64()
         .context("the backup answer has no consistent_at")?;
+    // The consistent point is taken while the backup request runs (in whole seconds): the
+    // recovery point the report gives is measured from it.
+    let backup_answered_at = unix_now();
+    ensure!(
+        backup_requested_at.floor() <= consistent_at && consistent_at <= backup_answered_at.ceil(),
+        "consistent_at {consistent_at} is outside the backup request ({backup_requested_at} to {backup_answered_at})"
+    );
     // After the backup: writes the loss will take (the recovery point is the backup's).
     for name in ["hot", "tiered"] {
         put_batch(&client, &api, name, BEFORE..BEFORE + AFTER).await?;
@@ -166,6 +174,11 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
     ensure!(served == 2 * BEFORE && lost == 2 * AFTER);
 
     let recovery_point = lost_at - consistent_at;
+    ensure!(
+        (0.0..=lost_at - backup_requested_at + 1.0).contains(&recovery_point),
+        "a recovery point of {recovery_point} s for a loss {} s after the backup was requested",
+        lost_at - backup_requested_at
+    );
     let report = serde_json::json!({
         "scenario": "lost disk (data directory, embedded object store under it)",
         "backup_id": backup["id"],
