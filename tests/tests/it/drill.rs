@@ -24,6 +24,23 @@ fn builder(dir: &Path, backups: &Path) -> mainstay_tests::ApiBuilder {
         .env("MAINSTAY_BACKUP__URL", &backups.display().to_string())
         // The drill reads every record back one by one; limits are not what it measures.
         .env("MAINSTAY_RATELIMIT__ENABLED", "false")
+        // A small memtable: the records before the backup are flushed into segments, and the
+        // `memory_s3` ones uploaded, so the backup and the restore carry the object store too.
+        .env("MAINSTAY_STORAGE__MEMTABLE_BYTES", "4096")
+}
+
+/// Whether a segment of the collection `name` (as the client names it) is in the embedded
+/// object store under `data`.
+fn uploaded(data: &Path, name: &str) -> bool {
+    let suffix = format!("-{name}");
+    std::fs::read_dir(data.join("objects/segments"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(&suffix))
+        .any(|entry| {
+            std::fs::read_dir(entry.path()).is_ok_and(|mut segments| segments.next().is_some())
+        })
 }
 
 fn report_dir() -> PathBuf {
@@ -90,6 +107,14 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
             created.status()
         );
         put_batch(&client, &api, name, 0..BEFORE).await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !uploaded(&dir.join("data"), "tiered") {
+        ensure!(
+            Instant::now() < deadline,
+            "no segment of `tiered` was uploaded before the backup"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let backup_requested_at = unix_now();
     let backup = client
