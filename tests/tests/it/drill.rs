@@ -92,6 +92,20 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
     let dir = scratch.path();
     let backups = dir.join("backups");
     let client = reqwest::Client::new();
+    // A dead-letter entry, as a failed delivery leaves it: the DLQ is lost with the disk too.
+    {
+        let dlq = mainstay_dlq::Dlq::open(dir.join("data/dlq"), mainstay_dlq::DlqConfig::default())
+            .await?;
+        dlq.push(mainstay_dlq::NewEntry::inline(
+            "deliveries",
+            "drill-entry",
+            b"payload".to_vec(),
+            mainstay_dlq::ErrorClass::Permanent,
+            "delivery failed",
+        ))
+        .await?;
+        dlq.close().await?;
+    }
     let api = builder(dir, &backups).start()?;
 
     // Before the backup: two collections, one memory and one memory_s3.
@@ -197,6 +211,23 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
         }
     }
     ensure!(served == 2 * BEFORE && lost == 2 * AFTER);
+    let listed: serde_json::Value = client
+        .get(api.url("/admin/dlq?queue=deliveries"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let keys: Vec<&serde_json::Value> = listed["entries"]
+        .as_array()
+        .context("the DLQ listing has no entries")?
+        .iter()
+        .map(|entry| &entry["key"])
+        .collect();
+    ensure!(
+        keys == ["drill-entry"],
+        "the dead-letter entry of the backup is not restored: {listed}"
+    );
 
     let recovery_point = lost_at - consistent_at;
     ensure!(
