@@ -24,6 +24,23 @@ fn builder(dir: &Path, backups: &Path) -> mainstay_tests::ApiBuilder {
         .env("MAINSTAY_BACKUP__URL", &backups.display().to_string())
         // The drill reads every record back one by one; limits are not what it measures.
         .env("MAINSTAY_RATELIMIT__ENABLED", "false")
+        // A small memtable: the records before the backup are flushed into segments, and the
+        // `memory_s3` ones uploaded, so the backup and the restore carry the object store too.
+        .env("MAINSTAY_STORAGE__MEMTABLE_BYTES", "4096")
+}
+
+/// Whether a segment of the collection `name` (as the client names it) is in the embedded
+/// object store under `data`.
+fn uploaded(data: &Path, name: &str) -> bool {
+    let suffix = format!("-{name}");
+    std::fs::read_dir(data.join("objects/segments"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(&suffix))
+        .any(|entry| {
+            std::fs::read_dir(entry.path()).is_ok_and(|mut segments| segments.next().is_some())
+        })
 }
 
 fn report_dir() -> PathBuf {
@@ -75,6 +92,20 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
     let dir = scratch.path();
     let backups = dir.join("backups");
     let client = reqwest::Client::new();
+    // A dead-letter entry, as a failed delivery leaves it: the DLQ is lost with the disk too.
+    {
+        let dlq = mainstay_dlq::Dlq::open(dir.join("data/dlq"), mainstay_dlq::DlqConfig::default())
+            .await?;
+        dlq.push(mainstay_dlq::NewEntry::inline(
+            "deliveries",
+            "drill-entry",
+            b"payload".to_vec(),
+            mainstay_dlq::ErrorClass::Permanent,
+            "delivery failed",
+        ))
+        .await?;
+        dlq.close().await?;
+    }
     let api = builder(dir, &backups).start()?;
 
     // Before the backup: two collections, one memory and one memory_s3.
@@ -91,6 +122,15 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
         );
         put_batch(&client, &api, name, 0..BEFORE).await?;
     }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !uploaded(&dir.join("data"), "tiered") {
+        ensure!(
+            Instant::now() < deadline,
+            "no segment of `tiered` was uploaded before the backup"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let backup_requested_at = unix_now();
     let backup = client
         .post(api.url("/admin/backups"))
         .bearer_auth(ADMIN_TOKEN)
@@ -102,6 +142,13 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
     let consistent_at = backup["consistent_at"]
         .as_f64()
         .context("the backup answer has no consistent_at")?;
+    // The consistent point is taken while the backup request runs (in whole seconds): the
+    // recovery point the report gives is measured from it.
+    let backup_answered_at = unix_now();
+    ensure!(
+        backup_requested_at.floor() <= consistent_at && consistent_at <= backup_answered_at.ceil(),
+        "consistent_at {consistent_at} is outside the backup request ({backup_requested_at} to {backup_answered_at})"
+    );
     // After the backup: writes the loss will take (the recovery point is the backup's).
     for name in ["hot", "tiered"] {
         put_batch(&client, &api, name, BEFORE..BEFORE + AFTER).await?;
@@ -164,8 +211,30 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
         }
     }
     ensure!(served == 2 * BEFORE && lost == 2 * AFTER);
+    let listed: serde_json::Value = client
+        .get(api.url("/admin/dlq?queue=deliveries"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let keys: Vec<&serde_json::Value> = listed["entries"]
+        .as_array()
+        .context("the DLQ listing has no entries")?
+        .iter()
+        .map(|entry| &entry["key"])
+        .collect();
+    ensure!(
+        keys == ["drill-entry"],
+        "the dead-letter entry of the backup is not restored: {listed}"
+    );
 
     let recovery_point = lost_at - consistent_at;
+    ensure!(
+        (0.0..=lost_at - backup_requested_at + 1.0).contains(&recovery_point),
+        "a recovery point of {recovery_point} s for a loss {} s after the backup was requested",
+        lost_at - backup_requested_at
+    );
     let report = serde_json::json!({
         "scenario": "lost disk (data directory, embedded object store under it)",
         "backup_id": backup["id"],

@@ -7,6 +7,7 @@ mod config;
 mod dlq_damage;
 mod drill;
 mod encryption;
+mod export_outage;
 mod health;
 mod http;
 mod metrics_catalogue;

@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 use mainstay_tests::{Api, ApiBuilder, sha256_hex};
 use serde_json::json;
 
-const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
+pub(crate) const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456789";
 
 /// An S3 server answering on `addr` from the directory `root` (bucket `bucket`); stops when
-/// dropped, and the port refuses connections again.
+/// dropped, and the port refuses connections again. [`S3Server::stop`] also closes the
+/// connections it accepted before it returns, so that a running client's pooled keep-alive
+/// connection fails as well (an outage under a running service).
 pub(crate) struct S3Server {
     task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl S3Server {
@@ -30,10 +33,21 @@ impl S3Server {
         builder.set_auth(s3s::auth::SimpleAuth::from_single("access", "secret"));
         let service = builder.build();
         let listener = tokio::net::TcpListener::bind(addr).await?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
+            // Owned by this task: dropping or shutting down the set ends every connection.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let socket = tokio::select! {
+                    _ = &mut stopped => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((socket, _)) => socket,
+                        Err(_) => break,
+                    },
+                };
+                while connections.try_join_next().is_some() {}
                 let service = service.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let io = hyper_util::rt::TokioIo::new(socket);
                     let _ = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
@@ -42,8 +56,22 @@ impl S3Server {
                     .await;
                 });
             }
+            drop(listener);
+            connections.shutdown().await;
         });
-        Ok(Self { task })
+        Ok(Self {
+            task,
+            stop: Some(stop),
+        })
+    }
+
+    /// Stops the server and returns once the port refuses connections and every connection
+    /// it accepted is closed.
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -115,7 +143,7 @@ impl Client {
 }
 
 /// Stops `api` with SIGTERM (uploads are flushed on the way out) and expects exit 0.
-fn stop(mut api: Api) -> anyhow::Result<()> {
+pub(crate) fn stop(mut api: Api) -> anyhow::Result<()> {
     api.terminate()?;
     let status = api.wait_exit(Duration::from_secs(30))?;
     anyhow::ensure!(status.success(), "mainstay-api exited with {status}");

@@ -385,13 +385,30 @@ pub async fn produce(
         }
     }
     if !unavailable {
-        let mut after = cursor.and_then(|cursor| cursor.d).filter(|d| !d.is_empty());
+        let position = cursor.and_then(|cursor| cursor.d).filter(|d| !d.is_empty());
+        // The DLQ refuses a cursor that is no entry id, and the cursor pattern allows any text:
+        // such a position resumes after the ids that sort before it or equal it, rather than
+        // ending the export empty and "complete".
+        let (mut after, floor) = match position {
+            Some(d) if d.parse::<mainstay_dlq::EntryId>().is_err() => (None, Some(d)),
+            id => (id, None),
+        };
         let filter = mainstay_dlq::Filter::default();
         loop {
             let Ok(page) = storage.dlq.list(&filter, after.as_deref(), page_size) else {
                 break;
             };
-            for entry in page.entries.iter().filter(|e| e.key().starts_with(&prefix)) {
+            let after_floor = |entry: &&mainstay_dlq::Entry| {
+                floor
+                    .as_deref()
+                    .is_none_or(|floor| entry.id().to_string().as_str() > floor)
+            };
+            for entry in page
+                .entries
+                .iter()
+                .filter(|e| e.key().starts_with(&prefix))
+                .filter(after_floor)
+            {
                 let position = ExportCursor {
                     d: Some(entry.id().to_string()),
                     ..ExportCursor::default()
