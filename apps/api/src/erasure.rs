@@ -4,10 +4,11 @@
 //! (durably on the local disk, then in the object store under `<prefix>/_erasure/ledger/`, beside
 //! the store's `segments/` and `manifest/`, which no backup of the store copies), blocks the
 //! organisation's API keys (403 `.../organisation-erased`), then drops every collection of the
-//! organisation, deletes its dead-letter entries and their pinned files, forgets its batch
-//! idempotency answers, and purges the dropped data physically ([`Store::purge_dropped`]: WAL
-//! rolled and trimmed, local directories removed, objects deleted without the orphan grace
-//! period, the DLQ journal compacted). The ledger holds the SHA-256 of the organisation's name,
+//! organisation, deletes its dead-letter entries and their pinned files, rewrites the DLQ archive
+//! without the views of its evicted and expired entries, forgets its batch idempotency answers,
+//! and purges the dropped data physically ([`Store::purge_dropped`]: WAL rolled and trimmed,
+//! local directories removed, objects deleted without the orphan grace period, the DLQ journal
+//! compacted). The ledger holds the SHA-256 of the organisation's name,
 //! never the name: every step works from the 12-hex-digit tag that starts the store's names of
 //! its collections. A purge that cannot finish (an upload pending, the object store down) is
 //! retried by a background task every `erasure.retry_interval` until it is complete, before
@@ -41,6 +42,7 @@ pub const TIERS: &[&str] = &[
     "keys",
     "memory",
     "dlq",
+    "dlq_archive",
     "idempotency_cache",
     "wal",
     "local_segments",
@@ -62,8 +64,8 @@ pub enum ErasureState {
 /// One tier of an erasure and whether it is cleared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErasureStep {
-    /// `ledger`, `memory`, `dlq`, `idempotency_cache`, `wal`, `local_segments` or
-    /// `object_store`.
+    /// `ledger`, `keys`, `memory`, `dlq`, `dlq_archive`, `idempotency_cache`, `wal`,
+    /// `local_segments` or `object_store`.
     pub tier: String,
     /// Whether nothing of the organisation is left in it.
     pub done: bool,
@@ -553,6 +555,17 @@ impl Erasures {
         }
         let prefix = format!("{}-", record.collection_tag());
         record.remaining.clear();
+        // A record written before a tier was added (`dlq_archive`) gets it, not done.
+        record.steps = TIERS
+            .iter()
+            .map(|tier| ErasureStep {
+                tier: (*tier).to_owned(),
+                done: record
+                    .steps
+                    .iter()
+                    .any(|step| step.tier == *tier && step.done),
+            })
+            .collect();
         // The data key first: from here on no copy of a sealed value opens, wherever it is
         // (a backup, a lagging replica of the object store), before any byte is purged.
         let keys_done = match &self.keyring {
@@ -585,6 +598,10 @@ impl Erasures {
         // The DLQ: every entry keyed by one of its collections, with its pinned file.
         let dlq_done = erase_dlq_entries(storage, &prefix, &mut record.remaining).await;
         record.set("dlq", dlq_done);
+        // The DLQ archive: the views of its entries evicted or expired before (after the entries
+        // went, so that none of them is archived after the rewrite).
+        let archive_done = erase_dlq_archive(storage, &prefix, &mut record.remaining).await;
+        record.set("dlq_archive", archive_done);
         storage.idempotency.forget_prefix(&prefix);
         record.set("idempotency_cache", true);
         if dropped_all {
@@ -687,6 +704,35 @@ impl Erasures {
     }
 }
 
+/// Rewrites the DLQ archive without the lines of keys starting with `prefix`; returns whether
+/// none is left. A line that does not parse is kept by the DLQ; one whose bytes hold `prefix`
+/// may be the organisation's, so the step stays open (an operator removes the line: see
+/// docs/runbooks/scenario-erase-tenant.md) and the erasure is retried.
+async fn erase_dlq_archive(storage: &Storage, prefix: &str, remaining: &mut Vec<String>) -> bool {
+    match storage.dlq.erase_archived(prefix).await {
+        Ok(rewrite) => {
+            let suspect: Vec<String> = rewrite
+                .unreadable
+                .iter()
+                .filter(|line| line.holds_prefix)
+                .map(|line| line.line.to_string())
+                .collect();
+            if suspect.is_empty() {
+                return true;
+            }
+            remaining.push(format!(
+                "dlq_archive: lines {} of archive.jsonl do not parse and hold the organisation's tag; remove them by hand",
+                suspect.join(", ")
+            ));
+            false
+        }
+        Err(error) => {
+            remaining.push(format!("dlq_archive: {error}"));
+            false
+        }
+    }
+}
+
 /// Deletes every DLQ entry whose key starts with `prefix` (any queue) and the file a pinned
 /// entry points at; returns whether all went.
 async fn erase_dlq_entries(storage: &Storage, prefix: &str, remaining: &mut Vec<String>) -> bool {
@@ -742,6 +788,8 @@ pub(crate) mod tests {
     use std::time::{Duration, SystemTime};
 
     use mainstay_storage_tiering::{Policy, Store, StoreConfig};
+
+    use std::io::Write as _;
 
     use super::{
         ErasureLedger, ErasureMetrics, ErasureState, Erasures, erased_collection_prefixes,
@@ -832,5 +880,166 @@ pub(crate) mod tests {
         let completed = humantime::parse_rfc3339(record.completed_at.as_deref().unwrap()).unwrap();
         assert!(completed <= record.deadline_time().unwrap());
         assert!(storage.store.collections().is_empty());
+    }
+
+    /// Pushes `keys` to the queue `deliveries`, set to hold one entry: each push evicts the
+    /// one before into the archive.
+    async fn archive_keys(storage: &Storage, keys: &[String]) {
+        storage
+            .dlq
+            .set_queue_config(
+                "deliveries",
+                mainstay_dlq::QueueConfig {
+                    capacity: 1,
+                    ..mainstay_dlq::QueueConfig::default()
+                },
+            )
+            .unwrap();
+        for key in keys {
+            storage
+                .dlq
+                .push(mainstay_dlq::NewEntry::inline(
+                    "deliveries",
+                    key.clone(),
+                    format!("payload of {key}").into_bytes(),
+                    mainstay_dlq::ErrorClass::Permanent,
+                    "delivery failed",
+                ))
+                .await
+                .unwrap();
+        }
+    }
+
+    fn archive(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("dlq/archive.jsonl")).unwrap_or_default()
+    }
+
+    fn step(record: &super::ErasureRecord, tier: &str) -> bool {
+        record
+            .steps
+            .iter()
+            .find(|step| step.tier == tier)
+            .unwrap_or_else(|| panic!("no step {tier}: {record:?}"))
+            .done
+    }
+
+    /// The views of the organisation's evicted dead-letter entries leave `archive.jsonl`; the
+    /// other organisations' stay. A line that does not parse but holds the organisation's tag
+    /// keeps the step `dlq_archive` open until it is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_erasure_removes_the_organisations_lines_from_the_dlq_archive() {
+        const MARKER: &str = "zqARCHIVEDmarker5";
+        let dir = tempfile::tempdir().unwrap();
+        let storage = storage(dir.path()).await;
+        let tag = crate::routes::collections::tag("acme");
+        let other = crate::routes::collections::tag("other");
+        archive_keys(
+            &storage,
+            &[
+                format!("{tag}-orders/{MARKER}-1"),
+                format!("{other}-orders/kept-1"),
+                format!("{tag}-orders/{MARKER}-2"),
+                format!("{other}-orders/kept-2"),
+                format!("{other}-orders/kept-3"),
+            ],
+        )
+        .await;
+        assert_eq!(archive(dir.path()).matches(MARKER).count(), 2);
+        // A torn line that holds the tag: whose it is cannot be told.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("dlq/archive.jsonl"))
+            .unwrap();
+        writeln!(file, "{{\"entry\":{{\"key\":\"{tag}-orders/torn").unwrap();
+        drop(file);
+
+        let ledger = ErasureLedger::open(&dir.path().join("erasure"), None)
+            .await
+            .unwrap();
+        let erasures = Erasures::new(ledger, ErasureConfig::default(), ErasureMetrics::default());
+        let org_hash = organisation_hash("acme");
+        erasures
+            .request(org_hash.clone(), &[], SystemTime::now())
+            .await
+            .unwrap();
+        let purge = Some(Duration::from_secs(5));
+        let record = erasures
+            .advance(&storage, &org_hash, purge, SystemTime::now)
+            .await
+            .unwrap()
+            .unwrap();
+        let left = archive(dir.path());
+        assert!(!left.contains(MARKER), "{left}");
+        assert_eq!(left.matches("kept-").count(), 2, "{left}");
+        assert!(!step(&record, "dlq_archive"), "{record:?}");
+        assert_ne!(record.state, ErasureState::Complete);
+        assert!(
+            record
+                .remaining
+                .iter()
+                .any(|line| line.starts_with("dlq_archive: lines 5 ")),
+            "{record:?}"
+        );
+
+        // The operator removes the line; the next pass completes.
+        let kept: String = left
+            .lines()
+            .filter(|line| !line.contains("/torn"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        std::fs::write(dir.path().join("dlq/archive.jsonl"), kept).unwrap();
+        let record = erasures
+            .advance(&storage, &org_hash, purge, SystemTime::now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.state, ErasureState::Complete, "{record:?}");
+        assert!(step(&record, "dlq_archive"));
+        assert_eq!(archive(dir.path()).matches("kept-").count(), 2);
+        assert!(!archive(dir.path()).contains(&tag));
+    }
+
+    /// A ledger record written before the `dlq_archive` step existed gets it, not done, and
+    /// completes only once the archive is rewritten.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_without_the_dlq_archive_step_gets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = storage(dir.path()).await;
+        let tag = crate::routes::collections::tag("acme");
+        archive_keys(
+            &storage,
+            &[format!("{tag}-orders/old-1"), format!("{tag}-orders/old-2")],
+        )
+        .await;
+        let org_hash = organisation_hash("acme");
+        let mut old = super::ErasureRecord::new(
+            org_hash.clone(),
+            SystemTime::now(),
+            Duration::from_secs(3600),
+        );
+        old.steps.retain(|step| step.tier != "dlq_archive");
+        let ledger_dir = dir.path().join("erasure");
+        std::fs::create_dir_all(&ledger_dir).unwrap();
+        std::fs::write(
+            ledger_dir.join(format!("{org_hash}.json")),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        let ledger = ErasureLedger::open(&ledger_dir, None).await.unwrap();
+        let erasures = Erasures::new(ledger, ErasureConfig::default(), ErasureMetrics::default());
+        let record = erasures
+            .advance(
+                &storage,
+                &org_hash,
+                Some(Duration::from_secs(5)),
+                SystemTime::now,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.state, ErasureState::Complete, "{record:?}");
+        assert!(step(&record, "dlq_archive"));
+        assert_eq!(record.steps.len(), super::TIERS.len());
+        assert!(!archive(dir.path()).contains(&tag));
     }
 }

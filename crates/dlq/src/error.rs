@@ -55,6 +55,25 @@ pub enum OpenError {
     },
 }
 
+/// Why [`Dlq::erase_archived`](crate::Dlq::erase_archived) failed; the archive is then as it
+/// was.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveError {
+    /// The archive could not be read, or its new copy written, synced or renamed.
+    #[error("dlq archive rewrite failed on {path}: {source}; the archive is unchanged, retry")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The queue was closed (its directory may belong to another process now).
+    #[error("dlq is closed")]
+    Closed,
+}
+
 /// Why a journal write failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {

@@ -5,6 +5,7 @@
 //! log/           the journal: a mainstay_journal::Journal, one record per entry
 //! snapshot       header | records | crc32c   written by compaction with write_atomic
 //! archive.jsonl  one JSON entry view a line  evicted and expired entries
+//! archive.jsonl.tmp  the archive being rewritten by Dlq::erase_archived (removed at open)
 //! corrupt/       copies of a damaged snapshot or of damaged pre-journal files
 //! ```
 //!
@@ -29,6 +30,9 @@ pub(crate) const SNAPSHOT_FILE: &str = "snapshot";
 pub(crate) const LEGACY_JOURNAL_FILE: &str = "journal";
 /// The archive of evicted and expired entries.
 pub(crate) const ARCHIVE_FILE: &str = "archive.jsonl";
+/// The archive being rewritten ([`Dlq::erase_archived`](crate::Dlq::erase_archived)); a copy
+/// left by a crash before its rename is removed at open.
+pub(crate) const ARCHIVE_TEMP_FILE: &str = "archive.jsonl.tmp";
 /// Copies of damaged files.
 pub(crate) const CORRUPT_DIR: &str = "corrupt";
 

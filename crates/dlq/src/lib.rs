@@ -78,15 +78,16 @@ pub use config::{
     SyncMode, valid_queue_name,
 };
 pub use dlq::{
-    BACKUP_PAYLOADS_DIR, BACKUP_SNAPSHOT_FILE, BackupError, CleanupTask, Dlq, DlqBackup,
-    DlqBuilder, restore_backup,
+    ArchiveRewrite, BACKUP_PAYLOADS_DIR, BACKUP_SNAPSHOT_FILE, BackupError, CleanupTask, Dlq,
+    DlqBackup, DlqBuilder, UnreadableLine, restore_backup,
 };
 pub use entry::{
     Entry, EntryId, EntryView, ErrorClass, InlinePayload, InvalidEntryId, MAX_KEY_BYTES,
     MAX_MESSAGE_BYTES, MAX_PATH_BYTES, NewEntry, Payload, PayloadView, PinnedFile, SCHEMA_VERSION,
 };
 pub use error::{
-    ExportError, ImportError, ListError, OpenError, PushError, RedriveError, WriteError,
+    ArchiveError, ExportError, ImportError, ListError, OpenError, PushError, RedriveError,
+    WriteError,
 };
 pub use files::RecoveryReport;
 pub use metrics::DlqMetrics;

@@ -2,8 +2,9 @@
 //!
 //! The erasure test writes a unique marker as record ids and values of one organisation (in
 //! memory and object-store collections, some flushed and uploaded, some only in the WAL, an
-//! idempotent batch, a dead-letter entry), erases it with `?purge=now`, and scans every byte
-//! under the data directory (the default `file://` object store is inside it) for the marker.
+//! idempotent batch, a dead-letter entry, one evicted into the DLQ archive), erases it with
+//! `?purge=now`, and scans every byte under the data directory (the default `file://` object
+//! store is inside it) for the marker.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -157,23 +158,57 @@ async fn an_erased_organisation_leaves_no_byte_in_any_tier_and_its_keys_get_403(
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let tag = &sha256_hex("acme")[..12];
+    let other_tag = &sha256_hex("other")[..12];
     // A dead-letter entry of one of the organisation's collections, as a failed delivery of
-    // its records would leave it.
+    // its records would leave it, and one evicted before into the DLQ archive; the other
+    // organisation's evicted entry stays there.
     {
-        let dlq = mainstay_dlq::Dlq::open(data_dir.join("dlq"), mainstay_dlq::DlqConfig::default())
+        let one_each = mainstay_dlq::QueueConfig {
+            capacity: 1,
+            ..mainstay_dlq::QueueConfig::default()
+        };
+        let config = mainstay_dlq::DlqConfig {
+            queues: [
+                ("deliveries".to_owned(), one_each.clone()),
+                ("other-deliveries".to_owned(), one_each),
+            ]
+            .into(),
+            ..mainstay_dlq::DlqConfig::default()
+        };
+        let dlq = mainstay_dlq::Dlq::open(data_dir.join("dlq"), config)
             .await
             .unwrap();
-        dlq.push(mainstay_dlq::NewEntry::inline(
-            "deliveries",
-            format!("{tag}-orders/{MARKER}-dlq"),
-            format!("payload {MARKER}").into_bytes(),
-            mainstay_dlq::ErrorClass::Permanent,
-            "delivery failed",
-        ))
-        .await
-        .unwrap();
+        for (queue, key, payload) in [
+            (
+                "deliveries",
+                format!("{tag}-orders/{MARKER}-archived"),
+                MARKER,
+            ),
+            ("deliveries", format!("{tag}-orders/{MARKER}-dlq"), MARKER),
+            (
+                "other-deliveries",
+                format!("{other_tag}-orders/{KEEP}-archived"),
+                KEEP,
+            ),
+            (
+                "other-deliveries",
+                format!("{other_tag}-orders/{KEEP}-dlq"),
+                KEEP,
+            ),
+        ] {
+            dlq.push(mainstay_dlq::NewEntry::inline(
+                queue,
+                key,
+                format!("payload {payload}").into_bytes(),
+                mainstay_dlq::ErrorClass::Permanent,
+                "delivery failed",
+            ))
+            .await
+            .unwrap();
+        }
         dlq.close().await.unwrap();
     }
+    let archive = data_dir.join("dlq/archive.jsonl");
     let api = service(&data_dir).start().unwrap();
     let client = reqwest::Client::new();
     create(&client, &api, ACME_KEY, "orders", "memory_s3").await;
@@ -222,6 +257,10 @@ async fn an_erased_organisation_leaves_no_byte_in_any_tier_and_its_keys_get_403(
             .any(|(path, _)| path.starts_with(data_dir.join("wal"))),
         "and in the WAL: {before:?}"
     );
+    assert!(
+        before.iter().any(|(path, _)| *path == archive),
+        "and in the DLQ archive: {before:?}"
+    );
 
     let response = client
         .delete(api.url("/admin/organisations/acme?purge=now"))
@@ -235,6 +274,19 @@ async fn an_erased_organisation_leaves_no_byte_in_any_tier_and_its_keys_get_403(
     assert_eq!(record["org_hash"], sha256_hex("acme"));
     let hits = scan(&data_dir, MARKER.as_bytes());
     assert!(hits.is_empty(), "the marker is left in {hits:?}");
+    assert!(
+        record["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|step| step["tier"] == "dlq_archive" && step["done"] == true),
+        "{record}"
+    );
+    let archived = std::fs::read_to_string(&archive).unwrap();
+    assert!(
+        archived.contains(&format!("{other_tag}-orders/{KEEP}-archived")),
+        "the other organisation's archived entry stays: {archived}"
+    );
     assert_erased_key_refused(&client, &api).await;
     assert_other_intact(&client, &api).await;
     assert!(

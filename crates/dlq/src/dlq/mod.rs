@@ -7,10 +7,11 @@
 //!
 //! One responsibility per file: `open` (lock, snapshot and journal replay, migration of
 //! pre-journal directories), `state` (the in-memory state, admission, eviction and removal),
-//! `commit` (commits, the archive and compaction),
+//! `commit` (commits, the archive and compaction), `archive` (the archive's rewrite for erasures),
 //! `redrive` (handlers and redrive) and `ttl` (expiry); this file holds the handle's queries and
 //! settings.
 
+mod archive;
 mod backup;
 mod commit;
 mod open;
@@ -18,6 +19,7 @@ mod redrive;
 mod state;
 mod ttl;
 
+pub use self::archive::{ArchiveRewrite, UnreadableLine};
 pub use self::backup::{
     BACKUP_PAYLOADS_DIR, BACKUP_SNAPSHOT_FILE, BackupError, DlqBackup, restore_backup,
 };
@@ -157,6 +159,10 @@ struct Shared {
     handlers: RwLock<HashMap<String, Arc<dyn RedriveHandler>>>,
     lock: Mutex<Option<DirLock>>,
     report: RecoveryReport,
+    /// Tests make the next archive rewrite stop, or pause, after its temp file is written and
+    /// synced and before the rename.
+    #[cfg(test)]
+    before_rename: Mutex<Option<archive::BeforeRename>>,
 }
 
 #[derive(Default)]

@@ -207,6 +207,21 @@ fn load(fs: &Arc<dyn FileSystem>, dir: &Path, config: &DlqConfig) -> Result<Load
             source: io::Error::other(other.to_string()),
         },
     })?;
+    // A rewrite of the archive cut short before its rename: the archive is whole, the copy
+    // goes (written with std's file system, as the archive is).
+    let archive_temp = dir.join(files::ARCHIVE_TEMP_FILE);
+    match std::fs::remove_file(&archive_temp) {
+        Ok(()) => {
+            tracing::warn!(path = %archive_temp.display(), "removed an archive rewrite cut short; the archive is as it was before it");
+        }
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(OpenError::Io {
+                path: archive_temp,
+                source: error,
+            });
+        }
+    }
     let mut report = RecoveryReport::default();
     let snapshot_path = dir.join(SNAPSHOT_FILE);
     let snapshot = read_optional(&**fs, &snapshot_path)?;
@@ -387,6 +402,8 @@ impl DlqBuilder {
             handlers: RwLock::new(HashMap::new()),
             lock: Mutex::new(Some(loaded.lock)),
             report,
+            #[cfg(test)]
+            before_rename: Mutex::new(None),
         });
         let weak: Weak<dyn OldestAges> = Arc::downgrade(&shared) as Weak<dyn OldestAges>;
         shared.metrics.attach(weak);

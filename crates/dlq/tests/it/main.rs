@@ -1,6 +1,7 @@
 //! Integration tests of mainstay-dlq against the real file system, one module per area.
 
 mod api;
+mod archive;
 mod backup;
 mod bounds;
 mod crash;

@@ -34,7 +34,8 @@ impl PurgeReport {
 
 impl Store {
     /// Purges every dropped collection whose name starts with `prefix` from every tier now:
-    /// rolls the WAL (so the file holding their records is closed), freezes every memtable and
+    /// rolls the WAL (so the file holding their records is closed, with every record appended
+    /// before the roll in it, and writes to them refused from then on), freezes every memtable and
     /// waits up to `timeout` for the uploads (so that the closed WAL files are covered by
     /// durable segments and the manifest no longer lists a dropped collection), deletes the
     /// covered WAL files, compacts the DLQ journal, removes the collections' local directories
@@ -56,7 +57,9 @@ impl Store {
     ) -> Result<PurgeReport, MaintenanceError> {
         let mut report = PurgeReport::default();
         let shared = &self.shared;
-        // 1. Close the WAL file the dropped records are in; later writes go to a new one.
+        // 1. Close the WAL file the dropped records are in; later writes go to a new one. The
+        // roll syncs every record appended before it into the file it closes, and no write to
+        // a collection dropped before the roll is appended after it (`Wal::roll`, decision 0116).
         let wal = shared.wal.clone();
         let mut files_before = shared.wal.file_count();
         match blocking(move || wal.roll()).await {

@@ -117,14 +117,31 @@ impl Store {
         }
         let count = entries.len() as u64;
         let body = wal::encode_body(name, collection.incarnation, &entries);
+        #[cfg(test)]
+        pause::at(name, pause::Point::BeforeAppend).await;
+        // A collection dropped since the lookup above takes no more records: `dropped` is checked
+        // under the WAL's append gate, which `purge_dropped`'s roll takes after the drop set it
+        // (see `Wal::roll`), so no record of it lands in a WAL file after the roll that the purge
+        // trims up to. Without the check such a record would stay on disk after an erasure
+        // reported it complete. The load is `Acquire` against the drop's `SeqCst` store; the
+        // gate's release and acquire are what order the two across threads.
+        let admit = || {
+            if collection.dropped.load(Ordering::Acquire) {
+                Err(WriteError::UnknownCollection(name.to_owned()))
+            } else {
+                Ok(())
+            }
+        };
         // Queued under the log's lock, so that writes are published in LSN order.
-        let (lsn, ()) = shared.wal.append(&body, |lsn| {
+        let (lsn, ()) = shared.wal.append(&body, admit, |lsn| {
             shared.unpublished.lock().push_back(Unpublished {
                 lsn,
                 collection: Arc::clone(&collection),
                 entries,
             });
         })?;
+        #[cfg(test)]
+        pause::at(name, pause::Point::BeforeCommit).await;
         if let Err(error) = shared.wal.commit(lsn).await {
             // Every write not yet durable failed: none of them may ever become visible.
             shared.publish();
@@ -204,5 +221,164 @@ impl Shared {
         for collection in &over_bound {
             self.maybe_schedule_flush(collection);
         }
+    }
+}
+
+/// Pause points of the write path for the tests of this crate (compiled only under `cfg(test)`):
+/// a test arms a point for a collection name of its own, and the next write to that collection
+/// stops there until the test lets it go on.
+#[cfg(test)]
+pub(crate) mod pause {
+    use std::collections::HashMap;
+    use std::sync::LazyLock;
+
+    use parking_lot::Mutex;
+    use tokio::sync::oneshot;
+
+    /// Where a write stops.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub(crate) enum Point {
+        /// After the collection was looked up, before the record is appended to the WAL.
+        BeforeAppend,
+        /// After the record was appended, before its commit (fsync).
+        BeforeCommit,
+    }
+
+    type Armed = (oneshot::Sender<()>, oneshot::Receiver<()>);
+
+    static ARMED: LazyLock<Mutex<HashMap<(String, Point), Armed>>> = LazyLock::new(Mutex::default);
+
+    /// Arms `point` for the next write to `collection`: the first receiver fires once the write
+    /// got there; the write goes on once the sender is used or dropped.
+    pub(crate) fn arm(
+        collection: &str,
+        point: Point,
+    ) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (reached, reached_rx) = oneshot::channel();
+        let (resume, resume_rx) = oneshot::channel();
+        ARMED
+            .lock()
+            .insert((collection.to_owned(), point), (reached, resume_rx));
+        (reached_rx, resume)
+    }
+
+    /// Stops here if a test armed `point` for `collection`.
+    pub(crate) async fn at(collection: &str, point: Point) {
+        let armed = ARMED.lock().remove(&(collection.to_owned(), point));
+        if let Some((reached, resume)) = armed {
+            let _ = reached.send(());
+            let _ = resume.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A write racing with a drop and a purge: no record of a dropped collection may be left in
+    //! a WAL file once `purge_dropped` reports the purge complete (issue 18, point 6).
+
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::pause::{self, Point};
+    use crate::config::{Policy, StoreConfig};
+    use crate::error::WriteError;
+    use crate::store::Store;
+
+    const MARKER: &str = "zqMARKERwalrace4k";
+
+    /// Every WAL file under `dir` that holds the marker.
+    fn wal_files_with_marker(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir.join("data/wal"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| {
+                std::fs::read(path).is_ok_and(|bytes| {
+                    bytes
+                        .windows(MARKER.len())
+                        .any(|window| window == MARKER.as_bytes())
+                })
+            })
+            .collect()
+    }
+
+    /// Drops and purges `collection` while a write to it is stopped at `point`, then lets the
+    /// write go on; returns its result, once the purge reported itself complete.
+    async fn race(dir: &Path, collection: &str, point: Point) -> Result<(), WriteError> {
+        let mut config = StoreConfig {
+            data_dir: dir.join("data"),
+            ..StoreConfig::default()
+        };
+        config.compaction.enabled = false;
+        let (store, _) = Store::open(config).await.expect("opens");
+        store
+            .create_collection(collection, Policy::Memory)
+            .await
+            .expect("created");
+        store
+            .create_collection("race-kept", Policy::Memory)
+            .await
+            .expect("created");
+        let (reached, resume) = pause::arm(collection, point);
+        let writer = {
+            let (store, collection) = (store.clone(), collection.to_owned());
+            tokio::spawn(async move {
+                store
+                    .put(&collection, "r1", Bytes::from(format!("value {MARKER}")))
+                    .await
+            })
+        };
+        reached.await.expect("the write reached the pause point");
+        assert!(store.drop_collection(collection).await.expect("dropped"));
+        let report = store
+            .purge_dropped(collection, Duration::from_secs(10))
+            .await
+            .expect("purges");
+        assert!(report.is_complete(), "{report:?}");
+        resume.send(()).expect("the write waits");
+        let written = writer.await.expect("the writer ran");
+        // Writes to other collections go on, and their WAL file too.
+        store
+            .put("race-kept", "k", Bytes::from_static(b"kept"))
+            .await
+            .expect("a live collection takes writes");
+        store.close(Duration::from_secs(5)).await.expect("closes");
+        written
+    }
+
+    /// A write that looked its collection up before the drop and appends after the purge's
+    /// roll: refused as to an unknown collection, and nothing of it is in any WAL file.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_appending_after_its_collection_was_dropped_and_purged_is_refused() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let written = race(dir.path(), "race-append", Point::BeforeAppend).await;
+        let left = wal_files_with_marker(dir.path());
+        assert!(
+            left.is_empty(),
+            "the purge reported itself complete, yet the record is in {left:?}"
+        );
+        assert!(
+            matches!(&written, Err(WriteError::UnknownCollection(name)) if name == "race-append"),
+            "{written:?}"
+        );
+    }
+
+    /// A write appended before the drop but not yet synced when the purge rolls the WAL: the
+    /// roll syncs it into the file it closes, which the purge deletes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_appended_before_the_drop_but_not_synced_leaves_no_byte_after_the_purge() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let written = race(dir.path(), "race-commit", Point::BeforeCommit).await;
+        let left = wal_files_with_marker(dir.path());
+        assert!(
+            left.is_empty(),
+            "the purge reported itself complete, yet the record is in {left:?}"
+        );
+        // Appended before the drop: it was durable, and went with its collection.
+        assert!(written.is_ok(), "{written:?}");
     }
 }

@@ -160,6 +160,11 @@ struct Inner {
     counted_syncs: AtomicU64,
     /// Closed by the store while healthy: the journal then refuses writes, which is no failure.
     closed_healthy: std::sync::atomic::AtomicBool,
+    /// Appends hold it shared while they check that they may append and encode their frame;
+    /// [`Wal::roll`] takes it exclusively once, so that every append that was let in before is
+    /// in the log and every later one sees what the caller changed before the roll (a dropped
+    /// collection).
+    append_gate: parking_lot::RwLock<()>,
     /// Tests make the next syncs fail after the frames were written, as a failed fdatasync
     /// does (the bytes may still reach the disk).
     #[cfg(test)]
@@ -274,6 +279,7 @@ impl Wal {
                 instruments,
                 counted_syncs: AtomicU64::new(0),
                 closed_healthy: std::sync::atomic::AtomicBool::new(false),
+                append_gate: parking_lot::RwLock::new(()),
                 #[cfg(test)]
                 fail_syncs,
             }),
@@ -399,13 +405,18 @@ impl Wal {
         Ok((journal, records, recovery))
     }
 
-    /// Appends a record (not yet durable) and returns its LSN; `apply` runs under the log's lock
-    /// with that LSN, so that records reach the memtable in LSN order.
-    pub(crate) fn append<T>(
+    /// Appends a record (not yet durable) and returns its LSN, if `admit` lets it in. `admit`
+    /// runs first, under the log's append gate, so that a roll orders it against the caller's
+    /// state (see [`Wal::roll`]); its error is returned and nothing is appended then. `apply`
+    /// runs under the log's lock with the LSN, so that records reach the memtable in LSN order.
+    pub(crate) fn append<T, E: From<WalError>>(
         &self,
         body: &[u8],
+        admit: impl FnOnce() -> Result<(), E>,
         apply: impl FnOnce(u64) -> T,
-    ) -> Result<(u64, T), WalError> {
+    ) -> Result<(u64, T), E> {
+        let _gate = self.inner.append_gate.read();
+        admit()?;
         let (lsn, applied) = self
             .inner
             .journal
@@ -465,8 +476,26 @@ impl Wal {
     }
 
     /// Closes the active WAL file and starts a new one, so that a trim may delete every record
-    /// written so far (blocking). Returns whether a file was closed.
+    /// appended before the call (blocking). Returns whether a file was closed.
+    ///
+    /// Every record appended before the call is made durable first, so that it is in a closed
+    /// file: the journal writes records appended but not yet synced at a roll into the new file,
+    /// where a trim would not find them. Which appends come "before" is decided by the append
+    /// gate, taken exclusively once: an append admitted before is in the log (its LSN is at
+    /// most the last LSN read under the gate), and an append admitted after runs its `admit`
+    /// after the gate was released, so it sees every change the caller made before the roll
+    /// (the lock's release and acquire order them). The store relies on it for dropped
+    /// collections (`Collection::dropped`, set before `drop_collection` returns and checked by
+    /// `admit`): no record of a collection dropped before a roll is written after it.
     pub(crate) fn roll(&self) -> Result<bool, WalError> {
+        let appended = {
+            let _gate = self.inner.append_gate.write();
+            self.inner.journal.last_lsn()
+        };
+        self.inner
+            .journal
+            .commit_blocking(appended)
+            .map_err(write_error)?;
         let rolled = self.inner.journal.roll().map_err(write_error);
         self.update_metrics();
         rolled
@@ -665,7 +694,9 @@ mod tests {
                 1,
                 &[(format!("k{i}"), Some(Bytes::from(vec![42u8; 100])))],
             );
-            let (lsn, ()) = wal.append(&body, |_| ()).expect("appends");
+            let (lsn, ()) = wal
+                .append(&body, || Ok::<(), WalError>(()), |_| ())
+                .expect("appends");
             wal.commit(lsn).await.expect("commits");
         }
         drop(wal);
@@ -821,7 +852,9 @@ mod tests {
         // LSN 13 reached the disk, but its sync failed and its writer was told so.
         assert_eq!(recovery.poisoned_records, 1, "{recovery:?}");
         assert!(recovery.damage.is_empty());
-        let (lsn, ()) = wal.append(b"next", |_| ()).expect("appends");
+        let (lsn, ()) = wal
+            .append(b"next", || Ok::<(), WalError>(()), |_| ())
+            .expect("appends");
         assert_eq!(lsn, 14, "new LSNs start above the failed one");
     }
 
@@ -861,7 +894,9 @@ mod tests {
             "each record once, in order"
         );
         assert_eq!(recovery.poisoned_records, 1);
-        let (lsn, ()) = wal.append(b"next", |_| ()).expect("appends");
+        let (lsn, ()) = wal
+            .append(b"next", || Ok::<(), WalError>(()), |_| ())
+            .expect("appends");
         assert_eq!(lsn, 14, "the failed LSN is still never handed out");
     }
 
@@ -884,6 +919,7 @@ mod tests {
                 instruments: crate::metrics::StorageMetrics::unregistered().instruments("t"),
                 counted_syncs: AtomicU64::new(0),
                 closed_healthy: std::sync::atomic::AtomicBool::new(false),
+                append_gate: parking_lot::RwLock::new(()),
                 fail_syncs: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             }),
         };
@@ -935,7 +971,7 @@ mod tests {
                     let size = usize::try_from(random(400)).expect("small");
                     let body =
                         encode_body("c", 1, &[(id.clone(), Some(Bytes::from(vec![7u8; size])))]);
-                    let outcome = match wal.append(&body, |_| ()) {
+                    let outcome = match wal.append(&body, || Ok::<(), WalError>(()), |_| ()) {
                         Ok((lsn, ())) => wal.commit(lsn).await.map(|()| lsn),
                         Err(error) => Err(error),
                     };
