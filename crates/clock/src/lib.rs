@@ -1,46 +1,4 @@
-//! The one time source of mainstay: a [`Clock`] trait for monotonic readings, cheaper coarse
-//! readings, wall-clock time and sleeps, with cheap real clocks for production, a clock that follows
-//! tokio's (pausable) time and a manual clock for tests.
-//!
-//! Every time-based rule in mainstay (breaker windows and open durations, retry budgets, rate
-//! windows, health cache intervals and timeouts, dead-letter TTLs) reads time through a
-//! [`SharedClock`], so that a test moves time by hand instead of sleeping.
-//!
-//! ```
-//! use std::time::Duration;
-//! use mainstay_clock::{Clock, ManualClock, SharedClock};
-//!
-//! // The component under test keeps a shared handle; the test keeps the manual clock.
-//! let clock = ManualClock::new();
-//! let shared: SharedClock = clock.shared();
-//! let started = shared.now();
-//!
-//! clock.advance(Duration::from_secs(30));
-//! assert_eq!(shared.now() - started, Duration::from_secs(30));
-//! assert_eq!(shared.coarse_now(), shared.now());
-//! ```
-//!
-//! # What is here
-//!
-//! | clock | `now` | `coarse_now` | `system_time` | `sleep` | for |
-//! |---|---|---|---|---|---|
-//! | [`RealClock`] | `std::time::Instant` | `CLOCK_MONOTONIC_COARSE` on Linux | the system's | tokio's timer | production (the default) |
-//! | [`FastClock`] | the CPU's counter (quanta) | `CLOCK_MONOTONIC_COARSE` on Linux | the system's | tokio's timer | hot paths that need nanoseconds (rate limits) |
-//! | [`TokioClock`] | `tokio::time::Instant` | the same | follows `now` | tokio's timer | tests on paused tokio time |
-//! | [`ManualClock`] | moved by [`ManualClock::advance`] | the same | follows `now` | woken by `advance` | tests |
-//!
-//! # Features
-//!
-//! None. The crate depends on no other mainstay crate.
-//!
-//! # Also here
-//!
-//! [`catalogue`]: the plain type every crate declares its metric families with, and the check of
-//! such a catalogue against a real exposition (`docs/decisions/0096-metric-catalogue.md`).
-//!
-//! # MSRV
-//!
-//! Rust 1.95.
+#![doc = include_str!("../README.md")]
 
 pub mod catalogue;
 mod manual;
@@ -126,8 +84,3 @@ pub type SharedClock = Arc<dyn Clock>;
 /// The future [`Clock::sleep`] returns: boxed, since the trait is used as `dyn Clock`. Sleeps wait
 /// for timeouts, intervals and rate gaps, never on a per-call hot path.
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-
-// The README's example, compiled and run as a doc test.
-#[doc = include_str!("../README.md")]
-#[cfg(doctest)]
-struct ReadmeDoctests;
