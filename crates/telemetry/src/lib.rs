@@ -556,4 +556,29 @@ mod tests {
         let error = config.validate().expect_err("a file without a certificate");
         assert_eq!(error.key(), "otlp_ca_file", "{error}");
     }
+
+    /// An exporter that fails to build after its runtime exists (here tonic refuses a CA file
+    /// that only looks like PEM) returns its error, also when `build` runs inside a runtime,
+    /// where dropping the unused export runtime must not block.
+    #[cfg(all(feature = "tls", feature = "otlp-grpc", not(feature = "otlp-http")))]
+    #[tokio::test]
+    async fn an_exporter_that_fails_to_build_inside_a_runtime_is_an_error_not_a_panic() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("ca.pem");
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let config = crate::TelemetryConfig {
+            otlp_ca_file: Some(path),
+            ..exporting("https://collector:4317", crate::OtlpProtocol::Grpc)
+        };
+        assert_eq!(config.validate(), Ok(()));
+        match super::build(&config, std::io::sink) {
+            Err(super::InitError::Exporter(_)) => {}
+            Err(other) => panic!("expected the exporter error, got {other}"),
+            Ok(_) => panic!("tonic accepted a certificate that is not one"),
+        }
+    }
 }

@@ -102,8 +102,9 @@ pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<u8>, &'static str> {
         std::fs::read(path).map_err(|_| "a readable PEM file of one or more CA certificates")?;
     const NOT_PEM: &str =
         "a PEM file of one or more CA certificates (`-----BEGIN CERTIFICATE-----`)";
-    // reqwest parses the certificates; without it (gRPC only) the marker is checked here and
-    // tonic's TLS configuration rejects a malformed certificate when the exporter is built.
+    // reqwest parses the certificates; without it (gRPC only) the marker is checked here, tonic
+    // refuses PEM that does not decode when the exporter is built, and a decoded block that is no
+    // certificate makes each export fail (logged by the exporter).
     #[cfg(all(feature = "tls", feature = "otlp-http"))]
     match reqwest::Certificate::from_pem_bundle(&pem) {
         Ok(certificates) if !certificates.is_empty() => {}
@@ -146,15 +147,19 @@ pub(crate) fn otlp(
     }
 }
 
-/// The dedicated runtime of the export I/O.
+/// The dedicated runtime of the export I/O and its handle. It is owned by an [`ExportRuntime`]
+/// from the start, so that an exporter that fails to build drops it without blocking: dropping a
+/// bare runtime inside another one (`init` from an async `main`) panics.
 #[cfg(any(feature = "otlp-http", feature = "otlp-grpc"))]
-fn export_runtime() -> Result<tokio::runtime::Runtime, InitError> {
-    tokio::runtime::Builder::new_multi_thread()
+fn export_runtime() -> Result<(ExportRuntime, tokio::runtime::Handle), InitError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("mainstay-otlp-export")
         .enable_all()
         .build()
-        .map_err(InitError::ExportRuntime)
+        .map_err(InitError::ExportRuntime)?;
+    let handle = runtime.handle().clone();
+    Ok((ExportRuntime(Some(runtime)), handle))
 }
 
 /// The PEM of `otlp_ca_file`, if set.
@@ -192,9 +197,9 @@ fn http_exporter(
 ) -> Result<(Box<dyn SpanProcessor>, ExportRuntime), InitError> {
     use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 
-    let runtime = export_runtime()?;
     let headers = export_headers(config);
     let ca_pem = ca_pem(config)?;
+    let (runtime, handle) = export_runtime()?;
     #[allow(unused_mut, reason = "only `tls` adds certificates")]
     let mut builder = reqwest::Client::builder().timeout(EXPORT_TIMEOUT);
     #[cfg(feature = "tls")]
@@ -214,12 +219,12 @@ fn http_exporter(
         .with_endpoint(http_traces_url(endpoint))
         .with_http_client(RuntimeHttpClient {
             client,
-            handle: runtime.handle().clone(),
+            handle,
             headers,
         })
         .build()
         .map_err(|error| InitError::Exporter(Box::new(error)))?;
-    Ok((batch(exporter), ExportRuntime(Some(runtime))))
+    Ok((batch(exporter), runtime))
 }
 
 /// The OTLP/gRPC exporter over a tonic channel. For `https://` the channel is built here with
@@ -232,11 +237,11 @@ fn grpc_exporter(
 ) -> Result<(Box<dyn SpanProcessor>, ExportRuntime), InitError> {
     use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 
-    let runtime = export_runtime()?;
     let headers = export_headers(config);
     let ca_pem = ca_pem(config)?;
+    let (runtime, handle) = export_runtime()?;
     // The tonic channel spawns its worker onto the current runtime while it is built.
-    let entered = runtime.enter();
+    let entered = handle.enter();
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint);
@@ -271,7 +276,7 @@ fn grpc_exporter(
         .build()
         .map_err(|error| InitError::Exporter(Box::new(error)))?;
     drop(entered);
-    Ok((batch(exporter), ExportRuntime(Some(runtime))))
+    Ok((batch(exporter), runtime))
 }
 
 /// `http://host:4318` → `http://host:4318/v1/traces`; an endpoint with a path is kept as is.
