@@ -54,7 +54,9 @@ pub struct TelemetryConfig {
     /// feature: the server certificate is verified against the system roots and
     /// [`otlp_ca_file`](Self::otlp_ca_file).
     pub otlp_endpoint: Option<String>,
-    /// OTLP transport: `http/protobuf` (default) or `grpc`.
+    /// OTLP transport: `http/protobuf` (default, the `otlp-http` feature) or `grpc` (the
+    /// `otlp-grpc` feature). With an endpoint set, [`validate`](Self::validate) refuses a
+    /// transport whose feature is off, naming the feature.
     pub otlp_protocol: OtlpProtocol,
     /// Headers sent with every export (gRPC metadata for `grpc`), e.g. an `authorization` a
     /// collector requires. Their values are secrets: `Debug` shows only the names. They win over
@@ -160,6 +162,9 @@ impl TelemetryConfig {
                     "an absolute http:// or https:// URL such as http://127.0.0.1:4318",
                 ));
             }
+            if !self.otlp_protocol.is_built_in() {
+                return Err(self.otlp_protocol.feature_off());
+            }
             if !cfg!(feature = "tls") && endpoint.starts_with("https://") {
                 return Err(ConfigError::invalid(
                     "otlp_endpoint",
@@ -257,6 +262,34 @@ pub enum OtlpProtocol {
     /// gRPC (`grpc`; usually port 4317).
     #[serde(rename = "grpc")]
     Grpc,
+}
+
+impl OtlpProtocol {
+    /// Whether this crate was built with the transport (its feature is on).
+    pub(crate) fn is_built_in(self) -> bool {
+        match self {
+            Self::HttpProtobuf => cfg!(feature = "otlp-http"),
+            Self::Grpc => cfg!(feature = "otlp-grpc"),
+        }
+    }
+
+    /// The error for an endpoint configured with this transport while its feature is off.
+    pub(crate) fn feature_off(self) -> ConfigError {
+        match self {
+            Self::HttpProtobuf => ConfigError::invalid(
+                "otlp_protocol",
+                "http/protobuf",
+                "a transport built into mainstay-telemetry: `http/protobuf` needs its \
+                 `otlp-http` feature",
+            ),
+            Self::Grpc => ConfigError::invalid(
+                "otlp_protocol",
+                "grpc",
+                "a transport built into mainstay-telemetry: `grpc` needs its `otlp-grpc` \
+                 feature",
+            ),
+        }
+    }
 }
 
 /// An invalid [`TelemetryConfig`] value.

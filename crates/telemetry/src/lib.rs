@@ -7,8 +7,8 @@
 //! - **Traces**: an SDK tracer provider with a parent-based trace-id-ratio sampler, resource
 //!   `service.name`/`service.version`/`service.instance.id`, batch OTLP export over HTTP/protobuf
 //!   or gRPC when an endpoint is configured, W3C trace context and baggage propagation.
-//! - **HTTP layers** ([`http`]): request ids, a server span and access log per request, RED
-//!   metrics labelled by route template. **Process metrics** ([`process`]).
+//! - **HTTP layers** ([`http`], feature `tower`): request ids, a server span and access log per
+//!   request, RED metrics labelled by route template. **Process metrics** ([`process`]).
 //!
 //! [`init`] is the one function here that installs global state (the `tracing` subscriber, the
 //! tracer provider and the propagator); the application calls it once at start and keeps the
@@ -47,9 +47,16 @@
 //!
 //! # Features
 //!
-//! - `tls` (off by default): `https://` OTLP endpoints for both transports, with rustls on the
-//!   aws-lc-rs provider, the system roots and [`TelemetryConfig::otlp_ca_file`]. Without it an
-//!   `https://` endpoint is refused by [`TelemetryConfig::validate`].
+//! - `otlp-http` (default): OTLP export over HTTP/protobuf with a reqwest client.
+//! - `otlp-grpc`: OTLP export over gRPC with a tonic channel.
+//! - `tls`: `https://` OTLP endpoints for whichever of the two are on (it brings neither), with
+//!   rustls on the aws-lc-rs provider, the system roots and [`TelemetryConfig::otlp_ca_file`].
+//! - `tower`: the tower layers of [`http`] (`RequestIdLayer`, `TraceLayer`, `HttpMetricsLayer`).
+//!
+//! With an [`otlp_endpoint`](TelemetryConfig::otlp_endpoint) set, [`TelemetryConfig::validate`]
+//! (and so [`init`] and [`build`], as [`InitError::Config`]) refuses a transport whose feature is
+//! off and an `https://` endpoint without `tls`, naming the feature. Without an endpoint nothing
+//! is exported and every feature set works.
 //!
 //! # Minimum supported Rust version
 //!
@@ -435,6 +442,143 @@ mod tests {
                 provider.tracer("test"),
             );
             assert_eq!(subscriber.max_level_hint(), Some(level), "{directives}");
+        }
+    }
+
+    /// An OTLP endpoint on `protocol`.
+    #[cfg(any(
+        not(feature = "otlp-http"),
+        not(feature = "otlp-grpc"),
+        not(feature = "tls")
+    ))]
+    fn exporting(endpoint: &str, protocol: crate::OtlpProtocol) -> crate::TelemetryConfig {
+        crate::TelemetryConfig {
+            otlp_endpoint: Some(endpoint.to_owned()),
+            otlp_protocol: protocol,
+            ..crate::TelemetryConfig::default()
+        }
+    }
+
+    /// `validate` refuses `config` on `key`, naming `feature`, and `build` (as `init`) returns
+    /// that error typed, before any exporter exists.
+    #[cfg(any(
+        not(feature = "otlp-http"),
+        not(feature = "otlp-grpc"),
+        not(feature = "tls")
+    ))]
+    fn check_refused(config: &crate::TelemetryConfig, key: &str, feature: &str) {
+        let refused = config.validate().expect_err("validate accepted it");
+        assert_eq!(refused.key(), key, "{refused}");
+        assert!(refused.to_string().contains(feature), "{refused}");
+        match super::build(config, std::io::sink) {
+            Err(super::InitError::Config(error)) => assert_eq!(error, refused),
+            Err(other) => panic!("expected the config error, got {other}"),
+            Ok(_) => panic!("build accepted an endpoint it cannot export to"),
+        }
+    }
+
+    /// The exporter path itself (reached only after `validate`) refuses a transport that is not
+    /// built in with the same typed error, so no caller can make it drop spans silently.
+    #[cfg(any(not(feature = "otlp-http"), not(feature = "otlp-grpc")))]
+    fn check_exporter_refuses(config: &crate::TelemetryConfig) {
+        let endpoint = config.otlp_endpoint.as_deref().unwrap_or_default();
+        match crate::traces::otlp(config, endpoint) {
+            Err(super::InitError::Config(error)) => assert_eq!(error.key(), "otlp_protocol"),
+            Err(other) => panic!("expected the config error, got {other}"),
+            Ok(_) => panic!("an exporter was built for a transport that is not built in"),
+        }
+    }
+
+    #[cfg(not(feature = "otlp-grpc"))]
+    #[test]
+    fn grpc_without_the_otlp_grpc_feature_is_refused_at_init() {
+        let config = exporting("http://127.0.0.1:4317", crate::OtlpProtocol::Grpc);
+        check_refused(&config, "otlp_protocol", "`otlp-grpc` feature");
+        check_exporter_refuses(&config);
+    }
+
+    #[cfg(not(feature = "otlp-http"))]
+    #[test]
+    fn http_without_the_otlp_http_feature_is_refused_at_init() {
+        let config = exporting("http://127.0.0.1:4318", crate::OtlpProtocol::HttpProtobuf);
+        check_refused(&config, "otlp_protocol", "`otlp-http` feature");
+        check_exporter_refuses(&config);
+    }
+
+    /// With a transport built in but not `tls`, an `https://` endpoint is refused at init
+    /// rather than failing at each export.
+    #[cfg(all(
+        not(feature = "tls"),
+        any(feature = "otlp-http", feature = "otlp-grpc")
+    ))]
+    #[test]
+    fn https_without_the_tls_feature_is_refused_at_init() {
+        let protocol = if cfg!(feature = "otlp-http") {
+            crate::OtlpProtocol::HttpProtobuf
+        } else {
+            crate::OtlpProtocol::Grpc
+        };
+        let config = exporting("https://collector:4318", protocol);
+        check_refused(&config, "otlp_endpoint", "`tls` feature");
+    }
+
+    /// Without an endpoint nothing is exported, so no transport is needed: logs and trace ids
+    /// work in every feature set, whichever protocol the config names.
+    #[test]
+    fn without_an_endpoint_no_transport_is_needed() {
+        for protocol in [crate::OtlpProtocol::HttpProtobuf, crate::OtlpProtocol::Grpc] {
+            let config = crate::TelemetryConfig {
+                otlp_protocol: protocol,
+                ..crate::TelemetryConfig::default()
+            };
+            assert_eq!(config.validate(), Ok(()), "{protocol:?}");
+            let (_dispatch, guard) = super::build(&config, std::io::sink).expect("build");
+            guard.shutdown().expect("shutdown");
+        }
+    }
+
+    /// Over gRPC alone, `tls` checks `otlp_ca_file` without reqwest's parser: a PEM file that
+    /// holds no certificate (a key given by mistake) is still refused up front.
+    #[cfg(all(feature = "tls", feature = "otlp-grpc", not(feature = "otlp-http")))]
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_over_grpc_alone() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("ca.pem");
+        std::fs::write(
+            &path,
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        let config = crate::TelemetryConfig {
+            otlp_ca_file: Some(path),
+            ..exporting("https://collector:4317", crate::OtlpProtocol::Grpc)
+        };
+        let error = config.validate().expect_err("a file without a certificate");
+        assert_eq!(error.key(), "otlp_ca_file", "{error}");
+    }
+
+    /// An exporter that fails to build after its runtime exists (here tonic refuses a CA file
+    /// that only looks like PEM) returns its error, also when `build` runs inside a runtime,
+    /// where dropping the unused export runtime must not block.
+    #[cfg(all(feature = "tls", feature = "otlp-grpc", not(feature = "otlp-http")))]
+    #[tokio::test]
+    async fn an_exporter_that_fails_to_build_inside_a_runtime_is_an_error_not_a_panic() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let path = directory.path().join("ca.pem");
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let config = crate::TelemetryConfig {
+            otlp_ca_file: Some(path),
+            ..exporting("https://collector:4317", crate::OtlpProtocol::Grpc)
+        };
+        assert_eq!(config.validate(), Ok(()));
+        match super::build(&config, std::io::sink) {
+            Err(super::InitError::Exporter(_)) => {}
+            Err(other) => panic!("expected the exporter error, got {other}"),
+            Ok(_) => panic!("tonic accepted a certificate that is not one"),
         }
     }
 }

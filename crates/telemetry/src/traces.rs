@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
@@ -18,11 +17,14 @@ use opentelemetry_sdk::trace::{
     BatchSpanProcessor, Sampler, SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor,
 };
 
+#[cfg(any(feature = "otlp-http", feature = "otlp-grpc"))]
+use crate::OtlpProtocol;
 use crate::logs::{REDACTED, Redactor};
-use crate::{InitError, OtlpProtocol, TelemetryConfig};
+use crate::{InitError, TelemetryConfig};
 
-/// How long one OTLP/HTTP export may take before it is abandoned.
-const HTTP_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one OTLP export may take before it is abandoned.
+#[cfg(any(feature = "otlp-http", all(feature = "otlp-grpc", feature = "tls")))]
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Installs the W3C `traceparent`/`tracestate` and baggage propagator as the global text map
 /// propagator.
@@ -98,19 +100,83 @@ pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<u8>, &'static str> {
     }
     let pem =
         std::fs::read(path).map_err(|_| "a readable PEM file of one or more CA certificates")?;
-    #[cfg(feature = "tls")]
+    const NOT_PEM: &str =
+        "a PEM file of one or more CA certificates (`-----BEGIN CERTIFICATE-----`)";
+    // reqwest parses the certificates; without it (gRPC only) the marker is checked here, tonic
+    // refuses PEM that does not decode when the exporter is built, and a decoded block that is no
+    // certificate makes each export fail (logged by the exporter).
+    #[cfg(all(feature = "tls", feature = "otlp-http"))]
     match reqwest::Certificate::from_pem_bundle(&pem) {
         Ok(certificates) if !certificates.is_empty() => {}
-        _ => {
-            return Err(
-                "a PEM file of one or more CA certificates (`-----BEGIN CERTIFICATE-----`)",
-            );
-        }
+        _ => return Err(NOT_PEM),
+    }
+    #[cfg(not(all(feature = "tls", feature = "otlp-http")))]
+    if !pem
+        .windows(CERTIFICATE_MARKER.len())
+        .any(|window| window == CERTIFICATE_MARKER)
+    {
+        return Err(NOT_PEM);
     }
     Ok(pem)
 }
 
+/// The first line of a PEM certificate.
+#[cfg(not(all(feature = "tls", feature = "otlp-http")))]
+const CERTIFICATE_MARKER: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
+/// Builds the OTLP exporter for the configured endpoint and protocol, with its runtime.
+///
+/// The configured headers are set on every request after the exporter's own (which include
+/// `OTEL_EXPORTER_OTLP_HEADERS`), so the configuration wins; an `https://` endpoint is verified
+/// against the system roots and `otlp_ca_file`. A protocol whose feature is off is refused with
+/// the error [`TelemetryConfig::validate`] gives for it.
+pub(crate) fn otlp(
+    config: &TelemetryConfig,
+    endpoint: &str,
+) -> Result<(Box<dyn SpanProcessor>, ExportRuntime), InitError> {
+    match config.otlp_protocol {
+        #[cfg(feature = "otlp-http")]
+        OtlpProtocol::HttpProtobuf => http_exporter(config, endpoint),
+        #[cfg(feature = "otlp-grpc")]
+        OtlpProtocol::Grpc => grpc_exporter(config, endpoint),
+        #[cfg(not(all(feature = "otlp-http", feature = "otlp-grpc")))]
+        protocol => {
+            let _ = endpoint;
+            Err(InitError::Config(protocol.feature_off()))
+        }
+    }
+}
+
+/// The dedicated runtime of the export I/O and its handle. It is owned by an [`ExportRuntime`]
+/// from the start, so that an exporter that fails to build drops it without blocking: dropping a
+/// bare runtime inside another one (`init` from an async `main`) panics.
+#[cfg(any(feature = "otlp-http", feature = "otlp-grpc"))]
+fn export_runtime() -> Result<(ExportRuntime, tokio::runtime::Handle), InitError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("mainstay-otlp-export")
+        .enable_all()
+        .build()
+        .map_err(InitError::ExportRuntime)?;
+    let handle = runtime.handle().clone();
+    Ok((ExportRuntime(Some(runtime)), handle))
+}
+
+/// The PEM of `otlp_ca_file`, if set.
+#[cfg(any(feature = "otlp-http", feature = "otlp-grpc"))]
+fn ca_pem(config: &TelemetryConfig) -> Result<Option<Vec<u8>>, InitError> {
+    match &config.otlp_ca_file {
+        Some(path) => Ok(Some(read_ca_file(path).map_err(|allowed| {
+            InitError::Exporter(
+                format!("otlp_ca_file {}: expected {allowed}", path.display()).into(),
+            )
+        })?)),
+        None => Ok(None),
+    }
+}
+
 /// `otlp_headers` as an HTTP header map (validated names and values; any other is skipped).
+#[cfg(any(feature = "otlp-http", feature = "otlp-grpc"))]
 fn export_headers(config: &TelemetryConfig) -> http::HeaderMap {
     config
         .otlp_headers
@@ -123,95 +189,98 @@ fn export_headers(config: &TelemetryConfig) -> http::HeaderMap {
         .collect()
 }
 
-/// Builds the OTLP exporter for the configured endpoint and protocol, with its runtime.
-///
-/// The configured headers are set on every request after the exporter's own (which include
-/// `OTEL_EXPORTER_OTLP_HEADERS`), so the configuration wins; an `https://` endpoint is verified
-/// against the system roots and `otlp_ca_file`.
-pub(crate) fn otlp(
+/// The OTLP/HTTP exporter: protobuf over a reqwest client that runs on the export runtime.
+#[cfg(feature = "otlp-http")]
+fn http_exporter(
     config: &TelemetryConfig,
     endpoint: &str,
 ) -> Result<(Box<dyn SpanProcessor>, ExportRuntime), InitError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("mainstay-otlp-export")
-        .enable_all()
-        .build()
-        .map_err(InitError::ExportRuntime)?;
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+
     let headers = export_headers(config);
-    let ca_pem = match &config.otlp_ca_file {
-        Some(path) => Some(read_ca_file(path).map_err(|allowed| {
-            InitError::Exporter(
-                format!("otlp_ca_file {}: expected {allowed}", path.display()).into(),
-            )
-        })?),
-        None => None,
-    };
+    let ca_pem = ca_pem(config)?;
+    let (runtime, handle) = export_runtime()?;
+    #[allow(unused_mut, reason = "only `tls` adds certificates")]
+    let mut builder = reqwest::Client::builder().timeout(EXPORT_TIMEOUT);
+    #[cfg(feature = "tls")]
+    if let Some(pem) = &ca_pem {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|error| InitError::Exporter(Box::new(error)))?;
+        builder = builder.tls_certs_merge(certificates);
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = ca_pem;
+    let client = builder
+        .build()
+        .map_err(|error| InitError::Exporter(Box::new(error)))?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(http_traces_url(endpoint))
+        .with_http_client(RuntimeHttpClient {
+            client,
+            handle,
+            headers,
+        })
+        .build()
+        .map_err(|error| InitError::Exporter(Box::new(error)))?;
+    Ok((batch(exporter), runtime))
+}
+
+/// The OTLP/gRPC exporter over a tonic channel. For `https://` the channel is built here with
+/// tonic's rustls (the system roots plus `otlp_ca_file`), so that `tls` needs no TLS feature of
+/// opentelemetry-otlp, whose TLS features would bring tonic into an HTTP-only build.
+#[cfg(feature = "otlp-grpc")]
+fn grpc_exporter(
+    config: &TelemetryConfig,
+    endpoint: &str,
+) -> Result<(Box<dyn SpanProcessor>, ExportRuntime), InitError> {
+    use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+
+    let headers = export_headers(config);
+    let ca_pem = ca_pem(config)?;
+    let (runtime, handle) = export_runtime()?;
     // The tonic channel spawns its worker onto the current runtime while it is built.
-    let entered = runtime.enter();
-    let processor = match config.otlp_protocol {
-        OtlpProtocol::HttpProtobuf => {
-            #[allow(unused_mut)]
-            let mut builder = reqwest::Client::builder().timeout(HTTP_EXPORT_TIMEOUT);
-            #[cfg(feature = "tls")]
-            if let Some(pem) = &ca_pem {
-                let certificates = reqwest::Certificate::from_pem_bundle(pem)
-                    .map_err(|error| InitError::Exporter(Box::new(error)))?;
-                builder = builder.tls_certs_merge(certificates);
-            }
-            let client = builder
-                .build()
-                .map_err(|error| InitError::Exporter(Box::new(error)))?;
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(http_traces_url(endpoint))
-                .with_http_client(RuntimeHttpClient {
-                    client,
-                    handle: runtime.handle().clone(),
-                    headers,
-                })
-                .build()
-                .map_err(|error| InitError::Exporter(Box::new(error)))?;
-            batch(exporter)
+    let entered = handle.enter();
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint);
+    #[cfg(feature = "tls")]
+    if endpoint.starts_with("https://") {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+        let mut tls = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(pem) = &ca_pem {
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
         }
-        OtlpProtocol::Grpc => {
-            #[allow(unused_mut)]
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint);
-            #[cfg(feature = "tls")]
-            if endpoint.starts_with("https://") {
-                use opentelemetry_otlp::tonic_types::transport::{Certificate, ClientTlsConfig};
-                let mut tls = ClientTlsConfig::new().with_enabled_roots();
-                if let Some(pem) = &ca_pem {
-                    tls = tls.ca_certificate(Certificate::from_pem(pem));
-                }
-                builder = builder.with_tls_config(tls);
+        // The exporter requires the channel's timeout to be its own.
+        let channel = Endpoint::from_shared(endpoint.to_owned())
+            .and_then(|channel| channel.tls_config(tls))
+            .map_err(|error| InitError::Exporter(Box::new(error)))?
+            .timeout(EXPORT_TIMEOUT)
+            .connect_lazy();
+        builder = builder.with_timeout(EXPORT_TIMEOUT).with_channel(channel);
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = ca_pem;
+    if !headers.is_empty() {
+        builder = builder.with_interceptor(move |mut request: tonic::Request<()>| {
+            let mut metadata = std::mem::take(request.metadata_mut()).into_headers();
+            for (name, value) in &headers {
+                metadata.insert(name.clone(), value.clone());
             }
-            #[cfg(not(feature = "tls"))]
-            let _ = ca_pem;
-            if !headers.is_empty() {
-                builder = builder.with_interceptor(move |mut request: tonic::Request<()>| {
-                    let mut metadata = std::mem::take(request.metadata_mut()).into_headers();
-                    for (name, value) in &headers {
-                        metadata.insert(name.clone(), value.clone());
-                    }
-                    *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(metadata);
-                    Ok(request)
-                });
-            }
-            let exporter = builder
-                .build()
-                .map_err(|error| InitError::Exporter(Box::new(error)))?;
-            batch(exporter)
-        }
-    };
+            *request.metadata_mut() = tonic::metadata::MetadataMap::from_headers(metadata);
+            Ok(request)
+        });
+    }
+    let exporter = builder
+        .build()
+        .map_err(|error| InitError::Exporter(Box::new(error)))?;
     drop(entered);
-    Ok((processor, ExportRuntime(Some(runtime))))
+    Ok((batch(exporter), runtime))
 }
 
 /// `http://host:4318` → `http://host:4318/v1/traces`; an endpoint with a path is kept as is.
+#[cfg(feature = "otlp-http")]
 fn http_traces_url(endpoint: &str) -> String {
     match endpoint.parse::<http::Uri>() {
         Ok(uri) if matches!(uri.path(), "" | "/") && uri.query().is_none() => {
@@ -223,6 +292,7 @@ fn http_traces_url(endpoint: &str) -> String {
 
 /// Runs each export request on the export runtime, whatever thread awaits it, with the
 /// configured headers.
+#[cfg(feature = "otlp-http")]
 #[derive(Debug)]
 struct RuntimeHttpClient {
     client: reqwest::Client,
@@ -231,6 +301,7 @@ struct RuntimeHttpClient {
     headers: http::HeaderMap,
 }
 
+#[cfg(feature = "otlp-http")]
 #[async_trait::async_trait]
 impl opentelemetry_http::HttpClient for RuntimeHttpClient {
     async fn send_bytes(
@@ -293,7 +364,7 @@ fn redact_attributes(redactor: &Redactor, attributes: &mut [KeyValue]) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "otlp-http"))]
 mod tests {
     use super::http_traces_url;
 

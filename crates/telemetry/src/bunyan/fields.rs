@@ -231,11 +231,13 @@ impl Visit for Recorder<'_> {
 }
 
 /// The log fields of a span, written as `tracing` would record them.
+#[cfg(feature = "tower")]
 pub(crate) struct SpanFields<'a> {
     pub(super) fields: &'a mut Fields,
     pub(super) redactor: &'a Redactor,
 }
 
+#[cfg(feature = "tower")]
 impl SpanFields<'_> {
     /// As `span.record(name, value)` with a `&str`.
     pub(crate) fn str(&mut self, name: &'static str, value: &str) {

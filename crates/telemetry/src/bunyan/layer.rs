@@ -17,7 +17,9 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use super::encoder::{escape_into, write_hex, write_number, write_str, write_time};
-use super::fields::{Fields, Message, Recorder, SpanFields};
+#[cfg(feature = "tower")]
+use super::fields::SpanFields;
+use super::fields::{Fields, Message, Recorder};
 use crate::logs::{REDACTED, Redactor};
 
 /// A per-thread line buffer that grew past this is dropped rather than kept.
@@ -296,6 +298,7 @@ where
     }
 }
 
+#[cfg(feature = "tower")]
 /// Writes fields straight into the log fields of `span` when its OpenTelemetry span is known not
 /// to record (not sampled), instead of recording them through `tracing`; false when that is not
 /// the case (another subscriber, the pretty format, a sampled span): record them as usual then.

@@ -21,4 +21,6 @@ mod encoder;
 mod fields;
 mod layer;
 
-pub(crate) use layer::{BunyanLayer, RecordingSpanEvents, unsampled_span_fields};
+#[cfg(feature = "tower")]
+pub(crate) use layer::unsampled_span_fields;
+pub(crate) use layer::{BunyanLayer, RecordingSpanEvents};

@@ -15,12 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::{MatchedRoute, method_label};
-
-/// Buckets of `http_request_duration_seconds`, in seconds.
-pub const DURATION_BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+use super::{DURATION_BUCKETS, MatchedRoute, method_label};
 
 /// The `endpoint` label of a request that matched no route.
 const UNMATCHED: &str = "unmatched";

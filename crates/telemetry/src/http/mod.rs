@@ -1,6 +1,9 @@
 //! Tower layers for HTTP servers over `http` types: request ids, server spans with access logs,
 //! and RED metrics labelled by route template.
 //!
+//! The layers, their services and [`HttpMetrics`] need the `tower` feature; [`RequestId`],
+//! [`inject_context`], [`set_client_pseudonym`] and the constants are always here.
+//!
 //! Stack them outermost first: [`RequestIdLayer`] → [`TraceLayer`] → the router, with
 //! [`HttpMetricsLayer`] applied inside the router (axum's `Router::layer`) so the matched route
 //! template is in the request extensions when it runs:
@@ -28,17 +31,24 @@
 use opentelemetry::trace::TraceContextExt as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+#[cfg(feature = "tower")]
 mod metrics;
 mod request_id;
+#[cfg(feature = "tower")]
 mod trace;
 
-pub use metrics::{
-    DURATION_BUCKETS, HttpMetrics, HttpMetricsFuture, HttpMetricsLayer, HttpMetricsService,
-};
-pub use request_id::{
-    REQUEST_ID_HEADER, RequestId, RequestIdFuture, RequestIdLayer, RequestIdService,
-};
+#[cfg(feature = "tower")]
+pub use metrics::{HttpMetrics, HttpMetricsFuture, HttpMetricsLayer, HttpMetricsService};
+pub use request_id::{REQUEST_ID_HEADER, RequestId};
+#[cfg(feature = "tower")]
+pub use request_id::{RequestIdFuture, RequestIdLayer, RequestIdService};
+#[cfg(feature = "tower")]
 pub use trace::{TraceFuture, TraceLayer, TraceService};
+
+/// Buckets of `http_request_duration_seconds`, in seconds.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// The `tracing` target of the server span opened by [`TraceLayer`]. Its bunyan START and END
 /// records are not written: the access line of the request carries the same fields.
@@ -64,6 +74,7 @@ pub fn inject_context(headers: &mut http::HeaderMap) {
     });
 }
 
+#[cfg(feature = "tower")]
 /// A bounded `method` label value: the standard methods by name, anything else `_OTHER`.
 fn method_label(method: &http::Method) -> &'static str {
     match *method {

@@ -1,15 +1,20 @@
 //! Request ids: accept a safe incoming `x-request-id`, otherwise make one; echo it back.
 
+#[cfg(feature = "tower")]
 use std::future::Future;
+#[cfg(feature = "tower")]
 use std::pin::Pin;
+#[cfg(feature = "tower")]
 use std::task::{Context, Poll};
 
+#[cfg(feature = "tower")]
 use http::{HeaderValue, Request, Response};
 
 /// The request id header, `x-request-id`.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// [`REQUEST_ID_HEADER`] as a header name, so that it is not parsed on each request.
+#[cfg(feature = "tower")]
 const HEADER_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
 
 /// Longest incoming request id that is accepted.
@@ -50,6 +55,7 @@ impl std::fmt::Display for RequestId {
     }
 }
 
+#[cfg(feature = "tower")]
 /// Gives every request an id: the incoming `x-request-id` when [`RequestId::is_valid`] accepts
 /// it, else a generated ULID. The id is set on the request header (so inner layers and
 /// handlers read one trusted value), put in the request extensions as [`RequestId`], and echoed
@@ -59,6 +65,7 @@ impl std::fmt::Display for RequestId {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestIdLayer;
 
+#[cfg(feature = "tower")]
 impl RequestIdLayer {
     /// The layer.
     #[must_use]
@@ -67,6 +74,7 @@ impl RequestIdLayer {
     }
 }
 
+#[cfg(feature = "tower")]
 impl<S> tower::Layer<S> for RequestIdLayer {
     type Service = RequestIdService<S>;
 
@@ -75,12 +83,14 @@ impl<S> tower::Layer<S> for RequestIdLayer {
     }
 }
 
+#[cfg(feature = "tower")]
 /// The service made by [`RequestIdLayer`].
 #[derive(Debug, Clone)]
 pub struct RequestIdService<S> {
     inner: S,
 }
 
+#[cfg(feature = "tower")]
 impl<S, ReqBody, ResBody> tower::Service<Request<ReqBody>> for RequestIdService<S>
 where
     S: tower::Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -123,6 +133,7 @@ where
     }
 }
 
+#[cfg(feature = "tower")]
 pin_project_lite::pin_project! {
     /// The response future of [`RequestIdService`]: echoes the id on the response.
     #[derive(Debug)]
@@ -133,6 +144,7 @@ pin_project_lite::pin_project! {
     }
 }
 
+#[cfg(feature = "tower")]
 impl<F, ResBody, E> Future for RequestIdFuture<F>
 where
     F: Future<Output = Result<Response<ResBody>, E>>,

@@ -228,6 +228,7 @@ fn otlp_headers_ca_file_and_resource_attributes_are_validated() {
 
 /// Without the `tls` feature an `https://` endpoint is refused up front rather than failing at
 /// each export; with it, it is accepted.
+#[cfg(feature = "otlp-http")]
 #[test]
 fn https_endpoints_need_the_tls_feature() {
     let config = TelemetryConfig {

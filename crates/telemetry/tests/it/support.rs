@@ -2,6 +2,7 @@
 //! receiver, and the layered test app.
 
 use std::io::{self, Write};
+#[cfg(feature = "otlp-http")]
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -192,6 +193,7 @@ pub(crate) fn get(uri: &str) -> http::request::Builder {
 
 /// A real OTLP/HTTP receiver on loopback, on its own thread and runtime so that a test may
 /// block on a flush while it answers.
+#[cfg(feature = "otlp-http")]
 pub(crate) struct OtlpReceiver {
     pub(crate) addr: SocketAddr,
     received: Arc<
@@ -201,6 +203,7 @@ pub(crate) struct OtlpReceiver {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+#[cfg(feature = "otlp-http")]
 impl OtlpReceiver {
     pub(crate) fn start() -> Self {
         use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -296,6 +299,7 @@ impl OtlpReceiver {
     }
 }
 
+#[cfg(feature = "otlp-http")]
 impl Drop for OtlpReceiver {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {

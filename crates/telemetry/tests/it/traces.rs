@@ -9,9 +9,9 @@ use opentelemetry::trace::{SpanKind, Status};
 use prometheus_client::registry::Registry;
 use tracing::Instrument;
 
-use crate::support::{
-    Harness, OtlpReceiver, PARENT_SPAN_ID, TRACE_ID, TRACEPARENT, get as request, send, stack,
-};
+#[cfg(feature = "otlp-http")]
+use crate::support::OtlpReceiver;
+use crate::support::{Harness, PARENT_SPAN_ID, TRACE_ID, TRACEPARENT, get as request, send, stack};
 
 async fn spawning_handler() -> &'static str {
     tracing::info!("handler before await");
@@ -356,6 +356,7 @@ fn logs_carry_trace_ids_with_no_exporter_configured() {
     guard.shutdown().expect("nothing to flush");
 }
 
+#[cfg(feature = "otlp-http")]
 #[tokio::test]
 async fn spans_reach_a_real_otlp_http_receiver_with_the_service_resource() {
     let receiver = OtlpReceiver::start();
@@ -426,6 +427,7 @@ async fn spans_reach_a_real_otlp_http_receiver_with_the_service_resource() {
     assert_eq!(child.1.parent_span_id, server.span_id);
 }
 
+#[cfg(feature = "otlp-http")]
 #[test]
 fn an_unreachable_collector_costs_a_failed_export_not_a_panic() {
     // Bind then drop a listener: nothing listens on that port any more.
@@ -446,6 +448,7 @@ fn an_unreachable_collector_costs_a_failed_export_not_a_panic() {
     let _ = guard.shutdown();
 }
 
+#[cfg(feature = "otlp-grpc")]
 #[test]
 fn the_grpc_exporter_builds_without_a_collector() {
     let config = TelemetryConfig {
@@ -459,6 +462,7 @@ fn the_grpc_exporter_builds_without_a_collector() {
     guard.shutdown().expect("empty shutdown");
 }
 
+#[cfg(feature = "otlp-http")]
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
