@@ -92,12 +92,12 @@ fn forbidden(
     if COMPOSERS.contains(&dependency) || dependency == "xtask" {
         return Some("no library depends on the app, the e2e tests or xtask".into());
     }
-    if dependency == "mainstay-telemetry" {
-        return Some("no library depends on telemetry; libraries log with `tracing` only".into());
-    }
     if dependency == from && kind == DependencyKind::Development {
         // A crate's tests may depend on the crate itself to turn its optional features on.
         return None;
+    }
+    if dependency == "mainstay-telemetry" {
+        return Some("no library depends on telemetry; libraries log with `tracing` only".into());
     }
     if let Some(verdict) = base_verdict(from, dependency) {
         return verdict.err();
