@@ -27,6 +27,7 @@ mod lint;
 mod release;
 mod schemathesis;
 mod slo;
+mod tools;
 mod venv;
 
 use std::path::{Path, PathBuf};
