@@ -91,7 +91,13 @@ pub(crate) fn run() -> Result<()> {
     step("docs", &mut || {
         run_command(
             cargo()
-                .args(["doc", "--workspace", "--no-deps", "--locked"])
+                .args([
+                    "doc",
+                    "--workspace",
+                    "--no-deps",
+                    "--locked",
+                    "--keep-going",
+                ])
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )
     });
@@ -333,7 +339,7 @@ fn loom_models() -> Result<()> {
 /// shared target directory; `--keep-going` so that one run names every combination that fails.
 /// `--no-dev-deps` (cargo-hack takes the dev-dependencies out of the manifests while it runs and
 /// puts them back) keeps a test-only dependency from lending a feature to the library.
-fn features() -> Result<()> {
+pub(crate) fn features() -> Result<()> {
     let hack = crate::tools::pinned("cargo-hack", CARGO_HACK_VERSION)?;
     let output = cargo()
         .args(["metadata", "--format-version", "1", "--no-deps", "--locked"])
