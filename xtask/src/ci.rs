@@ -338,7 +338,9 @@ fn loom_models() -> Result<()> {
 /// new feature is covered without a change here. One cargo-hack run for all of them, in the
 /// shared target directory; `--keep-going` so that one run names every combination that fails.
 /// `--no-dev-deps` (cargo-hack takes the dev-dependencies out of the manifests while it runs and
-/// puts them back) keeps a test-only dependency from lending a feature to the library.
+/// puts them back) keeps a test-only dependency from lending a feature to the library. No
+/// `--locked`: without the dev-dependencies cargo prunes the lock file, which `--locked` refuses;
+/// cargo-hack restores the lock file with the manifests.
 pub(crate) fn features() -> Result<()> {
     let hack = crate::tools::pinned("cargo-hack", CARGO_HACK_VERSION)?;
     let output = cargo()
