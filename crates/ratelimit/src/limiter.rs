@@ -324,7 +324,9 @@ pub struct RateLimiterBuilder {
 impl RateLimiterBuilder {
     /// Decide on Redis at `url` (the application's `redis.url`); without it every decision is
     /// in-process. A `rediss://` URL connects over TLS (rustls), verified against the system's
-    /// roots or [`RateLimiterBuilder::redis_tls_ca_file`].
+    /// roots or [`RateLimiterBuilder::redis_tls_ca_file`]. Needs the `redis` feature (a default
+    /// one): without it [`RateLimiterBuilder::build`] fails with
+    /// [`BuildError::RedisFeatureDisabled`] while limiting is enabled.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.redis_url = Some(url.into());
         self
