@@ -41,7 +41,7 @@ pub(crate) fn run() -> Result<()> {
         .with_context(|| format!("could not read {}", config_path.display()))?;
     check_reasons(&config).with_context(|| format!("{} is refused", config_path.display()))?;
 
-    let cache = cache_root()?.join("advisory-db");
+    let cache = crate::tools::cache_root()?.join("advisory-db");
     let source = database_source(&root, &cache)?;
     let db_root = prepare_database(&source, &cache)?;
     let database = db_root.join(DB_DIR_NAME);
@@ -68,7 +68,7 @@ pub(crate) fn run() -> Result<()> {
         bail!("the cache path {} is not UTF-8", db_root.display());
     };
     document["advisories"]["db-path"] = toml_edit::value(path);
-    let deny = cargo_deny()?;
+    let deny = crate::tools::pinned("cargo-deny", CARGO_DENY_VERSION)?;
     let generated = std::env::temp_dir().join(format!("mainstay-deny-{}.toml", std::process::id()));
     std::fs::write(&generated, document.to_string())
         .with_context(|| format!("could not write {}", generated.display()))?;
@@ -142,11 +142,6 @@ fn database_source(root: &Path, cache: &Path) -> Result<PathBuf> {
 
 /// The copy of the default snapshot kept in the cache.
 const KEPT_SNAPSHOT: &str = "last-default-snapshot.tar.gz";
-
-fn cache_root() -> Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set")?;
-    Ok(PathBuf::from(home).join(".cache/mainstay"))
-}
 
 /// Makes the database readable by cargo-deny and returns the `db-path` to give it: a directory
 /// holding the database as [`DB_DIR_NAME`]. An archive is unpacked once into `cache/<sha256>`
@@ -390,59 +385,6 @@ fn check_reasons(config: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The pinned `cargo-deny`, installed with `cargo install` under
-/// `$HOME/.cache/mainstay/cargo-deny-<version>` when missing (a user-level install, the same as
-/// root or not), in a scratch target directory removed afterwards.
-fn cargo_deny() -> Result<PathBuf> {
-    let install_root = cache_root()?.join(format!("cargo-deny-{CARGO_DENY_VERSION}"));
-    let binary = install_root.join("bin/cargo-deny");
-    if has_version(&binary) {
-        return Ok(binary);
-    }
-    let manual = format!(
-        "cargo install cargo-deny --version {CARGO_DENY_VERSION} --locked --root {}",
-        install_root.display()
-    );
-    eprintln!(
-        "cargo-deny {CARGO_DENY_VERSION} is missing; installing it (several minutes): {manual}"
-    );
-    let scratch = std::env::temp_dir().join(format!("mainstay-cargo-deny-{}", std::process::id()));
-    std::fs::create_dir_all(&install_root)
-        .with_context(|| format!("could not create {}; run: {manual}", install_root.display()))?;
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        // Outside the workspace, so that none of its cargo configuration applies to the tool.
-        .current_dir(&install_root)
-        .args([
-            "install",
-            "cargo-deny",
-            "--version",
-            CARGO_DENY_VERSION,
-            "--locked",
-            "--root",
-        ])
-        .arg(&install_root)
-        .env("CARGO_TARGET_DIR", &scratch)
-        .status();
-    let _ = std::fs::remove_dir_all(&scratch);
-    if !status.is_ok_and(|status| status.success()) || !has_version(&binary) {
-        bail!("could not install cargo-deny {CARGO_DENY_VERSION}; run: {manual}");
-    }
-    Ok(binary)
-}
-
-/// Whether `binary` runs and reports the pinned version (`cargo-deny 0.20.2`).
-fn has_version(binary: &Path) -> bool {
-    binary.is_file()
-        && Command::new(binary)
-            .arg("--version")
-            .output()
-            .is_ok_and(|output| {
-                output.status.success()
-                    && String::from_utf8_lossy(&output.stdout).trim()
-                        == format!("cargo-deny {CARGO_DENY_VERSION}")
-            })
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ use crate::{cargo, run_command};
 /// The environment variable through which the end-to-end tests find the built binary.
 const API_BIN_ENV: &str = "MAINSTAY_E2E_API_BIN";
 
+/// The pinned cargo-hack of the `features` step (0.6.x needs Rust 1.85; the MSRV is 1.95).
+const CARGO_HACK_VERSION: &str = "0.6.46";
+
 struct Outcome {
     name: &'static str,
     elapsed: Duration,
@@ -85,12 +88,26 @@ pub(crate) fn run() -> Result<()> {
     step("doc tests", &mut || {
         run_command(cargo().args(["test", "--workspace", "--doc", "--locked"]))
     });
+    step("docs", &mut || {
+        run_command(
+            cargo()
+                .args([
+                    "doc",
+                    "--workspace",
+                    "--no-deps",
+                    "--locked",
+                    "--keep-going",
+                ])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )
+    });
     step("codegen --check", &mut || crate::codegen::run(true));
     step("promtool", &mut promtool);
     step("deploy checks", &mut crate::deploy::check);
     step("docker-lint", &mut crate::docker::lint);
     step("dependency rules", &mut crate::deps::run);
     step("audit", &mut crate::audit::run);
+    step("features", &mut features);
 
     eprintln!(
         "\n==> xtask ci summary ({:.1}s in all)",
@@ -315,6 +332,81 @@ fn loom_models() -> Result<()> {
     Ok(())
 }
 
+/// Every published library builds on its own with each of its features alone and with none
+/// (issue 19): `cargo hack check --each-feature --no-dev-deps` over the workspace members that
+/// have a library and may be published, read from `cargo metadata`, so that a new library or a
+/// new feature is covered without a change here. One cargo-hack run for all of them, in the
+/// shared target directory; `--keep-going` so that one run names every combination that fails.
+/// `--no-dev-deps` (cargo-hack takes the dev-dependencies out of the manifests while it runs and
+/// puts them back) keeps a test-only dependency from lending a feature to the library. No
+/// `--locked`: without the dev-dependencies cargo prunes the lock file, which `--locked` refuses;
+/// cargo-hack restores the lock file with the manifests.
+pub(crate) fn features() -> Result<()> {
+    let hack = crate::tools::pinned("cargo-hack", CARGO_HACK_VERSION)?;
+    let output = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps", "--locked"])
+        .output()
+        .context("could not start cargo metadata")?;
+    if !output.status.success() {
+        bail!("cargo metadata failed");
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("cargo metadata printed no JSON")?;
+    let libraries = published_libraries(&metadata);
+    if libraries.is_empty() {
+        bail!("cargo metadata lists no publishable library in the workspace");
+    }
+    eprintln!("checking {}", libraries.join(", "));
+    let mut command = Command::new(hack);
+    command.current_dir(crate::workspace_root()).args([
+        "hack",
+        "check",
+        "--each-feature",
+        "--no-dev-deps",
+        "--keep-going",
+    ]);
+    for library in &libraries {
+        command.args(["--package", library]);
+    }
+    run_command(&mut command)
+}
+
+/// The names of the workspace members with a library target whose `publish` allows crates.io
+/// (`publish = false` reads as an empty list).
+fn published_libraries(metadata: &serde_json::Value) -> Vec<String> {
+    let members: Vec<&str> = metadata["workspace_members"]
+        .as_array()
+        .map(|ids| ids.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default();
+    let mut libraries: Vec<String> = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|package| {
+            package["id"]
+                .as_str()
+                .is_some_and(|id| members.contains(&id))
+        })
+        .filter(|package| {
+            package["publish"]
+                .as_array()
+                .is_none_or(|registries| !registries.is_empty())
+        })
+        .filter(|package| {
+            package["targets"].as_array().is_some_and(|targets| {
+                targets.iter().any(|target| {
+                    target["kind"]
+                        .as_array()
+                        .is_some_and(|kinds| kinds.iter().any(|kind| kind == "lib"))
+                })
+            })
+        })
+        .filter_map(|package| package["name"].as_str().map(str::to_owned))
+        .collect();
+    libraries.sort();
+    libraries
+}
+
 /// The workspace's target directory, as cargo resolves it (`CARGO_TARGET_DIR`, config, default).
 pub(crate) fn target_directory() -> Result<PathBuf> {
     let output = cargo()
@@ -364,4 +456,29 @@ pub(crate) fn build_api() -> Result<PathBuf> {
         }
     }
     bail!("cargo build did not report the mainstay-api executable")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_features_step_covers_the_publishable_libraries_of_the_workspace_only() {
+        let metadata = serde_json::json!({
+            "workspace_members": ["lib 1", "private 1", "bin 1", "both 1"],
+            "packages": [
+                { "id": "lib 1", "name": "lib", "publish": null,
+                  "targets": [{ "kind": ["lib"] }] },
+                { "id": "private 1", "name": "private", "publish": [],
+                  "targets": [{ "kind": ["lib"] }] },
+                { "id": "bin 1", "name": "bin", "publish": null,
+                  "targets": [{ "kind": ["bin"] }] },
+                { "id": "both 1", "name": "both", "publish": ["crates-io"],
+                  "targets": [{ "kind": ["bin"] }, { "kind": ["lib"] }] },
+                { "id": "dependency 1", "name": "dependency", "publish": null,
+                  "targets": [{ "kind": ["lib"] }] }
+            ]
+        });
+        assert_eq!(published_libraries(&metadata), ["both", "lib"]);
+    }
 }

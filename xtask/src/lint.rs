@@ -163,7 +163,7 @@ pub(crate) fn check(
     check_with(catalogue_json, rule_files, dashboards, &[])
 }
 
-/// [`check`], and also standalone queries (`(who, expr)`: an Argo Rollouts analysis), which
+/// `check`, and also standalone queries (`(who, expr)`: an Argo Rollouts analysis), which
 /// `docs/metrics.md` lists among the panels.
 pub(crate) fn check_with(
     catalogue_json: &str,

@@ -27,6 +27,7 @@ mod lint;
 mod release;
 mod schemathesis;
 mod slo;
+mod tools;
 mod venv;
 
 use std::path::{Path, PathBuf};
@@ -73,6 +74,8 @@ enum Task {
     ImageCheck,
     /// Check the dependencies with cargo-deny, offline: advisories (RustSec snapshot), licences, bans, sources.
     Audit,
+    /// Check every publishable library alone with each feature alone and with none (cargo-hack).
+    Features,
     /// Run a randomized test on fresh seeds for a while: `storage` (the record store's model test).
     Soak {
         /// What to soak: `storage`.
@@ -97,6 +100,7 @@ fn main() {
         Task::DockerLint => docker::lint(),
         Task::ImageCheck => image_check::run(),
         Task::Audit => audit::run(),
+        Task::Features => ci::features(),
         Task::Soak { name, minutes } => soak(&name, minutes),
     };
     if let Err(error) = result {

@@ -80,8 +80,9 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
+//! | `redis` | yes | the Redis backend ([`RateLimiterBuilder::redis_url`], Cluster, `rediss://` over rustls), the heartbeat and the fallback; without it every decision is in process and a limiter given a `redis.url` fails to build with [`BuildError::RedisFeatureDisabled`] (the `redis_*` keys of [`RateLimitConfig`] still parse) |
 //! | `tower` | no | [`layer::RateLimitLayer`]: limits HTTP requests, sets `X-RateLimit-*`, `RateLimit-Policy` and `RateLimit`, answers 429 problem+json |
-//! | `health` | no | [`health::RedisCheck`], a `mainstay_health::Check` of the Redis backend and the fallback |
+//! | `health` | no | [`health::RedisCheck`], a `mainstay_health::Check` of the Redis backend and the fallback (`backend: memory` without `redis`) |
 //!
 //! # Metrics
 //!
@@ -109,7 +110,13 @@ mod limiter;
 mod local;
 mod metrics;
 mod proxy;
+#[cfg(feature = "redis")]
 mod redis;
+// Without the feature, the same names with no values: see the module's docs.
+#[cfg(not(feature = "redis"))]
+#[path = "no_redis.rs"]
+mod redis;
+mod reply;
 
 pub use attempts::EventLimit;
 pub use catalogue::METRICS;

@@ -19,7 +19,8 @@ use crate::identity::{CallerIdentity, ClientNetwork, IdentityHasher, Pseudonym};
 use crate::local::{InProcessLimiter, local_now};
 use crate::metrics::{DecisionLabels, ErrorLabels, RateLimitMetrics, SwitchLabels};
 use crate::proxy::TrustedProxies;
-use crate::redis::{RedisBackend, RedisCallError, RedisTarget, ScriptReply};
+use crate::redis::{RedisBackend, RedisCallError};
+use crate::reply::ScriptReply;
 
 /// The name of the circuit breaker around Redis (its `breaker` metric label).
 pub const BREAKER_NAME: &str = "ratelimit-redis";
@@ -44,6 +45,13 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `redis.url` is set, but this build of the crate has no Redis backend (its `redis` feature
+    /// is off). Never returned with the feature on; present either way, so that features stay
+    /// additive.
+    #[error(
+        "`redis.url` is set, but mainstay-ratelimit was built without its `redis` feature; enable the feature, or unset `redis.url` to limit in process only"
+    )]
+    RedisFeatureDisabled,
 }
 
 /// Redis did not answer a [`RateLimiter::ping_redis`].
@@ -316,7 +324,9 @@ pub struct RateLimiterBuilder {
 impl RateLimiterBuilder {
     /// Decide on Redis at `url` (the application's `redis.url`); without it every decision is
     /// in-process. A `rediss://` URL connects over TLS (rustls), verified against the system's
-    /// roots or [`RateLimiterBuilder::redis_tls_ca_file`].
+    /// roots or [`RateLimiterBuilder::redis_tls_ca_file`]. Needs the `redis` feature (a default
+    /// one): without it [`RateLimiterBuilder::build`] fails with
+    /// [`BuildError::RedisFeatureDisabled`] while limiting is enabled.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.redis_url = Some(url.into());
         self
@@ -370,27 +380,13 @@ impl RateLimiterBuilder {
         };
         let proxies = TrustedProxies::parse(&config.trusted_proxies)?;
         let redis = match &self.redis_url {
-            Some(url) if config.enabled => {
-                let tls_ca = match &self.redis_tls_ca_file {
-                    Some(path) => Some(read_tls_ca(path, url, &self.redis_cluster_seeds)?),
-                    None => None,
-                };
-                let target = RedisTarget {
-                    url: url.clone(),
-                    cluster: self.redis_cluster,
-                    cluster_seeds: self.redis_cluster_seeds.clone(),
-                    tls_ca,
-                };
-                Some(Arc::new(
-                    RedisBackend::new(
-                        &target,
-                        config.redis_pool_size,
-                        config.redis_connect_timeout,
-                        config.redis_response_timeout,
-                    )
-                    .map_err(|error| BuildError::RedisUrl(error.to_string()))?,
-                ))
-            }
+            Some(url) if config.enabled => Some(Arc::new(RedisBackend::new(
+                url,
+                self.redis_cluster,
+                &self.redis_cluster_seeds,
+                self.redis_tls_ca_file.as_deref(),
+                &config,
+            )?)),
             _ => None,
         };
         let mut policies = Vec::new();
@@ -550,33 +546,6 @@ impl RateLimiterBuilder {
         }
         Ok(limiter)
     }
-}
-
-/// The PEM contents of `redis.tls_ca_file`, checked to hold a certificate and to go with
-/// `rediss://` URLs only (a CA for a plain connection would be silently unused).
-fn read_tls_ca(path: &std::path::Path, url: &str, seeds: &[String]) -> Result<Vec<u8>, BuildError> {
-    let fail = |reason: String| BuildError::TlsCaFile {
-        path: path.to_owned(),
-        reason,
-    };
-    if let Some(plain) = std::iter::once(url)
-        .chain(seeds.iter().map(String::as_str))
-        .find(|url| !url.starts_with("rediss://"))
-    {
-        return Err(fail(format!(
-            "set, but {plain:?} is not a rediss:// URL (TLS)"
-        )));
-    }
-    let pem = std::fs::read(path).map_err(|error| fail(format!("cannot be read: {error}")))?;
-    if !pem
-        .windows(b"-----BEGIN CERTIFICATE-----".len())
-        .any(|window| window == b"-----BEGIN CERTIFICATE-----")
-    {
-        return Err(fail(
-            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
-        ));
-    }
-    Ok(pem)
 }
 
 /// The `local` fallback's stores (with Redis): one per policy, each limit divided by `divisor`,
@@ -835,6 +804,7 @@ impl RateLimiter {
 
     /// A connection of the limiter's set, for the benchmark's raw baseline.
     #[doc(hidden)]
+    #[cfg(feature = "redis")]
     pub async fn redis_connection(&self) -> Option<::redis::aio::MultiplexedConnection> {
         match &self.inner.redis {
             Some(redis) => redis.any_connection().await,

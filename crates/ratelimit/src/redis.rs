@@ -28,6 +28,10 @@ use redis::{
 };
 use tokio::sync::Notify;
 
+use crate::config::RateLimitConfig;
+use crate::limiter::BuildError;
+use crate::reply::ScriptReply;
+
 /// The script's source.
 pub(crate) const GCRA_SCRIPT: &str = include_str!("gcra.lua");
 
@@ -59,7 +63,7 @@ pub(crate) enum RedisCallError {
 }
 
 impl RedisCallError {
-    /// The `kind` label of `ratelimit_backend_errors_total`.
+    /// The `error_type` label of `ratelimit_backend_errors_total`.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Connect(_) => "connection",
@@ -74,21 +78,6 @@ impl RedisCallError {
 fn is_connection_error(error: &RedisError) -> bool {
     !error.is_timeout()
         && (error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error())
-}
-
-/// The script's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ScriptReply {
-    pub(crate) allowed: bool,
-    /// 0-based index of the limit that speaks for the request.
-    pub(crate) index: usize,
-    pub(crate) remaining: u32,
-    pub(crate) reset_us: u64,
-    pub(crate) retry_us: u64,
-    /// Redis time of the decision, microseconds since the epoch.
-    pub(crate) now_us: u64,
-    /// Requests each limit (in key order, the first three) lets through after this decision.
-    pub(crate) remaining_each: [u32; 3],
 }
 
 /// A limit's Redis key split into its hash (up to and with the hash tag) and its field in it.
@@ -168,15 +157,42 @@ impl ScriptReply {
 
 /// Where and how the backend connects: the application's `redis.*` keys.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RedisTarget {
+struct RedisTarget {
     /// `redis.url`.
-    pub(crate) url: String,
+    url: String,
     /// `redis.cluster`.
-    pub(crate) cluster: bool,
+    cluster: bool,
     /// `redis.cluster_seeds`: more seed nodes besides `url` (cluster only).
-    pub(crate) cluster_seeds: Vec<String>,
+    cluster_seeds: Vec<String>,
     /// The PEM contents of `redis.tls_ca_file`: the only roots `rediss://` trusts when set.
-    pub(crate) tls_ca: Option<Vec<u8>>,
+    tls_ca: Option<Vec<u8>>,
+}
+
+/// The PEM contents of `redis.tls_ca_file`, checked to hold a certificate and to go with
+/// `rediss://` URLs only (a CA for a plain connection would be silently unused).
+fn read_tls_ca(path: &std::path::Path, url: &str, seeds: &[String]) -> Result<Vec<u8>, BuildError> {
+    let fail = |reason: String| BuildError::TlsCaFile {
+        path: path.to_owned(),
+        reason,
+    };
+    if let Some(plain) = std::iter::once(url)
+        .chain(seeds.iter().map(String::as_str))
+        .find(|url| !url.starts_with("rediss://"))
+    {
+        return Err(fail(format!(
+            "set, but {plain:?} is not a rediss:// URL (TLS)"
+        )));
+    }
+    let pem = std::fs::read(path).map_err(|error| fail(format!("cannot be read: {error}")))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|window| window == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(fail(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    Ok(pem)
 }
 
 /// A client of one Redis server or of a Redis Cluster. Built once per limiter, so the size
@@ -268,9 +284,38 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
+    /// A backend for the application's `redis.url` (a seed node when `cluster`, with more
+    /// `cluster_seeds`), trusting only the CA in `tls_ca_file` when set, with `config`'s pool
+    /// size and timeouts. Nothing connects yet.
+    pub(crate) fn new(
+        url: &str,
+        cluster: bool,
+        cluster_seeds: &[String],
+        tls_ca_file: Option<&std::path::Path>,
+        config: &RateLimitConfig,
+    ) -> Result<Self, BuildError> {
+        let tls_ca = match tls_ca_file {
+            Some(path) => Some(read_tls_ca(path, url, cluster_seeds)?),
+            None => None,
+        };
+        let target = RedisTarget {
+            url: url.to_owned(),
+            cluster,
+            cluster_seeds: cluster_seeds.to_vec(),
+            tls_ca,
+        };
+        Self::with_target(
+            &target,
+            config.redis_pool_size,
+            config.redis_connect_timeout,
+            config.redis_response_timeout,
+        )
+        .map_err(|error| BuildError::RedisUrl(error.to_string()))
+    }
+
     /// A backend for `target` with `connections` multiplexed (or cluster) connections. Nothing
     /// connects yet.
-    pub(crate) fn new(
+    fn with_target(
         target: &RedisTarget,
         connections: usize,
         connect_timeout: Duration,

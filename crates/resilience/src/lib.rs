@@ -61,7 +61,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `tower` | no | `tower::Layer`s for the fallback, breaker, retry, timeout and bulkhead (module `layers`) |
+//! | `tower` | no | `tower::Layer`s for the fallback, breaker, retry, timeout and bulkhead (module `layers`); tower's traits only, no tower feature |
 //!
 //! # Metrics
 //!

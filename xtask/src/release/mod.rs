@@ -42,7 +42,7 @@ pub(crate) struct Args {
     /// Move the changelogs, bump versions and requirements, commit and tag (no publishing).
     #[arg(long)]
     execute: bool,
-    /// Where `--dry-run` writes the .crate files and SBOMs [default: <target dir>/release-artifacts].
+    /// Where `--dry-run` writes the .crate files and SBOMs [default: TARGET_DIR/release-artifacts].
     #[arg(long, requires = "dry_run")]
     out: Option<PathBuf>,
     /// Package without cargo's verification build (faster, checks less).
