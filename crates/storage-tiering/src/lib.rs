@@ -87,12 +87,13 @@ pub use config::{
     WalRecoveryMode,
 };
 pub use error::{
-    CollectionError, Fenced, MaintenanceError, OpenError, ReadError, SegmentError, WalError,
-    WriteError,
+    CollectionError, Fenced, MaintenanceError, MissingFeature, OpenError, ReadError, SegmentError,
+    WalError, WriteError,
 };
 pub use handover::{
     AcceptError, HandoverError, HandoverReport, HandoverSource, StrandedCollection, StrandedRecord,
 };
+#[cfg(feature = "aws")]
 pub use http_status::HttpStatusConnector;
 pub use metrics::StorageMetrics;
 pub use names::{
