@@ -1,6 +1,6 @@
 use super::*;
 use crate::collection::{Durability, Residency};
-use crate::error::{ReadError, WriteError};
+use crate::error::WriteError;
 
 fn config(dir: &Path) -> StoreConfig {
     let mut config = StoreConfig {
@@ -330,7 +330,7 @@ async fn check_segments_of_a_left_out_codec(codec: &'static str) {
         let collection = format!("{codec}_{policy}");
         for _attempt in 0..2 {
             match store.get(&collection, "r1").await {
-                Err(ReadError::MissingFeature {
+                Err(crate::ReadError::MissingFeature {
                     collection: named,
                     source,
                 }) => {
@@ -350,7 +350,7 @@ async fn check_segments_of_a_left_out_codec(codec: &'static str) {
         }
         let listed = store.list(&collection, &ListQuery::default()).await;
         assert!(
-            matches!(listed, Err(ReadError::MissingFeature { .. })),
+            matches!(listed, Err(crate::ReadError::MissingFeature { .. })),
             "{collection}: {listed:?}"
         );
     }
@@ -471,19 +471,33 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 async fn a_configuration_that_needs_a_left_out_feature_is_refused_at_open() {
     use crate::config::Compression;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let cases: Vec<(&str, fn(&mut StoreConfig))> = vec![
+    let cases: Vec<(&str, StoreConfig)> = vec![
         #[cfg(not(feature = "gzip"))]
-        ("gzip", |config| config.compression = Compression::Gzip),
+        (
+            "gzip",
+            StoreConfig {
+                compression: Compression::Gzip,
+                ..config(dir.path())
+            },
+        ),
         #[cfg(not(feature = "zstd"))]
-        ("zstd", |config| config.compression = Compression::Zstd),
+        (
+            "zstd",
+            StoreConfig {
+                compression: Compression::Zstd,
+                ..config(dir.path())
+            },
+        ),
         #[cfg(not(feature = "aws"))]
-        ("aws", |config| {
-            config.object_store_url = Some("s3://bucket/prefix".to_owned());
-        }),
+        (
+            "aws",
+            StoreConfig {
+                object_store_url: Some("s3://bucket/prefix".to_owned()),
+                ..config(dir.path())
+            },
+        ),
     ];
-    for (feature, change) in cases {
-        let mut config = config(dir.path());
-        change(&mut config);
+    for (feature, config) in cases {
         match Store::open(config.clone()).await {
             Err(OpenError::MissingFeature(missing)) => {
                 assert_eq!(missing.feature, feature, "{config:?}");
