@@ -7,7 +7,9 @@
 //! Every read checks the CRC of what it read, so corrupt bytes are reported, never served. The
 //! index opens with the blocks' codec: stored as is, gzip- or zstd-compressed (the CRC covers the
 //! stored bytes, so corruption is caught before decompression, and decompression stops at
-//! [`MAX_BLOCK`]; see `docs/decisions/0061`).
+//! [`MAX_BLOCK`]; see `docs/decisions/0061`). A codec whose cargo feature this build leaves out
+//! reads as [`SegmentError::MissingFeature`], after the CRC check: intact data, never corrupt
+//! (`docs/decisions/0118`).
 
 #[cfg(any(feature = "gzip", feature = "zstd"))]
 use std::io::Read as _;
