@@ -43,7 +43,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `aws` | yes | `s3://` object stores (object_store's S3 client; builds `aws-lc-sys` with `cmake`) and [`HttpStatusConnector`] |
+//! | `aws` | yes | `s3://` object stores (object_store's S3 client; builds `aws-lc-sys` with `cmake`) and `HttpStatusConnector` |
 //! | `gzip` | yes | gzip-compressed segment blocks ([`Compression::Gzip`]) |
 //! | `zstd` | yes | zstd-compressed segment blocks ([`Compression::Zstd`]; the bundled libzstd) |
 //! | `health` | no | `mainstay-health` checks: `health::ObjectStoreCheck` (`object_store`), `health::WalCheck` (`storage-wal`), `health::WriterCheck` (`storage-writer`) |
