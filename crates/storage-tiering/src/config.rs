@@ -50,6 +50,42 @@ pub enum Compression {
     Zstd,
 }
 
+impl Compression {
+    /// The cargo feature that brings the codec when this build leaves it out (`None` when the
+    /// codec is built in).
+    pub(crate) fn missing_feature(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Gzip => (!cfg!(feature = "gzip")).then_some("gzip"),
+            Self::Zstd => (!cfg!(feature = "zstd")).then_some("zstd"),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks that this build has the cargo features the configuration needs: `aws` for an
+    /// `s3://` `object_store_url`, `gzip` or `zstd` for `compression`.
+    pub(crate) fn check_features(&self) -> Result<(), crate::MissingFeature> {
+        if let Some(feature) = self.compression.missing_feature() {
+            return Err(crate::MissingFeature {
+                feature,
+                needed_for: format!("compression = \"{feature}\""),
+            });
+        }
+        // `keys_url` is opened by the keyring, whose `KeyringOpenError::Url` names the feature.
+        if let Some(url) = &self.object_store_url
+            && url.starts_with("s3://")
+            && !cfg!(feature = "aws")
+        {
+            return Err(crate::MissingFeature {
+                feature: "aws",
+                needed_for: format!("object_store_url {url:?}"),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What opening the store does when a WAL file is damaged in the middle: a bad frame followed by
 /// valid frames (a damaged tail with nothing valid after it is a write torn by a crash and is
 /// always cut off quietly).

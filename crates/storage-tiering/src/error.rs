@@ -63,6 +63,24 @@ pub enum OpenError {
     /// The store's DLQ could not open.
     #[error("could not open the upload dlq: {0}")]
     Dlq(#[from] mainstay_dlq::OpenError),
+    /// The configuration (an `s3://` URL, a compression codec) or a local segment (compressed
+    /// with a codec) needs a cargo feature this build leaves out. Nothing was changed.
+    #[error(transparent)]
+    MissingFeature(#[from] MissingFeature),
+}
+
+/// Something this build of the crate cannot do because the cargo feature that brings it is off:
+/// opening an `s3://` store (`aws`), writing or reading gzip or zstd segment blocks (`gzip`,
+/// `zstd`). Data that needs it is left untouched, never taken for corrupt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{needed_for} needs the cargo feature `{feature}` of mainstay-storage-tiering, which this build leaves out; build with it (it is on by default), nothing was changed"
+)]
+pub struct MissingFeature {
+    /// The feature: `aws`, `gzip` or `zstd`.
+    pub feature: &'static str,
+    /// What needs it, for instance `reading zstd-compressed segment blocks`.
+    pub needed_for: String,
 }
 
 /// A newer writer claimed the object-store prefix: this store must stop writing to it.
@@ -122,6 +140,10 @@ pub enum SegmentError {
     /// A checksum or structure check failed.
     #[error("segment {0} checksum or structure mismatch")]
     Corrupt(&'static str),
+    /// The blocks are compressed with a codec this build leaves out; the bytes passed their
+    /// checksum and are not corrupt.
+    #[error(transparent)]
+    MissingFeature(MissingFeature),
 }
 
 /// Why a write was refused. Nothing was written unless the variant says so.
@@ -234,6 +256,15 @@ pub enum ReadError {
         /// What was wrong.
         source: SegmentError,
     },
+    /// Stored data of the collection is compressed with a codec this build leaves out (it is
+    /// not corrupt; nothing was changed).
+    #[error("stored data of collection {collection:?} cannot be read: {source}")]
+    MissingFeature {
+        /// The collection.
+        collection: String,
+        /// The codec's feature.
+        source: MissingFeature,
+    },
 }
 
 /// Why a collection operation failed.
@@ -286,6 +317,9 @@ pub enum MaintenanceError {
     /// A segment to merge is corrupt.
     #[error(transparent)]
     Corrupt(#[from] SegmentError),
+    /// A segment to merge is compressed with a codec this build leaves out; nothing was merged.
+    #[error(transparent)]
+    MissingFeature(#[from] MissingFeature),
     /// Another writer holds the prefix.
     #[error(transparent)]
     Fenced(#[from] Fenced),

@@ -58,6 +58,14 @@ pub enum HandoverError {
         /// Where the damage starts (0 for a segment that failed its checksum).
         offset: u64,
     },
+    /// A segment file is compressed with a codec this build leaves out (it is not corrupt).
+    #[error("{path} cannot be read: {source}; nothing was handed over")]
+    MissingFeature {
+        /// The file.
+        path: PathBuf,
+        /// The codec's feature.
+        source: crate::MissingFeature,
+    },
 }
 
 /// The newest version of one record in a handed-over directory.
@@ -254,9 +262,15 @@ fn read_segments(dir: &Path, incarnation: u64) -> Result<Vec<LocalSegment>, Hand
         }
         let path = entry.path();
         let bytes = fs::read(&path).map_err(io(&path))?;
-        let (records, _, _) = segment::decode_all(&bytes).map_err(|_| HandoverError::Corrupt {
-            path: path.clone(),
-            offset: 0,
+        let (records, _, _) = segment::decode_all(&bytes).map_err(|error| match error {
+            crate::SegmentError::MissingFeature(source) => HandoverError::MissingFeature {
+                path: path.clone(),
+                source,
+            },
+            crate::SegmentError::Corrupt(_) => HandoverError::Corrupt {
+                path: path.clone(),
+                offset: 0,
+            },
         })?;
         out.push((path, records));
     }

@@ -43,7 +43,15 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
+//! | `aws` | yes | `s3://` object stores (object_store's S3 client; builds `aws-lc-sys` with `cmake`) and `HttpStatusConnector` |
+//! | `gzip` | yes | gzip-compressed segment blocks ([`Compression::Gzip`]) |
+//! | `zstd` | yes | zstd-compressed segment blocks ([`Compression::Zstd`]; the bundled libzstd) |
 //! | `health` | no | `mainstay-health` checks: `health::ObjectStoreCheck` (`object_store`), `health::WalCheck` (`storage-wal`), `health::WriterCheck` (`storage-writer`) |
+//!
+//!
+//! Without `aws`, `file://` and `memory://` stores work. Whatever needs a left-out feature fails
+//! with a [`MissingFeature`] error naming it (an `s3://` URL or a codec at open, a segment
+//! compressed with the codec when it is read), and leaves the data untouched.
 //!
 //! # Metrics
 //!
@@ -87,12 +95,13 @@ pub use config::{
     WalRecoveryMode,
 };
 pub use error::{
-    CollectionError, Fenced, MaintenanceError, OpenError, ReadError, SegmentError, WalError,
-    WriteError,
+    CollectionError, Fenced, MaintenanceError, MissingFeature, OpenError, ReadError, SegmentError,
+    WalError, WriteError,
 };
 pub use handover::{
     AcceptError, HandoverError, HandoverReport, HandoverSource, StrandedCollection, StrandedRecord,
 };
+#[cfg(feature = "aws")]
 pub use http_status::HttpStatusConnector;
 pub use metrics::StorageMetrics;
 pub use names::{

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::TryStreamExt as _;
+#[cfg(feature = "aws")]
 use object_store::client::HttpError;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -17,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Policy;
 use crate::error::{Fenced, OpenError};
-use crate::http_status::{HttpStatusConnector, observe};
+#[cfg(feature = "aws")]
+use crate::http_status::HttpStatusConnector;
+use crate::http_status::observe;
 use crate::metrics::Instruments;
 use crate::segment::{self, FOOTER_LEN, SegmentMeta};
 
@@ -74,6 +77,7 @@ pub(crate) fn classify_with_status(error: &object_store::Error, status: Option<u
 
 /// The [`HttpError`] in an error's source chain: object_store's private `RetryError` and
 /// `RequestError` name it as their source when a request failed without a usable response.
+#[cfg(feature = "aws")]
 fn transport_error(error: &object_store::Error) -> Option<&HttpError> {
     let mut source = std::error::Error::source(error);
     while let Some(current) = source {
@@ -82,6 +86,13 @@ fn transport_error(error: &object_store::Error) -> Option<&HttpError> {
         }
         source = current.source();
     }
+    None
+}
+
+/// Without `aws` there is no HTTP client here, and no status is ever recorded (only
+/// `HttpStatusConnector` records one): no transport error to tell apart.
+#[cfg(not(feature = "aws"))]
+fn transport_error(_error: &object_store::Error) -> Option<std::convert::Infallible> {
     None
 }
 
@@ -221,6 +232,14 @@ pub(crate) fn open_url(url: &str) -> Result<(Arc<dyn ObjectStore>, String), Open
             .map_err(|e| invalid(e.to_string()))?;
         return Ok((Arc::new(store), String::new()));
     }
+    #[cfg(not(feature = "aws"))]
+    if url.starts_with("s3://") {
+        return Err(OpenError::MissingFeature(crate::MissingFeature {
+            feature: "aws",
+            needed_for: format!("object store URL {url:?}"),
+        }));
+    }
+    #[cfg(feature = "aws")]
     if let Some(rest) = url.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
@@ -570,6 +589,7 @@ impl Remote {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(feature = "aws")]
     use object_store::client::HttpErrorKind;
 
     fn generic(source: Box<dyn std::error::Error + Send + Sync>) -> object_store::Error {
@@ -603,6 +623,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "aws")]
     #[test]
     fn a_transport_error_in_the_source_chain_is_transient_whatever_the_status() {
         #[derive(Debug, thiserror::Error)]

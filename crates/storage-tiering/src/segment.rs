@@ -7,9 +7,14 @@
 //! Every read checks the CRC of what it read, so corrupt bytes are reported, never served. The
 //! index opens with the blocks' codec: stored as is, gzip- or zstd-compressed (the CRC covers the
 //! stored bytes, so corruption is caught before decompression, and decompression stops at
-//! [`MAX_BLOCK`]; see `docs/decisions/0061`).
+//! [`MAX_BLOCK`]; see `docs/decisions/0061`). A codec whose cargo feature this build leaves out
+//! reads as [`SegmentError::MissingFeature`], after the CRC check: intact data, never corrupt
+//! (`docs/decisions/0118`).
 
-use std::io::{Read as _, Write as _};
+#[cfg(any(feature = "gzip", feature = "zstd"))]
+use std::io::Read as _;
+#[cfg(feature = "gzip")]
+use std::io::Write as _;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -18,13 +23,16 @@ use crate::config::Compression;
 use crate::error::SegmentError;
 
 /// Largest decompressed block accepted (a bound against a corrupt or hostile length).
+#[cfg(any(feature = "gzip", feature = "zstd"))]
 const MAX_BLOCK: u64 = 64 * 1024 * 1024;
 
 /// The largest zstd window a block may ask the decoder to allocate: 2^26 bytes = [`MAX_BLOCK`].
 /// zstd's own default limit is 2^27; a block never needs a window larger than its content.
+#[cfg(feature = "zstd")]
 const ZSTD_WINDOW_LOG_MAX: u32 = 26;
 
 /// zstd's default level, the C library's own balance of speed against ratio.
+#[cfg(feature = "zstd")]
 const ZSTD_LEVEL: i32 = 3;
 
 /// Bytes of the footer.
@@ -64,22 +72,38 @@ fn codec_byte(codec: Compression) -> u8 {
 }
 
 /// The stored form of a block under `codec`, or `None` when the compressor failed (it only does
-/// when it cannot allocate its state; [`encode`] then stores the segment uncompressed).
+/// when it cannot allocate its state) or is left out of this build (opening refuses such a
+/// configuration first); [`encode`] then stores the segment uncompressed.
 fn compress(block: &[u8], codec: Compression) -> Option<Vec<u8>> {
     match codec {
         Compression::None => Some(block.to_vec()),
+        #[cfg(feature = "gzip")]
         Compression::Gzip => {
             let mut encoder =
                 flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
             encoder.write_all(block).ok()?;
             encoder.finish().ok()
         }
+        #[cfg(feature = "zstd")]
         Compression::Zstd => zstd::bulk::compress(block, ZSTD_LEVEL).ok(),
+        #[cfg(not(all(feature = "gzip", feature = "zstd")))]
+        _ => None,
     }
+}
+
+/// The error for blocks stored under a codec whose feature this build leaves out: the segment
+/// is intact, only unreadable here, so it must not be handled as corrupt.
+#[cfg(not(all(feature = "gzip", feature = "zstd")))]
+fn codec_left_out(feature: &'static str) -> SegmentError {
+    SegmentError::MissingFeature(crate::error::MissingFeature {
+        feature,
+        needed_for: format!("reading {feature}-compressed segment blocks"),
+    })
 }
 
 /// Reads a decompressor to its end. More than [`MAX_BLOCK`] bytes is refused, not truncated: the
 /// output never grows past the bound, whatever size the compressed stream declares.
+#[cfg(any(feature = "gzip", feature = "zstd"))]
 fn inflate(decoder: impl std::io::Read) -> Result<Vec<u8>, SegmentError> {
     let malformed = |_| SegmentError::Corrupt("compressed block");
     let mut out = Vec::new();
@@ -370,13 +394,18 @@ pub(crate) fn decode_block(
     if crc32c::crc32c(stored) != block.crc {
         return Err(SegmentError::Corrupt("block"));
     }
+    #[cfg(any(feature = "gzip", feature = "zstd"))]
     let inflated;
     let raw = match block.codec {
         Compression::None => stored,
+        #[cfg(feature = "gzip")]
         Compression::Gzip => {
             inflated = inflate(flate2::read::GzDecoder::new(stored))?;
             &inflated
         }
+        #[cfg(not(feature = "gzip"))]
+        Compression::Gzip => return Err(codec_left_out("gzip")),
+        #[cfg(feature = "zstd")]
         Compression::Zstd => {
             let malformed = |_| SegmentError::Corrupt("compressed block");
             let mut decoder =
@@ -388,6 +417,8 @@ pub(crate) fn decode_block(
             inflated = inflate(decoder)?;
             &inflated
         }
+        #[cfg(not(feature = "zstd"))]
+        Compression::Zstd => return Err(codec_left_out("zstd")),
     };
     let mut cursor = Cursor::new(raw);
     let mut out = Vec::new();
@@ -499,6 +530,7 @@ mod tests {
         }
     }
 
+    #[cfg(all(feature = "gzip", feature = "zstd"))]
     #[test]
     fn compressed_blocks_round_trip_and_shrink_repetitive_values() {
         let entries: Vec<(String, Entry)> = (0..400)
@@ -536,6 +568,7 @@ mod tests {
 
     /// A one-block segment holding `stored` as its block under `codec`, every CRC valid: what a
     /// hostile writer with access to the object store could produce.
+    #[cfg(feature = "zstd")]
     fn segment_around(stored: &[u8], codec: Compression) -> (Vec<u8>, BlockRef) {
         let block = BlockRef {
             first: "a".to_owned(),
@@ -550,6 +583,7 @@ mod tests {
         (out, block)
     }
 
+    #[cfg(all(feature = "gzip", feature = "zstd"))]
     #[test]
     fn decompression_bombs_are_refused_with_a_typed_error() {
         // Zeros one byte past the bound, streamed through the encoders so the test never holds
@@ -576,6 +610,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "zstd")]
     #[test]
     fn zstd_frames_asking_for_a_large_window_or_misstating_their_size_are_refused() {
         // A valid frame of one zero byte (magic, no content size, a window descriptor, one last
@@ -622,6 +657,66 @@ mod tests {
             decode_all(&segment).is_err(),
             "100 bytes of 7s are not records"
         );
+    }
+
+    /// The segments of `tests/it/fixtures/compressed-prefix` whose blocks are under `codec`.
+    #[cfg(not(all(feature = "gzip", feature = "zstd")))]
+    fn fixture_segments(codec: &str) -> Vec<Vec<u8>> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/it/fixtures/compressed-prefix/segments");
+        let mut out = Vec::new();
+        for policy in ["memory_s3", "s3_only"] {
+            for file in std::fs::read_dir(root.join(format!("{codec}_{policy}"))).expect("a dir") {
+                out.push(std::fs::read(file.expect("an entry").path()).expect("a segment"));
+            }
+        }
+        out
+    }
+
+    /// Blocks under a codec this build leaves out decode to [`SegmentError::MissingFeature`]
+    /// naming it, never to `Corrupt`; a block that fails its checksum is still `Corrupt`.
+    #[cfg(not(all(feature = "gzip", feature = "zstd")))]
+    fn check_left_out_codec(codec: &'static str) {
+        for segment in fixture_segments(codec) {
+            let missing = match decode_all(&segment) {
+                Err(SegmentError::MissingFeature(missing)) => missing,
+                other => panic!("{codec}: {:?}", other.map(|_| ())),
+            };
+            assert_eq!(missing.feature, codec);
+            assert_eq!(
+                missing.needed_for,
+                format!("reading {codec}-compressed segment blocks")
+            );
+            let footer = decode_footer(&segment[segment.len() - FOOTER_LEN..]).expect("footer");
+            let start = usize::try_from(footer.index_offset).expect("small");
+            let index = &segment[start..segment.len() - FOOTER_LEN];
+            let blocks = decode_index(index, &footer).expect("the index is not compressed");
+            for block in &blocks {
+                let stored = &segment[block.offset as usize..][..block.len as usize];
+                assert!(matches!(
+                    decode_block(stored, block),
+                    Err(SegmentError::MissingFeature(_))
+                ));
+                let mut damaged = stored.to_vec();
+                damaged[0] ^= 0x40;
+                assert_eq!(
+                    decode_block(&damaged, block),
+                    Err(SegmentError::Corrupt("block"))
+                );
+            }
+        }
+    }
+
+    #[cfg(not(feature = "gzip"))]
+    #[test]
+    fn gzip_blocks_without_the_gzip_feature_are_a_missing_feature_not_corruption() {
+        check_left_out_codec("gzip");
+    }
+
+    #[cfg(not(feature = "zstd"))]
+    #[test]
+    fn zstd_blocks_without_the_zstd_feature_are_a_missing_feature_not_corruption() {
+        check_left_out_codec("zstd");
     }
 
     #[test]

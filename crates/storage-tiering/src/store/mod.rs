@@ -270,7 +270,7 @@ impl StoreBuilder {
 
     /// Uses this object store under `prefix` instead of `object_store_url` (for a store the caller
     /// builds, such as a fault-injecting wrapper in tests). Build an HTTP store with
-    /// [`crate::HttpStatusConnector`] (`with_http_connector`), or failures that object_store
+    /// `HttpStatusConnector` (feature `aws`; `with_http_connector`), or failures that object_store
     /// reports only as `Error::Generic` (a 400, 405, ...) are all retried as transient.
     pub fn object_store(mut self, store: Arc<dyn ObjectStore>, prefix: impl Into<String>) -> Self {
         self.object_store = Some((store, prefix.into()));

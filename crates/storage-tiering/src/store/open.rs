@@ -52,6 +52,7 @@ impl Store {
     ) -> Result<(Store, RecoveryReport), OpenError> {
         let config = builder.config;
         config.validate()?;
+        config.check_features()?;
         let data_dir = config.data_dir.clone();
         let fs = builder.fs;
         let lock = lock_data_dir(&*fs, &data_dir)?;

@@ -265,10 +265,7 @@ impl Shared {
                 Ok(residency)
             }
             Residency::Remote(None) => {
-                let corrupt = |source: SegmentError| ReadError::Corrupt {
-                    collection: collection.name.clone(),
-                    source,
-                };
+                let corrupt = |source: SegmentError| undecodable(&collection.name, source);
                 let residency = if collection.policy == Policy::S3Only {
                     let size = segment.meta.size;
                     let tail = self
@@ -334,12 +331,10 @@ impl Shared {
                 .await?
             }
         };
-        let entries = Arc::new(segment::decode_block(&bytes, block).map_err(|source| {
-            ReadError::Corrupt {
-                collection: collection.name.clone(),
-                source,
-            }
-        })?);
+        let entries = Arc::new(
+            segment::decode_block(&bytes, block)
+                .map_err(|source| undecodable(&collection.name, source))?,
+        );
         // The cache holds decoded records: count what they occupy, not the stored size.
         let size = entries.iter().map(|(id, entry)| entry.size(id)).sum();
         self.cache
@@ -468,6 +463,7 @@ impl Shared {
     ) -> Result<Arc<Vec<(String, Entry)>>, MaintenanceError> {
         let to_error = |error: ReadError| match error {
             ReadError::Corrupt { source, .. } => MaintenanceError::Corrupt(source),
+            ReadError::MissingFeature { source, .. } => MaintenanceError::MissingFeature(source),
             other => MaintenanceError::ObjectStore(other.to_string()),
         };
         match self
@@ -491,5 +487,20 @@ impl Shared {
                 Ok(Arc::new(all))
             }
         }
+    }
+}
+
+/// The read error for a segment of `collection` that did not decode: blocks under a codec this
+/// build leaves out are intact, so they are reported apart from corruption.
+fn undecodable(collection: &str, source: SegmentError) -> ReadError {
+    match source {
+        SegmentError::MissingFeature(source) => ReadError::MissingFeature {
+            collection: collection.to_owned(),
+            source,
+        },
+        source @ SegmentError::Corrupt(_) => ReadError::Corrupt {
+            collection: collection.to_owned(),
+            source,
+        },
     }
 }

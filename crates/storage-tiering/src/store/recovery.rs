@@ -32,7 +32,9 @@ pub(super) struct Damaged {
 }
 
 /// Reads and verifies the collection's local segment files (blocking); deletes temp files and
-/// files of an older incarnation. Files that fail verification are returned apart.
+/// files of an older incarnation. Files that fail verification are returned apart; a file
+/// compressed with a codec this build leaves out fails the scan with
+/// [`OpenError::MissingFeature`].
 pub(super) fn scan_segments(
     dir: &Path,
     incarnation: u64,
@@ -61,6 +63,18 @@ pub(super) fn scan_segments(
         let bytes = fs::read(&path).map_err(io_open(&path))?;
         let (records, footer, index) = match segment::decode_all(&bytes) {
             Ok(decoded) => decoded,
+            // Blocks under a codec this build leaves out are intact: the file must not be set
+            // aside, rebuilt or deleted as a damaged one would be, so the open stops here.
+            Err(SegmentError::MissingFeature(missing)) => {
+                return Err(OpenError::MissingFeature(crate::MissingFeature {
+                    feature: missing.feature,
+                    needed_for: format!(
+                        "local segment {} ({})",
+                        path.display(),
+                        missing.needed_for
+                    ),
+                }));
+            }
             Err(error) => {
                 let footer = bytes
                     .len()

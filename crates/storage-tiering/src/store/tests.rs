@@ -241,3 +241,292 @@ async fn a_closed_store_frees_its_wal_and_reports_no_wal_failure() {
     assert_eq!(again.get("c", "k").await.expect("reads"), Some(bytes("v")));
     drop(store);
 }
+
+/// The object-store prefix `tests/it/fixtures/compressed-prefix` (segments written with the
+/// default features: collections `gzip_memory_s3`, `gzip_s3_only`, `zstd_memory_s3`,
+/// `zstd_s3_only`, records `r1` to `r5`), in memory under the prefix `p`, with its files.
+async fn compressed_prefix() -> (Arc<dyn ObjectStore>, Vec<(String, Vec<u8>)>) {
+    use object_store::ObjectStoreExt as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/compressed-prefix");
+    let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let mut files = vec![(
+        "manifest/00000000000000000006.json".to_owned(),
+        std::fs::read(root.join("manifest/00000000000000000006.json")).expect("the manifest"),
+    )];
+    for collection in std::fs::read_dir(root.join("segments")).expect("segments") {
+        let collection = collection.expect("an entry").path();
+        for segment in std::fs::read_dir(&collection).expect("a collection") {
+            let segment = segment.expect("an entry").path();
+            let relative = segment
+                .strip_prefix(&root)
+                .expect("under the root")
+                .to_string_lossy()
+                .into_owned();
+            files.push((relative, std::fs::read(&segment).expect("a segment")));
+        }
+    }
+    for (relative, bytes) in &files {
+        inner
+            .put(
+                &object_store::path::Path::from(format!("p/{relative}")),
+                object_store::PutPayload::from(bytes.clone()),
+            )
+            .await
+            .expect("put");
+    }
+    (inner, files)
+}
+
+/// The value of record `r{i}` in the collections of `codec` in the fixture.
+#[cfg(all(feature = "gzip", feature = "zstd"))]
+fn fixture_value(codec: &str, i: usize) -> Bytes {
+    Bytes::from(format!("{codec} value {i} ").repeat(8))
+}
+
+#[cfg(all(feature = "gzip", feature = "zstd"))]
+#[tokio::test]
+async fn the_compressed_prefix_fixture_reads_back_with_the_default_features() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (inner, _) = compressed_prefix().await;
+    let (store, _) = Store::builder(config(dir.path()))
+        .object_store(inner, "p")
+        .open()
+        .await
+        .expect("opens");
+    for collection in [
+        "gzip_memory_s3",
+        "gzip_s3_only",
+        "zstd_memory_s3",
+        "zstd_s3_only",
+    ] {
+        let codec = &collection[..4];
+        for i in 1..=5 {
+            assert_eq!(
+                store
+                    .get(collection, &format!("r{i}"))
+                    .await
+                    .expect("reads"),
+                Some(fixture_value(codec, i)),
+                "{collection}"
+            );
+        }
+    }
+    store.close(Duration::from_secs(5)).await.expect("closed");
+}
+
+/// Reads of `codec`'s collections in the fixture fail with [`ReadError::MissingFeature`] naming
+/// the codec's feature (never as corrupt data), and every object stays as it was.
+#[cfg(not(all(feature = "gzip", feature = "zstd")))]
+async fn check_segments_of_a_left_out_codec(codec: &'static str) {
+    use object_store::ObjectStoreExt as _;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (inner, files) = compressed_prefix().await;
+    let (store, _) = Store::builder(config(dir.path()))
+        .object_store(inner.clone(), "p")
+        .open()
+        .await
+        .expect("opens: the segments are read on first use");
+    for policy in ["memory_s3", "s3_only"] {
+        let collection = format!("{codec}_{policy}");
+        for _attempt in 0..2 {
+            match store.get(&collection, "r1").await {
+                Err(crate::ReadError::MissingFeature {
+                    collection: named,
+                    source,
+                }) => {
+                    assert_eq!(
+                        (named.as_str(), source.feature),
+                        (collection.as_str(), codec)
+                    );
+                    let message = source.to_string();
+                    assert!(
+                        message.contains(&format!("{codec}-compressed"))
+                            && message.contains(&format!("feature `{codec}`")),
+                        "{message}"
+                    );
+                }
+                other => panic!("{collection}: {other:?}"),
+            }
+        }
+        let listed = store.list(&collection, &ListQuery::default()).await;
+        assert!(
+            matches!(listed, Err(crate::ReadError::MissingFeature { .. })),
+            "{collection}: {listed:?}"
+        );
+    }
+    store.collect_orphans().await.expect("collects");
+    store.close(Duration::from_secs(5)).await.expect("closed");
+    for (relative, bytes) in files.iter().filter(|(path, _)| path.contains("segments/")) {
+        let kept = inner
+            .get(&object_store::path::Path::from(format!("p/{relative}")))
+            .await
+            .expect("the object is still there")
+            .bytes()
+            .await
+            .expect("its bytes");
+        assert_eq!(&kept[..], &bytes[..], "{relative}");
+    }
+}
+
+#[cfg(not(feature = "gzip"))]
+#[tokio::test]
+async fn gzip_segments_without_the_gzip_feature_fail_reads_with_a_typed_error() {
+    check_segments_of_a_left_out_codec("gzip").await;
+}
+
+#[cfg(not(feature = "zstd"))]
+#[tokio::test]
+async fn zstd_segments_without_the_zstd_feature_fail_reads_with_a_typed_error() {
+    check_segments_of_a_left_out_codec("zstd").await;
+}
+
+/// A local segment file compressed with a codec this build leaves out stops the open with
+/// [`OpenError::MissingFeature`]: the file is not deleted (the committed copy case), not set aside
+/// nor rebuilt from the WAL (the local-only case), and opens again once the feature is there.
+#[cfg(not(feature = "gzip"))]
+#[tokio::test]
+async fn a_local_gzip_segment_without_the_gzip_feature_stops_the_open_and_is_kept() {
+    let (_, files) = compressed_prefix().await;
+    let (_, gzip_segment) = files
+        .iter()
+        .find(|(path, _)| path.contains("gzip_memory_s3"))
+        .expect("a gzip segment");
+    for policy in [Policy::MemoryS3, Policy::Memory] {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let open = || {
+            Store::builder(config(dir.path()))
+                .object_store(inner.clone(), "p")
+                .open()
+        };
+        let (store, _) = open().await.expect("opens");
+        store.create_collection("c", policy).await.expect("created");
+        store.put("c", "k", bytes("v")).await.expect("put");
+        store.flush().await.expect("flushed");
+        store
+            .wait_uploaded(Duration::from_secs(5))
+            .await
+            .expect("uploaded");
+        store.close(Duration::from_secs(5)).await.expect("closed");
+        let segments = dir.path().join("data/segments/c");
+        let mut local = walk(&segments);
+        if policy == Policy::MemoryS3 {
+            // The local copy of a committed segment that a crash left before its removal.
+            assert!(local.is_empty(), "{local:?}");
+            use futures::TryStreamExt as _;
+            let objects: Vec<_> = inner
+                .list(Some(&object_store::path::Path::from("p/segments/c")))
+                .try_collect()
+                .await
+                .expect("lists");
+            assert_eq!(objects.len(), 1, "{objects:?}");
+            let name = objects[0].location.filename().expect("a name");
+            local.push(segments.join(format!("1-{name}")));
+        }
+        assert_eq!(local.len(), 1, "{policy:?}: {local:?}");
+        std::fs::write(&local[0], gzip_segment).expect("replaced");
+        match open().await {
+            Err(OpenError::MissingFeature(missing)) => {
+                assert_eq!(missing.feature, "gzip", "{policy:?}");
+                assert!(
+                    missing
+                        .to_string()
+                        .contains(&local[0].display().to_string()),
+                    "{missing}"
+                );
+            }
+            other => panic!("{policy:?}: {:?}", other.map(|_| ())),
+        }
+        assert_eq!(
+            std::fs::read(&local[0]).expect("the file is still there"),
+            *gzip_segment,
+            "{policy:?}"
+        );
+        assert!(
+            walk(&dir.path().join("data/corrupt")).is_empty(),
+            "{policy:?}: nothing set aside"
+        );
+    }
+}
+
+/// Every file under `dir` (none when it does not exist).
+#[cfg(not(feature = "gzip"))]
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// A configured codec or an `s3://` URL this build cannot serve is refused at open, before the
+/// data directory is created.
+#[cfg(not(all(feature = "aws", feature = "gzip", feature = "zstd")))]
+#[tokio::test]
+async fn a_configuration_that_needs_a_left_out_feature_is_refused_at_open() {
+    use crate::config::Compression;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let cases: Vec<(&str, StoreConfig)> = vec![
+        #[cfg(not(feature = "gzip"))]
+        (
+            "gzip",
+            StoreConfig {
+                compression: Compression::Gzip,
+                ..config(dir.path())
+            },
+        ),
+        #[cfg(not(feature = "zstd"))]
+        (
+            "zstd",
+            StoreConfig {
+                compression: Compression::Zstd,
+                ..config(dir.path())
+            },
+        ),
+        #[cfg(not(feature = "aws"))]
+        (
+            "aws",
+            StoreConfig {
+                object_store_url: Some("s3://bucket/prefix".to_owned()),
+                ..config(dir.path())
+            },
+        ),
+    ];
+    for (feature, config) in cases {
+        match Store::open(config.clone()).await {
+            Err(OpenError::MissingFeature(missing)) => {
+                assert_eq!(missing.feature, feature, "{config:?}");
+                assert!(
+                    missing
+                        .to_string()
+                        .contains(&format!("cargo feature `{feature}`")),
+                    "{missing}"
+                );
+            }
+            other => panic!("{feature}: {:?}", other.map(|_| ())),
+        }
+        assert!(!config.data_dir.exists(), "{feature}: nothing created");
+    }
+    #[cfg(not(feature = "aws"))]
+    {
+        assert!(matches!(
+            crate::open_object_store("s3://bucket/prefix"),
+            Err(OpenError::MissingFeature(crate::MissingFeature {
+                feature: "aws",
+                ..
+            }))
+        ));
+        let master_key = crate::keyring::MasterKey::generate();
+        match crate::keyring::Keyring::builder_from_url("s3://bucket/keys", master_key) {
+            Err(crate::keyring::KeyringOpenError::Url { reason, .. }) => {
+                assert!(reason.contains("cargo feature `aws`"), "{reason}");
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+}

@@ -1,21 +1,6 @@
-//! The HTTP status of object-store responses, for classifying failed calls.
-//!
-//! object_store 0.14 keeps the error that carries a response's status (`RetryError`) in a private
-//! module, so a 400 from an S3 server arrives as an opaque `Error::Generic`.
-//! [`HttpStatusConnector`] wraps a store's HTTP client and writes the status of each response into
-//! a recorder that [`observe`] scopes around one object-store call: a tokio task-local that is set
-//! while that call's future is polled. object_store awaits the HTTP request inside the caller's
-//! future (it spawns nothing between `ObjectStore::put_opts` and `HttpService::call`), so calls in
-//! flight together, in one task or in many, each see only their own responses.
-//!
-//! S3 answers some conditions that pass when the request is sent again with a 400 and a
-//! machine-readable error `<Code>` (`RequestTimeout`: the client sent the body too slowly;
-//! `Throttling` on some S3-compatible servers). The AWS SDKs retry those by code, so the recorder
-//! reads the code of a 400's (small) error body and records it as the status it stands for: 408
-//! for a timeout, 429 for throttling. Only the documented code field is read, never a message.
+//! [`HttpStatusConnector`]: the HTTP client wrapper that records response statuses for
+//! [`observe`](super::observe) (feature `aws`).
 
-use std::cell::Cell;
-use std::future::Future;
 use std::sync::Arc;
 
 use object_store::ClientOptions;
@@ -23,6 +8,8 @@ use object_store::client::{
     HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpResponseBody, HttpService,
     ReqwestConnector,
 };
+
+use super::LAST_STATUS;
 
 /// S3 error codes sent with a 400 that mean the request timed out: retried like a 408.
 const TIMEOUT_CODES: &[&str] = &[
@@ -44,12 +31,6 @@ const THROTTLING_CODES: &[&str] = &[
 ];
 /// The largest 400 body whose error code is read; a larger one is passed on unread.
 const MAX_ERROR_BODY: usize = 16 * 1024;
-
-tokio::task_local! {
-    /// The status of the last response of the current call when it was not a success; `None`
-    /// while a request is in flight, after a success and after a transport error.
-    static LAST_STATUS: Cell<Option<u16>>;
-}
 
 /// An object_store [`HttpConnector`] that lets the store classify failed calls by the HTTP status
 /// of the response: 408, 429 and 5xx (but 501 and 505) are retried, other 4xx go to the DLQ at
@@ -165,22 +146,10 @@ fn record(status: Option<u16>) {
     let _outside = LAST_STATUS.try_with(|last| last.set(status));
 }
 
-/// Runs one object-store call; returns its output and the status of its last HTTP response when
-/// that was not a success (`None` as well for stores that are not built with
-/// [`HttpStatusConnector`]).
-pub(crate) async fn observe<F: Future>(call: F) -> (F::Output, Option<u16>) {
-    LAST_STATUS
-        .scope(Cell::new(None), async move {
-            let output = call.await;
-            let status = LAST_STATUS.try_with(Cell::get).ok().flatten();
-            (output, status)
-        })
-        .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http_status::observe;
     use object_store::client::{HttpRequestBody, HttpResponseBody};
 
     /// Answers each request with the status given in its path (`/503`), after yielding once so
