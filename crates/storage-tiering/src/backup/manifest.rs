@@ -24,9 +24,9 @@ pub(crate) const FORMAT_VERSION: u32 = 1;
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BackupManifest {
-    /// Always [`FORMAT`].
+    /// Always `"mainstay-backup"`.
     pub format: String,
-    /// [`FORMAT_VERSION`] when written.
+    /// The version of the format when written (1 for this release).
     pub format_version: u32,
     /// The backup's id, its directory name: `<UTC time>-<ULID>`, sorting by creation time.
     pub id: String,

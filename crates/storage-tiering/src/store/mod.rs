@@ -279,7 +279,7 @@ impl StoreBuilder {
 
     /// The clock of the upload breaker and retry budget. Orphan collection dates objects by it too:
     /// the store's time is the system time at open advanced by this clock. Default: a
-    /// [`TokioClock`], which follows paused tokio time in tests.
+    /// [`TokioClock`](mainstay_clock::TokioClock), which follows paused tokio time in tests.
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
         self
@@ -489,7 +489,7 @@ impl Store {
     /// Whether the store opened during an object-store outage and has not claimed its prefix
     /// yet: it serves what it holds locally and acknowledges writes through the WAL, while
     /// uploads, manifest commits and orphan collection wait; reads that need the object store
-    /// fail with [`ReadError::Unavailable`]. A background task claims the prefix once the store
+    /// fail with [`ReadError::Unavailable`](crate::ReadError::Unavailable). A background task claims the prefix once the store
     /// answers (or finds the store fenced by a newer writer).
     #[must_use]
     pub fn awaiting_object_store(&self) -> bool {
