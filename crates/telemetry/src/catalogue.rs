@@ -4,7 +4,7 @@ use mainstay_clock::catalogue::{MetricFamily, MetricKind};
 
 const OWNER: &str = "mainstay-telemetry";
 
-/// Every metric family [`HttpMetrics::register`](crate::http::HttpMetrics::register) and
+/// Every metric family `http::HttpMetrics::register` and
 /// [`register_process_collector`](crate::process::register_process_collector) register, as the
 /// exposition shows it. A test compares it with a real exposition.
 pub const METRICS: &[MetricFamily] = &[

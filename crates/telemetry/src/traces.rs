@@ -30,7 +30,7 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// propagator.
 ///
 /// [`init`](crate::init) calls this; call it yourself only when you build the subscriber with
-/// [`build`](crate::build) and still want [`http::TraceLayer`](crate::http::TraceLayer) and
+/// [`build`](crate::build) and still want `http::TraceLayer` and
 /// [`http::inject_context`](crate::http::inject_context) to propagate context.
 pub fn install_propagator() {
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![

@@ -1,11 +1,11 @@
 //! Tower layers for HTTP servers over `http` types: request ids, server spans with access logs,
 //! and RED metrics labelled by route template.
 //!
-//! The layers, their services and [`HttpMetrics`] need the `tower` feature; [`RequestId`],
+//! The layers, their services and `HttpMetrics` need the `tower` feature; [`RequestId`],
 //! [`inject_context`], [`set_client_pseudonym`] and the constants are always here.
 //!
-//! Stack them outermost first: [`RequestIdLayer`] → [`TraceLayer`] → the router, with
-//! [`HttpMetricsLayer`] applied inside the router (axum's `Router::layer`) so the matched route
+//! Stack them outermost first: `RequestIdLayer` → `TraceLayer` → the router, with
+//! `HttpMetricsLayer` applied inside the router (axum's `Router::layer`) so the matched route
 //! template is in the request extensions when it runs:
 //!
 //! ```
@@ -50,12 +50,12 @@ pub const DURATION_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// The `tracing` target of the server span opened by [`TraceLayer`]. Its bunyan START and END
+/// The `tracing` target of the server span opened by `TraceLayer`. Its bunyan START and END
 /// records are not written: the access line of the request carries the same fields.
 pub const REQUEST_SPAN_TARGET: &str = "mainstay_telemetry::http";
 
 /// The route template a request matched, put in the response extensions by
-/// [`HttpMetricsLayer`] so that the outer [`TraceLayer`] can name its span after it.
+/// `HttpMetricsLayer` so that the outer `TraceLayer` can name its span after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchedRoute(pub String);
 

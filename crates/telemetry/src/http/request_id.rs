@@ -20,7 +20,7 @@ const HEADER_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_H
 /// Longest incoming request id that is accepted.
 const MAX_LEN: usize = 128;
 
-/// The id of the current request, in the request extensions once [`RequestIdLayer`] has run.
+/// The id of the current request, in the request extensions once `RequestIdLayer` has run.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RequestId(pub String);
 
