@@ -11,6 +11,7 @@ pub const MAX_PAYLOAD_LIMIT: usize = 64 * 1024 * 1024;
 /// What a full queue does with a new entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum OverflowPolicy {
     /// The oldest entry is evicted (and archived unless the archive is off).
     #[default]
@@ -22,6 +23,7 @@ pub enum OverflowPolicy {
 /// How pushes are made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SyncMode {
     /// Concurrent pushes share one `fdatasync` (leader/follower group commit; the leader lets a
     /// batch fill for at most half a sync).
@@ -36,6 +38,7 @@ pub enum SyncMode {
 /// truncated quietly). Decision 0081.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum JournalRecovery {
     /// Keep a copy of the damaged segment in `log/corrupt/`, recover every valid record before
     /// and after the damage, report the loss and log it at error level. The default: a lost push

@@ -8,6 +8,7 @@ use crate::entry::EntryId;
 
 /// Why [`DlqBuilder::open`](crate::DlqBuilder::open) failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The configuration is invalid.
     #[error(transparent)]
@@ -76,6 +77,7 @@ pub enum ArchiveError {
 
 /// Why a journal write failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WriteError {
     /// The journal failed to write or sync; the queue refuses writes until it is reopened.
     #[error("dlq journal write failed: {message}; reopen the dlq to recover from disk")]
@@ -90,6 +92,7 @@ pub enum WriteError {
 
 /// Why a push was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PushError {
     /// The inline payload is over the configured limit; it was not stored (never truncated).
     #[error(
@@ -133,6 +136,7 @@ pub enum PushError {
 
 /// Why a listing failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ListError {
     /// The cursor is not one this DLQ handed out.
     #[error("invalid dlq cursor {0:?}: pass the next_cursor of a previous page")]
@@ -141,6 +145,7 @@ pub enum ListError {
 
 /// Why a redrive failed before it started, or stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RedriveError {
     /// A matching entry's queue has no registered handler; nothing was redriven.
     #[error(
@@ -157,6 +162,7 @@ pub enum RedriveError {
 
 /// Why an export failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExportError {
     /// The JSON could not be encoded.
     #[error("dlq export could not encode json: {0}")]
@@ -174,6 +180,7 @@ pub enum ExportError {
 
 /// Why an import failed; nothing was imported.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ImportError {
     /// The document is not valid export JSON.
     #[error("dlq import is not a valid export document: {0}")]

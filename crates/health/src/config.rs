@@ -119,6 +119,7 @@ impl Default for MemoryConfig {
 
 /// A configuration value that is not allowed. Every variant names the key.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A duration that must be above zero is zero.
     #[error("`{key}` is 0s; set a duration above zero, such as \"2s\"")]

@@ -23,6 +23,7 @@ const RESERVED_NAMES: [&str; 2] = ["startup", "shutdown"];
 
 /// Why a check could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegisterError {
     /// The name is not usable as a report key and metric label.
     #[error(

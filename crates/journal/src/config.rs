@@ -14,6 +14,7 @@ const MAX_PREALLOCATE_BYTES: u64 = 64 * 1024 * 1024;
 /// acknowledged data, as opposed to a torn tail, which is always truncated).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RecoveryMode {
     /// Refuse to open, with an error naming the file, the offset and how many valid frames
     /// follow the damage, so that an operator decides.

@@ -66,6 +66,7 @@ pub const MIN_SECRET_LEN: usize = 16;
 /// What decides while Redis is unavailable (its circuit breaker is open, or a call failed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum FallbackMode {
     /// The in-process backend decides, with every limit divided by `instance_count` (the default):
     /// the fleet as a whole stays close to the configured limits.

@@ -27,6 +27,7 @@ pub const BREAKER_NAME: &str = "ratelimit-redis";
 
 /// Why a limiter could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuildError {
     /// The configuration is invalid.
     #[error(transparent)]

@@ -151,6 +151,7 @@ pub struct Rejected {
 
 /// The error of a call made through a breaker: rejected by it, or the call's own error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BreakerError<E> {
     /// The breaker refused the call; the dependency was not called.
     #[error(transparent)]

@@ -55,6 +55,7 @@ impl BulkheadConfig {
 
 /// A call refused by a bulkhead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BulkheadError {
     /// Every slot and every queue place was taken.
     #[error(

@@ -33,6 +33,7 @@ impl ConfigError {
 /// Which rule trips a closed breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TripPolicy {
     /// `consecutive_failures` failures in a row, with no success between them.
     Consecutive,

@@ -23,6 +23,7 @@ use crate::timeout::{TimedOut, WithFallback};
 
 /// The error of one attempt through a [`Policy`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError<E> {
     /// The circuit breaker rejected the attempt.
     #[error(transparent)]
@@ -37,6 +38,7 @@ pub enum CallError<E> {
 
 /// The error of a call through a [`Policy`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PolicyError<E> {
     /// The bulkhead refused the call; nothing was attempted.
     #[error(transparent)]

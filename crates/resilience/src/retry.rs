@@ -112,6 +112,7 @@ impl RetryConfig {
 
 /// The error of one attempt.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttemptError<E> {
     /// The attempt ran past its time limit and was cancelled.
     #[error(transparent)]
@@ -124,6 +125,7 @@ pub enum AttemptError<E> {
 /// Why a retrying operation failed; each variant carries the number of attempts made and the last
 /// attempt's error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RetryError<E> {
     /// The last error was not transient, or every attempt was used.
     #[error("failed after {attempts} attempt(s): {last}")]

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// How a collection's data is tiered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Policy {
     /// WAL, memtable and local segment files; no object store.
     Memory,
@@ -40,6 +41,7 @@ impl Policy {
 /// How segment blocks are stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Compression {
     /// As is.
     #[default]
@@ -91,6 +93,7 @@ impl StoreConfig {
 /// always cut off quietly).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum WalRecoveryMode {
     /// Refuse to open ([`WalError::Corrupt`](crate::WalError::Corrupt) names the file, the
     /// offset and how many valid frames follow): acknowledged records sit behind the damage.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// Why the store could not open.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The configuration is invalid.
     #[error(transparent)]
@@ -96,6 +97,7 @@ pub struct Fenced {
 
 /// A WAL failure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WalError {
     /// A file-system operation failed.
     #[error("wal i/o error on {path}: {source}")]
@@ -136,6 +138,7 @@ pub enum WalError {
 
 /// A segment that could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SegmentError {
     /// A checksum or structure check failed.
     #[error("segment {0} checksum or structure mismatch")]
@@ -148,6 +151,7 @@ pub enum SegmentError {
 
 /// Why a write was refused. Nothing was written unless the variant says so.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WriteError {
     /// The collection name does not match `[a-z0-9][a-z0-9_-]{0,63}`.
     #[error(
@@ -219,6 +223,7 @@ pub enum WriteError {
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     /// The collection name does not match the pattern.
     #[error(
@@ -269,6 +274,7 @@ pub enum ReadError {
 
 /// Why a collection operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CollectionError {
     /// The name does not match `[a-z0-9][a-z0-9_-]{0,63}`.
     #[error(
@@ -299,6 +305,7 @@ pub enum CollectionError {
 
 /// Why a flush or compaction failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MaintenanceError {
     /// No such collection.
     #[error("collection {0:?} does not exist")]

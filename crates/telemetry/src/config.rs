@@ -244,6 +244,7 @@ pub(crate) fn is_http_url(endpoint: &str) -> bool {
 /// The log line format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum LogFormat {
     /// One bunyan JSON object per line (the default; what log pipelines ingest).
     #[default]
@@ -254,6 +255,7 @@ pub enum LogFormat {
 
 /// The OTLP transport used when [`TelemetryConfig::otlp_endpoint`] is set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum OtlpProtocol {
     /// Protobuf over HTTP (`http/protobuf`, the default; usually port 4318).
     #[default]
@@ -294,6 +296,7 @@ impl OtlpProtocol {
 
 /// An invalid [`TelemetryConfig`] value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A key holds a value outside what is allowed.
     #[error("invalid value {value:?} for {key}: expected {allowed}")]

@@ -318,6 +318,7 @@ impl Drop for TelemetryGuard {
 
 /// Why telemetry could not be initialised.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum InitError {
     /// The configuration holds an invalid value.
     #[error("invalid telemetry configuration: {0}")]
@@ -347,6 +348,7 @@ pub enum InitError {
 
 /// Why flushing or shutting down telemetry failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ShutdownError {
     /// A flush did not complete: the exporter failed or timed out.
     #[error("flushing spans failed: check that the OTLP collector is reachable")]

@@ -333,13 +333,14 @@ impl Config {
         self.dlq.validate().map_err(|error| {
             invalid_value(&format!("dlq.{}", error.key), &error.value, error.allowed)
         })?;
-        self.telemetry.validate().map_err(|error| {
-            let mainstay_telemetry::ConfigError::Invalid {
+        self.telemetry.validate().map_err(|error| match error {
+            mainstay_telemetry::ConfigError::Invalid {
                 key,
                 value,
                 allowed,
-            } = error;
-            invalid_value(&format!("telemetry.{key}"), &value, allowed)
+            } => invalid_value(&format!("telemetry.{key}"), &value, allowed),
+            // A kind of error a later telemetry release may add: its own message.
+            other => ConfigError::Invalid(format!("telemetry: {other}")),
         })
     }
 }

@@ -20,6 +20,7 @@ pub struct Thresholds {
 
 /// Thresholds that cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ThresholdError {
     /// A threshold is NaN.
     #[error("the {which} threshold is not a number; give a finite value or none")]

@@ -852,6 +852,7 @@ fn write_failure(error: &WriteError) -> Failure {
         | WriteError::TooManyRecords { .. }
         | WriteError::BatchTooLarge { .. }
         | WriteError::EmptyBatch => Kind::Invalid,
+        other => panic!("a write error the model does not know yet: {other}"),
     };
     Failure {
         kind,
@@ -866,6 +867,7 @@ fn collection_failure(error: &CollectionError) -> Failure {
         CollectionError::ObjectStore(_) => Kind::ObjectStore,
         CollectionError::Io { .. } => Kind::Io,
         CollectionError::InvalidName(_) | CollectionError::NoObjectStore(_) => Kind::Invalid,
+        other => panic!("a collection error the model does not know yet: {other}"),
     };
     Failure {
         kind,

@@ -113,7 +113,10 @@ fn invalid_values_name_the_key_the_value_and_what_is_allowed() {
             value: rejected,
             allowed,
             ..
-        } = &error;
+        } = &error
+        else {
+            panic!("{key}: not an invalid value: {error:?}");
+        };
         assert_eq!(rejected, value);
         assert!(!allowed.is_empty());
         let message = error.to_string();
