@@ -106,6 +106,7 @@ pub(crate) fn run() -> Result<()> {
     step("deploy checks", &mut crate::deploy::check);
     step("docker-lint", &mut crate::docker::lint);
     step("dependency rules", &mut crate::deps::run);
+    step("public surface", &mut crate::surface::run);
     step("audit", &mut crate::audit::run);
     step("features", &mut features);
 

@@ -27,6 +27,7 @@ mod lint;
 mod release;
 mod schemathesis;
 mod slo;
+mod surface;
 mod tools;
 mod venv;
 
@@ -55,6 +56,8 @@ enum Task {
     },
     /// Check the dependency rules between the workspace crates.
     Deps,
+    /// Check the rules of the libraries' public surface (error enums are `#[non_exhaustive]`).
+    Surface,
     /// Run benchmarks: `http`, `breaker`, `dlq`, `health`, `journal`, `probes`, `ratelimit`, `storage`, `restore` (all when none is named).
     Bench {
         /// Names of the benchmarks to run.
@@ -92,6 +95,7 @@ fn main() {
         Task::Ci => ci::run(),
         Task::Codegen { check } => codegen::run(check),
         Task::Deps => deps::run(),
+        Task::Surface => surface::run(),
         Task::Bench { names } => bench(&names),
         Task::Release(args) => release::run(args),
         Task::Promtool => ci::promtool(),
