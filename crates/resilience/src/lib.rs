@@ -8,7 +8,7 @@ mod classify;
 mod config;
 mod keyed;
 #[cfg(feature = "tower")]
-pub mod layers;
+pub mod layer;
 mod metrics;
 mod policy;
 mod registry;

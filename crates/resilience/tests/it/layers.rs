@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use mainstay_resilience::layers::{BulkheadLayer, CircuitBreakerLayer, RetryLayer, TimeoutLayer};
+use mainstay_resilience::layer::{BulkheadLayer, CircuitBreakerLayer, RetryLayer, TimeoutLayer};
 use mainstay_resilience::{
     BreakerConfig, BreakerState, Bulkhead, BulkheadConfig, BulkheadError, CircuitBreaker,
     ErrorClass, Outcome, Rejected, Retry, RetryConfig, RetryError, TimedOut,
@@ -132,7 +132,7 @@ async fn the_retry_layer_retries_transient_errors() {
 
 #[tokio::test(start_paused = true)]
 async fn the_fallback_layer_answers_every_refusal_of_the_stack() {
-    use mainstay_resilience::layers::FallbackLayer;
+    use mainstay_resilience::layer::FallbackLayer;
 
     let breaker = CircuitBreaker::new(
         "upstream",

@@ -159,7 +159,7 @@ where
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use mainstay_resilience::layers::FallbackLayer;
+/// use mainstay_resilience::layer::FallbackLayer;
 /// use tower::{BoxError, ServiceBuilder, ServiceExt, service_fn};
 ///
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
