@@ -30,19 +30,26 @@ const COLLECTIONS: [(&str, &str); 3] = [
     ("gamma", "memory_s3"),
 ];
 
-/// One export: every line parsed (each must be a JSON object with a `type`, and every line but
-/// the summary a `cursor`), the summary checked against the SHA-256 of the lines before it.
+/// [`export_as`] with this file's admin token.
 async fn export(client: &reqwest::Client, api: &Api, cursor: Option<&str>) -> (Vec<Value>, Value) {
+    export_as(client, api, ADMIN_TOKEN, cursor).await
+}
+
+/// One export of organisation `acme` with the admin token `token`: every line parsed (each must
+/// be a JSON object with a `type`, and every line but the summary a `cursor`), the summary checked
+/// against the SHA-256 of the lines before it and against their counts. Returns the lines before
+/// the summary, and the summary.
+pub(crate) async fn export_as(
+    client: &reqwest::Client,
+    api: &Api,
+    token: &str,
+    cursor: Option<&str>,
+) -> (Vec<Value>, Value) {
     let mut url = api.url("/admin/organisations/acme/export");
     if let Some(cursor) = cursor {
         url = format!("{url}?cursor={cursor}");
     }
-    let response = client
-        .get(url)
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let response = client.get(url).bearer_auth(token).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     let text = response.text().await.unwrap();

@@ -12,7 +12,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use mainstay_tests::{Api, ApiBuilder, sha256_hex};
 use serde_json::Value;
-use sha2::Digest as _;
 
 const ADMIN_TOKEN: &str = "admin-token-for-tenant-tests-0123456789";
 const ACME_KEY: &str = "acme-key-for-tenant-tests";
@@ -338,41 +337,10 @@ async fn an_erased_organisation_leaves_no_byte_in_any_tier_and_its_keys_get_403(
     assert_eq!(listed["entries"], serde_json::json!([]), "{listed}");
 }
 
-/// The lines of an export, parsed, and its raw text.
-async fn export(client: &reqwest::Client, api: &Api, cursor: Option<&str>) -> (Vec<Value>, String) {
-    let mut url = api.url("/admin/organisations/acme/export");
-    if let Some(cursor) = cursor {
-        url = format!("{url}?cursor={cursor}");
-    }
-    let response = client
-        .get(url)
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
-    let text = response.text().await.unwrap();
-    let lines = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    (lines, text)
-}
-
-/// Checks the summary's checksum over every byte before it; returns the summary.
-fn summary(lines: &[Value], text: &str) -> Value {
-    let last = lines.last().unwrap().clone();
-    assert_eq!(last["type"], "summary");
-    let body_end = text
-        .trim_end_matches('\n')
-        .rfind('\n')
-        .map_or(0, |at| at + 1);
-    assert_eq!(
-        last["sha256"],
-        hex::encode(sha2::Sha256::digest(&text.as_bytes()[..body_end]))
-    );
-    last
+/// An export of `acme` as the admin, checked line by line and against its summary
+/// ([`crate::export_outage::export_as`]).
+async fn export(client: &reqwest::Client, api: &Api, cursor: Option<&str>) -> (Vec<Value>, Value) {
+    crate::export_outage::export_as(client, api, ADMIN_TOKEN, cursor).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,8 +379,7 @@ async fn an_export_streams_every_record_once_with_a_checksum_and_resumes_from_a_
     )
     .await;
 
-    let (lines, text) = export(&client, &api, None).await;
-    let last = summary(&lines, &text);
+    let (lines, last) = export(&client, &api, None).await;
     assert_eq!(last["collections"], 3);
     assert_eq!(last["records"], 3600);
     assert_eq!(last["complete"], true);
@@ -441,8 +408,7 @@ async fn an_export_streams_every_record_once_with_a_checksum_and_resumes_from_a_
     // The connection is lost after record 1,700: the rest, exactly once.
     let cut = 1700;
     let cursor = records[cut]["cursor"].as_str().unwrap();
-    let (resumed, text) = export(&client, &api, Some(cursor)).await;
-    let last = summary(&resumed, &text);
+    let (resumed, last) = export(&client, &api, Some(cursor)).await;
     assert_eq!(last["resumed_from"], cursor);
     assert_eq!(last["records"], 3600 - (cut as u64 + 1));
     assert_eq!(
@@ -556,8 +522,10 @@ async fn a_backup_taken_before_an_erasure_restores_nothing_readable_of_the_organ
     assert!(scan(&backups, MARKER.as_bytes()).is_empty());
     drop(api);
 
-    let restore = |target: &Path| {
-        let (status, stdout, stderr) = encrypted(target)
+    // `backup restore` into `target`, run as `service` (the encrypted service, with whatever it
+    // adds); returns what it printed.
+    let restore = |service: ApiBuilder, target: &Path| {
+        let (status, stdout, stderr) = service
             .args(&[
                 "backup",
                 "restore",
@@ -582,24 +550,13 @@ async fn a_backup_taken_before_an_erasure_restores_nothing_readable_of_the_organ
     // The ledger's scratch copy lives outside the target, which must look empty but for it.
     std::fs::rename(carried.join("objects"), dir.path().join("carried-objects")).unwrap();
     let carried_objects = dir.path().join("carried-objects");
-    let stdout = {
-        let (status, stdout, stderr) = encrypted(&carried)
-            .env(
-                "MAINSTAY_STORAGE__OBJECT_STORE_URL",
-                &format!("file://{}", carried_objects.display()),
-            )
-            .args(&[
-                "backup",
-                "restore",
-                &backups.display().to_string(),
-                "--data-dir",
-                &carried.display().to_string(),
-            ])
-            .run()
-            .unwrap();
-        assert!(status.success(), "{status}\n{stdout}\n{stderr}");
-        stdout
-    };
+    let stdout = restore(
+        encrypted(&carried).env(
+            "MAINSTAY_STORAGE__OBJECT_STORE_URL",
+            &format!("file://{}", carried_objects.display()),
+        ),
+        &carried,
+    );
     assert!(stdout.contains("excluded_collections=2"), "{stdout}");
     for place in [&carried, &carried_objects] {
         for marker in [MARKER, ID_MARKER] {
@@ -610,7 +567,7 @@ async fn a_backup_taken_before_an_erasure_restores_nothing_readable_of_the_organ
 
     // Without the ledger: the records come back sealed, and do not open.
     let bare = dir.path().join("bare");
-    restore(&bare);
+    restore(encrypted(&bare), &bare);
     assert!(scan(&bare, MARKER.as_bytes()).is_empty());
     let api = encrypted(&bare).start().unwrap();
     let response = client
