@@ -3,7 +3,7 @@
 //! Every step runs even when an earlier one failed, so that one run shows every failure; the run
 //! fails when any step failed, and the summary names each failed step.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -344,15 +344,7 @@ fn loom_models() -> Result<()> {
 /// cargo-hack restores the lock file with the manifests.
 pub(crate) fn features() -> Result<()> {
     let hack = crate::tools::pinned("cargo-hack", CARGO_HACK_VERSION)?;
-    let output = cargo()
-        .args(["metadata", "--format-version", "1", "--no-deps", "--locked"])
-        .output()
-        .context("could not start cargo metadata")?;
-    if !output.status.success() {
-        bail!("cargo metadata failed");
-    }
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&output.stdout).context("cargo metadata printed no JSON")?;
+    let metadata = workspace_metadata()?;
     let libraries = published_libraries(&metadata);
     if libraries.is_empty() {
         bail!("cargo metadata lists no publishable library in the workspace");
@@ -372,14 +364,47 @@ pub(crate) fn features() -> Result<()> {
     run_command(&mut command)
 }
 
+/// `cargo metadata --no-deps` of the workspace, as JSON.
+pub(crate) fn workspace_metadata() -> Result<serde_json::Value> {
+    let output = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps", "--locked"])
+        .output()
+        .context("could not start cargo metadata")?;
+    if !output.status.success() {
+        bail!("cargo metadata failed");
+    }
+    serde_json::from_slice(&output.stdout).context("cargo metadata printed no JSON")
+}
+
 /// The names of the workspace members with a library target whose `publish` allows crates.io
 /// (`publish = false` reads as an empty list).
 fn published_libraries(metadata: &serde_json::Value) -> Vec<String> {
+    let mut libraries: Vec<String> = published_packages(metadata)
+        .into_iter()
+        .filter_map(|package| package["name"].as_str().map(str::to_owned))
+        .collect();
+    libraries.sort();
+    libraries
+}
+
+/// The `src` directories of the libraries [`published_libraries`] names.
+pub(crate) fn published_library_sources(metadata: &serde_json::Value) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = published_packages(metadata)
+        .into_iter()
+        .filter_map(|package| package["manifest_path"].as_str())
+        .filter_map(|manifest| Some(Path::new(manifest).parent()?.join("src")))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The package entries of [`published_libraries`].
+fn published_packages(metadata: &serde_json::Value) -> Vec<&serde_json::Value> {
     let members: Vec<&str> = metadata["workspace_members"]
         .as_array()
         .map(|ids| ids.iter().filter_map(serde_json::Value::as_str).collect())
         .unwrap_or_default();
-    let mut libraries: Vec<String> = metadata["packages"]
+    metadata["packages"]
         .as_array()
         .into_iter()
         .flatten()
@@ -402,10 +427,7 @@ fn published_libraries(metadata: &serde_json::Value) -> Vec<String> {
                 })
             })
         })
-        .filter_map(|package| package["name"].as_str().map(str::to_owned))
-        .collect();
-    libraries.sort();
-    libraries
+        .collect()
 }
 
 /// The workspace's target directory, as cargo resolves it (`CARGO_TARGET_DIR`, config, default).
