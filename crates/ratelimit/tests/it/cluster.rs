@@ -84,7 +84,19 @@ impl RedisCluster {
                 && (replication.contains("role:master")
                     || replication.contains("master_link_status:up"))
         };
-        while !cluster.nodes.iter().all(ready) {
+        // And node 0, whose view the tests read, knows a replica of each of the three masters
+        // (the replicas' links are up before every node has heard of them through gossip).
+        let paired = |cluster: &Self| {
+            let topology = cluster.topology(0);
+            let masters: Vec<&NodeLine> = topology.iter().filter(|node| node.master).collect();
+            masters.len() == 3
+                && masters.iter().all(|master| {
+                    topology
+                        .iter()
+                        .any(|node| node.master_id.as_deref() == Some(master.id.as_str()))
+                })
+        };
+        while !cluster.nodes.iter().all(ready) || !paired(&cluster) {
             assert!(Instant::now() < deadline, "the cluster did not become ok");
             // Polling for the cluster to form, not waiting for a rule.
             std::thread::sleep(Duration::from_millis(50));
