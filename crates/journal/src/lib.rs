@@ -10,6 +10,7 @@ mod lock;
 mod lsn;
 mod poisoned;
 mod read;
+mod recovery;
 mod replay;
 mod segment;
 
@@ -21,4 +22,5 @@ pub use journal::{Journal, JournalStats};
 pub use lock::{DirLock, LOCK_FILE};
 pub use lsn::Lsn;
 pub use read::read_entries;
+pub use recovery::{RecoveryOutcome, RecoverySummary};
 pub use replay::{CORRUPT_DIR, Corruption, Entry, Replay, ReplayOutcome, ReplayReport, TornTail};
