@@ -492,14 +492,13 @@ async fn open_store(
             .max_batch_bytes
             .saturating_add(overhead.saturating_mul(limits.max_batch_records));
     }
-    let (store, recovery) = Store::builder(store_config)
+    let store = Store::builder(store_config)
         .name("storage")
         .metrics(StorageMetrics::register(registry))
         .resilience_metrics(resilience_metrics.clone())
         .dlq(dlq.clone())
         .open()
         .await?;
-    tracing::info!(recovery = ?recovery, "record store open");
     Ok(store)
 }
 
@@ -623,8 +622,8 @@ fn rate_limiter(
     resilience_metrics: &ResilienceMetrics,
 ) -> Result<RateLimiter, ConfigError> {
     let mut builder = RateLimiter::builder(config.ratelimit.clone())
-        .metrics(&RateLimitMetrics::register(registry))
-        .resilience_metrics(resilience_metrics);
+        .metrics(RateLimitMetrics::register(registry))
+        .resilience_metrics(resilience_metrics.clone());
     if let Some(url) = &config.redis.url {
         builder = builder.redis_url(url.clone());
         if config.redis.cluster {

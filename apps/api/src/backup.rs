@@ -302,7 +302,7 @@ async fn create(file: Option<&Path>, to: &str) -> ExitCode {
         store_config.object_store_url = Some(format!("file://{}", objects.display()));
     }
     let store = match Store::builder(store_config).dlq(dlq.clone()).open().await {
-        Ok((store, _)) => store,
+        Ok(store) => store,
         Err(mainstay_storage_tiering::OpenError::Locked { .. }) => return locked(),
         Err(error) => {
             eprintln!("mainstay-api: backup: could not open the record store: {error}");

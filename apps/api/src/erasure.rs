@@ -787,7 +787,7 @@ pub(crate) mod tests {
     use std::sync::Arc;
     use std::time::{Duration, SystemTime};
 
-    use mainstay_storage_tiering::{Policy, Store, StoreConfig};
+    use mainstay_storage_tiering::{Store, StoreConfig, TieringPolicy};
 
     use std::io::Write as _;
 
@@ -808,7 +808,7 @@ pub(crate) mod tests {
             object_store_url: Some("memory://".to_owned()),
             ..StoreConfig::default()
         };
-        let (store, _) = Store::builder(config)
+        let store = Store::builder(config)
             .dlq(dlq.clone())
             .open()
             .await
@@ -830,7 +830,7 @@ pub(crate) mod tests {
         let name = format!("{tag}-orders");
         storage
             .store
-            .create_collection(&name, Policy::MemoryS3)
+            .create_collection(&name, TieringPolicy::MemoryS3)
             .await
             .unwrap();
         storage
@@ -902,7 +902,7 @@ pub(crate) mod tests {
                     "deliveries",
                     key.clone(),
                     format!("payload of {key}").into_bytes(),
-                    mainstay_dlq::ErrorClass::Permanent,
+                    mainstay_dlq::FailureClass::Permanent,
                     "delivery failed",
                 ))
                 .await

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mainstay_dlq::{Dlq, DlqConfig, ErrorClass, NewEntry, QueueConfig, SyncMode};
+use mainstay_dlq::{Dlq, DlqConfig, FailureClass, NewEntry, QueueConfig, SyncMode};
 
 const PAYLOAD: usize = 256;
 const PUSHERS: usize = 32;
@@ -55,7 +55,7 @@ async fn pushers(dlq: &Dlq, total: usize) -> f64 {
                         "bench",
                         format!("w{worker}-{n}"),
                         vec![1u8; PAYLOAD],
-                        ErrorClass::Transient,
+                        FailureClass::Transient,
                         "bench",
                     );
                     dlq.push(new).await.unwrap();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mainstay_dlq::{
-    Dlq, DlqConfig, Entry, ErrorClass, Filter, HandlerError, NewEntry, Payload, RedriveHandler,
+    Dlq, DlqConfig, Entry, FailureClass, Filter, HandlerError, NewEntry, Payload, RedriveHandler,
 };
 
 /// Sends an email again. Mailboxes on `full.example` are still full: those sends fail for good.
@@ -20,13 +20,15 @@ struct Mailer;
 impl RedriveHandler for Mailer {
     async fn redrive(&self, entry: &Entry) -> Result<(), HandlerError> {
         let Payload::Inline(payload) = entry.payload() else {
-            return Err(HandlerError::new("not an inline payload").with_class(ErrorClass::Poisoned));
+            return Err(
+                HandlerError::new("not an inline payload").with_class(FailureClass::Poisoned)
+            );
         };
         let recipient = String::from_utf8_lossy(payload.data());
         if recipient.ends_with("@full.example") {
             println!("  {}: to {recipient}: mailbox still full", entry.key());
             return Err(
-                HandlerError::new("smtp 552: mailbox full").with_class(ErrorClass::Permanent)
+                HandlerError::new("smtp 552: mailbox full").with_class(FailureClass::Permanent)
             );
         }
         println!("  {}: to {recipient}: delivered", entry.key());
@@ -71,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "emails",
             key,
             recipient.as_bytes().to_vec(),
-            ErrorClass::Exhausted,
+            FailureClass::Exhausted,
             "smtp 451: try again later",
         );
         dlq.push(entry).await?;
@@ -98,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bounced = dlq.peek("emails").ok_or("the emails queue is empty")?;
     assert_eq!(
         (bounced.attempts(), bounced.error_class()),
-        (2, ErrorClass::Permanent)
+        (2, FailureClass::Permanent)
     );
     dlq.close().await?;
     Ok(())

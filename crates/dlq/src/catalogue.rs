@@ -115,7 +115,7 @@ mod tests {
 
     use super::METRICS;
     use crate::metrics::RedrivenLabels;
-    use crate::{Dlq, DlqConfig, DlqMetrics, ErrorClass, NewEntry, QueueConfig};
+    use crate::{Dlq, DlqConfig, DlqMetrics, FailureClass, NewEntry, QueueConfig};
 
     /// Every family is in the exposition as soon as the DLQ is open, before any dead letter, and
     /// a configured queue has its zero series (decision 0097).
@@ -167,7 +167,7 @@ mod tests {
             "catalogue",
             "key",
             b"payload".to_vec(),
-            ErrorClass::Transient,
+            FailureClass::Transient,
             "failed",
         ))
         .await

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use ulid::Ulid;
 
-use crate::entry::{Entry, EntryId, ErrorClass, InlinePayload, Payload, PinnedFile};
+use crate::entry::{Entry, EntryId, FailureClass, InlinePayload, Payload, PinnedFile};
 
 const PUSH: u8 = 1;
 const REMOVE: u8 = 2;
@@ -33,7 +33,7 @@ pub(crate) enum Record {
 #[derive(Debug)]
 pub(crate) struct Update {
     pub(crate) id: EntryId,
-    pub(crate) error_class: ErrorClass,
+    pub(crate) error_class: FailureClass,
     pub(crate) message: String,
     pub(crate) attempts: u32,
     pub(crate) last_failure_ms: u64,
@@ -177,7 +177,7 @@ pub(crate) fn decode(body: &[u8]) -> Option<Record> {
             let schema_version = r.u16()?;
             let queue = r.string()?;
             let key = r.string()?;
-            let error_class = ErrorClass::from_code(r.u8()?)?;
+            let error_class = FailureClass::from_code(r.u8()?)?;
             let message = r.string()?;
             let attempts = r.u32()?;
             let first_failure_ms = r.u64()?;
@@ -220,7 +220,7 @@ pub(crate) fn decode(body: &[u8]) -> Option<Record> {
         REMOVE => Record::Remove(r.id()?),
         UPDATE => Record::Update(Update {
             id: r.id()?,
-            error_class: ErrorClass::from_code(r.u8()?)?,
+            error_class: FailureClass::from_code(r.u8()?)?,
             message: r.string()?,
             attempts: r.u32()?,
             last_failure_ms: r.u64()?,
@@ -242,7 +242,7 @@ mod tests {
             queue: "q".into(),
             key: format!("k{n}"),
             payload: Payload::Inline(InlinePayload::new(Bytes::from(vec![n; 40]))),
-            error_class: ErrorClass::Transient,
+            error_class: FailureClass::Transient,
             message: "boom".into(),
             attempts: 3,
             first_failure_ms: 1,

@@ -68,7 +68,7 @@ pub struct InvalidEntryId(String);
 /// Why the work failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorClass {
+pub enum FailureClass {
     /// A failure that may pass (a timeout, an unavailable dependency).
     Transient,
     /// A failure that will not pass by retrying (a validation error).
@@ -79,7 +79,7 @@ pub enum ErrorClass {
     Poisoned,
 }
 
-impl ErrorClass {
+impl FailureClass {
     /// The snake_case name used in labels and JSON.
     #[must_use]
     pub fn as_str(self) -> &'static str {
@@ -111,7 +111,7 @@ impl ErrorClass {
     }
 }
 
-impl fmt::Display for ErrorClass {
+impl fmt::Display for FailureClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -193,7 +193,7 @@ pub struct Entry {
     pub(crate) queue: String,
     pub(crate) key: String,
     pub(crate) payload: Payload,
-    pub(crate) error_class: ErrorClass,
+    pub(crate) error_class: FailureClass,
     pub(crate) message: String,
     pub(crate) attempts: u32,
     pub(crate) first_failure_ms: u64,
@@ -230,7 +230,7 @@ impl Entry {
 
     /// The class of the last failure.
     #[must_use]
-    pub fn error_class(&self) -> ErrorClass {
+    pub fn error_class(&self) -> FailureClass {
         self.error_class
     }
 
@@ -329,7 +329,7 @@ pub struct EntryView {
     /// The owner's key.
     pub key: String,
     /// The class of the last failure.
-    pub error_class: ErrorClass,
+    pub error_class: FailureClass,
     /// The message of the last failure.
     pub message: String,
     /// Attempts so far.
@@ -379,7 +379,7 @@ pub struct NewEntry {
     pub(crate) queue: String,
     pub(crate) key: String,
     pub(crate) payload: Payload,
-    pub(crate) error_class: ErrorClass,
+    pub(crate) error_class: FailureClass,
     pub(crate) message: String,
     pub(crate) attempts: u32,
     pub(crate) first_failure: Option<SystemTime>,
@@ -392,7 +392,7 @@ impl NewEntry {
         queue: impl Into<String>,
         key: impl Into<String>,
         data: impl Into<Bytes>,
-        error_class: ErrorClass,
+        error_class: FailureClass,
         message: impl Into<String>,
     ) -> Self {
         Self::with_payload(
@@ -410,7 +410,7 @@ impl NewEntry {
         queue: impl Into<String>,
         key: impl Into<String>,
         file: PinnedFile,
-        error_class: ErrorClass,
+        error_class: FailureClass,
         message: impl Into<String>,
     ) -> Self {
         Self::with_payload(queue, key, Payload::File(file), error_class, message)
@@ -420,7 +420,7 @@ impl NewEntry {
         queue: impl Into<String>,
         key: impl Into<String>,
         payload: Payload,
-        error_class: ErrorClass,
+        error_class: FailureClass,
         message: impl Into<String>,
     ) -> Self {
         Self {

@@ -19,6 +19,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use mainstay_journal::RecoverySummary;
+
 use crate::codec::{self, Record};
 use crate::entry::Entry;
 
@@ -153,9 +155,11 @@ pub(crate) fn open_archive(dir: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// What recovery found on open.
+/// What recovery found on open ([`Dlq::recovery`](crate::Dlq::recovery)); [`DlqRecovery::summary`]
+/// gives it in the terms every mainstay store uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
+#[non_exhaustive]
+pub struct DlqRecovery {
     /// Entries loaded.
     pub entries: usize,
     /// Records read from the snapshot.
@@ -184,13 +188,29 @@ pub struct RecoveryReport {
     pub migrated: bool,
 }
 
+impl DlqRecovery {
+    /// The recovery in the terms every mainstay store reports it (the record store's
+    /// `StoreRecovery::summary` gives the same): records read back from the snapshot and the
+    /// journal, records lost to skipped damage, bytes of a torn tail cut, the damaged file kept.
+    #[must_use]
+    pub fn summary(&self) -> RecoverySummary {
+        let mut summary = RecoverySummary::default();
+        summary.recovered_records =
+            u64::try_from(self.snapshot_records + self.journal_records).unwrap_or(u64::MAX);
+        summary.lost_records = self.corrupt_records;
+        summary.truncated_bytes = self.truncated_bytes;
+        summary.preserved.extend(self.preserved.clone());
+        summary
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
     use ulid::Ulid;
 
     use super::*;
-    use crate::entry::{EntryId, ErrorClass, InlinePayload, Payload, SCHEMA_VERSION};
+    use crate::entry::{EntryId, FailureClass, InlinePayload, Payload, SCHEMA_VERSION};
 
     fn entry(n: u8) -> Arc<Entry> {
         Arc::new(Entry {
@@ -198,7 +218,7 @@ mod tests {
             queue: "q".into(),
             key: format!("k{n}"),
             payload: Payload::Inline(InlinePayload::new(Bytes::from(vec![n; 40]))),
-            error_class: ErrorClass::Transient,
+            error_class: FailureClass::Transient,
             message: "boom".into(),
             attempts: 3,
             first_failure_ms: 1,

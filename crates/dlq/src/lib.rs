@@ -22,14 +22,14 @@ pub use dlq::{
     DlqBackup, DlqBuilder, UnreadableLine, restore_backup,
 };
 pub use entry::{
-    Entry, EntryId, EntryView, ErrorClass, InlinePayload, InvalidEntryId, MAX_KEY_BYTES,
+    Entry, EntryId, EntryView, FailureClass, InlinePayload, InvalidEntryId, MAX_KEY_BYTES,
     MAX_MESSAGE_BYTES, MAX_PATH_BYTES, NewEntry, Payload, PayloadView, PinnedFile, SCHEMA_VERSION,
 };
 pub use error::{
     ArchiveError, ExportError, ImportError, ListError, OpenError, PushError, RedriveError,
     WriteError,
 };
-pub use files::RecoveryReport;
+pub use files::DlqRecovery;
 pub use metrics::DlqMetrics;
 pub use query::{
     DEFAULT_PAGE_SIZE, Filter, HandlerError, ImportReport, MAX_PAGE_SIZE, Page, QueueStats,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::entry::{Entry, EntryId, ErrorClass};
+use crate::entry::{Entry, EntryId, FailureClass};
 
 /// Selects entries for listing and redrive. Empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,7 +17,7 @@ pub struct Filter {
     /// Only this entry.
     pub id: Option<EntryId>,
     /// Only this error class.
-    pub error_class: Option<ErrorClass>,
+    pub error_class: Option<FailureClass>,
     /// Only entries whose first failure is at least this old.
     #[serde(with = "humantime_serde")]
     pub older_than: Option<Duration>,
@@ -69,7 +69,7 @@ pub const MAX_PAGE_SIZE: usize = 1_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerError {
     message: String,
-    class: Option<ErrorClass>,
+    class: Option<FailureClass>,
 }
 
 impl HandlerError {
@@ -84,7 +84,7 @@ impl HandlerError {
 
     /// Also changes the entry's error class (say, to `permanent`).
     #[must_use]
-    pub fn with_class(mut self, class: ErrorClass) -> Self {
+    pub fn with_class(mut self, class: FailureClass) -> Self {
         self.class = Some(class);
         self
     }
@@ -97,7 +97,7 @@ impl HandlerError {
 
     /// The new error class, if any.
     #[must_use]
-    pub fn class(&self) -> Option<ErrorClass> {
+    pub fn class(&self) -> Option<FailureClass> {
         self.class
     }
 }

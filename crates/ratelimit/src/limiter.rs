@@ -357,14 +357,14 @@ impl RateLimiterBuilder {
     }
 
     /// The metric families to count into. Default: unregistered ones.
-    pub fn metrics(mut self, metrics: &RateLimitMetrics) -> Self {
-        self.metrics = Some(metrics.clone());
+    pub fn metrics(mut self, metrics: RateLimitMetrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
     /// The families the Redis circuit breaker reports into (`breaker="ratelimit-redis"`).
-    pub fn resilience_metrics(mut self, metrics: &ResilienceMetrics) -> Self {
-        self.resilience_metrics = Some(metrics.clone());
+    pub fn resilience_metrics(mut self, metrics: ResilienceMetrics) -> Self {
+        self.resilience_metrics = Some(metrics);
         self
     }
 
@@ -472,7 +472,7 @@ impl RateLimiterBuilder {
             .ok_or_else(|| missing("ratelimit.anonymous_plan", &config.anonymous_plan))?;
         let breaker_builder =
             CircuitBreaker::builder(BREAKER_NAME, config.breaker.clone()).clock(clock.clone());
-        let breaker_builder = match &self.resilience_metrics {
+        let breaker_builder = match self.resilience_metrics.clone() {
             Some(resilience) => breaker_builder.metrics(resilience),
             None => breaker_builder,
         };

@@ -476,8 +476,8 @@ impl BreakerBuilder {
     }
 
     /// The metric families to report into, labelled with the breaker's name. Default: none.
-    pub fn metrics(mut self, metrics: &ResilienceMetrics) -> Self {
-        self.metrics = Some(metrics.clone());
+    pub fn metrics(mut self, metrics: ResilienceMetrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 

@@ -236,8 +236,8 @@ impl RetryBuilder {
     }
 
     /// The metric families to report into, labelled with the operation's name.
-    pub fn metrics(mut self, metrics: &ResilienceMetrics) -> Self {
-        self.metrics = Some(metrics.clone());
+    pub fn metrics(mut self, metrics: ResilienceMetrics) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt as _;
 use mainstay_storage_tiering::keyring::{Keyring, MasterKey};
-use mainstay_storage_tiering::{Policy, Store, StoreConfig};
+use mainstay_storage_tiering::{Store, StoreConfig, TieringPolicy};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
 
@@ -178,10 +178,10 @@ fn main() {
         upload_config.upload.breaker_poll_interval = Duration::from_millis(5);
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = mainstay_storage_tiering::StorageMetrics::register(&mut registry);
-        let (store, _) = Store::builder(upload_config).metrics(metrics).object_store(client.clone(), "bench").open().await.unwrap();
-        store.create_collection("local", Policy::Memory).await.unwrap();
-        store.create_collection("bench", Policy::MemoryS3).await.unwrap();
-        store.create_collection("drain", Policy::MemoryS3).await.unwrap();
+        let store = Store::builder(upload_config).metrics(metrics).object_store(client.clone(), "bench").open().await.unwrap();
+        store.create_collection("local", TieringPolicy::Memory).await.unwrap();
+        store.create_collection("bench", TieringPolicy::MemoryS3).await.unwrap();
+        store.create_collection("drain", TieringPolicy::MemoryS3).await.unwrap();
 
         // The WAL path alone (no uploads), then inserts while uploads run beside them.
         if std::env::var_os("BENCH_MEMORY_ONLY").is_some() {
@@ -207,7 +207,7 @@ fn main() {
         for round in 0..2 * SEAL_ROUNDS {
             let sealed = matches!(round % 4, 1 | 2);
             let name: &'static str = Box::leak(format!("{}{round}", if sealed { "sealed" } else { "plain" }).into_boxed_str());
-            store.create_collection(name, Policy::Memory).await.unwrap();
+            store.create_collection(name, TieringPolicy::Memory).await.unwrap();
             let keyring = sealed.then_some(&keyring);
             let (rate, latencies) = insert(&store, keyring, name, SEALED_RECORDS / SEAL_ROUNDS).await;
             if sealed {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mainstay_storage_tiering::{
-    BackupTarget, ListQuery, Policy, RestoreOptions, Store, StoreConfig, VerifyOptions, restore,
-    verify,
+    BackupTarget, ListQuery, RestoreOptions, Store, StoreConfig, TieringPolicy, VerifyOptions,
+    restore, verify,
 };
 
 const VALUE: usize = 4096;
@@ -87,14 +87,14 @@ async fn main() {
     )
     .unwrap();
     let dir = scratch.path();
-    let (store, _) = Store::open(config(dir)).await.unwrap();
+    let store = Store::open(config(dir)).await.unwrap();
     // Half in a memory collection, half in a memory_s3 one uploading to a local object store.
     store
-        .create_collection("hot", Policy::Memory)
+        .create_collection("hot", TieringPolicy::Memory)
         .await
         .unwrap();
     store
-        .create_collection("tiered", Policy::MemoryS3)
+        .create_collection("tiered", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     let value = Bytes::from(vec![0x5a; VALUE]);
@@ -142,7 +142,7 @@ async fn main() {
     let mut restored_config = config(&restored);
     restored_config.object_store_url = Some(restored_objects);
     let started = Instant::now();
-    let (reopened, _) = Store::open(restored_config).await.unwrap();
+    let reopened = Store::open(restored_config).await.unwrap();
     let open_took = started.elapsed();
     let page = reopened
         .list(

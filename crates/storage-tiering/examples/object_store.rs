@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use mainstay_storage_tiering::{ListQuery, Policy, Store, StoreConfig, open_object_store};
+use mainstay_storage_tiering::{ListQuery, Store, StoreConfig, TieringPolicy, open_object_store};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -28,8 +28,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     // The first store: each put is durable in its WAL once it returns.
-    let (store, _recovery) = Store::open(config("data-1")).await?;
-    store.create_collection("orders", Policy::MemoryS3).await?;
+    let store = Store::open(config("data-1")).await?;
+    store
+        .create_collection("orders", TieringPolicy::MemoryS3)
+        .await?;
     let orders = [
         ("o-1", "{\"total\":42}"),
         ("o-2", "{\"total\":7}"),
@@ -60,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // A second store on an empty data directory: everything comes from the object store.
-    let (store, _recovery) = Store::open(config("data-2")).await?;
+    let store = Store::open(config("data-2")).await?;
     let page = store.list("orders", &ListQuery::default()).await?;
     println!("orders read back from the object store:");
     for record in &page.records {

@@ -8,14 +8,14 @@ use std::sync::atomic::AtomicBool;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::config::Policy;
+use crate::config::TieringPolicy;
 use crate::segment::{BlockRef, Entry, SegmentMeta};
 
 /// A collection and its data.
 #[derive(Debug)]
 pub(crate) struct Collection {
     pub(crate) name: String,
-    pub(crate) policy: Policy,
+    pub(crate) policy: TieringPolicy,
     pub(crate) incarnation: u64,
     pub(crate) data: RwLock<Data>,
     /// Serialises freezes, so that a collection's segments complete in LSN order.

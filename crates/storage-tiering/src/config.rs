@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum Policy {
+pub enum TieringPolicy {
     /// WAL, memtable and local segment files; no object store.
     Memory,
     /// Every record served from memory; segments uploaded to the object store in the background.
@@ -20,7 +20,7 @@ pub enum Policy {
     S3Only,
 }
 
-impl Policy {
+impl TieringPolicy {
     /// The snake_case name used in configuration and manifests.
     #[must_use]
     pub fn as_str(self) -> &'static str {

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::collection::lookup_memory;
-use crate::config::Policy;
+use crate::config::TieringPolicy;
 use crate::error::{CollectionError, ReadError, WriteError};
 use crate::names::valid_collection_name;
 use crate::segment;
@@ -85,7 +85,7 @@ pub struct StrandedCollection {
     /// The store's name of the collection.
     pub name: String,
     /// Its tiering policy.
-    pub policy: Policy,
+    pub policy: TieringPolicy,
     /// The newest version of each record, oldest first.
     pub records: Vec<StrandedRecord>,
 }
@@ -108,7 +108,7 @@ struct Catalog {
 #[derive(Deserialize)]
 struct CatalogEntry {
     name: String,
-    policy: Policy,
+    policy: TieringPolicy,
     incarnation: u64,
 }
 
@@ -146,17 +146,18 @@ impl HandoverSource {
         let catalog: Catalog = serde_json::from_slice(&bytes).map_err(|error| {
             io(&catalog_path)(std::io::Error::new(std::io::ErrorKind::InvalidData, error))
         })?;
-        let mut newest: BTreeMap<String, (Policy, u64, BTreeMap<String, StrandedRecord>)> = catalog
-            .collections
-            .into_iter()
-            .filter(|entry| valid_collection_name(&entry.name))
-            .map(|entry| {
-                (
-                    entry.name,
-                    (entry.policy, entry.incarnation, BTreeMap::new()),
-                )
-            })
-            .collect();
+        let mut newest: BTreeMap<String, (TieringPolicy, u64, BTreeMap<String, StrandedRecord>)> =
+            catalog
+                .collections
+                .into_iter()
+                .filter(|entry| valid_collection_name(&entry.name))
+                .map(|entry| {
+                    (
+                        entry.name,
+                        (entry.policy, entry.incarnation, BTreeMap::new()),
+                    )
+                })
+                .collect();
         let keep = |records: &mut BTreeMap<String, StrandedRecord>,
                     id: String,
                     lsn: u64,

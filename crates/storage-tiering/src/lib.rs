@@ -29,7 +29,7 @@ pub use backup::{
 };
 pub use catalogue::METRICS;
 pub use config::{
-    CompactionConfig, Compression, ConfigError, Limits, Policy, StoreConfig, UploadConfig,
+    CompactionConfig, Compression, ConfigError, Limits, StoreConfig, TieringPolicy, UploadConfig,
     WalRecoveryMode,
 };
 pub use error::{
@@ -47,8 +47,8 @@ pub use names::{
 };
 pub use orphans::OrphanReport;
 pub use store::{
-    CollectionInfo, DLQ_QUEUE, ListQuery, Page, PurgeReport, Record, RecoveryReport, Store,
-    StoreBuilder,
+    CollectionInfo, DLQ_QUEUE, ListQuery, Page, PurgeReport, Record, Store, StoreBuilder,
+    StoreRecovery,
 };
 pub use wal::{WalDamage, WalRecovery};
 

@@ -16,7 +16,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Policy;
+use crate::config::TieringPolicy;
 use crate::error::{Fenced, OpenError};
 #[cfg(feature = "aws")]
 use crate::http_status::HttpStatusConnector;
@@ -157,7 +157,7 @@ impl RemoteError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ManifestCollection {
     pub(crate) incarnation: u64,
-    pub(crate) policy: Policy,
+    pub(crate) policy: TieringPolicy,
     pub(crate) segments: Vec<SegmentMeta>,
 }
 

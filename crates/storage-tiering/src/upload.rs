@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt as _;
 use mainstay_dlq::{
-    Entry as DlqEntry, ErrorClass, HandlerError, NewEntry, PinnedFile, RedriveHandler,
+    Entry as DlqEntry, FailureClass, HandlerError, NewEntry, PinnedFile, RedriveHandler,
 };
 use tokio::time::Instant;
 
@@ -98,7 +98,7 @@ enum Outcome {
     Uploaded(Pending),
     Retry(Pending, Duration),
     Rejected(Pending),
-    Dead(Pending, ErrorClass, String),
+    Dead(Pending, FailureClass, String),
     Fenced(Pending),
 }
 
@@ -186,7 +186,7 @@ async fn upload_one(shared: &Shared, mut pending: Pending) -> Outcome {
             shared.instruments.upload_transient.inc();
             if pending.attempts >= config.max_attempts {
                 let message = format!("upload failed {} times: {error}", pending.attempts);
-                Outcome::Dead(pending, ErrorClass::Exhausted, message)
+                Outcome::Dead(pending, FailureClass::Exhausted, message)
             } else {
                 let delay = config.backoff(pending.attempts);
                 Outcome::Retry(pending, delay)
@@ -197,7 +197,7 @@ async fn upload_one(shared: &Shared, mut pending: Pending) -> Outcome {
             shared.instruments.upload_permanent.inc();
             Outcome::Dead(
                 pending,
-                ErrorClass::Permanent,
+                FailureClass::Permanent,
                 format!("upload failed permanently: {error}"),
             )
         }
@@ -247,7 +247,7 @@ async fn rebuild_from_wal(shared: &Shared, pending: &Pending) -> Result<Bytes, S
 
 /// Pins a segment and references it from a DLQ entry; on failure (a full queue) it goes back to
 /// the queue, never dropped.
-async fn dead_letter(shared: &Shared, pending: Pending, class: ErrorClass, message: String) {
+async fn dead_letter(shared: &Shared, pending: Pending, class: FailureClass, message: String) {
     let meta = &pending.segment.meta;
     let file = PinnedFile {
         path: pending.segment.local_path.clone(),
@@ -485,7 +485,7 @@ impl RedriveHandler for Redrive {
             .upgrade()
             .ok_or_else(|| HandlerError::new("the store is closed"))?;
         let (name, id) = entry.key().split_once('/').ok_or_else(|| {
-            HandlerError::new("malformed segment key").with_class(ErrorClass::Poisoned)
+            HandlerError::new("malformed segment key").with_class(FailureClass::Poisoned)
         })?;
         let Some(collection) = shared.collection(name) else {
             // The collection was dropped: nothing left to upload.
@@ -513,7 +513,7 @@ impl RedriveHandler for Redrive {
             .map_err(|e| HandlerError::new(format!("pinned segment unreadable: {e}")))?;
         if crc32c::crc32c(&bytes) != segment.meta.crc32c {
             return Err(HandlerError::new("pinned segment fails its checksum")
-                .with_class(ErrorClass::Poisoned));
+                .with_class(FailureClass::Poisoned));
         }
         let permit = shared
             .breaker

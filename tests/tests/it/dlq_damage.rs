@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mainstay_dlq::{Dlq, DlqConfig, ErrorClass, NewEntry};
+use mainstay_dlq::{Dlq, DlqConfig, FailureClass, NewEntry};
 use mainstay_tests::{Api, ApiBuilder};
 use serde_json::Value;
 
@@ -58,7 +58,7 @@ async fn a_dlq_journal_damaged_in_the_middle_is_skipped_by_default_and_refused_o
                 "orders",
                 key.as_str(),
                 format!("payload of {key}").into_bytes(),
-                ErrorClass::Transient,
+                FailureClass::Transient,
                 "failed",
             );
             dlq.push(entry).await?;

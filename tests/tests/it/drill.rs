@@ -100,7 +100,7 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
             "deliveries",
             "drill-entry",
             b"payload".to_vec(),
-            mainstay_dlq::ErrorClass::Permanent,
+            mainstay_dlq::FailureClass::Permanent,
             "delivery failed",
         ))
         .await?;

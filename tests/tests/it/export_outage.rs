@@ -143,7 +143,7 @@ async fn an_export_during_an_object_store_outage_is_incomplete_and_resumes_exact
                 "deliveries",
                 key,
                 b"payload".to_vec(),
-                mainstay_dlq::ErrorClass::Permanent,
+                mainstay_dlq::FailureClass::Permanent,
                 "delivery failed",
             ))
             .await?;

@@ -199,7 +199,7 @@ async fn an_erased_organisation_leaves_no_byte_in_any_tier_and_its_keys_get_403(
                 queue,
                 key,
                 format!("payload {payload}").into_bytes(),
-                mainstay_dlq::ErrorClass::Permanent,
+                mainstay_dlq::FailureClass::Permanent,
                 "delivery failed",
             ))
             .await

@@ -28,7 +28,7 @@ use axum::routing::{get, post, put};
 use base64::Engine as _;
 use mainstay_storage_tiering::keyring::KeyringError;
 use mainstay_storage_tiering::{
-    CollectionError, ListQuery, Policy, ReadError, WalError, WriteError,
+    CollectionError, ListQuery, ReadError, TieringPolicy, WalError, WriteError,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -361,7 +361,7 @@ pub struct NewCollection {
     /// `memory`, `memory_s3` (default) or `s3_only`.
     #[serde(default = "default_policy")]
     #[schema(value_type = PolicyName, required = false)]
-    pub policy: Policy,
+    pub policy: TieringPolicy,
 }
 
 /// A collection's tiering policy, as the document names it.
@@ -369,7 +369,7 @@ pub struct NewCollection {
 #[schema(as = Policy)]
 #[allow(
     dead_code,
-    reason = "the schema of `Policy`, which the storage crate defines"
+    reason = "the schema of `TieringPolicy`, which the storage crate defines"
 )]
 pub enum PolicyName {
     /// Records in memory and the WAL only.
@@ -383,8 +383,8 @@ pub enum PolicyName {
     S3Only,
 }
 
-fn default_policy() -> Policy {
-    Policy::MemoryS3
+fn default_policy() -> TieringPolicy {
+    TieringPolicy::MemoryS3
 }
 
 /// A collection as listed.

@@ -13,7 +13,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use mainstay_dlq::{EntryId, ErrorClass, Filter, RedriveError};
+use mainstay_dlq::{EntryId, FailureClass, Filter, RedriveError};
 use serde::Deserialize;
 
 use super::Routes;
@@ -51,7 +51,7 @@ pub struct ListQuery {
 /// Why an entry's work failed.
 #[derive(Debug, utoipa::ToSchema)]
 #[schema(as = ErrorClass)]
-#[allow(dead_code, reason = "the schema of `mainstay_dlq::ErrorClass`")]
+#[allow(dead_code, reason = "the schema of `mainstay_dlq::FailureClass`")]
 pub enum ErrorClassName {
     /// Failed in a way a retry may fix.
     #[schema(rename = "transient")]
@@ -97,7 +97,7 @@ pub struct RetryFilter {
     pub id: Option<String>,
     /// Only this error class.
     #[schema(value_type = Option<ErrorClassName>)]
-    pub error_class: Option<ErrorClass>,
+    pub error_class: Option<FailureClass>,
     /// Only entries whose first failure is at least this old (`1h 30m`: up to four parts of
     /// 1-9 digits and a unit of `ns`, `us`, `ms`, `s`, `m`, `h`, `d`, `w`).
     #[schema(
@@ -182,8 +182,9 @@ pub async fn list(storage: Storage, Query(query): Query<ListQuery>) -> Response 
     let error_class = match query.class.as_deref() {
         None => None,
         Some(class) => {
-            match serde_json::from_value::<ErrorClass>(serde_json::Value::String(class.to_owned()))
-            {
+            match serde_json::from_value::<FailureClass>(serde_json::Value::String(
+                class.to_owned(),
+            )) {
                 Ok(class) => Some(class),
                 Err(_) => {
                     return unprocessable(format!(

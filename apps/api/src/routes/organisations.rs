@@ -574,7 +574,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
-    use mainstay_storage_tiering::Policy;
+    use mainstay_storage_tiering::TieringPolicy;
     use tokio::sync::mpsc;
 
     use super::{ExportProgress, produce};
@@ -629,7 +629,7 @@ mod tests {
         let name = format!("{tag}-orders");
         storage
             .store
-            .create_collection(&name, Policy::Memory)
+            .create_collection(&name, TieringPolicy::Memory)
             .await
             .unwrap();
         let records: Vec<_> = (0..1000)

@@ -281,7 +281,7 @@ mod admin_dlq {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use axum::http::StatusCode;
-    use mainstay_dlq::{Entry, ErrorClass, HandlerError, NewEntry, RedriveHandler};
+    use mainstay_dlq::{Entry, FailureClass, HandlerError, NewEntry, RedriveHandler};
     use serde_json::json;
 
     use super::{call, every_route_config};
@@ -316,7 +316,7 @@ mod admin_dlq {
                 "orders",
                 format!("order-{index}"),
                 vec![b'x'; 8],
-                ErrorClass::Exhausted,
+                FailureClass::Exhausted,
                 "gave up",
             );
             ids.push(dlq.push(entry).await.expect("pushed").to_string());
@@ -325,7 +325,7 @@ mod admin_dlq {
             "emails",
             "mail-1",
             b"hello".to_vec(),
-            ErrorClass::Permanent,
+            FailureClass::Permanent,
             "bounced",
         ))
         .await

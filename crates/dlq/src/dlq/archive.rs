@@ -267,7 +267,7 @@ mod tests {
 
     use super::*;
     use crate::config::{DlqConfig, QueueConfig};
-    use crate::entry::{ErrorClass, NewEntry};
+    use crate::entry::{FailureClass, NewEntry};
 
     const ERASED: &str = "0123456789ab-";
 
@@ -292,7 +292,7 @@ mod tests {
                 "q",
                 *key,
                 &b"payload"[..],
-                ErrorClass::Permanent,
+                FailureClass::Permanent,
                 "failed",
             ))
             .await

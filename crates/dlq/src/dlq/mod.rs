@@ -47,7 +47,7 @@ use crate::entry::{
     to_millis,
 };
 use crate::error::{ListError, OpenError, PushError, WriteError};
-use crate::files::RecoveryReport;
+use crate::files::DlqRecovery;
 use crate::metrics::DlqMetrics;
 use crate::query::{DEFAULT_PAGE_SIZE, Filter, MAX_PAGE_SIZE, Page, QueueStats, RedriveHandler};
 /// Opens a [`Dlq`]: directory, configuration, metrics and clock.
@@ -158,7 +158,7 @@ struct Shared {
     syncs_counted: AtomicU64,
     handlers: RwLock<HashMap<String, Arc<dyn RedriveHandler>>>,
     lock: Mutex<Option<DirLock>>,
-    report: RecoveryReport,
+    report: DlqRecovery,
     /// Tests make the next archive rewrite stop, or pause, after its temp file is written and
     /// synced and before the rename.
     #[cfg(test)]
@@ -236,7 +236,7 @@ impl Dlq {
 
     /// What recovery found when the queue was opened.
     #[must_use]
-    pub fn recovery(&self) -> &RecoveryReport {
+    pub fn recovery(&self) -> &DlqRecovery {
         &self.shared.report
     }
 

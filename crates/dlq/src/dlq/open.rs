@@ -18,9 +18,7 @@ use crate::codec;
 use crate::config::JournalRecovery;
 use crate::entry::{Entry, EntryId};
 use crate::error::OpenError;
-use crate::files::{
-    self, CORRUPT_DIR, LEGACY_JOURNAL_FILE, LOG_DIR, RecoveryReport, SNAPSHOT_FILE,
-};
+use crate::files::{self, CORRUPT_DIR, DlqRecovery, LEGACY_JOURNAL_FILE, LOG_DIR, SNAPSHOT_FILE};
 use crate::legacy;
 use crate::metrics::{DlqMetrics, OldestAges};
 
@@ -73,7 +71,7 @@ struct Loaded {
     journal: Journal,
     entries: BTreeMap<EntryId, Entry>,
     journal_bytes: u64,
-    report: RecoveryReport,
+    report: DlqRecovery,
 }
 
 /// Migrates a pre-journal directory, if this is one: loads the old snapshot and journal with the
@@ -84,7 +82,7 @@ fn migrate(
     fs: &dyn FileSystem,
     dir: &Path,
     snapshot: Option<Vec<u8>>,
-    report: &mut RecoveryReport,
+    report: &mut DlqRecovery,
 ) -> Result<Option<Vec<u8>>, OpenError> {
     let snapshot_path = dir.join(SNAPSHOT_FILE);
     let journal_path = dir.join(LEGACY_JOURNAL_FILE);
@@ -222,7 +220,7 @@ fn load(fs: &Arc<dyn FileSystem>, dir: &Path, config: &DlqConfig) -> Result<Load
             });
         }
     }
-    let mut report = RecoveryReport::default();
+    let mut report = DlqRecovery::default();
     let snapshot_path = dir.join(SNAPSHOT_FILE);
     let snapshot = read_optional(&**fs, &snapshot_path)?;
     let snapshot = migrate(&**fs, dir, snapshot, &mut report)?;
@@ -289,10 +287,7 @@ fn load(fs: &Arc<dyn FileSystem>, dir: &Path, config: &DlqConfig) -> Result<Load
         tracing::warn!(file = %torn.file.display(), offset = torn.offset, bytes = torn.bytes, "dlq journal torn tail truncated on open");
     }
     for damage in &replay.report.corruption {
-        let lost = damage
-            .lost_lsns
-            .as_ref()
-            .map_or(0, |lost| lost.end().get() - lost.start().get() + 1);
+        let lost = damage.lost_entries();
         report.corrupt_records += lost;
         report.preserved = Some(damage.moved_to.clone());
         tracing::error!(
@@ -378,15 +373,8 @@ impl DlqBuilder {
                 .get_or_create(&DlqMetrics::queue(queue))
                 .set(len_i64(queue_state.ids.len()));
         }
-        tracing::info!(
-            dir = %self.dir.display(),
-            entries = report.entries,
-            journal_records = report.journal_records,
-            torn_tail = report.torn_tail,
-            corrupt_records = report.corrupt_records,
-            migrated = report.migrated,
-            "dlq opened"
-        );
+        report.summary().log("dlq", &self.dir);
+        tracing::debug!(dir = %self.dir.display(), recovery = ?report, "dlq opened");
 
         let shared = Arc::new(Shared {
             dir: self.dir,

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use mainstay_clock::ManualClock;
 use mainstay_dlq::{
-    EntryId, ErrorClass, Filter, ImportError, ImportReport, ListError, NewEntry, PinnedFile,
+    EntryId, FailureClass, Filter, ImportError, ImportReport, ListError, NewEntry, PinnedFile,
 };
 
 use crate::{config, entry, exposition, open_with};
@@ -102,7 +102,7 @@ async fn export_and_import_round_trip_into_a_fresh_dlq() {
                 "orders",
                 "bin",
                 vec![0u8, 255, 10, 13],
-                ErrorClass::Poisoned,
+                FailureClass::Poisoned,
                 "bad bytes",
             )
             .attempts(7),
@@ -118,7 +118,7 @@ async fn export_and_import_round_trip_into_a_fresh_dlq() {
                 size: 10,
                 crc32c: 99,
             },
-            ErrorClass::Transient,
+            FailureClass::Transient,
             "s3 down",
         ))
         .await

@@ -1,7 +1,7 @@
 //! Backups of a DLQ: a snapshot with copies of the pinned payloads, restored into a new
 //! directory that a DLQ opens with exactly the backed-up entries.
 
-use mainstay_dlq::{BackupError, Dlq, ErrorClass, NewEntry, Payload, PinnedFile, restore_backup};
+use mainstay_dlq::{BackupError, Dlq, FailureClass, NewEntry, Payload, PinnedFile, restore_backup};
 
 use crate::config;
 
@@ -15,7 +15,7 @@ async fn a_backup_restores_every_entry_and_its_pinned_payload_and_damage_is_refu
         "a",
         "k1",
         &b"one"[..],
-        ErrorClass::Transient,
+        FailureClass::Transient,
         "boom",
     ))
     .await
@@ -29,7 +29,7 @@ async fn a_backup_restores_every_entry_and_its_pinned_payload_and_damage_is_refu
                 size: 14,
                 crc32c: crc32c::crc32c(b"pinned payload"),
             },
-            ErrorClass::Permanent,
+            FailureClass::Permanent,
             "boom",
         ))
         .await
@@ -38,7 +38,7 @@ async fn a_backup_restores_every_entry_and_its_pinned_payload_and_damage_is_refu
         "skipped",
         "k3",
         &b"three"[..],
-        ErrorClass::Transient,
+        FailureClass::Transient,
         "boom",
     ))
     .await

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mainstay_dlq::{Dlq, DlqConfig, EntryId, ErrorClass, Filter, NewEntry, QueueConfig};
+use mainstay_dlq::{Dlq, DlqConfig, EntryId, FailureClass, Filter, NewEntry, QueueConfig};
 use rand::Rng;
 
 const CHILD_DIR: &str = "MAINSTAY_DLQ_CRASH_DIR";
@@ -59,7 +59,7 @@ fn crash_child() {
                     // Sizes up to 64 KiB make a kill inside a write more likely.
                     let size = (n * 7919 + worker * 104_729) % 65_536;
                     let data = vec![u8::try_from(n % 251).unwrap(); size];
-                    let new = NewEntry::inline("crash", &key, data, ErrorClass::Transient, "x");
+                    let new = NewEntry::inline("crash", &key, data, FailureClass::Transient, "x");
                     let id = dlq.push(new).await.unwrap();
                     // Printed only after the push was acknowledged.
                     if tx.send(format!("ACK {id} {key}")).is_err() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use mainstay_clock::ManualClock;
 use mainstay_dlq::{
-    Dlq, DlqConfig, DlqMetrics, ErrorClass, NewEntry, OpenError, Payload, PinnedFile, PushError,
+    Dlq, DlqConfig, DlqMetrics, FailureClass, NewEntry, OpenError, Payload, PinnedFile, PushError,
     SyncMode,
 };
 use prometheus_client::registry::Registry;
@@ -37,7 +37,7 @@ async fn acknowledged_entries_survive_reopen_without_close() {
             "tiering",
             "seg-1",
             file.clone(),
-            ErrorClass::Transient,
+            FailureClass::Transient,
             "s3 unavailable",
         ))
         .await
@@ -241,7 +241,7 @@ async fn an_oversized_payload_is_refused_whole() {
         ..config()
     };
     let dlq = Dlq::open(dir.path(), config).await.unwrap();
-    let too_big = NewEntry::inline("orders", "k", vec![7u8; 1025], ErrorClass::Permanent, "x");
+    let too_big = NewEntry::inline("orders", "k", vec![7u8; 1025], FailureClass::Permanent, "x");
     assert_eq!(
         dlq.push(too_big).await,
         Err(PushError::PayloadTooLarge {
@@ -249,7 +249,7 @@ async fn an_oversized_payload_is_refused_whole() {
             limit: 1024
         })
     );
-    let fits = NewEntry::inline("orders", "k", vec![7u8; 1024], ErrorClass::Permanent, "x");
+    let fits = NewEntry::inline("orders", "k", vec![7u8; 1024], FailureClass::Permanent, "x");
     let id = dlq.push(fits).await.unwrap();
     assert!(
         matches!(dlq.get(id).unwrap().payload(), Payload::Inline(p) if p.data().len() == 1024 && p.verify())

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mainstay_clock::ManualClock;
-use mainstay_dlq::{Dlq, DlqConfig, DlqMetrics, ErrorClass, NewEntry, QueueConfig};
+use mainstay_dlq::{Dlq, DlqConfig, DlqMetrics, FailureClass, NewEntry, QueueConfig};
 use prometheus_client::registry::Registry;
 
 /// A config with no redrive rate limit and small, test-sized bounds.
@@ -60,7 +60,7 @@ pub(crate) fn entry(queue: &str, key: &str) -> NewEntry {
         queue,
         key,
         format!("payload of {key}").into_bytes(),
-        ErrorClass::Transient,
+        FailureClass::Transient,
         format!("failed {key}"),
     )
 }

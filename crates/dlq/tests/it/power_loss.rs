@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use mainstay_dlq::{Dlq, DlqConfig, EntryId, ErrorClass, Filter, NewEntry, QueueConfig};
+use mainstay_dlq::{Dlq, DlqConfig, EntryId, FailureClass, Filter, NewEntry, QueueConfig};
 use mainstay_journal::fs::{SimFs, SyncSite};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -135,7 +135,7 @@ async fn run(seed: u64, skipped: Option<SyncSite>) -> Result<(), String> {
         let line = if roll < 55 {
             let key = format!("k{step}");
             let size = rng.random_range(0..700);
-            let new = NewEntry::inline("q", &key, vec![7u8; size], ErrorClass::Transient, "x");
+            let new = NewEntry::inline("q", &key, vec![7u8; size], FailureClass::Transient, "x");
             match queue.push(new).await {
                 Ok(id) => {
                     model.present.insert(key.clone(), id);

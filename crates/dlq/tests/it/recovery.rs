@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use mainstay_clock::ManualClock;
-use mainstay_dlq::{DlqConfig, ErrorClass, JournalRecovery, OpenError, Payload};
+use mainstay_dlq::{DlqConfig, FailureClass, JournalRecovery, OpenError, Payload};
 
 use crate::{config, entry, frame_offsets, journal, keys, metric, open_with};
 
@@ -102,7 +102,7 @@ fn check_fixture_state(dlq: &mainstay_dlq::Dlq) {
     );
     let e = &page.entries[2];
     assert_eq!((e.attempts(), e.redrive_count()), (2, 1));
-    assert_eq!(e.error_class(), ErrorClass::Permanent);
+    assert_eq!(e.error_class(), FailureClass::Permanent);
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use mainstay_clock::{Clock, ManualClock};
 use mainstay_dlq::{
-    CancellationToken, DlqConfig, Entry, ErrorClass, Filter, HandlerError, RedriveError,
+    CancellationToken, DlqConfig, Entry, FailureClass, Filter, HandlerError, RedriveError,
     RedriveHandler,
 };
 use parking_lot::Mutex;
@@ -140,7 +140,7 @@ async fn the_filter_selects_by_class_and_age() {
         "orders",
         "poisoned",
         &b"x"[..],
-        ErrorClass::Poisoned,
+        FailureClass::Poisoned,
         "bad input",
     );
     h.dlq.push(poisoned).await.unwrap();
@@ -150,7 +150,7 @@ async fn the_filter_selects_by_class_and_age() {
     let handler = Arc::new(HalfFailing::default());
     h.dlq.register_handler("orders", handler.clone());
     let transient_and_old = Filter {
-        error_class: Some(ErrorClass::Transient),
+        error_class: Some(FailureClass::Transient),
         older_than: Some(Duration::from_secs(3600)),
         ..Filter::queue("orders")
     };

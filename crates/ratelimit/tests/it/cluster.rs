@@ -267,7 +267,7 @@ async fn a_killed_master_under_load_answers_no_5xx_and_decisions_return_to_redis
     let limiter = RateLimiter::builder(config)
         .redis_url(cluster.url(0))
         .redis_cluster([cluster.url(2), cluster.url(4)])
-        .metrics(&metrics)
+        .metrics(metrics.clone())
         .build()
         .unwrap();
     until_on_redis(&limiter).await;

@@ -37,8 +37,8 @@ fn setup(config: RateLimitConfig, redis: &RedisServer) -> Setup {
     let limiter = RateLimiter::builder(config)
         .redis_url(redis.url())
         .clock(clock.shared())
-        .metrics(&metrics)
-        .resilience_metrics(&resilience)
+        .metrics(metrics.clone())
+        .resilience_metrics(resilience.clone())
         .build()
         .unwrap();
     Setup {

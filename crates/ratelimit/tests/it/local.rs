@@ -132,7 +132,7 @@ async fn past_the_key_cap_the_least_recently_used_keys_are_evicted() {
     };
     let limiter = RateLimiter::builder(config)
         .clock(clock.shared())
-        .metrics(&metrics)
+        .metrics(metrics.clone())
         .build()
         .unwrap();
     for index in 0..10 {

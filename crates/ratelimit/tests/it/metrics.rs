@@ -17,8 +17,8 @@ async fn every_family_is_exported_once_and_labels_carry_no_identity() {
     let limiters: Vec<RateLimiter> = (0..2)
         .map(|_| {
             RateLimiter::builder(RateLimitConfig::default())
-                .metrics(&metrics)
-                .resilience_metrics(&resilience)
+                .metrics(metrics.clone())
+                .resilience_metrics(resilience.clone())
                 .build()
                 .unwrap()
         })

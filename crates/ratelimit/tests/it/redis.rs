@@ -233,7 +233,7 @@ async fn denied_keys_are_denied_locally_until_their_retry_time() {
     let limiter = RateLimiter::builder(config)
         .redis_url(redis.url())
         .clock(clock.shared())
-        .metrics(&metrics)
+        .metrics(metrics.clone())
         .build()
         .unwrap();
     let caller = CallerIdentity::new("abuser", "api-key", "free", "p");

@@ -27,7 +27,7 @@ async fn a_failing_dependency_gets_at_most_the_budgeted_retries() {
         },
     )
     .budget(budget)
-    .metrics(&metrics)
+    .metrics(metrics.clone())
     .build()
     .expect("valid");
     let attempts = Arc::new(AtomicU64::new(0));

@@ -20,7 +20,7 @@ async fn every_family_appears_once_with_bounded_labels() {
     let build = |name| {
         CircuitBreaker::builder(name, BreakerConfig::consecutive(1, Duration::from_secs(30)))
             .clock(clock.shared())
-            .metrics(&metrics)
+            .metrics(metrics.clone())
             .build()
             .expect("valid")
     };
@@ -37,7 +37,7 @@ async fn every_family_appears_once_with_bounded_labels() {
             ..RetryConfig::default()
         },
     )
-    .metrics(&metrics)
+    .metrics(metrics.clone())
     .build()
     .expect("valid");
     let _ = retry
@@ -167,7 +167,7 @@ fn rejections_from_many_threads_are_all_counted() {
         BreakerConfig::consecutive(1, Duration::from_secs(3_600)),
     )
     .clock(ManualClock::new().shared())
-    .metrics(&metrics)
+    .metrics(metrics.clone())
     .build()
     .expect("valid");
     let _ = breaker.call(&failure, || Err::<(), _>("timeout"));

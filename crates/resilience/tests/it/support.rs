@@ -60,7 +60,7 @@ pub(crate) fn breaker_with_metrics(
     let clock = ManualClock::new();
     let breaker = CircuitBreaker::builder(name, config)
         .clock(clock.shared())
-        .metrics(&metrics)
+        .metrics(metrics.clone())
         .build()
         .expect("a valid configuration");
     (breaker, clock, registry)

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::Policy;
+use crate::config::TieringPolicy;
 
 /// The manifest's file name in a backup.
 pub(crate) const MANIFEST_FILE: &str = "backup.json";
@@ -117,7 +117,7 @@ pub(crate) struct BackupCatalog {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CatalogCollection {
     pub(crate) name: String,
-    pub(crate) policy: Policy,
+    pub(crate) policy: TieringPolicy,
     pub(crate) incarnation: u64,
     /// Segment ids in LSN order; files `segments/<name>/<id>.seg`.
     pub(crate) segments: Vec<CatalogSegment>,

@@ -312,7 +312,7 @@ pub async fn verify(
         ..StoreConfig::default()
     };
     let counted = match Store::open(config).await {
-        Ok((store, _)) => {
+        Ok(store) => {
             let counted = count(&store).await;
             let _ = store.close(Duration::from_secs(30)).await;
             counted
@@ -685,7 +685,7 @@ async fn rebuild(
         object_store_url: options.object_store.clone(),
         ..StoreConfig::default()
     };
-    let (store, _) = Store::open(config)
+    let store = Store::open(config)
         .await
         .map_err(|e| RestoreError::Store(e.to_string()))?;
     let result = replay(

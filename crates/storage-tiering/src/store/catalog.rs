@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::RwLock;
 
 use crate::collection::{Collection, Data};
-use crate::config::Policy;
+use crate::config::TieringPolicy;
 use crate::error::CollectionError;
 use crate::names::valid_collection_name;
 
@@ -24,7 +24,7 @@ impl Store {
     pub async fn create_collection(
         &self,
         name: &str,
-        policy: Policy,
+        policy: TieringPolicy,
     ) -> Result<(), CollectionError> {
         if !valid_collection_name(name) {
             return Err(CollectionError::InvalidName(name.to_owned()));

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use parking_lot::Mutex;
 
 use crate::collection::{Collection, Durability, Frozen, Residency, Segment, SegmentState};
-use crate::config::Policy;
+use crate::config::TieringPolicy;
 use crate::error::MaintenanceError;
 use crate::segment::{self, Entry, FOOTER_LEN, SegmentMeta};
 
@@ -168,7 +168,7 @@ impl Shared {
             state: Mutex::new(SegmentState {
                 // An `s3_only` segment is served from its file until the object store has it,
                 // so that a backlog of them is bounded by the disk, not by memory.
-                residency: if collection.policy == Policy::S3Only {
+                residency: if collection.policy == TieringPolicy::S3Only {
                     Residency::LocalFile(Arc::new(index))
                 } else {
                     Residency::Resident(Arc::new(entries))

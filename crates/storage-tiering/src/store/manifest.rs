@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use crate::collection::{Collection, Durability, Residency, Segment};
-use crate::config::Policy;
+use crate::config::TieringPolicy;
 use crate::error::Fenced;
 use crate::orphans::{self, MANIFESTS_KEPT};
 use crate::remote::{self, Manifest, ManifestCollection};
@@ -280,7 +280,7 @@ impl Shared {
         let mut files = Vec::new();
         for segment in segments {
             let mut state = segment.state.lock();
-            if collection.policy == Policy::S3Only {
+            if collection.policy == TieringPolicy::S3Only {
                 // The object holds the same bytes as the file: its block index stays valid.
                 state.residency = match &state.residency {
                     Residency::LocalFile(index) => Residency::Remote(Some(Arc::clone(index))),

@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use mainstay_clock::SharedClock;
 use mainstay_dlq::{Dlq, DlqMetrics};
+use mainstay_journal::RecoverySummary;
 use mainstay_journal::fs::{FileSystem, RealFs};
 use mainstay_resilience::{CircuitBreaker, ResilienceMetrics, RetryBudget};
 use object_store::ObjectStore;
@@ -38,7 +39,7 @@ use tokio::sync::Notify;
 
 use crate::cache::BlockCache;
 use crate::collection::Collection;
-use crate::config::{CompactionConfig, Policy, StoreConfig};
+use crate::config::{CompactionConfig, StoreConfig, TieringPolicy};
 use crate::error::{Fenced, MaintenanceError, OpenError};
 use crate::metrics::{Instruments, StorageMetrics};
 use crate::orphans::OrphanReport;
@@ -96,14 +97,16 @@ pub struct CollectionInfo {
     /// The name.
     pub name: String,
     /// Its tiering policy.
-    pub policy: Policy,
+    pub policy: TieringPolicy,
     /// Segments it has now.
     pub segments: usize,
 }
 
-/// What [`Store::open`] recovered.
+/// What opening the store recovered ([`Store::recovery`]); [`StoreRecovery::summary`] gives it in
+/// the terms every mainstay store uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
+#[non_exhaustive]
+pub struct StoreRecovery {
     /// The WAL's recovery.
     pub wal: WalRecovery,
     /// WAL records applied to memtables (the others were already in segments).
@@ -121,6 +124,30 @@ pub struct RecoveryReport {
     /// committed manifest (`manifest_version` is that copy's) and claims the prefix once the
     /// object store answers ([`Store::awaiting_object_store`]).
     pub awaiting_object_store: bool,
+}
+
+impl StoreRecovery {
+    /// The recovery in the terms every mainstay store reports it (the DLQ's
+    /// `DlqRecovery::summary` gives the same): records read back from the WAL, records lost to
+    /// WAL damage skipped under `wal_recovery = "skip_corrupt"`, bytes of a torn tail cut, the
+    /// copies of the damaged WAL files. Segments rebuilt from the WAL lose nothing and are not
+    /// counted here ([`StoreRecovery::rebuilt_segments`]).
+    #[must_use]
+    pub fn summary(&self) -> RecoverySummary {
+        let mut summary = RecoverySummary::default();
+        summary.recovered_records = self.wal.records;
+        summary.lost_records = self
+            .wal
+            .damage
+            .iter()
+            .map(|damage| damage.lost_records)
+            .sum();
+        summary.truncated_bytes = self.wal.truncated_bytes;
+        summary
+            .preserved
+            .extend(self.wal.damage.iter().map(|damage| damage.copy.clone()));
+        summary
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -141,7 +168,7 @@ struct CatalogFile {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CatalogEntry {
     name: String,
-    policy: Policy,
+    policy: TieringPolicy,
     incarnation: u64,
 }
 
@@ -157,6 +184,8 @@ struct Unpublished {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: StoreConfig,
+    /// What recovery found at open.
+    pub(crate) recovery: StoreRecovery,
     /// The compaction settings in force; [`Store::set_compaction_config`] replaces them live.
     pub(crate) compaction: RwLock<CompactionConfig>,
     pub(crate) wal: Wal,
@@ -311,7 +340,7 @@ impl StoreBuilder {
     ///
     /// [`OpenError`] when the configuration is invalid, the directory is locked, local data is
     /// corrupt beyond a torn WAL tail, or the object store cannot be read.
-    pub async fn open(self) -> Result<(Store, RecoveryReport), OpenError> {
+    pub async fn open(self) -> Result<Store, OpenError> {
         Store::open_with(self).await
     }
 }
@@ -367,7 +396,7 @@ impl Store {
     /// # Errors
     ///
     /// See [`StoreBuilder::open`].
-    pub async fn open(config: StoreConfig) -> Result<(Store, RecoveryReport), OpenError> {
+    pub async fn open(config: StoreConfig) -> Result<Store, OpenError> {
         Self::builder(config).open().await
     }
 
@@ -484,6 +513,12 @@ impl Store {
     #[must_use]
     pub fn dlq(&self) -> &Dlq {
         &self.shared.dlq
+    }
+
+    /// What recovery found when the store was opened (the same for every handle of it).
+    #[must_use]
+    pub fn recovery(&self) -> &StoreRecovery {
+        &self.shared.recovery
     }
 
     /// Whether the store opened during an object-store outage and has not claimed its prefix

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::cache::BlockCache;
 use crate::collection::{Collection, Data, Durability, Residency, Segment, SegmentState};
-use crate::config::{Policy, StoreConfig};
+use crate::config::{StoreConfig, TieringPolicy};
 use crate::error::{CollectionError, OpenError};
 use crate::metrics::{Instruments, StorageMetrics};
 use crate::names::valid_collection_name;
@@ -47,9 +47,7 @@ struct Claimed {
 }
 
 impl Store {
-    pub(super) async fn open_with(
-        builder: StoreBuilder,
-    ) -> Result<(Store, RecoveryReport), OpenError> {
+    pub(super) async fn open_with(builder: StoreBuilder) -> Result<Store, OpenError> {
         let config = builder.config;
         config.validate()?;
         config.check_features()?;
@@ -64,7 +62,7 @@ impl Store {
             .backlog_limit_bytes
             .set(i64::try_from(config.upload.max_backlog_bytes).unwrap_or(i64::MAX));
         let clock = builder.clock.unwrap_or_else(|| TokioClock::new().shared());
-        let mut report = RecoveryReport::default();
+        let mut report = StoreRecovery::default();
 
         let remote = open_remote(builder.object_store, &config, &instruments)?;
         let catalog_path = data_dir.join("catalog.json");
@@ -141,7 +139,10 @@ impl Store {
             builder.resilience_metrics.as_ref(),
         )?;
         let (clock_origin, wall_origin) = (clock.now(), SystemTime::now());
+        report.summary().log(&builder.name, &config.data_dir);
+        tracing::debug!(store = %builder.name, recovery = ?report, "record store opened");
         let shared = Arc::new(Shared {
+            recovery: report,
             compaction: RwLock::new(config.compaction.clone()),
             wal,
             wal_damage,
@@ -189,7 +190,7 @@ impl Store {
         for collection in store.shared.collections.read().values() {
             store.shared.maybe_schedule_flush(collection);
         }
-        Ok((store, report))
+        Ok(store)
     }
 }
 
@@ -260,7 +261,7 @@ async fn claim_prefix(
     catalog: &mut CatalogFile,
     config: &StoreConfig,
     (fs, manifest_copy_path): (&Arc<dyn FileSystem>, &Path),
-    report: &mut RecoveryReport,
+    report: &mut StoreRecovery,
 ) -> Result<Claimed, OpenError> {
     let Some(remote) = remote else {
         return Ok(Claimed {
@@ -364,7 +365,7 @@ async fn load_collections(
     manifest: &Manifest,
     segments_dir: &Path,
     pinned_keys: &HashSet<String>,
-    report: &mut RecoveryReport,
+    report: &mut StoreRecovery,
 ) -> Result<Loaded, OpenError> {
     let mut loaded = Loaded {
         collections: BTreeMap::new(),
@@ -411,7 +412,7 @@ async fn load_segments(
     dir: PathBuf,
     pinned_keys: &HashSet<String>,
     loaded: &mut Loaded,
-    report: &mut RecoveryReport,
+    report: &mut StoreRecovery,
 ) -> Result<Data, OpenError> {
     let (scanned, damaged) = {
         let dir = dir.clone();
@@ -450,8 +451,8 @@ async fn load_segments(
             blocking(move || fs::remove_file(doomed)).await.ok();
         }
         let residency = match (entry.policy, durability) {
-            (Policy::S3Only, Durability::Committed) => Residency::Remote(None),
-            (Policy::S3Only, _) => Residency::LocalFile(Arc::new(index)),
+            (TieringPolicy::S3Only, Durability::Committed) => Residency::Remote(None),
+            (TieringPolicy::S3Only, _) => Residency::LocalFile(Arc::new(index)),
             _ => Residency::Resident(Arc::new(entries)),
         };
         let segment = Arc::new(Segment {
@@ -535,7 +536,7 @@ async fn rebuild_from_wal(
     pinned_keys: &HashSet<String>,
     (config, quarantine_dir): (&StoreConfig, &Path),
     pending: &mut Vec<(String, Arc<Segment>)>,
-    report: &mut RecoveryReport,
+    report: &mut StoreRecovery,
 ) -> Result<(), OpenError> {
     for (name, file) in to_rebuild {
         let Some(collection) = collections.get(&name) else {
@@ -614,7 +615,7 @@ async fn rebuild_from_wal(
 fn replay(
     records: Vec<wal::WalRecord>,
     collections: &BTreeMap<String, Arc<Collection>>,
-    report: &mut RecoveryReport,
+    report: &mut StoreRecovery,
 ) {
     for record in records {
         let Some(collection) = collections.get(&record.collection) else {
@@ -643,7 +644,7 @@ fn upload_guards(
         CircuitBreaker::builder(&format!("{name}-uploads"), config.upload.breaker.clone())
             .clock(clock.clone());
     if let Some(metrics) = metrics {
-        breaker = breaker.metrics(metrics);
+        breaker = breaker.metrics(metrics.clone());
     }
     let breaker = breaker.build().map_err(|e| {
         OpenError::Config(crate::config::ConfigError {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::collection::{Collection, Residency, Segment, lookup_memory, lookup_resident};
-use crate::config::Policy;
+use crate::config::TieringPolicy;
 use crate::error::{MaintenanceError, ReadError, SegmentError};
 use crate::names::{decode_cursor, encode_cursor, valid_collection_name, valid_record_id};
 use crate::remote::{self};
@@ -266,7 +266,7 @@ impl Shared {
             }
             Residency::Remote(None) => {
                 let corrupt = |source: SegmentError| undecodable(&collection.name, source);
-                let residency = if collection.policy == Policy::S3Only {
+                let residency = if collection.policy == TieringPolicy::S3Only {
                     let size = segment.meta.size;
                     let tail = self
                         .remote_read(

@@ -20,9 +20,9 @@ fn bytes(text: &'static str) -> Bytes {
 #[tokio::test]
 async fn a_write_whose_fsync_failed_is_never_served_nor_replayed() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let (store, _) = Store::open(config(dir.path())).await.expect("opens");
+    let store = Store::open(config(dir.path())).await.expect("opens");
     store
-        .create_collection("c", Policy::Memory)
+        .create_collection("c", TieringPolicy::Memory)
         .await
         .expect("created");
     store
@@ -48,7 +48,8 @@ async fn a_write_whose_fsync_failed_is_never_served_nor_replayed() {
     assert!(store.flush().await.is_ok());
     drop(store);
 
-    let (store, report) = Store::open(config(dir.path())).await.expect("reopens");
+    let store = Store::open(config(dir.path())).await.expect("reopens");
+    let report = store.recovery().clone();
     assert_eq!(report.wal.poisoned_records, 1, "{report:?}");
     assert_eq!(store.get("c", "k").await.expect("reads"), Some(bytes("v1")));
     assert_eq!(store.get("c", "other").await.expect("reads"), None);
@@ -58,7 +59,7 @@ async fn a_write_whose_fsync_failed_is_never_served_nor_replayed() {
         .expect("writes again");
     drop(store);
     // The poisoned frame's file was trimmed (its one good record is in a segment now).
-    let (store, _) = Store::open(config(dir.path())).await.expect("reopens");
+    let store = Store::open(config(dir.path())).await.expect("reopens");
     assert_eq!(store.get("c", "k").await.expect("reads"), Some(bytes("v4")));
     assert_eq!(store.get("c", "other").await.expect("reads"), None);
 }
@@ -72,13 +73,10 @@ async fn compaction_never_merges_segments_with_a_newer_one_between_them() {
     let mut cfg = config(dir.path());
     cfg.memtable_bytes = 65_536;
     cfg.compaction.min_segments = 2;
-    let reopen = |cfg: StoreConfig| async move {
-        let (store, _) = Store::open(cfg).await.expect("opens");
-        store
-    };
+    let reopen = |cfg: StoreConfig| async move { Store::open(cfg).await.expect("opens") };
     let store = reopen(cfg.clone()).await;
     store
-        .create_collection("c", Policy::Memory)
+        .create_collection("c", TieringPolicy::Memory)
         .await
         .expect("created");
     store.put("c", "k", bytes("v1")).await.expect("put");
@@ -159,9 +157,9 @@ async fn pending_s3_only_segments_are_served_from_their_files() {
     cfg.memtable_bytes = 4096;
     cfg.block_bytes = 512;
     cfg.cache_bytes = 2048;
-    let (store, _) = Store::open(cfg).await.expect("opens");
+    let store = Store::open(cfg).await.expect("opens");
     store
-        .create_collection("cold", Policy::S3Only)
+        .create_collection("cold", TieringPolicy::S3Only)
         .await
         .expect("created");
     // Uploads wait while the breaker is forced open.
@@ -226,9 +224,9 @@ async fn pending_s3_only_segments_are_served_from_their_files() {
 #[tokio::test]
 async fn a_closed_store_frees_its_wal_and_reports_no_wal_failure() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let (store, _) = Store::open(config(dir.path())).await.expect("opens");
+    let store = Store::open(config(dir.path())).await.expect("opens");
     store
-        .create_collection("c", Policy::Memory)
+        .create_collection("c", TieringPolicy::Memory)
         .await
         .expect("created");
     store.put("c", "k", bytes("v")).await.expect("acknowledged");
@@ -237,7 +235,7 @@ async fn a_closed_store_frees_its_wal_and_reports_no_wal_failure() {
         .await
         .expect("closes");
     assert_eq!(store.wal_failure(), None);
-    let (again, _) = Store::open(config(dir.path())).await.expect("reopens");
+    let again = Store::open(config(dir.path())).await.expect("reopens");
     assert_eq!(again.get("c", "k").await.expect("reads"), Some(bytes("v")));
     drop(store);
 }
@@ -288,7 +286,7 @@ fn fixture_value(codec: &str, i: usize) -> Bytes {
 async fn the_compressed_prefix_fixture_reads_back_with_the_default_features() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let (inner, _) = compressed_prefix().await;
-    let (store, _) = Store::builder(config(dir.path()))
+    let store = Store::builder(config(dir.path()))
         .object_store(inner, "p")
         .open()
         .await
@@ -321,7 +319,7 @@ async fn check_segments_of_a_left_out_codec(codec: &'static str) {
     use object_store::ObjectStoreExt as _;
     let dir = tempfile::tempdir().expect("a temp dir");
     let (inner, files) = compressed_prefix().await;
-    let (store, _) = Store::builder(config(dir.path()))
+    let store = Store::builder(config(dir.path()))
         .object_store(inner.clone(), "p")
         .open()
         .await
@@ -391,7 +389,7 @@ async fn a_local_gzip_segment_without_the_gzip_feature_stops_the_open_and_is_kep
         .iter()
         .find(|(path, _)| path.contains("gzip_memory_s3"))
         .expect("a gzip segment");
-    for policy in [Policy::MemoryS3, Policy::Memory] {
+    for policy in [TieringPolicy::MemoryS3, TieringPolicy::Memory] {
         let dir = tempfile::tempdir().expect("a temp dir");
         let inner: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
         let open = || {
@@ -410,7 +408,7 @@ async fn a_local_gzip_segment_without_the_gzip_feature_stops_the_open_and_is_kep
         store.close(Duration::from_secs(5)).await.expect("closed");
         let segments = dir.path().join("data/segments/c");
         let mut local = walk(&segments);
-        if policy == Policy::MemoryS3 {
+        if policy == TieringPolicy::MemoryS3 {
             // The local copy of a committed segment that a crash left before its removal.
             assert!(local.is_empty(), "{local:?}");
             use futures::TryStreamExt as _;

@@ -283,7 +283,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::pause::{self, Point};
-    use crate::config::{Policy, StoreConfig};
+    use crate::config::{StoreConfig, TieringPolicy};
     use crate::error::WriteError;
     use crate::store::Store;
 
@@ -314,13 +314,13 @@ mod tests {
             ..StoreConfig::default()
         };
         config.compaction.enabled = false;
-        let (store, _) = Store::open(config).await.expect("opens");
+        let store = Store::open(config).await.expect("opens");
         store
-            .create_collection(collection, Policy::Memory)
+            .create_collection(collection, TieringPolicy::Memory)
             .await
             .expect("created");
         store
-            .create_collection("race-kept", Policy::Memory)
+            .create_collection("race-kept", TieringPolicy::Memory)
             .await
             .expect("created");
         let (reached, resume) = pause::arm(collection, point);

@@ -205,6 +205,9 @@ pub(crate) fn read(
                 bytes: (end - offset) as u64,
                 lsn_before: max_lsn,
                 lsn_after: None,
+                // The old format does not say which LSN follows, so the count is not known; the
+                // damage still shows in the summary's preserved copies.
+                lost_records: 0,
             });
             offset = end;
         }

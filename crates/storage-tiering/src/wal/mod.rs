@@ -134,6 +134,7 @@ pub struct WalRecovery {
 
 /// A damaged stretch of a WAL file that recovery skipped: the records in it are lost.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct WalDamage {
     /// The WAL file (rewritten without the damage).
     pub file: PathBuf,
@@ -148,6 +149,9 @@ pub struct WalDamage {
     pub lsn_before: u64,
     /// The LSN of the first valid record after it, if any: the lost records had LSNs below it.
     pub lsn_after: Option<u64>,
+    /// How many records the damage may have held: the LSNs between `lsn_before` and
+    /// `lsn_after` (0 when they are consecutive or nothing valid follows).
+    pub lost_records: u64,
 }
 
 #[derive(Debug)]
@@ -351,6 +355,7 @@ impl Wal {
                 bytes: corruption.bytes,
                 lsn_before: corruption.lsn_before.get(),
                 lsn_after: corruption.lsn_after.map(Lsn::get),
+                lost_records: corruption.lost_entries(),
             });
         }
         if !legacy.files.is_empty() {

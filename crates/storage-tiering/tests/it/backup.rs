@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use mainstay_dlq::{ErrorClass, NewEntry, PinnedFile};
+use mainstay_dlq::{FailureClass, NewEntry, PinnedFile};
 use mainstay_storage_tiering::{
-    BackupError, BackupTarget, ListQuery, Policy, RestoreError, RestoreOptions, RestorePoint,
-    Store, StoreConfig, Verification, VerifyOptions, backup_status, restore, verify,
+    BackupError, BackupTarget, ListQuery, RestoreError, RestoreOptions, RestorePoint, Store,
+    StoreConfig, TieringPolicy, Verification, VerifyOptions, backup_status, restore, verify,
     verify_and_record,
 };
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -21,10 +21,10 @@ use crate::common::{FaultStore, config};
 use crate::s3_server::S3Server;
 
 /// The collections every test writes: one of each policy.
-const COLLECTIONS: [(&str, Policy); 3] = [
-    ("cold", Policy::S3Only),
-    ("mem", Policy::Memory),
-    ("tiered", Policy::MemoryS3),
+const COLLECTIONS: [(&str, TieringPolicy); 3] = [
+    ("cold", TieringPolicy::S3Only),
+    ("mem", TieringPolicy::Memory),
+    ("tiered", TieringPolicy::MemoryS3),
 ];
 
 /// A store in `dir/data` with its objects under `dir/objects` (`file://`).
@@ -36,7 +36,7 @@ fn store_config(dir: &Path) -> StoreConfig {
 }
 
 async fn open(dir: &Path) -> Store {
-    let (store, _) = Store::open(store_config(dir))
+    let store = Store::open(store_config(dir))
         .await
         .expect("the store opens");
     for (name, policy) in COLLECTIONS {
@@ -160,7 +160,7 @@ async fn restored(
         object_store_url: Some(objects),
         ..StoreConfig::default()
     };
-    let (store, _) = Store::open(config).await.expect("the restored store opens");
+    let store = Store::open(config).await.expect("the restored store opens");
     let out = contents(&store).await;
     store.close(Duration::from_secs(10)).await.expect("closed");
     out
@@ -238,7 +238,7 @@ async fn a_compaction_during_the_copy_deletes_nothing_the_backup_still_copies() 
     let dir = tempfile::tempdir().unwrap();
     let mut config = store_config(dir.path());
     config.compaction.grace_period = Duration::ZERO;
-    let (store, _) = Store::open(config).await.unwrap();
+    let store = Store::open(config).await.unwrap();
     for (name, policy) in COLLECTIONS {
         store.create_collection(name, policy).await.unwrap();
     }
@@ -340,7 +340,7 @@ async fn full_backup(dir: &Path) -> (PathBuf, u64) {
             "app",
             "k1",
             &b"inline"[..],
-            ErrorClass::Transient,
+            FailureClass::Transient,
             "boom",
         ))
         .await
@@ -355,7 +355,7 @@ async fn full_backup(dir: &Path) -> (PathBuf, u64) {
                 size: 16,
                 crc32c: crc32c::crc32c(b"a pinned payload"),
             },
-            ErrorClass::Transient,
+            FailureClass::Transient,
             "boom",
         ))
         .await
@@ -576,7 +576,7 @@ async fn a_destination_inside_the_live_data_or_prefix_is_refused() {
     let server = S3Server::start().await;
     let client = server.client();
     let s3_dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::builder(config(s3_dir.path()))
+    let store = Store::builder(config(s3_dir.path()))
         .object_store(Arc::clone(&client), "live")
         .open()
         .await
@@ -600,7 +600,7 @@ async fn a_backup_to_s3_verifies_and_restores() {
     let server = S3Server::start().await;
     let client = server.client();
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::builder(config(dir.path()))
+    let store = Store::builder(config(dir.path()))
         .object_store(Arc::clone(&client), "live")
         .open()
         .await

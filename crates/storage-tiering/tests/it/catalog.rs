@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mainstay_storage_tiering::{CollectionError, MaintenanceError, Policy, Store, WriteError};
+use mainstay_storage_tiering::{
+    CollectionError, MaintenanceError, Store, TieringPolicy, WriteError,
+};
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
 
@@ -32,9 +34,9 @@ fn names(store: &Store) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_create_leaves_no_trace_and_can_be_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
     break_catalog(dir.path());
-    match store.create_collection("c", Policy::Memory).await {
+    match store.create_collection("c", TieringPolicy::Memory).await {
         Err(CollectionError::Io { .. }) => {}
         other => panic!("expected the catalog write to fail, got {other:?}"),
     }
@@ -44,11 +46,14 @@ async fn a_failed_create_leaves_no_trace_and_can_be_retried() {
         other => panic!("a write to a collection that failed to be created: {other:?}"),
     }
     heal_catalog(dir.path());
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     store.put("c", "k", value(1)).await.unwrap();
     store.close(Duration::from_secs(1)).await.unwrap();
 
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
     assert_eq!(store.get("c", "k").await.unwrap(), Some(value(1)));
     store.close(Duration::from_secs(1)).await.unwrap();
 }
@@ -59,7 +64,7 @@ async fn a_failed_drop_leaves_the_collection_fully_usable() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let store = open_on(config(dir.path()), inner.clone(), "p").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     for i in 0..20 {
@@ -101,7 +106,7 @@ async fn a_dropped_collection_never_comes_back_from_the_manifest() {
     let fault = FaultStore::new(inner.clone());
     let store = open_on(config(dir.path()), fault.clone(), "p").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     for i in 0..20 {
@@ -129,7 +134,10 @@ async fn a_dropped_collection_never_comes_back_from_the_manifest() {
     // open commits a manifest without it.
     let store = open_on(config(dir.path()), fault.clone(), "p").await;
     assert!(names(&store).is_empty(), "came back: {:?}", names(&store));
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     assert_eq!(store.get("c", "k00").await.unwrap(), None);
     store.close(Duration::from_secs(1)).await.unwrap();
     let other = tempfile::tempdir().unwrap();
@@ -141,12 +149,14 @@ async fn a_dropped_collection_never_comes_back_from_the_manifest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_and_drops_of_one_name_agree_with_the_catalog() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut store, _) = Store::open(config(dir.path())).await.unwrap();
+    let mut store = Store::open(config(dir.path())).await.unwrap();
     for round in 0..12 {
         let creates: Vec<_> = (0..4)
             .map(|_| {
                 let store = store.clone();
-                tokio::spawn(async move { store.create_collection("x", Policy::Memory).await })
+                tokio::spawn(
+                    async move { store.create_collection("x", TieringPolicy::Memory).await },
+                )
             })
             .collect();
         let mut created = 0;
@@ -161,7 +171,7 @@ async fn concurrent_creates_and_drops_of_one_name_agree_with_the_catalog() {
         store.put("x", "k", value(round)).await.unwrap();
         // What memory acknowledged is what the catalog holds.
         store.close(Duration::from_secs(1)).await.unwrap();
-        (store, _) = Store::open(config(dir.path())).await.unwrap();
+        store = Store::open(config(dir.path())).await.unwrap();
         assert_eq!(names(&store), ["x"], "round {round}");
         assert_eq!(store.get("x", "k").await.unwrap(), Some(value(round)));
         let drops: Vec<_> = (0..3)
@@ -179,7 +189,7 @@ async fn concurrent_creates_and_drops_of_one_name_agree_with_the_catalog() {
         assert_eq!(dropped, 1, "round {round}: one drop wins");
     }
     store.close(Duration::from_secs(1)).await.unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
     assert!(names(&store).is_empty());
     store.close(Duration::from_secs(1)).await.unwrap();
 }
@@ -191,7 +201,7 @@ async fn an_upload_in_flight_across_a_drop_and_create_never_joins_the_new_collec
     let fault = FaultStore::new(inner.clone());
     let store = open_on(config(dir.path()), fault.clone(), "p").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     // The first incarnation's segment upload is in flight while the name is dropped and
@@ -213,7 +223,7 @@ async fn an_upload_in_flight_across_a_drop_and_create_never_joins_the_new_collec
     assert_eq!(fault.segment_puts.load(Ordering::SeqCst), 1, "in flight");
     assert!(store.drop_collection("c").await.unwrap());
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     store.put("c", "new", value(0)).await.unwrap();
@@ -245,7 +255,7 @@ async fn an_empty_collection_is_committed_to_the_manifest() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let store = open_on(config(dir.path()), inner.clone(), "p").await;
     store
-        .create_collection("empty", Policy::MemoryS3)
+        .create_collection("empty", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     store.close(Duration::from_secs(1)).await.unwrap();

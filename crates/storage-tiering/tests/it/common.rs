@@ -71,12 +71,11 @@ pub(crate) async fn open_on(
     object_store: Arc<dyn ObjectStore>,
     prefix: &str,
 ) -> Store {
-    let (store, _) = Store::builder(config)
+    Store::builder(config)
         .object_store(object_store, prefix)
         .open()
         .await
-        .expect("the store opens");
-    store
+        .expect("the store opens")
 }
 
 /// Puts records `k00`.. with [`value`]s into `collection`, then flushes the memtables.

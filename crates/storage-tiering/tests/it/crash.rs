@@ -8,13 +8,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mainstay_storage_tiering::{Policy, Store, StoreConfig};
+use mainstay_storage_tiering::{Store, StoreConfig, TieringPolicy};
 
 const CHILD_ENV: &str = "MAINSTAY_STORAGE_CRASH_CHILD_DIR";
-const COLLECTIONS: [(&str, Policy); 3] = [
-    ("hot", Policy::MemoryS3),
-    ("cold", Policy::S3Only),
-    ("local", Policy::Memory),
+const COLLECTIONS: [(&str, TieringPolicy); 3] = [
+    ("hot", TieringPolicy::MemoryS3),
+    ("cold", TieringPolicy::S3Only),
+    ("local", TieringPolicy::Memory),
 ];
 
 fn crash_config(dir: &Path) -> StoreConfig {
@@ -45,7 +45,7 @@ async fn crash_child() {
     let dir = std::path::PathBuf::from(dir);
     // A distinct id space per run: the parent passes the round number.
     let round = std::env::var("MAINSTAY_STORAGE_CRASH_ROUND").unwrap_or_default();
-    let (store, _) = Store::open(crash_config(&dir)).await.unwrap();
+    let store = Store::open(crash_config(&dir)).await.unwrap();
     for (name, policy) in COLLECTIONS {
         let _ = store.create_collection(name, policy).await;
     }
@@ -141,7 +141,7 @@ async fn every_acknowledged_write_survives_sigkill() {
         );
         acked.extend(new);
 
-        let (store, _) = Store::open(crash_config(dir.path())).await.unwrap();
+        let store = Store::open(crash_config(dir.path())).await.unwrap();
         for (collection, id) in &acked {
             let found = store.get(collection, id).await.unwrap();
             assert_eq!(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mainstay_storage_tiering::{OpenError, Policy, Store, StoreConfig};
+use mainstay_storage_tiering::{OpenError, Store, StoreConfig, TieringPolicy};
 use object_store::memory::InMemory;
 
 use crate::common::{FaultStore, Mode, config, fast_uploads, list_all, open_on, value};
@@ -26,8 +26,11 @@ fn damage(file: &Path) {
 }
 
 async fn records(cfg: &StoreConfig, count: usize) {
-    let (store, _) = Store::open(cfg.clone()).await.unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    let store = Store::open(cfg.clone()).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     for i in 0..count {
         store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
     }
@@ -42,7 +45,8 @@ async fn a_damaged_local_segment_is_rebuilt_from_the_wal_at_open() {
     let files = segment_files(&cfg.data_dir.join("segments/c"));
     assert_eq!(files.len(), 1);
     damage(&files[0]);
-    let (store, report) = Store::open(cfg.clone()).await.expect("opens");
+    let store = Store::open(cfg.clone()).await.expect("opens");
+    let report = store.recovery().clone();
     assert_eq!(report.rebuilt_segments, 1);
     let page = list_all(&store, "c").await;
     assert_eq!(page.records.len(), 50);
@@ -55,7 +59,11 @@ async fn a_damaged_local_segment_is_rebuilt_from_the_wal_at_open() {
         "the damaged file is kept"
     );
     store.close(Duration::from_secs(1)).await.unwrap();
-    let (_, report) = Store::open(cfg).await.expect("opens again");
+    let report = Store::open(cfg)
+        .await
+        .expect("opens again")
+        .recovery()
+        .clone();
     assert_eq!(report.rebuilt_segments, 0, "the rebuilt file verifies");
 }
 
@@ -85,7 +93,7 @@ async fn a_pending_segment_damaged_before_upload_is_rebuilt_and_uploaded() {
     let cfg = fast_uploads(dir.path(), 1000, Duration::from_secs(1));
     let store = open_on(cfg.clone(), objects.clone(), "p").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     objects.set(Mode::Unavailable);
@@ -124,7 +132,7 @@ async fn a_pending_segment_with_a_damaged_footer_is_rebuilt_from_the_uncovered_w
     let cfg = fast_uploads(dir.path(), 1000, Duration::from_secs(1));
     let store = open_on(cfg.clone(), objects.clone(), "p").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     // A committed segment first, then one that waits for upload, then records in the memtable.
@@ -152,11 +160,12 @@ async fn a_pending_segment_with_a_damaged_footer_is_rebuilt_from_the_uncovered_w
     std::fs::write(&files[0], bytes).unwrap();
 
     objects.set(Mode::Healthy);
-    let (store, report) = Store::builder(cfg.clone())
+    let store = Store::builder(cfg.clone())
         .object_store(objects.clone(), "p")
         .open()
         .await
         .expect("opens");
+    let report = store.recovery().clone();
     assert_eq!(report.rebuilt_segments, 1, "{report:?}");
     let page = list_all(&store, "c").await;
     assert_eq!(page.records.len(), 45);

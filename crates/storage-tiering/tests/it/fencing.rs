@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mainstay_storage_tiering::{MaintenanceError, Policy, Store, StoreConfig, WriteError};
+use mainstay_storage_tiering::{MaintenanceError, Store, StoreConfig, TieringPolicy, WriteError};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
@@ -75,7 +75,9 @@ async fn check_single_failure(failure: Failure) {
         "p",
     )
     .await;
-    a.create_collection("c", Policy::MemoryS3).await.unwrap();
+    a.create_collection("c", TieringPolicy::MemoryS3)
+        .await
+        .unwrap();
     put_all(&a, "a", 20).await;
     a.wait_uploaded(Duration::from_secs(60)).await.unwrap();
 
@@ -161,7 +163,7 @@ async fn a_writer_recovers_from_its_own_failed_commits() {
     let fault = FaultStore::new(inner.clone());
     let store = open_on(quiet(dir.path(), Duration::ZERO), fault.clone(), "p").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     for (round, ambiguous) in [(0, true), (1, false), (2, true)] {
@@ -195,7 +197,7 @@ async fn every_manifest_carries_its_writers_epoch_and_each_open_claims_a_newer_o
         let store = open_on(quiet(dir.path(), Duration::ZERO), inner.clone(), "p").await;
         if run == 0 {
             store
-                .create_collection("c", Policy::MemoryS3)
+                .create_collection("c", TieringPolicy::MemoryS3)
                 .await
                 .unwrap();
         }
@@ -220,7 +222,9 @@ async fn a_writer_that_sees_a_newer_epoch_is_fenced_at_once() {
         "p",
     )
     .await;
-    a.create_collection("c", Policy::Memory).await.unwrap();
+    a.create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     let b = open_on(
         quiet(&dir.path().join("b"), Duration::ZERO),
         inner.clone(),
@@ -247,7 +251,7 @@ async fn orphan_collection_never_deletes_an_object_of_a_newer_epoch() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let store = open_on(quiet(dir.path(), Duration::ZERO), inner.clone(), "p").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     put_all(&store, "k", 5).await;
@@ -376,7 +380,7 @@ async fn seeded_hand_overs_with_failed_commits_never_fence_the_newest_writer_or_
         let mut writers = vec![open_writer(&inner).await];
         writers[0]
             .store
-            .create_collection("c", Policy::MemoryS3)
+            .create_collection("c", TieringPolicy::MemoryS3)
             .await
             .unwrap();
         // The collection enters the manifest with its first segment: then every writer has it.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mainstay_storage_tiering::{
-    HandoverError, HandoverSource, MaintenanceError, Policy, StrandedCollection,
+    HandoverError, HandoverSource, MaintenanceError, StrandedCollection, TieringPolicy,
 };
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
@@ -30,10 +30,13 @@ async fn a_fenced_writers_stranded_records_go_to_the_current_writer_without_over
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let first = open_on(config(&dir.path().join("a")), inner.clone(), "p").await;
     first
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
-    first.create_collection("m", Policy::Memory).await.unwrap();
+    first
+        .create_collection("m", TieringPolicy::Memory)
+        .await
+        .unwrap();
     first.put("c", "old", bytes("1")).await.unwrap();
     first.put("c", "both", bytes("1")).await.unwrap();
     first.flush().await.unwrap();
@@ -134,8 +137,11 @@ async fn records_only_in_the_wal_are_read_and_a_torn_tail_is_left_alone() {
     cfg.object_store_url = None;
     let data = cfg.data_dir.clone();
     {
-        let (store, _) = mainstay_storage_tiering::Store::open(cfg).await.unwrap();
-        store.create_collection("m", Policy::Memory).await.unwrap();
+        let store = mainstay_storage_tiering::Store::open(cfg).await.unwrap();
+        store
+            .create_collection("m", TieringPolicy::Memory)
+            .await
+            .unwrap();
         store.put("m", "a", bytes("1")).await.unwrap();
         store.put("m", "a", bytes("2")).await.unwrap();
         store

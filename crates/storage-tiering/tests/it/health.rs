@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mainstay_health::{Check as _, Criticality, Status};
 use mainstay_storage_tiering::health::{ObjectStoreCheck, WalCheck, WriterCheck};
-use mainstay_storage_tiering::{Policy, StorageMetrics, Store};
+use mainstay_storage_tiering::{StorageMetrics, Store, TieringPolicy};
 use object_store::memory::InMemory;
 
 use crate::common::{FaultStore, Mode, config, open_on};
@@ -42,7 +42,7 @@ async fn the_writer_check_turns_critical_once_another_writer_fences_the_store() 
     let dir = tempfile::tempdir().unwrap();
     let inner: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
     let mut registry = prometheus_client::registry::Registry::default();
-    let (first, _) = Store::builder(config(&dir.path().join("a")))
+    let first = Store::builder(config(&dir.path().join("a")))
         .object_store(inner.clone(), "p")
         .metrics(StorageMetrics::register(&mut registry))
         .open()
@@ -62,7 +62,7 @@ async fn the_writer_check_turns_critical_once_another_writer_fences_the_store() 
     assert!(exposition(&registry).contains("storage_fenced{store=\"storage\"} 0"));
 
     first
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     let second = open_on(config(&dir.path().join("b")), inner, "p").await;

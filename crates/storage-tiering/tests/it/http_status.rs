@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use mainstay_dlq::{Entry, ErrorClass, Filter};
-use mainstay_storage_tiering::{DLQ_QUEUE, Policy, StorageMetrics, Store, StoreConfig};
+use mainstay_dlq::{Entry, FailureClass, Filter};
+use mainstay_storage_tiering::{DLQ_QUEUE, StorageMetrics, Store, StoreConfig, TieringPolicy};
 use prometheus_client::registry::Registry;
 use s3s::S3ErrorCode;
 
@@ -39,14 +39,14 @@ async fn a_4xx_or_501_sends_the_segment_to_the_dlq_as_permanent_after_one_attemp
         server.script_segment_puts("c", std::iter::repeat_n(code.clone(), 4));
         let dir = tempfile::tempdir().unwrap();
         let mut registry = Registry::default();
-        let (store, _) = Store::builder(fast(dir.path()))
+        let store = Store::builder(fast(dir.path()))
             .metrics(StorageMetrics::register(&mut registry))
             .object_store(server.client(), "svc")
             .open()
             .await
             .unwrap();
         store
-            .create_collection("c", Policy::MemoryS3)
+            .create_collection("c", TieringPolicy::MemoryS3)
             .await
             .unwrap();
         put_and_flush(&store, "c", 20).await;
@@ -65,7 +65,11 @@ async fn a_4xx_or_501_sends_the_segment_to_the_dlq_as_permanent_after_one_attemp
         let entries = dead_letters(&store);
         assert_eq!(entries.len(), 1, "{status}");
         assert!(entries[0].key().starts_with("c/"), "{status}");
-        assert_eq!(entries[0].error_class(), ErrorClass::Permanent, "{status}");
+        assert_eq!(
+            entries[0].error_class(),
+            FailureClass::Permanent,
+            "{status}"
+        );
         assert_eq!(entries[0].attempts(), 1, "{status}");
         assert_eq!(store.get("c", "k07").await.unwrap(), Some(value(7)));
         store.close(Duration::from_secs(5)).await.unwrap();
@@ -85,7 +89,7 @@ async fn uploads_in_flight_together_are_each_classified_by_their_own_response() 
     let dir = tempfile::tempdir().unwrap();
     let client = server.client();
     let mut registry = Registry::default();
-    let (store, _) = Store::builder(fast(dir.path()))
+    let store = Store::builder(fast(dir.path()))
         .metrics(StorageMetrics::register(&mut registry))
         .object_store(client.clone(), "svc")
         .open()
@@ -93,7 +97,7 @@ async fn uploads_in_flight_together_are_each_classified_by_their_own_response() 
         .unwrap();
     for name in ["bad", "flaky"] {
         store
-            .create_collection(name, Policy::MemoryS3)
+            .create_collection(name, TieringPolicy::MemoryS3)
             .await
             .unwrap();
         for i in 0..20 {
@@ -114,7 +118,7 @@ async fn uploads_in_flight_together_are_each_classified_by_their_own_response() 
     let entries = dead_letters(&store);
     assert_eq!(entries.len(), 1, "only the 400 is dead-lettered");
     assert!(entries[0].key().starts_with("bad/"), "{}", entries[0].key());
-    assert_eq!(entries[0].error_class(), ErrorClass::Permanent);
+    assert_eq!(entries[0].error_class(), FailureClass::Permanent);
     assert_eq!(entries[0].attempts(), 1);
     store.close(Duration::from_secs(5)).await.unwrap();
 
@@ -133,7 +137,7 @@ async fn a_refused_read_back_after_a_conflict_dead_letters_the_segment_without_f
     server.script_segment_gets("c", [S3ErrorCode::InvalidRequest]);
     let dir = tempfile::tempdir().unwrap();
     let mut registry = Registry::default();
-    let (store, _) = Store::builder(fast(dir.path()))
+    let store = Store::builder(fast(dir.path()))
         .metrics(StorageMetrics::register(&mut registry))
         .object_store(server.client(), "svc")
         .open()
@@ -141,7 +145,7 @@ async fn a_refused_read_back_after_a_conflict_dead_letters_the_segment_without_f
         .unwrap();
     for name in ["c", "d"] {
         store
-            .create_collection(name, Policy::MemoryS3)
+            .create_collection(name, TieringPolicy::MemoryS3)
             .await
             .unwrap();
     }
@@ -149,7 +153,7 @@ async fn a_refused_read_back_after_a_conflict_dead_letters_the_segment_without_f
     store.wait_uploaded(Duration::from_secs(20)).await.unwrap();
     let entries = dead_letters(&store);
     assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0].error_class(), ErrorClass::Permanent);
+    assert_eq!(entries[0].error_class(), FailureClass::Permanent);
     assert_eq!(attempts(&registry, "permanent"), 1);
 
     // Not fenced: the worker goes on uploading and committing.
@@ -169,14 +173,14 @@ async fn a_400_request_timeout_is_retried_like_a_408() {
     server.script_segment_puts("c", [S3ErrorCode::RequestTimeout]);
     let dir = tempfile::tempdir().unwrap();
     let mut registry = Registry::default();
-    let (store, _) = Store::builder(fast(dir.path()))
+    let store = Store::builder(fast(dir.path()))
         .metrics(StorageMetrics::register(&mut registry))
         .object_store(server.client(), "svc")
         .open()
         .await
         .unwrap();
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     put_and_flush(&store, "c", 20).await;

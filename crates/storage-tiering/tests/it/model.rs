@@ -40,8 +40,8 @@ use bytes::Bytes;
 use futures::TryStreamExt as _;
 use mainstay_resilience::BreakerConfig;
 use mainstay_storage_tiering::{
-    CollectionError, DLQ_QUEUE, ListQuery, MaintenanceError, Policy, ReadError, Store, StoreConfig,
-    WriteError,
+    CollectionError, DLQ_QUEUE, ListQuery, MaintenanceError, ReadError, Store, StoreConfig,
+    TieringPolicy, WriteError,
 };
 use object_store::ObjectStore;
 use object_store::ObjectStoreExt as _;
@@ -281,11 +281,11 @@ enum P {
 }
 
 impl P {
-    fn policy(self) -> Policy {
+    fn policy(self) -> TieringPolicy {
         match self {
-            P::Memory => Policy::Memory,
-            P::MemoryS3 => Policy::MemoryS3,
-            P::S3Only => Policy::S3Only,
+            P::Memory => TieringPolicy::Memory,
+            P::MemoryS3 => TieringPolicy::MemoryS3,
+            P::S3Only => TieringPolicy::S3Only,
         }
     }
 }
@@ -1121,7 +1121,7 @@ impl Local {
             .await
         });
         match opened {
-            Ok(Ok((store, _))) => Ok(Self {
+            Ok(Ok(store)) => Ok(Self {
                 store: Some(store),
                 runtime,
                 faults,

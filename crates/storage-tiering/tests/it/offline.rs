@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mainstay_storage_tiering::{
-    MaintenanceError, OpenError, Policy, ReadError, Store, StoreConfig, WriteError,
+    MaintenanceError, OpenError, ReadError, Store, StoreConfig, TieringPolicy, WriteError,
 };
 use object_store::ObjectStore;
 use object_store::memory::InMemory;
@@ -37,11 +37,11 @@ async fn put_range(store: &Store, collection: &str, prefix: &str, n: usize) {
 async fn first_run(dir: &FsPath, object_store: Arc<dyn ObjectStore>) {
     let store = open_on(quiet(dir), object_store, "p").await;
     store
-        .create_collection("hot", Policy::MemoryS3)
+        .create_collection("hot", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     store
-        .create_collection("local", Policy::Memory)
+        .create_collection("local", TieringPolicy::Memory)
         .await
         .unwrap();
     put_range(&store, "hot", "k", 20).await;
@@ -56,10 +56,7 @@ async fn open_during_outage(dir: &FsPath, fault: Arc<FaultStore>) -> Result<Stor
         .object_store(fault, "p")
         .open()
         .await
-        .map(|(store, report)| {
-            assert!(report.awaiting_object_store);
-            store
-        })
+        .inspect(|store| assert!(store.recovery().awaiting_object_store))
 }
 
 #[tokio::test(start_paused = true)]
@@ -86,12 +83,12 @@ async fn a_restart_during_an_outage_serves_what_it_holds_and_reconciles_when_the
     put_range(&store, "hot", "outage-", 10).await;
     put_range(&store, "local", "outage-", 3).await;
     store
-        .create_collection("fresh", Policy::MemoryS3)
+        .create_collection("fresh", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     put_range(&store, "fresh", "f", 4).await;
     store
-        .create_collection("empty", Policy::S3Only)
+        .create_collection("empty", TieringPolicy::S3Only)
         .await
         .unwrap();
     store.flush().await.unwrap();
@@ -139,7 +136,10 @@ async fn a_first_start_during_an_outage_is_refused() {
             let message = error.to_string();
             assert!(message.contains("no manifest copy"), "{message}");
         }
-        other => panic!("expected a refusal, got {:?}", other.map(|(_, r)| r)),
+        other => panic!(
+            "expected a refusal, got {:?}",
+            other.map(|store| store.recovery().clone())
+        ),
     }
 }
 

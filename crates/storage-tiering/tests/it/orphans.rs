@@ -15,7 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::TryStreamExt as _;
 use mainstay_clock::ManualClock;
-use mainstay_storage_tiering::{MaintenanceError, Policy, StorageMetrics, Store, StoreConfig};
+use mainstay_storage_tiering::{
+    MaintenanceError, StorageMetrics, Store, StoreConfig, TieringPolicy,
+};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
@@ -98,7 +100,7 @@ async fn open_settled(
 ) -> (Store, Registry) {
     let mut registry = Registry::default();
     let metrics = StorageMetrics::register(&mut registry);
-    let (store, _) = Store::builder(cfg)
+    let store = Store::builder(cfg)
         .metrics(metrics)
         .object_store(object_store, prefix)
         .open()
@@ -148,11 +150,11 @@ fn run_and_crash(
     let orphans = runtime.block_on(async {
         let store = open_on(cfg, fault.clone(), "o").await;
         store
-            .create_collection("cold", Policy::S3Only)
+            .create_collection("cold", TieringPolicy::S3Only)
             .await
             .unwrap();
         store
-            .create_collection("hot", Policy::MemoryS3)
+            .create_collection("hot", TieringPolicy::MemoryS3)
             .await
             .unwrap();
         for round in 0..3 {
@@ -274,7 +276,7 @@ async fn an_orphan_younger_than_the_grace_period_is_kept() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let (store, _) = open_settled(quiet_config(dir.path(), GRACE), inner.clone(), "y").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     write_uploaded(&store, "c", 30).await;
@@ -310,7 +312,7 @@ async fn a_failed_listing_or_manifest_read_deletes_nothing() {
     let (store, registry) =
         open_settled(quiet_config(dir.path(), Duration::ZERO), fault.clone(), "l").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     write_uploaded(&store, "c", 30).await;
@@ -370,11 +372,11 @@ async fn a_failed_delete_is_retried_and_a_dropped_collection_leaves_nothing_behi
     let fault = FaultStore::new(inner.clone());
     let (store, _) = open_settled(quiet_config(dir.path(), GRACE), fault.clone(), "d").await;
     store
-        .create_collection("gone", Policy::MemoryS3)
+        .create_collection("gone", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     store
-        .create_collection("kept", Policy::S3Only)
+        .create_collection("kept", TieringPolicy::S3Only)
         .await
         .unwrap();
     write_uploaded(&store, "gone", 30).await;
@@ -444,7 +446,7 @@ async fn a_segment_waiting_for_its_commit_is_never_collected() {
         open_settled(quiet_config(dir.path(), Duration::ZERO), fault.clone(), "w").await;
     store.breaker().disable(); // failing commits must not open it (which would skip the pass)
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     write_uploaded(&store, "c", 30).await;
@@ -483,7 +485,10 @@ async fn orphans_present_at_open_are_collected_in_the_background() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let cfg = quiet_config(dir.path(), Duration::ZERO);
     let store = open_on(cfg.clone(), inner.clone(), "b").await;
-    store.create_collection("c", Policy::S3Only).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::S3Only)
+        .await
+        .unwrap();
     write_uploaded(&store, "c", 30).await;
     store.close(Duration::from_secs(1)).await.unwrap();
     let committed = objects(&*inner, "b/segments/c").await;
@@ -492,7 +497,7 @@ async fn orphans_present_at_open_are_collected_in_the_background() {
     let mut registry = Registry::default();
     let metrics = StorageMetrics::register(&mut registry);
     let opened_at = tokio::time::Instant::now();
-    let (store, _) = Store::builder(cfg)
+    let store = Store::builder(cfg)
         .metrics(metrics)
         .object_store(inner.clone(), "b")
         .open()
@@ -526,7 +531,7 @@ async fn a_writer_fenced_by_another_collects_nothing() {
     )
     .await;
     first
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     write_uploaded(&first, "c", 30).await;
@@ -558,7 +563,10 @@ async fn compacting_on_demand_also_collects_that_collections_orphans() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let (store, _) = open_settled(quiet_config(dir.path(), GRACE), inner.clone(), "c").await;
     for name in ["a", "b"] {
-        store.create_collection(name, Policy::S3Only).await.unwrap();
+        store
+            .create_collection(name, TieringPolicy::S3Only)
+            .await
+            .unwrap();
         write_uploaded(&store, name, 30).await;
         write_uploaded(&store, name, 10).await;
     }
@@ -589,7 +597,7 @@ async fn switched_off_only_an_explicit_pass_collects_and_switching_on_applies_li
     cfg.compaction.collect_orphans = false;
     let store = open_on(cfg.clone(), inner.clone(), "s").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     write_uploaded(&store, "c", 20).await;
@@ -624,13 +632,16 @@ async fn orphans_are_collected_over_real_sockets_on_a_manual_clock() {
     let clock = ManualClock::new();
     let mut cfg = quiet_config(dir.path(), GRACE);
     cfg.upload.attempt_timeout = Duration::from_secs(5);
-    let (store, _) = Store::builder(cfg)
+    let store = Store::builder(cfg)
         .clock(clock.shared())
         .object_store(client.clone(), "svc")
         .open()
         .await
         .unwrap();
-    store.create_collection("c", Policy::S3Only).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::S3Only)
+        .await
+        .unwrap();
     write_uploaded(&store, "c", 30).await;
     let committed = objects(&*client, "svc/segments/c").await;
     let (orphan, size) = plant_orphan(&*client, "svc/segments/c").await;

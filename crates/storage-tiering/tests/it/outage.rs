@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use mainstay_dlq::{Filter, Payload};
 use mainstay_resilience::{BreakerState, TransitionReason};
-use mainstay_storage_tiering::{DLQ_QUEUE, Policy, StorageMetrics, Store, StoreConfig, WriteError};
+use mainstay_storage_tiering::{
+    DLQ_QUEUE, StorageMetrics, Store, StoreConfig, TieringPolicy, WriteError,
+};
 use object_store::memory::InMemory;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
@@ -29,14 +31,14 @@ async fn a_two_minute_outage_loses_nothing_and_follows_the_breaker_rule() {
     let fault = FaultStore::new(Arc::new(InMemory::new()));
     let mut registry = Registry::default();
     let metrics = StorageMetrics::register(&mut registry);
-    let (store, _) = Store::builder(outage_config(dir.path()))
+    let store = Store::builder(outage_config(dir.path()))
         .metrics(metrics)
         .object_store(fault.clone(), "p")
         .open()
         .await
         .unwrap();
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     let mut events = store.breaker().subscribe();
@@ -149,7 +151,7 @@ async fn retries_stay_within_the_retry_budget() {
     cfg.upload.retry_budget.min_retries_per_second = 0;
     let mut registry = Registry::default();
     let metrics = StorageMetrics::register(&mut registry);
-    let (store, _) = Store::builder(cfg)
+    let store = Store::builder(cfg)
         .metrics(metrics)
         .object_store(fault.clone(), "p")
         .open()
@@ -157,7 +159,7 @@ async fn retries_stay_within_the_retry_budget() {
         .unwrap();
     store.breaker().disable(); // only the budget limits retries here
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     fault.set(Mode::Unavailable);
@@ -189,7 +191,7 @@ async fn a_permanent_403_dead_letters_the_segment_and_redrive_uploads_it() {
     let fault = FaultStore::new(Arc::new(InMemory::new()));
     let store = open_on(outage_config(dir.path()), fault.clone(), "p").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     fault.set(Mode::Forbidden);
@@ -221,11 +223,12 @@ async fn a_permanent_403_dead_letters_the_segment_and_redrive_uploads_it() {
     // After a restart (which needs the manifest) the segment is still pinned, not re-queued, and
     // redrive uploads it once access returns.
     fault.set(Mode::Healthy);
-    let (store, report) = Store::builder(outage_config(dir.path()))
+    let store = Store::builder(outage_config(dir.path()))
         .object_store(fault.clone(), "p")
         .open()
         .await
         .unwrap();
+    let report = store.recovery().clone();
     assert_eq!(
         (report.pinned_segments, report.requeued_segments),
         (1, 0),
@@ -271,11 +274,11 @@ async fn writes_past_the_backlog_bound_are_refused_not_dropped() {
     cfg.upload.max_backlog_bytes = 20 * 1024;
     let store = open_on(cfg, fault.clone(), "p").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     store
-        .create_collection("local", Policy::Memory)
+        .create_collection("local", TieringPolicy::Memory)
         .await
         .unwrap();
     fault.set(Mode::Unavailable);
@@ -330,7 +333,7 @@ async fn a_shared_dlq_given_to_the_builder_holds_the_dead_lettered_segment() {
     .await
     .unwrap();
     let fault = FaultStore::new(Arc::new(InMemory::new()));
-    let (store, _) = Store::builder(outage_config(&dir.path().join("store")))
+    let store = Store::builder(outage_config(&dir.path().join("store")))
         .object_store(fault.clone(), "p")
         .dlq(shared.clone())
         .open()
@@ -341,7 +344,7 @@ async fn a_shared_dlq_given_to_the_builder_holds_the_dead_lettered_segment() {
         "the store opens no dead-letter queue of its own"
     );
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     fault.set(Mode::Forbidden);
@@ -382,14 +385,14 @@ async fn object_store_requests_count_every_call_failed_ones_included() {
     let fault = FaultStore::new(Arc::new(InMemory::new()));
     let mut registry = Registry::default();
     let metrics = StorageMetrics::register(&mut registry);
-    let (store, _) = Store::builder(outage_config(dir.path()))
+    let store = Store::builder(outage_config(dir.path()))
         .metrics(metrics)
         .object_store(fault.clone(), "p")
         .open()
         .await
         .unwrap();
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     let requests = || samples(&registry, "storage_object_store_requests_total", "");

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mainstay_journal::fs::{FileSystem, SimFs, SyncSite};
-use mainstay_storage_tiering::{Policy, Store, StoreConfig};
+use mainstay_storage_tiering::{Store, StoreConfig, TieringPolicy};
 
 use crate::common::{config, list_all};
 
@@ -42,7 +42,6 @@ async fn open(sim: &Arc<SimFs>, dir: &Path) -> Result<Store, String> {
         .file_system(Arc::new(sim.process()) as Arc<dyn FileSystem>)
         .open()
         .await
-        .map(|(store, _)| store)
         .map_err(|error| error.to_string())
 }
 
@@ -195,7 +194,7 @@ async fn step(store: &Store, model: &mut Model, rng: &mut Rng, sim: &SimFs, n: u
             return String::from("every name is taken");
         }
         let name = pick(rng, &free);
-        match store.create_collection(&name, Policy::Memory).await {
+        match store.create_collection(&name, TieringPolicy::Memory).await {
             Ok(_) => {
                 model.live.insert(name.clone(), Records::default());
                 format!("create {name}: ok")

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mainstay_storage_tiering::{Policy, Store};
+use mainstay_storage_tiering::{Store, TieringPolicy};
 
 use crate::common::{config, list_all};
 
@@ -38,11 +38,11 @@ async fn a_purge_leaves_no_byte_of_dropped_collections_in_any_tier() {
     std::fs::create_dir_all(&objects).unwrap();
     let mut cfg = config(dir.path());
     cfg.object_store_url = Some(format!("file://{}", objects.display()));
-    let (store, _) = Store::open(cfg.clone()).await.unwrap();
+    let store = Store::open(cfg.clone()).await.unwrap();
     for (name, policy) in [
-        ("gone-s3", Policy::MemoryS3),
-        ("gone-mem", Policy::Memory),
-        ("kept", Policy::MemoryS3),
+        ("gone-s3", TieringPolicy::MemoryS3),
+        ("gone-mem", TieringPolicy::Memory),
+        ("kept", TieringPolicy::MemoryS3),
     ] {
         store.create_collection(name, policy).await.unwrap();
     }
@@ -103,7 +103,7 @@ async fn a_purge_leaves_no_byte_of_dropped_collections_in_any_tier() {
     store.close(Duration::from_secs(10)).await.unwrap();
     drop(store);
 
-    let (store, _) = Store::open(cfg).await.unwrap();
+    let store = Store::open(cfg).await.unwrap();
     let names: Vec<String> = store.collections().into_iter().map(|c| c.name).collect();
     assert_eq!(names, ["kept"]);
     assert_eq!(list_all(&store, "kept").await.records.len(), 21);

@@ -5,18 +5,20 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mainstay_storage_tiering::{CollectionError, ListQuery, Policy, ReadError, Store, WriteError};
+use mainstay_storage_tiering::{
+    CollectionError, ListQuery, ReadError, Store, TieringPolicy, WriteError,
+};
 
 use crate::common::{config, value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_and_ids_never_escape_into_paths() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
     for bad in ["..", "../x", "a/b", "a%2Fb", "%2e%2e", "A", "", "-x"] {
         assert!(
             matches!(
-                store.create_collection(bad, Policy::Memory).await,
+                store.create_collection(bad, TieringPolicy::Memory).await,
                 Err(CollectionError::InvalidName(_))
             ),
             "{bad}"
@@ -29,7 +31,10 @@ async fn names_and_ids_never_escape_into_paths() {
             "{bad}"
         );
     }
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     for bad in ["..", ".", "a/b", "a%2Fb", "a\\b", "", "é", &"x".repeat(513)] {
         assert!(
             matches!(
@@ -75,8 +80,11 @@ async fn input_bounds_name_their_limit() {
     cfg.limits.max_batch_bytes = 150;
     cfg.limits.max_page_size = 10;
     cfg.limits.default_page_size = 5;
-    let (store, _) = Store::open(cfg).await.unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    let store = Store::open(cfg).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     assert!(matches!(
         store.put("c", "k", Bytes::from(vec![0; 101])).await,
         Err(WriteError::ValueTooLarge {
@@ -134,7 +142,7 @@ async fn input_bounds_name_their_limit() {
         Err(ReadError::UnknownCollection(_))
     ));
     assert!(matches!(
-        store.create_collection("s", Policy::MemoryS3).await,
+        store.create_collection("s", TieringPolicy::MemoryS3).await,
         Err(CollectionError::NoObjectStore(_))
     ));
     store.close(Duration::from_secs(1)).await.unwrap();
@@ -143,8 +151,11 @@ async fn input_bounds_name_their_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_page_in_id_order_across_memtable_and_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     let mut expected = BTreeMap::new();
     for i in 0..600 {
         let prefix = if i % 3 == 0 { "a" } else { "b" };
@@ -211,18 +222,24 @@ async fn listings_page_in_id_order_across_memtable_and_segments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_collection_does_not_come_back() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     for i in 0..200 {
         store.put("c", &format!("k{i:03}"), value(i)).await.unwrap();
     }
     assert!(store.drop_collection("c").await.unwrap());
     assert!(!store.drop_collection("c").await.unwrap());
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     assert_eq!(store.get("c", "k001").await.unwrap(), None);
     store.close(Duration::from_secs(1)).await.unwrap();
     // Old WAL records of the first incarnation are not replayed into the new one.
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
     assert_eq!(store.get("c", "k001").await.unwrap(), None);
     assert!(
         store
@@ -238,8 +255,11 @@ async fn a_dropped_collection_does_not_come_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_merges_segments_and_drops_overwritten_records() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     for round in 0..4 {
         for i in 0..50 {
             store
@@ -263,7 +283,7 @@ async fn compaction_merges_segments_and_drops_overwritten_records() {
         Some(Bytes::from("3-7"))
     );
     store.close(Duration::from_secs(1)).await.unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
     assert_eq!(store.collections()[0].segments, 1);
     assert_eq!(store.get("c", "k00").await.unwrap(), None);
     assert_eq!(

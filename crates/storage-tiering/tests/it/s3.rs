@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::common::{count_objects, fast_uploads, open_on, value};
 use crate::s3_server::S3Server;
 use bytes::Bytes;
-use mainstay_storage_tiering::{ListQuery, MaintenanceError, Policy, StoreConfig};
+use mainstay_storage_tiering::{ListQuery, MaintenanceError, StoreConfig, TieringPolicy};
 
 fn fast(dir: &std::path::Path) -> StoreConfig {
     fast_uploads(dir, 1000, Duration::from_secs(2))
@@ -19,11 +19,11 @@ async fn uploads_and_cached_reads_over_real_sockets() {
     let client = server.client();
     let store = open_on(fast(dir.path()), client.clone(), "svc").await;
     store
-        .create_collection("hot", Policy::MemoryS3)
+        .create_collection("hot", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     store
-        .create_collection("cold", Policy::S3Only)
+        .create_collection("cold", TieringPolicy::S3Only)
         .await
         .unwrap();
     for i in 0..200 {
@@ -67,7 +67,7 @@ async fn a_second_writer_is_fenced_over_real_sockets() {
     let dir = tempfile::tempdir().unwrap();
     let first = open_on(fast(&dir.path().join("a")), server.client(), "svc").await;
     first
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     let second = open_on(fast(&dir.path().join("b")), server.client(), "svc").await;
@@ -88,7 +88,7 @@ async fn a_short_outage_with_millisecond_settings_loses_nothing() {
     let client = server.client();
     let store = open_on(fast(dir.path()), client.clone(), "svc").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     server.set_failing(true);

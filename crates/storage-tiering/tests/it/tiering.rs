@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mainstay_storage_tiering::{
-    Compression, ListQuery, MaintenanceError, OpenError, Policy, ReadError, StorageMetrics, Store,
+    Compression, ListQuery, MaintenanceError, OpenError, ReadError, StorageMetrics, Store,
+    TieringPolicy,
 };
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -60,14 +61,14 @@ async fn s3_only_reads_blocks_through_the_cache_after_upload() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let mut registry = Registry::default();
     let metrics = StorageMetrics::register(&mut registry);
-    let (store, _) = Store::builder(config(dir.path()))
+    let store = Store::builder(config(dir.path()))
         .metrics(metrics)
         .object_store(inner.clone(), "t")
         .open()
         .await
         .unwrap();
     store
-        .create_collection("cold", Policy::S3Only)
+        .create_collection("cold", TieringPolicy::S3Only)
         .await
         .unwrap();
     for i in 0..300 {
@@ -130,7 +131,7 @@ async fn check_corrupt_blocks_are_detected(codec: Compression, codec_byte: u8) {
     cfg.compression = codec;
     let store = open_on(cfg.clone(), inner.clone(), "t").await;
     store
-        .create_collection("cold", Policy::S3Only)
+        .create_collection("cold", TieringPolicy::S3Only)
         .await
         .unwrap();
     for i in 0..100 {
@@ -180,7 +181,7 @@ async fn listings_degrade_and_single_reads_fail_cleanly_when_the_store_is_down()
     let fault = FaultStore::new(Arc::new(InMemory::new()));
     let store = open_on(config(dir.path()), fault.clone(), "t").await;
     store
-        .create_collection("cold", Policy::S3Only)
+        .create_collection("cold", TieringPolicy::S3Only)
         .await
         .unwrap();
     for i in 0..50 {
@@ -224,7 +225,7 @@ async fn a_second_writer_on_the_prefix_fences_the_first() {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let first = open_on(config(&dir.path().join("a")), inner.clone(), "shared").await;
     first
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     first.put("c", "k", Bytes::from_static(b"1")).await.unwrap();
@@ -275,7 +276,7 @@ async fn concurrent_opens_on_one_prefix_leave_one_writer() {
     let opened = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(fenced + opened, 4);
     assert!(opened >= 1);
-    for (store, _) in results.into_iter().flatten() {
+    for store in results.into_iter().flatten() {
         store.close(Duration::from_secs(1)).await.ok();
     }
 }
@@ -289,7 +290,7 @@ async fn segments_written_but_not_committed_are_requeued_on_open() {
     cfg.upload.max_delay = Duration::from_secs(3600);
     let store = open_on(cfg.clone(), fault.clone(), "t").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     fault.set(Mode::Unavailable);
@@ -302,11 +303,12 @@ async fn segments_written_but_not_committed_are_requeued_on_open() {
         "uploads could not finish"
     );
     fault.set(Mode::Healthy);
-    let (store, report) = Store::builder(cfg)
+    let store = Store::builder(cfg)
         .object_store(fault.clone(), "t")
         .open()
         .await
         .unwrap();
+    let report = store.recovery().clone();
     assert!(report.requeued_segments >= 1, "{report:?}");
     store.wait_uploaded(Duration::from_secs(10)).await.unwrap();
     for i in 0..100 {
@@ -325,7 +327,10 @@ async fn compaction_commits_a_new_manifest_and_deletes_inputs_after_the_grace_pe
     let mut cfg = config(dir.path());
     cfg.compaction.grace_period = Duration::from_millis(50);
     let store = open_on(cfg.clone(), inner.clone(), "t").await;
-    store.create_collection("c", Policy::S3Only).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::S3Only)
+        .await
+        .unwrap();
     for round in 0..3 {
         for i in 0..40 {
             store
@@ -384,7 +389,7 @@ async fn an_ambiguous_upload_failure_is_read_back_instead_of_uploaded_twice() {
     cfg.upload.max_delay = Duration::from_millis(5);
     let store = open_on(cfg, fault.clone(), "t").await;
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     fault.set(Mode::Ambiguous);
@@ -416,9 +421,9 @@ async fn stores_open_from_urls_and_reject_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.object_store_url = Some(format!("file://{}", dir.path().join("objects").display()));
-    let (store, _) = Store::open(cfg.clone()).await.unwrap();
+    let store = Store::open(cfg.clone()).await.unwrap();
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     store.put("c", "k", Bytes::from_static(b"v")).await.unwrap();
@@ -446,7 +451,7 @@ async fn metric_families_register_once_beside_the_breaker_and_dlq_families() {
     let breakers = mainstay_resilience::ResilienceMetrics::register(&mut registry);
     let dlq = mainstay_dlq::DlqMetrics::register(&mut registry);
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-    let (store, _) = Store::builder(config(dir.path()))
+    let store = Store::builder(config(dir.path()))
         .metrics(storage)
         .resilience_metrics(breakers)
         .dlq_metrics(dlq)
@@ -455,7 +460,7 @@ async fn metric_families_register_once_beside_the_breaker_and_dlq_families() {
         .await
         .unwrap();
     store
-        .create_collection("c", Policy::MemoryS3)
+        .create_collection("c", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     store.put("c", "k", Bytes::from_static(b"v")).await.unwrap();
@@ -520,11 +525,11 @@ async fn check_compressed_round_trip(codec: Compression, codec_byte: u8) {
     cfg.compression = codec;
     let store = open_on(cfg.clone(), inner.clone(), "z").await;
     store
-        .create_collection("cold", Policy::S3Only)
+        .create_collection("cold", TieringPolicy::S3Only)
         .await
         .unwrap();
     store
-        .create_collection("warm", Policy::Memory)
+        .create_collection("warm", TieringPolicy::Memory)
         .await
         .unwrap();
     let repetitive = |i: usize| Bytes::from(format!("{i:04}").repeat(50));
@@ -606,7 +611,10 @@ async fn gzip_and_zstd_segments_coexist_and_compaction_rewrites_with_the_current
         Bytes::from(format!("{round}-{i:03}-").repeat(20))
     };
     let store = open_on(gzip, inner.clone(), "mix").await;
-    store.create_collection("c", Policy::S3Only).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::S3Only)
+        .await
+        .unwrap();
     for i in 0..60 {
         let written = Bytes::from(format!("gzip-{i:03}-").repeat(20));
         store.put("c", &format!("k{i:03}"), written).await.unwrap();
@@ -668,8 +676,11 @@ async fn background_compaction_merges_a_size_tier() {
     cfg.compaction.enabled = true;
     cfg.compaction.min_segments = 3;
     cfg.compaction.interval = Duration::from_secs(60);
-    let (store, _) = Store::open(cfg).await.unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    let store = Store::open(cfg).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     for round in 0..3 {
         for i in 0..20 {
             store
@@ -699,7 +710,7 @@ async fn dropping_a_collection_removes_its_objects_and_dlq_entries() {
     let fault = FaultStore::new(Arc::new(InMemory::new()));
     let store = open_on(config(dir.path()), fault.clone(), "d").await;
     store
-        .create_collection("gone", Policy::MemoryS3)
+        .create_collection("gone", TieringPolicy::MemoryS3)
         .await
         .unwrap();
     for i in 0..20 {
@@ -739,7 +750,7 @@ async fn with_the_breaker_open_reads_answer_from_memory_and_the_cache_only() {
     let fault = FaultStore::new(Arc::new(InMemory::new()));
     let store = open_on(config(dir.path()), fault.clone(), "b").await;
     store
-        .create_collection("cold", Policy::S3Only)
+        .create_collection("cold", TieringPolicy::S3Only)
         .await
         .unwrap();
     for i in 0..100 {
@@ -795,8 +806,11 @@ async fn compaction_settings_apply_to_the_running_store() {
     cfg.compaction.enabled = false;
     cfg.compaction.min_segments = 3;
     cfg.compaction.interval = Duration::from_secs(60);
-    let (store, _) = Store::open(cfg).await.unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    let store = Store::open(cfg).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     for round in 0..3 {
         for i in 0..20 {
             store
@@ -842,7 +856,7 @@ async fn a_manifest_commit_that_landed_but_failed_never_fences_its_own_writer() 
     let store = open_on(cfg.clone(), fault.clone(), "t").await;
     for name in ["a", "b"] {
         store
-            .create_collection(name, Policy::MemoryS3)
+            .create_collection(name, TieringPolicy::MemoryS3)
             .await
             .unwrap();
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mainstay_storage_tiering::{OpenError, Policy, StorageMetrics, Store};
+use mainstay_storage_tiering::{OpenError, StorageMetrics, Store, TieringPolicy};
 use prometheus_client::registry::Registry;
 
 use crate::common::{config, value};
@@ -41,9 +41,9 @@ fn metric(registry: &Registry, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
     store
-        .create_collection("notes", Policy::Memory)
+        .create_collection("notes", TieringPolicy::Memory)
         .await
         .unwrap();
     for i in 0..300 {
@@ -55,7 +55,8 @@ async fn acknowledged_writes_survive_a_reopen() {
     store.delete("notes", "n0007").await.unwrap();
     store.close(Duration::from_secs(1)).await.unwrap();
 
-    let (store, report) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    let report = store.recovery().clone();
     for i in 0..300 {
         let expected = (i != 7).then(|| value(i));
         assert_eq!(
@@ -76,12 +77,15 @@ async fn concurrent_writers_share_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = Registry::default();
     let metrics = StorageMetrics::register(&mut registry);
-    let (store, _) = Store::builder(config(dir.path()))
+    let store = Store::builder(config(dir.path()))
         .metrics(metrics)
         .open()
         .await
         .unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     let writes = (0..64).map(|i| {
         let store = store.clone();
         async move {
@@ -107,8 +111,11 @@ async fn a_torn_tail_is_truncated_and_the_rest_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.memtable_bytes = 1024 * 1024; // everything stays in the WAL
-    let (store, _) = Store::open(cfg.clone()).await.unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    let store = Store::open(cfg.clone()).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     for i in 0..20 {
         store.put("c", &format!("k{i:02}"), value(i)).await.unwrap();
     }
@@ -126,7 +133,8 @@ async fn a_torn_tail_is_truncated_and_the_rest_recovered() {
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(end)).unwrap();
     file.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
 
-    let (store, report) = Store::open(cfg.clone()).await.unwrap();
+    let store = Store::open(cfg.clone()).await.unwrap();
+    let report = store.recovery().clone();
     assert_eq!(report.wal.truncated_bytes, 7, "{report:?}");
     assert_eq!(report.replayed_records, 20);
     for i in 0..20 {
@@ -143,8 +151,11 @@ async fn a_batch_cut_by_a_crash_is_all_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.memtable_bytes = 1024 * 1024;
-    let (store, _) = Store::open(cfg.clone()).await.unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    let store = Store::open(cfg.clone()).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     store
         .put("c", "before", Bytes::from_static(b"1"))
         .await
@@ -166,7 +177,8 @@ async fn a_batch_cut_by_a_crash_is_all_or_nothing() {
         .set_len(len - 100)
         .unwrap();
 
-    let (store, report) = Store::open(cfg).await.unwrap();
+    let store = Store::open(cfg).await.unwrap();
+    let report = store.recovery().clone();
     assert!(report.wal.truncated_bytes > 0);
     assert_eq!(
         store.get("c", "before").await.unwrap(),
@@ -188,8 +200,11 @@ async fn corruption_inside_an_older_wal_file_is_refused() {
     let mut cfg = config(dir.path());
     cfg.memtable_bytes = 1024 * 1024;
     cfg.wal_segment_bytes = 4096;
-    let (store, _) = Store::open(cfg.clone()).await.unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    let store = Store::open(cfg.clone()).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     for i in 0..300 {
         store.put("c", &format!("k{i:03}"), value(i)).await.unwrap();
     }
@@ -210,7 +225,7 @@ async fn corruption_inside_an_older_wal_file_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_open_of_the_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
     match Store::open(config(dir.path())).await {
         Err(OpenError::Locked { path }) => assert!(path.ends_with("LOCK")),
         other => panic!("expected Locked, got {other:?}"),
@@ -223,8 +238,11 @@ async fn covered_wal_files_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
     cfg.wal_segment_bytes = 4096;
-    let (store, _) = Store::open(cfg.clone()).await.unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    let store = Store::open(cfg.clone()).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     for i in 0..400 {
         store.put("c", &format!("k{i:03}"), value(i)).await.unwrap();
     }
@@ -240,7 +258,7 @@ async fn covered_wal_files_are_deleted() {
         store.wal_files()
     );
     store.close(Duration::from_secs(1)).await.unwrap();
-    let (store, _) = Store::open(cfg).await.unwrap();
+    let store = Store::open(cfg).await.unwrap();
     for i in (0..400).step_by(37) {
         assert_eq!(
             store.get("c", &format!("k{i:03}")).await.unwrap(),
@@ -253,20 +271,23 @@ async fn covered_wal_files_are_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lsns_keep_growing_after_the_wal_was_trimmed_away() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
-    store.create_collection("c", Policy::Memory).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
     store
         .put("c", "k", Bytes::from_static(b"old"))
         .await
         .unwrap();
     store.close(Duration::from_secs(1)).await.unwrap(); // flushed: the wal is trimmed
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
     store
         .put("c", "k", Bytes::from_static(b"new"))
         .await
         .unwrap();
     store.close(Duration::from_secs(1)).await.unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
     assert_eq!(store.collections()[0].segments, 2);
     assert_eq!(
         store.get("c", "k").await.unwrap(),
@@ -286,14 +307,14 @@ async fn quiet_and_busy(
     cfg.wal_segment_bytes = 4096;
     configure(&mut cfg);
     let mut registry = Registry::default();
-    let (store, _) = Store::builder(cfg)
+    let store = Store::builder(cfg)
         .metrics(StorageMetrics::register(&mut registry))
         .open()
         .await
         .expect("opens");
     for name in ["quiet", "busy"] {
         store
-            .create_collection(name, Policy::Memory)
+            .create_collection(name, TieringPolicy::Memory)
             .await
             .expect("created");
     }
@@ -373,7 +394,7 @@ async fn past_max_wal_bytes_the_oldest_memtable_is_frozen() {
     );
     // The frozen memtable is a segment now: it survives a restart without its WAL files.
     store.close(Duration::from_secs(5)).await.unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
     assert_eq!(
         store.get("quiet", "q").await.unwrap(),
         Some(Bytes::from_static(b"quiet"))
@@ -407,7 +428,8 @@ async fn a_data_directory_written_before_the_journal_move_opens_with_every_recor
         fs::create_dir_all(to.parent().unwrap()).unwrap();
         fs::copy(fixture.join(relative), &to).unwrap();
     }
-    let (store, report) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
+    let report = store.recovery().clone();
     // 30 puts, one batch of the 6 later orders, 4 more invoices, 2 deletes.
     assert_eq!(report.replayed_records, 37, "{report:?}");
     let deleted = [("orders", "r001"), ("invoices", "r003")];
@@ -423,11 +445,99 @@ async fn a_data_directory_written_before_the_journal_move_opens_with_every_recor
     store.put("orders", "after", value(1)).await.unwrap();
     assert!(store.last_lsn() > 37);
     store.close(Duration::from_secs(1)).await.unwrap();
-    let (store, _) = Store::open(config(dir.path())).await.unwrap();
+    let store = Store::open(config(dir.path())).await.unwrap();
     assert_eq!(store.get("orders", "after").await.unwrap(), Some(value(1)));
     assert_eq!(
         store.get("invoices", "r039").await.unwrap(),
         Some(before_journal_puts()[39].2.clone())
+    );
+    store.close(Duration::from_secs(1)).await.unwrap();
+}
+
+/// Flips the first payload byte of the `n`th frame (from 0) of a `mainstay-journal` segment
+/// (header 24 bytes; frame `u32 len | u32 crc | u64 lsn | payload`, len = 8 + payload).
+fn damage_frame(segment: &Path, n: usize) {
+    let mut bytes = fs::read(segment).unwrap();
+    let mut pos = 24;
+    for _ in 0..n {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        assert!(len > 0, "fewer than {n} frames in {}", segment.display());
+        pos += 8 + len;
+    }
+    bytes[pos + 16] ^= 0x5a;
+    fs::write(segment, bytes).unwrap();
+}
+
+/// Issue 19: the record store and the DLQ report recovery the same way. The same damage (one
+/// frame in the middle of each one's log) gives the same summary from both, and its counts are
+/// what a reader finds: records lost are the records missing, records recovered the ones there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_and_the_dlq_summarise_the_same_damage_alike() {
+    use mainstay_dlq::{Dlq, DlqConfig, FailureClass, NewEntry};
+    use mainstay_journal::RecoveryOutcome;
+    use mainstay_storage_tiering::WalRecoveryMode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.memtable_bytes = 1024 * 1024; // everything stays in the WAL
+    cfg.wal_recovery = WalRecoveryMode::SkipCorrupt;
+    let store = Store::open(cfg.clone()).await.unwrap();
+    assert_eq!(store.recovery().summary().outcome(), RecoveryOutcome::Clean);
+    store
+        .create_collection("c", TieringPolicy::Memory)
+        .await
+        .unwrap();
+    let dlq_dir = dir.path().join("dlq-alone");
+    let dlq = Dlq::open(&dlq_dir, DlqConfig::default()).await.unwrap();
+    assert_eq!(dlq.recovery().summary().outcome(), RecoveryOutcome::Clean);
+    for i in 0..10 {
+        let key = format!("k{i:02}");
+        store.put("c", &key, value(i)).await.unwrap();
+        let entry = NewEntry::inline("q", key, value(i), FailureClass::Transient, "boom");
+        dlq.push(entry).await.unwrap();
+    }
+    // A crash of both: no close.
+    drop((store, dlq));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let wal = wal_files(&cfg.data_dir)
+        .into_iter()
+        .find(|f| frames_end(f) > 0)
+        .unwrap();
+    damage_frame(&wal, 4);
+    let mut segments: Vec<PathBuf> = fs::read_dir(dlq_dir.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    damage_frame(&segments[0], 4);
+
+    let store = Store::open(cfg.clone()).await.unwrap();
+    let dlq = Dlq::open(&dlq_dir, DlqConfig::default()).await.unwrap();
+    let mut in_store = 0;
+    for i in 0..10 {
+        if store.get("c", &format!("k{i:02}")).await.unwrap().is_some() {
+            in_store += 1;
+        }
+    }
+    let in_dlq = dlq.len() as u64;
+    let (of_store, of_dlq) = (store.recovery().summary(), dlq.recovery().summary());
+    for (summary, present, name) in [(&of_store, in_store, "store"), (&of_dlq, in_dlq, "dlq")] {
+        assert_eq!(
+            summary.outcome(),
+            RecoveryOutcome::DataLost,
+            "{name}: {summary:?}"
+        );
+        assert_eq!(summary.lost_records, 10 - present, "{name}: {summary:?}");
+        assert_eq!(summary.recovered_records, present, "{name}: {summary:?}");
+        assert_eq!(summary.truncated_bytes, 0, "{name}: {summary:?}");
+        assert_eq!(summary.preserved.len(), 1, "{name}: {summary:?}");
+        assert!(summary.preserved[0].exists(), "{name}: {summary:?}");
+    }
+    assert_eq!(
+        (of_store.lost_records, of_store.recovered_records),
+        (of_dlq.lost_records, of_dlq.recovered_records),
+        "the same damage is summarised alike"
     );
     store.close(Duration::from_secs(1)).await.unwrap();
 }
