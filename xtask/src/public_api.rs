@@ -51,18 +51,19 @@ pub(crate) fn run() -> Result<()> {
     for library in &libraries {
         run_command(
             cargo()
+                // Cargo's own `--output-format json` (rather than rustdoc's, after `--`) lets cargo
+                // see that the JSON is up to date: a warm run documents nothing again.
                 .args([
                     "rustdoc",
+                    "-Z",
+                    "unstable-options",
+                    "--output-format",
+                    "json",
                     "--package",
                     &library.package,
                     "--lib",
                     "--all-features",
                     "--locked",
-                    "--",
-                    "-Z",
-                    "unstable-options",
-                    "--output-format",
-                    "json",
                 ])
                 .env("RUSTC_BOOTSTRAP", "1")
                 .env("CARGO_TARGET_DIR", &target),
