@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::{cargo, run_command};
 
 /// The README section that lists a crate's deliberate third-party types.
-pub(crate) const SECTION: &str = "## Third-party types in the public API";
+const SECTION: &str = "## Third-party types in the public API";
 
 /// Crates whose types are always fine in a public signature: the standard library's.
 const STANDARD_CRATES: &[&str] = &["std", "core", "alloc"];
@@ -99,10 +99,10 @@ pub(crate) fn run() -> Result<()> {
                 shown_places(places)
             ));
         }
-        for pattern in stale {
+        for item in stale {
             problems.push(format!(
-                "{}: {readme_name} lists `{pattern}`, which the public API no longer uses; take it off the list",
-                library.package
+                "{}: {readme_name}:{} lists `{}`, which the public API no longer uses; take it off the list",
+                library.package, item.line, item.pattern
             ));
         }
     }
@@ -591,11 +591,11 @@ fn covers(pattern: &str, path: &str) -> bool {
 }
 
 /// The used paths that no listed pattern covers (with where they are used), and the listed
-/// patterns that cover no used path.
+/// items that cover no used path.
 fn compare<'a>(
     used: &'a BTreeMap<String, BTreeSet<String>>,
     listed: &'a [Listed],
-) -> (Vec<(&'a str, &'a BTreeSet<String>)>, Vec<&'a str>) {
+) -> (Vec<(&'a str, &'a BTreeSet<String>)>, Vec<&'a Listed>) {
     let unlisted = used
         .iter()
         .filter(|(path, _)| !listed.iter().any(|item| covers(&item.pattern, path)))
@@ -604,7 +604,6 @@ fn compare<'a>(
     let stale = listed
         .iter()
         .filter(|item| !used.keys().any(|path| covers(&item.pattern, path)))
-        .map(|item| item.pattern.as_str())
         .collect();
     (unlisted, stale)
 }
@@ -699,7 +698,7 @@ mod tests {
                 &BTreeSet::from(["x::g".to_owned()])
             )]
         );
-        assert_eq!(stale, ["tower_layer::Layer"]);
+        assert_eq!(stale, [&listed[1]]);
     }
 
     /// A hand-written fragment in the shape of format 57: a root module with a public function
