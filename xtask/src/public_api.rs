@@ -298,7 +298,7 @@ impl Walk<'_> {
                     .chain(ids(&kind_value["tuple"]))
                     .chain(ids(&inner["fields"]))
                 {
-                    self.field(&field, name);
+                    self.field(&field, name, false);
                 }
                 self.impls(&inner["impls"], name)?;
             }
@@ -314,7 +314,7 @@ impl Walk<'_> {
                         .into_iter()
                         .chain(ids(&fields["struct"]["fields"]))
                     {
-                        self.field(&field, &variant_name);
+                        self.field(&field, &variant_name, true);
                     }
                 }
                 self.impls(&inner["impls"], name)?;
@@ -355,13 +355,14 @@ impl Walk<'_> {
             .is_none_or(|item| item["visibility"] == "public")
     }
 
-    /// A struct field or an enum variant's field: its type, when it is public (a variant's fields
-    /// are as public as the enum; rustdoc gives them the visibility `default`).
-    fn field(&mut self, id: &str, owner: &str) {
+    /// A struct field or an enum variant's field: its type, when it is public. A variant's fields
+    /// are as public as the enum, with the visibility `default`, which on a struct field means
+    /// private.
+    fn field(&mut self, id: &str, owner: &str, in_variant: bool) {
         let Some(field) = self.index.get(id) else {
             return;
         };
-        if field["visibility"] == "public" || field["visibility"] == "default" {
+        if field["visibility"] == "public" || in_variant && field["visibility"] == "default" {
             let name = match field["name"].as_str() {
                 Some(name) => format!("{owner}::{name}"),
                 None => owner.to_owned(),
@@ -702,12 +703,14 @@ mod tests {
     }
 
     /// A hand-written fragment in the shape of format 57: a root module with a public function
-    /// taking a third-party type, a public struct with a private and a public field, a trait impl
+    /// taking a third-party type, a public struct with a private and a public field, a public
+    /// enum whose variant holds a third-party type, a trait impl
     /// of a third-party trait, a synthetic impl and a blanket impl (skipped), a macro-written
     /// `Unpin` impl naming the macro's private helper (skipped), and a re-export.
     #[test]
     fn the_walk_finds_third_party_paths_in_public_items_only() {
-        let json = serde_json::json!({
+        let json: Value = serde_json::from_str(
+            r#"{
             "format_version": 57,
             "root": 0,
             "external_crates": {
@@ -717,7 +720,8 @@ mod tests {
                 "4": { "name": "mainstay_clock" },
                 "5": { "name": "tokio_util" },
                 "6": { "name": "hidden" },
-                "7": { "name": "pin_project_lite" }
+                "7": { "name": "pin_project_lite" },
+                "8": { "name": "serde_json" }
             },
             "paths": {
                 "1": { "crate_id": 0, "path": ["x", "Config"], "kind": "struct" },
@@ -729,11 +733,19 @@ mod tests {
                 "15": { "crate_id": 6, "path": ["hidden", "Secret"], "kind": "struct" },
                 "16": { "crate_id": 1, "path": ["core", "marker", "Send"], "kind": "trait" },
                 "17": { "crate_id": 7, "path": ["pin_project_lite", "__private", "PinnedFieldsOf"], "kind": "type_alias" },
-                "18": { "crate_id": 1, "path": ["core", "marker", "Unpin"], "kind": "trait" }
+                "18": { "crate_id": 1, "path": ["core", "marker", "Unpin"], "kind": "trait" },
+                "23": { "crate_id": 8, "path": ["serde_json", "error", "Error"], "kind": "struct" }
             },
             "index": {
                 "0": { "crate_id": 0, "name": "x", "visibility": "public",
-                       "inner": { "module": { "is_crate": true, "items": [2, 1, 3, 9] } } },
+                       "inner": { "module": { "is_crate": true, "items": [2, 1, 3, 9, 20] } } },
+                "20": { "crate_id": 0, "name": "Failure", "visibility": "public",
+                        "inner": { "enum": { "generics": { "params": [], "where_predicates": [] },
+                                             "variants": [21], "impls": [] } } },
+                "21": { "crate_id": 0, "name": "Json", "visibility": "default",
+                        "inner": { "variant": { "kind": { "tuple": [22] }, "discriminant": null } } },
+                "22": { "crate_id": 0, "name": "0", "visibility": "default",
+                        "inner": { "struct_field": { "resolved_path": { "path": "serde_json::Error", "id": 23, "args": null } } } },
                 "2": { "crate_id": 0, "name": "decode", "visibility": "public",
                        "inner": { "function": {
                            "sig": { "inputs": [["data", { "borrowed_ref": { "type":
@@ -746,7 +758,7 @@ mod tests {
                                               "impls": [6, 7, 8, 10] } } },
                 "4": { "crate_id": 0, "name": "clock", "visibility": "public",
                        "inner": { "struct_field": { "resolved_path": { "path": "SharedClock", "id": 13, "args": null } } } },
-                "5": { "crate_id": 0, "name": "secret", "visibility": "crate",
+                "5": { "crate_id": 0, "name": "secret", "visibility": "default",
                        "inner": { "struct_field": { "resolved_path": { "path": "Secret", "id": 15, "args": null } } } },
                 "6": { "crate_id": 0, "name": null, "visibility": "default",
                        "inner": { "impl": { "is_synthetic": false, "blanket_impl": null,
@@ -780,7 +792,9 @@ mod tests {
                                                        { "trait": { "path": "Send", "id": 16, "args": null } }] } } },
                            "generics": { "params": [], "where_predicates": [] } } } }
             }
-        });
+        }"#,
+        )
+        .unwrap();
         let used = third_party_uses(&json).unwrap();
         let expected = BTreeMap::from([
             (
@@ -790,6 +804,10 @@ mod tests {
             (
                 "serde_core::ser::Serialize".to_owned(),
                 BTreeSet::from(["impl serde_core::ser::Serialize for x::Config".to_owned()]),
+            ),
+            (
+                "serde_json::error::Error".to_owned(),
+                BTreeSet::from(["x::Failure::Json::0".to_owned()]),
             ),
             (
                 "tokio_util::sync::CancellationToken".to_owned(),
