@@ -399,7 +399,7 @@ pub(crate) fn published_library_sources(metadata: &serde_json::Value) -> Vec<Pat
 }
 
 /// The package entries of [`published_libraries`].
-fn published_packages(metadata: &serde_json::Value) -> Vec<&serde_json::Value> {
+pub(crate) fn published_packages(metadata: &serde_json::Value) -> Vec<&serde_json::Value> {
     let members: Vec<&str> = metadata["workspace_members"]
         .as_array()
         .map(|ids| ids.iter().filter_map(serde_json::Value::as_str).collect())

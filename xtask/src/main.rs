@@ -3,6 +3,7 @@
 //! - `ci`: every check CI runs, in order, each timed, with one summary at the end.
 //! - `codegen [--check]`: writes (or checks) the generated files under `docs/` and `deploy/`.
 //! - `deps`: fails when a crate gains a dependency edge that `ARCHITECTURE.md` forbids.
+//! - `surface`: public error enums are `#[non_exhaustive]`; a third-party type in a library's public API is listed in its README.
 //! - `bench [NAME ...]`: runs the named benchmarks (all when none is named).
 //! - `soak storage --minutes N`: runs the record store's model-based fault test on fresh seeds.
 //! - `release`: checks that every library crate is ready to publish.
@@ -24,6 +25,7 @@ mod deps;
 mod docker;
 mod image_check;
 mod lint;
+mod public_api;
 mod release;
 mod schemathesis;
 mod slo;
@@ -56,7 +58,7 @@ enum Task {
     },
     /// Check the dependency rules between the workspace crates.
     Deps,
-    /// Check the rules of the libraries' public surface (error enums are `#[non_exhaustive]`).
+    /// Check the libraries' public surface: error enums are `#[non_exhaustive]`; third-party types in it are listed in the crate README.
     Surface,
     /// Run benchmarks: `http`, `breaker`, `dlq`, `health`, `journal`, `probes`, `ratelimit`, `storage`, `restore` (all when none is named).
     Bench {

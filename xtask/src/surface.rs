@@ -1,6 +1,7 @@
 //! Rules of the publishable libraries' public surface (issue 19 point 2, CONTRIBUTING.md "Public surface"):
 //! every public error enum of a publishable library is `#[non_exhaustive]`, so that a new kind of
-//! failure is not a breaking change.
+//! failure is not a breaking change; and no third-party type is in the public API unless the crate
+//! README lists it (`crate::public_api`).
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +9,19 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::workspace_root;
 
+/// Both checks, the second even when the first fails, so that one run shows every finding.
 pub(crate) fn run() -> Result<()> {
+    let enums = error_enums();
+    let third_party = crate::public_api::run();
+    match (enums, third_party) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(error), Ok(())) | (Ok(()), Err(error)) => Err(error),
+        (Err(enums), Err(third_party)) => bail!("{enums:#}\n{third_party:#}"),
+    }
+}
+
+/// Every public error enum of the publishable libraries is `#[non_exhaustive]`.
+fn error_enums() -> Result<()> {
     let root = workspace_root();
     let sources = crate::ci::published_library_sources(&crate::ci::workspace_metadata()?);
     if sources.is_empty() {

@@ -164,9 +164,10 @@ pub enum RedriveError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExportError {
-    /// The JSON could not be encoded.
+    /// The JSON could not be encoded (the encoder's error, boxed so that the JSON library is not
+    /// part of this crate's API).
     #[error("dlq export could not encode json: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The export file could not be written.
     #[error("dlq export could not write {path}: {source}")]
     Io {
@@ -182,9 +183,10 @@ pub enum ExportError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImportError {
-    /// The document is not valid export JSON.
+    /// The document is not valid export JSON (the parser's error, boxed so that the JSON library
+    /// is not part of this crate's API).
     #[error("dlq import is not a valid export document: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The document is of an unknown format or version.
     #[error(
         "dlq import has format {format:?} version {version}: expected \"mainstay-dlq\" version 1"

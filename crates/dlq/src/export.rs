@@ -111,7 +111,7 @@ impl Dlq {
             exported_at: humantime::format_rfc3339_millis(self.now()).to_string(),
             entries: self.entries_of(queue).iter().map(|e| e.view()).collect(),
         };
-        Ok(serde_json::to_vec_pretty(&document)?)
+        serde_json::to_vec_pretty(&document).map_err(|error| ExportError::Json(error.into()))
     }
 
     /// Writes [`Dlq::export`] of `queue` to `path` atomically (temp + fsync + rename +
@@ -153,7 +153,8 @@ impl Dlq {
     ///
     /// [`ImportError`] for an invalid document or entry, or when the journal failed.
     pub async fn import(&self, json: &[u8]) -> Result<ImportReport, ImportError> {
-        let document: Document = serde_json::from_slice(json)?;
+        let document: Document =
+            serde_json::from_slice(json).map_err(|error| ImportError::Json(error.into()))?;
         if document.format != FORMAT || document.version != VERSION {
             return Err(ImportError::Format {
                 format: document.format,

@@ -183,6 +183,16 @@ async fn export_and_import_round_trip_into_a_fresh_dlq() {
     assert!(matches!(err, ImportError::Entry { .. }), "{err}");
     assert!(err.to_string().contains("checksum"), "{err}");
     assert!(empty.dlq.is_empty());
+
+    // A document that is not JSON: the parser's error is the source, behind a box.
+    let err = empty.dlq.import(b"{ not json").await.unwrap_err();
+    assert!(matches!(err, ImportError::Json(_)), "{err}");
+    let source = std::error::Error::source(&err).expect("the parser's error");
+    let parser = source
+        .downcast_ref::<serde_json::Error>()
+        .expect("a serde_json error");
+    assert_eq!(parser.column(), 3, "{parser}");
+    assert!(empty.dlq.is_empty());
 }
 
 #[tokio::test]
