@@ -377,44 +377,29 @@ struct ClusterMasters {
 
 impl ClusterMasters {
     fn start() -> anyhow::Result<Self> {
-        let free_port = || -> anyhow::Result<u16> {
-            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port())
-        };
         let mut cluster = Self {
             children: Vec::new(),
             ports: Vec::new(),
             dir: tempfile::tempdir()?,
         };
         for index in 0..3 {
-            let (port, bus) = (free_port()?, free_port()?);
             let node_dir = cluster.dir.path().join(index.to_string());
             std::fs::create_dir_all(&node_dir)?;
-            let child = std::process::Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                .args(["--cluster-port", &bus.to_string()])
-                .args(["--cluster-config-file", "nodes.conf"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()?;
+            // A taken bus port makes the node exit too: each attempt takes a new one.
+            let (child, port) = mainstay_tests::redis::spawn_on_free_port(&node_dir, |_| {
+                let bus = mainstay_tests::redis::free_port().unwrap_or(0);
+                ["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"]
+                    .into_iter()
+                    .map(str::to_owned)
+                    .chain(["--cluster-port".to_owned(), bus.to_string()])
+                    .chain(["--cluster-config-file", "nodes.conf"].map(str::to_owned))
+                    .collect()
+            })?;
             cluster.children.push(child);
             cluster.ports.push(port);
         }
         let cli = Self::cli;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !cluster
-            .ports
-            .iter()
-            .all(|port| cli(*port, &["PING"]).starts_with("PONG"))
-        {
-            anyhow::ensure!(Instant::now() < deadline, "cluster nodes did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
         let addresses: Vec<String> = cluster
             .ports
             .iter()
