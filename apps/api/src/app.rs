@@ -25,7 +25,7 @@ use mainstay_ratelimit::{CallerIdentity, FallbackMode, RateLimitMetrics, RateLim
 use mainstay_resilience::{BreakerRegistry, BreakerState, ResilienceMetrics};
 use mainstay_storage_tiering::health::{ObjectStoreCheck, WalCheck, WriterCheck};
 use mainstay_storage_tiering::keyring::{Keyring, KeyringMetrics, KeyringOpenError};
-use mainstay_storage_tiering::{StorageMetrics, Store};
+use mainstay_storage_tiering::{StorageMetrics, Store, StoreConfig};
 
 use crate::auth::{Authenticator, Caller};
 use crate::config::{Config, ConfigError, Tier};
@@ -396,18 +396,7 @@ async fn open_erasures(
     keyring: Option<Keyring>,
 ) -> Result<crate::erasure::Erasures, BuildError> {
     let local = config.storage.data_dir.join("erasure");
-    let url = match &config.storage.object_store_url {
-        Some(url) => url.clone(),
-        None => {
-            let objects = config.storage.data_dir.join("objects");
-            let objects =
-                std::fs::canonicalize(&objects).map_err(|source| BuildError::DataDir {
-                    path: objects.clone(),
-                    source,
-                })?;
-            format!("file://{}", objects.display())
-        }
-    };
+    let url = object_store_url(&config.storage)?;
     let ledger = crate::erasure::ErasureLedger::open(&local, Some(&url))
         .await
         .map_err(|error| ConfigError::Invalid(format!("the erasure ledger: {error}")))?;
@@ -472,16 +461,7 @@ async fn open_store(
     dlq: &Dlq,
 ) -> Result<Store, BuildError> {
     let mut store_config = config.storage.clone();
-    if store_config.object_store_url.is_none() {
-        let objects = store_config.data_dir.join("objects");
-        let prepared =
-            std::fs::create_dir_all(&objects).and_then(|()| std::fs::canonicalize(&objects));
-        let objects = prepared.map_err(|source| BuildError::DataDir {
-            path: objects.clone(),
-            source,
-        })?;
-        store_config.object_store_url = Some(format!("file://{}", objects.display()));
-    }
+    store_config.object_store_url = Some(object_store_url(&config.storage)?);
     if store_config.encryption {
         // Sealed values are bigger than what callers send by the seal's overhead; the routes
         // check the configured limits against the plaintext.
@@ -500,6 +480,23 @@ async fn open_store(
         .open()
         .await?;
     Ok(store)
+}
+
+/// The object store the service uses: `storage.object_store_url`, or (the embedded default)
+/// `file://` of `objects/` inside the data directory, created if missing and named by its
+/// canonical path. The store, the keyring's default `_keys` and the erasure ledger all use this
+/// one, and `mainstay-api backup` does too.
+pub(crate) fn object_store_url(storage: &StoreConfig) -> Result<String, BuildError> {
+    if let Some(url) = &storage.object_store_url {
+        return Ok(url.clone());
+    }
+    let objects = storage.data_dir.join("objects");
+    let prepared = std::fs::create_dir_all(&objects).and_then(|()| std::fs::canonicalize(&objects));
+    let objects = prepared.map_err(|source| BuildError::DataDir {
+        path: objects.clone(),
+        source,
+    })?;
+    Ok(format!("file://{}", objects.display()))
 }
 
 /// Registers the keyring's metric families (with the store, whether or not encryption is on) and,
@@ -522,15 +519,7 @@ async fn open_keyring(
     let url = match (&config.storage.keys_url, &config.storage.object_store_url) {
         (Some(url), _) => url.clone(),
         (None, Some(url)) => format!("{}/_keys", url.trim_end_matches('/')),
-        (None, None) => {
-            let objects = config.storage.data_dir.join("objects");
-            let objects =
-                std::fs::canonicalize(&objects).map_err(|source| BuildError::DataDir {
-                    path: objects.clone(),
-                    source,
-                })?;
-            format!("file://{}/_keys", objects.display())
-        }
+        (None, None) => format!("{}/_keys", object_store_url(&config.storage)?),
     };
     let opened = match Keyring::builder_from_url(&url, master_key) {
         Ok(builder) => builder.name("storage").metrics(metrics).open().await,

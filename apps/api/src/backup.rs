@@ -296,10 +296,12 @@ async fn create(file: Option<&Path>, to: &str) -> ExitCode {
         }
     };
     let mut store_config = config.storage.clone();
-    if store_config.object_store_url.is_none() {
-        let objects = data_dir.join("objects");
-        let objects = std::fs::canonicalize(&objects).unwrap_or(objects);
-        store_config.object_store_url = Some(format!("file://{}", objects.display()));
+    match crate::app::object_store_url(&config.storage) {
+        Ok(url) => store_config.object_store_url = Some(url),
+        Err(error) => {
+            eprintln!("mainstay-api: backup: {error}");
+            return ExitCode::FAILURE;
+        }
     }
     let store = match Store::builder(store_config).dlq(dlq.clone()).open().await {
         Ok(store) => store,
