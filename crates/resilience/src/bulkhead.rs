@@ -120,7 +120,7 @@ impl Bulkhead {
     pub fn new(
         name: &str,
         config: BulkheadConfig,
-        metrics: Option<&ResilienceMetrics>,
+        metrics: Option<ResilienceMetrics>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let labels = BulkheadLabels {

@@ -249,23 +249,27 @@ where
             name,
             config,
             RealClock::new().shared(),
-            &ResilienceMetrics::unregistered(),
+            ResilienceMetrics::unregistered(),
         )
     }
 
     /// A set with the given clock and metric families.
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "metric handles are passed by value in every mainstay crate (decision 0120)"
+    )]
     pub fn with_clock(
         name: &str,
         config: KeyedBreakerConfig,
         clock: SharedClock,
-        metrics: &ResilienceMetrics,
+        metrics: ResilienceMetrics,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let last_sweep = AtomicU64::new(nanos(clock.coarse_now()));
         Ok(Self {
             config,
             clock,
-            instruments: Instruments::new(name, metrics, false),
+            instruments: Instruments::new(name, &metrics, false),
             entries: RwLock::new(Entries::new()),
             last_sweep,
         })

@@ -18,7 +18,7 @@ async fn never_more_than_its_limit_and_a_bounded_queue() {
         max_queue: 2,
         max_wait: None,
     };
-    let bulkhead = Bulkhead::new("db", config, Some(&metrics)).expect("valid");
+    let bulkhead = Bulkhead::new("db", config, Some(metrics.clone())).expect("valid");
     let running = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..20)
@@ -115,7 +115,7 @@ async fn the_bulkhead_exports_in_flight_waiting_maximum_and_wait_times() {
         max_queue: 1,
         max_wait: Some(Duration::from_secs(5)),
     };
-    let bulkhead = Bulkhead::new("db", config, Some(&metrics)).expect("valid");
+    let bulkhead = Bulkhead::new("db", config, Some(metrics.clone())).expect("valid");
     let gauge = |name: &str| {
         sample(
             &exposition(&registry),

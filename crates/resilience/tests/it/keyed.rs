@@ -17,7 +17,7 @@ fn set(max_keys: usize) -> (KeyedBreakers<String>, ManualClock, Registry) {
         max_keys,
         idle_timeout: Duration::from_secs(60),
     };
-    let set = KeyedBreakers::with_clock("upstream-hosts", config, clock.shared(), &metrics)
+    let set = KeyedBreakers::with_clock("upstream-hosts", config, clock.shared(), metrics.clone())
         .expect("a valid configuration");
     (set, clock, registry)
 }

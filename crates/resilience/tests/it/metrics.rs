@@ -45,7 +45,8 @@ async fn every_family_appears_once_with_bounded_labels() {
             Err::<(), _>("503")
         })
         .await;
-    let _bulkhead = Bulkhead::new("db", BulkheadConfig::default(), Some(&metrics)).expect("valid");
+    let _bulkhead =
+        Bulkhead::new("db", BulkheadConfig::default(), Some(metrics.clone())).expect("valid");
 
     let text = exposition(&registry);
     let mut families = BTreeMap::new();
