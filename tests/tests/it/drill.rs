@@ -108,8 +108,14 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
     }
     let api = builder(dir, &backups).start()?;
 
-    // Before the backup: two collections, one memory and one memory_s3.
-    for (name, policy) in [("hot", "memory"), ("tiered", "memory_s3")] {
+    // Before the backup: three collections, one of each policy. The `s3_only` one is read from
+    // the object store once its segments are committed, so only a restore that brings the
+    // object store back where the service looks serves it (memory_s3 serves from local files).
+    for (name, policy) in [
+        ("hot", "memory"),
+        ("tiered", "memory_s3"),
+        ("cold", "s3_only"),
+    ] {
         let created = client
             .post(api.url("/v1/collections"))
             .json(&serde_json::json!({ "name": name, "policy": policy }))
@@ -123,12 +129,14 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
         put_batch(&client, &api, name, 0..BEFORE).await?;
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !uploaded(&dir.join("data"), "tiered") {
-        ensure!(
-            Instant::now() < deadline,
-            "no segment of `tiered` was uploaded before the backup"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for name in ["tiered", "cold"] {
+        while !uploaded(&dir.join("data"), name) {
+            ensure!(
+                Instant::now() < deadline,
+                "no segment of `{name}` was uploaded before the backup"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let backup_requested_at = unix_now();
     let backup = client
@@ -150,7 +158,7 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
         "consistent_at {consistent_at} is outside the backup request ({backup_requested_at} to {backup_answered_at})"
     );
     // After the backup: writes the loss will take (the recovery point is the backup's).
-    for name in ["hot", "tiered"] {
+    for name in ["hot", "tiered", "cold"] {
         put_batch(&client, &api, name, BEFORE..BEFORE + AFTER).await?;
     }
 
@@ -173,6 +181,15 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
         .run()?;
     ensure!(status.success(), "restore: {status}\n{stdout}\n{stderr}");
     let restore_took = restore_started.elapsed();
+    // The segments are back in the object store the service will use (the embedded one under
+    // the data directory), not only in its local files.
+    for name in ["tiered", "cold"] {
+        ensure!(
+            uploaded(&dir.join("data"), name),
+            "the restore left no segment of `{name}` in {}",
+            dir.join("data/objects").display()
+        );
+    }
     let api = builder(dir, &backups).start()?;
     loop {
         let ready = client.get(api.url("/health/ready")).send().await?;
@@ -190,7 +207,7 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
     // Every record of the backup is served with its value; the later ones are counted lost.
     let mut served = 0;
     let mut lost = 0;
-    for name in ["hot", "tiered"] {
+    for name in ["hot", "tiered", "cold"] {
         for n in 0..BEFORE + AFTER {
             let answer = client
                 .get(api.url(&format!("/v1/collections/{name}/records/r{n:05}")))
@@ -210,7 +227,7 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
             }
         }
     }
-    ensure!(served == 2 * BEFORE && lost == 2 * AFTER);
+    ensure!(served == 3 * BEFORE && lost == 3 * AFTER);
     let listed: serde_json::Value = client
         .get(api.url("/admin/dlq?queue=deliveries"))
         .bearer_auth(ADMIN_TOKEN)
