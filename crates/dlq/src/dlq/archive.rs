@@ -263,6 +263,7 @@ pub(super) enum BeforeRename {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::atomic::Ordering;
     use std::sync::mpsc;
 
     use super::*;
@@ -369,15 +370,16 @@ mod tests {
             let dlq = dlq.clone();
             async move { push_all(&dlq, &["other/2"]).await }
         });
-        let mut push = push;
-        while !dlq.shared.state.lock().archive_pending {
-            tokio::task::yield_now().await;
-        }
-        // Its line is buffered; writing it waits for the rewrite, which holds the archive.
+        // Its line is buffered; writing it waits for the rewrite, which holds the archive. (The
+        // bound only ends the wait of a broken build: a write that never waits fails here.)
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while dlq.shared.archive_waits.load(Ordering::SeqCst) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
         assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(200), &mut push)
-                .await
-                .is_err(),
+            waited.is_ok() && !push.is_finished(),
             "the push's archive line was written while the rewrite held the archive"
         );
         resume.send(()).expect("the rewrite waits");

@@ -109,6 +109,12 @@ impl Shared {
         }
         let shared = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
+            #[cfg(test)]
+            let mut file = shared.archive.try_lock().unwrap_or_else(|| {
+                shared.archive_waits.fetch_add(1, Ordering::SeqCst);
+                shared.archive.lock()
+            });
+            #[cfg(not(test))]
             let mut file = shared.archive.lock();
             let lines = std::mem::take(&mut shared.state.lock().archive_buf);
             let written = (|| {

@@ -163,6 +163,9 @@ struct Shared {
     /// synced and before the rename.
     #[cfg(test)]
     before_rename: Mutex<Option<archive::BeforeRename>>,
+    /// Tests count the archive writes that found the archive's lock held and waited for it.
+    #[cfg(test)]
+    archive_waits: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]

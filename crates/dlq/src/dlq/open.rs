@@ -392,6 +392,8 @@ impl DlqBuilder {
             report,
             #[cfg(test)]
             before_rename: Mutex::new(None),
+            #[cfg(test)]
+            archive_waits: std::sync::atomic::AtomicUsize::new(0),
         });
         let weak: Weak<dyn OldestAges> = Arc::downgrade(&shared) as Weak<dyn OldestAges>;
         shared.metrics.attach(weak);
