@@ -396,8 +396,11 @@ async fn open_erasures(
     keyring: Option<Keyring>,
 ) -> Result<crate::erasure::Erasures, BuildError> {
     let local = config.storage.data_dir.join("erasure");
-    let url = object_store_url(&config.storage)?;
-    let ledger = crate::erasure::ErasureLedger::open(&local, Some(&url))
+    let mut urls = vec![object_store_url(&config.storage)?];
+    if let Some(backups) = &config.backup.url {
+        urls.push(backup_root_url(backups)?);
+    }
+    let ledger = crate::erasure::ErasureLedger::open(&local, &urls)
         .await
         .map_err(|error| ConfigError::Invalid(format!("the erasure ledger: {error}")))?;
     Ok(crate::erasure::Erasures::new(
@@ -497,6 +500,22 @@ pub(crate) fn object_store_url(storage: &StoreConfig) -> Result<String, BuildErr
         source,
     })?;
     Ok(format!("file://{}", objects.display()))
+}
+
+/// The backup location `url` (a directory path, `file://` or `s3://`, as `backup.url` takes
+/// it) as an object-store URL: a path becomes `file://` of its canonical form, created if
+/// missing (as a backup to it would create it).
+pub(crate) fn backup_root_url(url: &str) -> Result<String, BuildError> {
+    if url.contains("://") {
+        return Ok(url.to_owned());
+    }
+    let dir = std::path::PathBuf::from(url);
+    let prepared = std::fs::create_dir_all(&dir).and_then(|()| std::fs::canonicalize(&dir));
+    let dir = prepared.map_err(|source| BuildError::DataDir {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(format!("file://{}", dir.display()))
 }
 
 /// Registers the keyring's metric families (with the store, whether or not encryption is on) and,

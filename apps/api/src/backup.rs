@@ -430,10 +430,28 @@ async fn restore(file: Option<&Path>, url: &str, data_dir: &Path, at: Option<&st
     let absent = object_store
         .strip_prefix("file://")
         .is_some_and(|dir| !Path::new(dir).exists());
-    let ledger = if absent {
+    // The ledger's copy in the backup root outlives the store's prefix (decision 0121): read
+    // the root restored from and the configured one too.
+    let mut ledger_urls: Vec<String> = Vec::new();
+    if !absent {
+        ledger_urls.push(object_store.clone());
+    }
+    for root in [Some(url), config.backup.url.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        match crate::app::backup_root_url(root) {
+            Ok(root) => ledger_urls.push(root),
+            Err(error) => {
+                eprintln!("mainstay-api: backup: {error}; nothing was restored");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let ledger = if ledger_urls.is_empty() {
         Ok(None)
     } else {
-        crate::erasure::ErasureLedger::open(&scratch, Some(&object_store))
+        crate::erasure::ErasureLedger::open(&scratch, &ledger_urls)
             .await
             .map(Some)
     };

@@ -2,7 +2,8 @@
 //!
 //! `DELETE /admin/organisations/{org}` first records the erasure in the [`ErasureLedger`]
 //! (durably on the local disk, then in the object store under `<prefix>/_erasure/ledger/`, beside
-//! the store's `segments/` and `manifest/`, which no backup of the store copies), blocks the
+//! the store's `segments/` and `manifest/`, which no backup of the store copies, and with
+//! `backup.url` in the backup root's `_erasure/ledger/`, decision 0121), blocks the
 //! organisation's API keys (403 `.../organisation-erased`), then drops every collection of the
 //! organisation, deletes its dead-letter entries and their pinned files, rewrites the DLQ archive
 //! without the views of its evicted and expired entries, forgets its batch idempotency answers,
@@ -182,71 +183,93 @@ pub enum LedgerError {
 }
 
 /// The erasure ledger: one JSON record per erased organisation, by the SHA-256 of its name, in
-/// a local directory (`<data_dir>/erasure/`) and in the object store
-/// (`<prefix>/_erasure/ledger/<hash>.json`). The local copy is written first and is the truth
-/// for this instance; the object-store copy is what a restore from backup reads (see
-/// [`erased_collection_prefixes`]).
+/// a local directory (`<data_dir>/erasure/`), in the object store
+/// (`<prefix>/_erasure/ledger/<hash>.json`) and, with `backup.url`, in the backup root
+/// (`<backup.url>/_erasure/ledger/<hash>.json`, decision 0121). The local copy is written first
+/// and is the truth for this instance; the remote copies are what a restore from backup reads
+/// (see [`erased_collection_prefixes`]): the backup root's outlives the store's prefix.
 #[derive(Debug)]
 pub struct ErasureLedger {
     local_dir: PathBuf,
-    remote: Option<(Arc<dyn ObjectStore>, ObjectPath)>,
+    /// Each remote copy: its URL (for logs), its object store and the ledger's directory in it.
+    remotes: Vec<(String, Arc<dyn ObjectStore>, ObjectPath)>,
     records: parking_lot::Mutex<BTreeMap<String, ErasureRecord>>,
 }
 
 impl ErasureLedger {
-    /// Opens the ledger: reads the local copy in `local_dir` (creating it) and, with an object
-    /// store (`object_store_url` as `storage.object_store_url` names it), merges the records
-    /// found there that the local copy lacks (a new data directory on a shared prefix).
+    /// Opens the ledger: reads the local copy in `local_dir` (creating it) and, for each remote
+    /// copy (`remote_urls`: the object store as `storage.object_store_url` names it, the backup
+    /// root as `backup.url` does), merges the records found there that the local copy lacks (a
+    /// new data directory on a shared prefix, a restored one), then writes to each remote copy
+    /// the records it lacks (a backup root configured after erasures), best effort.
     ///
     /// # Errors
     ///
-    /// [`LedgerError`] when the local directory cannot be read or a record does not parse.
-    /// An unreachable object store is not an error: the records found locally are used.
-    pub async fn open(
-        local_dir: &Path,
-        object_store_url: Option<&str>,
-    ) -> Result<Self, LedgerError> {
-        let remote = match object_store_url {
-            Some(url) => {
-                let (store, prefix) = mainstay_storage_tiering::open_object_store(url)
-                    .map_err(|error| LedgerError::ObjectStore(error.to_string()))?;
-                let mut root = ObjectPath::from(prefix.as_str());
-                for part in LEDGER_PREFIX.split('/') {
-                    root = root.clone().join(part);
-                }
-                Some((store, root))
+    /// [`LedgerError`] when a URL cannot be opened, the local directory cannot be read or a
+    /// record does not parse. An unreachable object store is not an error: the records found
+    /// locally and in the other copies are used.
+    pub async fn open(local_dir: &Path, remote_urls: &[String]) -> Result<Self, LedgerError> {
+        let mut remotes = Vec::new();
+        for url in remote_urls {
+            if remotes.iter().any(|(known, _, _)| known == url) {
+                continue;
             }
-            None => None,
-        };
+            let (store, prefix) = mainstay_storage_tiering::open_object_store(url)
+                .map_err(|error| LedgerError::ObjectStore(error.to_string()))?;
+            let mut root = ObjectPath::from(prefix.as_str());
+            for part in LEDGER_PREFIX.split('/') {
+                root = root.clone().join(part);
+            }
+            remotes.push((url.clone(), store, root));
+        }
         let dir = local_dir.to_path_buf();
         let local = tokio::task::spawn_blocking(move || read_local(&dir))
             .await
             .map_err(|error| LedgerError::ObjectStore(error.to_string()))??;
         let ledger = Self {
             local_dir: local_dir.to_path_buf(),
-            remote,
+            remotes,
             records: parking_lot::Mutex::new(local),
         };
-        // An object store that does not answer must not hold the start back: the local copy
-        // is this instance's truth.
-        let remote = tokio::time::timeout(Duration::from_secs(10), ledger.remote_records())
-            .await
-            .unwrap_or_else(|_| Err(LedgerError::ObjectStore("no answer within 10 s".to_owned())));
-        match remote {
-            Ok(found) => {
-                for record in found {
-                    let missing = !ledger.records.lock().contains_key(&record.org_hash);
-                    if missing {
-                        ledger.write_local(&record).await?;
-                        ledger
-                            .records
-                            .lock()
-                            .insert(record.org_hash.clone(), record);
+        let mut found_in = Vec::new();
+        for (url, store, root) in &ledger.remotes {
+            // An object store that does not answer must not hold the start back: the local
+            // copy is this instance's truth.
+            let found = tokio::time::timeout(Duration::from_secs(10), remote_records(store, root))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(LedgerError::ObjectStore("no answer within 10 s".to_owned()))
+                });
+            match found {
+                Ok(found) => {
+                    let hashes: Vec<String> = found.iter().map(|r| r.org_hash.clone()).collect();
+                    for record in found {
+                        let missing = !ledger.records.lock().contains_key(&record.org_hash);
+                        if missing {
+                            ledger.write_local(&record).await?;
+                            ledger
+                                .records
+                                .lock()
+                                .insert(record.org_hash.clone(), record);
+                        }
                     }
+                    found_in.push(Some(hashes));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, url = %url, "could not read an erasure ledger copy; using the others");
+                    found_in.push(None);
                 }
             }
-            Err(error) => {
-                tracing::warn!(%error, "could not read the erasure ledger in the object store; using the local copy");
+        }
+        // A copy that answered and lacks records gets them (a backup root added later).
+        for ((url, store, root), found) in ledger.remotes.iter().zip(found_in) {
+            let Some(found) = found else { continue };
+            for record in ledger.records() {
+                if !found.contains(&record.org_hash)
+                    && let Err(error) = put_record(store, root, &record).await
+                {
+                    tracing::warn!(%error, url = %url, "could not copy an erasure ledger record");
+                }
             }
         }
         Ok(ledger)
@@ -273,20 +296,13 @@ impl ErasureLedger {
     pub async fn save(&self, record: &mut ErasureRecord) -> Result<bool, LedgerError> {
         record.set("ledger", true);
         self.write_local(record).await?;
-        let stored = match &self.remote {
-            None => true,
-            Some((store, root)) => {
-                let path = root.clone().join(format!("{}.json", record.org_hash));
-                let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
-                match store.put(&path, bytes.into()).await {
-                    Ok(_) => true,
-                    Err(error) => {
-                        tracing::warn!(%error, "could not write the erasure ledger to the object store; retried by the erasure task");
-                        false
-                    }
-                }
+        let mut stored = true;
+        for (url, store, root) in &self.remotes {
+            if let Err(error) = put_record(store, root, record).await {
+                tracing::warn!(%error, url = %url, "could not write an erasure ledger copy; retried by the erasure task");
+                stored = false;
             }
-        };
+        }
         if !stored {
             record.set("ledger", false);
             self.write_local(record).await?;
@@ -305,38 +321,50 @@ impl ErasureLedger {
             .await
             .map_err(|error| LedgerError::ObjectStore(error.to_string()))?
     }
+}
 
-    async fn remote_records(&self) -> Result<Vec<ErasureRecord>, LedgerError> {
-        use futures::TryStreamExt as _;
-        let Some((store, root)) = &self.remote else {
-            return Ok(Vec::new());
-        };
-        let listed: Vec<object_store::ObjectMeta> = store
-            .list(Some(root))
-            .try_collect()
+/// Writes `record` into the ledger directory `root` of `store`.
+async fn put_record(
+    store: &Arc<dyn ObjectStore>,
+    root: &ObjectPath,
+    record: &ErasureRecord,
+) -> Result<(), object_store::Error> {
+    let path = root.clone().join(format!("{}.json", record.org_hash));
+    let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
+    store.put(&path, bytes.into()).await.map(|_| ())
+}
+
+/// Every record in the ledger directory `root` of `store`.
+async fn remote_records(
+    store: &Arc<dyn ObjectStore>,
+    root: &ObjectPath,
+) -> Result<Vec<ErasureRecord>, LedgerError> {
+    use futures::TryStreamExt as _;
+    let listed: Vec<object_store::ObjectMeta> = store
+        .list(Some(root))
+        .try_collect()
+        .await
+        .map_err(|error| LedgerError::ObjectStore(error.to_string()))?;
+    let mut records = Vec::new();
+    for meta in listed {
+        if meta.location.extension() != Some("json") {
+            continue;
+        }
+        let bytes = store
+            .get(&meta.location)
+            .await
+            .map_err(|error| LedgerError::ObjectStore(error.to_string()))?
+            .bytes()
             .await
             .map_err(|error| LedgerError::ObjectStore(error.to_string()))?;
-        let mut records = Vec::new();
-        for meta in listed {
-            if meta.location.extension() != Some("json") {
-                continue;
-            }
-            let bytes = store
-                .get(&meta.location)
-                .await
-                .map_err(|error| LedgerError::ObjectStore(error.to_string()))?
-                .bytes()
-                .await
-                .map_err(|error| LedgerError::ObjectStore(error.to_string()))?;
-            let record: ErasureRecord =
-                serde_json::from_slice(&bytes).map_err(|error| LedgerError::Invalid {
-                    path: meta.location.to_string(),
-                    reason: error.to_string(),
-                })?;
-            records.push(record);
-        }
-        Ok(records)
+        let record: ErasureRecord =
+            serde_json::from_slice(&bytes).map_err(|error| LedgerError::Invalid {
+                path: meta.location.to_string(),
+                reason: error.to_string(),
+            })?;
+        records.push(record);
     }
+    Ok(records)
 }
 
 /// The collection-name prefixes of every organisation in the ledger (the 12-hex-digit tags, as
@@ -846,7 +874,7 @@ pub(crate) mod tests {
         let org_hash = organisation_hash("acme");
         {
             // Requested and dropped, but the instance stops before the purge.
-            let ledger = ErasureLedger::open(&ledger_dir, None).await.unwrap();
+            let ledger = ErasureLedger::open(&ledger_dir, &[]).await.unwrap();
             let erasures = Erasures::new(ledger, config.clone(), ErasureMetrics::default());
             erasures
                 .request(org_hash.clone(), &[[7u8; 32]], SystemTime::now())
@@ -860,7 +888,7 @@ pub(crate) mod tests {
             assert_eq!(record.state, ErasureState::Purging);
         }
         // After a restart the ledger alone drives the task.
-        let ledger = ErasureLedger::open(&ledger_dir, None).await.unwrap();
+        let ledger = ErasureLedger::open(&ledger_dir, &[]).await.unwrap();
         assert_eq!(erased_collection_prefixes(&ledger), vec![tag.clone()]);
         let erasures = Erasures::new(ledger, config.clone(), ErasureMetrics::default());
         assert_eq!(erasures.blocked_keys(), vec![[7u8; 32]]);
@@ -953,7 +981,7 @@ pub(crate) mod tests {
         writeln!(file, "{{\"entry\":{{\"key\":\"{tag}-orders/torn").unwrap();
         drop(file);
 
-        let ledger = ErasureLedger::open(&dir.path().join("erasure"), None)
+        let ledger = ErasureLedger::open(&dir.path().join("erasure"), &[])
             .await
             .unwrap();
         let erasures = Erasures::new(ledger, ErasureConfig::default(), ErasureMetrics::default());
@@ -1025,7 +1053,7 @@ pub(crate) mod tests {
             serde_json::to_vec(&old).unwrap(),
         )
         .unwrap();
-        let ledger = ErasureLedger::open(&ledger_dir, None).await.unwrap();
+        let ledger = ErasureLedger::open(&ledger_dir, &[]).await.unwrap();
         let erasures = Erasures::new(ledger, ErasureConfig::default(), ErasureMetrics::default());
         let record = erasures
             .advance(
@@ -1041,5 +1069,42 @@ pub(crate) mod tests {
         assert!(step(&record, "dlq_archive"));
         assert_eq!(record.steps.len(), super::TIERS.len());
         assert!(!archive(dir.path()).contains(&tag));
+    }
+
+    /// Decision 0121: each remote copy gets every record: one saved while only the object store
+    /// was configured reaches a backup root added later, at the next open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_remote_copy_added_later_gets_the_records_it_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (objects, backups) = (dir.path().join("objects"), dir.path().join("backups"));
+        std::fs::create_dir_all(&objects).unwrap();
+        std::fs::create_dir_all(&backups).unwrap();
+        let url = |path: &Path| format!("file://{}", path.display());
+        let local = dir.path().join("erasure");
+        let ledger = ErasureLedger::open(&local, &[url(&objects)]).await.unwrap();
+        let mut record = super::ErasureRecord::new(
+            organisation_hash("acme"),
+            SystemTime::now(),
+            Duration::from_secs(3600),
+        );
+        assert!(ledger.save(&mut record).await.unwrap());
+        let in_backups = || {
+            std::fs::read_dir(backups.join(super::LEDGER_PREFIX))
+                .map(|files| files.count())
+                .unwrap_or(0)
+        };
+        assert_eq!(in_backups(), 0);
+        drop(ledger);
+        let ledger = ErasureLedger::open(&local, &[url(&objects), url(&backups)])
+            .await
+            .unwrap();
+        assert_eq!(in_backups(), 1, "the backup root got the record");
+        // And a restore that reads only the backup root finds it.
+        let scratch = dir.path().join("scratch");
+        let read = ErasureLedger::open(&scratch, &[url(&backups)])
+            .await
+            .unwrap();
+        assert_eq!(read.records().len(), 1);
+        assert_eq!(ledger.records(), read.records());
     }
 }
