@@ -539,6 +539,29 @@ async fn a_backup_taken_before_an_erasure_restores_nothing_readable_of_the_organ
         stdout
     };
 
+    // Without the ledger (first: a restore that reads the ledger also copies it into the backup
+    // root, decision 0121): the records come back sealed, and do not open.
+    let bare = dir.path().join("bare");
+    restore(encrypted(&bare), &bare);
+    assert!(scan(&bare, MARKER.as_bytes()).is_empty());
+    let api = encrypted(&bare).start().unwrap();
+    let response = client
+        .get(api.url(&format!("/v1/collections/orders/records/{ID_MARKER}-001")))
+        .bearer_auth(ACME_KEY)
+        .send()
+        .await
+        .unwrap();
+    let (status, problem) = status_and_body(response).await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|kind| kind.ends_with("/organisation-erased")),
+        "{problem}"
+    );
+    assert_other_intact(&client, &api).await;
+    drop(api);
+
     // With the ledger carried over to the new object store: the organisation is left out.
     let carried = dir.path().join("carried");
     let ledger = data_dir.join("objects/_erasure/ledger");
@@ -564,25 +587,79 @@ async fn a_backup_taken_before_an_erasure_restores_nothing_readable_of_the_organ
             assert!(hits.is_empty(), "{marker} restored into {hits:?}");
         }
     }
+}
 
-    // Without the ledger: the records come back sealed, and do not open.
-    let bare = dir.path().join("bare");
-    restore(encrypted(&bare), &bare);
-    assert!(scan(&bare, MARKER.as_bytes()).is_empty());
-    let api = encrypted(&bare).start().unwrap();
-    let response = client
-        .get(api.url(&format!("/v1/collections/orders/records/{ID_MARKER}-001")))
-        .bearer_auth(ACME_KEY)
+/// Decision 0121: with `backup.url` set, the erasure ledger is kept in the backup root too, so a
+/// restore after the store's prefix is lost (here the data directory with the embedded object
+/// store under it) still leaves the erased organisation out. Without encryption a restored
+/// record would be plain text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_after_the_object_store_is_lost_reads_the_erasure_ledger_from_the_backup_root() {
+    const ID_MARKER: &str = "idR8markerW3";
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let backups = dir.path().join("backups");
+    let with_backups = |data_dir: &Path| {
+        service(data_dir).env("MAINSTAY_BACKUP__URL", &backups.display().to_string())
+    };
+    let api = with_backups(&data_dir).start().unwrap();
+    let client = reqwest::Client::new();
+    create(&client, &api, ACME_KEY, "orders", "memory_s3").await;
+    create(&client, &api, OTHER_KEY, "orders", "memory_s3").await;
+    let records: Vec<(String, String)> = (0..20)
+        .map(|n| (format!("{ID_MARKER}-{n:03}"), format!("{MARKER} {n:03}")))
+        .collect();
+    put_batch(&client, &api, ACME_KEY, "orders", &records, None).await;
+    let kept = vec![("keep-000".to_owned(), format!("{KEEP} 000"))];
+    put_batch(&client, &api, OTHER_KEY, "orders", &kept, None).await;
+    let backup = client
+        .post(api.url("/admin/backups"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
-    let (status, problem) = status_and_body(response).await;
-    assert_eq!(status, 403, "{problem}");
+    assert_eq!(backup.status(), 201, "{}", backup.text().await.unwrap());
     assert!(
-        problem["type"]
-            .as_str()
-            .is_some_and(|kind| kind.ends_with("/organisation-erased")),
-        "{problem}"
+        !scan(&backups, MARKER.as_bytes()).is_empty(),
+        "the backup holds the records"
     );
-    assert_other_intact(&client, &api).await;
+    let response = client
+        .delete(api.url("/admin/organisations/acme?purge=now"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let (status, record) = status_and_body(response).await;
+    assert_eq!(status, 200, "{record}");
+    drop(api);
+    // The disaster: the data directory and the object store under it are gone.
+    std::fs::remove_dir_all(&data_dir).unwrap();
+
+    let restored = dir.path().join("restored");
+    let (status, stdout, stderr) = with_backups(&restored)
+        .args(&[
+            "backup",
+            "restore",
+            &backups.display().to_string(),
+            "--data-dir",
+            &restored.display().to_string(),
+        ])
+        .run()
+        .unwrap();
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    assert!(stdout.contains("excluded_collections=1"), "{stdout}");
+    for marker in [MARKER, ID_MARKER] {
+        let hits = scan(&restored, marker.as_bytes());
+        assert!(hits.is_empty(), "{marker} restored into {hits:?}");
+    }
+    let api = with_backups(&restored).start().unwrap();
+    let kept = client
+        .get(api.url("/v1/collections/orders/records/keep-000"))
+        .bearer_auth(OTHER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.status(), 200);
+    assert_eq!(kept.text().await.unwrap(), format!("{KEEP} 000"));
 }

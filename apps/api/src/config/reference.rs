@@ -36,7 +36,7 @@ pub const KEY_DOCS: &[(&str, &str, &str)] = &[
     (
         "backup.url",
         "URL or unset",
-        "The backup root (a directory, `file:///dir` or `s3://bucket/prefix`): the default destination of `POST /admin/backups` and `backup create`, and the root whose verification the `backup_*` metrics report. Unset: no default, no `backup_*` series.",
+        "The backup root (a directory, `file:///dir` or `s3://bucket/prefix`): the default destination of `POST /admin/backups` and `backup create`, and the root whose verification the `backup_*` metrics report; it also keeps a copy of the erasure ledger (`_erasure/ledger/`), which `backup restore` reads. Unset: no default, no `backup_*` series.",
     ),
     (
         "dlq.cleanup_interval",
