@@ -656,7 +656,10 @@ fn resolve_reexport(json: &Value, import: &str) -> Result<Reexport> {
     let mut module = root;
     let mut walked = crate_name.to_owned();
     while let Some(segment) = segments.next() {
-        let members = ids(&index[&module]["inner"]["module"]["items"]);
+        let members = index
+            .get(&module)
+            .map(|module| ids(&module["inner"]["module"]["items"]))
+            .unwrap_or_default();
         let found = members.into_iter().find_map(|id| {
             let item = index.get(&id)?;
             if item["visibility"] != "public" {
