@@ -1,6 +1,10 @@
 //! Third-party types in the publishable libraries' public API (issue 19 point 2, CONTRIBUTING.md
 //! "Public surface"): a type or trait of another crate appears in a public signature only when the
-//! crate README lists it, with its reason, in the section `## Third-party types in the public API`.
+//! crate README lists it, with its reason, in the section `## Third-party types in the public API`,
+//! and the crate re-exports it (the item, or the crate that holds it) where the README's line says,
+//! so that a caller names it without a dependency of its own. A `pub use` of a whole crate counts
+//! as deliberate when a listed item is re-exported through it; the path inside that crate is not
+//! checked (this crate's JSON does not hold the other crate's modules).
 //!
 //! rustdoc's JSON output (unstable: `RUSTC_BOOTSTRAP=1` on the stable toolchain, in a target
 //! directory of its own so that the changed environment does not throw the main build cache away)
@@ -91,7 +95,17 @@ pub(crate) fn run() -> Result<()> {
             Vec::new()
         });
         listed_count += listed.len();
-        let (unlisted, stale) = compare(&used, &listed);
+        let mut through = BTreeSet::new();
+        for item in &listed {
+            match verify_reexport(&json, item) {
+                Ok(module) => through.extend(module),
+                Err(error) => problems.push(format!(
+                    "{}: {readme_name}:{}: `{}` is listed as re-exported as `{}`, but {error:#}; add the `pub use` (of the item, or of the crate that holds it) or correct the path",
+                    library.package, item.line, item.pattern, item.reexport
+                )),
+            }
+        }
+        let (unlisted, stale) = compare(&used, &listed, &through);
         for (path, places) in unlisted {
             problems.push(format!(
                 "{}: `{path}` is in the public API but not listed in {readme_name} (\"{SECTION}\"); used at {}",
@@ -109,13 +123,13 @@ pub(crate) fn run() -> Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     if problems.is_empty() {
         eprintln!(
-            "xtask surface: the public API of {} libraries uses only std, mainstay and the {listed_count} listed third-party item(s) ({elapsed:.1}s)",
+            "xtask surface: the public API of {} libraries uses only std, mainstay and the {listed_count} listed third-party item(s), each re-exported where its README says ({elapsed:.1}s)",
             libraries.len()
         );
         Ok(())
     } else {
         bail!(
-            "third-party types in the public API that the crate README does not list, or listed ones no longer used ({elapsed:.1}s); either list each with its reason in the README's \"{SECTION}\" or keep it out of the public API:\n  {}",
+            "third-party types in the public API that the crate README does not list, listed ones no longer used, or listed ones not re-exported where the README says ({elapsed:.1}s); either list each with its re-export and reason in the README's \"{SECTION}\" and re-export it, or keep it out of the public API:\n  {}",
             problems.join("\n  ")
         )
     }
@@ -509,38 +523,66 @@ fn is_allowed_crate(name: &str) -> bool {
     STANDARD_CRATES.contains(&name) || name.starts_with(OWN_CRATE_PREFIX)
 }
 
-/// One bullet of a README's list: the path (or `crate::*` glob) and the line it is on.
+/// One bullet of a README's list: the path where the item is defined (or a `crate::*` glob), the
+/// path users import it from (through this crate's re-export), and the line the bullet starts on.
 #[derive(Debug, PartialEq, Eq)]
 struct Listed {
     pattern: String,
+    reexport: String,
     line: usize,
 }
 
+/// What a bullet says between the item's path and its reason: where users import it from.
+const REEXPORTED_AS: &str = "(re-exported as `";
+
 /// The items listed in a README's [`SECTION`]: one bullet per item, the full path in backticks,
-/// then its reason (`- `prometheus_client::registry::Registry`: why`); or the line `None.`.
+/// where users import it from, then its reason (``- `prometheus_client::registry::Registry`
+/// (re-exported as `mainstay_x::prometheus_client::registry::Registry`): why``); or the line
+/// `None.`. A bullet may go on over indented lines.
 fn listed_items(readme: &str) -> Result<Vec<Listed>> {
     let mut lines = readme.lines().enumerate();
     if !lines.any(|(_, line)| line.trim_end() == SECTION) {
         bail!(
-            "no section \"{SECTION}\": add it, with one bullet per deliberate third-party type (\"- `crate::path::Type`: why\") or the line \"None.\""
+            "no section \"{SECTION}\": add it, with one bullet per deliberate third-party type (\"- `crate::path::Type` (re-exported as `this_crate::...`): why\") or the line \"None.\""
         );
     }
-    let mut listed = Vec::new();
+    // Each bullet with the line it starts on, its continuation lines joined to it.
+    let mut bullets: Vec<(usize, String)> = Vec::new();
     let mut none = false;
+    let mut in_bullet = false;
     for (index, line) in lines {
-        let number = index + 1;
         if line.starts_with("# ") || line.starts_with("## ") {
             break;
         }
-        let Some(bullet) = line.strip_prefix("- ").or_else(|| line.strip_prefix("* ")) else {
+        if let Some(bullet) = line.strip_prefix("- ").or_else(|| line.strip_prefix("* ")) {
+            bullets.push((index + 1, bullet.to_owned()));
+            in_bullet = true;
+        } else if in_bullet && line.starts_with("  ") && !line.trim().is_empty() {
+            if let Some((_, text)) = bullets.last_mut() {
+                text.push(' ');
+                text.push_str(line.trim());
+            }
+        } else {
+            in_bullet = false;
             none |= line.trim() == "None.";
-            continue;
-        };
-        let Some((pattern, reason)) = bullet
+        }
+    }
+    let mut listed = Vec::new();
+    for (number, bullet) in bullets {
+        let Some((pattern, rest)) = bullet
             .strip_prefix('`')
             .and_then(|rest| rest.split_once('`'))
         else {
             bail!("line {number}: a bullet starts with the item's full path in backticks");
+        };
+        let Some((reexport, reason)) = rest
+            .trim_start()
+            .strip_prefix(REEXPORTED_AS)
+            .and_then(|rest| rest.split_once("`)"))
+        else {
+            bail!(
+                "line {number}: `{pattern}` needs where users import it from after the path, \"{REEXPORTED_AS}this_crate::...`)\""
+            );
         };
         let reason = reason
             .trim_start()
@@ -549,23 +591,27 @@ fn listed_items(readme: &str) -> Result<Vec<Listed>> {
         if reason.is_empty() {
             bail!("line {number}: `{pattern}` needs its reason after the path");
         }
-        let valid = pattern
-            .strip_suffix("::*")
-            .unwrap_or(pattern)
-            .split("::")
-            .all(|segment| {
+        let is_path = |path: &str| {
+            path.split("::").all(|segment| {
                 !segment.is_empty()
                     && segment
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            });
-        if !valid {
+            })
+        };
+        if !is_path(pattern.strip_suffix("::*").unwrap_or(pattern)) {
             bail!(
                 "line {number}: `{pattern}` is not a full path (`crate::module::Item`) or a crate glob (`crate::*`)"
             );
         }
+        if !is_path(reexport) {
+            bail!(
+                "line {number}: `{pattern}` is re-exported as `{reexport}`, which is not a path (`this_crate::other_crate::Item`)"
+            );
+        }
         listed.push(Listed {
             pattern: pattern.to_owned(),
+            reexport: reexport.to_owned(),
             line: number,
         });
     }
@@ -575,6 +621,119 @@ fn listed_items(readme: &str) -> Result<Vec<Listed>> {
             bail!("the section \"{SECTION}\" lists no item and does not say \"None.\"")
         }
         _ => Ok(listed),
+    }
+}
+
+/// Where a README's import path leads in the crate's rustdoc JSON.
+#[derive(Debug, PartialEq, Eq)]
+enum Reexport {
+    /// A `pub use` of another crate or one of its modules (`pub use tower;`), with its full path
+    /// where defined (`tower`) and the rest of the import path, inside it (`Layer`). rustdoc's JSON
+    /// of this crate does not hold the other crate's modules: the rest is not checked.
+    Module { path: String, rest: String },
+    /// A `pub use` of one item of another crate, with its full path where defined.
+    Item(String),
+}
+
+/// Follows an import path (`mainstay_x::tower::Layer`) from the crate root through public
+/// modules to the public `use` it names.
+fn resolve_reexport(json: &Value, import: &str) -> Result<Reexport> {
+    let (Some(index), Some(paths), Some(root)) = (
+        json["index"].as_object(),
+        json["paths"].as_object(),
+        id_key(&json["root"]),
+    ) else {
+        bail!("rustdoc's JSON has no index, paths or root");
+    };
+    let crate_name = index
+        .get(&root)
+        .and_then(|root| root["name"].as_str())
+        .unwrap_or("?");
+    let mut segments = import.split("::");
+    if segments.next() != Some(crate_name) {
+        bail!("it does not start with the crate's name `{crate_name}`");
+    }
+    let mut module = root;
+    let mut walked = crate_name.to_owned();
+    while let Some(segment) = segments.next() {
+        let members = index
+            .get(&module)
+            .map(|module| ids(&module["inner"]["module"]["items"]))
+            .unwrap_or_default();
+        let found = members.into_iter().find_map(|id| {
+            let item = index.get(&id)?;
+            if item["visibility"] != "public" {
+                return None;
+            }
+            let (kind, inner) = item["inner"].as_object()?.iter().next()?;
+            match kind.as_str() {
+                "use" if inner["name"] == segment && inner["is_glob"] != true => {
+                    id_key(&inner["id"])
+                }
+                // A module walks on; any other item of this crate is refused below.
+                _ if item["name"] == segment => Some(id),
+                _ => None,
+            }
+        });
+        let Some(target) = found else {
+            bail!("`{walked}` has no public module or `pub use` named `{segment}`");
+        };
+        walked = format!("{walked}::{segment}");
+        let local = index
+            .get(&target)
+            .is_some_and(|item| item["crate_id"].as_u64() == Some(0));
+        if local {
+            if index[&target]["inner"]["module"].is_null() {
+                bail!("`{walked}` is an item of this crate, not a re-export of another crate's");
+            }
+            module = target;
+            continue;
+        }
+        let Some(entry) = paths.get(&target) else {
+            bail!("`{walked}` re-exports an item rustdoc does not name");
+        };
+        let path: Vec<&str> = entry["path"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let path = path.join("::");
+        let rest: Vec<&str> = segments.collect();
+        return if entry["kind"] == "module" {
+            Ok(Reexport::Module {
+                path,
+                rest: rest.join("::"),
+            })
+        } else if rest.is_empty() {
+            Ok(Reexport::Item(path))
+        } else {
+            bail!(
+                "`{walked}` re-exports `{path}`, which is not a module: `{}` is not in it",
+                rest.join("::")
+            )
+        };
+    }
+    bail!("`{walked}` is a module of this crate, not a re-export of another crate's")
+}
+
+/// Checks that a listed item is reachable where its bullet says, and gives the module (a crate,
+/// usually) it is re-exported through, if any: the `pub use` of that module is then deliberate.
+fn verify_reexport(json: &Value, item: &Listed) -> Result<Option<String>> {
+    let glob = item.pattern.strip_suffix("::*");
+    match (resolve_reexport(json, &item.reexport)?, glob) {
+        (Reexport::Module { path, rest }, Some(_)) if rest.is_empty() => Ok(Some(path)),
+        (Reexport::Module { path, rest }, None) if !rest.is_empty() => Ok(Some(path)),
+        (Reexport::Item(path), None) if path == item.pattern => Ok(None),
+        (Reexport::Module { path, .. }, Some(_)) => {
+            bail!(
+                "a crate glob is re-exported as the whole crate (`...::{path}`), not an item in it"
+            )
+        }
+        (Reexport::Module { path, .. }, None) => {
+            bail!("it names the re-export of `{path}` itself: name the item in it")
+        }
+        (Reexport::Item(path), _) => bail!("it re-exports `{path}`, not `{}`", item.pattern),
     }
 }
 
@@ -592,14 +751,19 @@ fn covers(pattern: &str, path: &str) -> bool {
 }
 
 /// The used paths that no listed pattern covers (with where they are used), and the listed
-/// items that cover no used path.
+/// items that cover no used path. A `pub use` of a whole crate (or module) is covered when a
+/// listed item is re-exported through it (`through`).
 fn compare<'a>(
     used: &'a BTreeMap<String, BTreeSet<String>>,
     listed: &'a [Listed],
+    through: &BTreeSet<String>,
 ) -> (Vec<(&'a str, &'a BTreeSet<String>)>, Vec<&'a Listed>) {
     let unlisted = used
         .iter()
-        .filter(|(path, _)| !listed.iter().any(|item| covers(&item.pattern, path)))
+        .filter(|(path, _)| {
+            !through.contains(path.as_str())
+                && !listed.iter().any(|item| covers(&item.pattern, path))
+        })
         .map(|(path, places)| (path.as_str(), places))
         .collect();
     let stale = listed
@@ -614,17 +778,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_readme_list_gives_each_path_with_its_line() {
-        let readme = "# mainstay-x\n\nText.\n\n## Third-party types in the public API\n\nThe items below.\n\n- `prometheus_client::registry::Registry`: every crate registers into the caller's registry.\n- `serde_core::*` — the configuration derives Serialize and Deserialize.\n  (a continuation line)\n\n## MSRV\n\n- `not::Listed`: another section.\n";
+    fn the_readme_list_gives_each_path_with_its_import_path_and_line() {
+        let readme = "# mainstay-x\n\nText.\n\n## Third-party types in the public API\n\nThe items below.\n\n- `prometheus_client::registry::Registry` (re-exported as `mainstay_x::prometheus_client::registry::Registry`): every crate registers into the caller's registry.\n- `serde_core::*`\n  (re-exported as `mainstay_x::serde`) — the configuration derives Serialize and\n  Deserialize.\n\n## MSRV\n\n- `not::Listed`: another section.\n";
         assert_eq!(
             listed_items(readme).unwrap(),
             [
                 Listed {
                     pattern: "prometheus_client::registry::Registry".to_owned(),
+                    reexport: "mainstay_x::prometheus_client::registry::Registry".to_owned(),
                     line: 9
                 },
                 Listed {
                     pattern: "serde_core::*".to_owned(),
+                    reexport: "mainstay_x::serde".to_owned(),
                     line: 10
                 },
             ]
@@ -642,7 +808,7 @@ mod tests {
                 "lists no item",
             ),
             (
-                "## Third-party types in the public API\n\nNone.\n\n- `a::B`: why\n",
+                "## Third-party types in the public API\n\nNone.\n\n- `a::B` (re-exported as `x::a::B`): why\n",
                 "says \"None.\" and lists",
             ),
             (
@@ -650,17 +816,33 @@ mod tests {
                 "line 3: a bullet starts",
             ),
             (
-                "## Third-party types in the public API\n\n- `a::B`\n",
+                "## Third-party types in the public API\n\n- `a::B` (re-exported as `x::a::B`)\n",
                 "needs its reason",
             ),
             (
-                "## Third-party types in the public API\n\n- `a::B<C>`: why\n",
+                "## Third-party types in the public API\n\n- `a::B<C>` (re-exported as `x::a::B`): why\n",
                 "is not a full path",
+            ),
+            (
+                "## Third-party types in the public API\n\n- `a::B`: why\n",
+                "line 3: `a::B` needs where users import it from",
+            ),
+            (
+                "## Third-party types in the public API\n\n- `a::B` (re-exported as `x::a::B<C>`): why\n",
+                "which is not a path",
             ),
         ];
         for (readme, expected) in cases {
             let error = listed_items(readme).unwrap_err().to_string();
             assert!(error.contains(expected), "{readme:?} gave {error:?}");
+        }
+    }
+
+    fn listed(pattern: &str, reexport: &str, line: usize) -> Listed {
+        Listed {
+            pattern: pattern.to_owned(),
+            reexport: reexport.to_owned(),
+            line,
         }
     }
 
@@ -680,26 +862,141 @@ mod tests {
                 "http::request::Request".to_owned(),
                 BTreeSet::from(["x::g".to_owned()]),
             ),
+            (
+                "bytes".to_owned(),
+                BTreeSet::from(["pub use bytes in x".to_owned()]),
+            ),
+            (
+                "rand".to_owned(),
+                BTreeSet::from(["pub use rand in x".to_owned()]),
+            ),
         ]);
         let listed = [
-            Listed {
-                pattern: "bytes::bytes::Bytes".to_owned(),
-                line: 3,
-            },
-            Listed {
-                pattern: "tower_layer::Layer".to_owned(),
-                line: 4,
-            },
+            listed("bytes::bytes::Bytes", "x::bytes::Bytes", 3),
+            listed("tower_layer::Layer", "x::tower::Layer", 4),
         ];
-        let (unlisted, stale) = compare(&used, &listed);
+        // `bytes` is re-exported for a listed item; `rand` for none.
+        let through = BTreeSet::from(["bytes".to_owned()]);
+        let (unlisted, stale) = compare(&used, &listed, &through);
         assert_eq!(
             unlisted,
-            [(
-                "http::request::Request",
-                &BTreeSet::from(["x::g".to_owned()])
-            )]
+            [
+                (
+                    "http::request::Request",
+                    &BTreeSet::from(["x::g".to_owned()])
+                ),
+                ("rand", &BTreeSet::from(["pub use rand in x".to_owned()])),
+            ]
         );
         assert_eq!(stale, [&listed[1]]);
+    }
+
+    /// A hand-written fragment in the shape of format 57: a root module `x` with `pub use
+    /// bytes;`, `pub use serde;`, a re-exported item, a `pub(crate) use tower;`, a struct of its
+    /// own, and a public module `http` that re-exports one item of the `http` crate.
+    #[test]
+    fn each_listed_item_must_be_re_exported_where_its_bullet_says() {
+        let json: Value = serde_json::from_str(
+            r#"{
+            "format_version": 57,
+            "root": 0,
+            "external_crates": {
+                "2": { "name": "bytes" }, "3": { "name": "serde" }, "5": { "name": "tokio_util" },
+                "6": { "name": "tower" }, "7": { "name": "http" }
+            },
+            "paths": {
+                "1": { "crate_id": 0, "path": ["x", "Config"], "kind": "struct" },
+                "11": { "crate_id": 2, "path": ["bytes"], "kind": "module" },
+                "12": { "crate_id": 3, "path": ["serde"], "kind": "module" },
+                "14": { "crate_id": 5, "path": ["tokio_util", "sync", "cancellation_token", "CancellationToken"], "kind": "struct" },
+                "16": { "crate_id": 6, "path": ["tower"], "kind": "module" },
+                "17": { "crate_id": 7, "path": ["http", "header", "map", "HeaderMap"], "kind": "struct" }
+            },
+            "index": {
+                "0": { "crate_id": 0, "name": "x", "visibility": "public",
+                       "inner": { "module": { "is_crate": true, "items": [1, 2, 3, 4, 5, 6] } } },
+                "1": { "crate_id": 0, "name": "Config", "visibility": "public",
+                       "inner": { "struct": { "kind": { "plain": { "fields": [], "has_stripped_fields": false } },
+                                              "generics": { "params": [], "where_predicates": [] }, "impls": [] } } },
+                "2": { "crate_id": 0, "name": null, "visibility": "public",
+                       "inner": { "use": { "source": "bytes", "name": "bytes", "id": 11, "is_glob": false } } },
+                "3": { "crate_id": 0, "name": null, "visibility": "public",
+                       "inner": { "use": { "source": "serde", "name": "serde", "id": 12, "is_glob": false } } },
+                "4": { "crate_id": 0, "name": null, "visibility": "public",
+                       "inner": { "use": { "source": "tokio_util::sync::CancellationToken",
+                                           "name": "CancellationToken", "id": 14, "is_glob": false } } },
+                "5": { "crate_id": 0, "name": null, "visibility": "crate",
+                       "inner": { "use": { "source": "tower", "name": "tower", "id": 16, "is_glob": false } } },
+                "6": { "crate_id": 0, "name": "http", "visibility": "public",
+                       "inner": { "module": { "is_crate": false, "items": [7] } } },
+                "7": { "crate_id": 0, "name": null, "visibility": "public",
+                       "inner": { "use": { "source": "http::HeaderMap", "name": "HeaderMap", "id": 17, "is_glob": false } } }
+            }
+        }"#,
+        )
+        .unwrap();
+        let token = "tokio_util::sync::cancellation_token::CancellationToken";
+        let accepted = [
+            ("bytes::bytes::Bytes", "x::bytes::Bytes", Some("bytes")),
+            ("serde_core::*", "x::serde", Some("serde")),
+            (token, "x::CancellationToken", None),
+            ("http::header::map::HeaderMap", "x::http::HeaderMap", None),
+        ];
+        for (pattern, reexport, through) in accepted {
+            let item = listed(pattern, reexport, 1);
+            assert_eq!(
+                verify_reexport(&json, &item).unwrap().as_deref(),
+                through,
+                "{item:?}"
+            );
+        }
+        let refused = [
+            (
+                "tower_layer::Layer",
+                "x::tower::Layer",
+                "`x` has no public module or `pub use` named `tower`",
+            ),
+            (
+                "bytes::bytes::Bytes",
+                "y::bytes::Bytes",
+                "does not start with the crate's name `x`",
+            ),
+            (
+                "bytes::bytes::Bytes",
+                "x::bytes",
+                "names the re-export of `bytes` itself",
+            ),
+            (
+                "serde_core::*",
+                "x::serde::Serialize",
+                "a crate glob is re-exported as the whole crate",
+            ),
+            (
+                "tokio_util::sync::DropGuard",
+                "x::CancellationToken",
+                &format!("it re-exports `{token}`, not"),
+            ),
+            (
+                token,
+                "x::CancellationToken::new",
+                "which is not a module: `new` is not in it",
+            ),
+            (
+                "a::Config",
+                "x::Config",
+                "`x::Config` is an item of this crate",
+            ),
+            (
+                "http::header::map::HeaderMap",
+                "x::http",
+                "`x::http` is a module of this crate",
+            ),
+        ];
+        for (pattern, reexport, expected) in refused {
+            let item = listed(pattern, reexport, 1);
+            let error = verify_reexport(&json, &item).unwrap_err().to_string();
+            assert!(error.contains(expected), "{item:?} gave {error:?}");
+        }
     }
 
     /// A hand-written fragment in the shape of format 57: a root module with a public function

@@ -36,3 +36,10 @@ pub use query::{
     RedriveHandler, RedriveReport,
 };
 pub use tokio_util::sync::CancellationToken;
+
+// Third-party crates in the public API, re-exported so that a caller names their items at the
+// version this crate uses without a dependency of its own (README, "Third-party types in the
+// public API").
+pub use bytes;
+pub use prometheus_client;
+pub use serde;

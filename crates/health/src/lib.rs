@@ -19,3 +19,12 @@ pub use config::{CheckOverride, ConfigError, DiskConfig, HealthConfig, MemoryCon
 pub use metrics::HealthMetrics;
 pub use registry::{HealthRegistry, HealthRegistryBuilder, RegisterError};
 pub use report::{CheckReport, ProbeResponse, Report, View};
+
+// Third-party crates in the public API, re-exported so that a caller names their items at the
+// version this crate uses without a dependency of its own (README, "Third-party types in the
+// public API").
+pub use prometheus_client;
+pub use serde;
+pub use serde_json;
+#[cfg(feature = "openapi")]
+pub use utoipa;

@@ -24,3 +24,8 @@ pub use lsn::Lsn;
 pub use read::read_entries;
 pub use recovery::{RecoveryOutcome, RecoverySummary};
 pub use replay::{CORRUPT_DIR, Corruption, Entry, Replay, ReplayOutcome, ReplayReport, TornTail};
+
+// Third-party crates in the public API, re-exported so that a caller names their items at the
+// version this crate uses without a dependency of its own (README, "Third-party types in the
+// public API").
+pub use serde;

@@ -35,3 +35,14 @@ pub use limiter::{
 pub use local::{InProcessLimiter, LocalDecision};
 pub use metrics::RateLimitMetrics;
 pub use proxy::TrustedProxies;
+
+// Third-party crates in the public API, re-exported so that a caller names their items at the
+// version this crate uses without a dependency of its own (README, "Third-party types in the
+// public API").
+#[cfg(feature = "tower")]
+pub use http;
+pub use prometheus_client;
+pub use serde;
+pub use tokio;
+#[cfg(feature = "tower")]
+pub use tower;

@@ -33,6 +33,15 @@ pub use registry::{BreakerRegistry, DuplicateBreaker, UnknownBreaker};
 pub use retry::{AttemptError, Retry, RetryBuilder, RetryConfig, RetryError};
 pub use timeout::{TimedOut, WithFallback, timeout, with_fallback};
 
+// Third-party crates in the public API, re-exported so that a caller names their items at the
+// version this crate uses without a dependency of its own (README, "Third-party types in the
+// public API").
+pub use prometheus_client;
+pub use serde;
+pub use tokio;
+#[cfg(feature = "tower")]
+pub use tower;
+
 /// Nanoseconds of a duration, saturating: the unit the lock-free state stores.
 #[inline]
 pub(crate) fn nanos(duration: std::time::Duration) -> u64 {

@@ -52,6 +52,14 @@ pub use store::{
 };
 pub use wal::{WalDamage, WalRecovery};
 
+// Third-party crates in the public API, re-exported so that a caller names their items at the
+// version this crate uses without a dependency of its own (README, "Third-party types in the
+// public API").
+pub use bytes;
+pub use object_store;
+pub use prometheus_client;
+pub use serde;
+
 /// Opens the object store an `object_store_url` names (`file:///dir`, `memory://`,
 /// `s3://bucket/prefix`, with the S3 settings from the standard `AWS_*` variables) as the store
 /// does, and returns it with the prefix the URL names: for a caller that keeps objects of its own

@@ -27,6 +27,18 @@ pub use logs::{BUILT_IN_REDACT_PATTERNS, is_secret_name};
 pub use logs::{ErrorChain, REDACTED};
 pub use traces::install_propagator;
 
+// Third-party crates in the public API, re-exported so that a caller names their items at the
+// version this crate uses without a dependency of its own (README, "Third-party types in the
+// public API").
+pub use opentelemetry_sdk;
+pub use prometheus_client;
+pub use serde;
+pub use serde_json;
+#[cfg(feature = "tower")]
+pub use tower;
+pub use tracing;
+pub use tracing_subscriber;
+
 /// Installs telemetry for the process, logging to stdout.
 ///
 /// Sets the global `tracing` subscriber (and the `log` bridge), the global tracer provider and

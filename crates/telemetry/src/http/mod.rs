@@ -44,6 +44,10 @@ pub use request_id::{REQUEST_ID_HEADER, RequestId};
 pub use request_id::{RequestIdFuture, RequestIdLayer, RequestIdService};
 #[cfg(feature = "tower")]
 pub use trace::{TraceFuture, TraceLayer, TraceService};
+// The `http` types in this module's signatures, re-exported so that a caller names them at the
+// version this crate uses without a dependency of its own (README, "Third-party types in the
+// public API"). Items rather than the crate: `mainstay_telemetry::http` is this module.
+pub use http::{Extensions, HeaderMap, Request, Response};
 
 /// Buckets of `http_request_duration_seconds`, in seconds.
 pub const DURATION_BUCKETS: [f64; 12] = [
