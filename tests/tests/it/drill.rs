@@ -90,7 +90,12 @@ async fn a_lost_data_directory_is_recovered_from_the_newest_backup_and_the_drill
 -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let dir = scratch.path();
-    let backups = dir.join("backups");
+    // `backup.url` longer than the 63 characters a request's `to` may have, as real roots are:
+    // the service's own setting is not held to the request's schema.
+    let backups = dir
+        .join("backups-of-the-orders-service")
+        .join("production-eu-west-1-hourly");
+    assert!(backups.to_string_lossy().chars().count() > 63);
     let client = reqwest::Client::new();
     // A dead-letter entry, as a failed delivery leaves it: the DLQ is lost with the disk too.
     {
