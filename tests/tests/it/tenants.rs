@@ -114,6 +114,48 @@ async fn status_and_body(response: reqwest::Response) -> (u16, Value) {
     (status, body)
 }
 
+/// `DELETE /admin/organisations/acme?purge=now`, which must answer 200: its erasure record.
+async fn erase_acme(client: &reqwest::Client, api: &Api) -> Value {
+    let response = client
+        .delete(api.url("/admin/organisations/acme?purge=now"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let (status, record) = status_and_body(response).await;
+    assert_eq!(status, 200, "{record}");
+    record
+}
+
+/// `POST /admin/backups` with `body`, which must answer 201.
+async fn take_backup(client: &reqwest::Client, api: &Api, body: Value) {
+    let backup = client
+        .post(api.url("/admin/backups"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(backup.status(), 201, "{}", backup.text().await.unwrap());
+}
+
+/// `backup restore <backups> --data-dir <target>` run as `service`, which must succeed: what it
+/// printed.
+fn restore_backup(service: ApiBuilder, backups: &Path, target: &Path) -> String {
+    let (status, stdout, stderr) = service
+        .args(&[
+            "backup",
+            "restore",
+            &backups.display().to_string(),
+            "--data-dir",
+            &target.display().to_string(),
+        ])
+        .run()
+        .unwrap();
+    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    stdout
+}
+
 async fn assert_erased_key_refused(client: &reqwest::Client, api: &Api) {
     let response = client
         .get(api.url("/v1/collections"))
@@ -261,14 +303,7 @@ async fn an_erased_organisation_leaves_no_byte_in_any_tier_and_its_keys_get_403(
         "and in the DLQ archive: {before:?}"
     );
 
-    let response = client
-        .delete(api.url("/admin/organisations/acme?purge=now"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let (status, record) = status_and_body(response).await;
-    assert_eq!(status, 200, "{record}");
+    let record = erase_acme(&client, &api).await;
     assert_eq!(record["state"], "complete", "{record}");
     assert_eq!(record["org_hash"], sha256_hex("acme"));
     let hits = scan(&data_dir, MARKER.as_bytes());
@@ -490,22 +525,13 @@ async fn a_backup_taken_before_an_erasure_restores_nothing_readable_of_the_organ
     assert!(scan(&data_dir, MARKER.as_bytes()).is_empty());
     assert!(!scan(&data_dir, ID_MARKER.as_bytes()).is_empty());
 
-    let backup = client
-        .post(api.url("/admin/backups"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({ "to": backups.display().to_string() }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(backup.status(), 201, "{}", backup.text().await.unwrap());
-    let response = client
-        .delete(api.url("/admin/organisations/acme?purge=now"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let (status, record) = status_and_body(response).await;
-    assert_eq!(status, 200, "{record}");
+    take_backup(
+        &client,
+        &api,
+        serde_json::json!({ "to": backups.display().to_string() }),
+    )
+    .await;
+    let record = erase_acme(&client, &api).await;
     assert!(
         record["steps"]
             .as_array()
@@ -522,27 +548,10 @@ async fn a_backup_taken_before_an_erasure_restores_nothing_readable_of_the_organ
     assert!(scan(&backups, MARKER.as_bytes()).is_empty());
     drop(api);
 
-    // `backup restore` into `target`, run as `service` (the encrypted service, with whatever it
-    // adds); returns what it printed.
-    let restore = |service: ApiBuilder, target: &Path| {
-        let (status, stdout, stderr) = service
-            .args(&[
-                "backup",
-                "restore",
-                &backups.display().to_string(),
-                "--data-dir",
-                &target.display().to_string(),
-            ])
-            .run()
-            .unwrap();
-        assert!(status.success(), "{status}\n{stdout}\n{stderr}");
-        stdout
-    };
-
     // Without the ledger (first: a restore that reads the ledger also copies it into the backup
     // root, decision 0121): the records come back sealed, and do not open.
     let bare = dir.path().join("bare");
-    restore(encrypted(&bare), &bare);
+    restore_backup(encrypted(&bare), &backups, &bare);
     assert!(scan(&bare, MARKER.as_bytes()).is_empty());
     let api = encrypted(&bare).start().unwrap();
     let response = client
@@ -573,11 +582,12 @@ async fn a_backup_taken_before_an_erasure_restores_nothing_readable_of_the_organ
     // The ledger's scratch copy lives outside the target, which must look empty but for it.
     std::fs::rename(carried.join("objects"), dir.path().join("carried-objects")).unwrap();
     let carried_objects = dir.path().join("carried-objects");
-    let stdout = restore(
+    let stdout = restore_backup(
         encrypted(&carried).env(
             "MAINSTAY_STORAGE__OBJECT_STORE_URL",
             &format!("file://{}", carried_objects.display()),
         ),
+        &backups,
         &carried,
     );
     assert!(stdout.contains("excluded_collections=2"), "{stdout}");
@@ -612,42 +622,18 @@ async fn a_restore_after_the_object_store_is_lost_reads_the_erasure_ledger_from_
     put_batch(&client, &api, ACME_KEY, "orders", &records, None).await;
     let kept = vec![("keep-000".to_owned(), format!("{KEEP} 000"))];
     put_batch(&client, &api, OTHER_KEY, "orders", &kept, None).await;
-    let backup = client
-        .post(api.url("/admin/backups"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(backup.status(), 201, "{}", backup.text().await.unwrap());
+    take_backup(&client, &api, serde_json::json!({})).await;
     assert!(
         !scan(&backups, MARKER.as_bytes()).is_empty(),
         "the backup holds the records"
     );
-    let response = client
-        .delete(api.url("/admin/organisations/acme?purge=now"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let (status, record) = status_and_body(response).await;
-    assert_eq!(status, 200, "{record}");
+    erase_acme(&client, &api).await;
     drop(api);
     // The disaster: the data directory and the object store under it are gone.
     std::fs::remove_dir_all(&data_dir).unwrap();
 
     let restored = dir.path().join("restored");
-    let (status, stdout, stderr) = with_backups(&restored)
-        .args(&[
-            "backup",
-            "restore",
-            &backups.display().to_string(),
-            "--data-dir",
-            &restored.display().to_string(),
-        ])
-        .run()
-        .unwrap();
-    assert!(status.success(), "{status}\n{stdout}\n{stderr}");
+    let stdout = restore_backup(with_backups(&restored), &backups, &restored);
     assert!(stdout.contains("excluded_collections=1"), "{stdout}");
     for marker in [MARKER, ID_MARKER] {
         let hits = scan(&restored, marker.as_bytes());
