@@ -493,13 +493,7 @@ pub(crate) fn object_store_url(storage: &StoreConfig) -> Result<String, BuildErr
     if let Some(url) = &storage.object_store_url {
         return Ok(url.clone());
     }
-    let objects = storage.data_dir.join("objects");
-    let prepared = std::fs::create_dir_all(&objects).and_then(|()| std::fs::canonicalize(&objects));
-    let objects = prepared.map_err(|source| BuildError::DataDir {
-        path: objects.clone(),
-        source,
-    })?;
-    Ok(format!("file://{}", objects.display()))
+    local_dir_url(&storage.data_dir.join("objects"))
 }
 
 /// The backup location `url` (a directory path, `file://` or `s3://`, as `backup.url` takes
@@ -509,10 +503,14 @@ pub(crate) fn backup_root_url(url: &str) -> Result<String, BuildError> {
     if url.contains("://") {
         return Ok(url.to_owned());
     }
-    let dir = std::path::PathBuf::from(url);
-    let prepared = std::fs::create_dir_all(&dir).and_then(|()| std::fs::canonicalize(&dir));
+    local_dir_url(std::path::Path::new(url))
+}
+
+/// `file://` of the canonical form of `dir`, created if missing.
+fn local_dir_url(dir: &std::path::Path) -> Result<String, BuildError> {
+    let prepared = std::fs::create_dir_all(dir).and_then(|()| std::fs::canonicalize(dir));
     let dir = prepared.map_err(|source| BuildError::DataDir {
-        path: dir.clone(),
+        path: dir.to_path_buf(),
         source,
     })?;
     Ok(format!("file://{}", dir.display()))
