@@ -76,28 +76,28 @@ impl RecoverySummary {
             .map(|path| path.display().to_string())
             .collect::<Vec<_>>()
             .join(", ");
+        // One field list for both levels (tracing takes the level as a constant per call site).
+        macro_rules! event {
+            ($level:ident, $message:literal) => {
+                tracing::$level!(
+                    component,
+                    dir = %dir.display(),
+                    outcome = outcome.as_str(),
+                    recovered_records = self.recovered_records,
+                    lost_records = self.lost_records,
+                    truncated_bytes = self.truncated_bytes,
+                    preserved,
+                    $message
+                )
+            };
+        }
         if outcome == RecoveryOutcome::DataLost {
-            tracing::error!(
-                component,
-                dir = %dir.display(),
-                outcome = outcome.as_str(),
-                recovered_records = self.recovered_records,
-                lost_records = self.lost_records,
-                truncated_bytes = self.truncated_bytes,
-                preserved,
+            event!(
+                error,
                 "recovered with data lost; the damaged files are preserved"
             );
         } else {
-            tracing::info!(
-                component,
-                dir = %dir.display(),
-                outcome = outcome.as_str(),
-                recovered_records = self.recovered_records,
-                lost_records = self.lost_records,
-                truncated_bytes = self.truncated_bytes,
-                preserved,
-                "recovered"
-            );
+            event!(info, "recovered");
         }
     }
 }
